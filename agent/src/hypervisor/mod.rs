@@ -1,0 +1,1 @@
+//! Hypervisor access (libvirt) behind a trait.

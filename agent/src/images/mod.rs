@@ -1,0 +1,3 @@
+//! Base images and per-instance overlays.
+
+pub mod qcow2;

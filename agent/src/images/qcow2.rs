@@ -1,0 +1,1 @@
+//! qcow2 headers: in-process overlays and inspection.

@@ -1,0 +1,239 @@
+//! Request and view types of the HTTP API under `/api/v1`. Inputs deny unknown fields so a typo
+//! is a 400 naming the field rather than a silently ignored option.
+
+use serde::{Deserialize, Serialize};
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// A stable machine-readable code, e.g. `unknown_image`, `not_found`, `no_leader`.
+    pub code: String,
+    /// A short human message naming the input at fault.
+    pub message: String,
+}
+
+/// The lifecycle a user follows: Pending -> Booting -> Running -> Stopping -> Done, or Failed
+/// (with a reason) from any state before Done.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InstanceState {
+    /// Accepted and placed on a host; the host has not started it yet.
+    Pending,
+    /// The host is preparing the disk and starting the domain.
+    Booting,
+    /// The domain runs.
+    Running,
+    /// A kill was asked; the host is tearing it down.
+    Stopping,
+    /// Gone: the domain and everything made for it are removed.
+    Done,
+    /// Could not be started or was lost; `reason` says why.
+    Failed,
+}
+
+impl InstanceState {
+    /// Done and Failed are final: nothing runs and nothing will.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Done | Self::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Booting => "Booting",
+            Self::Running => "Running",
+            Self::Stopping => "Stopping",
+            Self::Done => "Done",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /api/v1/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    /// The image to run, by name.
+    pub image: String,
+    /// The instance type (size), e.g. `m1.small`; the site default when absent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// An optional display name (letters, digits, `.`, `_`, `-`); defaults to `vm-<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One state change of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateChange {
+    pub state: InstanceState,
+    /// RFC 3339 time of the change.
+    pub at: String,
+    /// Why, for Failed (and for some other changes, e.g. who asked for a kill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An instance as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Instance {
+    /// Small integer ID, unique for the life of the cloud.
+    pub id: u64,
+    pub name: String,
+    pub owner: String,
+    pub image: String,
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// The host it was placed on; absent when placement failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub state: InstanceState,
+    /// Why it Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The libvirt domain name on its host.
+    pub domain: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// RFC 3339 time of the last state change.
+    pub updated: String,
+    /// Every state change, oldest first.
+    pub history: Vec<StateChange>,
+}
+
+/// An instance type (size), as the user's guide lists them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceType {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Size the instance's root disk may grow to, in GiB.
+    pub disk_gib: u64,
+}
+
+/// Disk image formats accepted for images.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Qcow2 => "qcow2",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// `POST /api/v1/images`: register an image (admin only; the signed Marketplace comes later).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImage {
+    /// Unique image name (letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// Where hosts find the disk: an absolute path or a `file://` URL.
+    pub location: String,
+    pub format: DiskFormat,
+    /// Lowercase hex SHA-256 of the disk file; hosts refuse a file that does not match.
+    pub sha256: String,
+    /// For direct kernel boot: the kernel's absolute path or `file://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// For direct kernel boot: the initrd's absolute path or `file://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// For direct kernel boot: the kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+/// An image as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub location: String,
+    pub format: DiskFormat,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    pub owner: String,
+    pub created: String,
+}
+
+/// The hypervisor domain type a host runs guests with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainType {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation (TCG).
+    Qemu,
+}
+
+impl DomainType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Qemu => "qemu",
+        }
+    }
+}
+
+/// A hypervisor host as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub domain_type: DomainType,
+    pub arch: String,
+    pub hypervisor: String,
+    /// vCPUs and memory taken by the instances placed here that are not Done or Failed.
+    pub used_vcpus: u32,
+    pub used_memory_mib: u64,
+    /// Instances placed here that are not Done or Failed.
+    pub instances: u32,
+    /// `up` while its agent keeps in touch, `down` after it has been silent too long.
+    pub status: String,
+    /// RFC 3339 time the agent last talked to this controller (not replicated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Domains the agent found that no instance accounts for (reported, never killed).
+    pub unknown_domains: Vec<String>,
+}
+
+/// A member of the controller's Raft group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterMember {
+    pub id: u64,
+    pub address: String,
+}
+
+/// `GET /api/v1/cluster`: the Raft group as this node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cluster {
+    /// Random ID chosen when the cluster was first created.
+    pub cluster_id: String,
+    /// This node's Raft ID.
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub members: Vec<ClusterMember>,
+}

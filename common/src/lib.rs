@@ -1,0 +1,13 @@
+//! Types shared by the controller, the agent and the clients: the HTTP API's request and view
+//! structs, the agent protocol, name validation and time rendering. Nothing here does I/O.
+
+pub mod agent;
+pub mod api;
+pub mod names;
+pub mod time;
+
+/// The API version prefix every route lives under.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// The controller's default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
