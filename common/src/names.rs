@@ -40,7 +40,9 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), NameError> {
 
 /// Checks a lowercase hex SHA-256 digest.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -58,15 +60,30 @@ mod tests {
     fn refuses_markup_paths_and_traversal() {
         assert_eq!(
             validate_name("name", "a<'&/../"),
-            Err(NameError::BadChar { field: "name", found: '<' })
+            Err(NameError::BadChar {
+                field: "name",
+                found: '<'
+            })
         );
         assert_eq!(
             validate_name("name", "../etc"),
-            Err(NameError::BadChar { field: "name", found: '/' })
+            Err(NameError::BadChar {
+                field: "name",
+                found: '/'
+            })
         );
-        assert_eq!(validate_name("name", ".."), Err(NameError::BadStart { field: "name" }));
-        assert_eq!(validate_name("name", "-rf"), Err(NameError::BadStart { field: "name" }));
-        assert_eq!(validate_name("name", ""), Err(NameError::Empty { field: "name" }));
+        assert_eq!(
+            validate_name("name", ".."),
+            Err(NameError::BadStart { field: "name" })
+        );
+        assert_eq!(
+            validate_name("name", "-rf"),
+            Err(NameError::BadStart { field: "name" })
+        );
+        assert_eq!(
+            validate_name("name", ""),
+            Err(NameError::Empty { field: "name" })
+        );
         assert_eq!(
             validate_name("name", &"a".repeat(64)),
             Err(NameError::TooLong { field: "name" })

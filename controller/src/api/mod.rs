@@ -1,0 +1,241 @@
+//! The HTTP API under `/api/v1` (axum on hyper). Handlers only turn a request into a call on
+//! [`Cloud`] and its result into JSON; errors are JSON `{code, message}` with the right status.
+
+mod extract;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use stratus_common::agent::{HostReport, RegisterHost};
+use stratus_common::api::{ApiError, CreateImage, CreateInstance};
+
+use crate::cloud::{Cloud, CloudError};
+use extract::{Agent, Body, User};
+
+type Shared = State<Arc<Cloud>>;
+
+/// The whole API.
+pub fn router(cloud: Arc<Cloud>) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/instances",
+            get(list_instances).post(create_instance),
+        )
+        .route(
+            "/api/v1/instances/{id}",
+            get(get_instance).delete(kill_instance),
+        )
+        .route("/api/v1/types", get(list_types))
+        .route("/api/v1/images", get(list_images).post(create_image))
+        .route("/api/v1/hosts", get(list_hosts).post(register_host))
+        .route("/api/v1/hosts/{name}/desired", get(host_desired))
+        .route("/api/v1/hosts/{name}/report", post(host_report))
+        .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .fallback(not_found)
+        .with_state(cloud)
+}
+
+impl IntoResponse for CloudError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            CloudError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            CloudError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            CloudError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            CloudError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            CloudError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            CloudError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        error_response(status, code, self.to_string())
+    }
+}
+
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let mut response = (
+        status,
+        Json(ApiError {
+            code: code.to_owned(),
+            message,
+        }),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"stratuslab\""),
+        );
+    }
+    response
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such API resource".into(),
+    )
+}
+
+fn instance_id(raw: &str) -> Result<u64, CloudError> {
+    raw.parse()
+        .map_err(|_| CloudError::BadRequest(format!("id: instance IDs are numbers, not {raw:?}")))
+}
+
+async fn list_instances(State(cloud): Shared, User(caller): User) -> impl IntoResponse {
+    Json(cloud.list_instances(&caller))
+}
+
+async fn create_instance(
+    State(cloud): Shared,
+    User(caller): User,
+    Body(request): Body<CreateInstance>,
+) -> Result<impl IntoResponse, CloudError> {
+    let instance = cloud.create_instance(&caller, request).await?;
+    Ok((StatusCode::CREATED, Json(instance)))
+}
+
+async fn get_instance(
+    State(cloud): Shared,
+    User(caller): User,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok(Json(cloud.get_instance(&caller, instance_id(&id)?)?))
+}
+
+async fn kill_instance(
+    State(cloud): Shared,
+    User(caller): User,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok(Json(cloud.kill_instance(&caller, instance_id(&id)?).await?))
+}
+
+async fn list_types(State(cloud): Shared, User(_): User) -> impl IntoResponse {
+    Json(cloud.list_types())
+}
+
+async fn list_images(State(cloud): Shared, User(_): User) -> impl IntoResponse {
+    Json(cloud.list_images())
+}
+
+async fn create_image(
+    State(cloud): Shared,
+    User(caller): User,
+    Body(request): Body<CreateImage>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(cloud.create_image(&caller, request).await?),
+    ))
+}
+
+async fn list_hosts(
+    State(cloud): Shared,
+    User(caller): User,
+) -> Result<impl IntoResponse, CloudError> {
+    if !caller.admin {
+        return Err(CloudError::Forbidden(
+            "only an administrator may list hosts".into(),
+        ));
+    }
+    Ok(Json(cloud.list_hosts()))
+}
+
+async fn register_host(
+    State(cloud): Shared,
+    _: Agent,
+    Body(request): Body<RegisterHost>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok(Json(cloud.register_host(request).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DesiredQuery {
+    /// Answer once the state version is above this.
+    #[serde(default)]
+    since: u64,
+    /// Longest wait in seconds (capped at 60).
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn host_desired(
+    State(cloud): Shared,
+    _: Agent,
+    Path(name): Path<String>,
+    Query(query): Query<DesiredQuery>,
+) -> Result<impl IntoResponse, CloudError> {
+    let wait = Duration::from_secs(query.wait.min(60));
+    Ok(Json(cloud.desired(&name, query.since, wait).await?))
+}
+
+async fn host_report(
+    State(cloud): Shared,
+    _: Agent,
+    Path(name): Path<String>,
+    Body(report): Body<HostReport>,
+) -> Result<impl IntoResponse, CloudError> {
+    cloud.report(&name, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn cluster(State(cloud): Shared, User(_): User) -> impl IntoResponse {
+    Json(cloud.cluster())
+}
+
+/// `POST /api/v1/users`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    /// Login name (letters, digits, `.`, `_`, `-`).
+    name: String,
+    /// At least 8 characters; stored only as an argon2 hash.
+    password: String,
+    /// Whether the user administers the cloud.
+    #[serde(default)]
+    admin: bool,
+}
+
+/// A user as the API shows it (never with the password hash).
+#[derive(Serialize)]
+struct UserView {
+    name: String,
+    admin: bool,
+}
+
+async fn create_user(
+    State(cloud): Shared,
+    User(caller): User,
+    Body(request): Body<CreateUser>,
+) -> Result<impl IntoResponse, CloudError> {
+    cloud
+        .create_user(&caller, &request.name, &request.password, request.admin)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserView {
+            name: request.name,
+            admin: request.admin,
+        }),
+    ))
+}
+
+async fn list_users(
+    State(cloud): Shared,
+    User(caller): User,
+) -> Result<impl IntoResponse, CloudError> {
+    let users = cloud.list_users(&caller)?;
+    Ok(Json(
+        users
+            .into_iter()
+            .map(|(name, admin)| UserView { name, admin })
+            .collect::<Vec<_>>(),
+    ))
+}

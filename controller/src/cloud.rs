@@ -1,0 +1,613 @@
+//! The controller's actions, apart from HTTP: each method checks who asks and what they ask,
+//! decides everything non-deterministic (time, hashes, placement), proposes a command through
+//! Raft and renders the result. The HTTP layer only parses requests into calls here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
+use stratus_common::api::{
+    Cluster, ClusterMember, CreateImage, CreateInstance, Host, Image, Instance, InstanceType,
+};
+use stratus_common::names::{is_sha256_hex, validate_name};
+
+use crate::raft::{ProposeError, RaftHandle};
+use crate::scheduler;
+use crate::state::{
+    host_view, image_view, instance_view, Command, HostRecord, ImageRecord, Outcome, Rejection,
+    UserRecord,
+};
+
+/// Why an action failed, in terms the API maps to a status and a stable code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CloudError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<ProposeError> for CloudError {
+    fn from(e: ProposeError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<Rejection> for CloudError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::UnknownImage(_) | Rejection::UnknownType(_) => {
+                Self::BadRequest(r.to_string())
+            }
+            Rejection::UnknownInstance(_) | Rejection::UnknownHost(_) => {
+                Self::NotFound(r.to_string())
+            }
+            _ => Self::Conflict(r.to_string()),
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub admin: bool,
+}
+
+/// What the controller last heard from a host's agent (soft state, not replicated).
+#[derive(Debug, Clone, Default)]
+struct Contact {
+    last_seen: Option<Instant>,
+    last_seen_ms: Option<u64>,
+    unknown_domains: Vec<String>,
+}
+
+/// The default instance type when a request names none.
+pub const DEFAULT_TYPE: &str = "m1.small";
+
+pub struct Cloud {
+    raft: RaftHandle,
+    agent_token_digest: [u8; 32],
+    host_timeout: Duration,
+    started: Instant,
+    contacts: Mutex<HashMap<String, Contact>>,
+    /// Passwords already verified against a user's current hash, as SHA-256 digests, so only the
+    /// first request of a session pays for argon2.
+    verified: Mutex<HashMap<String, (String, [u8; 32])>>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Hashes a password with argon2id and a random salt.
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hash")
+        .to_string()
+}
+
+fn proposed(
+    result: Result<Result<Outcome, Rejection>, ProposeError>,
+) -> Result<Outcome, CloudError> {
+    Ok(result??)
+}
+
+impl Cloud {
+    pub fn new(raft: RaftHandle, agent_token: &str, host_timeout: Duration) -> Self {
+        Self {
+            raft,
+            agent_token_digest: digest(agent_token),
+            host_timeout,
+            started: Instant::now(),
+            contacts: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn raft(&self) -> &RaftHandle {
+        &self.raft
+    }
+
+    /// Creates the cluster's ID, first admin and instance types on the very first start.
+    pub async fn bootstrap_if_needed(
+        &self,
+        admin_user: &str,
+        admin_password: &str,
+        cpu_allocation_ratio: f64,
+    ) -> Result<bool, CloudError> {
+        if self.raft.read(|s| s.is_bootstrapped()) {
+            return Ok(false);
+        }
+        let command = Command::Bootstrap {
+            cluster_id: uuid_v4(),
+            admin: UserRecord {
+                name: admin_user.to_owned(),
+                password_hash: hash_password(admin_password),
+                admin: true,
+                created_ms: now_ms(),
+            },
+            types: crate::state::standard_types(),
+            cpu_allocation_ratio_percent: (cpu_allocation_ratio * 100.0).round() as u32,
+        };
+        match self.raft.propose(command).await? {
+            Ok(_) | Err(Rejection::AlreadyBootstrapped) => Ok(true),
+            Err(r) => Err(r.into()),
+        }
+    }
+
+    /// Checks a username and password (HTTP Basic).
+    pub fn authenticate(&self, user: &str, password: &str) -> Result<Caller, CloudError> {
+        let record = self
+            .raft
+            .read(|s| s.users.get(user).cloned())
+            .ok_or(CloudError::Unauthenticated)?;
+        let presented = digest(password);
+        {
+            let cache = self.verified.lock().expect("cache lock");
+            if let Some((hash, known)) = cache.get(user) {
+                if *hash == record.password_hash && *known == presented {
+                    return Ok(Caller {
+                        name: record.name,
+                        admin: record.admin,
+                    });
+                }
+            }
+        }
+        let parsed =
+            PasswordHash::new(&record.password_hash).map_err(|_| CloudError::Unauthenticated)?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .map_err(|_| CloudError::Unauthenticated)?;
+        self.verified
+            .lock()
+            .expect("cache lock")
+            .insert(user.to_owned(), (record.password_hash.clone(), presented));
+        Ok(Caller {
+            name: record.name,
+            admin: record.admin,
+        })
+    }
+
+    /// Checks an agent's bearer token.
+    pub fn authenticate_agent(&self, token: &str) -> Result<(), CloudError> {
+        // Comparing digests keeps the comparison's time independent of the secret's content.
+        if digest(token) == self.agent_token_digest {
+            Ok(())
+        } else {
+            Err(CloudError::Unauthenticated)
+        }
+    }
+
+    pub async fn create_user(
+        &self,
+        caller: &Caller,
+        name: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<(), CloudError> {
+        require_admin(caller)?;
+        validate_name("name", name).map_err(|e| CloudError::BadRequest(e.to_string()))?;
+        if password.len() < 8 {
+            return Err(CloudError::BadRequest(
+                "password must be at least 8 characters".into(),
+            ));
+        }
+        let record = UserRecord {
+            name: name.to_owned(),
+            password_hash: hash_password(password),
+            admin,
+            created_ms: now_ms(),
+        };
+        proposed(self.raft.propose(Command::CreateUser(record)).await)?;
+        Ok(())
+    }
+
+    pub fn list_users(&self, caller: &Caller) -> Result<Vec<(String, bool)>, CloudError> {
+        require_admin(caller)?;
+        Ok(self.raft.read(|s| {
+            s.users
+                .values()
+                .map(|u| (u.name.clone(), u.admin))
+                .collect()
+        }))
+    }
+
+    pub async fn create_instance(
+        &self,
+        caller: &Caller,
+        request: CreateInstance,
+    ) -> Result<Instance, CloudError> {
+        if let Some(name) = &request.name {
+            validate_name("name", name).map_err(|e| CloudError::BadRequest(e.to_string()))?;
+        }
+        let type_name = request
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
+        // A few tries: two placements racing for the last room on a host are settled by apply,
+        // which refuses the second; it is placed again against the new state.
+        for _ in 0..3 {
+            let (size, image_known) = self.raft.read(|s| {
+                (
+                    s.types.get(&type_name).cloned(),
+                    s.images.contains_key(&request.image),
+                )
+            });
+            if !image_known {
+                return Err(CloudError::BadRequest(format!(
+                    "image: unknown image {:?}",
+                    request.image
+                )));
+            }
+            let size = size.ok_or_else(|| {
+                CloudError::BadRequest(format!("type: unknown instance type {type_name:?}"))
+            })?;
+            let up = self.hosts_up();
+            let placement = self
+                .raft
+                .read(|s| scheduler::place(s, &up, size.vcpus, size.memory_mib));
+            let (host, failure) = match placement {
+                Ok(host) => (Some(host), None),
+                Err(reason) => (None, Some(reason)),
+            };
+            let command = Command::CreateInstance {
+                owner: caller.name.clone(),
+                name: request.name.clone(),
+                image: request.image.clone(),
+                instance_type: type_name.clone(),
+                host,
+                failure,
+                at_ms: now_ms(),
+            };
+            match self.raft.propose(command).await? {
+                Ok(Outcome::InstanceCreated(id)) => {
+                    tracing::info!(instance = id, owner = %caller.name, "instance created");
+                    return self.get_instance(caller, id);
+                }
+                Ok(other) => {
+                    return Err(CloudError::Unavailable(format!(
+                        "unexpected outcome {other:?}"
+                    )))
+                }
+                Err(Rejection::NoRoom { .. }) => continue,
+                Err(r) => return Err(r.into()),
+            }
+        }
+        Err(CloudError::Conflict(
+            "placement kept racing with other requests; retry".into(),
+        ))
+    }
+
+    pub fn list_instances(&self, caller: &Caller) -> Vec<Instance> {
+        self.raft.read(|s| {
+            s.instances
+                .values()
+                .filter(|i| caller.admin || i.owner == caller.name)
+                .map(|i| instance_view(s, i))
+                .collect()
+        })
+    }
+
+    /// One instance; another user's instance is "not found", as if it did not exist.
+    pub fn get_instance(&self, caller: &Caller, id: u64) -> Result<Instance, CloudError> {
+        self.raft
+            .read(|s| {
+                s.instances
+                    .get(&id)
+                    .filter(|i| caller.admin || i.owner == caller.name)
+                    .map(|i| instance_view(s, i))
+            })
+            .ok_or_else(|| CloudError::NotFound(format!("instance {id} not found")))
+    }
+
+    pub async fn kill_instance(&self, caller: &Caller, id: u64) -> Result<Instance, CloudError> {
+        self.get_instance(caller, id)?;
+        proposed(
+            self.raft
+                .propose(Command::KillInstance {
+                    id,
+                    at_ms: now_ms(),
+                })
+                .await,
+        )?;
+        tracing::info!(instance = id, by = %caller.name, "instance kill asked");
+        self.get_instance(caller, id)
+    }
+
+    pub fn list_types(&self) -> Vec<InstanceType> {
+        self.raft.read(|s| s.types.values().cloned().collect())
+    }
+
+    pub fn list_images(&self) -> Vec<Image> {
+        self.raft
+            .read(|s| s.images.values().map(image_view).collect())
+    }
+
+    pub async fn create_image(
+        &self,
+        caller: &Caller,
+        request: CreateImage,
+    ) -> Result<Image, CloudError> {
+        require_admin(caller)?;
+        validate_name("name", &request.name).map_err(|e| CloudError::BadRequest(e.to_string()))?;
+        if !is_sha256_hex(&request.sha256) {
+            return Err(CloudError::BadRequest(
+                "sha256 must be 64 lowercase hex digits".into(),
+            ));
+        }
+        check_location("location", &request.location)?;
+        for (field, value) in [("kernel", &request.kernel), ("initrd", &request.initrd)] {
+            if let Some(value) = value {
+                check_location(field, value)?;
+            }
+        }
+        if request.initrd.is_some() && request.kernel.is_none() {
+            return Err(CloudError::BadRequest("initrd: needs a kernel".into()));
+        }
+        if let Some(cmdline) = &request.cmdline {
+            if cmdline.len() > 2048 || cmdline.chars().any(char::is_control) {
+                return Err(CloudError::BadRequest(
+                    "cmdline: at most 2048 printable characters".into(),
+                ));
+            }
+        }
+        let record = ImageRecord {
+            name: request.name.clone(),
+            location: request.location,
+            format: request.format,
+            sha256: request.sha256,
+            kernel: request.kernel,
+            initrd: request.initrd,
+            cmdline: request.cmdline,
+            owner: caller.name.clone(),
+            created_ms: now_ms(),
+        };
+        proposed(self.raft.propose(Command::RegisterImage(record)).await)?;
+        self.raft
+            .read(|s| s.images.get(&request.name).map(image_view))
+            .ok_or_else(|| CloudError::Unavailable("image vanished".into()))
+    }
+
+    pub fn list_hosts(&self) -> Vec<Host> {
+        let up = self.hosts_up();
+        let contacts = self.contacts.lock().expect("contacts lock").clone();
+        self.raft.read(|s| {
+            s.hosts
+                .values()
+                .map(|h| {
+                    let contact = contacts.get(&h.name).cloned().unwrap_or_default();
+                    host_view(
+                        s,
+                        h,
+                        contact.last_seen_ms,
+                        up.contains(&h.name),
+                        contact.unknown_domains,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    pub fn cluster(&self) -> Cluster {
+        let status = self.raft.status();
+        Cluster {
+            cluster_id: self.raft.read(|s| s.cluster_id.clone()),
+            node_id: status.node_id,
+            leader: status.leader,
+            term: status.term,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            members: status
+                .voters
+                .iter()
+                .map(|&id| ClusterMember {
+                    id,
+                    address: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Hosts that count as up: in touch within the timeout, or not yet heard from since this
+    /// controller started (agents reconnect within seconds of a controller restart).
+    fn hosts_up(&self) -> HashSet<String> {
+        let contacts = self.contacts.lock().expect("contacts lock");
+        let grace = self.started.elapsed() < self.host_timeout;
+        self.raft.read(|s| {
+            s.hosts
+                .keys()
+                .filter(|name| match contacts.get(*name).and_then(|c| c.last_seen) {
+                    Some(seen) => seen.elapsed() < self.host_timeout,
+                    None => grace,
+                })
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn touch(&self, host: &str, unknown_domains: Option<Vec<String>>) {
+        let mut contacts = self.contacts.lock().expect("contacts lock");
+        let contact = contacts.entry(host.to_owned()).or_default();
+        contact.last_seen = Some(Instant::now());
+        contact.last_seen_ms = Some(now_ms());
+        if let Some(unknown) = unknown_domains {
+            contact.unknown_domains = unknown;
+        }
+    }
+
+    pub async fn register_host(&self, request: RegisterHost) -> Result<Registered, CloudError> {
+        validate_name("name", &request.name).map_err(|e| CloudError::BadRequest(e.to_string()))?;
+        if request.vcpus == 0 || request.memory_mib == 0 {
+            return Err(CloudError::BadRequest(
+                "vcpus and memory_mib must be positive".into(),
+            ));
+        }
+        let record = HostRecord {
+            name: request.name.clone(),
+            vcpus: request.vcpus,
+            memory_mib: request.memory_mib,
+            disk_gib: request.disk_gib,
+            domain_type: request.domain_type,
+            arch: request.arch,
+            hypervisor: request.hypervisor,
+            registered_ms: now_ms(),
+        };
+        proposed(self.raft.propose(Command::RegisterHost(record)).await)?;
+        self.touch(&request.name, None);
+        tracing::info!(host = %request.name, "host registered");
+        Ok(Registered {
+            cluster_id: self.raft.read(|s| s.cluster_id.clone()),
+        })
+    }
+
+    /// The host's desired state, once the state is newer than `since` or `wait` has passed.
+    pub async fn desired(
+        &self,
+        host: &str,
+        since: u64,
+        wait: Duration,
+    ) -> Result<HostDesired, CloudError> {
+        if !self.raft.read(|s| s.hosts.contains_key(host)) {
+            return Err(CloudError::NotFound(format!(
+                "host {host} is not registered"
+            )));
+        }
+        self.touch(host, None);
+        let mut applied = self.raft.applied();
+        let _ = tokio::time::timeout(wait, applied.wait_for(|&v| v > since)).await;
+        self.touch(host, None);
+        let version = *applied.borrow();
+        Ok(self.raft.read(|s| HostDesired {
+            version,
+            cluster_id: s.cluster_id.clone(),
+            instances: s.desired_for_host(host),
+        }))
+    }
+
+    /// Records what a host reports; only changes are proposed.
+    pub async fn report(&self, host: &str, report: HostReport) -> Result<(), CloudError> {
+        if !self.raft.read(|s| s.hosts.contains_key(host)) {
+            return Err(CloudError::NotFound(format!(
+                "host {host} is not registered"
+            )));
+        }
+        self.touch(host, Some(report.unknown_domains));
+        for item in report.instances {
+            let command = Command::ReportInstance {
+                host: host.to_owned(),
+                id: item.id,
+                state: item.state,
+                reason: item.reason,
+                at_ms: now_ms(),
+            };
+            match self.raft.propose(command).await? {
+                Ok(_) => {}
+                Err(r @ (Rejection::UnknownInstance(_) | Rejection::WrongHost { .. })) => {
+                    tracing::warn!(host, error = %r, "report about an instance the host does not hold");
+                }
+                Err(r) => return Err(r.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn require_admin(caller: &Caller) -> Result<(), CloudError> {
+    if caller.admin {
+        Ok(())
+    } else {
+        Err(CloudError::Forbidden(
+            "only an administrator may do this".into(),
+        ))
+    }
+}
+
+/// Locations of this plain registry: an absolute path or a `file://` URL to one, with no
+/// `..` component.
+fn check_location(field: &str, value: &str) -> Result<(), CloudError> {
+    let path = value.strip_prefix("file://").unwrap_or(value);
+    let ok = path.starts_with('/')
+        && !path.split('/').any(|c| c == "..")
+        && !path.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(CloudError::BadRequest(format!(
+            "{field}: must be an absolute path or a file:// URL, not {value:?}"
+        )))
+    }
+}
+
+/// A random (version 4) UUID, decided before proposing.
+fn uuid_v4() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_must_be_absolute_without_traversal() {
+        assert!(check_location("location", "/var/lib/x.qcow2").is_ok());
+        assert!(check_location("location", "file:///var/lib/x.qcow2").is_ok());
+        assert!(check_location("location", "x.qcow2").is_err());
+        assert!(check_location("location", "/var/../etc/shadow").is_err());
+        assert!(check_location("kernel", "http://example/x").is_err());
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let hash = hash_password("correct horse");
+        let parsed = PasswordHash::new(&hash).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"wrong", &parsed)
+            .is_err());
+    }
+
+    #[test]
+    fn uuids_are_v4_shaped_and_differ() {
+        let (a, b) = (uuid_v4(), uuid_v4());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+}

@@ -1,0 +1,113 @@
+//! The controller's configuration file (`/etc/stratuslab/controller.toml`), every key optional.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Where the Raft store and generated secrets live.
+    pub state_dir: PathBuf,
+    /// This node's Raft ID (1 for a single-node controller).
+    pub node_id: u64,
+    /// Name of the first administrator, created when the cluster is bootstrapped.
+    pub admin_user: String,
+    /// The first administrator's password. When absent, one is generated and written to
+    /// `admin_password_file` (mode 0600).
+    pub admin_password: Option<String>,
+    /// Defaults to `<state_dir>/admin-password`.
+    pub admin_password_file: Option<PathBuf>,
+    /// The shared secret agents present. Generated (mode 0600) when the file does not exist.
+    pub agent_token_file: PathBuf,
+    /// vCPU overcommit placement allows (memory is never overcommitted).
+    pub cpu_allocation_ratio: f64,
+    /// A host whose agent has not been in touch for this long is `down` and gets no new
+    /// instances.
+    pub host_timeout_secs: u64,
+    /// Take a state-machine snapshot after this many Raft entries.
+    pub snapshot_every: u64,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            listen: stratus_common::DEFAULT_LISTEN
+                .parse()
+                .expect("valid default address"),
+            state_dir: PathBuf::from("/var/lib/stratuslab/controller"),
+            node_id: 1,
+            admin_user: "admin".to_owned(),
+            admin_password: None,
+            admin_password_file: None,
+            agent_token_file: PathBuf::from("/etc/stratuslab/agent-token"),
+            cpu_allocation_ratio: 4.0,
+            host_timeout_secs: 60,
+            snapshot_every: 1000,
+            log_format: "text".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("node_id must be at least 1")]
+    NodeId,
+    #[error("cpu_allocation_ratio must be between 1 and 64, not {0}")]
+    CpuRatio(f64),
+    #[error("host_timeout_secs must be at least 5")]
+    HostTimeout,
+    #[error("log_format must be text or json, not {0:?}")]
+    LogFormat(String),
+    #[error("admin_user: {0}")]
+    AdminUser(#[from] stratus_common::names::NameError),
+}
+
+impl ControllerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::NodeId);
+        }
+        if !(1.0..=64.0).contains(&self.cpu_allocation_ratio) {
+            return Err(ConfigError::CpuRatio(self.cpu_allocation_ratio));
+        }
+        if self.host_timeout_secs < 5 {
+            return Err(ConfigError::HostTimeout);
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::LogFormat(self.log_format.clone()));
+        }
+        stratus_common::names::validate_name("admin_user", &self.admin_user)?;
+        Ok(())
+    }
+
+    pub fn admin_password_file(&self) -> PathBuf {
+        self.admin_password_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("admin-password"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(ControllerConfig::default().validate(), Ok(()));
+        let c: ControllerConfig = toml::from_str("cpu_allocation_ratio = 0.5").unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::CpuRatio(0.5)));
+        let err = toml::from_str::<ControllerConfig>("listen_addr = 'x'").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `listen_addr`"),
+            "{err}"
+        );
+        let c: ControllerConfig = toml::from_str("listen = '127.0.0.1:9000'\nnode_id = 1").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+    }
+}

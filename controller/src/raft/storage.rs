@@ -1,0 +1,395 @@
+//! Durable Raft storage: the log, the hard state and the latest state-machine snapshot live in a
+//! redb database whose commits are fsynced (`Durability::Immediate`); a `MemStorage` mirrors the
+//! live part of the log so raft-rs reads it without touching the disk. Every mutation is written
+//! to redb first and mirrored only once the commit has returned, so nothing raft-rs sees as
+//! stable can be lost by a crash.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::storage::MemStorage;
+use raft::{GetEntriesContext, RaftState, Storage};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+/// Log entries by index, protobuf-encoded.
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// `hard_state`, `conf_state`, `snapshot` (protobuf-encoded).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+const HARD_STATE: &str = "hard_state";
+const CONF_STATE: &str = "conf_state";
+const SNAPSHOT: &str = "snapshot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("raft store {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("raft store")]
+    Db(#[from] redb::Error),
+    #[error("raft store holds a corrupt {what}")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: protobuf::ProtobufError,
+    },
+    #[error("raft log")]
+    Raft(#[from] raft::Error),
+}
+
+fn db_err(e: impl Into<redb::Error>) -> StorageError {
+    StorageError::Db(e.into())
+}
+
+/// What a restart finds in the store.
+pub struct Recovered {
+    /// The latest state-machine snapshot, if one was taken; its index is where replay starts.
+    pub snapshot: Option<Snapshot>,
+    /// Whether the store already held a Raft group (false on the very first start).
+    pub existing: bool,
+}
+
+/// Raft storage over redb, cheap to clone (raft-rs owns one copy, the node loop another).
+#[derive(Clone)]
+pub struct DurableStorage {
+    mem: MemStorage,
+    db: Arc<Database>,
+    /// The latest snapshot with its data, served to raft-rs when a follower needs one.
+    snapshot: Arc<RwLock<Snapshot>>,
+}
+
+impl DurableStorage {
+    /// Opens (or creates) the store at `path`. A new store is initialised with `voters` as the
+    /// group's configuration.
+    pub fn open(path: &Path, voters: &[u64]) -> Result<(Self, Recovered), StorageError> {
+        let db = Database::create(path).map_err(|source| StorageError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        {
+            // Make sure both tables exist so read transactions never meet a missing table.
+            let txn = db.begin_write().map_err(db_err)?;
+            txn.open_table(LOG).map_err(db_err)?;
+            txn.open_table(META).map_err(db_err)?;
+            txn.commit().map_err(db_err)?;
+        }
+        let mem = MemStorage::new();
+        let read = db.begin_read().map_err(db_err)?;
+        let meta = read.open_table(META).map_err(db_err)?;
+        let get = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(meta.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+        };
+        let snapshot = match get(SNAPSHOT)? {
+            Some(bytes) => Some(Snapshot::parse_from_bytes(&bytes).map_err(|source| {
+                StorageError::Corrupt {
+                    what: "snapshot",
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let hard_state = match get(HARD_STATE)? {
+            Some(bytes) => Some(HardState::parse_from_bytes(&bytes).map_err(|source| {
+                StorageError::Corrupt {
+                    what: "hard state",
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let conf_state = match get(CONF_STATE)? {
+            Some(bytes) => Some(ConfState::parse_from_bytes(&bytes).map_err(|source| {
+                StorageError::Corrupt {
+                    what: "conf state",
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let existing = conf_state.is_some();
+        let storage = Self {
+            mem,
+            db: Arc::new(db),
+            snapshot: Arc::new(RwLock::new(snapshot.clone().unwrap_or_default())),
+        };
+        let from_index = {
+            let mut core = storage.mem.wl();
+            let mut from = 1;
+            if let Some(snap) = &snapshot {
+                from = snap.get_metadata().index + 1;
+                core.apply_snapshot(snap.clone())?;
+            }
+            if let Some(cs) = &conf_state {
+                core.set_conf_state(cs.clone());
+            }
+            if let Some(mut hs) = hard_state {
+                // The commit index is saved lazily (see `set_commit`): never below the snapshot.
+                hs.commit = hs.commit.max(from - 1);
+                core.set_hardstate(hs);
+            }
+            from
+        };
+        let log = read.open_table(LOG).map_err(db_err)?;
+        let mut entries = Vec::new();
+        for row in log.range(from_index..).map_err(db_err)? {
+            let (_, value) = row.map_err(db_err)?;
+            entries.push(Entry::parse_from_bytes(value.value()).map_err(|source| {
+                StorageError::Corrupt {
+                    what: "log entry",
+                    source,
+                }
+            })?);
+        }
+        drop((log, meta, read));
+        storage.mem.wl().append(&entries)?;
+        if !existing {
+            let cs = ConfState {
+                voters: voters.to_vec(),
+                ..Default::default()
+            };
+            storage.write_meta(&[(CONF_STATE, cs.write_to_bytes().expect("encode conf state"))])?;
+            storage.mem.wl().set_conf_state(cs);
+        }
+        Ok((storage, Recovered { snapshot, existing }))
+    }
+
+    fn write_meta(&self, values: &[(&str, Vec<u8>)]) -> Result<(), StorageError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            for (key, value) in values {
+                meta.insert(*key, value.as_slice()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Appends `entries` (replacing any conflicting tail) and saves `hard_state`, in one fsynced
+    /// transaction; only then are they visible to raft-rs.
+    pub fn persist(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), StorageError> {
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut log = txn.open_table(LOG).map_err(db_err)?;
+            if let Some(first) = entries.first() {
+                // A new leader may overwrite an uncommitted tail: drop everything from there on.
+                log.retain_in(first.index.., |_, _| false).map_err(db_err)?;
+                for entry in entries {
+                    let bytes = entry.write_to_bytes().expect("encode entry");
+                    log.insert(entry.index, bytes.as_slice()).map_err(db_err)?;
+                }
+            }
+            if let Some(hs) = hard_state {
+                let mut meta = txn.open_table(META).map_err(db_err)?;
+                let bytes = hs.write_to_bytes().expect("encode hard state");
+                meta.insert(HARD_STATE, bytes.as_slice()).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        let mut core = self.mem.wl();
+        core.append(entries)?;
+        if let Some(hs) = hard_state {
+            core.set_hardstate(hs.clone());
+        }
+        Ok(())
+    }
+
+    /// Records a new commit index. It is written without an fsync: losing it in a crash is
+    /// harmless (a restarted node learns the commit index again from its log and leader), and
+    /// the next fsynced append makes it durable anyway.
+    pub fn set_commit(&self, commit: u64) -> Result<(), StorageError> {
+        let hs = {
+            let mut core = self.mem.wl();
+            core.mut_hard_state().commit = commit;
+            core.hard_state().clone()
+        };
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let bytes = hs.write_to_bytes().expect("encode hard state");
+            meta.insert(HARD_STATE, bytes.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Saves the state machine's data as of `index` (with the applied index in the same
+    /// transaction), then drops the log up to it.
+    pub fn save_snapshot(&self, index: u64, data: Vec<u8>) -> Result<(), StorageError> {
+        let term = self.mem.term(index)?;
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.mem.initial_state()?.conf_state);
+        let bytes = snapshot.write_to_bytes().expect("encode snapshot");
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            meta.insert(SNAPSHOT, bytes.as_slice()).map_err(db_err)?;
+            let mut log = txn.open_table(LOG).map_err(db_err)?;
+            log.retain_in(..index, |_, _| false).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        self.mem.wl().compact(index)?;
+        *self.snapshot.write().expect("snapshot lock") = snapshot;
+        Ok(())
+    }
+
+    /// Index of the last entry in the log.
+    pub fn last_index(&self) -> u64 {
+        Storage::last_index(&self.mem).unwrap_or(0)
+    }
+}
+
+impl Storage for DurableStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.mem.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Storage::last_index(&self.mem)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let snapshot = self.snapshot.read().expect("snapshot lock").clone();
+        if snapshot.get_metadata().index < request_index {
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn log_and_hard_state_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        {
+            let (s, rec) = DurableStorage::open(&path, &[1]).unwrap();
+            assert!(!rec.existing);
+            let hs = HardState {
+                term: 2,
+                vote: 1,
+                commit: 2,
+                ..Default::default()
+            };
+            s.persist(
+                &[entry(1, 1, b"a"), entry(2, 2, b"b"), entry(3, 2, b"c")],
+                Some(&hs),
+            )
+            .unwrap();
+        }
+        let (s, rec) = DurableStorage::open(&path, &[1]).unwrap();
+        assert!(rec.existing);
+        assert!(rec.snapshot.is_none());
+        let state = s.initial_state().unwrap();
+        assert_eq!(state.hard_state.term, 2);
+        assert_eq!(state.hard_state.commit, 2);
+        assert_eq!(state.conf_state.voters, vec![1]);
+        assert_eq!(Storage::last_index(&s).unwrap(), 3);
+        let got = s
+            .entries(1, 4, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.data.to_vec()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_conflicting_append_replaces_the_tail_on_disk_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        {
+            let (s, _) = DurableStorage::open(&path, &[1]).unwrap();
+            s.persist(
+                &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
+                None,
+            )
+            .unwrap();
+            s.persist(&[entry(2, 2, b"B")], None).unwrap();
+            assert_eq!(Storage::last_index(&s).unwrap(), 2);
+        }
+        let (s, _) = DurableStorage::open(&path, &[1]).unwrap();
+        assert_eq!(Storage::last_index(&s).unwrap(), 2);
+        assert_eq!(s.term(2).unwrap(), 2);
+    }
+
+    #[test]
+    fn snapshot_compacts_and_restart_starts_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        {
+            let (s, _) = DurableStorage::open(&path, &[1]).unwrap();
+            let hs = HardState {
+                term: 1,
+                vote: 1,
+                commit: 3,
+                ..Default::default()
+            };
+            s.persist(
+                &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
+                Some(&hs),
+            )
+            .unwrap();
+            s.save_snapshot(2, b"state@2".to_vec()).unwrap();
+            // In memory the snapshot's own entry stays, so its term is known.
+            assert_eq!(s.first_index().unwrap(), 2);
+        }
+        let (s, rec) = DurableStorage::open(&path, &[1]).unwrap();
+        let snap = rec.snapshot.expect("snapshot");
+        assert_eq!(snap.get_metadata().index, 2);
+        assert_eq!(&snap.data[..], b"state@2");
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(Storage::last_index(&s).unwrap(), 3);
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 3);
+        assert_eq!(s.snapshot(2, 0).unwrap().get_metadata().index, 2);
+    }
+}

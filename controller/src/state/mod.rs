@@ -1,0 +1,479 @@
+//! The replicated state machine: every change to users, hosts, images and instances is a
+//! [`Command`] committed through Raft and applied here by the pure [`State::apply`]. Apply reads
+//! no clock, does no I/O and draws no random numbers: times, hashes and IDs chosen outside are
+//! carried in the command, so every replica (and every replay after a restart) reaches the same
+//! state.
+
+mod views;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
+use stratus_common::api::{DiskFormat, DomainType, InstanceState, InstanceType};
+
+pub use views::{host_view, image_view, instance_view};
+
+/// A user account. The password is kept only as an argon2 PHC string.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub admin: bool,
+    pub created_ms: u64,
+}
+
+/// A hypervisor host, as its agent registered it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostRecord {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub domain_type: DomainType,
+    pub arch: String,
+    pub hypervisor: String,
+    pub registered_ms: u64,
+}
+
+/// A registered image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub name: String,
+    pub location: String,
+    pub format: DiskFormat,
+    pub sha256: String,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub cmdline: Option<String>,
+    pub owner: String,
+    pub created_ms: u64,
+}
+
+impl ImageRecord {
+    pub fn spec(&self) -> ImageSpec {
+        ImageSpec {
+            name: self.name.clone(),
+            location: self.location.clone(),
+            format: self.format,
+            sha256: self.sha256.clone(),
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
+        }
+    }
+}
+
+/// One recorded state change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Transition {
+    pub state: InstanceState,
+    pub at_ms: u64,
+    pub reason: Option<String>,
+}
+
+/// An instance and its whole history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub id: u64,
+    pub name: String,
+    pub owner: String,
+    pub image: String,
+    pub instance_type: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub host: Option<String>,
+    pub state: InstanceState,
+    pub reason: Option<String>,
+    pub created_ms: u64,
+    pub history: Vec<Transition>,
+    /// For a Failed instance: its host has confirmed that nothing of it is left.
+    pub host_cleaned: bool,
+}
+
+impl InstanceRecord {
+    /// Whether it still holds capacity on its host.
+    pub fn holds_capacity(&self) -> bool {
+        !self.state.is_terminal()
+    }
+
+    fn transition(&mut self, state: InstanceState, at_ms: u64, reason: Option<String>) {
+        self.state = state;
+        if state == InstanceState::Failed {
+            self.reason = reason.clone();
+        }
+        self.history.push(Transition {
+            state,
+            at_ms,
+            reason,
+        });
+    }
+}
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    /// Chosen at bootstrap; empty until then.
+    pub cluster_id: String,
+    pub users: BTreeMap<String, UserRecord>,
+    pub hosts: BTreeMap<String, HostRecord>,
+    pub types: BTreeMap<String, InstanceType>,
+    pub images: BTreeMap<String, ImageRecord>,
+    pub instances: BTreeMap<u64, InstanceRecord>,
+    pub next_instance_id: u64,
+    /// Overcommit of vCPUs allowed by placement (set at bootstrap from the site config).
+    pub cpu_allocation_ratio_percent: u32,
+}
+
+/// A change to the state, decided (with its time and any hashes) before it is proposed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Command {
+    /// First start of a cluster: its ID, the first admin and the standard instance types.
+    Bootstrap {
+        cluster_id: String,
+        admin: UserRecord,
+        types: Vec<InstanceType>,
+        cpu_allocation_ratio_percent: u32,
+    },
+    CreateUser(UserRecord),
+    RegisterHost(HostRecord),
+    RegisterImage(ImageRecord),
+    /// A new instance, placed on `host` by the scheduler, or Failed with `failure` when no host
+    /// could take it.
+    CreateInstance {
+        owner: String,
+        name: Option<String>,
+        image: String,
+        instance_type: String,
+        host: Option<String>,
+        failure: Option<String>,
+        at_ms: u64,
+    },
+    KillInstance {
+        id: u64,
+        at_ms: u64,
+    },
+    /// What a host's agent reports of one of its instances.
+    ReportInstance {
+        host: String,
+        id: u64,
+        state: ActualState,
+        reason: Option<String>,
+        at_ms: u64,
+    },
+}
+
+/// What a successfully applied command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Nothing changed (e.g. a report repeating the known state).
+    Unchanged,
+    InstanceCreated(u64),
+}
+
+/// Why a command was refused. Refusals are deterministic: every replica refuses alike.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the cluster is already bootstrapped")]
+    AlreadyBootstrapped,
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("image {0} already exists")]
+    ImageExists(String),
+    #[error("unknown image {0}")]
+    UnknownImage(String),
+    #[error("unknown instance type {0}")]
+    UnknownType(String),
+    #[error("unknown host {0}")]
+    UnknownHost(String),
+    #[error("instance {0} not found")]
+    UnknownInstance(u64),
+    #[error("host {host} no longer has room for {vcpus} vCPU and {memory_mib} MiB")]
+    NoRoom {
+        host: String,
+        vcpus: u32,
+        memory_mib: u64,
+    },
+    #[error("instance {0} is already Done")]
+    AlreadyDone(u64),
+    #[error("instance {id} is not placed on host {host}")]
+    WrongHost { id: u64, host: String },
+}
+
+/// Capacity used on a host by the instances it holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub instances: u32,
+}
+
+impl State {
+    pub fn is_bootstrapped(&self) -> bool {
+        !self.cluster_id.is_empty()
+    }
+
+    /// Applies one committed command. Pure and deterministic.
+    pub fn apply(&mut self, command: Command) -> Result<Outcome, Rejection> {
+        match command {
+            Command::Bootstrap {
+                cluster_id,
+                admin,
+                types,
+                cpu_allocation_ratio_percent,
+            } => {
+                if self.is_bootstrapped() {
+                    return Err(Rejection::AlreadyBootstrapped);
+                }
+                self.cluster_id = cluster_id;
+                self.cpu_allocation_ratio_percent = cpu_allocation_ratio_percent;
+                self.next_instance_id = 1;
+                self.users.insert(admin.name.clone(), admin);
+                self.types = types.into_iter().map(|t| (t.name.clone(), t)).collect();
+                Ok(Outcome::Applied)
+            }
+            Command::CreateUser(user) => {
+                if self.users.contains_key(&user.name) {
+                    return Err(Rejection::UserExists(user.name));
+                }
+                self.users.insert(user.name.clone(), user);
+                Ok(Outcome::Applied)
+            }
+            Command::RegisterHost(mut host) => {
+                if let Some(known) = self.hosts.get(&host.name) {
+                    // A re-registration keeps the original registration time.
+                    host.registered_ms = known.registered_ms;
+                    if *known == host {
+                        return Ok(Outcome::Unchanged);
+                    }
+                }
+                self.hosts.insert(host.name.clone(), host);
+                Ok(Outcome::Applied)
+            }
+            Command::RegisterImage(image) => {
+                if self.images.contains_key(&image.name) {
+                    return Err(Rejection::ImageExists(image.name));
+                }
+                self.images.insert(image.name.clone(), image);
+                Ok(Outcome::Applied)
+            }
+            Command::CreateInstance {
+                owner,
+                name,
+                image,
+                instance_type,
+                host,
+                failure,
+                at_ms,
+            } => self.create_instance(owner, name, image, instance_type, host, failure, at_ms),
+            Command::KillInstance { id, at_ms } => self.kill_instance(id, at_ms),
+            Command::ReportInstance {
+                host,
+                id,
+                state,
+                reason,
+                at_ms,
+            } => self.report_instance(&host, id, state, reason, at_ms),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_instance(
+        &mut self,
+        owner: String,
+        name: Option<String>,
+        image: String,
+        instance_type: String,
+        host: Option<String>,
+        failure: Option<String>,
+        at_ms: u64,
+    ) -> Result<Outcome, Rejection> {
+        if !self.images.contains_key(&image) {
+            return Err(Rejection::UnknownImage(image));
+        }
+        let size = self
+            .types
+            .get(&instance_type)
+            .ok_or_else(|| Rejection::UnknownType(instance_type.clone()))?
+            .clone();
+        if let Some(host) = &host {
+            let record = self
+                .hosts
+                .get(host)
+                .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
+            if !self.fits(record, size.vcpus, size.memory_mib) {
+                return Err(Rejection::NoRoom {
+                    host: host.clone(),
+                    vcpus: size.vcpus,
+                    memory_mib: size.memory_mib,
+                });
+            }
+        }
+        let id = self.next_instance_id.max(1);
+        self.next_instance_id = id + 1;
+        let mut record = InstanceRecord {
+            id,
+            name: name.unwrap_or_else(|| format!("vm-{id}")),
+            owner,
+            image,
+            instance_type,
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
+            host: host.clone(),
+            state: InstanceState::Pending,
+            reason: None,
+            created_ms: at_ms,
+            history: Vec::new(),
+            host_cleaned: false,
+        };
+        match (host, failure) {
+            (Some(_), _) => record.transition(InstanceState::Pending, at_ms, None),
+            (None, reason) => {
+                let reason = reason.unwrap_or_else(|| "no host available".to_owned());
+                record.host_cleaned = true;
+                record.transition(InstanceState::Failed, at_ms, Some(reason));
+            }
+        }
+        self.instances.insert(id, record);
+        Ok(Outcome::InstanceCreated(id))
+    }
+
+    fn kill_instance(&mut self, id: u64, at_ms: u64) -> Result<Outcome, Rejection> {
+        let instance = self
+            .instances
+            .get_mut(&id)
+            .ok_or(Rejection::UnknownInstance(id))?;
+        match instance.state {
+            InstanceState::Done => Err(Rejection::AlreadyDone(id)),
+            InstanceState::Stopping => Ok(Outcome::Unchanged),
+            InstanceState::Failed if instance.host_cleaned => {
+                instance.transition(InstanceState::Done, at_ms, None);
+                Ok(Outcome::Applied)
+            }
+            _ => {
+                instance.transition(InstanceState::Stopping, at_ms, None);
+                Ok(Outcome::Applied)
+            }
+        }
+    }
+
+    fn report_instance(
+        &mut self,
+        host: &str,
+        id: u64,
+        actual: ActualState,
+        reason: Option<String>,
+        at_ms: u64,
+    ) -> Result<Outcome, Rejection> {
+        use InstanceState as S;
+        let instance = self
+            .instances
+            .get_mut(&id)
+            .ok_or(Rejection::UnknownInstance(id))?;
+        if instance.host.as_deref() != Some(host) {
+            return Err(Rejection::WrongHost {
+                id,
+                host: host.to_owned(),
+            });
+        }
+        let next = match (instance.state, actual) {
+            (S::Pending, ActualState::Booting) => Some((S::Booting, None)),
+            (S::Pending | S::Booting, ActualState::Running) => Some((S::Running, None)),
+            (S::Pending | S::Booting | S::Running, ActualState::Failed) => Some((
+                S::Failed,
+                Some(reason.unwrap_or_else(|| "failed on host".to_owned())),
+            )),
+            (S::Pending | S::Booting | S::Running, ActualState::Gone) => {
+                Some((S::Failed, Some("the host lost the domain".to_owned())))
+            }
+            (S::Stopping, ActualState::Gone) => Some((S::Done, None)),
+            (S::Failed, ActualState::Gone) if !instance.host_cleaned => {
+                instance.host_cleaned = true;
+                return Ok(Outcome::Applied);
+            }
+            _ => None,
+        };
+        match next {
+            Some((state, reason)) => {
+                if state == S::Failed || state == S::Done {
+                    // Gone already means nothing is left on the host.
+                    instance.host_cleaned = actual == ActualState::Gone;
+                }
+                instance.transition(state, at_ms, reason);
+                Ok(Outcome::Applied)
+            }
+            None => Ok(Outcome::Unchanged),
+        }
+    }
+
+    /// Capacity taken on `host` by the instances placed there.
+    pub fn usage(&self, host: &str) -> Usage {
+        self.instances
+            .values()
+            .filter(|i| i.holds_capacity() && i.host.as_deref() == Some(host))
+            .fold(Usage::default(), |u, i| Usage {
+                vcpus: u.vcpus + i.vcpus,
+                memory_mib: u.memory_mib + i.memory_mib,
+                instances: u.instances + 1,
+            })
+    }
+
+    /// Whether `host` can take one more instance of this size.
+    pub fn fits(&self, host: &HostRecord, vcpus: u32, memory_mib: u64) -> bool {
+        let used = self.usage(&host.name);
+        let vcpu_cap =
+            u64::from(host.vcpus) * u64::from(self.cpu_allocation_ratio_percent.max(100)) / 100;
+        u64::from(used.vcpus + vcpus) <= vcpu_cap && used.memory_mib + memory_mib <= host.memory_mib
+    }
+
+    /// What the controller wants `host` to run: every instance placed there that still needs
+    /// the host to act (run it, or make sure nothing of it is left).
+    pub fn desired_for_host(&self, host: &str) -> Vec<DesiredInstance> {
+        self.instances
+            .values()
+            .filter(|i| i.host.as_deref() == Some(host))
+            .filter_map(|i| {
+                let desire = match i.state {
+                    InstanceState::Pending | InstanceState::Booting | InstanceState::Running => {
+                        Desire::Run
+                    }
+                    InstanceState::Stopping => Desire::Destroy,
+                    InstanceState::Failed if !i.host_cleaned => Desire::Destroy,
+                    InstanceState::Failed | InstanceState::Done => return None,
+                };
+                let image = self.images.get(&i.image)?;
+                Some(DesiredInstance {
+                    id: i.id,
+                    desire,
+                    vcpus: i.vcpus,
+                    memory_mib: i.memory_mib,
+                    image: image.spec(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The standard instance types, after the StratusLab client's list.
+pub fn standard_types() -> Vec<InstanceType> {
+    [
+        ("t1.micro", 1, 128, 1),
+        ("m1.small", 1, 256, 2),
+        ("c1.medium", 2, 512, 4),
+        ("m1.large", 2, 1024, 8),
+        ("m1.xlarge", 4, 2048, 16),
+        ("c1.xlarge", 8, 4096, 32),
+    ]
+    .into_iter()
+    .map(|(name, vcpus, memory_mib, disk_gib)| InstanceType {
+        name: name.to_owned(),
+        vcpus,
+        memory_mib,
+        disk_gib,
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests;

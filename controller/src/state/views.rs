@@ -1,0 +1,76 @@
+//! Rendering of state records as the API's view types.
+
+use stratus_common::agent::domain_name;
+use stratus_common::api::{Host, Image, Instance, StateChange};
+use stratus_common::time::rfc3339_ms;
+
+use super::{HostRecord, ImageRecord, InstanceRecord, State};
+
+pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
+    let updated = record.history.last().map_or(record.created_ms, |t| t.at_ms);
+    Instance {
+        id: record.id,
+        name: record.name.clone(),
+        owner: record.owner.clone(),
+        image: record.image.clone(),
+        instance_type: record.instance_type.clone(),
+        vcpus: record.vcpus,
+        memory_mib: record.memory_mib,
+        host: record.host.clone(),
+        state: record.state,
+        reason: record.reason.clone(),
+        domain: domain_name(&state.cluster_id, record.id),
+        created: rfc3339_ms(record.created_ms),
+        updated: rfc3339_ms(updated),
+        history: record
+            .history
+            .iter()
+            .map(|t| StateChange {
+                state: t.state,
+                at: rfc3339_ms(t.at_ms),
+                reason: t.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn image_view(record: &ImageRecord) -> Image {
+    Image {
+        name: record.name.clone(),
+        location: record.location.clone(),
+        format: record.format,
+        sha256: record.sha256.clone(),
+        kernel: record.kernel.clone(),
+        initrd: record.initrd.clone(),
+        cmdline: record.cmdline.clone(),
+        owner: record.owner.clone(),
+        created: rfc3339_ms(record.created_ms),
+    }
+}
+
+/// A host with its usage; `last_seen_ms`, `up` and `unknown_domains` come from the agent's
+/// recent contact, which is not replicated.
+pub fn host_view(
+    state: &State,
+    record: &HostRecord,
+    last_seen_ms: Option<u64>,
+    up: bool,
+    unknown_domains: Vec<String>,
+) -> Host {
+    let usage = state.usage(&record.name);
+    Host {
+        name: record.name.clone(),
+        vcpus: record.vcpus,
+        memory_mib: record.memory_mib,
+        disk_gib: record.disk_gib,
+        domain_type: record.domain_type,
+        arch: record.arch.clone(),
+        hypervisor: record.hypervisor.clone(),
+        used_vcpus: usage.vcpus,
+        used_memory_mib: usage.memory_mib,
+        instances: usage.instances,
+        status: if up { "up" } else { "down" }.to_owned(),
+        last_seen: last_seen_ms.map(rfc3339_ms),
+        unknown_domains,
+    }
+}
