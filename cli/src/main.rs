@@ -1,1 +1,169 @@
-fn main() {}
+//! `stratus`: the StratusLab command line client. Each command is also reachable under its
+//! classic name (`stratus-run-instance` is `stratus run-instance`), configured as the user's
+//! guide says (`~/.stratuslab/stratuslab-user.cfg`, `STRATUSLAB_*`, command-line options).
+//!
+//! Adding a command: a module under `commands/` with its `Args` struct and `run` function, a
+//! variant in [`Command`] (its kebab-case name is the subcommand, `stratus-<name>` the classic
+//! name), and an arm in [`dispatch`].
+
+mod client;
+mod commands;
+mod config;
+mod endpoint;
+mod multicall;
+mod output;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::copy_config::CopyConfigArgs;
+use commands::describe::DescribeArgs;
+use commands::kill::KillArgs;
+use commands::run::RunArgs;
+use commands::Context;
+use config::CliOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stratus",
+    version,
+    about = "StratusLab command line client",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(flatten)]
+    options: CliOptions,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start virtual machine instances of an image (or list the instance types)
+    RunInstance(RunArgs),
+    /// Show virtual machine instances and their state
+    DescribeInstance(DescribeArgs),
+    /// Destroy virtual machine instances and release their resources
+    KillInstance(KillArgs),
+    /// Copy the reference configuration file to ~/.stratuslab/stratuslab-user.cfg
+    CopyConfig(CopyConfigArgs),
+}
+
+fn dispatch(
+    command: &Command,
+    ctx: &Context,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::RunInstance(args) => commands::run::run(ctx, args, out),
+        Command::DescribeInstance(args) => commands::describe::run(ctx, args, out, err),
+        Command::KillInstance(args) => commands::kill::run(ctx, args, out, err),
+        Command::CopyConfig(args) => commands::copy_config::run(ctx, args, out),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = multicall::expand_args(std::env::args_os().collect());
+    // Usage errors, --help and --version: clap prints and exits (2 for a usage error).
+    let cli = Cli::parse_from(args);
+    let ctx = Context {
+        options: cli.options,
+        env: config::process_env(),
+    };
+
+    let mut out = io::stdout().lock();
+    let mut err = io::stderr().lock();
+    let result = dispatch(&cli.command, &ctx, &mut out, &mut err);
+    let flushed = out.flush();
+    match result.and_then(|code| flushed.map(|()| code).map_err(Into::into)) {
+        Ok(code) => code,
+        // The reader went away (`| head`): nothing more to say to anyone.
+        Err(e) if is_broken_pipe(&e) => ExitCode::FAILURE,
+        Err(e) => {
+            let _ = err.write_all(output::render_error(&format!("{e:#}")).as_bytes());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        Cli::try_parse_from(multicall::expand_args(args))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn classic_name_with_options_after_it() {
+        let cli = parse(&[
+            "stratus-run-instance",
+            "-S",
+            "fav-cloud",
+            "ttylinux",
+            "-n",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(cli.options.section.as_deref(), Some("fav-cloud"));
+        let Command::RunInstance(run) = cli.command else {
+            panic!("not run-instance")
+        };
+        assert_eq!(run.image.as_deref(), Some("ttylinux"));
+        assert_eq!(run.number, 2);
+    }
+
+    #[test]
+    fn global_options_before_the_subcommand() {
+        let cli = parse(&[
+            "stratus",
+            "--endpoint",
+            "h:1",
+            "describe-instance",
+            "5",
+            "6",
+        ])
+        .unwrap();
+        assert_eq!(cli.options.endpoint.as_deref(), Some("h:1"));
+        let Command::DescribeInstance(d) = cli.command else {
+            panic!("not describe-instance")
+        };
+        assert_eq!(d.ids, [5, 6]);
+    }
+
+    #[test]
+    fn run_instance_needs_an_image_unless_listing_types() {
+        assert!(parse(&["stratus-run-instance"]).is_err());
+        assert!(parse(&["stratus-run-instance", "-l"]).is_ok());
+        assert!(parse(&["stratus-run-instance", "img", "-n", "0"]).is_err());
+        assert!(parse(&["stratus-run-instance", "img", "--json", "-q"]).is_err());
+        assert!(parse(&["stratus-run-instance", "img", "--name", "../x"]).is_err());
+    }
+
+    #[test]
+    fn kill_instance_needs_numeric_ids() {
+        assert!(parse(&["stratus-kill-instance"]).is_err());
+        assert!(parse(&["stratus-kill-instance", "abc"]).is_err());
+        assert!(parse(&["stratus-kill-instance", "1", "2"]).is_ok());
+    }
+}

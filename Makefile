@@ -1,0 +1,51 @@
+# StratusLab: the README contract.
+#   make demo   - set up this host, build, start an all-in-one cloud and run one VM
+#   make stop   - stop the demo cloud and remove what it made
+#   make test   - set up, then unit and end-to-end tests (real libvirt guests)
+#   make bench  - benchmarks, printing figures against the goals
+
+CARGO ?= cargo
+APPLIANCE := build/appliance
+BINDIR ?= /usr/local/bin
+CLI_NAMES := run-instance describe-instance kill-instance copy-config
+
+.PHONY: deps build release appliance demo stop test unit e2e bench install fmt clippy
+
+deps:
+	./scripts/install-deps.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+release:
+	$(CARGO) build --release --workspace --bins
+
+appliance: deps
+	./appliance/build.sh $(APPLIANCE)
+
+demo: deps release appliance
+	./scripts/demo.sh start
+
+stop:
+	./scripts/demo.sh stop
+
+test: deps appliance
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p stratus-e2e --tests -- --test-threads=2
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+bench: deps release appliance
+	./target/release/stratus-bench --appliance $(APPLIANCE)
+
+install: release
+	install -m 0755 target/release/stratus-controller target/release/stratus-agent target/release/stratus $(BINDIR)/
+	for n in $(CLI_NAMES); do ln -sf stratus $(BINDIR)/stratus-$$n; done
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets

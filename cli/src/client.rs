@@ -1,0 +1,420 @@
+//! The typed HTTP client of the cloud API (`/api/v1`): one blocking reqwest client with timeouts,
+//! HTTP Basic credentials, and the mapping of transport failures and error answers to the
+//! messages users see. Every command talks to the cloud through this module.
+
+use std::time::Duration;
+
+use reqwest::blocking::{RequestBuilder, Response};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use stratus_common::api::{ApiError, CreateInstance, Instance, InstanceType};
+use thiserror::Error;
+
+use crate::endpoint::Endpoint;
+
+/// How long to wait for the TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a whole request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("cannot reach the cloud endpoint {endpoint}: {cause}")]
+    Unreachable { endpoint: String, cause: String },
+    #[error("authentication failed for user {username} at {endpoint}")]
+    AuthenticationFailed { username: String, endpoint: String },
+    #[error(
+        "authentication failed at {endpoint}: no username configured \
+         (set username in the configuration file, STRATUSLAB_USERNAME or --username)"
+    )]
+    NoCredentials { endpoint: String },
+    #[error("instance {id} not found")]
+    InstanceNotFound { id: u64 },
+    /// An error answer of the API: its message is meant for users as it is.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from {endpoint}: {detail}")]
+    BadResponse { endpoint: String, detail: String },
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+}
+
+impl ClientError {
+    /// True when the failure concerns the whole endpoint (unreachable, credentials refused, not
+    /// speaking our API), so a command working through a list of IDs should stop, not go on.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::AuthenticationFailed { .. }
+                | Self::NoCredentials { .. }
+                | Self::BadResponse { .. }
+                | Self::Setup(_)
+        )
+    }
+}
+
+/// HTTP Basic credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+pub struct Client {
+    http: reqwest::blocking::Client,
+    endpoint: Endpoint,
+    credentials: Option<Credentials>,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint, credentials: Option<Credentials>) -> Result<Self, ClientError> {
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("stratus-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Setup(deepest_cause(&e)))?;
+        Ok(Self {
+            http,
+            endpoint,
+            credentials,
+        })
+    }
+
+    /// `POST /instances`.
+    pub fn create_instance(&self, request: &CreateInstance) -> Result<Instance, ClientError> {
+        let builder = self.http.post(self.endpoint.api_url("/instances"));
+        self.call(builder.json(request), None)
+    }
+
+    /// `GET /instances`: every instance the user may see.
+    pub fn list_instances(&self) -> Result<Vec<Instance>, ClientError> {
+        self.call(self.http.get(self.endpoint.api_url("/instances")), None)
+    }
+
+    /// `GET /instances/{id}`.
+    pub fn get_instance(&self, id: u64) -> Result<Instance, ClientError> {
+        let url = self.endpoint.api_url(&format!("/instances/{id}"));
+        self.call(self.http.get(url), Some(id))
+    }
+
+    /// `DELETE /instances/{id}`: asks for a kill; the answer shows the instance Stopping.
+    pub fn kill_instance(&self, id: u64) -> Result<Instance, ClientError> {
+        let url = self.endpoint.api_url(&format!("/instances/{id}"));
+        self.call(self.http.delete(url), Some(id))
+    }
+
+    /// `GET /types`.
+    pub fn list_types(&self) -> Result<Vec<InstanceType>, ClientError> {
+        self.call(self.http.get(self.endpoint.api_url("/types")), None)
+    }
+
+    /// Sends a request and decodes a success body as `T`. `instance` names the instance a 404
+    /// is about.
+    fn call<T: DeserializeOwned>(
+        &self,
+        builder: RequestBuilder,
+        instance: Option<u64>,
+    ) -> Result<T, ClientError> {
+        let builder = match &self.credentials {
+            Some(c) => builder.basic_auth(&c.username, Some(&c.password)),
+            None => builder,
+        };
+        let response = builder.send().map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            let body = response.bytes().map_err(|e| self.transport_error(&e))?;
+            return serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+                endpoint: self.endpoint.to_string(),
+                detail: format!("cannot decode the {status} answer: {e}"),
+            });
+        }
+        Err(self.error_answer(status, instance, response))
+    }
+
+    fn error_answer(
+        &self,
+        status: StatusCode,
+        instance: Option<u64>,
+        response: Response,
+    ) -> ClientError {
+        let endpoint = self.endpoint.to_string();
+        if status == StatusCode::UNAUTHORIZED {
+            return match &self.credentials {
+                Some(c) => ClientError::AuthenticationFailed {
+                    username: c.username.clone(),
+                    endpoint,
+                },
+                None => ClientError::NoCredentials { endpoint },
+            };
+        }
+        if let (StatusCode::NOT_FOUND, Some(id)) = (status, instance) {
+            return ClientError::InstanceNotFound { id };
+        }
+        let body = response.bytes().unwrap_or_default();
+        match serde_json::from_slice::<ApiError>(&body) {
+            Ok(api) => ClientError::Api {
+                status: status.as_u16(),
+                code: api.code,
+                message: api.message,
+            },
+            Err(_) => ClientError::BadResponse {
+                endpoint,
+                detail: format!("HTTP {status}"),
+            },
+        }
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> ClientError {
+        let cause = if error.is_timeout() {
+            "no answer in time (timed out)".to_string()
+        } else {
+            deepest_cause(error)
+        };
+        ClientError::Unreachable {
+            endpoint: self.endpoint.to_string(),
+            cause,
+        }
+    }
+}
+
+/// The innermost error of a chain: for a refused connection that is the OS error ("Connection
+/// refused (os error 111)"), for a DNS failure the resolver's message; the outer layers only say
+/// "error sending request for url (...)".
+fn deepest_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::thread::{self, JoinHandle};
+
+    use super::*;
+    use crate::output;
+
+    /// A one-shot HTTP server on 127.0.0.1 answering each connection with the next canned
+    /// response, and giving back the requests it saw (head and body).
+    struct CannedServer {
+        endpoint: Endpoint,
+        handle: JoinHandle<Vec<String>>,
+    }
+
+    impl CannedServer {
+        fn start(responses: Vec<String>) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let handle = thread::spawn(move || {
+                let mut seen = Vec::new();
+                for response in responses {
+                    let (stream, _) = listener.accept().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    let mut request = String::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        request.push_str(&line);
+                        if line == "\r\n" || line.is_empty() {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    request.push_str(&String::from_utf8(body).unwrap());
+                    seen.push(request);
+                    let mut stream = reader.into_inner();
+                    stream.write_all(response.as_bytes()).unwrap();
+                }
+                seen
+            });
+            Self {
+                endpoint: Endpoint::parse(&format!("127.0.0.1:{port}")).unwrap(),
+                handle,
+            }
+        }
+
+        fn requests(self) -> Vec<String> {
+            self.handle.join().unwrap()
+        }
+    }
+
+    fn http_response(status: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn alice() -> Option<Credentials> {
+        Some(Credentials {
+            username: "alice".into(),
+            password: "wrong".into(),
+        })
+    }
+
+    const INSTANCE_5507: &str = r#"{"id":5507,"name":"vm-5507","owner":"alice","image":"ttylinux",
+        "type":"m1.small","vcpus":1,"memory_mib":128,"host":"node-1","state":"Pending",
+        "domain":"one-5507","created":"2024-05-01T10:00:00Z","updated":"2024-05-01T10:00:00Z",
+        "history":[{"state":"Pending","at":"2024-05-01T10:00:00Z"}]}"#;
+
+    #[test]
+    fn unauthorized_becomes_the_authentication_message() {
+        let server = CannedServer::start(vec![http_response(
+            "401 Unauthorized",
+            r#"{"code":"unauthorized","message":"bad credentials"}"#,
+        )]);
+        let client = Client::new(server.endpoint.clone(), alice()).unwrap();
+        let err = client.list_instances().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "authentication failed for user alice at {}",
+                server.endpoint
+            )
+        );
+        assert!(err.is_fatal());
+        let requests = server.requests();
+        assert!(
+            requests[0].starts_with("GET /api/v1/instances HTTP/1.1\r\n"),
+            "{}",
+            requests[0]
+        );
+        // alice:wrong
+        assert!(
+            requests[0].contains("authorization: Basic YWxpY2U6d3Jvbmc=\r\n"),
+            "{}",
+            requests[0]
+        );
+    }
+
+    #[test]
+    fn connection_refused_becomes_the_unreachable_message() {
+        // Bind then drop: nothing listens on that port any more.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = Endpoint::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let client = Client::new(endpoint, alice()).unwrap();
+        let err = client.list_types().unwrap_err();
+        let message = err.to_string();
+        let expected = format!("cannot reach the cloud endpoint http://127.0.0.1:{port}: ");
+        assert!(message.starts_with(&expected), "{message}");
+        assert!(
+            message.to_lowercase().contains("connection refused"),
+            "{message}"
+        );
+        assert!(err.is_fatal());
+    }
+
+    #[test]
+    fn created_instance_renders_as_in_the_guide() {
+        let server = CannedServer::start(vec![http_response("201 Created", INSTANCE_5507)]);
+        let client = Client::new(server.endpoint.clone(), alice()).unwrap();
+        let request = CreateInstance {
+            image: "ttylinux".into(),
+            instance_type: Some("m1.small".into()),
+            name: None,
+        };
+        let instance = client.create_instance(&request).unwrap();
+        assert_eq!(
+            output::render_run(&[instance]),
+            "\n :::::::::::::::::::::::::\n :: Starting machine(s) ::\n :::::::::::::::::::::::::\n \
+             :: Starting 1 machine\n :: Machine 1 (vm ID: 5507)\n :: Done!\n"
+        );
+        let requests = server.requests();
+        assert!(requests[0].starts_with("POST /api/v1/instances HTTP/1.1\r\n"));
+        assert!(
+            requests[0].ends_with(r#"{"image":"ttylinux","type":"m1.small"}"#),
+            "{}",
+            requests[0]
+        );
+    }
+
+    #[test]
+    fn api_errors_carry_the_api_message_and_404_names_the_instance() {
+        let server = CannedServer::start(vec![
+            http_response(
+                "404 Not Found",
+                r#"{"code":"not_found","message":"no such thing"}"#,
+            ),
+            http_response(
+                "409 Conflict",
+                r#"{"code":"conflict","message":"instance 7 is already Done"}"#,
+            ),
+            http_response("502 Bad Gateway", "<html>oops</html>"),
+            http_response("200 OK", "[{\"not\":\"a type\"}]"),
+        ]);
+        let client = Client::new(server.endpoint.clone(), alice()).unwrap();
+        let err = client.get_instance(42).unwrap_err();
+        assert_eq!(err.to_string(), "instance 42 not found");
+        assert!(!err.is_fatal());
+        let err = client.kill_instance(7).unwrap_err();
+        assert_eq!(err.to_string(), "instance 7 is already Done");
+        assert!(matches!(err, ClientError::Api { status: 409, .. }));
+        let err = client.list_instances().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "unexpected answer from {}: HTTP 502 Bad Gateway",
+                server.endpoint
+            )
+        );
+        let err = client.list_types().unwrap_err();
+        assert!(
+            err.to_string().contains("cannot decode the 200 OK answer"),
+            "{err}"
+        );
+        let requests = server.requests();
+        assert!(requests[1].starts_with("DELETE /api/v1/instances/7 HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn no_username_means_no_authorization_header_and_a_hint_on_401() {
+        let server = CannedServer::start(vec![http_response(
+            "401 Unauthorized",
+            r#"{"code":"unauthorized","message":"who are you"}"#,
+        )]);
+        let client = Client::new(server.endpoint.clone(), None).unwrap();
+        let err = client.list_types().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("authentication failed at http://127.0.0.1:"),
+            "{err}"
+        );
+        assert!(!server.requests()[0]
+            .to_lowercase()
+            .contains("authorization"));
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let text = format!("{:?}", alice().unwrap());
+        assert!(!text.contains("wrong"), "{text}");
+    }
+}

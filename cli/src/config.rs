@@ -1,0 +1,601 @@
+//! The user configuration of the user's guide (sections 4.4-4.10): the INI file
+//! `~/.stratuslab/stratuslab-user.cfg` with a `[default]` section and named sections, the
+//! `STRATUSLAB_*` environment variables and the command-line options, merged by one pure function
+//! in the guide's order: command line > environment > file (selected section over `[default]`) >
+//! built-in defaults.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use thiserror::Error;
+
+use crate::endpoint::{Endpoint, EndpointError};
+
+/// The section every file has (keys written before any section header land in it too).
+pub const DEFAULT_SECTION: &str = "default";
+
+/// The file's place under `$HOME`.
+pub const USER_CONFIG_RELATIVE_PATH: &str = ".stratuslab/stratuslab-user.cfg";
+
+/// The SSH public key pushed to instances unless configured otherwise, under `$HOME`.
+pub const DEFAULT_PUBLIC_KEY_RELATIVE_PATH: &str = ".ssh/id_rsa.pub";
+
+pub const ENV_CONFIG: &str = "STRATUSLAB_CONFIG";
+pub const ENV_SECTION: &str = "STRATUSLAB_USER_CONFIG_SECTION";
+pub const ENV_ENDPOINT: &str = "STRATUSLAB_ENDPOINT";
+pub const ENV_USERNAME: &str = "STRATUSLAB_USERNAME";
+pub const ENV_PASSWORD: &str = "STRATUSLAB_PASSWORD";
+pub const ENV_KEY: &str = "STRATUSLAB_KEY";
+
+/// Keys of the configuration file this client reads. Any other key (`pdisk_endpoint`,
+/// `marketplace_endpoint`, `pem_key`, `p12_certificate`, ... of the guide) is accepted and ignored.
+pub mod keys {
+    pub const SELECTED_SECTION: &str = "selected_section";
+    pub const ENDPOINT: &str = "endpoint";
+    pub const USERNAME: &str = "username";
+    pub const PASSWORD: &str = "password";
+    pub const USER_PUBLIC_KEY_FILE: &str = "user_public_key_file";
+}
+
+/// The environment as the resolution sees it: variable name to value. Only `HOME` and the
+/// `STRATUSLAB_*` variables matter.
+pub type Env = BTreeMap<String, String>;
+
+/// Collects the variables configuration cares about from the process environment.
+pub fn process_env() -> Env {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k == "HOME" || k.starts_with("STRATUSLAB_"))
+        .collect()
+}
+
+/// The options every command accepts (before or after the command name).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Configuration")]
+pub struct CliOptions {
+    /// Configuration file [env: STRATUSLAB_CONFIG] [default: ~/.stratuslab/stratuslab-user.cfg]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Section of the configuration file to use over [default]
+    /// [env: STRATUSLAB_USER_CONFIG_SECTION]
+    #[arg(
+        short = 'S',
+        long = "user-config-section",
+        global = true,
+        value_name = "SECTION"
+    )]
+    pub section: Option<String>,
+
+    /// Cloud endpoint: host, host:port or URL (port 8440 unless given) [env: STRATUSLAB_ENDPOINT]
+    #[arg(long, global = true, value_name = "ENDPOINT")]
+    pub endpoint: Option<String>,
+
+    /// Cloud username [env: STRATUSLAB_USERNAME]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Cloud password [env: STRATUSLAB_PASSWORD]
+    #[arg(long, global = true, value_name = "PASSWORD")]
+    pub password: Option<String>,
+
+    /// SSH public key file pushed to instances [env: STRATUSLAB_KEY] [default: ~/.ssh/id_rsa.pub]
+    #[arg(long = "key", global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("HOME is not set: name the configuration file with --config or {ENV_CONFIG}")]
+    NoHome,
+    #[error("configuration file {} does not exist", path.display())]
+    NotFound { path: PathBuf },
+    #[error("cannot read the configuration file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot parse the configuration file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("section [{section}] not found in the configuration file {}", path.display())]
+    SectionNotFound { section: String, path: PathBuf },
+    #[error(
+        "no cloud endpoint configured: run stratus-copy-config and set endpoint in {}, \
+         or set {ENV_ENDPOINT}, or pass --endpoint",
+        path.display()
+    )]
+    MissingEndpoint { path: PathBuf },
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+}
+
+/// Where the configuration file is, and whether the user named it (then it must exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLocation {
+    pub path: PathBuf,
+    pub explicit: bool,
+}
+
+/// `--config` > `STRATUSLAB_CONFIG` > `$HOME/.stratuslab/stratuslab-user.cfg`.
+pub fn config_location(cli: &CliOptions, env: &Env) -> Result<ConfigLocation, ConfigError> {
+    if let Some(path) = &cli.config {
+        return Ok(ConfigLocation {
+            path: path.clone(),
+            explicit: true,
+        });
+    }
+    if let Some(path) = env_value(env, ENV_CONFIG) {
+        return Ok(ConfigLocation {
+            path: PathBuf::from(path),
+            explicit: true,
+        });
+    }
+    let home = env_value(env, "HOME").ok_or(ConfigError::NoHome)?;
+    Ok(ConfigLocation {
+        path: Path::new(home).join(USER_CONFIG_RELATIVE_PATH),
+        explicit: false,
+    })
+}
+
+/// The parsed file: section name to (lower-case key to value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub sections: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl ConfigFile {
+    /// Parses INI text. Keys are case-insensitive (as Python's ConfigParser made them), section
+    /// names are not; backslashes are kept as written (Windows paths).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let options = ini::ParseOption {
+            enabled_escape: false,
+            ..ini::ParseOption::default()
+        };
+        let ini = ini::Ini::load_from_str_opt(text, options).map_err(|e| e.to_string())?;
+        let mut sections: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (name, properties) in ini.iter() {
+            let values = sections
+                .entry(name.unwrap_or(DEFAULT_SECTION).to_string())
+                .or_default();
+            for (key, value) in properties.iter() {
+                values.insert(key.to_ascii_lowercase(), value.trim().to_string());
+            }
+        }
+        Ok(Self { sections })
+    }
+
+    /// Reads and parses the file; a missing file is an empty configuration unless the user named
+    /// it explicitly.
+    pub fn load(location: &ConfigLocation) -> Result<Self, ConfigError> {
+        let path = &location.path;
+        match fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|message| ConfigError::Parse {
+                path: path.clone(),
+                message,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !location.explicit => {
+                Ok(Self::default())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(ConfigError::NotFound { path: path.clone() })
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn get(&self, section: &str, key: &str) -> Option<&str> {
+        self.sections
+            .get(section)?
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The settings a command runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedConfig {
+    /// The file the values were read from (named in messages even if it does not exist).
+    pub config_path: PathBuf,
+    /// The named section used over `[default]`, if any.
+    pub section: Option<String>,
+    /// Absent until configured; [`ResolvedConfig::endpoint`] turns that into an error.
+    pub endpoint: Option<Endpoint>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The SSH public key for instances (not sent yet: contextualisation comes later).
+    pub user_public_key_file: Option<PathBuf>,
+}
+
+impl ResolvedConfig {
+    /// The endpoint, or the error telling the user how to configure one.
+    pub fn endpoint(&self) -> Result<&Endpoint, ConfigError> {
+        self.endpoint
+            .as_ref()
+            .ok_or_else(|| ConfigError::MissingEndpoint {
+                path: self.config_path.clone(),
+            })
+    }
+}
+
+/// Merges command line, environment and file. Pure: the caller reads the file and the
+/// environment.
+pub fn resolve(
+    file: &ConfigFile,
+    config_path: &Path,
+    env: &Env,
+    cli: &CliOptions,
+) -> Result<ResolvedConfig, ConfigError> {
+    let section = cli
+        .section
+        .clone()
+        .filter(|s| !s.is_empty())
+        .or_else(|| env_value(env, ENV_SECTION).map(str::to_string))
+        .or_else(|| {
+            file.get(DEFAULT_SECTION, keys::SELECTED_SECTION)
+                .map(str::to_string)
+        })
+        .filter(|s| s != DEFAULT_SECTION);
+    if let Some(name) = &section {
+        if !file.sections.contains_key(name) {
+            return Err(ConfigError::SectionNotFound {
+                section: name.clone(),
+                path: config_path.to_path_buf(),
+            });
+        }
+    }
+
+    let from_file = |key: &str| {
+        section
+            .as_deref()
+            .and_then(|s| file.get(s, key))
+            .or_else(|| file.get(DEFAULT_SECTION, key))
+    };
+    let pick = |cli_value: Option<&str>, env_name: &str, key: &str| -> Option<String> {
+        cli_value
+            .or_else(|| env_value(env, env_name))
+            .or_else(|| from_file(key))
+            .map(str::to_string)
+    };
+
+    let endpoint = pick(cli.endpoint.as_deref(), ENV_ENDPOINT, keys::ENDPOINT)
+        .map(|e| Endpoint::parse(&e))
+        .transpose()?;
+    let home = env_value(env, "HOME");
+    let user_public_key_file = cli
+        .key
+        .clone()
+        .or_else(|| {
+            env_value(env, ENV_KEY)
+                .or_else(|| from_file(keys::USER_PUBLIC_KEY_FILE))
+                .map(|p| expand_home(p, home))
+        })
+        .or_else(|| home.map(|h| Path::new(h).join(DEFAULT_PUBLIC_KEY_RELATIVE_PATH)));
+
+    Ok(ResolvedConfig {
+        config_path: config_path.to_path_buf(),
+        endpoint,
+        username: pick(cli.username.as_deref(), ENV_USERNAME, keys::USERNAME),
+        password: pick(cli.password.as_deref(), ENV_PASSWORD, keys::PASSWORD),
+        user_public_key_file,
+        section,
+    })
+}
+
+/// An environment variable set to the empty string counts as unset.
+fn env_value<'a>(env: &'a Env, name: &str) -> Option<&'a str> {
+    env.get(name).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+/// Expands a leading `~/` or the reference file's `<home>/` placeholder.
+fn expand_home(path: &str, home: Option<&str>) -> PathBuf {
+    let rest = path
+        .strip_prefix("~/")
+        .or_else(|| path.strip_prefix("<home>/"));
+    match (rest, home) {
+        (Some(rest), Some(home)) => Path::new(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "\
+# a comment
+[default]
+endpoint = default.example.org
+username = alice
+password = secret
+pdisk_endpoint = pdisk.example.org
+marketplace_endpoint = https://marketplace.stratuslab.eu
+pem_key = <home>/.globus/userkey.pem
+p12_certificate = <home>/.globus/usercert.p12
+
+[fav-cloud]
+endpoint = favorit-cloud.tld:9000
+username = clouduser
+user_public_key_file = /home/clouduser/.ssh/id_rsa-favcloud.pub
+
+[other]
+endpoint = other.tld
+";
+
+    fn file() -> ConfigFile {
+        ConfigFile::parse(FILE).unwrap()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn resolve_with(file: &ConfigFile, env: &Env, cli: &CliOptions) -> ResolvedConfig {
+        resolve(file, Path::new("/cfg"), env, cli).unwrap()
+    }
+
+    fn endpoint(r: &ResolvedConfig) -> String {
+        r.endpoint().unwrap().base_url()
+    }
+
+    #[test]
+    fn default_section_alone() {
+        let r = resolve_with(
+            &file(),
+            &env(&[("HOME", "/home/u")]),
+            &CliOptions::default(),
+        );
+        assert_eq!(endpoint(&r), "http://default.example.org:8440");
+        assert_eq!(r.username.as_deref(), Some("alice"));
+        assert_eq!(r.password.as_deref(), Some("secret"));
+        assert_eq!(r.section, None);
+        assert_eq!(
+            r.user_public_key_file,
+            Some(PathBuf::from("/home/u/.ssh/id_rsa.pub"))
+        );
+    }
+
+    #[test]
+    fn selected_section_overrides_default_key_by_key() {
+        let mut f = file();
+        f.sections
+            .get_mut(DEFAULT_SECTION)
+            .unwrap()
+            .insert("selected_section".into(), "fav-cloud".into());
+        let r = resolve_with(&f, &env(&[("HOME", "/home/u")]), &CliOptions::default());
+        assert_eq!(r.section.as_deref(), Some("fav-cloud"));
+        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(r.username.as_deref(), Some("clouduser"));
+        // Not in the section: falls back to [default].
+        assert_eq!(r.password.as_deref(), Some("secret"));
+        assert_eq!(
+            r.user_public_key_file,
+            Some(PathBuf::from("/home/clouduser/.ssh/id_rsa-favcloud.pub"))
+        );
+    }
+
+    #[test]
+    fn section_choice_cli_over_env_over_file() {
+        let mut f = file();
+        f.sections
+            .get_mut(DEFAULT_SECTION)
+            .unwrap()
+            .insert("selected_section".into(), "other".into());
+        let e = env(&[(ENV_SECTION, "fav-cloud")]);
+        let r = resolve_with(&f, &e, &CliOptions::default());
+        assert_eq!(r.section.as_deref(), Some("fav-cloud"));
+
+        let cli = CliOptions {
+            section: Some("other".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&f, &env(&[(ENV_SECTION, "fav-cloud")]), &cli);
+        assert_eq!(r.section.as_deref(), Some("other"));
+        assert_eq!(endpoint(&r), "http://other.tld:8440");
+
+        // -S default means "no named section".
+        let cli = CliOptions {
+            section: Some("default".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&f, &Env::new(), &cli);
+        assert_eq!(r.section, None);
+        assert_eq!(endpoint(&r), "http://default.example.org:8440");
+    }
+
+    #[test]
+    fn unknown_section_is_an_error_naming_it_and_the_file() {
+        let cli = CliOptions {
+            section: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = resolve(&file(), Path::new("/cfg"), &Env::new(), &cli).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "section [nope] not found in the configuration file /cfg"
+        );
+    }
+
+    #[test]
+    fn env_overrides_file_and_cli_overrides_env() {
+        let e = env(&[
+            (ENV_ENDPOINT, "env.example.org:1"),
+            (ENV_USERNAME, "env-user"),
+            (ENV_PASSWORD, "env-pass"),
+            (ENV_KEY, "/env/key.pub"),
+        ]);
+        let r = resolve_with(&file(), &e, &CliOptions::default());
+        assert_eq!(endpoint(&r), "http://env.example.org:1");
+        assert_eq!(r.username.as_deref(), Some("env-user"));
+        assert_eq!(r.password.as_deref(), Some("env-pass"));
+        assert_eq!(r.user_public_key_file, Some(PathBuf::from("/env/key.pub")));
+
+        let cli = CliOptions {
+            endpoint: Some("https://cli.example.org".into()),
+            username: Some("cli-user".into()),
+            password: Some("cli-pass".into()),
+            key: Some(PathBuf::from("/cli/key.pub")),
+            ..Default::default()
+        };
+        let r = resolve_with(&file(), &e, &cli);
+        assert_eq!(endpoint(&r), "https://cli.example.org:8440");
+        assert_eq!(r.username.as_deref(), Some("cli-user"));
+        assert_eq!(r.password.as_deref(), Some("cli-pass"));
+        assert_eq!(r.user_public_key_file, Some(PathBuf::from("/cli/key.pub")));
+    }
+
+    #[test]
+    fn env_overrides_a_selected_section_too() {
+        let e = env(&[(ENV_USERNAME, "env-user")]);
+        let cli = CliOptions {
+            section: Some("fav-cloud".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&file(), &e, &cli);
+        assert_eq!(r.username.as_deref(), Some("env-user"));
+        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+    }
+
+    #[test]
+    fn each_key_resolves_independently() {
+        let e = env(&[(ENV_PASSWORD, "env-pass")]);
+        let cli = CliOptions {
+            username: Some("cli-user".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&file(), &e, &cli);
+        assert_eq!(endpoint(&r), "http://default.example.org:8440");
+        assert_eq!(r.username.as_deref(), Some("cli-user"));
+        assert_eq!(r.password.as_deref(), Some("env-pass"));
+    }
+
+    #[test]
+    fn empty_env_values_count_as_unset() {
+        let e = env(&[(ENV_ENDPOINT, ""), (ENV_SECTION, "")]);
+        let r = resolve_with(&file(), &e, &CliOptions::default());
+        assert_eq!(endpoint(&r), "http://default.example.org:8440");
+    }
+
+    #[test]
+    fn missing_endpoint_tells_the_user_what_to_do() {
+        let r = resolve_with(&ConfigFile::default(), &Env::new(), &CliOptions::default());
+        assert_eq!(r.endpoint, None);
+        assert_eq!(
+            r.endpoint().unwrap_err().to_string(),
+            "no cloud endpoint configured: run stratus-copy-config and set endpoint in /cfg, \
+             or set STRATUSLAB_ENDPOINT, or pass --endpoint"
+        );
+    }
+
+    #[test]
+    fn invalid_endpoint_is_an_error() {
+        let cli = CliOptions {
+            endpoint: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        let err = resolve(&file(), Path::new("/cfg"), &Env::new(), &cli).unwrap_err();
+        assert!(matches!(err, ConfigError::Endpoint(_)), "{err}");
+    }
+
+    #[test]
+    fn key_file_expands_home_and_has_no_default_without_home() {
+        let f = ConfigFile::parse("[default]\nuser_public_key_file = ~/.ssh/k.pub\n").unwrap();
+        let r = resolve_with(&f, &env(&[("HOME", "/h")]), &CliOptions::default());
+        assert_eq!(r.user_public_key_file, Some(PathBuf::from("/h/.ssh/k.pub")));
+        let f = ConfigFile::parse("[default]\nuser_public_key_file = <home>/k.pub\n").unwrap();
+        let r = resolve_with(&f, &env(&[("HOME", "/h")]), &CliOptions::default());
+        assert_eq!(r.user_public_key_file, Some(PathBuf::from("/h/k.pub")));
+        let r = resolve_with(&ConfigFile::default(), &Env::new(), &CliOptions::default());
+        assert_eq!(r.user_public_key_file, None);
+    }
+
+    #[test]
+    fn parse_tolerates_keys_without_section_colons_and_case() {
+        // The guide's 4.4.2 example has no section header at all.
+        let f = ConfigFile::parse(
+            "endpoint = cloud.lal.stratuslab.eu\nUserName: clouduser\n\
+             pem_certificate = C:\\Users\\me\\cert.pem\n; semicolon comment\n",
+        )
+        .unwrap();
+        let d = &f.sections[DEFAULT_SECTION];
+        assert_eq!(d["endpoint"], "cloud.lal.stratuslab.eu");
+        assert_eq!(d["username"], "clouduser");
+        assert_eq!(d["pem_certificate"], "C:\\Users\\me\\cert.pem");
+    }
+
+    #[test]
+    fn parse_reports_bad_syntax() {
+        assert!(ConfigFile::parse("[default\nendpoint = x\n").is_err());
+    }
+
+    #[test]
+    fn reference_file_parses_and_resolves() {
+        let f = ConfigFile::parse(crate::commands::copy_config::REFERENCE_CONFIG).unwrap();
+        let r = resolve_with(&f, &env(&[("HOME", "/h")]), &CliOptions::default());
+        assert_eq!(endpoint(&r), "http://127.0.0.1:8440");
+        assert_eq!(r.section, None);
+    }
+
+    #[test]
+    fn config_location_precedence() {
+        let cli = CliOptions {
+            config: Some("/cli.cfg".into()),
+            ..Default::default()
+        };
+        let e = env(&[("HOME", "/h"), (ENV_CONFIG, "/env.cfg")]);
+        assert_eq!(
+            config_location(&cli, &e).unwrap(),
+            ConfigLocation {
+                path: "/cli.cfg".into(),
+                explicit: true
+            }
+        );
+        assert_eq!(
+            config_location(&CliOptions::default(), &e).unwrap(),
+            ConfigLocation {
+                path: "/env.cfg".into(),
+                explicit: true
+            }
+        );
+        assert_eq!(
+            config_location(&CliOptions::default(), &env(&[("HOME", "/h")])).unwrap(),
+            ConfigLocation {
+                path: "/h/.stratuslab/stratuslab-user.cfg".into(),
+                explicit: false
+            }
+        );
+        assert!(matches!(
+            config_location(&CliOptions::default(), &Env::new()),
+            Err(ConfigError::NoHome)
+        ));
+    }
+
+    #[test]
+    fn load_missing_default_file_is_empty_but_explicit_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.cfg");
+        let implicit = ConfigLocation {
+            path: path.clone(),
+            explicit: false,
+        };
+        assert_eq!(ConfigFile::load(&implicit).unwrap(), ConfigFile::default());
+        let explicit = ConfigLocation {
+            path,
+            explicit: true,
+        };
+        assert!(matches!(
+            ConfigFile::load(&explicit),
+            Err(ConfigError::NotFound { .. })
+        ));
+    }
+}
