@@ -1,1 +1,436 @@
-//! Helpers shared by the end-to-end tests and benchmarks.
+//! Helpers for the end-to-end tests and benchmarks: a whole cloud (controller + agent as real
+//! processes, real libvirt, the test appliance) in a directory of its own, torn down on drop —
+//! processes stopped by pid, this cloud's domains destroyed, files removed — also when a test
+//! fails.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use stratus_common::api::{Instance, InstanceState};
+
+/// Where test clouds keep their files: somewhere the qemu process (user libvirt-qemu) can
+/// reach, whatever the checkout's own permissions are.
+pub const TEST_ROOT: &str = "/var/lib/stratuslab-test";
+
+/// The line the appliance prints on its serial console once it is up.
+pub const BANNER: &str = "STRATUSLAB-APPLIANCE-READY";
+
+pub const LIBVIRT_URI: &str = "qemu:///system";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned()
+}
+
+/// The directory holding the workspace's binaries of the profile the tests were built with.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("STRATUS_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    let mut dir = exe.parent().expect("exe dir").to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// The test appliance's files, copied (once) under [`TEST_ROOT`].
+#[derive(Debug, Clone)]
+pub struct Appliance {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub disk: PathBuf,
+    pub sha256: String,
+    pub cmdline: String,
+}
+
+/// Finds the built appliance (`make appliance`) and makes a copy qemu can read.
+pub fn appliance() -> anyhow::Result<Appliance> {
+    let built = std::env::var("STRATUS_APPLIANCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("build/appliance"));
+    let meta: Value = serde_json::from_str(
+        &fs::read_to_string(built.join("image.json"))
+            .with_context(|| format!("{}/image.json: run `make appliance` first", built.display()))?,
+    )?;
+    let sha256 = meta["sha256"].as_str().context("image.json sha256")?.to_owned();
+    let cmdline = meta["cmdline"].as_str().unwrap_or("console=ttyS0").to_owned();
+    let target = Path::new(TEST_ROOT).join(format!("appliance-{}", &sha256[..16]));
+    if !target.join("disk.qcow2").exists() {
+        fs::create_dir_all(TEST_ROOT)?;
+        let staging = Path::new(TEST_ROOT).join(format!(".appliance-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        fs::create_dir_all(&staging)?;
+        for file in ["vmlinuz", "initrd.img", "disk.qcow2"] {
+            fs::copy(built.join(file), staging.join(file)).with_context(|| format!("copy {file}"))?;
+        }
+        set_mode(&staging, 0o755)?;
+        if fs::rename(&staging, &target).is_err() {
+            // Another test won the race; its copy is identical.
+            let _ = fs::remove_dir_all(&staging);
+        }
+    }
+    Ok(Appliance {
+        kernel: target.join("vmlinuz"),
+        initrd: target.join("initrd.img"),
+        disk: target.join("disk.qcow2"),
+        sha256,
+        cmdline,
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Starts libvirtd and virtlogd if they are not running (CI machines have no systemd).
+pub fn ensure_libvirtd() {
+    let up = || {
+        Command::new("virsh")
+            .args(["-c", LIBVIRT_URI, "list", "--name"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if up() {
+        return;
+    }
+    panic!("libvirtd is not answering at {LIBVIRT_URI}: run scripts/install-deps.sh (make test does)");
+}
+
+/// A whole cloud for one test.
+pub struct TestCloud {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub admin_password: String,
+    pub host_name: String,
+    controller: Option<Child>,
+    agent: Option<Child>,
+    http: Client,
+    cluster_prefix: Option<String>,
+}
+
+impl TestCloud {
+    /// A controller (and no agent yet) in a new directory under [`TEST_ROOT`].
+    pub fn start(name: &str) -> anyhow::Result<Self> {
+        ensure_libvirtd();
+        let dir = Path::new(TEST_ROOT).join(format!("{name}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("agent"))?;
+        set_mode(Path::new(TEST_ROOT), 0o755)?;
+        set_mode(&dir, 0o755)?;
+        let port = free_port();
+        let admin_password = format!("admin-pw-{}", std::process::id());
+        fs::write(
+            dir.join("controller.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\n",
+                d = dir.display()
+            ),
+        )?;
+        let host_name = format!("host-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        fs::write(
+            dir.join("agent.toml"),
+            format!(
+                "controller = \"http://127.0.0.1:{port}\"\ntoken_file = \"{d}/agent-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\n",
+                d = dir.display()
+            ),
+        )?;
+        let http = Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let mut cloud = Self {
+            dir,
+            port,
+            admin_password,
+            host_name,
+            controller: None,
+            agent: None,
+            http,
+            cluster_prefix: None,
+        };
+        cloud.start_controller()?;
+        Ok(cloud)
+    }
+
+    /// A controller with an agent registered and an appliance image called `appliance`.
+    pub fn with_agent(name: &str) -> anyhow::Result<Self> {
+        let mut cloud = Self::start(name)?;
+        cloud.start_agent()?;
+        cloud.register_appliance("appliance")?;
+        Ok(cloud)
+    }
+
+    fn spawn(&self, binary: &str, config: &str, log: &str) -> anyhow::Result<Child> {
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join(log))?;
+        Ok(Command::new(bin(binary))
+            .args(["--config", &self.dir.join(config).display().to_string()])
+            .env("STRATUS_LOG", "info,stratus_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?)
+    }
+
+    pub fn start_controller(&mut self) -> anyhow::Result<()> {
+        assert!(self.controller.is_none(), "controller already running");
+        self.controller = Some(self.spawn("stratus-controller", "controller.toml", "controller.log")?);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((StatusCode::OK, cluster)) = self.get("admin", "/cluster") {
+                let id = cluster["cluster_id"].as_str().unwrap_or_default().to_owned();
+                self.cluster_prefix = Some(format!("stratus-{}-", &id[..8]));
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("controller did not answer in 20 s; log:\n{}", self.log("controller.log"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the controller with SIGTERM (a clean shutdown) and waits for it.
+    pub fn stop_controller(&mut self) {
+        stop(self.controller.take(), libc::SIGTERM);
+    }
+
+    pub fn start_agent(&mut self) -> anyhow::Result<()> {
+        assert!(self.agent.is_none(), "agent already running");
+        self.agent = Some(self.spawn("stratus-agent", "agent.toml", "agent.log")?);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((StatusCode::OK, hosts)) = self.get("admin", "/hosts") {
+                let registered = hosts.as_array().is_some_and(|hs| {
+                    hs.iter().any(|h| h["name"] == self.host_name.as_str() && h["status"] == "up")
+                });
+                if registered {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("agent did not register in 30 s; log:\n{}", self.log("agent.log"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the agent without warning (SIGKILL), as a crash would.
+    pub fn kill_agent(&mut self) {
+        stop(self.agent.take(), libc::SIGKILL);
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/api/v1{path}", self.port)
+    }
+
+    fn password(&self, user: &str) -> String {
+        if user == "admin" {
+            self.admin_password.clone()
+        } else {
+            format!("{user}-password")
+        }
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+        let response = request.send()?;
+        let status = response.status();
+        let text = response.text()?;
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok((status, value))
+    }
+
+    pub fn get(&self, user: &str, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(self.http.get(self.url(path)).basic_auth(user, Some(self.password(user))))
+    }
+
+    pub fn post(&self, user: &str, path: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(self.http.post(self.url(path)).basic_auth(user, Some(self.password(user))).json(body))
+    }
+
+    /// POSTs a raw body with a JSON content type.
+    pub fn post_raw(&self, user: &str, path: &str, body: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .basic_auth(user, Some(self.password(user)))
+                .header("content-type", "application/json")
+                .body(body.to_owned()),
+        )
+    }
+
+    pub fn delete(&self, user: &str, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(self.http.delete(self.url(path)).basic_auth(user, Some(self.password(user))))
+    }
+
+    /// Creates a user whose password is `<name>-password`.
+    pub fn create_user(&self, name: &str) -> anyhow::Result<()> {
+        let (status, body) = self.post("admin", "/users", &json!({"name": name, "password": self.password(name)}))?;
+        if status != StatusCode::CREATED {
+            bail!("creating user {name}: {status} {body}");
+        }
+        Ok(())
+    }
+
+    pub fn register_appliance(&self, name: &str) -> anyhow::Result<Appliance> {
+        let a = appliance()?;
+        let body = json!({
+            "name": name,
+            "location": format!("file://{}", a.disk.display()),
+            "format": "qcow2",
+            "sha256": a.sha256,
+            "kernel": a.kernel.display().to_string(),
+            "initrd": a.initrd.display().to_string(),
+            "cmdline": a.cmdline,
+        });
+        let (status, body) = self.post("admin", "/images", &body)?;
+        if status != StatusCode::CREATED {
+            bail!("registering the appliance: {status} {body}");
+        }
+        Ok(a)
+    }
+
+    /// Creates an instance and returns it as the API answered.
+    pub fn run_instance(&self, user: &str, body: Value) -> anyhow::Result<Instance> {
+        let (status, value) = self.post(user, "/instances", &body)?;
+        if status != StatusCode::CREATED {
+            bail!("run instance: {status} {value}");
+        }
+        Ok(serde_json::from_value(value)?)
+    }
+
+    pub fn instance(&self, user: &str, id: u64) -> anyhow::Result<Instance> {
+        let (status, value) = self.get(user, &format!("/instances/{id}"))?;
+        if status != StatusCode::OK {
+            bail!("instance {id}: {status} {value}");
+        }
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// Waits until the instance is in `state`; fails early if it reaches another final state.
+    pub fn wait_state(&self, user: &str, id: u64, state: InstanceState, timeout: Duration) -> anyhow::Result<Instance> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let instance = self.instance(user, id)?;
+            if instance.state == state {
+                return Ok(instance);
+            }
+            if instance.state.is_terminal() {
+                bail!("instance {id} is {} ({:?}), not {state}", instance.state, instance.reason);
+            }
+            if Instant::now() > deadline {
+                bail!("instance {id} still {} after {timeout:?}; agent log:\n{}", instance.state, self.log("agent.log"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn instance_dir(&self, id: u64) -> PathBuf {
+        self.dir.join("agent/instances").join(id.to_string())
+    }
+
+    pub fn console(&self, id: u64) -> String {
+        fs::read_to_string(self.instance_dir(id).join("console.log")).unwrap_or_default()
+    }
+
+    /// Waits for the appliance's banner on the instance's serial console; returns the line.
+    pub fn wait_banner(&self, id: u64, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.console(id).lines().find(|l| l.contains(BANNER)) {
+                return Ok(line.trim().to_owned());
+            }
+            if Instant::now() > deadline {
+                bail!("no banner from instance {id} in {timeout:?}; console:\n{}", self.console(id));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Names of the libvirt domains of this cloud that are running.
+    pub fn domains(&self) -> Vec<String> {
+        let prefix = self.cluster_prefix.clone().unwrap_or_default();
+        running_domains().into_iter().filter(|d| d.starts_with(&prefix)).collect()
+    }
+
+    pub fn cluster_prefix(&self) -> &str {
+        self.cluster_prefix.as_deref().unwrap_or_default()
+    }
+}
+
+/// Names of all running domains under qemu:///system.
+pub fn running_domains() -> Vec<String> {
+    let out = Command::new("virsh").args(["-c", LIBVIRT_URI, "list", "--name"]).output();
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The UUID libvirt gave a running domain (changes if the domain is restarted).
+pub fn domain_uuid(name: &str) -> Option<String> {
+    let out = Command::new("virsh").args(["-c", LIBVIRT_URI, "domuuid", name]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+pub fn destroy_domain(name: &str) {
+    let _ = Command::new("virsh")
+        .args(["-c", LIBVIRT_URI, "destroy", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn stop(child: Option<Child>, signal: i32) {
+    if let Some(mut child) = child {
+        // Only the process this harness started, by its pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for TestCloud {
+    fn drop(&mut self) {
+        stop(self.agent.take(), libc::SIGTERM);
+        stop(self.controller.take(), libc::SIGTERM);
+        if self.cluster_prefix.is_some() {
+            for domain in self.domains() {
+                destroy_domain(&domain);
+            }
+        }
+        if std::env::var_os("STRATUS_KEEP_TEST_DIRS").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Restarts lose nothing: an agent that crashes and comes back adopts its running domains
+//! (the same domains, not restarted); a controller that restarts comes back with all its state.
+
+use std::time::Duration;
+
+use serde_json::json;
+use stratus_common::api::InstanceState;
+use stratus_e2e::{domain_uuid, TestCloud};
+
+const BOOT: Duration = Duration::from_secs(120);
+
+#[test]
+fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
+    let mut cloud = TestCloud::with_agent("agent-restart").unwrap();
+    let vm = cloud.run_instance("admin", json!({"image": "appliance", "type": "t1.micro"})).unwrap();
+    cloud.wait_state("admin", vm.id, InstanceState::Running, BOOT).unwrap();
+    cloud.wait_banner(vm.id, BOOT).unwrap();
+    let uuid = domain_uuid(&vm.domain).expect("domain runs");
+
+    cloud.kill_agent();
+    // The guest does not depend on the agent.
+    assert_eq!(domain_uuid(&vm.domain).as_deref(), Some(uuid.as_str()));
+    cloud.start_agent().unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+
+    assert_eq!(domain_uuid(&vm.domain).as_deref(), Some(uuid.as_str()), "same domain, not restarted");
+    assert_eq!(cloud.domains(), vec![vm.domain.clone()]);
+    let after = cloud.instance("admin", vm.id).unwrap();
+    assert_eq!(after.state, InstanceState::Running);
+    let (_, hosts) = cloud.get("admin", "/hosts").unwrap();
+    assert_eq!(hosts[0]["unknown_domains"], json!([]));
+    assert_eq!(hosts[0]["instances"], 1);
+    // Booted once: one banner on the console.
+    assert_eq!(cloud.console(vm.id).matches(stratus_e2e::BANNER).count(), 1);
+
+    cloud.delete("admin", &format!("/instances/{}", vm.id)).unwrap();
+    cloud.wait_state("admin", vm.id, InstanceState::Done, BOOT).unwrap();
+    assert!(cloud.domains().is_empty());
+}
+
+#[test]
+fn a_restarted_controller_comes_back_with_all_its_state() {
+    let mut cloud = TestCloud::with_agent("controller-restart").unwrap();
+    cloud.create_user("alice").unwrap();
+    let vm = cloud.run_instance("alice", json!({"image": "appliance", "type": "t1.micro", "name": "keep-me"})).unwrap();
+    cloud.wait_state("alice", vm.id, InstanceState::Running, BOOT).unwrap();
+    // Enough entries to cross a snapshot (snapshot_every = 50 in the test config) and replay.
+    for i in 0..60 {
+        let (status, _) = cloud
+            .post("admin", "/users", &json!({"name": format!("user-{i}"), "password": "password-123"}))
+            .unwrap();
+        assert_eq!(status, 201);
+    }
+    let (_, instances_before) = cloud.get("admin", "/instances").unwrap();
+    let (_, images_before) = cloud.get("admin", "/images").unwrap();
+    let (_, users_before) = cloud.get("admin", "/users").unwrap();
+    let (_, cluster_before) = cloud.get("admin", "/cluster").unwrap();
+
+    cloud.stop_controller();
+    cloud.start_controller().unwrap();
+
+    assert_eq!(cloud.get("admin", "/instances").unwrap().1, instances_before);
+    assert_eq!(cloud.get("admin", "/images").unwrap().1, images_before);
+    assert_eq!(cloud.get("admin", "/users").unwrap().1, users_before);
+    let (_, cluster_after) = cloud.get("admin", "/cluster").unwrap();
+    assert_eq!(cluster_after["cluster_id"], cluster_before["cluster_id"]);
+    assert!(cluster_after["applied_index"].as_u64() >= cluster_before["applied_index"].as_u64());
+    // alice's password still works (only its hash was stored) and her instance is still hers.
+    assert_eq!(cloud.instance("alice", vm.id).unwrap().name, "keep-me");
+    // The agent reconnects by itself and the instance can be killed as usual.
+    cloud.delete("alice", &format!("/instances/{}", vm.id)).unwrap();
+    cloud.wait_state("alice", vm.id, InstanceState::Done, BOOT).unwrap();
+    assert!(cloud.domains().is_empty());
+}
