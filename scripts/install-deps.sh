@@ -175,6 +175,17 @@ wait_for_libvirt() {
     done
 }
 
+# Without udev, /dev/kvm stays root:root 0600; libvirt then finds KVM unusable for the
+# libvirt-qemu user and re-probes QEMU's capabilities on every lookup, which made each
+# domain start take 48-68 s here instead of 0.4 s. Give it what Debian's udev rule gives it.
+fix_kvm_device() {
+    [[ -e /dev/kvm ]] || return 0
+    if getent group kvm >/dev/null; then
+        chgrp kvm /dev/kvm && chmod 0660 /dev/kvm || die "cannot set /dev/kvm to root:kvm 0660"
+        log "kvm: /dev/kvm is root:kvm 0660"
+    fi
+}
+
 main() {
     [[ $# -eq 0 ]] || die "usage: $0 (no arguments)"
     [[ $(id -u) -eq 0 ]] || die "must be run as root"
@@ -185,6 +196,7 @@ main() {
         log "libvirt: SKIP_LIBVIRTD=1, not starting daemons"
         return
     fi
+    fix_kvm_device
     start_daemon virtlogd
     start_daemon libvirtd
     wait_for_libvirt

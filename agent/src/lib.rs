@@ -1,5 +1,9 @@
 //! The StratusLab host agent: owns everything on its hypervisor host. It registers the host,
 //! follows the controller's desired state and reconciles it with what libvirt runs.
 
+pub mod config;
+pub mod controller_client;
 pub mod hypervisor;
 pub mod images;
+pub mod inventory;
+pub mod reconcile;

@@ -1,1 +1,296 @@
-fn main() {}
+//! `stratus-agent`: registers this host, follows the controller's desired state and reconciles
+//! it with libvirt. Stopping the agent leaves every domain running.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use stratus_agent::config::AgentConfig;
+use stratus_agent::controller_client::{ClientError, ControllerClient};
+use stratus_agent::hypervisor::probe::{resolve_domain_type, ProbeGuest};
+use stratus_agent::hypervisor::{Hypervisor, LibvirtHypervisor};
+use stratus_agent::inventory;
+use stratus_agent::reconcile::{InstanceDirs, Reconciler, ReportEvent};
+use stratus_common::agent::{HostDesired, HostReport, RegisterHost, ReportedInstance};
+use tokio::sync::{mpsc, watch};
+
+/// The StratusLab host agent.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', default_value = "/etc/stratuslab/agent.toml")]
+    config: PathBuf,
+}
+
+fn load_config(path: &PathBuf) -> anyhow::Result<AgentConfig> {
+    let config: AgentConfig = match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("config {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => AgentConfig::default(),
+        Err(e) => return Err(e).with_context(|| format!("config {}", path.display())),
+    };
+    config
+        .validate()
+        .with_context(|| format!("config {}", path.display()))?;
+    Ok(config)
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("stratus-agent: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn system_host_name() -> anyhow::Result<String> {
+    let name = sysinfo::System::host_name().context("cannot read the host name")?;
+    // The cloud's name is the first DNS label.
+    Ok(name.split('.').next().unwrap_or_default().to_owned())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = load_config(&args.config)?;
+    init_tracing(&config.log_format);
+    let token = std::fs::read_to_string(&config.token_file)
+        .with_context(|| format!("agent token {}", config.token_file.display()))?
+        .trim()
+        .to_owned();
+    let host = match &config.host_name {
+        Some(name) => name.clone(),
+        None => system_host_name()?,
+    };
+    stratus_common::names::validate_name("host name", &host)?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("state directory {}", config.state_dir.display()))?;
+
+    let hv: Arc<dyn Hypervisor> = Arc::new(
+        LibvirtHypervisor::connect(&config.libvirt_uri)
+            .with_context(|| format!("libvirt at {}", config.libvirt_uri))?,
+    );
+    let info = hv.info().context("libvirt host information")?;
+    let probe = match (&config.probe_kernel, &config.probe_initrd) {
+        (Some(kernel), Some(initrd)) => Some(ProbeGuest {
+            kernel: kernel.clone(),
+            initrd: initrd.clone(),
+            banner: config.probe_banner.clone(),
+            work_dir: config.state_dir.join("probe"),
+        }),
+        _ => None,
+    };
+    let domain_type = {
+        let hv = hv.clone();
+        let setting = config.domain_type;
+        let info = info.clone();
+        tokio::task::spawn_blocking(move || {
+            resolve_domain_type(setting, &info, probe.as_ref(), hv.as_ref())
+        })
+        .await?
+    };
+    let inv = inventory::measure(&config.state_dir, config.reserved_memory_mib)
+        .context("host inventory")?;
+    let registration = RegisterHost {
+        name: host.clone(),
+        vcpus: inv.vcpus,
+        memory_mib: inv.memory_mib,
+        disk_gib: inv.disk_gib,
+        domain_type,
+        arch: info.arch.clone(),
+        hypervisor: info.hypervisor.clone(),
+    };
+    tracing::info!(host = %host, domain_type = domain_type.as_str(), vcpus = inv.vcpus, memory_mib = inv.memory_mib, "agent starting");
+
+    let client = ControllerClient::new(&config.controller, &token);
+    let cluster_id = register(&client, &registration).await;
+    tracing::info!(cluster = %cluster_id, "registered with the controller");
+
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let reconciler = Arc::new(Reconciler::new(
+        hv.clone(),
+        InstanceDirs::new(&config.state_dir),
+        domain_type,
+        cluster_id.clone(),
+        reports_tx,
+    ));
+    tokio::spawn(report_loop(client.clone(), host.clone(), reports_rx));
+    let (desired_tx, mut desired_rx) = watch::channel::<Option<HostDesired>>(None);
+    let poller = tokio::spawn(poll_loop(
+        client.clone(),
+        host.clone(),
+        registration,
+        Duration::from_secs(config.poll_wait_secs),
+        desired_tx,
+    ));
+
+    let mut resync = tokio::time::interval(Duration::from_secs(config.resync_secs));
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            changed = desired_rx.changed() => if changed.is_err() { break },
+            _ = resync.tick() => {}
+            _ = &mut shutdown => break,
+        }
+        let Some(desired) = desired_rx.borrow_and_update().clone() else {
+            continue;
+        };
+        if desired.cluster_id != cluster_id {
+            anyhow::bail!(
+                "the controller now serves cluster {} but this agent joined {cluster_id}; restart the agent",
+                desired.cluster_id
+            );
+        }
+        let domains = {
+            let hv = hv.clone();
+            match tokio::task::spawn_blocking(move || hv.list()).await? {
+                Ok(domains) => domains,
+                Err(e) => {
+                    tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot list domains");
+                    continue;
+                }
+            }
+        };
+        for action in reconciler.plan(&desired, &domains) {
+            let reconciler = reconciler.clone();
+            tokio::task::spawn_blocking(move || reconciler.execute(action));
+        }
+    }
+    poller.abort();
+    tracing::info!("agent stopped; domains left running");
+    Ok(())
+}
+
+/// Registers, retrying until the controller answers; returns the cluster ID.
+async fn register(client: &ControllerClient, registration: &RegisterHost) -> String {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.register(registration).await {
+            Ok(registered) => return registered.cluster_id,
+            Err(e) => {
+                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "registration failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Long-polls the controller for desired state, forever.
+async fn poll_loop(
+    client: ControllerClient,
+    host: String,
+    registration: RegisterHost,
+    wait: Duration,
+    desired: watch::Sender<Option<HostDesired>>,
+) {
+    let mut version = 0;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.desired(&host, version, wait).await {
+            Ok(next) => {
+                version = next.version;
+                delay = Duration::from_millis(200);
+                desired.send_replace(Some(next));
+            }
+            Err(e) => {
+                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "waiting for desired state failed; retrying");
+                if matches!(&e, ClientError::Refused { status, .. } if status.as_u16() == 404) {
+                    register(&client, &registration).await;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Reports waiting to be delivered: the latest state per instance and the unknown domains.
+#[derive(Default)]
+struct Outbox {
+    pending: std::collections::BTreeMap<u64, ReportedInstance>,
+    unknown: Vec<String>,
+    unknown_changed: bool,
+}
+
+impl Outbox {
+    fn merge(&mut self, event: ReportEvent) {
+        match event {
+            ReportEvent::Instance(item) => {
+                self.pending.insert(item.id, item);
+            }
+            ReportEvent::UnknownDomains(list) => {
+                self.unknown = list;
+                self.unknown_changed = true;
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && !self.unknown_changed
+    }
+}
+
+/// Sends reports to the controller, merging what queues up and retrying until delivered.
+async fn report_loop(
+    client: ControllerClient,
+    host: String,
+    mut events: mpsc::UnboundedReceiver<ReportEvent>,
+) {
+    let mut outbox = Outbox::default();
+    loop {
+        if outbox.is_empty() {
+            match events.recv().await {
+                Some(event) => outbox.merge(event),
+                None => return,
+            }
+        }
+        while let Ok(event) = events.try_recv() {
+            outbox.merge(event);
+        }
+        let report = HostReport {
+            instances: outbox.pending.values().cloned().collect(),
+            unknown_domains: outbox.unknown.clone(),
+        };
+        match client.report(&host, &report).await {
+            Ok(()) => {
+                // Only what was sent is done; anything merged meanwhile stays.
+                for item in &report.instances {
+                    if outbox.pending.get(&item.id) == Some(item) {
+                        outbox.pending.remove(&item.id);
+                    }
+                }
+                outbox.unknown_changed = outbox.unknown != report.unknown_domains;
+            }
+            Err(e) => {
+                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "report failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

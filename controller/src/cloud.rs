@@ -215,9 +215,14 @@ impl Cloud {
                 "password must be at least 8 characters".into(),
             ));
         }
+        let password = password.to_owned();
+        // argon2 is deliberately slow: keep it off the async workers.
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|_| CloudError::Unavailable("password hashing failed".into()))?;
         let record = UserRecord {
             name: name.to_owned(),
-            password_hash: hash_password(password),
+            password_hash,
             admin,
             created_ms: now_ms(),
         };

@@ -29,7 +29,10 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_owned()
 }
 
 /// The directory holding the workspace's binaries of the profile the tests were built with.
@@ -47,7 +50,11 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -66,19 +73,30 @@ pub fn appliance() -> anyhow::Result<Appliance> {
     let built = std::env::var("STRATUS_APPLIANCE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("build/appliance"));
-    let meta: Value = serde_json::from_str(
-        &fs::read_to_string(built.join("image.json"))
-            .with_context(|| format!("{}/image.json: run `make appliance` first", built.display()))?,
-    )?;
-    let sha256 = meta["sha256"].as_str().context("image.json sha256")?.to_owned();
-    let cmdline = meta["cmdline"].as_str().unwrap_or("console=ttyS0").to_owned();
+    let meta: Value =
+        serde_json::from_str(&fs::read_to_string(built.join("image.json")).with_context(
+            || format!("{}/image.json: run `make appliance` first", built.display()),
+        )?)?;
+    let sha256 = meta["sha256"]
+        .as_str()
+        .context("image.json sha256")?
+        .to_owned();
+    let cmdline = meta["cmdline"]
+        .as_str()
+        .unwrap_or("console=ttyS0")
+        .to_owned();
     let target = Path::new(TEST_ROOT).join(format!("appliance-{}", &sha256[..16]));
     if !target.join("disk.qcow2").exists() {
         fs::create_dir_all(TEST_ROOT)?;
-        let staging = Path::new(TEST_ROOT).join(format!(".appliance-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let staging = Path::new(TEST_ROOT).join(format!(
+            ".appliance-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
         fs::create_dir_all(&staging)?;
         for file in ["vmlinuz", "initrd.img", "disk.qcow2"] {
-            fs::copy(built.join(file), staging.join(file)).with_context(|| format!("copy {file}"))?;
+            fs::copy(built.join(file), staging.join(file))
+                .with_context(|| format!("copy {file}"))?;
         }
         set_mode(&staging, 0o755)?;
         if fs::rename(&staging, &target).is_err() {
@@ -101,7 +119,11 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Starts libvirtd and virtlogd if they are not running (CI machines have no systemd).
@@ -117,7 +139,9 @@ pub fn ensure_libvirtd() {
     if up() {
         return;
     }
-    panic!("libvirtd is not answering at {LIBVIRT_URI}: run scripts/install-deps.sh (make test does)");
+    panic!(
+        "libvirtd is not answering at {LIBVIRT_URI}: run scripts/install-deps.sh (make test does)"
+    );
 }
 
 /// A whole cloud for one test.
@@ -136,7 +160,11 @@ impl TestCloud {
     /// A controller (and no agent yet) in a new directory under [`TEST_ROOT`].
     pub fn start(name: &str) -> anyhow::Result<Self> {
         ensure_libvirtd();
-        let dir = Path::new(TEST_ROOT).join(format!("{name}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let dir = Path::new(TEST_ROOT).join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("agent"))?;
         set_mode(Path::new(TEST_ROOT), 0o755)?;
@@ -150,7 +178,11 @@ impl TestCloud {
                 d = dir.display()
             ),
         )?;
-        let host_name = format!("host-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let host_name = format!(
+            "host-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
         fs::write(
             dir.join("agent.toml"),
             format!(
@@ -175,14 +207,32 @@ impl TestCloud {
 
     /// A controller with an agent registered and an appliance image called `appliance`.
     pub fn with_agent(name: &str) -> anyhow::Result<Self> {
+        Self::with_agent_offering(name, None)
+    }
+
+    /// Like [`Self::with_agent`], with the host offering only `memory_mib` to instances (the
+    /// agent keeps the rest back as reserved memory).
+    pub fn with_agent_offering(name: &str, memory_mib: Option<u64>) -> anyhow::Result<Self> {
         let mut cloud = Self::start(name)?;
+        if let Some(offered) = memory_mib {
+            let reserved = host_memory_mib()?.saturating_sub(offered);
+            let path = cloud.dir.join("agent.toml");
+            let config = fs::read_to_string(&path)?.replace(
+                "reserved_memory_mib = 0",
+                &format!("reserved_memory_mib = {reserved}"),
+            );
+            fs::write(&path, config)?;
+        }
         cloud.start_agent()?;
         cloud.register_appliance("appliance")?;
         Ok(cloud)
     }
 
     fn spawn(&self, binary: &str, config: &str, log: &str) -> anyhow::Result<Child> {
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join(log))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(log))?;
         Ok(Command::new(bin(binary))
             .args(["--config", &self.dir.join(config).display().to_string()])
             .env("STRATUS_LOG", "info,stratus_agent=debug")
@@ -194,16 +244,23 @@ impl TestCloud {
 
     pub fn start_controller(&mut self) -> anyhow::Result<()> {
         assert!(self.controller.is_none(), "controller already running");
-        self.controller = Some(self.spawn("stratus-controller", "controller.toml", "controller.log")?);
+        self.controller =
+            Some(self.spawn("stratus-controller", "controller.toml", "controller.log")?);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok((StatusCode::OK, cluster)) = self.get("admin", "/cluster") {
-                let id = cluster["cluster_id"].as_str().unwrap_or_default().to_owned();
+                let id = cluster["cluster_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 self.cluster_prefix = Some(format!("stratus-{}-", &id[..8]));
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("controller did not answer in 20 s; log:\n{}", self.log("controller.log"));
+                bail!(
+                    "controller did not answer in 20 s; log:\n{}",
+                    self.log("controller.log")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -221,14 +278,18 @@ impl TestCloud {
         loop {
             if let Ok((StatusCode::OK, hosts)) = self.get("admin", "/hosts") {
                 let registered = hosts.as_array().is_some_and(|hs| {
-                    hs.iter().any(|h| h["name"] == self.host_name.as_str() && h["status"] == "up")
+                    hs.iter()
+                        .any(|h| h["name"] == self.host_name.as_str() && h["status"] == "up")
                 });
                 if registered {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                bail!("agent did not register in 30 s; log:\n{}", self.log("agent.log"));
+                bail!(
+                    "agent did not register in 30 s; log:\n{}",
+                    self.log("agent.log")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -255,24 +316,50 @@ impl TestCloud {
         }
     }
 
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+    fn send(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let response = request.send()?;
         let status = response.status();
         let text = response.text()?;
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         Ok((status, value))
     }
 
     pub fn get(&self, user: &str, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        self.send(self.http.get(self.url(path)).basic_auth(user, Some(self.password(user))))
+        self.send(
+            self.http
+                .get(self.url(path))
+                .basic_auth(user, Some(self.password(user))),
+        )
     }
 
-    pub fn post(&self, user: &str, path: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
-        self.send(self.http.post(self.url(path)).basic_auth(user, Some(self.password(user))).json(body))
+    pub fn post(
+        &self,
+        user: &str,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .basic_auth(user, Some(self.password(user)))
+                .json(body),
+        )
     }
 
     /// POSTs a raw body with a JSON content type.
-    pub fn post_raw(&self, user: &str, path: &str, body: &str) -> anyhow::Result<(StatusCode, Value)> {
+    pub fn post_raw(
+        &self,
+        user: &str,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
             self.http
                 .post(self.url(path))
@@ -283,12 +370,20 @@ impl TestCloud {
     }
 
     pub fn delete(&self, user: &str, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        self.send(self.http.delete(self.url(path)).basic_auth(user, Some(self.password(user))))
+        self.send(
+            self.http
+                .delete(self.url(path))
+                .basic_auth(user, Some(self.password(user))),
+        )
     }
 
     /// Creates a user whose password is `<name>-password`.
     pub fn create_user(&self, name: &str) -> anyhow::Result<()> {
-        let (status, body) = self.post("admin", "/users", &json!({"name": name, "password": self.password(name)}))?;
+        let (status, body) = self.post(
+            "admin",
+            "/users",
+            &json!({"name": name, "password": self.password(name)}),
+        )?;
         if status != StatusCode::CREATED {
             bail!("creating user {name}: {status} {body}");
         }
@@ -331,7 +426,13 @@ impl TestCloud {
     }
 
     /// Waits until the instance is in `state`; fails early if it reaches another final state.
-    pub fn wait_state(&self, user: &str, id: u64, state: InstanceState, timeout: Duration) -> anyhow::Result<Instance> {
+    pub fn wait_state(
+        &self,
+        user: &str,
+        id: u64,
+        state: InstanceState,
+        timeout: Duration,
+    ) -> anyhow::Result<Instance> {
         let deadline = Instant::now() + timeout;
         loop {
             let instance = self.instance(user, id)?;
@@ -339,10 +440,18 @@ impl TestCloud {
                 return Ok(instance);
             }
             if instance.state.is_terminal() {
-                bail!("instance {id} is {} ({:?}), not {state}", instance.state, instance.reason);
+                bail!(
+                    "instance {id} is {} ({:?}), not {state}",
+                    instance.state,
+                    instance.reason
+                );
             }
             if Instant::now() > deadline {
-                bail!("instance {id} still {} after {timeout:?}; agent log:\n{}", instance.state, self.log("agent.log"));
+                bail!(
+                    "instance {id} still {} after {timeout:?}; agent log:\n{}",
+                    instance.state,
+                    self.log("agent.log")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -364,7 +473,10 @@ impl TestCloud {
                 return Ok(line.trim().to_owned());
             }
             if Instant::now() > deadline {
-                bail!("no banner from instance {id} in {timeout:?}; console:\n{}", self.console(id));
+                bail!(
+                    "no banner from instance {id} in {timeout:?}; console:\n{}",
+                    self.console(id)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -373,7 +485,10 @@ impl TestCloud {
     /// Names of the libvirt domains of this cloud that are running.
     pub fn domains(&self) -> Vec<String> {
         let prefix = self.cluster_prefix.clone().unwrap_or_default();
-        running_domains().into_iter().filter(|d| d.starts_with(&prefix)).collect()
+        running_domains()
+            .into_iter()
+            .filter(|d| d.starts_with(&prefix))
+            .collect()
     }
 
     pub fn cluster_prefix(&self) -> &str {
@@ -381,19 +496,42 @@ impl TestCloud {
     }
 }
 
+/// The host's memory in MiB, from /proc/meminfo.
+pub fn host_memory_mib() -> anyhow::Result<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo")?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("MemTotal in /proc/meminfo")?;
+    Ok(kib / 1024)
+}
+
 /// Names of all running domains under qemu:///system.
 pub fn running_domains() -> Vec<String> {
-    let out = Command::new("virsh").args(["-c", LIBVIRT_URI, "list", "--name"]).output();
+    let out = Command::new("virsh")
+        .args(["-c", LIBVIRT_URI, "list", "--name"])
+        .output();
     match out {
-        Ok(out) => String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
 
 /// The UUID libvirt gave a running domain (changes if the domain is restarted).
 pub fn domain_uuid(name: &str) -> Option<String> {
-    let out = Command::new("virsh").args(["-c", LIBVIRT_URI, "domuuid", name]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let out = Command::new("virsh")
+        .args(["-c", LIBVIRT_URI, "domuuid", name])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 pub fn destroy_domain(name: &str) {

@@ -12,8 +12,12 @@ const BOOT: Duration = Duration::from_secs(120);
 #[test]
 fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
     let mut cloud = TestCloud::with_agent("agent-restart").unwrap();
-    let vm = cloud.run_instance("admin", json!({"image": "appliance", "type": "t1.micro"})).unwrap();
-    cloud.wait_state("admin", vm.id, InstanceState::Running, BOOT).unwrap();
+    let vm = cloud
+        .run_instance("admin", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    cloud
+        .wait_state("admin", vm.id, InstanceState::Running, BOOT)
+        .unwrap();
     cloud.wait_banner(vm.id, BOOT).unwrap();
     let uuid = domain_uuid(&vm.domain).expect("domain runs");
 
@@ -23,7 +27,11 @@ fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
     cloud.start_agent().unwrap();
     std::thread::sleep(Duration::from_secs(5));
 
-    assert_eq!(domain_uuid(&vm.domain).as_deref(), Some(uuid.as_str()), "same domain, not restarted");
+    assert_eq!(
+        domain_uuid(&vm.domain).as_deref(),
+        Some(uuid.as_str()),
+        "same domain, not restarted"
+    );
     assert_eq!(cloud.domains(), vec![vm.domain.clone()]);
     let after = cloud.instance("admin", vm.id).unwrap();
     assert_eq!(after.state, InstanceState::Running);
@@ -33,8 +41,12 @@ fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
     // Booted once: one banner on the console.
     assert_eq!(cloud.console(vm.id).matches(stratus_e2e::BANNER).count(), 1);
 
-    cloud.delete("admin", &format!("/instances/{}", vm.id)).unwrap();
-    cloud.wait_state("admin", vm.id, InstanceState::Done, BOOT).unwrap();
+    cloud
+        .delete("admin", &format!("/instances/{}", vm.id))
+        .unwrap();
+    cloud
+        .wait_state("admin", vm.id, InstanceState::Done, BOOT)
+        .unwrap();
     assert!(cloud.domains().is_empty());
 }
 
@@ -42,14 +54,26 @@ fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
 fn a_restarted_controller_comes_back_with_all_its_state() {
     let mut cloud = TestCloud::with_agent("controller-restart").unwrap();
     cloud.create_user("alice").unwrap();
-    let vm = cloud.run_instance("alice", json!({"image": "appliance", "type": "t1.micro", "name": "keep-me"})).unwrap();
-    cloud.wait_state("alice", vm.id, InstanceState::Running, BOOT).unwrap();
+    let vm = cloud
+        .run_instance(
+            "alice",
+            json!({"image": "appliance", "type": "t1.micro", "name": "keep-me"}),
+        )
+        .unwrap();
+    cloud
+        .wait_state("alice", vm.id, InstanceState::Running, BOOT)
+        .unwrap();
     // Enough entries to cross a snapshot (snapshot_every = 50 in the test config) and replay.
+    cloud.create_user("bob").unwrap();
     for i in 0..60 {
-        let (status, _) = cloud
-            .post("admin", "/users", &json!({"name": format!("user-{i}"), "password": "password-123"}))
-            .unwrap();
-        assert_eq!(status, 201);
+        let image = json!({
+            "name": format!("image-{i}"),
+            "location": format!("/var/lib/images/{i}.qcow2"),
+            "format": "qcow2",
+            "sha256": format!("{i:064x}"),
+        });
+        let (status, body) = cloud.post("admin", "/images", &image).unwrap();
+        assert_eq!(status, 201, "{body}");
     }
     let (_, instances_before) = cloud.get("admin", "/instances").unwrap();
     let (_, images_before) = cloud.get("admin", "/images").unwrap();
@@ -59,7 +83,10 @@ fn a_restarted_controller_comes_back_with_all_its_state() {
     cloud.stop_controller();
     cloud.start_controller().unwrap();
 
-    assert_eq!(cloud.get("admin", "/instances").unwrap().1, instances_before);
+    assert_eq!(
+        cloud.get("admin", "/instances").unwrap().1,
+        instances_before
+    );
     assert_eq!(cloud.get("admin", "/images").unwrap().1, images_before);
     assert_eq!(cloud.get("admin", "/users").unwrap().1, users_before);
     let (_, cluster_after) = cloud.get("admin", "/cluster").unwrap();
@@ -68,7 +95,11 @@ fn a_restarted_controller_comes_back_with_all_its_state() {
     // alice's password still works (only its hash was stored) and her instance is still hers.
     assert_eq!(cloud.instance("alice", vm.id).unwrap().name, "keep-me");
     // The agent reconnects by itself and the instance can be killed as usual.
-    cloud.delete("alice", &format!("/instances/{}", vm.id)).unwrap();
-    cloud.wait_state("alice", vm.id, InstanceState::Done, BOOT).unwrap();
+    cloud
+        .delete("alice", &format!("/instances/{}", vm.id))
+        .unwrap();
+    cloud
+        .wait_state("alice", vm.id, InstanceState::Done, BOOT)
+        .unwrap();
     assert!(cloud.domains().is_empty());
 }

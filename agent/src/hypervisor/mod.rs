@@ -1,1 +1,138 @@
-//! Hypervisor access (libvirt) behind a trait.
+//! The hypervisor seam: everything the agent asks of libvirt goes through [`Hypervisor`], so
+//! reconciliation is tested against [`FakeHypervisor`] and only [`LibvirtHypervisor`] talks
+//! to the real daemon.
+//!
+//! Domains are transient (created from XML and started in one call, gone once destroyed or
+//! powered off): the controller's desired state, not libvirt's persistent configuration, is
+//! the record of what should run. Each domain carries an [`InstanceTag`] in its metadata so
+//! the agent recognises its own domains (and its own cluster's) among everything libvirt runs.
+
+pub mod fake;
+pub mod libvirt;
+pub mod probe;
+pub mod xml;
+
+use std::path::PathBuf;
+
+use stratus_common::api::DomainType;
+
+pub use fake::{FakeCall, FakeHypervisor};
+pub use libvirt::LibvirtHypervisor;
+pub use xml::{domain_xml, parse_instance_tag, XmlError, INSTANCE_NAMESPACE};
+
+/// Everything needed to start one instance's domain. All values are generated or validated
+/// by the agent; [`domain_xml`] escapes them anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    /// The libvirt domain name (see `stratus_common::agent::domain_name`).
+    pub name: String,
+    /// The cluster that owns the instance, recorded in the domain's metadata.
+    pub cluster_id: String,
+    pub instance_id: u64,
+    pub domain_type: DomainType,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// The instance's qcow2 overlay (absolute path).
+    pub disk: PathBuf,
+    /// Direct kernel boot: kernel, initrd and command line. Without a kernel the guest boots
+    /// from its disk.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+    /// Where the guest's serial console is written (absolute path).
+    pub console_log: PathBuf,
+}
+
+/// Which instance of which cluster a domain runs, read back from its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceTag {
+    pub cluster_id: String,
+    pub instance_id: u64,
+}
+
+/// A domain's run state, reduced to what reconciliation distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunState {
+    Running,
+    Paused,
+    Shutoff,
+    Crashed,
+    /// Starting, shutting down, or a state libvirt could not tell.
+    Other,
+}
+
+/// One domain libvirt knows about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub name: String,
+    /// `None` for domains the agent did not make (no StratusLab metadata).
+    pub tag: Option<InstanceTag>,
+    pub state: RunState,
+}
+
+/// What the host's hypervisor is, for registration and for choosing the domain type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HypervisorInfo {
+    /// Name and version, e.g. `QEMU 7.2.22 (libvirt 9.0.0)`.
+    pub hypervisor: String,
+    /// The host's architecture, e.g. `x86_64`.
+    pub arch: String,
+    /// `/dev/kvm` exists and libvirt offers domain type `kvm` for the host's architecture.
+    /// Necessary but not sufficient for KVM guests to boot (nested virtualisation may hang
+    /// them): see [`probe`].
+    pub kvm_available: bool,
+}
+
+/// Errors of hypervisor operations.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    #[error("cannot connect to libvirt at {uri}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("invalid domain definition for {name}")]
+    Xml {
+        name: String,
+        #[source]
+        source: XmlError,
+    },
+    #[error("domain {0} already exists")]
+    AlreadyExists(String),
+    #[error("cannot {action} domain {name}")]
+    Domain {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot {action}")]
+    Host {
+        action: &'static str,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot read the hypervisor capabilities")]
+    Capabilities(#[source] XmlError),
+    /// A failure a [`FakeHypervisor`] was told to produce.
+    #[error("injected failure: {0}")]
+    Injected(String),
+}
+
+/// The operations the agent needs from a hypervisor. Calls block (libvirt's API is
+/// synchronous): async callers run them on a blocking thread.
+pub trait Hypervisor: Send + Sync {
+    /// Every domain, running or not, with its tag when it has one. Domains that vanish while
+    /// being listed are left out.
+    fn list(&self) -> Result<Vec<DomainInfo>, HypervisorError>;
+
+    /// Creates and starts a transient domain.
+    fn create(&self, spec: &DomainSpec) -> Result<(), HypervisorError>;
+
+    /// Stops the domain at once (power cut) and so removes it, being transient.
+    /// `Ok(false)` when no domain of that name was running.
+    fn destroy(&self, name: &str) -> Result<bool, HypervisorError>;
+
+    fn info(&self) -> Result<HypervisorInfo, HypervisorError>;
+}

@@ -1,3 +1,4 @@
 //! Base images and per-instance overlays.
 
+pub mod base;
 pub mod qcow2;

@@ -23,7 +23,10 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "-n" | "--rounds" => args.rounds = it.next().context("-n needs a number")?.parse()?,
-            "--appliance" => std::env::set_var("STRATUS_APPLIANCE", it.next().context("--appliance needs a directory")?),
+            "--appliance" => std::env::set_var(
+                "STRATUS_APPLIANCE",
+                it.next().context("--appliance needs a directory")?,
+            ),
             "-h" | "--help" => {
                 println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR]");
                 std::process::exit(0);
@@ -56,14 +59,25 @@ fn api_start(cloud: &TestCloud) -> anyhow::Result<(Duration, u64, String)> {
             break;
         }
         if instance.state.is_terminal() || started.elapsed() > Duration::from_secs(60) {
-            bail!("instance {} is {} ({:?})", vm.id, instance.state, instance.reason);
+            bail!(
+                "instance {} is {} ({:?})",
+                vm.id,
+                instance.state,
+                instance.reason
+            );
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     let elapsed = started.elapsed();
-    let out = Command::new("virsh").args(["-c", LIBVIRT_URI, "dumpxml", &vm.domain]).output()?;
+    let out = Command::new("virsh")
+        .args(["-c", LIBVIRT_URI, "dumpxml", &vm.domain])
+        .output()?;
     if !out.status.success() {
-        bail!("dumpxml {}: {}", vm.domain, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "dumpxml {}: {}",
+            vm.domain,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok((elapsed, vm.id, String::from_utf8(out.stdout)?))
 }
@@ -83,7 +97,13 @@ fn replace_between(xml: &str, open: &str, close: &str, value: &str) -> String {
 
 /// The same domain XML made startable again under another name, with a fresh overlay and
 /// console log of its own (the instance's files are gone with it).
-fn bare_xml(xml: &str, name: &str, overlay: &Path, console: &Path, base: &Path) -> anyhow::Result<String> {
+fn bare_xml(
+    xml: &str,
+    name: &str,
+    overlay: &Path,
+    console: &Path,
+    base: &Path,
+) -> anyhow::Result<String> {
     let status = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(base)
@@ -123,7 +143,12 @@ fn bare_start(conn: &virt::connect::Connect, xml: &str) -> anyhow::Result<Durati
 fn report(name: &str, samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
     let (p50, p99) = (percentile(samples, 50.0), percentile(samples, 99.0));
-    println!("  {name:<34} n={:<3} p50 {:>8.1} ms   p99 {:>8.1} ms", samples.len(), ms(p50), ms(p99));
+    println!(
+        "  {name:<34} n={:<3} p50 {:>8.1} ms   p99 {:>8.1} ms",
+        samples.len(),
+        ms(p50),
+        ms(p99)
+    );
     (p50, p99)
 }
 
@@ -153,7 +178,9 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&console);
     }
 
-    println!("\nAPI to Running vs bare virDomainCreateXML (same domain XML, alternating, image cached)");
+    println!(
+        "\nAPI to Running vs bare virDomainCreateXML (same domain XML, alternating, image cached)"
+    );
     let (api_p50, api_p99) = report("POST /instances -> Running", &mut api);
     let (bare_p50, bare_p99) = report("virDomainCreateXML", &mut bare);
     let diff = ms(api_p50) - ms(bare_p50);

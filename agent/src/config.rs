@@ -1,0 +1,130 @@
+//! The agent's configuration file (`/etc/stratuslab/agent.toml`), every key optional.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Which hypervisor domain type guests run with.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainTypeSetting {
+    /// KVM only when a probe guest really runs under it; software emulation otherwise.
+    #[default]
+    Auto,
+    Kvm,
+    Qemu,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The controller's API endpoint.
+    pub controller: String,
+    /// File holding the site's agent token (shared with the controller).
+    pub token_file: PathBuf,
+    /// This host's name in the cloud; the system host name when absent.
+    pub host_name: Option<String>,
+    /// Where instance disks, console logs and the image cache live.
+    pub state_dir: PathBuf,
+    /// libvirt connection URI.
+    pub libvirt_uri: String,
+    pub domain_type: DomainTypeSetting,
+    /// For `domain_type = "auto"`: a direct-boot kernel and initrd that print
+    /// `probe_banner` on the serial console once up, booted under KVM to see that it works.
+    pub probe_kernel: Option<PathBuf>,
+    pub probe_initrd: Option<PathBuf>,
+    pub probe_banner: String,
+    /// Memory kept for the host itself, not offered to instances.
+    pub reserved_memory_mib: u64,
+    /// How long one long-poll for desired state may wait at the controller.
+    pub poll_wait_secs: u64,
+    /// How often libvirt is checked for domains that stopped on their own.
+    pub resync_secs: u64,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            controller: format!("http://{}", stratus_common::DEFAULT_LISTEN),
+            token_file: PathBuf::from("/etc/stratuslab/agent-token"),
+            host_name: None,
+            state_dir: PathBuf::from("/var/lib/stratuslab"),
+            libvirt_uri: "qemu:///system".to_owned(),
+            domain_type: DomainTypeSetting::Auto,
+            probe_kernel: None,
+            probe_initrd: None,
+            probe_banner: "STRATUSLAB-APPLIANCE-READY".to_owned(),
+            reserved_memory_mib: 512,
+            poll_wait_secs: 30,
+            resync_secs: 5,
+            log_format: "text".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("controller must be an http:// or https:// URL, not {0:?}")]
+    Controller(String),
+    #[error("host_name: {0}")]
+    HostName(#[from] stratus_common::names::NameError),
+    #[error("state_dir must be an absolute path")]
+    StateDir,
+    #[error("poll_wait_secs must be between 1 and 60")]
+    PollWait,
+    #[error("resync_secs must be at least 1")]
+    Resync,
+    #[error("probe_kernel and probe_initrd go together")]
+    Probe,
+    #[error("log_format must be text or json, not {0:?}")]
+    LogFormat(String),
+}
+
+impl AgentConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.controller.starts_with("http://") || self.controller.starts_with("https://")) {
+            return Err(ConfigError::Controller(self.controller.clone()));
+        }
+        if let Some(name) = &self.host_name {
+            stratus_common::names::validate_name("host_name", name)?;
+        }
+        if !self.state_dir.is_absolute() {
+            return Err(ConfigError::StateDir);
+        }
+        if !(1..=60).contains(&self.poll_wait_secs) {
+            return Err(ConfigError::PollWait);
+        }
+        if self.resync_secs == 0 {
+            return Err(ConfigError::Resync);
+        }
+        if self.probe_kernel.is_some() != self.probe_initrd.is_some() {
+            return Err(ConfigError::Probe);
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::LogFormat(self.log_format.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_mistakes_are_named() {
+        assert_eq!(AgentConfig::default().validate(), Ok(()));
+        let c: AgentConfig = toml::from_str("controller = '127.0.0.1:8440'").unwrap();
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Controller("127.0.0.1:8440".into()))
+        );
+        let c: AgentConfig =
+            toml::from_str("domain_type = 'qemu'\nhost_name = 'bad/name'").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::HostName(_))));
+        assert!(toml::from_str::<AgentConfig>("domain_type = 'xen'").is_err());
+        assert!(toml::from_str::<AgentConfig>("unknown_key = 1").is_err());
+    }
+}

@@ -1,0 +1,634 @@
+//! libvirt XML: the domain definition the agent writes, the instance tag it reads back, and
+//! the host capabilities it reads. Written with an XML writer and read with a
+//! namespace-aware reader, never by string concatenation or matching.
+
+use std::io;
+use std::path::Path;
+
+use quick_xml::events::{BytesStart, BytesText, Event};
+use quick_xml::name::{Namespace, ResolveResult};
+use quick_xml::{NsReader, Writer};
+use stratus_common::api::DomainType;
+
+use super::{DomainSpec, InstanceTag};
+
+/// The XML namespace of StratusLab's domain metadata. libvirt keys metadata elements by
+/// namespace URI and may change the prefix, so readers match this URI, never a prefix.
+pub const INSTANCE_NAMESPACE: &str = "https://stratuslab.eu/xmlns/instance/1";
+const PREFIX: &str = "stratus";
+
+/// Why a domain definition could not be written or a libvirt document read.
+#[derive(Debug, thiserror::Error)]
+pub enum XmlError {
+    #[error("domain name {0:?} is empty or contains '/'")]
+    InvalidName(String),
+    #[error("{0} holds a character XML cannot carry")]
+    InvalidChar(&'static str),
+    #[error("{field} {path} is not an absolute path")]
+    RelativePath { field: &'static str, path: String },
+    #[error("{0} is not valid UTF-8")]
+    NonUtf8Path(&'static str),
+    #[error("{0} given without a kernel")]
+    NoKernel(&'static str),
+    #[error("a domain needs at least one vCPU and some memory")]
+    NoResources,
+    #[error("cannot write XML")]
+    Write(#[from] io::Error),
+    #[error("cannot parse XML")]
+    Parse(#[from] quick_xml::Error),
+    #[error("{0} missing")]
+    Missing(&'static str),
+}
+
+/// XML 1.0 cannot carry most control characters, escaped or not.
+fn check_chars(field: &'static str, value: &str) -> Result<(), XmlError> {
+    let bad = |c: char| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    };
+    if value.chars().any(bad) {
+        return Err(XmlError::InvalidChar(field));
+    }
+    Ok(())
+}
+
+fn path_str<'a>(field: &'static str, path: &'a Path) -> Result<&'a str, XmlError> {
+    let s = path.to_str().ok_or(XmlError::NonUtf8Path(field))?;
+    if !path.is_absolute() {
+        return Err(XmlError::RelativePath {
+            field,
+            path: s.to_owned(),
+        });
+    }
+    check_chars(field, s)?;
+    Ok(s)
+}
+
+fn text_element<W: io::Write>(w: &mut Writer<W>, name: &str, text: &str) -> io::Result<()> {
+    w.create_element(name)
+        .write_text_content(BytesText::new(text))?;
+    Ok(())
+}
+
+/// The libvirt definition of a transient domain for `spec`.
+///
+/// Choices, and why:
+/// - machine `pc` (i440fx): the lightest machine under TCG (no PCIe root ports to emulate),
+///   and its root bus takes virtio disks hot-plugged through ACPI, with no pre-allocated
+///   hot-plug ports as q35 would need.
+/// - disk `cache='writeback'`: `cache='none'` needs `O_DIRECT`, which tmpfs (and some FUSE
+///   file systems) lack, so a state directory there could not start a single guest.
+///   Writeback shows the guest a volatile write cache whose flushes QEMU honours with
+///   fsync, so guest file systems stay crash-consistent; it is QEMU's own default. The cost
+///   is double caching in the host page cache.
+/// - `discard='unmap'`: blocks the guest trims are released from the overlay.
+/// - `memballoon model='none'`: nothing uses ballooning and the device costs boot time.
+/// - a virtio RNG fed by `/dev/urandom`, so first-boot key generation does not stall.
+/// - serial console to a file (written by virtlogd), no graphics: a cloud guest is read
+///   through its console log.
+/// - KVM guests get `host-passthrough` CPUs (instances never migrate); TCG keeps libvirt's
+///   default model, the cheapest to emulate.
+pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
+    if spec.name.is_empty() || spec.name.contains('/') {
+        return Err(XmlError::InvalidName(spec.name.clone()));
+    }
+    check_chars("domain name", &spec.name)?;
+    check_chars("cluster ID", &spec.cluster_id)?;
+    if spec.vcpus == 0 || spec.memory_mib == 0 {
+        return Err(XmlError::NoResources);
+    }
+    let disk = path_str("disk", &spec.disk)?;
+    let console = path_str("console log", &spec.console_log)?;
+    let kernel = spec
+        .kernel
+        .as_deref()
+        .map(|k| path_str("kernel", k))
+        .transpose()?;
+    let initrd = spec
+        .initrd
+        .as_deref()
+        .map(|i| path_str("initrd", i))
+        .transpose()?;
+    if let Some(cmdline) = &spec.cmdline {
+        check_chars("kernel command line", cmdline)?;
+    }
+    if kernel.is_none() {
+        if initrd.is_some() {
+            return Err(XmlError::NoKernel("initrd"));
+        }
+        if spec.cmdline.is_some() {
+            return Err(XmlError::NoKernel("kernel command line"));
+        }
+    }
+
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    w.create_element("domain")
+        .with_attribute(("type", spec.domain_type.as_str()))
+        .write_inner_content(|w| {
+            text_element(w, "name", &spec.name)?;
+            w.create_element("metadata").write_inner_content(|w| {
+                let ns_attr = format!("xmlns:{PREFIX}");
+                w.create_element(format!("{PREFIX}:instance"))
+                    .with_attribute((ns_attr.as_str(), INSTANCE_NAMESPACE))
+                    .write_inner_content(|w| {
+                        text_element(w, &format!("{PREFIX}:cluster"), &spec.cluster_id)?;
+                        text_element(w, &format!("{PREFIX}:id"), &spec.instance_id.to_string())
+                    })?;
+                Ok(())
+            })?;
+            w.create_element("memory")
+                .with_attribute(("unit", "MiB"))
+                .write_text_content(BytesText::new(&spec.memory_mib.to_string()))?;
+            text_element(w, "vcpu", &spec.vcpus.to_string())?;
+            w.create_element("os").write_inner_content(|w| {
+                w.create_element("type")
+                    .with_attributes([("arch", "x86_64"), ("machine", "pc")])
+                    .write_text_content(BytesText::new("hvm"))?;
+                match kernel {
+                    Some(kernel) => {
+                        text_element(w, "kernel", kernel)?;
+                        if let Some(initrd) = initrd {
+                            text_element(w, "initrd", initrd)?;
+                        }
+                        if let Some(cmdline) = &spec.cmdline {
+                            text_element(w, "cmdline", cmdline)?;
+                        }
+                    }
+                    None => {
+                        w.create_element("boot")
+                            .with_attribute(("dev", "hd"))
+                            .write_empty()?;
+                    }
+                }
+                Ok(())
+            })?;
+            w.create_element("features").write_inner_content(|w| {
+                w.create_element("acpi").write_empty()?;
+                w.create_element("apic").write_empty()?;
+                Ok(())
+            })?;
+            if spec.domain_type == DomainType::Kvm {
+                w.create_element("cpu")
+                    .with_attribute(("mode", "host-passthrough"))
+                    .write_empty()?;
+            }
+            w.create_element("clock")
+                .with_attribute(("offset", "utc"))
+                .write_empty()?;
+            text_element(w, "on_poweroff", "destroy")?;
+            text_element(w, "on_reboot", "restart")?;
+            text_element(w, "on_crash", "destroy")?;
+            w.create_element("devices").write_inner_content(|w| {
+                w.create_element("disk")
+                    .with_attributes([("type", "file"), ("device", "disk")])
+                    .write_inner_content(|w| {
+                        w.create_element("driver")
+                            .with_attributes([
+                                ("name", "qemu"),
+                                ("type", "qcow2"),
+                                ("cache", "writeback"),
+                                ("discard", "unmap"),
+                            ])
+                            .write_empty()?;
+                        w.create_element("source")
+                            .with_attribute(("file", disk))
+                            .write_empty()?;
+                        w.create_element("target")
+                            .with_attributes([("dev", "vda"), ("bus", "virtio")])
+                            .write_empty()?;
+                        Ok(())
+                    })?;
+                w.create_element("serial")
+                    .with_attribute(("type", "file"))
+                    .write_inner_content(|w| {
+                        w.create_element("source")
+                            .with_attribute(("path", console))
+                            .write_empty()?;
+                        w.create_element("target")
+                            .with_attribute(("port", "0"))
+                            .write_empty()?;
+                        Ok(())
+                    })?;
+                w.create_element("console")
+                    .with_attribute(("type", "file"))
+                    .write_inner_content(|w| {
+                        w.create_element("source")
+                            .with_attribute(("path", console))
+                            .write_empty()?;
+                        w.create_element("target")
+                            .with_attributes([("type", "serial"), ("port", "0")])
+                            .write_empty()?;
+                        Ok(())
+                    })?;
+                w.create_element("memballoon")
+                    .with_attribute(("model", "none"))
+                    .write_empty()?;
+                w.create_element("rng")
+                    .with_attribute(("model", "virtio"))
+                    .write_inner_content(|w| {
+                        w.create_element("backend")
+                            .with_attribute(("model", "random"))
+                            .write_text_content(BytesText::new("/dev/urandom"))?;
+                        Ok(())
+                    })?;
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+    Ok(String::from_utf8(w.into_inner()).expect("the writer was given only UTF-8"))
+}
+
+fn is_in(ns: &ResolveResult, namespace: Option<&str>) -> bool {
+    match (ns, namespace) {
+        (ResolveResult::Bound(Namespace(uri)), Some(want)) => *uri == want.as_bytes(),
+        (ResolveResult::Unbound, None) => true,
+        _ => false,
+    }
+}
+
+/// Reads the instance tag of a domain from its XML description (as written by
+/// [`domain_xml`] or as libvirt returns it, whatever prefix it uses). `None` when the domain
+/// has no StratusLab metadata or it is malformed.
+pub fn parse_instance_tag(domain_xml: &str) -> Option<InstanceTag> {
+    parse_tag(domain_xml, Some(INSTANCE_NAMESPACE))
+}
+
+/// Reads the instance tag from what `virDomainGetMetadata` returns for our namespace: the
+/// `instance` element with the namespace stripped.
+pub(crate) fn parse_metadata_element(xml: &str) -> Option<InstanceTag> {
+    parse_tag(xml, None)
+}
+
+fn parse_tag(xml: &str, namespace: Option<&str>) -> Option<InstanceTag> {
+    #[derive(Clone, Copy)]
+    enum Field {
+        Cluster,
+        Id,
+    }
+    let mut reader = NsReader::from_str(xml);
+    // Depth below the instance element; None until it is found.
+    let mut depth: Option<usize> = None;
+    let mut field = None;
+    let mut cluster: Option<String> = None;
+    let mut id: Option<String> = None;
+    loop {
+        let (ns, event) = reader.read_resolved_event().ok()?;
+        match event {
+            Event::Start(e) => match depth {
+                None => {
+                    if is_in(&ns, namespace) && e.local_name().as_ref() == b"instance" {
+                        depth = Some(0);
+                    }
+                }
+                Some(d) => {
+                    field = match (d, is_in(&ns, namespace), e.local_name().as_ref()) {
+                        (0, true, b"cluster") => Some(Field::Cluster),
+                        (0, true, b"id") => Some(Field::Id),
+                        _ => None,
+                    };
+                    depth = Some(d + 1);
+                }
+            },
+            Event::Text(t) => {
+                if let Some(f) = field {
+                    let text = t.unescape().ok()?;
+                    let slot = match f {
+                        Field::Cluster => &mut cluster,
+                        Field::Id => &mut id,
+                    };
+                    slot.get_or_insert_with(String::new).push_str(&text);
+                }
+            }
+            Event::End(_) => match depth {
+                Some(0) => break,
+                Some(d) => {
+                    depth = Some(d - 1);
+                    field = None;
+                }
+                None => {}
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let cluster_id = cluster?.trim().to_owned();
+    let instance_id = id?.trim().parse().ok()?;
+    if cluster_id.is_empty() {
+        return None;
+    }
+    Some(InstanceTag {
+        cluster_id,
+        instance_id,
+    })
+}
+
+/// The parts of libvirt's host capabilities the agent uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// The host's architecture (`host/cpu/arch`).
+    pub host_arch: String,
+    /// `(guest architecture, domain type)` for every hardware-virtual-machine guest.
+    pub hvm_domain_types: Vec<(String, String)>,
+}
+
+impl Capabilities {
+    /// libvirt offers `domain_type` guests of the host's own architecture.
+    pub fn offers(&self, domain_type: &str) -> bool {
+        self.hvm_domain_types
+            .iter()
+            .any(|(arch, t)| *arch == self.host_arch && t == domain_type)
+    }
+}
+
+fn attribute(e: &BytesStart, name: &[u8]) -> Option<String> {
+    let attr = e.try_get_attribute(name).ok()??;
+    Some(attr.unescape_value().ok()?.into_owned())
+}
+
+/// Parses `virConnectGetCapabilities` output.
+pub fn parse_capabilities(xml: &str) -> Result<Capabilities, XmlError> {
+    let mut reader = NsReader::from_str(xml);
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let mut caps = Capabilities::default();
+    let mut os_type = String::new();
+    let mut guest_arch = String::new();
+    let mut guest_types: Vec<String> = Vec::new();
+    loop {
+        let event = reader.read_event()?;
+        let is_empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(e) | Event::Empty(e) => {
+                let name = e.local_name().as_ref().to_vec();
+                match (path_names(&path).as_slice(), name.as_slice()) {
+                    (["capabilities"], b"guest") => {
+                        os_type.clear();
+                        guest_arch.clear();
+                        guest_types.clear();
+                    }
+                    (["capabilities", "guest"], b"arch") => {
+                        guest_arch = attribute(&e, b"name").unwrap_or_default();
+                    }
+                    (["capabilities", "guest", "arch"], b"domain") => {
+                        if let Some(t) = attribute(&e, b"type") {
+                            guest_types.push(t);
+                        }
+                    }
+                    _ => {}
+                }
+                if !is_empty {
+                    path.push(name);
+                }
+            }
+            Event::Text(t) => {
+                let text = t.unescape()?.trim().to_owned();
+                match path_names(&path).as_slice() {
+                    ["capabilities", "host", "cpu", "arch"] => caps.host_arch = text,
+                    ["capabilities", "guest", "os_type"] => os_type = text,
+                    _ => {}
+                }
+            }
+            Event::End(_) => {
+                if path_names(&path).as_slice() == ["capabilities", "guest", "arch"]
+                    && os_type == "hvm"
+                {
+                    for t in guest_types.drain(..) {
+                        caps.hvm_domain_types.push((guest_arch.clone(), t));
+                    }
+                }
+                path.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if caps.host_arch.is_empty() {
+        return Err(XmlError::Missing("host architecture"));
+    }
+    Ok(caps)
+}
+
+fn path_names(path: &[Vec<u8>]) -> Vec<&str> {
+    path.iter()
+        .map(|p| std::str::from_utf8(p).unwrap_or(""))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    pub(crate) fn spec() -> DomainSpec {
+        DomainSpec {
+            name: "stratus-0123abcd-7".into(),
+            cluster_id: "0123abcd-cluster".into(),
+            instance_id: 7,
+            domain_type: DomainType::Qemu,
+            vcpus: 2,
+            memory_mib: 256,
+            disk: PathBuf::from("/var/lib/stratuslab/instances/7/disk.qcow2"),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            console_log: PathBuf::from("/var/lib/stratuslab/instances/7/console.log"),
+        }
+    }
+
+    /// Every element and attribute value of a document, for structural assertions.
+    fn flatten(xml: &str) -> Vec<(String, String)> {
+        let mut reader = NsReader::from_str(xml);
+        let mut path: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let event = reader.read_event().unwrap();
+            match &event {
+                Event::Start(e) | Event::Empty(e) => {
+                    let name = String::from_utf8(e.name().as_ref().to_vec()).unwrap();
+                    let here = format!("{}/{name}", path.join("/"));
+                    for a in e.attributes() {
+                        let a = a.unwrap();
+                        let key = String::from_utf8(a.key.as_ref().to_vec()).unwrap();
+                        out.push((format!("{here}@{key}"), a.unescape_value().unwrap().into()));
+                    }
+                    if matches!(event, Event::Start(_)) {
+                        path.push(name);
+                    }
+                }
+                Event::End(_) => {
+                    path.pop();
+                }
+                Event::Text(t) => {
+                    let text = t.unescape().unwrap().trim().to_owned();
+                    if !text.is_empty() {
+                        out.push((path.join("/"), text));
+                    }
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn value<'a>(doc: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        doc.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn disk_boot_domain_has_the_expected_shape() {
+        let xml = domain_xml(&spec()).unwrap();
+        let doc = flatten(&xml);
+        let v = |k: &str| value(&doc, k);
+        assert_eq!(v("/domain@type"), Some("qemu"));
+        assert_eq!(v("domain/name"), Some("stratus-0123abcd-7"));
+        assert_eq!(v("domain/memory"), Some("256"));
+        assert_eq!(v("domain/vcpu"), Some("2"));
+        assert_eq!(v("domain/os/type"), Some("hvm"));
+        assert_eq!(v("domain/os/boot@dev"), Some("hd"));
+        assert_eq!(v("domain/os/kernel"), None);
+        assert_eq!(v("domain/cpu@mode"), None);
+        assert_eq!(v("domain/on_crash"), Some("destroy"));
+        assert_eq!(v("domain/devices/disk/driver@type"), Some("qcow2"));
+        assert_eq!(
+            v("domain/devices/disk/source@file"),
+            Some("/var/lib/stratuslab/instances/7/disk.qcow2")
+        );
+        assert_eq!(v("domain/devices/disk/target@bus"), Some("virtio"));
+        assert_eq!(
+            v("domain/devices/serial/source@path"),
+            Some("/var/lib/stratuslab/instances/7/console.log")
+        );
+        assert_eq!(v("domain/devices/memballoon@model"), Some("none"));
+        assert!(!xml.contains("graphics"));
+        assert_eq!(
+            parse_instance_tag(&xml),
+            Some(InstanceTag {
+                cluster_id: "0123abcd-cluster".into(),
+                instance_id: 7
+            })
+        );
+    }
+
+    #[test]
+    fn direct_kernel_boot_and_kvm() {
+        let mut s = spec();
+        s.domain_type = DomainType::Kvm;
+        s.kernel = Some("/images/vmlinuz".into());
+        s.initrd = Some("/images/initrd.img".into());
+        s.cmdline = Some("console=ttyS0 quiet".into());
+        let doc = flatten(&domain_xml(&s).unwrap());
+        let v = |k: &str| value(&doc, k);
+        assert_eq!(v("/domain@type"), Some("kvm"));
+        assert_eq!(v("domain/cpu@mode"), Some("host-passthrough"));
+        assert_eq!(v("domain/os/kernel"), Some("/images/vmlinuz"));
+        assert_eq!(v("domain/os/initrd"), Some("/images/initrd.img"));
+        assert_eq!(v("domain/os/cmdline"), Some("console=ttyS0 quiet"));
+        assert_eq!(v("domain/os/boot@dev"), None);
+    }
+
+    #[test]
+    fn values_are_escaped_and_round_trip() {
+        let mut s = spec();
+        s.kernel = Some("/images/k'e\"r<n>&el".into());
+        s.cmdline = Some(r#"a=<b> c='d' e="f" g&h"#.into());
+        s.cluster_id = "c<&>'\"".into();
+        s.disk = "/d/it's \"<disk>\"&.qcow2".into();
+        let xml = domain_xml(&s).unwrap();
+        assert!(!xml.contains("<b>"), "{xml}");
+        assert!(xml.contains("a=&lt;b&gt;"), "{xml}");
+        let doc = flatten(&xml);
+        let v = |k: &str| value(&doc, k);
+        assert_eq!(v("domain/os/cmdline"), s.cmdline.as_deref());
+        assert_eq!(v("domain/os/kernel"), Some("/images/k'e\"r<n>&el"));
+        assert_eq!(
+            v("domain/devices/disk/source@file"),
+            Some("/d/it's \"<disk>\"&.qcow2")
+        );
+        assert_eq!(parse_instance_tag(&xml).unwrap().cluster_id, "c<&>'\"");
+    }
+
+    #[test]
+    fn invalid_specs_are_refused() {
+        let mut s = spec();
+        s.cmdline = Some("console=ttyS0\u{1}".into());
+        s.kernel = Some("/k".into());
+        assert!(matches!(domain_xml(&s), Err(XmlError::InvalidChar(_))));
+        let mut s = spec();
+        s.disk = "disk.qcow2".into();
+        assert!(matches!(domain_xml(&s), Err(XmlError::RelativePath { .. })));
+        let mut s = spec();
+        s.initrd = Some("/i".into());
+        assert!(matches!(domain_xml(&s), Err(XmlError::NoKernel("initrd"))));
+        let mut s = spec();
+        s.name = "a/b".into();
+        assert!(matches!(domain_xml(&s), Err(XmlError::InvalidName(_))));
+        let mut s = spec();
+        s.memory_mib = 0;
+        assert!(matches!(domain_xml(&s), Err(XmlError::NoResources)));
+    }
+
+    #[test]
+    fn tag_is_found_by_namespace_not_prefix() {
+        // libvirt may rewrite the prefix, or use a default namespace.
+        let other_prefix = r#"<domain type='kvm'><name>x</name><metadata>
+            <other xmlns="urn:someone-else"><cluster>no</cluster></other>
+            <sl:instance xmlns:sl="https://stratuslab.eu/xmlns/instance/1">
+              <sl:cluster> abc </sl:cluster>
+              <sl:id>42</sl:id>
+            </sl:instance></metadata></domain>"#;
+        let tag = parse_instance_tag(other_prefix).unwrap();
+        assert_eq!(tag.cluster_id, "abc");
+        assert_eq!(tag.instance_id, 42);
+
+        let default_ns = r#"<domain><metadata><instance
+            xmlns="https://stratuslab.eu/xmlns/instance/1"><cluster>abc</cluster>
+            <id>9</id></instance></metadata></domain>"#;
+        assert_eq!(parse_instance_tag(default_ns).unwrap().instance_id, 9);
+
+        // Same local names in a foreign namespace are not ours.
+        let foreign = r#"<domain><metadata><x:instance xmlns:x="urn:x"><x:cluster>abc</x:cluster>
+            <x:id>9</x:id></x:instance></metadata></domain>"#;
+        assert_eq!(parse_instance_tag(foreign), None);
+        assert_eq!(
+            parse_instance_tag("<domain><name>plain</name></domain>"),
+            None
+        );
+        assert_eq!(parse_instance_tag("not xml <<<"), None);
+        let bad_id = r#"<s:instance xmlns:s="https://stratuslab.eu/xmlns/instance/1">
+            <s:cluster>abc</s:cluster><s:id>-1</s:id></s:instance>"#;
+        assert_eq!(parse_instance_tag(bad_id), None);
+    }
+
+    #[test]
+    fn metadata_element_without_namespace_parses() {
+        // What virDomainGetMetadata returns.
+        let xml = "<instance>\n  <cluster>abc</cluster>\n  <id>7</id>\n</instance>\n";
+        let tag = parse_metadata_element(xml).unwrap();
+        assert_eq!((tag.cluster_id.as_str(), tag.instance_id), ("abc", 7));
+    }
+
+    #[test]
+    fn capabilities_parse() {
+        let xml = r#"<capabilities>
+  <host><uuid>x</uuid><cpu><arch>x86_64</arch><model>Skylake</model></cpu></host>
+  <guest><os_type>hvm</os_type>
+    <arch name='i686'><wordsize>32</wordsize><domain type='qemu'/><domain type='kvm'/></arch>
+  </guest>
+  <guest><os_type>hvm</os_type>
+    <arch name='x86_64'><wordsize>64</wordsize><machine>pc</machine>
+      <domain type='qemu'/><domain type='kvm'><emulator>/usr/bin/qemu</emulator></domain></arch>
+  </guest>
+</capabilities>"#;
+        let caps = parse_capabilities(xml).unwrap();
+        assert_eq!(caps.host_arch, "x86_64");
+        assert!(caps.offers("kvm"));
+        assert!(caps.offers("qemu"));
+        assert!(!caps.offers("test"));
+
+        let tcg_only = xml.replace(
+            "<domain type='kvm'><emulator>/usr/bin/qemu</emulator></domain>",
+            "",
+        );
+        assert!(!parse_capabilities(&tcg_only).unwrap().offers("kvm"));
+        assert!(parse_capabilities("<capabilities/>").is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! Reconciliation: compares what the controller wants this host to run with what libvirt runs,
+//! and acts: start what should run, destroy (and clean up after) what should be gone, report
+//! what it sees. It never guesses: a domain of this cluster that no instance accounts for is
+//! reported, not killed; a domain is destroyed only when the controller asks.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use stratus_common::agent::{
+    domain_name, ActualState, Desire, DesiredInstance, HostDesired, ReportedInstance,
+};
+use stratus_common::api::DomainType;
+use tokio::sync::mpsc;
+
+use crate::hypervisor::{DomainInfo, DomainSpec, Hypervisor, RunState};
+use crate::images::base::BaseImages;
+use crate::images::qcow2;
+
+/// Where the files made for each instance live: `<state_dir>/instances/<id>/`.
+#[derive(Debug, Clone)]
+pub struct InstanceDirs {
+    root: PathBuf,
+}
+
+impl InstanceDirs {
+    pub fn new(state_dir: &std::path::Path) -> Self {
+        Self {
+            root: state_dir.join("instances"),
+        }
+    }
+
+    pub fn dir(&self, id: u64) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    pub fn disk(&self, id: u64) -> PathBuf {
+        self.dir(id).join("disk.qcow2")
+    }
+
+    pub fn console_log(&self, id: u64) -> PathBuf {
+        self.dir(id).join("console.log")
+    }
+}
+
+/// Messages for the reporter task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportEvent {
+    Instance(ReportedInstance),
+    UnknownDomains(Vec<String>),
+}
+
+/// The host-side state of reconciliation; cheap to share between tasks.
+pub struct Reconciler {
+    hv: Arc<dyn Hypervisor>,
+    images: BaseImages,
+    dirs: InstanceDirs,
+    domain_type: DomainType,
+    cluster_id: String,
+    reports: mpsc::UnboundedSender<ReportEvent>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Instances with a start or destroy under way.
+    in_flight: HashSet<u64>,
+    /// Instances this process has seen running (so their disappearance is a failure, not a
+    /// start to do).
+    seen_running: HashSet<u64>,
+    /// The last state queued for the controller, per instance.
+    reported: HashMap<u64, ActualState>,
+    unknown: Vec<String>,
+}
+
+/// What one pass decided to do, for the caller to run (and for tests to inspect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Start(DesiredInstance),
+    Destroy(u64),
+}
+
+impl Reconciler {
+    pub fn new(
+        hv: Arc<dyn Hypervisor>,
+        dirs: InstanceDirs,
+        domain_type: DomainType,
+        cluster_id: String,
+        reports: mpsc::UnboundedSender<ReportEvent>,
+    ) -> Self {
+        Self {
+            hv,
+            images: BaseImages::default(),
+            dirs,
+            domain_type,
+            cluster_id,
+            reports,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn report(&self, id: u64, state: ActualState, reason: Option<String>) {
+        let mut inner = self.inner.lock().expect("reconciler lock");
+        if inner.reported.get(&id) == Some(&state) {
+            return;
+        }
+        inner.reported.insert(id, state);
+        drop(inner);
+        let _ = self.reports.send(ReportEvent::Instance(ReportedInstance {
+            id,
+            state,
+            reason,
+        }));
+    }
+
+    /// One pass: looks at libvirt, reports what it sees, and returns the starts and destroys to
+    /// run (each marked in flight until it finishes).
+    pub fn plan(&self, desired: &HostDesired, domains: &[DomainInfo]) -> Vec<Action> {
+        let ours: HashMap<u64, &DomainInfo> = domains
+            .iter()
+            .filter_map(|d| {
+                d.tag
+                    .as_ref()
+                    .filter(|t| t.cluster_id == self.cluster_id)
+                    .map(|t| (t.instance_id, d))
+            })
+            .collect();
+        let wanted: HashSet<u64> = desired.instances.iter().map(|i| i.id).collect();
+        let mut unknown: Vec<String> = ours
+            .iter()
+            .filter(|(id, _)| !wanted.contains(id))
+            .map(|(_, d)| d.name.clone())
+            .collect();
+        unknown.sort();
+        let mut actions = Vec::new();
+        let mut reports = Vec::new();
+        {
+            let mut inner = self.inner.lock().expect("reconciler lock");
+            if unknown != inner.unknown {
+                if !unknown.is_empty() {
+                    tracing::warn!(domains = ?unknown, "domains of this cluster that no instance accounts for (left running)");
+                }
+                inner.unknown = unknown.clone();
+                let _ = self.reports.send(ReportEvent::UnknownDomains(unknown));
+            }
+            for instance in &desired.instances {
+                let id = instance.id;
+                if inner.in_flight.contains(&id) {
+                    continue;
+                }
+                match instance.desire {
+                    Desire::Run => match ours.get(&id).map(|d| d.state) {
+                        Some(RunState::Running) => {
+                            inner.seen_running.insert(id);
+                            reports.push((id, ActualState::Running, None));
+                        }
+                        Some(RunState::Paused | RunState::Other) => {}
+                        Some(state @ (RunState::Shutoff | RunState::Crashed)) => {
+                            reports.push((
+                                id,
+                                ActualState::Failed,
+                                Some(format!("the domain is {state:?}")),
+                            ));
+                        }
+                        None if inner.seen_running.contains(&id) => {
+                            reports.push((
+                                id,
+                                ActualState::Failed,
+                                Some("the guest stopped (powered off or crashed)".into()),
+                            ));
+                        }
+                        None if inner.reported.get(&id) == Some(&ActualState::Failed) => {}
+                        None => {
+                            inner.in_flight.insert(id);
+                            actions.push(Action::Start(instance.clone()));
+                        }
+                    },
+                    Desire::Destroy => {
+                        let present = ours.contains_key(&id) || self.dirs.dir(id).exists();
+                        if present || inner.reported.get(&id) != Some(&ActualState::Gone) {
+                            inner.in_flight.insert(id);
+                            actions.push(Action::Destroy(id));
+                        }
+                    }
+                }
+            }
+            // Forget instances the controller no longer mentions.
+            inner.reported.retain(|id, _| wanted.contains(id));
+            inner.seen_running.retain(|id| wanted.contains(id));
+        }
+        for (id, state, reason) in reports {
+            self.report(id, state, reason);
+        }
+        actions
+    }
+
+    /// Runs one action to the end (blocking: libvirt and file I/O) and reports the outcome.
+    pub fn execute(&self, action: Action) {
+        let id = match &action {
+            Action::Start(i) => i.id,
+            Action::Destroy(id) => *id,
+        };
+        let span = tracing::info_span!("instance", id);
+        let _guard = span.enter();
+        match action {
+            Action::Start(instance) => match self.start(&instance) {
+                Ok(()) => {
+                    self.inner
+                        .lock()
+                        .expect("reconciler lock")
+                        .seen_running
+                        .insert(id);
+                    tracing::info!("domain started");
+                    self.report(id, ActualState::Running, None);
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "start failed");
+                    self.report(id, ActualState::Failed, Some(reason));
+                }
+            },
+            Action::Destroy(id) => match self.destroy(id) {
+                Ok(()) => {
+                    tracing::info!("instance destroyed and cleaned up");
+                    self.report(id, ActualState::Gone, None);
+                }
+                Err(reason) => tracing::warn!(%reason, "destroy failed; will retry"),
+            },
+        }
+        self.inner
+            .lock()
+            .expect("reconciler lock")
+            .in_flight
+            .remove(&id);
+    }
+
+    /// Prepares the disk and starts the domain; on failure removes what it made.
+    fn start(&self, instance: &DesiredInstance) -> Result<(), String> {
+        let id = instance.id;
+        self.report(id, ActualState::Booting, None);
+        let image = self
+            .images
+            .resolve(&instance.image)
+            .map_err(|e| error_chain(&e))?;
+        let dir = self.dirs.dir(id);
+        let made_dir = !dir.exists();
+        let undo = |made_dir: bool| {
+            if made_dir {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let disk = self.dirs.disk(id);
+        if !disk.exists() {
+            if let Err(e) =
+                qcow2::create_overlay(&disk, &image.disk, image.format, image.virtual_size)
+            {
+                undo(made_dir);
+                return Err(format!(
+                    "cannot create the instance disk: {}",
+                    error_chain(&e)
+                ));
+            }
+        }
+        let spec = DomainSpec {
+            name: domain_name(&self.cluster_id, id),
+            cluster_id: self.cluster_id.clone(),
+            instance_id: id,
+            domain_type: self.domain_type,
+            vcpus: instance.vcpus,
+            memory_mib: instance.memory_mib,
+            disk,
+            kernel: image.kernel,
+            initrd: image.initrd,
+            cmdline: image.cmdline,
+            console_log: self.dirs.console_log(id),
+        };
+        if let Err(e) = self.hv.create(&spec) {
+            undo(true);
+            return Err(format!("libvirt: {}", error_chain(&e)));
+        }
+        Ok(())
+    }
+
+    /// Destroys the domain (if any) and removes the instance's files.
+    fn destroy(&self, id: u64) -> Result<(), String> {
+        let name = domain_name(&self.cluster_id, id);
+        self.hv
+            .destroy(&name)
+            .map_err(|e| format!("libvirt: {}", error_chain(&e)))?;
+        let dir = self.dirs.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
+        }
+    }
+}
+
+/// An error with its sources, as one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

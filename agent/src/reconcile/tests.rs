@@ -1,0 +1,232 @@
+use std::sync::Arc;
+
+use stratus_common::agent::{ActualState, Desire, DesiredInstance, HostDesired, ImageSpec};
+use stratus_common::api::{DiskFormat, DomainType};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::hypervisor::{FakeHypervisor, InstanceTag, RunState};
+use crate::images::base::sha256_file;
+
+const CLUSTER: &str = "c0ffee00-0000-4000-8000-000000000000";
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    hv: Arc<FakeHypervisor>,
+    reconciler: Reconciler,
+    events: mpsc::UnboundedReceiver<ReportEvent>,
+    image: ImageSpec,
+    dirs: InstanceDirs,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
+    let image = ImageSpec {
+        name: "img".into(),
+        location: format!("file://{}", base.display()),
+        format: DiskFormat::Raw,
+        sha256: sha256_file(&base).unwrap(),
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+    };
+    let hv = Arc::new(FakeHypervisor::new());
+    let (tx, events) = mpsc::unbounded_channel();
+    let dirs = InstanceDirs::new(&dir.path().join("state"));
+    let reconciler = Reconciler::new(
+        hv.clone(),
+        dirs.clone(),
+        DomainType::Qemu,
+        CLUSTER.into(),
+        tx,
+    );
+    Rig {
+        _dir: dir,
+        hv,
+        reconciler,
+        events,
+        image,
+        dirs,
+    }
+}
+
+fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired {
+    HostDesired {
+        version: 1,
+        cluster_id: CLUSTER.into(),
+        instances: items
+            .iter()
+            .map(|&(id, desire)| DesiredInstance {
+                id,
+                desire,
+                vcpus: 1,
+                memory_mib: 128,
+                image: image.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn tag(id: u64) -> Option<InstanceTag> {
+    Some(InstanceTag {
+        cluster_id: CLUSTER.into(),
+        instance_id: id,
+    })
+}
+
+fn drain(rig: &mut Rig) -> Vec<(u64, ActualState, Option<String>)> {
+    let mut out = Vec::new();
+    while let Ok(event) = rig.events.try_recv() {
+        if let ReportEvent::Instance(r) = event {
+            out.push((r.id, r.state, r.reason));
+        }
+    }
+    out
+}
+
+/// One reconcile pass run to the end, as the agent's loop does it.
+fn pass(rig: &Rig, want: &HostDesired) -> Vec<Action> {
+    let domains = rig.hv.list().unwrap();
+    let actions = rig.reconciler.plan(want, &domains);
+    for action in actions.clone() {
+        rig.reconciler.execute(action);
+    }
+    actions
+}
+
+#[test]
+fn starts_a_wanted_instance_with_an_overlay_and_reports_it_running() {
+    let mut rig = rig();
+    let want = desired(&rig.image, &[(7, Desire::Run)]);
+    let actions = pass(&rig, &want);
+    assert!(matches!(actions.as_slice(), [Action::Start(i)] if i.id == 7));
+    let created = rig.hv.created();
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        created[0].name,
+        stratus_common::agent::domain_name(CLUSTER, 7)
+    );
+    assert_eq!(created[0].disk, rig.dirs.disk(7));
+    let info = crate::images::qcow2::inspect(&rig.dirs.disk(7)).unwrap();
+    assert_eq!(
+        info.backing_file.as_deref(),
+        Some(rig.image.location.trim_start_matches("file://"))
+    );
+    assert_eq!(
+        drain(&mut rig),
+        vec![
+            (7, ActualState::Booting, None),
+            (7, ActualState::Running, None)
+        ]
+    );
+    // The next pass finds it running and neither starts it again nor repeats the report.
+    assert!(pass(&rig, &want).is_empty());
+    assert_eq!(rig.hv.created().len(), 1);
+    assert!(drain(&mut rig).is_empty());
+}
+
+#[test]
+fn adopts_running_domains_after_a_restart_without_touching_them() {
+    let mut rig = rig();
+    rig.hv.insert_domain(
+        &stratus_common::agent::domain_name(CLUSTER, 3),
+        tag(3),
+        RunState::Running,
+    );
+    assert!(pass(&rig, &desired(&rig.image, &[(3, Desire::Run)])).is_empty());
+    assert!(rig.hv.created().is_empty());
+    assert!(rig.hv.destroyed().is_empty());
+    assert_eq!(drain(&mut rig), vec![(3, ActualState::Running, None)]);
+}
+
+#[test]
+fn unknown_domains_are_reported_and_left_running() {
+    let mut rig = rig();
+    rig.hv
+        .insert_domain("stratus-c0ffee00-99", tag(99), RunState::Running);
+    rig.hv
+        .insert_domain("someone-elses-vm", None, RunState::Running);
+    rig.hv.insert_domain(
+        "other-cloud",
+        Some(InstanceTag {
+            cluster_id: "another".into(),
+            instance_id: 1,
+        }),
+        RunState::Running,
+    );
+    assert!(pass(&rig, &desired(&rig.image, &[])).is_empty());
+    assert!(rig.hv.destroyed().is_empty());
+    let unknown: Vec<_> = std::iter::from_fn(|| rig.events.try_recv().ok())
+        .filter_map(|e| match e {
+            ReportEvent::UnknownDomains(list) => Some(list),
+            ReportEvent::Instance(_) => None,
+        })
+        .collect();
+    assert_eq!(unknown, vec![vec!["stratus-c0ffee00-99".to_owned()]]);
+}
+
+#[test]
+fn destroy_removes_the_domain_and_its_files_then_reports_gone_once() {
+    let mut rig = rig();
+    pass(&rig, &desired(&rig.image, &[(5, Desire::Run)]));
+    assert!(rig.dirs.dir(5).exists());
+    drain(&mut rig);
+    let want = desired(&rig.image, &[(5, Desire::Destroy)]);
+    pass(&rig, &want);
+    assert_eq!(
+        rig.hv.destroyed(),
+        vec![stratus_common::agent::domain_name(CLUSTER, 5)]
+    );
+    assert!(!rig.dirs.dir(5).exists());
+    assert_eq!(drain(&mut rig), vec![(5, ActualState::Gone, None)]);
+    // Seen again before the controller caught up: nothing to do, nothing to repeat.
+    assert!(pass(&rig, &want).is_empty());
+    assert!(drain(&mut rig).is_empty());
+}
+
+#[test]
+fn a_checksum_mismatch_fails_the_start_and_leaves_nothing() {
+    let mut rig = rig();
+    rig.image.sha256 = "00".repeat(32);
+    let want = desired(&rig.image, &[(9, Desire::Run)]);
+    pass(&rig, &want);
+    assert!(rig.hv.created().is_empty());
+    assert!(!rig.dirs.dir(9).exists());
+    let reports = drain(&mut rig);
+    assert_eq!(reports.last().unwrap().1, ActualState::Failed);
+    assert_eq!(
+        reports.last().unwrap().2.as_deref(),
+        Some("image checksum mismatch")
+    );
+    // Until the controller marks it Failed, it is not retried.
+    assert!(pass(&rig, &want).is_empty());
+}
+
+#[test]
+fn a_libvirt_failure_fails_the_start_and_removes_the_overlay() {
+    let mut rig = rig();
+    rig.hv.fail_creates(Some("no room at the inn"));
+    pass(&rig, &desired(&rig.image, &[(4, Desire::Run)]));
+    assert!(!rig.dirs.dir(4).exists());
+    let (_, state, reason) = drain(&mut rig).pop().unwrap();
+    assert_eq!(state, ActualState::Failed);
+    assert!(reason.unwrap().contains("no room at the inn"));
+}
+
+#[test]
+fn a_domain_that_vanishes_after_running_is_reported_failed_not_restarted() {
+    let mut rig = rig();
+    let want = desired(&rig.image, &[(2, Desire::Run)]);
+    pass(&rig, &want);
+    drain(&mut rig);
+    assert!(rig
+        .hv
+        .remove_domain(&stratus_common::agent::domain_name(CLUSTER, 2)));
+    assert!(pass(&rig, &want).is_empty());
+    assert_eq!(rig.hv.created().len(), 1, "not restarted");
+    let (_, state, reason) = drain(&mut rig).pop().unwrap();
+    assert_eq!(state, ActualState::Failed);
+    assert!(reason.unwrap().contains("stopped"));
+}
