@@ -103,3 +103,58 @@ fn a_restarted_controller_comes_back_with_all_its_state() {
         .unwrap();
     assert!(cloud.domains().is_empty());
 }
+
+#[test]
+fn a_domain_of_this_cluster_that_no_instance_accounts_for_is_reported_not_killed() {
+    use stratus_agent::hypervisor::{DomainSpec, Hypervisor, LibvirtHypervisor};
+    use stratus_common::api::{DiskFormat, DomainType};
+
+    let cloud = TestCloud::with_agent("unknown-domain").unwrap();
+    let appliance = stratus_e2e::appliance().unwrap();
+    let (_, cluster) = cloud.get("admin", "/cluster").unwrap();
+    let cluster_id = cluster["cluster_id"].as_str().unwrap().to_owned();
+    // A domain that looks like instance 999 of this cluster, which the controller never made
+    // (say, left over from a restored backup).
+    let stray = cloud.dir.join("stray");
+    std::fs::create_dir_all(&stray).unwrap();
+    let disk = stray.join("disk.qcow2");
+    let size = stratus_agent::images::qcow2::inspect(&appliance.disk)
+        .unwrap()
+        .virtual_size;
+    stratus_agent::images::qcow2::create_overlay(&disk, &appliance.disk, DiskFormat::Qcow2, size)
+        .unwrap();
+    let name = stratus_common::agent::domain_name(&cluster_id, 999);
+    let hv = LibvirtHypervisor::connect(stratus_e2e::LIBVIRT_URI).unwrap();
+    hv.create(&DomainSpec {
+        name: name.clone(),
+        cluster_id,
+        instance_id: 999,
+        domain_type: DomainType::Qemu,
+        vcpus: 1,
+        memory_mib: 128,
+        disk,
+        kernel: Some(appliance.kernel.clone()),
+        initrd: Some(appliance.initrd.clone()),
+        cmdline: Some(appliance.cmdline.clone()),
+        console_log: stray.join("console.log"),
+    })
+    .unwrap();
+    let uuid = domain_uuid(&name).unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, hosts) = cloud.get("admin", "/hosts").unwrap();
+        if hosts[0]["unknown_domains"] == json!([name]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reported: {hosts}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Several resync rounds later (2 s each in tests) it still runs, untouched.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(domain_uuid(&name).as_deref(), Some(uuid.as_str()));
+    assert!(cloud.log("agent.log").contains("no instance accounts for"));
+}
