@@ -31,11 +31,11 @@ stop:
 
 test: deps appliance
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --workspace --exclude stratus-e2e
 	$(CARGO) test -p stratus-e2e --tests -- --test-threads=2
 
 unit:
-	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --workspace --exclude stratus-e2e
 
 bench: deps release appliance
 	./target/release/stratus-bench --appliance $(APPLIANCE)
