@@ -59,6 +59,7 @@ controller = "http://$ENDPOINT"
 token_file = "$DEMO/agent-token"
 state_dir = "$AGENT_STATE"
 domain_type = "auto"
+file_location_roots = ["$AGENT_STATE/images"]
 probe_kernel = "$AGENT_STATE/images/appliance/vmlinuz"
 probe_initrd = "$AGENT_STATE/images/appliance/initrd.img"
 EOF
@@ -109,11 +110,11 @@ register_image() {
     if api GET /images | grep -q '"name":"appliance"'; then
         return
     fi
-    local dir=$AGENT_STATE/images/appliance sha cmdline
-    sha=$(sed -n 's/.*"sha256": *"\([0-9a-f]*\)".*/\1/p' "$dir/image.json")
+    local dir=$AGENT_STATE/images/appliance cmdline
     cmdline=$(sed -n 's/.*"cmdline": *"\([^"]*\)".*/\1/p' "$dir/image.json")
+    artifact() { printf '{"locations":["file://%s/%s"],"sha256":"%s"}' "$dir" "$1" "$(sha256sum "$dir/$1" | cut -d' ' -f1)"; }
     log "registering the appliance image"
-    api POST /images "{\"name\":\"appliance\",\"location\":\"file://$dir/disk.qcow2\",\"format\":\"qcow2\",\"sha256\":\"$sha\",\"kernel\":\"$dir/vmlinuz\",\"initrd\":\"$dir/initrd.img\",\"cmdline\":\"$cmdline\"}" >/dev/null
+    api POST /images "{\"name\":\"appliance\",\"format\":\"qcow2\",\"disk\":$(artifact disk.qcow2),\"kernel\":$(artifact vmlinuz),\"initrd\":$(artifact initrd.img),\"cmdline\":\"$cmdline\"}" >/dev/null
 }
 
 start() {

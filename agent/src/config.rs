@@ -36,6 +36,13 @@ pub struct AgentConfig {
     pub probe_banner: String,
     /// Memory kept for the host itself, not offered to instances.
     pub reserved_memory_mib: u64,
+    /// Bytes the image cache may hold before it evicts unused images (least recently used).
+    pub image_cache_bytes: u64,
+    /// Allow image locations that resolve to loopback addresses (tests, single-host sites).
+    /// Link-local and cloud metadata addresses are always refused.
+    pub allow_loopback_sources: bool,
+    /// Directories that `file://` image locations may read from (none by default).
+    pub file_location_roots: Vec<PathBuf>,
     /// How long one long-poll for desired state may wait at the controller.
     pub poll_wait_secs: u64,
     /// How often libvirt is checked for domains that stopped on their own.
@@ -57,6 +64,9 @@ impl Default for AgentConfig {
             probe_initrd: None,
             probe_banner: "STRATUSLAB-APPLIANCE-READY".to_owned(),
             reserved_memory_mib: 512,
+            image_cache_bytes: 50 << 30,
+            allow_loopback_sources: false,
+            file_location_roots: Vec::new(),
             poll_wait_secs: 30,
             resync_secs: 5,
             log_format: "text".to_owned(),
@@ -76,6 +86,8 @@ pub enum ConfigError {
     PollWait,
     #[error("resync_secs must be at least 1")]
     Resync,
+    #[error("file_location_roots must be absolute paths")]
+    FileRoots,
     #[error("probe_kernel and probe_initrd go together")]
     Probe,
     #[error("log_format must be text or json, not {0:?}")]
@@ -98,6 +110,9 @@ impl AgentConfig {
         }
         if self.resync_secs == 0 {
             return Err(ConfigError::Resync);
+        }
+        if self.file_location_roots.iter().any(|r| !r.is_absolute()) {
+            return Err(ConfigError::FileRoots);
         }
         if self.probe_kernel.is_some() != self.probe_initrd.is_some() {
             return Err(ConfigError::Probe);

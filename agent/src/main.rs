@@ -11,6 +11,8 @@ use stratus_agent::config::AgentConfig;
 use stratus_agent::controller_client::{ClientError, ControllerClient};
 use stratus_agent::hypervisor::probe::{resolve_domain_type, ProbeGuest};
 use stratus_agent::hypervisor::{Hypervisor, LibvirtHypervisor};
+use stratus_agent::images::cache::ImageCache;
+use stratus_agent::images::download::{Downloader, SourcePolicy};
 use stratus_agent::inventory;
 use stratus_agent::reconcile::{InstanceDirs, Reconciler, ReportEvent};
 use stratus_common::agent::{HostDesired, HostReport, RegisterHost, ReportedInstance};
@@ -120,9 +122,22 @@ async fn run() -> anyhow::Result<()> {
     let cluster_id = register(&client, &registration).await;
     tracing::info!(cluster = %cluster_id, "registered with the controller");
 
+    let downloader = Downloader::new(SourcePolicy {
+        allow_loopback: config.allow_loopback_sources,
+        file_roots: config.file_location_roots.clone(),
+    });
+    let images = Arc::new(
+        ImageCache::open(
+            &config.state_dir.join("images"),
+            config.image_cache_bytes,
+            downloader,
+        )
+        .context("image cache")?,
+    );
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let reconciler = Arc::new(Reconciler::new(
         hv.clone(),
+        images,
         InstanceDirs::new(&config.state_dir),
         domain_type,
         cluster_id.clone(),

@@ -14,8 +14,8 @@ use stratus_common::api::DomainType;
 use tokio::sync::mpsc;
 
 use crate::hypervisor::{DomainInfo, DomainSpec, Hypervisor, RunState};
-use crate::images::base::BaseImages;
-use crate::images::qcow2;
+use crate::images::cache::ImageCache;
+use crate::images::{prepare, qcow2};
 
 /// Where the files made for each instance live: `<state_dir>/instances/<id>/`.
 #[derive(Debug, Clone)]
@@ -41,6 +41,34 @@ impl InstanceDirs {
     pub fn console_log(&self, id: u64) -> PathBuf {
         self.dir(id).join("console.log")
     }
+
+    /// The cached artifacts an instance uses, one SHA-256 per line.
+    pub fn artifacts(&self, id: u64) -> PathBuf {
+        self.dir(id).join("artifacts")
+    }
+
+    /// Records the artifacts an instance uses (written whole, then renamed into place).
+    fn write_artifacts(&self, id: u64, digests: &[String]) -> std::io::Result<()> {
+        let tmp = self.dir(id).join("artifacts.tmp");
+        std::fs::write(&tmp, digests.join("\n"))?;
+        std::fs::rename(&tmp, self.artifacts(id))
+    }
+
+    fn read_artifacts(&self, id: u64) -> Vec<String> {
+        std::fs::read_to_string(self.artifacts(id))
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// IDs of the instances that have a directory here.
+    fn instance_ids(&self) -> Vec<u64> {
+        std::fs::read_dir(&self.root)
+            .map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Messages for the reporter task.
@@ -53,7 +81,7 @@ pub enum ReportEvent {
 /// The host-side state of reconciliation; cheap to share between tasks.
 pub struct Reconciler {
     hv: Arc<dyn Hypervisor>,
-    images: BaseImages,
+    images: Arc<ImageCache>,
     dirs: InstanceDirs,
     domain_type: DomainType,
     cluster_id: String,
@@ -81,16 +109,24 @@ pub enum Action {
 }
 
 impl Reconciler {
+    /// Builds the reconciler, holding in `images` every artifact that the instances found on
+    /// this host use (so a restarted agent never evicts a base under a running guest).
     pub fn new(
         hv: Arc<dyn Hypervisor>,
+        images: Arc<ImageCache>,
         dirs: InstanceDirs,
         domain_type: DomainType,
         cluster_id: String,
         reports: mpsc::UnboundedSender<ReportEvent>,
     ) -> Self {
+        for id in dirs.instance_ids() {
+            for digest in dirs.read_artifacts(id) {
+                images.acquire(&digest);
+            }
+        }
         Self {
             hv,
-            images: BaseImages::default(),
+            images,
             dirs,
             domain_type,
             cluster_id,
@@ -237,30 +273,40 @@ impl Reconciler {
     fn start(&self, instance: &DesiredInstance) -> Result<(), String> {
         let id = instance.id;
         self.report(id, ActualState::Booting, None);
-        let image = self
-            .images
-            .resolve(&instance.image)
-            .map_err(|e| error_chain(&e))?;
+        let image = prepare(&self.images, &instance.image)?;
         let dir = self.dirs.dir(id);
-        let made_dir = !dir.exists();
-        let undo = |made_dir: bool| {
-            if made_dir {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        };
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let disk = self.dirs.disk(id);
-        if !disk.exists() {
-            if let Err(e) =
-                qcow2::create_overlay(&disk, &image.disk, image.format, image.virtual_size)
-            {
-                undo(made_dir);
-                return Err(format!(
-                    "cannot create the instance disk: {}",
-                    error_chain(&e)
-                ));
+        // A directory left by an earlier start was counted when the agent started.
+        for digest in self.dirs.read_artifacts(id) {
+            self.images.release(&digest);
+        }
+        for digest in &image.digests {
+            self.images.acquire(digest);
+        }
+        let undo = |why: String| {
+            let _ = std::fs::remove_dir_all(&dir);
+            for digest in &image.digests {
+                self.images.release(digest);
             }
+            why
+        };
+        self.dirs
+            .write_artifacts(id, &image.digests)
+            .map_err(|e| undo(format!("cannot record the instance's images: {e}")))?;
+        // With this instance's images held, the cache can shrink back to its budget.
+        self.images.evict();
+        let disk = self.dirs.disk(id);
+        // A disk left by an earlier start (say, before a host reboot) keeps the guest's data.
+        if !disk.exists() {
+            qcow2::create_overlay(&disk, &image.disk, image.format, image.virtual_size).map_err(
+                |e| {
+                    undo(format!(
+                        "cannot create the instance disk: {}",
+                        error_chain(&e)
+                    ))
+                },
+            )?;
         }
         let spec = DomainSpec {
             name: domain_name(&self.cluster_id, id),
@@ -270,30 +316,35 @@ impl Reconciler {
             vcpus: instance.vcpus,
             memory_mib: instance.memory_mib,
             disk,
-            kernel: image.kernel,
-            initrd: image.initrd,
-            cmdline: image.cmdline,
+            kernel: image.kernel.clone(),
+            initrd: image.initrd.clone(),
+            cmdline: image.cmdline.clone(),
             console_log: self.dirs.console_log(id),
         };
-        if let Err(e) = self.hv.create(&spec) {
-            undo(true);
-            return Err(format!("libvirt: {}", error_chain(&e)));
-        }
+        self.hv
+            .create(&spec)
+            .map_err(|e| undo(format!("libvirt: {}", error_chain(&e))))?;
         Ok(())
     }
 
-    /// Destroys the domain (if any) and removes the instance's files.
+    /// Destroys the domain (if any), removes the instance's files and lets go of its images.
     fn destroy(&self, id: u64) -> Result<(), String> {
         let name = domain_name(&self.cluster_id, id);
         self.hv
             .destroy(&name)
             .map_err(|e| format!("libvirt: {}", error_chain(&e)))?;
+        let digests = self.dirs.read_artifacts(id);
         let dir = self.dirs.dir(id);
         match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove {}: {e}", dir.display())),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", dir.display())),
         }
+        for digest in &digests {
+            self.images.release(digest);
+        }
+        self.images.evict();
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{DiskFormat, DomainType};
+use crate::api::{Artifact, DiskFormat, DomainType};
 
 /// `POST /api/v1/hosts`: what an agent tells about its host when it starts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,14 +63,14 @@ pub struct DesiredInstance {
 /// What a host needs to know of an image to boot from it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageSpec {
+    /// The image's name or Marketplace identifier (for messages only).
     pub name: String,
-    pub location: String,
     pub format: DiskFormat,
-    pub sha256: String,
+    pub disk: Artifact,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<String>,
+    pub kernel: Option<Artifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<String>,
+    pub initrd: Option<Artifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
 }

@@ -135,23 +135,60 @@ impl DiskFormat {
     }
 }
 
+/// Compression of a file as it is downloaded; hosts decompress while they hash and write.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Xz => "xz",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// A file a host fetches into its content-addressed cache: an image disk, a kernel, an initrd.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// Where to fetch it, tried in order: `http://`, `https://` or `file://` URLs.
+    pub locations: Vec<String>,
+    /// Lowercase hex SHA-256 of the content after decompression; the cache's key.
+    pub sha256: String,
+    /// Size in bytes after decompression. A download that grows past it is cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Compression of the file at the locations.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
 /// `POST /api/v1/images`: register an image (admin only; the signed Marketplace comes later).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateImage {
     /// Unique image name (letters, digits, `.`, `_`, `-`).
     pub name: String,
-    /// Where hosts find the disk: an absolute path or a `file://` URL.
-    pub location: String,
+    /// The disk's real format; hosts refuse a disk whose header says otherwise.
     pub format: DiskFormat,
-    /// Lowercase hex SHA-256 of the disk file; hosts refuse a file that does not match.
-    pub sha256: String,
-    /// For direct kernel boot: the kernel's absolute path or `file://` URL.
+    /// The disk image.
+    pub disk: Artifact,
+    /// For direct kernel boot: the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<String>,
-    /// For direct kernel boot: the initrd's absolute path or `file://` URL.
+    pub kernel: Option<Artifact>,
+    /// For direct kernel boot: the initrd (needs a kernel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<String>,
+    pub initrd: Option<Artifact>,
     /// For direct kernel boot: the kernel command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
@@ -161,13 +198,12 @@ pub struct CreateImage {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Image {
     pub name: String,
-    pub location: String,
     pub format: DiskFormat,
-    pub sha256: String,
+    pub disk: Artifact,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<String>,
+    pub kernel: Option<Artifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<String>,
+    pub initrd: Option<Artifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
     pub owner: String,

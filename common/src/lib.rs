@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod artifact;
 pub mod names;
 pub mod time;
 

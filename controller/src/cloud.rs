@@ -15,7 +15,8 @@ use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
 use stratus_common::api::{
     Cluster, ClusterMember, CreateImage, CreateInstance, Host, Image, Instance, InstanceType,
 };
-use stratus_common::names::{is_sha256_hex, validate_name};
+use stratus_common::artifact::validate_artifact;
+use stratus_common::names::validate_name;
 
 use crate::raft::{ProposeError, RaftHandle};
 use crate::scheduler;
@@ -358,15 +359,10 @@ impl Cloud {
     ) -> Result<Image, CloudError> {
         require_admin(caller)?;
         validate_name("name", &request.name).map_err(|e| CloudError::BadRequest(e.to_string()))?;
-        if !is_sha256_hex(&request.sha256) {
-            return Err(CloudError::BadRequest(
-                "sha256 must be 64 lowercase hex digits".into(),
-            ));
-        }
-        check_location("location", &request.location)?;
-        for (field, value) in [("kernel", &request.kernel), ("initrd", &request.initrd)] {
-            if let Some(value) = value {
-                check_location(field, value)?;
+        validate_artifact("disk", &request.disk).map_err(CloudError::BadRequest)?;
+        for (field, artifact) in [("kernel", &request.kernel), ("initrd", &request.initrd)] {
+            if let Some(artifact) = artifact {
+                validate_artifact(field, artifact).map_err(CloudError::BadRequest)?;
             }
         }
         if request.initrd.is_some() && request.kernel.is_none() {
@@ -381,9 +377,8 @@ impl Cloud {
         }
         let record = ImageRecord {
             name: request.name.clone(),
-            location: request.location,
             format: request.format,
-            sha256: request.sha256,
+            disk: request.disk,
             kernel: request.kernel,
             initrd: request.initrd,
             cmdline: request.cmdline,
@@ -550,22 +545,6 @@ fn require_admin(caller: &Caller) -> Result<(), CloudError> {
     }
 }
 
-/// Locations of this plain registry: an absolute path or a `file://` URL to one, with no
-/// `..` component.
-fn check_location(field: &str, value: &str) -> Result<(), CloudError> {
-    let path = value.strip_prefix("file://").unwrap_or(value);
-    let ok = path.starts_with('/')
-        && !path.split('/').any(|c| c == "..")
-        && !path.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(CloudError::BadRequest(format!(
-            "{field}: must be an absolute path or a file:// URL, not {value:?}"
-        )))
-    }
-}
-
 /// A random (version 4) UUID, decided before proposing.
 fn uuid_v4() -> String {
     let mut bytes = [0u8; 16];
@@ -586,15 +565,6 @@ fn uuid_v4() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn locations_must_be_absolute_without_traversal() {
-        assert!(check_location("location", "/var/lib/x.qcow2").is_ok());
-        assert!(check_location("location", "file:///var/lib/x.qcow2").is_ok());
-        assert!(check_location("location", "x.qcow2").is_err());
-        assert!(check_location("location", "/var/../etc/shadow").is_err());
-        assert!(check_location("kernel", "http://example/x").is_err());
-    }
 
     #[test]
     fn passwords_hash_and_verify() {

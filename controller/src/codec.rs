@@ -1,24 +1,20 @@
 //! The one place that decides how replicated values are encoded (Raft entries, snapshots), so the
 //! codec can be swapped without touching the state machine or the Raft loop.
+//!
+//! JSON, because it is self-describing: records shared with the API carry serde attributes
+//! (`skip_serializing_if`, `default`) that a positional codec such as bincode cannot decode, and
+//! fields added by later versions must read old entries with their defaults.
 
 use serde::{de::DeserializeOwned, Serialize};
 
 #[derive(Debug, thiserror::Error)]
-pub enum CodecError {
-    #[error("encode")]
-    Encode(#[from] bincode::error::EncodeError),
-    #[error("decode")]
-    Decode(#[from] bincode::error::DecodeError),
-}
-
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
+#[error("replicated value codec")]
+pub struct CodecError(#[from] serde_json::Error);
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    Ok(bincode::serde::encode_to_vec(value, config())?)
+    Ok(serde_json::to_vec(value)?)
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    Ok(bincode::serde::decode_from_slice(bytes, config())?.0)
+    Ok(serde_json::from_slice(bytes)?)
 }

@@ -3,6 +3,8 @@
 //! processes stopped by pid, this cloud's domains destroyed, files removed — also when a test
 //! fails.
 
+pub mod image_server;
+
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -65,7 +67,44 @@ pub struct Appliance {
     pub initrd: PathBuf,
     pub disk: PathBuf,
     pub sha256: String,
+    pub kernel_sha256: String,
+    pub initrd_sha256: String,
     pub cmdline: String,
+}
+
+/// Lowercase hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+impl Appliance {
+    /// The appliance as an image registration, its files fetched from `base` (a `file://`
+    /// directory URL or an `http://` server serving the appliance directory).
+    pub fn image_json(&self, name: &str, base: &str) -> Value {
+        let artifact =
+            |file: &str, sha: &str| json!({"locations": [format!("{base}/{file}")], "sha256": sha});
+        json!({
+            "name": name,
+            "format": "qcow2",
+            "disk": artifact("disk.qcow2", &self.sha256),
+            "kernel": artifact("vmlinuz", &self.kernel_sha256),
+            "initrd": artifact("initrd.img", &self.initrd_sha256),
+            "cmdline": self.cmdline,
+        })
+    }
+
+    /// The directory holding the appliance's files.
+    pub fn dir(&self) -> &Path {
+        self.disk.parent().expect("appliance directory")
+    }
 }
 
 /// Finds the built appliance (`make appliance`) and makes a copy qemu can read.
@@ -105,6 +144,8 @@ pub fn appliance() -> anyhow::Result<Appliance> {
         }
     }
     Ok(Appliance {
+        kernel_sha256: sha256_file(&target.join("vmlinuz"))?,
+        initrd_sha256: sha256_file(&target.join("initrd.img"))?,
         kernel: target.join("vmlinuz"),
         initrd: target.join("initrd.img"),
         disk: target.join("disk.qcow2"),
@@ -174,7 +215,7 @@ impl TestCloud {
         fs::write(
             dir.join("controller.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\n",
+                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n",
                 d = dir.display()
             ),
         )?;
@@ -186,7 +227,7 @@ impl TestCloud {
         fs::write(
             dir.join("agent.toml"),
             format!(
-                "controller = \"http://127.0.0.1:{port}\"\ntoken_file = \"{d}/agent-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\n",
+                "controller = \"http://127.0.0.1:{port}\"\ntoken_file = \"{d}/agent-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\nfile_location_roots = [\"{TEST_ROOT}\"]\n",
                 d = dir.display()
             ),
         )?;
@@ -269,6 +310,36 @@ impl TestCloud {
     /// Stops the controller with SIGTERM (a clean shutdown) and waits for it.
     pub fn stop_controller(&mut self) {
         stop(self.controller.take(), libc::SIGTERM);
+    }
+
+    /// Sets `key = value` (a TOML value) in the agent's configuration, for its next start.
+    pub fn set_agent_option(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let path = self.dir.join("agent.toml");
+        let mut lines: Vec<String> = fs::read_to_string(&path)?
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} =")))
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("{key} = {value}"));
+        fs::write(&path, lines.join("\n") + "\n")?;
+        Ok(())
+    }
+
+    /// The agent's image cache directory.
+    pub fn image_cache(&self) -> PathBuf {
+        self.dir.join("agent/images")
+    }
+
+    /// Digests of what the agent's image cache holds.
+    pub fn cached(&self) -> Vec<String> {
+        let mut held: Vec<String> = fs::read_dir(self.image_cache().join("sha256"))
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        held.sort();
+        held
     }
 
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
@@ -392,20 +463,17 @@ impl TestCloud {
 
     pub fn register_appliance(&self, name: &str) -> anyhow::Result<Appliance> {
         let a = appliance()?;
-        let body = json!({
-            "name": name,
-            "location": format!("file://{}", a.disk.display()),
-            "format": "qcow2",
-            "sha256": a.sha256,
-            "kernel": a.kernel.display().to_string(),
-            "initrd": a.initrd.display().to_string(),
-            "cmdline": a.cmdline,
-        });
-        let (status, body) = self.post("admin", "/images", &body)?;
-        if status != StatusCode::CREATED {
-            bail!("registering the appliance: {status} {body}");
-        }
+        self.register_image(&a.image_json(name, &format!("file://{}", a.dir().display())))?;
         Ok(a)
+    }
+
+    /// Registers an image (admin) from its JSON registration.
+    pub fn register_image(&self, body: &Value) -> anyhow::Result<()> {
+        let (status, body) = self.post("admin", "/images", body)?;
+        if status != StatusCode::CREATED {
+            bail!("registering an image: {status} {body}");
+        }
+        Ok(())
     }
 
     /// Creates an instance and returns it as the API answered.

@@ -67,15 +67,32 @@ fn invalid_requests_get_4xx_and_create_nothing() {
         )
         .unwrap();
     assert_error(s, &b, 400, "name");
+    let image = |name: &str, location: &str| json!({"name": name, "format": "raw", "disk": {"locations": [location], "sha256": "00".repeat(32)}});
     let (s, b) = cloud
-        .post("admin", "/images", &json!({"name": "../etc", "location": "/x", "format": "raw", "sha256": "00".repeat(32)}))
+        .post(
+            "admin",
+            "/images",
+            &image("../etc", "http://images.example/x.raw"),
+        )
         .unwrap();
     assert_error(s, &b, 400, "name");
+    let (s, b) = cloud
+        .post("admin", "/images", &image("ok-name", "/etc/shadow"))
+        .unwrap();
+    assert_error(s, &b, 400, "disk.locations");
+    let (s, b) = cloud
+        .post(
+            "admin",
+            "/images",
+            &image("ok-name", "file:///images/../etc/shadow"),
+        )
+        .unwrap();
+    assert_error(s, &b, 400, "disk.locations");
     let (s, b) = cloud
         .post(
             "alice",
             "/images",
-            &json!({"name": "mine", "location": "/x", "format": "raw", "sha256": "00".repeat(32)}),
+            &image("mine", "http://images.example/x.raw"),
         )
         .unwrap();
     assert_error(s, &b, 403, "administrator");

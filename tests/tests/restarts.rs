@@ -68,9 +68,8 @@ fn a_restarted_controller_comes_back_with_all_its_state() {
     for i in 0..60 {
         let image = json!({
             "name": format!("image-{i}"),
-            "location": format!("/var/lib/images/{i}.qcow2"),
             "format": "qcow2",
-            "sha256": format!("{i:064x}"),
+            "disk": {"locations": [format!("http://images.example/{i}.qcow2")], "sha256": format!("{i:064x}")},
         });
         let (status, body) = cloud.post("admin", "/images", &image).unwrap();
         assert_eq!(status, 201, "{body}");

@@ -1,4 +1,72 @@
-//! Base images and per-instance overlays.
+//! Images on this host: the content-addressed cache of downloaded artifacts (`cache`), the
+//! downloader behind it (`download`), qcow2 headers (`qcow2`), and `prepare`, which turns an
+//! instance's image spec into checked local files.
 
-pub mod base;
+pub mod cache;
+pub mod download;
 pub mod qcow2;
+
+use std::path::PathBuf;
+
+use stratus_common::agent::ImageSpec;
+use stratus_common::api::DiskFormat;
+
+use cache::ImageCache;
+use qcow2::DetectedFormat;
+
+/// An image's files, cached and checked, ready for an overlay and a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedImage {
+    pub disk: PathBuf,
+    pub format: DiskFormat,
+    pub virtual_size: u64,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+    /// SHA-256 of every artifact used (disk first), to hold them in the cache.
+    pub digests: Vec<String>,
+}
+
+/// Fetches (or finds) the image's artifacts and checks that the disk really is the format it
+/// is declared to be. Errors are the reason a user sees on the Failed instance.
+pub fn prepare(cache: &ImageCache, spec: &ImageSpec) -> Result<PreparedImage, String> {
+    let chain = |e: &dyn std::error::Error| crate::reconcile::error_chain(e);
+    let disk = cache.ensure(&spec.disk, true).map_err(|e| chain(&e))?;
+    let info =
+        qcow2::inspect(&disk).map_err(|e| format!("cannot inspect the image: {}", chain(&e)))?;
+    let found = match info.format {
+        DetectedFormat::Qcow2 => DiskFormat::Qcow2,
+        DetectedFormat::Raw => DiskFormat::Raw,
+        other => return Err(format!("image format {} is not allowed", other.as_str())),
+    };
+    if found != spec.format {
+        return Err(format!(
+            "image format mismatch: declared {}, found {}",
+            spec.format.as_str(),
+            found.as_str()
+        ));
+    }
+    let mut digests = vec![spec.disk.sha256.clone()];
+    let mut fetch =
+        |artifact: &Option<stratus_common::api::Artifact>| -> Result<Option<PathBuf>, String> {
+            match artifact {
+                Some(a) => {
+                    let path = cache.ensure(a, false).map_err(|e| chain(&e))?;
+                    digests.push(a.sha256.clone());
+                    Ok(Some(path))
+                }
+                None => Ok(None),
+            }
+        };
+    let kernel = fetch(&spec.kernel)?;
+    let initrd = fetch(&spec.initrd)?;
+    Ok(PreparedImage {
+        disk,
+        format: found,
+        virtual_size: info.virtual_size,
+        kernel,
+        initrd,
+        cmdline: spec.cmdline.clone(),
+        digests,
+    })
+}

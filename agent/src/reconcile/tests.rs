@@ -1,12 +1,14 @@
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use stratus_common::agent::{ActualState, Desire, DesiredInstance, HostDesired, ImageSpec};
-use stratus_common::api::{DiskFormat, DomainType};
+use stratus_common::api::{Artifact, Compression, DiskFormat, DomainType};
 use tokio::sync::mpsc;
 
 use super::*;
 use crate::hypervisor::{FakeHypervisor, InstanceTag, RunState};
-use crate::images::base::sha256_file;
+use crate::images::cache::ImageCache;
+use crate::images::download::{Downloader, SourcePolicy};
 
 const CLUSTER: &str = "c0ffee00-0000-4000-8000-000000000000";
 
@@ -17,17 +19,27 @@ struct Rig {
     events: mpsc::UnboundedReceiver<ReportEvent>,
     image: ImageSpec,
     dirs: InstanceDirs,
+    cache: Arc<ImageCache>,
 }
 
 fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base.raw");
-    std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
+    let base = dir.path().join("src/base.raw");
+    std::fs::create_dir_all(base.parent().unwrap()).unwrap();
+    let content = vec![0u8; 1 << 20];
+    std::fs::write(&base, &content).unwrap();
     let image = ImageSpec {
         name: "img".into(),
-        location: format!("file://{}", base.display()),
         format: DiskFormat::Raw,
-        sha256: sha256_file(&base).unwrap(),
+        disk: Artifact {
+            locations: vec![format!("file://{}", base.display())],
+            sha256: Sha256::digest(&content)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            size: Some(content.len() as u64),
+            compression: Compression::None,
+        },
         kernel: None,
         initrd: None,
         cmdline: None,
@@ -35,8 +47,15 @@ fn rig() -> Rig {
     let hv = Arc::new(FakeHypervisor::new());
     let (tx, events) = mpsc::unbounded_channel();
     let dirs = InstanceDirs::new(&dir.path().join("state"));
+    let downloader = Downloader::new(SourcePolicy {
+        allow_loopback: false,
+        file_roots: vec![dir.path().join("src")],
+    });
+    let cache =
+        Arc::new(ImageCache::open(&dir.path().join("state/images"), u64::MAX, downloader).unwrap());
     let reconciler = Reconciler::new(
         hv.clone(),
+        cache.clone(),
         dirs.clone(),
         DomainType::Qemu,
         CLUSTER.into(),
@@ -49,6 +68,7 @@ fn rig() -> Rig {
         events,
         image,
         dirs,
+        cache,
     }
 }
 
@@ -110,9 +130,16 @@ fn starts_a_wanted_instance_with_an_overlay_and_reports_it_running() {
     );
     assert_eq!(created[0].disk, rig.dirs.disk(7));
     let info = crate::images::qcow2::inspect(&rig.dirs.disk(7)).unwrap();
+    let base = rig.cache.path(&rig.image.disk.sha256);
     assert_eq!(
         info.backing_file.as_deref(),
-        Some(rig.image.location.trim_start_matches("file://"))
+        base.to_str(),
+        "the overlay sits on the cached base"
+    );
+    assert_eq!(
+        rig.cache.refs(&rig.image.disk.sha256),
+        1,
+        "the base is held while the instance lives"
     );
     assert_eq!(
         drain(&mut rig),
@@ -189,11 +216,12 @@ fn destroy_removes_the_domain_and_its_files_then_reports_gone_once() {
 #[test]
 fn a_checksum_mismatch_fails_the_start_and_leaves_nothing() {
     let mut rig = rig();
-    rig.image.sha256 = "00".repeat(32);
+    rig.image.disk.sha256 = "00".repeat(32);
     let want = desired(&rig.image, &[(9, Desire::Run)]);
     pass(&rig, &want);
     assert!(rig.hv.created().is_empty());
     assert!(!rig.dirs.dir(9).exists());
+    assert!(rig.cache.held().is_empty(), "nothing enters the cache");
     let reports = drain(&mut rig);
     assert_eq!(reports.last().unwrap().1, ActualState::Failed);
     assert_eq!(
@@ -210,6 +238,11 @@ fn a_libvirt_failure_fails_the_start_and_removes_the_overlay() {
     rig.hv.fail_creates(Some("no room at the inn"));
     pass(&rig, &desired(&rig.image, &[(4, Desire::Run)]));
     assert!(!rig.dirs.dir(4).exists());
+    assert_eq!(
+        rig.cache.refs(&rig.image.disk.sha256),
+        0,
+        "the failed start let go of its base"
+    );
     let (_, state, reason) = drain(&mut rig).pop().unwrap();
     assert_eq!(state, ActualState::Failed);
     assert!(reason.unwrap().contains("no room at the inn"));
@@ -229,4 +262,34 @@ fn a_domain_that_vanishes_after_running_is_reported_failed_not_restarted() {
     let (_, state, reason) = drain(&mut rig).pop().unwrap();
     assert_eq!(state, ActualState::Failed);
     assert!(reason.unwrap().contains("stopped"));
+}
+
+#[test]
+fn a_restarted_agent_holds_the_images_of_the_instances_it_finds() {
+    let rig = rig();
+    pass(&rig, &desired(&rig.image, &[(8, Desire::Run)]));
+    // A new reconciler over the same state directory, as after an agent restart.
+    let downloader = Downloader::new(SourcePolicy::default());
+    let cache = Arc::new(
+        ImageCache::open(
+            &rig.dirs.root.parent().unwrap().join("images"),
+            0,
+            downloader,
+        )
+        .unwrap(),
+    );
+    let (tx, _events) = mpsc::unbounded_channel();
+    let _again = Reconciler::new(
+        rig.hv.clone(),
+        cache.clone(),
+        rig.dirs.clone(),
+        DomainType::Qemu,
+        CLUSTER.into(),
+        tx,
+    );
+    assert_eq!(cache.refs(&rig.image.disk.sha256), 1);
+    assert!(
+        cache.evict().is_empty(),
+        "a base in use is never evicted, even over budget"
+    );
 }

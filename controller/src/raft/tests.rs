@@ -17,9 +17,13 @@ fn config(dir: &std::path::Path, snapshot_every: u64) -> RaftConfig {
 fn image(name: &str) -> Command {
     Command::RegisterImage(ImageRecord {
         name: name.into(),
-        location: "/i".into(),
         format: DiskFormat::Raw,
-        sha256: "00".repeat(32),
+        disk: stratus_common::api::Artifact {
+            locations: vec!["file:///images/a.qcow2".into()],
+            sha256: "00".repeat(32),
+            size: None,
+            compression: Default::default(),
+        },
         kernel: None,
         initrd: None,
         cmdline: None,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
-use stratus_common::api::{DiskFormat, DomainType, InstanceState, InstanceType};
+use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceState, InstanceType};
 
 pub use views::{host_view, image_view, instance_view};
 
@@ -40,11 +40,10 @@ pub struct HostRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageRecord {
     pub name: String,
-    pub location: String,
     pub format: DiskFormat,
-    pub sha256: String,
-    pub kernel: Option<String>,
-    pub initrd: Option<String>,
+    pub disk: Artifact,
+    pub kernel: Option<Artifact>,
+    pub initrd: Option<Artifact>,
     pub cmdline: Option<String>,
     pub owner: String,
     pub created_ms: u64,
@@ -54,9 +53,8 @@ impl ImageRecord {
     pub fn spec(&self) -> ImageSpec {
         ImageSpec {
             name: self.name.clone(),
-            location: self.location.clone(),
             format: self.format,
-            sha256: self.sha256.clone(),
+            disk: self.disk.clone(),
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
             cmdline: self.cmdline.clone(),

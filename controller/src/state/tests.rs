@@ -34,9 +34,13 @@ fn bootstrapped() -> State {
     .unwrap();
     s.apply(Command::RegisterImage(ImageRecord {
         name: "appliance".into(),
-        location: "/images/a.qcow2".into(),
         format: DiskFormat::Qcow2,
-        sha256: "ab".repeat(32),
+        disk: stratus_common::api::Artifact {
+            locations: vec!["file:///images/a.qcow2".into()],
+            sha256: "ab".repeat(32),
+            size: None,
+            compression: Default::default(),
+        },
         kernel: None,
         initrd: None,
         cmdline: None,

@@ -37,9 +37,8 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
 pub fn image_view(record: &ImageRecord) -> Image {
     Image {
         name: record.name.clone(),
-        location: record.location.clone(),
         format: record.format,
-        sha256: record.sha256.clone(),
+        disk: record.disk.clone(),
         kernel: record.kernel.clone(),
         initrd: record.initrd.clone(),
         cmdline: record.cmdline.clone(),
