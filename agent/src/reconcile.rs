@@ -104,7 +104,7 @@ struct Inner {
 /// What one pass decided to do, for the caller to run (and for tests to inspect).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Start(DesiredInstance),
+    Start(Box<DesiredInstance>),
     Destroy(u64),
 }
 
@@ -208,7 +208,7 @@ impl Reconciler {
                         None if inner.reported.get(&id) == Some(&ActualState::Failed) => {}
                         None => {
                             inner.in_flight.insert(id);
-                            actions.push(Action::Start(instance.clone()));
+                            actions.push(Action::Start(Box::new(instance.clone())));
                         }
                     },
                     Desire::Destroy => {

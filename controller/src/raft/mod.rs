@@ -71,7 +71,7 @@ pub struct RaftStatus {
 type Reply = oneshot::Sender<Result<Result<Outcome, Rejection>, ProposeError>>;
 
 enum Input {
-    Propose(Command, Reply),
+    Propose(Box<Command>, Reply),
     /// A message from a peer (multi-node transport comes with the cluster work).
     #[allow(dead_code)]
     Step(Box<Message>),
@@ -97,7 +97,7 @@ impl RaftHandle {
     ) -> Result<Result<Outcome, Rejection>, ProposeError> {
         let (tx, rx) = oneshot::channel();
         self.inputs
-            .send(Input::Propose(command, tx))
+            .send(Input::Propose(Box::new(command), tx))
             .map_err(|_| ProposeError::Stopped)?;
         rx.await.map_err(|_| ProposeError::Stopped)?
     }
@@ -251,7 +251,7 @@ impl Runner {
     /// Takes one input; false means stop.
     fn take(&mut self, input: Input) -> bool {
         match input {
-            Input::Propose(command, reply) => self.propose(command, reply),
+            Input::Propose(command, reply) => self.propose(*command, reply),
             Input::Step(message) => {
                 if let Err(e) = self.node.step(*message) {
                     tracing::debug!(error = %e, "raft message refused");
