@@ -29,15 +29,28 @@ pub const ENV_ENDPOINT: &str = "STRATUSLAB_ENDPOINT";
 pub const ENV_USERNAME: &str = "STRATUSLAB_USERNAME";
 pub const ENV_PASSWORD: &str = "STRATUSLAB_PASSWORD";
 pub const ENV_KEY: &str = "STRATUSLAB_KEY";
+pub const ENV_PEM_CERTIFICATE: &str = "STRATUSLAB_PEM_CERTIFICATE";
+pub const ENV_PEM_KEY: &str = "STRATUSLAB_PEM_KEY";
+pub const ENV_P12_CERTIFICATE: &str = "STRATUSLAB_P12_CERTIFICATE";
+pub const ENV_P12_PASSWORD: &str = "STRATUSLAB_P12_PASSWORD";
+
+/// The guide's default grid credentials, under `$HOME` (section 4.9).
+pub const DEFAULT_PEM_CERTIFICATE_RELATIVE_PATH: &str = ".globus/usercert.pem";
+pub const DEFAULT_PEM_KEY_RELATIVE_PATH: &str = ".globus/userkey.pem";
+pub const DEFAULT_P12_CERTIFICATE_RELATIVE_PATH: &str = ".globus/usercert.p12";
 
 /// Keys of the configuration file this client reads. Any other key (`pdisk_endpoint`,
-/// `marketplace_endpoint`, `pem_key`, `p12_certificate`, ... of the guide) is accepted and ignored.
+/// `marketplace_endpoint`, ... of the guide) is accepted and ignored.
 pub mod keys {
     pub const SELECTED_SECTION: &str = "selected_section";
     pub const ENDPOINT: &str = "endpoint";
     pub const USERNAME: &str = "username";
     pub const PASSWORD: &str = "password";
     pub const USER_PUBLIC_KEY_FILE: &str = "user_public_key_file";
+    pub const PEM_CERTIFICATE: &str = "pem_certificate";
+    pub const PEM_KEY: &str = "pem_key";
+    pub const P12_CERTIFICATE: &str = "p12_certificate";
+    pub const P12_PASSWORD: &str = "p12_password";
 }
 
 /// The environment as the resolution sees it: variable name to value. Only `HOME` and the
@@ -85,6 +98,23 @@ pub struct CliOptions {
     /// SSH public key file pushed to instances [env: STRATUSLAB_KEY] [default: ~/.ssh/id_rsa.pub]
     #[arg(long = "key", global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
+
+    /// PEM certificate [env: STRATUSLAB_PEM_CERTIFICATE] [default: ~/.globus/usercert.pem]
+    #[arg(long = "pem-cert", global = true, value_name = "FILE")]
+    pub pem_cert: Option<PathBuf>,
+
+    /// PEM private key, unencrypted [env: STRATUSLAB_PEM_KEY] [default: ~/.globus/userkey.pem]
+    #[arg(long = "pem-key", global = true, value_name = "FILE")]
+    pub pem_key: Option<PathBuf>,
+
+    /// PKCS#12 certificate and key for signing image metadata [env: STRATUSLAB_P12_CERTIFICATE]
+    /// [default: ~/.globus/usercert.p12]
+    #[arg(long = "p12-cert", global = true, value_name = "FILE")]
+    pub p12_cert: Option<PathBuf>,
+
+    /// Password of the PKCS#12 file [env: STRATUSLAB_P12_PASSWORD]
+    #[arg(long = "p12-password", global = true, value_name = "PASSWORD")]
+    pub p12_password: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -111,6 +141,12 @@ pub enum ConfigError {
     MissingEndpoint { path: PathBuf },
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    #[error(
+        "no signing credentials: {tried} not found; set p12_certificate (or pem_certificate and \
+         pem_key) in {}, or pass --p12-cert (or --pem-cert and --pem-key)",
+        path.display()
+    )]
+    NoSigningCredentials { tried: String, path: PathBuf },
 }
 
 /// Where the configuration file is, and whether the user named it (then it must exist).
@@ -199,6 +235,35 @@ impl ConfigFile {
     }
 }
 
+/// Where a setting came from, in increasing precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    /// The default built into the client.
+    Default,
+    /// The configuration file.
+    File,
+    /// A `STRATUSLAB_*` environment variable.
+    Environment,
+    /// A command-line option.
+    CommandLine,
+}
+
+/// A resolved setting and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// The credentials that sign image metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningCredentials {
+    /// A PEM certificate (possibly followed by its chain) and an unencrypted PEM key.
+    Pem { certificate: PathBuf, key: PathBuf },
+    /// A PKCS#12 file and its password (empty when none is configured).
+    Pkcs12 { file: PathBuf, password: String },
+}
+
 /// The settings a command runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedConfig {
@@ -212,6 +277,14 @@ pub struct ResolvedConfig {
     pub password: Option<String>,
     /// The SSH public key for instances (not sent yet: contextualisation comes later).
     pub user_public_key_file: Option<PathBuf>,
+    /// PEM certificate, configured or the guide's default (absent without HOME).
+    pub pem_certificate: Option<Sourced<PathBuf>>,
+    /// PEM key, configured or the guide's default (absent without HOME).
+    pub pem_key: Option<Sourced<PathBuf>>,
+    /// PKCS#12 file, configured or the guide's default (absent without HOME).
+    pub p12_certificate: Option<Sourced<PathBuf>>,
+    /// PKCS#12 password, if configured.
+    pub p12_password: Option<Sourced<String>>,
 }
 
 impl ResolvedConfig {
@@ -222,6 +295,71 @@ impl ResolvedConfig {
             .ok_or_else(|| ConfigError::MissingEndpoint {
                 path: self.config_path.clone(),
             })
+    }
+
+    /// The credentials `stratus-sign-metadata` uses. Whichever of PKCS#12 and PEM is configured
+    /// at the higher precedence wins (command line > environment > file); at the same level,
+    /// PKCS#12, which the guide names for signing metadata. With neither configured, the default
+    /// `~/.globus/usercert.p12` if it `exists`, else `~/.globus/usercert.pem` and `userkey.pem`.
+    pub fn signing_credentials(
+        &self,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<SigningCredentials, ConfigError> {
+        let level = |settings: &[Option<Source>]| {
+            settings
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|s| *s != Source::Default)
+                .max()
+        };
+        let source = |s: &Option<Sourced<PathBuf>>| s.as_ref().map(|s| s.source);
+        let p12_level = level(&[
+            source(&self.p12_certificate),
+            self.p12_password.as_ref().map(|p| p.source),
+        ]);
+        let pem_level = level(&[source(&self.pem_certificate), source(&self.pem_key)]);
+        let pkcs12 = |file: &Sourced<PathBuf>| SigningCredentials::Pkcs12 {
+            file: file.value.clone(),
+            password: self
+                .p12_password
+                .as_ref()
+                .map(|p| p.value.clone())
+                .unwrap_or_default(),
+        };
+        let pem = || match (&self.pem_certificate, &self.pem_key) {
+            (Some(certificate), Some(key)) => Some(SigningCredentials::Pem {
+                certificate: certificate.value.clone(),
+                key: key.value.clone(),
+            }),
+            _ => None,
+        };
+        let chosen = match (p12_level, pem_level) {
+            (Some(p12), Some(pem_source)) if pem_source > p12 => pem(),
+            (Some(_), _) => self.p12_certificate.as_ref().map(pkcs12),
+            (None, Some(_)) => pem(),
+            (None, None) => match &self.p12_certificate {
+                Some(file) if exists(&file.value) => Some(pkcs12(file)),
+                _ => pem().filter(|c| {
+                    matches!(c, SigningCredentials::Pem { certificate, .. } if exists(certificate))
+                }),
+            },
+        };
+        chosen.ok_or_else(|| {
+            let tried: Vec<String> = [&self.p12_certificate, &self.pem_certificate]
+                .into_iter()
+                .flatten()
+                .map(|s| s.value.display().to_string())
+                .collect();
+            ConfigError::NoSigningCredentials {
+                tried: if tried.is_empty() {
+                    "no credentials configured and HOME is not set, so".to_string()
+                } else {
+                    tried.join(" and ")
+                },
+                path: self.config_path.clone(),
+            }
+        })
     }
 }
 
@@ -279,8 +417,71 @@ pub fn resolve(
         })
         .or_else(|| home.map(|h| Path::new(h).join(DEFAULT_PUBLIC_KEY_RELATIVE_PATH)));
 
+    let path_setting = |cli_value: &Option<PathBuf>, env_name: &str, key: &str, default: &str| {
+        if let Some(path) = cli_value {
+            return Some(Sourced {
+                value: path.clone(),
+                source: Source::CommandLine,
+            });
+        }
+        if let Some(path) = env_value(env, env_name) {
+            return Some(Sourced {
+                value: expand_home(path, home),
+                source: Source::Environment,
+            });
+        }
+        if let Some(path) = from_file(key) {
+            return Some(Sourced {
+                value: expand_home(path, home),
+                source: Source::File,
+            });
+        }
+        home.map(|h| Sourced {
+            value: Path::new(h).join(default),
+            source: Source::Default,
+        })
+    };
+    let pem_certificate = path_setting(
+        &cli.pem_cert,
+        ENV_PEM_CERTIFICATE,
+        keys::PEM_CERTIFICATE,
+        DEFAULT_PEM_CERTIFICATE_RELATIVE_PATH,
+    );
+    let pem_key = path_setting(
+        &cli.pem_key,
+        ENV_PEM_KEY,
+        keys::PEM_KEY,
+        DEFAULT_PEM_KEY_RELATIVE_PATH,
+    );
+    let p12_certificate = path_setting(
+        &cli.p12_cert,
+        ENV_P12_CERTIFICATE,
+        keys::P12_CERTIFICATE,
+        DEFAULT_P12_CERTIFICATE_RELATIVE_PATH,
+    );
+    let p12_password = if let Some(p) = &cli.p12_password {
+        Some(Sourced {
+            value: p.clone(),
+            source: Source::CommandLine,
+        })
+    } else if let Some(p) = env_value(env, ENV_P12_PASSWORD) {
+        Some(Sourced {
+            value: p.to_string(),
+            source: Source::Environment,
+        })
+    } else {
+        from_file(keys::P12_PASSWORD).map(|p| Sourced {
+            value: p.to_string(),
+            source: Source::File,
+        })
+    };
+
     Ok(ResolvedConfig {
         config_path: config_path.to_path_buf(),
+        pem_certificate,
+        pem_key,
+        p12_certificate,
+        p12_password,
         endpoint,
         username: pick(cli.username.as_deref(), ENV_USERNAME, keys::USERNAME),
         password: pick(cli.password.as_deref(), ENV_PASSWORD, keys::PASSWORD),
@@ -505,6 +706,155 @@ endpoint = other.tld
         };
         let err = resolve(&file(), Path::new("/cfg"), &Env::new(), &cli).unwrap_err();
         assert!(matches!(err, ConfigError::Endpoint(_)), "{err}");
+    }
+
+    fn pem(certificate: &str, key: &str) -> SigningCredentials {
+        SigningCredentials::Pem {
+            certificate: certificate.into(),
+            key: key.into(),
+        }
+    }
+
+    fn p12(file: &str, password: &str) -> SigningCredentials {
+        SigningCredentials::Pkcs12 {
+            file: file.into(),
+            password: password.into(),
+        }
+    }
+
+    fn credentials(file: &ConfigFile, env: &Env, cli: &CliOptions) -> SigningCredentials {
+        resolve_with(file, env, cli)
+            .signing_credentials(|_| false)
+            .unwrap()
+    }
+
+    #[test]
+    fn credential_paths_resolve_cli_over_env_over_file_over_default() {
+        let f = ConfigFile::parse(
+            "[default]\npem_certificate = ~/file-cert.pem\npem_key = <home>/file-key.pem\n\
+             p12_certificate = /file.p12\np12_password = file-pw\n",
+        )
+        .unwrap();
+        let home = env(&[("HOME", "/h")]);
+        let r = resolve_with(&f, &home, &CliOptions::default());
+        let sourced = |value: &str, source| {
+            Some(Sourced {
+                value: PathBuf::from(value),
+                source,
+            })
+        };
+        assert_eq!(r.pem_certificate, sourced("/h/file-cert.pem", Source::File));
+        assert_eq!(r.pem_key, sourced("/h/file-key.pem", Source::File));
+        assert_eq!(r.p12_certificate, sourced("/file.p12", Source::File));
+        assert_eq!(r.p12_password.as_ref().unwrap().value, "file-pw");
+
+        let e = env(&[
+            ("HOME", "/h"),
+            (ENV_PEM_CERTIFICATE, "/env-cert.pem"),
+            (ENV_P12_PASSWORD, "env-pw"),
+        ]);
+        let r = resolve_with(&f, &e, &CliOptions::default());
+        assert_eq!(
+            r.pem_certificate,
+            sourced("/env-cert.pem", Source::Environment)
+        );
+        assert_eq!(r.pem_key, sourced("/h/file-key.pem", Source::File));
+        assert_eq!(r.p12_password.as_ref().unwrap().value, "env-pw");
+
+        let cli = CliOptions {
+            pem_cert: Some("/cli-cert.pem".into()),
+            p12_password: Some("cli-pw".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&f, &e, &cli);
+        assert_eq!(
+            r.pem_certificate,
+            sourced("/cli-cert.pem", Source::CommandLine)
+        );
+        assert_eq!(r.p12_password.as_ref().unwrap().value, "cli-pw");
+
+        // Nothing configured: the guide's defaults under HOME.
+        let r = resolve_with(&ConfigFile::default(), &home, &CliOptions::default());
+        assert_eq!(
+            r.pem_certificate,
+            sourced("/h/.globus/usercert.pem", Source::Default)
+        );
+        assert_eq!(
+            r.pem_key,
+            sourced("/h/.globus/userkey.pem", Source::Default)
+        );
+        assert_eq!(
+            r.p12_certificate,
+            sourced("/h/.globus/usercert.p12", Source::Default)
+        );
+        assert_eq!(r.p12_password, None);
+    }
+
+    #[test]
+    fn signing_credentials_follow_the_higher_precedence() {
+        let home = env(&[("HOME", "/h")]);
+        let none = CliOptions::default();
+        // Both in the file: PKCS#12, the guide's credential for metadata.
+        let both = ConfigFile::parse(
+            "pem_certificate = /c.pem\npem_key = /k.pem\np12_certificate = /u.p12\n",
+        )
+        .unwrap();
+        assert_eq!(credentials(&both, &home, &none), p12("/u.p12", ""));
+        // PEM on the command line beats PKCS#12 in the file...
+        let cli = CliOptions {
+            pem_cert: Some("/cli.pem".into()),
+            pem_key: Some("/cli.key".into()),
+            ..Default::default()
+        };
+        assert_eq!(credentials(&both, &home, &cli), pem("/cli.pem", "/cli.key"));
+        // ...and PEM in the environment does too, with the file's key.
+        let e = env(&[("HOME", "/h"), (ENV_PEM_CERTIFICATE, "/env.pem")]);
+        assert_eq!(credentials(&both, &e, &none), pem("/env.pem", "/k.pem"));
+        // A PKCS#12 password from the environment brings PKCS#12 back.
+        let e = env(&[
+            ("HOME", "/h"),
+            (ENV_PEM_CERTIFICATE, "/env.pem"),
+            (ENV_P12_PASSWORD, "pw"),
+        ]);
+        assert_eq!(credentials(&both, &e, &none), p12("/u.p12", "pw"));
+        // Only PEM configured.
+        let only_pem = ConfigFile::parse("pem_certificate = /c.pem\n").unwrap();
+        assert_eq!(
+            credentials(&only_pem, &home, &none),
+            pem("/c.pem", "/h/.globus/userkey.pem")
+        );
+    }
+
+    #[test]
+    fn signing_credentials_default_to_whichever_file_exists() {
+        let r = resolve_with(
+            &ConfigFile::default(),
+            &env(&[("HOME", "/h")]),
+            &CliOptions::default(),
+        );
+        let p12_exists = |p: &Path| p == Path::new("/h/.globus/usercert.p12");
+        assert_eq!(
+            r.signing_credentials(p12_exists).unwrap(),
+            p12("/h/.globus/usercert.p12", "")
+        );
+        let pem_exists = |p: &Path| p == Path::new("/h/.globus/usercert.pem");
+        assert_eq!(
+            r.signing_credentials(pem_exists).unwrap(),
+            pem("/h/.globus/usercert.pem", "/h/.globus/userkey.pem")
+        );
+        let err = r.signing_credentials(|_| false).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "no signing credentials: /h/.globus/usercert.p12 and /h/.globus/usercert.pem \
+                 not found"
+            ),
+            "{err}"
+        );
+        let r = resolve_with(&ConfigFile::default(), &Env::new(), &CliOptions::default());
+        assert!(matches!(
+            r.signing_credentials(|_| true),
+            Err(ConfigError::NoSigningCredentials { .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 mod client;
 mod commands;
 mod config;
+mod credentials;
 mod endpoint;
+mod image_file;
 mod multicall;
 mod output;
 
@@ -18,10 +20,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use commands::build_metadata::BuildMetadataArgs;
 use commands::copy_config::CopyConfigArgs;
 use commands::describe::DescribeArgs;
 use commands::kill::KillArgs;
 use commands::run::RunArgs;
+use commands::sign_metadata::SignMetadataArgs;
 use commands::Context;
 use config::CliOptions;
 
@@ -50,6 +54,12 @@ enum Command {
     KillInstance(KillArgs),
     /// Copy the reference configuration file to ~/.stratuslab/stratuslab-user.cfg
     CopyConfig(CopyConfigArgs),
+    /// Describe an image file as unsigned Marketplace metadata (checksums, size, format)
+    // Its --version is the image's version, so the version flag is left to `stratus`.
+    #[command(disable_version_flag = true)]
+    BuildMetadata(Box<BuildMetadataArgs>),
+    /// Sign Marketplace metadata with your certificate (PKCS#12 or PEM)
+    SignMetadata(SignMetadataArgs),
 }
 
 fn dispatch(
@@ -63,6 +73,8 @@ fn dispatch(
         Command::DescribeInstance(args) => commands::describe::run(ctx, args, out, err),
         Command::KillInstance(args) => commands::kill::run(ctx, args, out, err),
         Command::CopyConfig(args) => commands::copy_config::run(ctx, args, out),
+        Command::BuildMetadata(args) => commands::build_metadata::run(ctx, args, out),
+        Command::SignMetadata(args) => commands::sign_metadata::run(ctx, args, out, err),
     }
 }
 
@@ -158,6 +170,57 @@ mod tests {
         assert!(parse(&["stratus-run-instance", "img", "-n", "0"]).is_err());
         assert!(parse(&["stratus-run-instance", "img", "--json", "-q"]).is_err());
         assert!(parse(&["stratus-run-instance", "img", "--name", "../x"]).is_err());
+    }
+
+    #[test]
+    fn marketplace_commands_by_their_classic_names() {
+        let cli = parse(&[
+            "stratus-build-metadata",
+            "disk.img",
+            "--os",
+            "ttylinux",
+            "--os-version",
+            "9.3",
+            "--version",
+            "1.0",
+            "--description",
+            "d",
+            "--location",
+            "http://h/disk.img",
+            "--location",
+            "http://mirror/disk.img",
+        ])
+        .unwrap();
+        let Command::BuildMetadata(build) = cli.command else {
+            panic!("not build-metadata")
+        };
+        assert_eq!(build.version, "1.0");
+        assert_eq!(build.locations.len(), 2);
+        assert!(parse(&["stratus-build-metadata", "disk.img", "--os", "x"]).is_err());
+
+        let cli = parse(&[
+            "stratus-sign-metadata",
+            "m.json",
+            "-o",
+            "s.json",
+            "--p12-cert",
+            "/u.p12",
+            "--p12-password",
+            "pw",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.options.p12_cert.as_deref(),
+            Some(std::path::Path::new("/u.p12"))
+        );
+        assert_eq!(cli.options.p12_password.as_deref(), Some("pw"));
+        let Command::SignMetadata(sign) = cli.command else {
+            panic!("not sign-metadata")
+        };
+        assert_eq!(sign.output.as_deref(), Some(std::path::Path::new("s.json")));
+        // `stratus --version` still answers.
+        assert!(parse(&["stratus", "--version"])
+            .is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayVersion));
     }
 
     #[test]

@@ -55,6 +55,14 @@ mod tests {
             ["stratus", "kill-instance"]
         );
         assert_eq!(expand(&["stratus-copy-config"]), ["stratus", "copy-config"]);
+        assert_eq!(
+            expand(&["stratus-build-metadata", "disk.img"]),
+            ["stratus", "build-metadata", "disk.img"]
+        );
+        assert_eq!(
+            expand(&["/usr/bin/stratus-sign-metadata", "m.json"]),
+            ["stratus", "sign-metadata", "m.json"]
+        );
     }
 
     #[test]

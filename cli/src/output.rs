@@ -69,6 +69,25 @@ pub fn render_error(message: &str) -> String {
     format!("[ERROR] {message}\n")
 }
 
+/// A warning line for stderr.
+pub fn render_warning(message: &str) -> String {
+    format!("[WARNING] {message}\n")
+}
+
+/// `build-metadata -o FILE`: what was written.
+pub fn render_metadata_written(identifier: &str, path: &str) -> String {
+    step(&format!(
+        "Metadata for image {identifier} written to {path}"
+    ))
+}
+
+/// `sign-metadata -o FILE`: what was signed, by whom.
+pub fn render_metadata_signed(identifier: &str, email: &str, path: &str) -> String {
+    step(&format!(
+        "Metadata for image {identifier} signed as {email}, written to {path}"
+    ))
+}
+
 /// Column labels and minimum widths of `describe-instance`, as the original client's table
 /// (which grew a column to one more than its longest value). The last column is not padded.
 const INSTANCE_COLUMNS: [(&str, usize); 6] = [
@@ -177,6 +196,19 @@ pub(crate) mod tests {
             updated: "2024-05-01T10:00:00Z".into(),
             history: Vec::new(),
         }
+    }
+
+    #[test]
+    fn metadata_steps_and_warnings() {
+        assert_eq!(
+            render_metadata_written("Y1eUkuvLYkdEPIbC0IkhELmre4o", "m.json"),
+            " :: Metadata for image Y1eUkuvLYkdEPIbC0IkhELmre4o written to m.json\n"
+        );
+        assert_eq!(
+            render_metadata_signed("X", "jane@example.org", "s.json"),
+            " :: Metadata for image X signed as jane@example.org, written to s.json\n"
+        );
+        assert_eq!(render_warning("careful"), "[WARNING] careful\n");
     }
 
     #[test]

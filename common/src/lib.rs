@@ -4,6 +4,9 @@
 pub mod agent;
 pub mod api;
 pub mod artifact;
+#[cfg(feature = "x509")]
+pub mod certificate;
+pub mod marketplace;
 pub mod names;
 pub mod time;
 

@@ -2,10 +2,12 @@
 //! writes its results to `out` and per-item errors to `err`, and returns the fatal error that
 //! stopped it, if any, for `main` to print.
 
+pub mod build_metadata;
 pub mod copy_config;
 pub mod describe;
 pub mod kill;
 pub mod run;
+pub mod sign_metadata;
 
 use std::io::Write;
 use std::process::ExitCode;
