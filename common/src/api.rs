@@ -273,3 +273,80 @@ pub struct Cluster {
     pub applied_index: u64,
     pub members: Vec<ClusterMember>,
 }
+
+/// A Marketplace entry as the API shows it: signed metadata and who vouched for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MarketplaceEntry {
+    /// Upload order, unique in the registry.
+    pub seq: u64,
+    /// The image identifier (StratusLab style, from the image's SHA-256).
+    pub identifier: String,
+    pub endorser_email: String,
+    /// The signing certificate's subject (RFC 4514).
+    pub endorser_subject: String,
+    /// SHA-256 of the signing certificate (DER), lowercase hex.
+    pub cert_sha256: String,
+    /// `ca` (chain to a trusted CA) or `endorser` (a registered endorser certificate).
+    pub trusted_by: String,
+    /// RFC 3339 time of the upload.
+    pub uploaded: String,
+    /// The metadata exactly as signed.
+    pub metadata: crate::marketplace::ImageMetadata,
+}
+
+/// One page of Marketplace entries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MarketplacePage {
+    pub items: Vec<MarketplaceEntry>,
+    /// Entries matching the query, over all pages.
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// `GET /api/v1/images`: the site's own images and a page of the Marketplace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageList {
+    /// Images registered by the site's administrators (unsigned).
+    pub site: Vec<Image>,
+    /// Marketplace entries matching the query (by default the latest per image and endorser).
+    pub marketplace: MarketplacePage,
+}
+
+/// `GET /api/v1/images/{identifier}/policy`: may this image run here, and from which entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyVerdict {
+    pub identifier: String,
+    pub allowed: bool,
+    /// Stable code of the refusal, e.g. `deprecated`, `expired`, `checksum_denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Why it is refused, as a user would read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The entry an instance would use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<MarketplaceEntry>,
+}
+
+/// `POST /api/v1/endorsers` (admin): trust one endorser certificate directly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterEndorser {
+    /// The endorser's certificate, PEM.
+    pub certificate: String,
+}
+
+/// A registered endorser.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endorser {
+    pub subject: String,
+    pub emails: Vec<String>,
+    /// SHA-256 of the certificate (DER), lowercase hex.
+    pub cert_sha256: String,
+    /// RFC 3339 end of the certificate's validity.
+    pub not_after: String,
+    /// RFC 3339 time it was registered, and by whom.
+    pub added: String,
+    pub added_by: String,
+}

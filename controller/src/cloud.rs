@@ -11,18 +11,26 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
+use stratus_common::agent::ImageSpec;
 use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
 use stratus_common::api::{
-    Cluster, ClusterMember, CreateImage, CreateInstance, Host, Image, Instance, InstanceType,
+    Cluster, ClusterMember, CreateImage, CreateInstance, Endorser, Host, Image, ImageList,
+    Instance, InstanceType, MarketplaceEntry, MarketplacePage, PolicyVerdict,
 };
 use stratus_common::artifact::validate_artifact;
+use stratus_common::certificate::read_certificate;
+use stratus_common::marketplace::{image_spec, ImageKind, SignedMetadata};
 use stratus_common::names::validate_name;
 
+use crate::marketplace::{
+    policy, verify, PolicyRefusal, Query, RegistryError, ResolveError, SitePolicy, TrustStore,
+    VerifyError,
+};
 use crate::raft::{ProposeError, RaftHandle};
 use crate::scheduler;
 use crate::state::{
-    host_view, image_view, instance_view, Command, HostRecord, ImageRecord, Outcome, Rejection,
-    UserRecord,
+    endorser_view, entry_view, host_view, image_view, instance_view, Command, EndorserRecord,
+    HostRecord, ImageRecord, Outcome, Rejection, UserRecord,
 };
 
 /// Why an action failed, in terms the API maps to a status and a stable code.
@@ -40,6 +48,12 @@ pub enum CloudError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Bad input with a specific code (e.g. `invalid_metadata`).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// Refused by trust or site policy, with a specific code (e.g. `untrusted_signer`).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
 }
 
 impl From<ProposeError> for CloudError {
@@ -51,9 +65,10 @@ impl From<ProposeError> for CloudError {
 impl From<Rejection> for CloudError {
     fn from(r: Rejection) -> Self {
         match r {
-            Rejection::UnknownImage(_) | Rejection::UnknownType(_) => {
-                Self::BadRequest(r.to_string())
+            Rejection::Marketplace(RegistryError::Duplicate { .. }) => {
+                Self::Conflict(r.to_string())
             }
+            Rejection::UnknownType(_) => Self::BadRequest(r.to_string()),
             Rejection::UnknownInstance(_) | Rejection::UnknownHost(_) => {
                 Self::NotFound(r.to_string())
             }
@@ -80,8 +95,17 @@ struct Contact {
 /// The default instance type when a request names none.
 pub const DEFAULT_TYPE: &str = "m1.small";
 
+/// The site's Marketplace settings: the CAs it trusts and its policy.
+#[derive(Debug, Clone, Default)]
+pub struct MarketplaceSettings {
+    /// DER certificates of the trusted CAs.
+    pub trusted_cas: Vec<Vec<u8>>,
+    pub policy: SitePolicy,
+}
+
 pub struct Cloud {
     raft: RaftHandle,
+    marketplace: MarketplaceSettings,
     agent_token_digest: [u8; 32],
     host_timeout: Duration,
     started: Instant,
@@ -117,9 +141,15 @@ fn proposed(
 }
 
 impl Cloud {
-    pub fn new(raft: RaftHandle, agent_token: &str, host_timeout: Duration) -> Self {
+    pub fn new(
+        raft: RaftHandle,
+        agent_token: &str,
+        host_timeout: Duration,
+        marketplace: MarketplaceSettings,
+    ) -> Self {
         Self {
             raft,
+            marketplace,
             agent_token_digest: digest(agent_token),
             host_timeout,
             started: Instant::now(),
@@ -255,19 +285,9 @@ impl Cloud {
             .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
         // A few tries: two placements racing for the last room on a host are settled by apply,
         // which refuses the second; it is placed again against the new state.
+        let image_spec = self.resolve_image(&request.image, now_ms())?;
         for _ in 0..3 {
-            let (size, image_known) = self.raft.read(|s| {
-                (
-                    s.types.get(&type_name).cloned(),
-                    s.images.contains_key(&request.image),
-                )
-            });
-            if !image_known {
-                return Err(CloudError::BadRequest(format!(
-                    "image: unknown image {:?}",
-                    request.image
-                )));
-            }
+            let size = self.raft.read(|s| s.types.get(&type_name).cloned());
             let size = size.ok_or_else(|| {
                 CloudError::BadRequest(format!("type: unknown instance type {type_name:?}"))
             })?;
@@ -283,6 +303,7 @@ impl Cloud {
                 owner: caller.name.clone(),
                 name: request.name.clone(),
                 image: request.image.clone(),
+                image_spec: image_spec.clone(),
                 instance_type: type_name.clone(),
                 host,
                 failure,
@@ -343,13 +364,190 @@ impl Cloud {
         self.get_instance(caller, id)
     }
 
-    pub fn list_types(&self) -> Vec<InstanceType> {
-        self.raft.read(|s| s.types.values().cloned().collect())
+    /// What an instance of `image` boots: a site image by name, or the Marketplace entry the
+    /// site policy picks for an identifier.
+    fn resolve_image(&self, image: &str, now: u64) -> Result<ImageSpec, CloudError> {
+        self.raft.read(|s| {
+            if let Some(site) = s.images.get(image) {
+                return Ok(site.spec());
+            }
+            match s.marketplace.resolve(image, &self.marketplace.policy, now) {
+                Ok(stored) if stored.entry.metadata.kind == ImageKind::Disk => {
+                    Err(CloudError::BadRequest(format!(
+                        "image: {image} is a disk image, not a machine image"
+                    )))
+                }
+                Ok(stored) => Ok(image_spec(&stored.entry.metadata)),
+                Err(ResolveError::NotFound { .. }) => Err(CloudError::BadRequest(format!(
+                    "image: unknown image {image:?}"
+                ))),
+                Err(ResolveError::Refused(refusal)) => Err(CloudError::Refused {
+                    code: refusal.code(),
+                    message: refusal.to_string(),
+                }),
+            }
+        })
     }
 
-    pub fn list_images(&self) -> Vec<Image> {
+    fn trust_store(&self) -> Result<TrustStore, CloudError> {
+        let endorsers = self.raft.read(|s| {
+            s.endorsers
+                .values()
+                .map(|e| e.pem.clone())
+                .collect::<Vec<_>>()
+        });
+        let mut trust = TrustStore {
+            trusted_cas: self.marketplace.trusted_cas.clone(),
+            endorsers: Vec::new(),
+        };
+        for pem in endorsers {
+            trust
+                .add_endorsers_pem("registered endorser", &pem)
+                .map_err(|e| CloudError::Unavailable(format!("registered endorsers: {e}")))?;
+        }
+        Ok(trust)
+    }
+
+    /// Uploads a signed Marketplace entry: structure and content, signature and chain, dates,
+    /// then the site's deny lists and endorser allow-list; only then is it made visible.
+    pub async fn upload_entry(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+    ) -> Result<MarketplaceEntry, CloudError> {
+        let envelope = SignedMetadata::from_json(body).map_err(|e| CloudError::Invalid {
+            code: "malformed_envelope",
+            message: e.to_string(),
+        })?;
+        let now = now_ms();
+        let verified = verify(&envelope, &self.trust_store()?, now).map_err(|e| {
+            let (code, message) = (e.code(), e.to_string());
+            match e {
+                VerifyError::Envelope(_)
+                | VerifyError::InvalidMetadata(_)
+                | VerifyError::BadCertificate { .. }
+                | VerifyError::UnsupportedKey { .. }
+                | VerifyError::AlgorithmMismatch { .. }
+                | VerifyError::SubjectMismatch { .. }
+                | VerifyError::EmailNotInCertificate { .. }
+                | VerifyError::CreatedInFuture { .. } => CloudError::Invalid { code, message },
+                _ => CloudError::Refused { code, message },
+            }
+        })?;
+        // Content the site refuses is not registered either; a deprecation is a normal entry.
+        match policy::evaluate(&self.marketplace.policy, &verified, now) {
+            Ok(()) | Err(PolicyRefusal::Deprecated { .. }) => {}
+            Err(refusal) => {
+                return Err(CloudError::Refused {
+                    code: refusal.code(),
+                    message: refusal.to_string(),
+                })
+            }
+        }
+        let identifier = verified.metadata.identifier.clone();
+        let email = verified.endorser_email.clone();
+        let command = Command::AppendEntry {
+            entry: Box::new(verified),
+            uploaded_ms: now,
+        };
+        match proposed(self.raft.propose(command).await)? {
+            Outcome::EntryAppended(seq) => {
+                tracing::info!(%identifier, endorser = %email, seq, by = %caller.name, "marketplace entry uploaded");
+                self.raft
+                    .read(|s| s.marketplace.get(seq).map(entry_view))
+                    .ok_or_else(|| CloudError::Unavailable("entry vanished".into()))
+            }
+            other => Err(CloudError::Unavailable(format!(
+                "unexpected outcome {other:?}"
+            ))),
+        }
+    }
+
+    /// Site images and a page of Marketplace entries.
+    pub fn list_images(&self, query: &Query) -> ImageList {
+        self.raft.read(|s| {
+            let page = s.marketplace.query(query);
+            ImageList {
+                site: s.images.values().map(image_view).collect(),
+                marketplace: MarketplacePage {
+                    items: page.items.iter().map(entry_view).collect(),
+                    total: page.total as u64,
+                    offset: query.offset as u64,
+                    limit: query.effective_limit() as u64,
+                },
+            }
+        })
+    }
+
+    /// Asks the site policy about an image without running it (`stratus-policy-image`).
+    pub fn policy_verdict(&self, identifier: &str) -> Result<PolicyVerdict, CloudError> {
+        self.raft.read(|s| {
+            match s
+                .marketplace
+                .resolve(identifier, &self.marketplace.policy, now_ms())
+            {
+                Ok(stored) => Ok(PolicyVerdict {
+                    identifier: identifier.to_owned(),
+                    allowed: true,
+                    code: None,
+                    reason: None,
+                    entry: Some(entry_view(stored)),
+                }),
+                Err(ResolveError::Refused(refusal)) => Ok(PolicyVerdict {
+                    identifier: identifier.to_owned(),
+                    allowed: false,
+                    code: Some(refusal.code().to_owned()),
+                    reason: Some(refusal.to_string()),
+                    entry: None,
+                }),
+                Err(e @ ResolveError::NotFound { .. }) => Err(CloudError::NotFound(e.to_string())),
+            }
+        })
+    }
+
+    pub async fn register_endorser(
+        &self,
+        caller: &Caller,
+        pem: &str,
+    ) -> Result<Endorser, CloudError> {
+        require_admin(caller)?;
+        let mut parsed = TrustStore::default();
+        let count = parsed
+            .add_endorsers_pem("certificate", pem)
+            .map_err(|e| CloudError::BadRequest(e.to_string()))?;
+        if count != 1 {
+            return Err(CloudError::BadRequest(format!(
+                "certificate: expected one PEM certificate, found {count}"
+            )));
+        }
+        let der = &parsed.endorsers[0];
+        let info = read_certificate(der)
+            .map_err(|e| CloudError::BadRequest(format!("certificate: {e}")))?;
+        let record = EndorserRecord {
+            pem: pem.trim().to_owned() + "\n",
+            cert_sha256: crate::marketplace::trust::sha256_hex(der),
+            subject: info.subject,
+            emails: info.emails,
+            not_after_ms: u64::try_from(info.not_after)
+                .unwrap_or(0)
+                .saturating_mul(1000),
+            added_ms: now_ms(),
+            added_by: caller.name.clone(),
+        };
+        let sha = record.cert_sha256.clone();
+        proposed(self.raft.propose(Command::RegisterEndorser(record)).await)?;
         self.raft
-            .read(|s| s.images.values().map(image_view).collect())
+            .read(|s| s.endorsers.get(&sha).map(endorser_view))
+            .ok_or_else(|| CloudError::Unavailable("endorser vanished".into()))
+    }
+
+    pub fn list_endorsers(&self) -> Vec<Endorser> {
+        self.raft
+            .read(|s| s.endorsers.values().map(endorser_view).collect())
+    }
+
+    pub fn list_types(&self) -> Vec<InstanceType> {
+        self.raft.read(|s| s.types.values().cloned().collect())
     }
 
     pub async fn create_image(

@@ -32,6 +32,19 @@ pub struct ControllerConfig {
     pub snapshot_every: u64,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// The Marketplace: whom the site trusts to sign image metadata, and its policy.
+    pub marketplace: MarketplaceConfig,
+}
+
+/// `[marketplace]`: trust and policy for signed image metadata.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarketplaceConfig {
+    /// PEM bundle of the CAs whose endorser certificates are trusted (e.g. the IGTF bundle).
+    /// Endorsers can also be registered one by one through `/api/v1/endorsers`.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// `[marketplace.policy]`: endorser allow-list, deny-lists, size limit.
+    pub policy: crate::marketplace::SitePolicy,
 }
 
 impl Default for ControllerConfig {
@@ -50,6 +63,7 @@ impl Default for ControllerConfig {
             host_timeout_secs: 60,
             snapshot_every: 1000,
             log_format: "text".to_owned(),
+            marketplace: MarketplaceConfig::default(),
         }
     }
 }
@@ -66,6 +80,8 @@ pub enum ConfigError {
     LogFormat(String),
     #[error("admin_user: {0}")]
     AdminUser(#[from] stratus_common::names::NameError),
+    #[error("marketplace.policy: {0}")]
+    Policy(#[from] crate::marketplace::PolicyConfigError),
 }
 
 impl ControllerConfig {
@@ -83,6 +99,7 @@ impl ControllerConfig {
             return Err(ConfigError::LogFormat(self.log_format.clone()));
         }
         stratus_common::names::validate_name("admin_user", &self.admin_user)?;
+        self.marketplace.policy.validate()?;
         Ok(())
     }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use stratus_controller::cloud::Cloud;
+use stratus_controller::cloud::{Cloud, MarketplaceSettings};
 use stratus_controller::config::ControllerConfig;
+use stratus_controller::marketplace::TrustStore;
 use stratus_controller::raft::{self, RaftConfig};
 use stratus_controller::{api, secrets};
 
@@ -84,10 +85,21 @@ async fn run() -> anyhow::Result<()> {
     if !raft.wait_for_leader(Duration::from_secs(10)).await {
         anyhow::bail!("no Raft leader after 10 s");
     }
+    let mut trust = TrustStore::default();
+    if let Some(file) = &config.marketplace.trusted_ca_file {
+        let pem = std::fs::read_to_string(file)
+            .with_context(|| format!("marketplace.trusted_ca_file {}", file.display()))?;
+        trust.add_trusted_cas_pem(&file.display().to_string(), &pem)?;
+    }
+    let marketplace = MarketplaceSettings {
+        trusted_cas: trust.trusted_cas,
+        policy: config.marketplace.policy.clone(),
+    };
     let cloud = Arc::new(Cloud::new(
         raft.clone(),
         &agent_token,
         Duration::from_secs(config.host_timeout_secs),
+        marketplace,
     ));
     if !raft.read(|s| s.is_bootstrapped()) {
         let password = match &config.admin_password {

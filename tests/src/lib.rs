@@ -4,6 +4,7 @@
 //! fails.
 
 pub mod image_server;
+pub mod pki;
 
 use std::fs;
 use std::net::TcpListener;
@@ -200,6 +201,11 @@ pub struct TestCloud {
 impl TestCloud {
     /// A controller (and no agent yet) in a new directory under [`TEST_ROOT`].
     pub fn start(name: &str) -> anyhow::Result<Self> {
+        Self::start_with(name, "")
+    }
+
+    /// Like [`Self::start`], with `extra` TOML appended to the controller's configuration.
+    pub fn start_with(name: &str, extra: &str) -> anyhow::Result<Self> {
         ensure_libvirtd();
         let dir = Path::new(TEST_ROOT).join(format!(
             "{name}-{}-{}",
@@ -215,7 +221,7 @@ impl TestCloud {
         fs::write(
             dir.join("controller.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n",
+                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n{extra}\n",
                 d = dir.display()
             ),
         )?;
@@ -474,6 +480,87 @@ impl TestCloud {
             bail!("registering an image: {status} {body}");
         }
         Ok(())
+    }
+
+    /// Runs `stratus NAME ARGS...` against this cloud as `user`; returns the output.
+    pub fn stratus(&self, user: &str, args: &[&str]) -> std::process::Output {
+        Command::new(bin("stratus"))
+            .args(args)
+            .env("HOME", &self.dir)
+            .env("STRATUSLAB_ENDPOINT", format!("127.0.0.1:{}", self.port))
+            .env("STRATUSLAB_USERNAME", user)
+            .env("STRATUSLAB_PASSWORD", self.password(user))
+            .output()
+            .expect("run stratus")
+    }
+
+    /// Builds Marketplace metadata for the appliance with `stratus build-metadata` (locations in
+    /// the appliance's directory) and signs it with `stratus sign-metadata`; returns the signed
+    /// envelope's path. `edit` may change the metadata between the two.
+    pub fn sign_appliance(
+        &self,
+        appliance: &Appliance,
+        signer: &pki::Signer,
+        name: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> anyhow::Result<PathBuf> {
+        let base = format!("file://{}", appliance.dir().display());
+        let unsigned = self.dir.join(format!("{name}.json"));
+        let signed = self.dir.join(format!("{name}.signed.json"));
+        let out = self.stratus(
+            "admin",
+            &[
+                "build-metadata",
+                &appliance.disk.display().to_string(),
+                "--os",
+                "stratuslab-appliance",
+                "--os-version",
+                "1",
+                "--version",
+                "1.0",
+                "--description",
+                "StratusLab test appliance",
+                "--location",
+                &format!("{base}/disk.qcow2"),
+                "--kernel-location",
+                &format!("{base}/vmlinuz"),
+                "--kernel-sha256",
+                &appliance.kernel_sha256,
+                "--initrd-location",
+                &format!("{base}/initrd.img"),
+                "--initrd-sha256",
+                &appliance.initrd_sha256,
+                "--cmdline",
+                &appliance.cmdline,
+                "--email",
+                &signer.email,
+                "-o",
+                &unsigned.display().to_string(),
+            ],
+        );
+        if !out.status.success() {
+            bail!("build-metadata: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut metadata: Value = serde_json::from_slice(&fs::read(&unsigned)?)?;
+        edit(&mut metadata);
+        fs::write(&unsigned, serde_json::to_vec_pretty(&metadata)?)?;
+        let out = self.stratus(
+            "admin",
+            &[
+                "sign-metadata",
+                &unsigned.display().to_string(),
+                "--pem-cert",
+                &signer.cert.display().to_string(),
+                "--pem-key",
+                &signer.key.display().to_string(),
+                "-o",
+                &signed.display().to_string(),
+            ],
+        );
+        if !out.status.success() {
+            bail!("sign-metadata: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(signed)
     }
 
     /// Creates an instance and returns it as the API answered.

@@ -13,9 +13,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{HostReport, RegisterHost};
-use stratus_common::api::{ApiError, CreateImage, CreateInstance};
+use stratus_common::api::{ApiError, CreateImage, CreateInstance, RegisterEndorser};
+use stratus_common::marketplace::{parse_timestamp, ImageKind};
 
 use crate::cloud::{Cloud, CloudError};
+use crate::marketplace::Query as MarketplaceQuery;
 use extract::{Agent, Body, User};
 
 type Shared = State<Arc<Cloud>>;
@@ -33,6 +35,11 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
         )
         .route("/api/v1/types", get(list_types))
         .route("/api/v1/images", get(list_images).post(create_image))
+        .route("/api/v1/images/{identifier}/policy", get(image_policy))
+        .route(
+            "/api/v1/endorsers",
+            get(list_endorsers).post(register_endorser),
+        )
         .route("/api/v1/hosts", get(list_hosts).post(register_host))
         .route("/api/v1/hosts/{name}/desired", get(host_desired))
         .route("/api/v1/hosts/{name}/report", post(host_report))
@@ -51,6 +58,8 @@ impl IntoResponse for CloudError {
             CloudError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             CloudError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             CloudError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            CloudError::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            CloudError::Refused { code, .. } => (StatusCode::FORBIDDEN, *code),
         };
         error_response(status, code, self.to_string())
     }
@@ -120,18 +129,102 @@ async fn list_types(State(cloud): Shared, User(_): User) -> impl IntoResponse {
     Json(cloud.list_types())
 }
 
-async fn list_images(State(cloud): Shared, User(_): User) -> impl IntoResponse {
-    Json(cloud.list_images())
+/// Query parameters of `GET /api/v1/images`, for the Marketplace part.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ImagesQuery {
+    identifier: Option<String>,
+    os: Option<String>,
+    endorser: Option<String>,
+    kind: Option<ImageKind>,
+    /// Entries created at or after this RFC 3339 time.
+    from: Option<String>,
+    /// Entries created at or before this RFC 3339 time.
+    to: Option<String>,
+    /// Every entry, not only the latest per image and endorser.
+    history: bool,
+    limit: Option<usize>,
+    offset: usize,
 }
 
+impl ImagesQuery {
+    fn into_query(self) -> Result<MarketplaceQuery, CloudError> {
+        let time = |field: &'static str, value: Option<String>| {
+            value
+                .map(|v| {
+                    parse_timestamp(field, &v).map_err(|e| CloudError::BadRequest(e.to_string()))
+                })
+                .transpose()
+        };
+        Ok(MarketplaceQuery {
+            created_from: time("from", self.from)?,
+            created_to: time("to", self.to)?,
+            identifier: self.identifier,
+            os: self.os,
+            endorser: self.endorser,
+            kind: self.kind,
+            history: self.history,
+            limit: self.limit,
+            offset: self.offset,
+        })
+    }
+}
+
+async fn list_images(
+    State(cloud): Shared,
+    User(_): User,
+    query: Result<Query<ImagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, CloudError> {
+    let Query(query) = query.map_err(|e| CloudError::BadRequest(e.body_text()))?;
+    Ok(Json(cloud.list_images(&query.into_query()?)))
+}
+
+/// `POST /api/v1/images`: a signed Marketplace entry (a JWS envelope, from anyone the site's
+/// trust accepts), or an administrator's unsigned site image registration.
 async fn create_image(
     State(cloud): Shared,
     User(caller): User,
-    Body(request): Body<CreateImage>,
-) -> Result<impl IntoResponse, CloudError> {
+    body: axum::body::Bytes,
+) -> Result<Response, CloudError> {
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| CloudError::BadRequest(format!("body is not JSON: {e}")))?;
+    if value.get("payload").is_some() && value.get("signature").is_some() {
+        let entry = cloud.upload_entry(&caller, &body).await?;
+        return Ok((StatusCode::CREATED, Json(entry)).into_response());
+    }
+    let request: CreateImage =
+        serde_json::from_value(value).map_err(|e| CloudError::BadRequest(format!("image: {e}")))?;
     Ok((
         StatusCode::CREATED,
         Json(cloud.create_image(&caller, request).await?),
+    )
+        .into_response())
+}
+
+async fn image_policy(
+    State(cloud): Shared,
+    User(_): User,
+    Path(identifier): Path<String>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok(Json(cloud.policy_verdict(&identifier)?))
+}
+
+async fn list_endorsers(State(cloud): Shared, User(_): User) -> impl IntoResponse {
+    Json(cloud.list_endorsers())
+}
+
+async fn register_endorser(
+    State(cloud): Shared,
+    User(caller): User,
+    Body(request): Body<RegisterEndorser>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            cloud
+                .register_endorser(&caller, &request.certificate)
+                .await?,
+        ),
     ))
 }
 

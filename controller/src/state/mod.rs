@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
 use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceState, InstanceType};
 
-pub use views::{host_view, image_view, instance_view};
+pub use views::{endorser_view, entry_view, host_view, image_view, instance_view};
+
+use crate::marketplace::{Registry, RegistryError, VerifiedEntry};
 
 /// A user account. The password is kept only as an argon2 PHC string.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -62,6 +64,21 @@ impl ImageRecord {
     }
 }
 
+/// An endorser certificate an administrator registered: entries it signs are trusted directly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndorserRecord {
+    /// The certificate, PEM.
+    pub pem: String,
+    /// SHA-256 of its DER, lowercase hex.
+    pub cert_sha256: String,
+    pub subject: String,
+    pub emails: Vec<String>,
+    /// End of validity, epoch milliseconds.
+    pub not_after_ms: u64,
+    pub added_ms: u64,
+    pub added_by: String,
+}
+
 /// One recorded state change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Transition {
@@ -76,7 +93,11 @@ pub struct InstanceRecord {
     pub id: u64,
     pub name: String,
     pub owner: String,
+    /// The image as the user named it: a site image name or a Marketplace identifier.
     pub image: String,
+    /// What the host needs to boot it, resolved (and checked against the site policy) when the
+    /// instance was created, so later Marketplace entries do not change a running instance.
+    pub image_spec: ImageSpec,
     pub instance_type: String,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -117,6 +138,12 @@ pub struct State {
     pub hosts: BTreeMap<String, HostRecord>,
     pub types: BTreeMap<String, InstanceType>,
     pub images: BTreeMap<String, ImageRecord>,
+    /// Signed image metadata, never forgotten.
+    #[serde(default)]
+    pub marketplace: Registry,
+    /// Registered endorser certificates, by SHA-256.
+    #[serde(default)]
+    pub endorsers: BTreeMap<String, EndorserRecord>,
     pub instances: BTreeMap<u64, InstanceRecord>,
     pub next_instance_id: u64,
     /// Overcommit of vCPUs allowed by placement (set at bootstrap from the site config).
@@ -136,12 +163,19 @@ pub enum Command {
     CreateUser(UserRecord),
     RegisterHost(HostRecord),
     RegisterImage(ImageRecord),
+    /// A Marketplace entry whose signature and dates were verified before proposing.
+    AppendEntry {
+        entry: Box<VerifiedEntry>,
+        uploaded_ms: u64,
+    },
+    RegisterEndorser(EndorserRecord),
     /// A new instance, placed on `host` by the scheduler, or Failed with `failure` when no host
     /// could take it.
     CreateInstance {
         owner: String,
         name: Option<String>,
         image: String,
+        image_spec: ImageSpec,
         instance_type: String,
         host: Option<String>,
         failure: Option<String>,
@@ -168,6 +202,7 @@ pub enum Outcome {
     /// Nothing changed (e.g. a report repeating the known state).
     Unchanged,
     InstanceCreated(u64),
+    EntryAppended(u64),
 }
 
 /// Why a command was refused. Refusals are deterministic: every replica refuses alike.
@@ -179,8 +214,10 @@ pub enum Rejection {
     UserExists(String),
     #[error("image {0} already exists")]
     ImageExists(String),
-    #[error("unknown image {0}")]
-    UnknownImage(String),
+    #[error("endorser certificate {0} is already registered")]
+    EndorserExists(String),
+    #[error(transparent)]
+    Marketplace(#[from] RegistryError),
     #[error("unknown instance type {0}")]
     UnknownType(String),
     #[error("unknown host {0}")]
@@ -197,6 +234,12 @@ pub enum Rejection {
     AlreadyDone(u64),
     #[error("instance {id} is not placed on host {host}")]
     WrongHost { id: u64, host: String },
+}
+
+/// Where the scheduler put a new instance, or why it could not.
+struct Placement {
+    host: Option<String>,
+    failure: Option<String>,
 }
 
 /// Capacity used on a host by the instances it holds.
@@ -256,15 +299,38 @@ impl State {
                 self.images.insert(image.name.clone(), image);
                 Ok(Outcome::Applied)
             }
+            Command::AppendEntry { entry, uploaded_ms } => {
+                let seq = self.marketplace.append(*entry, uploaded_ms)?;
+                Ok(Outcome::EntryAppended(seq))
+            }
+            Command::RegisterEndorser(record) => {
+                if self.endorsers.contains_key(&record.cert_sha256) {
+                    return Err(Rejection::EndorserExists(record.cert_sha256));
+                }
+                self.endorsers.insert(record.cert_sha256.clone(), record);
+                Ok(Outcome::Applied)
+            }
             Command::CreateInstance {
                 owner,
                 name,
                 image,
+                image_spec,
                 instance_type,
                 host,
                 failure,
                 at_ms,
-            } => self.create_instance(owner, name, image, instance_type, host, failure, at_ms),
+            } => {
+                let placement = Placement { host, failure };
+                self.create_instance(
+                    owner,
+                    name,
+                    image,
+                    image_spec,
+                    instance_type,
+                    placement,
+                    at_ms,
+                )
+            }
             Command::KillInstance { id, at_ms } => self.kill_instance(id, at_ms),
             Command::ReportInstance {
                 host,
@@ -282,14 +348,12 @@ impl State {
         owner: String,
         name: Option<String>,
         image: String,
+        image_spec: ImageSpec,
         instance_type: String,
-        host: Option<String>,
-        failure: Option<String>,
+        placement: Placement,
         at_ms: u64,
     ) -> Result<Outcome, Rejection> {
-        if !self.images.contains_key(&image) {
-            return Err(Rejection::UnknownImage(image));
-        }
+        let Placement { host, failure } = placement;
         let size = self
             .types
             .get(&instance_type)
@@ -315,6 +379,7 @@ impl State {
             name: name.unwrap_or_else(|| format!("vm-{id}")),
             owner,
             image,
+            image_spec,
             instance_type,
             vcpus: size.vcpus,
             memory_mib: size.memory_mib,
@@ -440,13 +505,12 @@ impl State {
                     InstanceState::Failed if !i.host_cleaned => Desire::Destroy,
                     InstanceState::Failed | InstanceState::Done => return None,
                 };
-                let image = self.images.get(&i.image)?;
                 Some(DesiredInstance {
                     id: i.id,
                     desire,
                     vcpus: i.vcpus,
                     memory_mib: i.memory_mib,
-                    image: image.spec(),
+                    image: i.image_spec.clone(),
                 })
             })
             .collect()

@@ -1,10 +1,11 @@
 //! Rendering of state records as the API's view types.
 
 use stratus_common::agent::domain_name;
-use stratus_common::api::{Host, Image, Instance, StateChange};
+use stratus_common::api::{Endorser, Host, Image, Instance, MarketplaceEntry, StateChange};
 use stratus_common::time::rfc3339_ms;
 
-use super::{HostRecord, ImageRecord, InstanceRecord, State};
+use super::{EndorserRecord, HostRecord, ImageRecord, InstanceRecord, State};
+use crate::marketplace::{StoredEntry, TrustPath};
 
 pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
     let updated = record.history.last().map_or(record.created_ms, |t| t.at_ms);
@@ -71,5 +72,35 @@ pub fn host_view(
         status: if up { "up" } else { "down" }.to_owned(),
         last_seen: last_seen_ms.map(rfc3339_ms),
         unknown_domains,
+    }
+}
+
+/// A Marketplace entry as the API shows it.
+pub fn entry_view(stored: &StoredEntry) -> MarketplaceEntry {
+    let entry = &stored.entry;
+    MarketplaceEntry {
+        seq: stored.seq,
+        identifier: entry.metadata.identifier.clone(),
+        endorser_email: entry.endorser_email.clone(),
+        endorser_subject: entry.endorser_subject.clone(),
+        cert_sha256: entry.cert_sha256.clone(),
+        trusted_by: match entry.trust {
+            TrustPath::CertificateAuthority { .. } => "ca",
+            TrustPath::RegisteredEndorser => "endorser",
+        }
+        .to_owned(),
+        uploaded: rfc3339_ms(stored.uploaded_ms),
+        metadata: entry.metadata.clone(),
+    }
+}
+
+pub fn endorser_view(record: &EndorserRecord) -> Endorser {
+    Endorser {
+        subject: record.subject.clone(),
+        emails: record.emails.clone(),
+        cert_sha256: record.cert_sha256.clone(),
+        not_after: rfc3339_ms(record.not_after_ms),
+        added: rfc3339_ms(record.added_ms),
+        added_by: record.added_by.clone(),
     }
 }
