@@ -7,7 +7,12 @@ use std::time::Duration;
 use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
-use stratus_common::api::{ApiError, CreateInstance, Instance, InstanceType};
+use serde::Serialize;
+use stratus_common::api::{
+    ApiError, CreateInstance, Endorser, ImageList, Instance, InstanceType, MarketplaceEntry,
+    PolicyVerdict, RegisterEndorser,
+};
+use stratus_common::marketplace::{is_identifier, ImageKind, SignedMetadata};
 use thiserror::Error;
 
 use crate::endpoint::Endpoint;
@@ -30,6 +35,11 @@ pub enum ClientError {
     NoCredentials { endpoint: String },
     #[error("instance {id} not found")]
     InstanceNotFound { id: u64 },
+    #[error(
+        "{identifier:?} is not a Marketplace image identifier \
+         (27 characters: letters, digits, - and _)"
+    )]
+    NotAnIdentifier { identifier: String },
     /// An error answer of the API: its message is meant for users as it is.
     #[error("{message}")]
     Api {
@@ -56,6 +66,34 @@ impl ClientError {
                 | Self::Setup(_)
         )
     }
+}
+
+/// The query of `GET /images`: filters and the page of Marketplace entries wanted. Absent
+/// values are left out of the URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImageQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// Endorser email.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endorser: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ImageKind>,
+    /// RFC 3339: entries created at or after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// RFC 3339: entries created at or before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Every entry, not only the latest per image and endorser.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// HTTP Basic credentials.
@@ -121,6 +159,43 @@ impl Client {
     /// `GET /types`.
     pub fn list_types(&self) -> Result<Vec<InstanceType>, ClientError> {
         self.call(self.http.get(self.endpoint.api_url("/types")), None)
+    }
+
+    /// `POST /images` with a signed Marketplace entry.
+    pub fn upload_entry(&self, envelope: &SignedMetadata) -> Result<MarketplaceEntry, ClientError> {
+        let builder = self.http.post(self.endpoint.api_url("/images"));
+        self.call(builder.json(envelope), None)
+    }
+
+    /// `GET /images`: the site's images and a page of Marketplace entries.
+    pub fn list_images(&self, query: &ImageQuery) -> Result<ImageList, ClientError> {
+        let builder = self.http.get(self.endpoint.api_url("/images"));
+        self.call(builder.query(query), None)
+    }
+
+    /// `GET /images/{identifier}/policy`: whether the site policy lets the image run. Only
+    /// Marketplace identifiers are asked about (they need no escaping in a URL path).
+    pub fn image_policy(&self, identifier: &str) -> Result<PolicyVerdict, ClientError> {
+        if !is_identifier(identifier) {
+            return Err(ClientError::NotAnIdentifier {
+                identifier: identifier.to_string(),
+            });
+        }
+        let url = self
+            .endpoint
+            .api_url(&format!("/images/{identifier}/policy"));
+        self.call(self.http.get(url), None)
+    }
+
+    /// `GET /endorsers`: the registered endorser certificates.
+    pub fn list_endorsers(&self) -> Result<Vec<Endorser>, ClientError> {
+        self.call(self.http.get(self.endpoint.api_url("/endorsers")), None)
+    }
+
+    /// `POST /endorsers` (administrators): trust one endorser certificate.
+    pub fn register_endorser(&self, request: &RegisterEndorser) -> Result<Endorser, ClientError> {
+        let builder = self.http.post(self.endpoint.api_url("/endorsers"));
+        self.call(builder.json(request), None)
     }
 
     /// Sends a request and decodes a success body as `T`. `instance` names the instance a 404
@@ -410,6 +485,64 @@ mod tests {
         assert!(!server.requests()[0]
             .to_lowercase()
             .contains("authorization"));
+    }
+
+    #[test]
+    fn image_queries_and_policy_urls() {
+        let empty_list =
+            r#"{"site":[],"marketplace":{"items":[],"total":0,"offset":0,"limit":100}}"#;
+        let server = CannedServer::start(vec![
+            http_response("200 OK", empty_list),
+            http_response("200 OK", empty_list),
+            http_response(
+                "404 Not Found",
+                r#"{"code":"not_found","message":"no Marketplace entry for image Y1eUkuvLYkdEPIbC0IkhELmre4o"}"#,
+            ),
+        ]);
+        let client = Client::new(server.endpoint.clone(), None).unwrap();
+        let list = client
+            .list_images(&ImageQuery {
+                identifier: Some("a b&c".into()),
+                endorser: Some("jane@example.org".into()),
+                kind: Some(ImageKind::Disk),
+                from: Some("2024-01-01T00:00:00Z".into()),
+                history: true,
+                limit: Some(5),
+                offset: Some(0),
+                ..ImageQuery::default()
+            })
+            .unwrap();
+        assert_eq!(list.marketplace.total, 0);
+        client.list_images(&ImageQuery::default()).unwrap();
+        let err = client
+            .image_policy("Y1eUkuvLYkdEPIbC0IkhELmre4o")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no Marketplace entry for image Y1eUkuvLYkdEPIbC0IkhELmre4o"
+        );
+        assert!(!err.is_fatal());
+        // Not an identifier: refused before asking (it would not be one URL path segment).
+        let err = client.image_policy("../users").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"../users\" is not a Marketplace image identifier (27 characters: letters, \
+             digits, - and _)"
+        );
+        assert!(!err.is_fatal());
+
+        let requests = server.requests();
+        assert!(
+            requests[0].starts_with(
+                "GET /api/v1/images?identifier=a+b%26c&endorser=jane%40example.org&kind=disk\
+                 &from=2024-01-01T00%3A00%3A00Z&history=true&limit=5&offset=0 HTTP/1.1\r\n"
+            ),
+            "{}",
+            requests[0]
+        );
+        assert!(requests[1].starts_with("GET /api/v1/images HTTP/1.1\r\n"));
+        assert!(requests[2]
+            .starts_with("GET /api/v1/images/Y1eUkuvLYkdEPIbC0IkhELmre4o/policy HTTP/1.1\r\n"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub const DEFAULT_PUBLIC_KEY_RELATIVE_PATH: &str = ".ssh/id_rsa.pub";
 pub const ENV_CONFIG: &str = "STRATUSLAB_CONFIG";
 pub const ENV_SECTION: &str = "STRATUSLAB_USER_CONFIG_SECTION";
 pub const ENV_ENDPOINT: &str = "STRATUSLAB_ENDPOINT";
+pub const ENV_MARKETPLACE_ENDPOINT: &str = "STRATUSLAB_MARKETPLACE_ENDPOINT";
 pub const ENV_USERNAME: &str = "STRATUSLAB_USERNAME";
 pub const ENV_PASSWORD: &str = "STRATUSLAB_PASSWORD";
 pub const ENV_KEY: &str = "STRATUSLAB_KEY";
@@ -39,11 +40,12 @@ pub const DEFAULT_PEM_CERTIFICATE_RELATIVE_PATH: &str = ".globus/usercert.pem";
 pub const DEFAULT_PEM_KEY_RELATIVE_PATH: &str = ".globus/userkey.pem";
 pub const DEFAULT_P12_CERTIFICATE_RELATIVE_PATH: &str = ".globus/usercert.p12";
 
-/// Keys of the configuration file this client reads. Any other key (`pdisk_endpoint`,
-/// `marketplace_endpoint`, ... of the guide) is accepted and ignored.
+/// Keys of the configuration file this client reads. Any other key (`pdisk_endpoint`, ... of
+/// the guide) is accepted and ignored.
 pub mod keys {
     pub const SELECTED_SECTION: &str = "selected_section";
     pub const ENDPOINT: &str = "endpoint";
+    pub const MARKETPLACE_ENDPOINT: &str = "marketplace_endpoint";
     pub const USERNAME: &str = "username";
     pub const PASSWORD: &str = "password";
     pub const USER_PUBLIC_KEY_FILE: &str = "user_public_key_file";
@@ -86,6 +88,11 @@ pub struct CliOptions {
     /// Cloud endpoint: host, host:port or URL (port 8440 unless given) [env: STRATUSLAB_ENDPOINT]
     #[arg(long, global = true, value_name = "ENDPOINT")]
     pub endpoint: Option<String>,
+
+    /// Marketplace endpoint, served by the cloud's controller: the cloud endpoint unless given
+    /// [env: STRATUSLAB_MARKETPLACE_ENDPOINT]
+    #[arg(long = "marketplace-endpoint", global = true, value_name = "ENDPOINT")]
+    pub marketplace_endpoint: Option<String>,
 
     /// Cloud username [env: STRATUSLAB_USERNAME]
     #[arg(long, global = true, value_name = "NAME")]
@@ -273,6 +280,9 @@ pub struct ResolvedConfig {
     pub section: Option<String>,
     /// Absent until configured; [`ResolvedConfig::endpoint`] turns that into an error.
     pub endpoint: Option<Endpoint>,
+    /// The Marketplace's endpoint: `marketplace_endpoint` if configured (at any level), else
+    /// `endpoint`, since the controller serves the Marketplace. Absent when neither is.
+    pub marketplace_endpoint: Option<Endpoint>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// The SSH public key for instances (not sent yet: contextualisation comes later).
@@ -291,6 +301,15 @@ impl ResolvedConfig {
     /// The endpoint, or the error telling the user how to configure one.
     pub fn endpoint(&self) -> Result<&Endpoint, ConfigError> {
         self.endpoint
+            .as_ref()
+            .ok_or_else(|| ConfigError::MissingEndpoint {
+                path: self.config_path.clone(),
+            })
+    }
+
+    /// The Marketplace endpoint, or the error telling the user how to configure the cloud's.
+    pub fn marketplace_endpoint(&self) -> Result<&Endpoint, ConfigError> {
+        self.marketplace_endpoint
             .as_ref()
             .ok_or_else(|| ConfigError::MissingEndpoint {
                 path: self.config_path.clone(),
@@ -406,6 +425,14 @@ pub fn resolve(
     let endpoint = pick(cli.endpoint.as_deref(), ENV_ENDPOINT, keys::ENDPOINT)
         .map(|e| Endpoint::parse(&e))
         .transpose()?;
+    let marketplace_endpoint = pick(
+        cli.marketplace_endpoint.as_deref(),
+        ENV_MARKETPLACE_ENDPOINT,
+        keys::MARKETPLACE_ENDPOINT,
+    )
+    .map(|e| Endpoint::parse(&e))
+    .transpose()?
+    .or_else(|| endpoint.clone());
     let home = env_value(env, "HOME");
     let user_public_key_file = cli
         .key
@@ -483,6 +510,7 @@ pub fn resolve(
         p12_certificate,
         p12_password,
         endpoint,
+        marketplace_endpoint,
         username: pick(cli.username.as_deref(), ENV_USERNAME, keys::USERNAME),
         password: pick(cli.password.as_deref(), ENV_PASSWORD, keys::PASSWORD),
         user_public_key_file,
@@ -705,6 +733,82 @@ endpoint = other.tld
             ..Default::default()
         };
         let err = resolve(&file(), Path::new("/cfg"), &Env::new(), &cli).unwrap_err();
+        assert!(matches!(err, ConfigError::Endpoint(_)), "{err}");
+    }
+
+    fn marketplace(r: &ResolvedConfig) -> String {
+        r.marketplace_endpoint().unwrap().base_url()
+    }
+
+    #[test]
+    fn marketplace_endpoint_is_the_cloud_endpoint_unless_configured() {
+        // Not configured anywhere: the controller's endpoint, wherever that came from.
+        let f = ConfigFile::parse("endpoint = cloud.example.org\n").unwrap();
+        let r = resolve_with(&f, &Env::new(), &CliOptions::default());
+        assert_eq!(marketplace(&r), "http://cloud.example.org:8440");
+        let cli = CliOptions {
+            endpoint: Some("https://cli.example.org:9443".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&f, &env(&[(ENV_ENDPOINT, "env.example.org")]), &cli);
+        assert_eq!(marketplace(&r), "https://cli.example.org:9443");
+        let r = resolve_with(
+            &f,
+            &env(&[
+                (ENV_ENDPOINT, "env.example.org"),
+                (ENV_MARKETPLACE_ENDPOINT, ""),
+            ]),
+            &CliOptions::default(),
+        );
+        assert_eq!(marketplace(&r), "http://env.example.org:8440");
+
+        // Neither: the cloud endpoint's message.
+        let r = resolve_with(&ConfigFile::default(), &Env::new(), &CliOptions::default());
+        assert_eq!(r.marketplace_endpoint, None);
+        assert_eq!(
+            r.marketplace_endpoint().unwrap_err().to_string(),
+            r.endpoint().unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn marketplace_endpoint_resolves_cli_over_env_over_file() {
+        // In [default], it applies to a selected section too (key by key, as every key).
+        let cli = CliOptions {
+            section: Some("fav-cloud".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&file(), &Env::new(), &cli);
+        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(marketplace(&r), "https://marketplace.stratuslab.eu:8440");
+
+        let mut f = file();
+        f.sections
+            .get_mut("fav-cloud")
+            .unwrap()
+            .insert("marketplace_endpoint".into(), "mp.favorit-cloud.tld".into());
+        let r = resolve_with(&f, &Env::new(), &cli);
+        assert_eq!(marketplace(&r), "http://mp.favorit-cloud.tld:8440");
+
+        let e = env(&[(ENV_MARKETPLACE_ENDPOINT, "env-mp.example.org:1")]);
+        let r = resolve_with(&f, &e, &cli);
+        assert_eq!(marketplace(&r), "http://env-mp.example.org:1");
+
+        let cli = CliOptions {
+            section: Some("fav-cloud".into()),
+            marketplace_endpoint: Some("http://cli-mp.example.org/prefix/".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&f, &e, &cli);
+        assert_eq!(marketplace(&r), "http://cli-mp.example.org:8440/prefix");
+        // The cloud endpoint is unaffected.
+        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+    }
+
+    #[test]
+    fn invalid_marketplace_endpoint_is_an_error() {
+        let e = env(&[(ENV_MARKETPLACE_ENDPOINT, "ftp://mp")]);
+        let err = resolve(&file(), Path::new("/cfg"), &e, &CliOptions::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Endpoint(_)), "{err}");
     }
 

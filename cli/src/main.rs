@@ -22,10 +22,16 @@ use clap::{Parser, Subcommand};
 
 use commands::build_metadata::BuildMetadataArgs;
 use commands::copy_config::CopyConfigArgs;
+use commands::deprecate_metadata::DeprecateMetadataArgs;
 use commands::describe::DescribeArgs;
+use commands::describe_endorsers::DescribeEndorsersArgs;
+use commands::describe_images::DescribeImagesArgs;
 use commands::kill::KillArgs;
+use commands::policy_image::PolicyImageArgs;
+use commands::register_endorser::RegisterEndorserArgs;
 use commands::run::RunArgs;
 use commands::sign_metadata::SignMetadataArgs;
+use commands::upload_metadata::UploadMetadataArgs;
 use commands::Context;
 use config::CliOptions;
 
@@ -60,6 +66,18 @@ enum Command {
     BuildMetadata(Box<BuildMetadataArgs>),
     /// Sign Marketplace metadata with your certificate (PKCS#12 or PEM)
     SignMetadata(SignMetadataArgs),
+    /// Upload signed metadata to the Marketplace
+    UploadMetadata(UploadMetadataArgs),
+    /// List Marketplace entries (filtered, a page at a time) and the site's images
+    DescribeImages(DescribeImagesArgs),
+    /// Ask the site policy whether Marketplace images may run here
+    PolicyImage(PolicyImageArgs),
+    /// Withdraw your endorsement of an image: upload a signed, deprecated copy of your entry
+    DeprecateMetadata(DeprecateMetadataArgs),
+    /// List the endorser certificates the Marketplace trusts directly
+    DescribeEndorsers(DescribeEndorsersArgs),
+    /// Trust an endorser certificate directly (administrators)
+    RegisterEndorser(RegisterEndorserArgs),
 }
 
 fn dispatch(
@@ -75,6 +93,12 @@ fn dispatch(
         Command::CopyConfig(args) => commands::copy_config::run(ctx, args, out),
         Command::BuildMetadata(args) => commands::build_metadata::run(ctx, args, out),
         Command::SignMetadata(args) => commands::sign_metadata::run(ctx, args, out, err),
+        Command::UploadMetadata(args) => commands::upload_metadata::run(ctx, args, out, err),
+        Command::DescribeImages(args) => commands::describe_images::run(ctx, args, out),
+        Command::PolicyImage(args) => commands::policy_image::run(ctx, args, out, err),
+        Command::DeprecateMetadata(args) => commands::deprecate_metadata::run(ctx, args, out, err),
+        Command::DescribeEndorsers(args) => commands::describe_endorsers::run(ctx, args, out),
+        Command::RegisterEndorser(args) => commands::register_endorser::run(ctx, args, out),
     }
 }
 
@@ -221,6 +245,75 @@ mod tests {
         // `stratus --version` still answers.
         assert!(parse(&["stratus", "--version"])
             .is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayVersion));
+    }
+
+    #[test]
+    fn marketplace_registry_commands_by_their_classic_names() {
+        let cli = parse(&[
+            "stratus-upload-metadata",
+            "a.json",
+            "b.json",
+            "--marketplace-endpoint",
+            "mp:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.options.marketplace_endpoint.as_deref(), Some("mp:1"));
+        let Command::UploadMetadata(upload) = cli.command else {
+            panic!("not upload-metadata")
+        };
+        assert_eq!(upload.files.len(), 2);
+        assert!(parse(&["stratus-upload-metadata"]).is_err());
+
+        let cli = parse(&[
+            "stratus-describe-images",
+            "--os",
+            "ttylinux",
+            "--kind",
+            "machine",
+            "--limit",
+            "5",
+            "--json",
+        ])
+        .unwrap();
+        let Command::DescribeImages(describe) = cli.command else {
+            panic!("not describe-images")
+        };
+        assert_eq!(describe.os.as_deref(), Some("ttylinux"));
+        assert_eq!(describe.limit, Some(5));
+        assert!(describe.json);
+        assert!(parse(&["stratus-describe-images", "extra"]).is_err());
+
+        let cli = parse(&["stratus-policy-image", "X", "Y", "--json"]).unwrap();
+        let Command::PolicyImage(policy) = cli.command else {
+            panic!("not policy-image")
+        };
+        assert_eq!(policy.identifiers, ["X", "Y"]);
+        assert!(parse(&["stratus-policy-image"]).is_err());
+
+        let cli = parse(&[
+            "stratus-deprecate-metadata",
+            "X",
+            "--reason",
+            "use 9.4",
+            "--pem-cert",
+            "/c.pem",
+            "--pem-key",
+            "/k.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.options.pem_cert.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
+        );
+        let Command::DeprecateMetadata(deprecate) = cli.command else {
+            panic!("not deprecate-metadata")
+        };
+        assert_eq!(deprecate.reason, "use 9.4");
+        assert!(parse(&["stratus-deprecate-metadata", "X"]).is_err());
+
+        assert!(parse(&["stratus-describe-endorsers"]).is_ok());
+        assert!(parse(&["stratus-register-endorser", "cert.pem"]).is_ok());
+        assert!(parse(&["stratus-register-endorser"]).is_err());
     }
 
     #[test]

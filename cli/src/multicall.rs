@@ -63,6 +63,19 @@ mod tests {
             expand(&["/usr/bin/stratus-sign-metadata", "m.json"]),
             ["stratus", "sign-metadata", "m.json"]
         );
+        for name in [
+            "upload-metadata",
+            "describe-images",
+            "policy-image",
+            "deprecate-metadata",
+            "describe-endorsers",
+            "register-endorser",
+        ] {
+            assert_eq!(
+                expand(&[&format!("/usr/bin/stratus-{name}"), "x"]),
+                ["stratus", name, "x"]
+            );
+        }
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! What the commands print, as pure functions from data to text, in the user's guide's style:
 //! the ` :: ` action banners and steps of the original client, its fixed-width instance table,
-//! `[ERROR] ` lines, and pretty JSON for `--json`.
+//! the `:: KIND name` blocks of its describe commands (`describe-volumes`), one-line verdicts of
+//! the Marketplace commands, `[ERROR] ` lines, and pretty JSON for `--json`.
 
 use serde::Serialize;
-use stratus_common::api::{Instance, InstanceState, InstanceType};
+use stratus_common::api::{
+    Compression, DiskFormat, Endorser, Image, ImageList, Instance, InstanceState, InstanceType,
+    MarketplaceEntry, MarketplacePage, PolicyVerdict,
+};
+use stratus_common::marketplace::parse_timestamp;
+use stratus_common::time::guide_datetime;
 
 /// A banner, as the original `printAction`: a blank line, then the message boxed in colons.
 fn action(message: &str) -> String {
@@ -86,6 +92,176 @@ pub fn render_metadata_signed(identifier: &str, email: &str, path: &str) -> Stri
     step(&format!(
         "Metadata for image {identifier} signed as {email}, written to {path}"
     ))
+}
+
+/// Text from the server on one line: control characters (newlines, escapes) become spaces, so
+/// nothing in an entry can break the layout or drive the terminal.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// An RFC 3339 time as the guide prints dates (`2011/07/20 16:37:10`, UTC); as it came if it
+/// does not parse.
+fn guide_time(rfc3339: &str) -> String {
+    parse_timestamp("time", rfc3339).map_or_else(|_| one_line(rfc3339), guide_datetime)
+}
+
+/// `qcow2`, or `qcow2 (gzip)` for a compressed file.
+fn format_and_compression(format: DiskFormat, compression: Compression) -> String {
+    match compression {
+        Compression::None => format.as_str().to_string(),
+        other => format!("{} ({})", format.as_str(), other.as_str()),
+    }
+}
+
+/// `upload-metadata`: one accepted entry.
+pub fn render_uploaded(entry: &MarketplaceEntry) -> String {
+    format!(
+        "UPLOADED {} endorser {} (entry {})\n",
+        one_line(&entry.identifier),
+        one_line(&entry.endorser_email),
+        entry.seq
+    )
+}
+
+/// `deprecate-metadata`: the deprecating entry uploaded.
+pub fn render_deprecated(entry: &MarketplaceEntry) -> String {
+    format!(
+        "DEPRECATED {} (entry {})\n",
+        one_line(&entry.identifier),
+        entry.seq
+    )
+}
+
+/// `policy-image`: the site policy's verdict on one image.
+pub fn render_verdict(verdict: &PolicyVerdict) -> String {
+    let identifier = one_line(&verdict.identifier);
+    if verdict.allowed {
+        return match &verdict.entry {
+            Some(entry) => format!(
+                "ALLOWED {identifier} endorser {} (entry {})\n",
+                one_line(&entry.endorser_email),
+                entry.seq
+            ),
+            None => format!("ALLOWED {identifier}\n"),
+        };
+    }
+    let reason = verdict
+        .reason
+        .as_deref()
+        .or(verdict.code.as_deref())
+        .unwrap_or("refused by the site policy");
+    format!("REFUSED {identifier}: {}\n", one_line(reason))
+}
+
+/// One Marketplace entry of `describe-images`, in the guide's `describe-volumes` layout.
+pub fn render_marketplace_entry(entry: &MarketplaceEntry) -> String {
+    let m = &entry.metadata;
+    let mut out = format!(
+        ":: IMAGE {}\n    os: {} {} ({})   kind: {}   format: {}   size: {}\n    \
+         version: {}   endorser: {}   created: {}   valid until: {}\n",
+        one_line(&entry.identifier),
+        one_line(&m.os),
+        one_line(&m.os_version),
+        one_line(&m.arch),
+        m.kind.as_str(),
+        format_and_compression(m.format, m.compression),
+        m.size,
+        one_line(&m.version),
+        one_line(&entry.endorser_email),
+        guide_time(&m.created),
+        guide_time(&m.valid_until),
+    );
+    if !m.description.trim().is_empty() {
+        out += &format!("    description: {}\n", one_line(&m.description));
+    }
+    if let Some(reason) = &m.deprecated {
+        out += &format!("    deprecated: {}\n", one_line(reason));
+    }
+    out
+}
+
+/// One image registered by the site's administrators, for `describe-images`.
+pub fn render_site_image(image: &Image) -> String {
+    format!(
+        ":: SITE IMAGE {}\n    format: {}   owner: {}   created: {}\n",
+        one_line(&image.name),
+        format_and_compression(image.format, image.disk.compression),
+        one_line(&image.owner),
+        guide_time(&image.created),
+    )
+}
+
+/// The last line of `describe-images` when the Marketplace entries shown are not all of them
+/// (a later page exists, or this is not the first); empty otherwise.
+pub fn render_page_note(page: &MarketplacePage) -> String {
+    let shown = page.items.len() as u64;
+    if page.offset == 0 && shown >= page.total {
+        return String::new();
+    }
+    if shown == 0 {
+        return format!(
+            "(showing none of {} Marketplace entries: offset {})\n",
+            page.total, page.offset
+        );
+    }
+    format!(
+        "(showing {}-{} of {} Marketplace entries)\n",
+        page.offset + 1,
+        page.offset + shown,
+        page.total
+    )
+}
+
+/// `describe-images`: the Marketplace entries (newest first, as the server sends them), the
+/// site's images, and the page note.
+pub fn render_image_list(list: &ImageList) -> String {
+    let mut out: String = list
+        .marketplace
+        .items
+        .iter()
+        .map(render_marketplace_entry)
+        .collect();
+    out.extend(list.site.iter().map(render_site_image));
+    out + &render_page_note(&list.marketplace)
+}
+
+/// `describe-endorsers`: the registered endorser certificates.
+pub fn render_endorsers(endorsers: &[Endorser]) -> String {
+    endorsers
+        .iter()
+        .map(|e| {
+            format!(
+                ":: ENDORSER {}\n    emails: {}   valid until: {}\n    \
+                 added: {} by {}\n    certificate sha256: {}\n",
+                one_line(&e.subject),
+                emails(&e.emails),
+                guide_time(&e.not_after),
+                guide_time(&e.added),
+                one_line(&e.added_by),
+                one_line(&e.cert_sha256),
+            )
+        })
+        .collect()
+}
+
+/// `register-endorser`: the endorser now trusted.
+pub fn render_endorser_registered(endorser: &Endorser) -> String {
+    format!(
+        "REGISTERED endorser {} ({}) certificate sha256 {}\n",
+        emails(&endorser.emails),
+        one_line(&endorser.subject),
+        one_line(&endorser.cert_sha256)
+    )
+}
+
+fn emails(emails: &[String]) -> String {
+    if emails.is_empty() {
+        return "(none)".to_string();
+    }
+    one_line(&emails.join(", "))
 }
 
 /// Column labels and minimum widths of `describe-instance`, as the original client's table
@@ -337,6 +513,244 @@ Type              CPU        RAM       Disk
 m1.small        1 CPU    128 MiB      1 GiB
 c1.xlarge       4 CPU   2048 MiB     20 GiB
 "
+        );
+    }
+
+    /// The entry of the user's guide example (docs/marketplace.md).
+    pub(crate) fn marketplace_entry() -> MarketplaceEntry {
+        use stratus_common::marketplace::{Checksums, Endorser as MetadataEndorser, ImageKind};
+        MarketplaceEntry {
+            seq: 12,
+            identifier: "GOaxJFdoEXvqAm9ArJgnZO_ky6F".into(),
+            endorser_email: "jane.doe@example.org".into(),
+            endorser_subject: "CN=Jane Doe,OU=LAL,O=Example Grid,C=FR".into(),
+            cert_sha256: "cd".repeat(32),
+            trusted_by: "ca".into(),
+            uploaded: "2026-11-21T22:46:00.000Z".into(),
+            metadata: stratus_common::marketplace::ImageMetadata {
+                identifier: "GOaxJFdoEXvqAm9ArJgnZO_ky6F".into(),
+                kind: ImageKind::Machine,
+                format: DiskFormat::Qcow2,
+                compression: Compression::Gzip,
+                size: 196_616,
+                checksums: Checksums {
+                    sha256: "ab".repeat(32),
+                    sha1: None,
+                    md5: None,
+                },
+                os: "ttylinux".into(),
+                os_version: "9.3".into(),
+                arch: "x86_64".into(),
+                version: "1.0".into(),
+                description: "ttylinux 9.3 test appliance".into(),
+                locations: vec!["https://images.example.org/ttylinux-9.3.qcow2.gz".into()],
+                endorser: MetadataEndorser {
+                    email: "jane.doe@example.org".into(),
+                    subject: "CN=Jane Doe,OU=LAL,O=Example Grid,C=FR".into(),
+                },
+                created: "2026-11-21T22:45:37Z".into(),
+                valid_until: "2027-11-21T22:45:37Z".into(),
+                deprecated: None,
+                kernel: None,
+                initrd: None,
+                cmdline: None,
+            },
+        }
+    }
+
+    fn site_image() -> Image {
+        Image {
+            name: "debian-12".into(),
+            format: DiskFormat::Raw,
+            disk: stratus_common::api::Artifact {
+                locations: vec!["file:///srv/images/debian-12.raw".into()],
+                sha256: "ef".repeat(32),
+                size: Some(2_147_483_648),
+                compression: Compression::None,
+            },
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            owner: "admin".into(),
+            created: "2024-05-01T10:00:00.000Z".into(),
+        }
+    }
+
+    fn page(items: Vec<MarketplaceEntry>, total: u64, offset: u64) -> MarketplacePage {
+        MarketplacePage {
+            items,
+            total,
+            offset,
+            limit: 100,
+        }
+    }
+
+    #[test]
+    fn marketplace_entry_block() {
+        assert_eq!(
+            render_marketplace_entry(&marketplace_entry()),
+            "\
+:: IMAGE GOaxJFdoEXvqAm9ArJgnZO_ky6F
+    os: ttylinux 9.3 (x86_64)   kind: machine   format: qcow2 (gzip)   size: 196616
+    version: 1.0   endorser: jane.doe@example.org   created: 2026/11/21 22:45:37   valid until: 2027/11/21 22:45:37
+    description: ttylinux 9.3 test appliance
+"
+        );
+    }
+
+    #[test]
+    fn deprecated_disk_entry_without_description() {
+        let mut entry = marketplace_entry();
+        let m = &mut entry.metadata;
+        m.kind = stratus_common::marketplace::ImageKind::Disk;
+        m.format = DiskFormat::Raw;
+        m.compression = Compression::None;
+        m.description = String::new();
+        m.created = "2026-12-01T08:00:00.250Z".into();
+        m.deprecated = Some("security hole,\nuse 9.4".into());
+        assert_eq!(
+            render_marketplace_entry(&entry),
+            "\
+:: IMAGE GOaxJFdoEXvqAm9ArJgnZO_ky6F
+    os: ttylinux 9.3 (x86_64)   kind: disk   format: raw   size: 196616
+    version: 1.0   endorser: jane.doe@example.org   created: 2026/12/01 08:00:00   valid until: 2027/11/21 22:45:37
+    deprecated: security hole, use 9.4
+"
+        );
+    }
+
+    #[test]
+    fn site_image_block() {
+        let mut image = site_image();
+        assert_eq!(
+            render_site_image(&image),
+            ":: SITE IMAGE debian-12\n    format: raw   owner: admin   created: 2024/05/01 10:00:00\n"
+        );
+        image.format = DiskFormat::Qcow2;
+        image.disk.compression = Compression::Zstd;
+        image.created = "not a time\x1b[2J".into();
+        assert_eq!(
+            render_site_image(&image),
+            ":: SITE IMAGE debian-12\n    format: qcow2 (zstd)   owner: admin   created: not a time [2J\n"
+        );
+    }
+
+    #[test]
+    fn page_note_only_when_paginated() {
+        let one = || vec![marketplace_entry()];
+        assert_eq!(render_page_note(&page(one(), 1, 0)), "");
+        assert_eq!(render_page_note(&page(Vec::new(), 0, 0)), "");
+        assert_eq!(
+            render_page_note(&page(one(), 3, 0)),
+            "(showing 1-1 of 3 Marketplace entries)\n"
+        );
+        assert_eq!(
+            render_page_note(&page(vec![marketplace_entry(); 2], 3, 1)),
+            "(showing 2-3 of 3 Marketplace entries)\n"
+        );
+        assert_eq!(
+            render_page_note(&page(Vec::new(), 3, 100)),
+            "(showing none of 3 Marketplace entries: offset 100)\n"
+        );
+    }
+
+    #[test]
+    fn image_list_has_entries_then_site_images_then_the_note() {
+        let list = ImageList {
+            site: vec![site_image()],
+            marketplace: page(vec![marketplace_entry()], 250, 0),
+        };
+        assert_eq!(
+            render_image_list(&list),
+            "\
+:: IMAGE GOaxJFdoEXvqAm9ArJgnZO_ky6F
+    os: ttylinux 9.3 (x86_64)   kind: machine   format: qcow2 (gzip)   size: 196616
+    version: 1.0   endorser: jane.doe@example.org   created: 2026/11/21 22:45:37   valid until: 2027/11/21 22:45:37
+    description: ttylinux 9.3 test appliance
+:: SITE IMAGE debian-12
+    format: raw   owner: admin   created: 2024/05/01 10:00:00
+(showing 1-1 of 250 Marketplace entries)
+"
+        );
+        let empty = ImageList {
+            site: Vec::new(),
+            marketplace: page(Vec::new(), 0, 0),
+        };
+        assert_eq!(render_image_list(&empty), "");
+    }
+
+    #[test]
+    fn upload_deprecate_and_policy_lines() {
+        let entry = marketplace_entry();
+        assert_eq!(
+            render_uploaded(&entry),
+            "UPLOADED GOaxJFdoEXvqAm9ArJgnZO_ky6F endorser jane.doe@example.org (entry 12)\n"
+        );
+        assert_eq!(
+            render_deprecated(&entry),
+            "DEPRECATED GOaxJFdoEXvqAm9ArJgnZO_ky6F (entry 12)\n"
+        );
+        let mut verdict = PolicyVerdict {
+            identifier: entry.identifier.clone(),
+            allowed: true,
+            code: None,
+            reason: None,
+            entry: Some(entry),
+        };
+        assert_eq!(
+            render_verdict(&verdict),
+            "ALLOWED GOaxJFdoEXvqAm9ArJgnZO_ky6F endorser jane.doe@example.org (entry 12)\n"
+        );
+        verdict.allowed = false;
+        verdict.entry = None;
+        verdict.code = Some("deprecated".into());
+        verdict.reason = Some(
+            "image GOaxJFdoEXvqAm9ArJgnZO_ky6F is deprecated: security hole, use 9.4 \
+             (endorser jane.doe@example.org)"
+                .into(),
+        );
+        assert_eq!(
+            render_verdict(&verdict),
+            "REFUSED GOaxJFdoEXvqAm9ArJgnZO_ky6F: image GOaxJFdoEXvqAm9ArJgnZO_ky6F is \
+             deprecated: security hole, use 9.4 (endorser jane.doe@example.org)\n"
+        );
+        verdict.reason = None;
+        assert_eq!(
+            render_verdict(&verdict),
+            "REFUSED GOaxJFdoEXvqAm9ArJgnZO_ky6F: deprecated\n"
+        );
+    }
+
+    #[test]
+    fn endorser_blocks_and_registration() {
+        let endorser = Endorser {
+            subject: "CN=Jane Doe,O=Example,C=FR".into(),
+            emails: vec!["jane@example.org".into(), "jd@lab.example.org".into()],
+            cert_sha256: "0f".repeat(32),
+            not_after: "2045-01-01T00:00:00.000Z".into(),
+            added: "2026-11-21T22:00:00.000Z".into(),
+            added_by: "admin".into(),
+        };
+        assert_eq!(
+            render_endorsers(std::slice::from_ref(&endorser)),
+            format!(
+                ":: ENDORSER CN=Jane Doe,O=Example,C=FR
+    emails: jane@example.org, jd@lab.example.org   valid until: 2045/01/01 00:00:00
+    added: 2026/11/21 22:00:00 by admin
+    certificate sha256: {}
+",
+                "0f".repeat(32)
+            )
+        );
+        assert_eq!(render_endorsers(&[]), "");
+        let mut no_email = endorser;
+        no_email.emails.clear();
+        assert_eq!(
+            render_endorser_registered(&no_email),
+            format!(
+                "REGISTERED endorser (none) (CN=Jane Doe,O=Example,C=FR) certificate sha256 {}\n",
+                "0f".repeat(32)
+            )
         );
     }
 

@@ -130,7 +130,7 @@ pub struct BuildMetadataArgs {
     pub output: Option<PathBuf>,
 }
 
-fn parse_kind(kind: &str) -> Result<ImageKind, String> {
+pub(crate) fn parse_kind(kind: &str) -> Result<ImageKind, String> {
     match kind {
         "machine" => Ok(ImageKind::Machine),
         "disk" => Ok(ImageKind::Disk),

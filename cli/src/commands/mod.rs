@@ -4,10 +4,16 @@
 
 pub mod build_metadata;
 pub mod copy_config;
+pub mod deprecate_metadata;
 pub mod describe;
+pub mod describe_endorsers;
+pub mod describe_images;
 pub mod kill;
+pub mod policy_image;
+pub mod register_endorser;
 pub mod run;
 pub mod sign_metadata;
+pub mod upload_metadata;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -38,12 +44,27 @@ impl Context {
     pub fn client(&self) -> anyhow::Result<Client> {
         let resolved = self.resolve()?;
         let endpoint = resolved.endpoint()?.clone();
-        let credentials = resolved.username.map(|username| Credentials {
-            username,
-            password: resolved.password.unwrap_or_default(),
-        });
-        Ok(Client::new(endpoint, credentials)?)
+        Ok(Client::new(endpoint, credentials(&resolved))?)
     }
+
+    /// A client for the Marketplace (the cloud endpoint unless `marketplace_endpoint` is
+    /// configured), with the cloud credentials.
+    pub fn marketplace_client(&self) -> anyhow::Result<Client> {
+        marketplace_client(&self.resolve()?)
+    }
+}
+
+/// A Marketplace client from settings already resolved.
+pub fn marketplace_client(resolved: &ResolvedConfig) -> anyhow::Result<Client> {
+    let endpoint = resolved.marketplace_endpoint()?.clone();
+    Ok(Client::new(endpoint, credentials(resolved))?)
+}
+
+fn credentials(resolved: &ResolvedConfig) -> Option<Credentials> {
+    resolved.username.clone().map(|username| Credentials {
+        username,
+        password: resolved.password.clone().unwrap_or_default(),
+    })
 }
 
 /// Runs `action` on each ID and hands each result to `on_success` as it comes: a failure about

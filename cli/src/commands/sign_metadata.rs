@@ -2,6 +2,7 @@
 //! certificate (PEM or PKCS#12, as the user configuration says), producing the envelope the
 //! Marketplace accepts. The endorser fields are filled in from the certificate, and the metadata
 //! is checked as the Marketplace will check it, so that what is signed will be accepted.
+//! [`load_signer`] and [`sign`] are shared with `stratus-deprecate-metadata`.
 
 use std::fs;
 use std::io::Write;
@@ -12,12 +13,13 @@ use anyhow::Context as _;
 use clap::Args;
 use stratus_common::certificate::CertificateInfo;
 use stratus_common::marketplace::{
-    format_timestamp, parse_metadata, validate, ImageMetadata, MAX_ENVELOPE_LEN,
+    format_timestamp, parse_metadata, validate, ImageMetadata, SignedMetadata, MAX_ENVELOPE_LEN,
 };
 use thiserror::Error;
 
 use super::build_metadata::now_ms;
 use super::Context;
+use crate::config::ResolvedConfig;
 use crate::credentials::Signer;
 use crate::output;
 
@@ -68,15 +70,9 @@ pub fn run(
     }
     let mut metadata = parse_metadata(&text).with_context(|| format!("{}", path.display()))?;
 
-    let resolved = ctx.resolve()?;
-    let credentials = resolved.signing_credentials(|p| p.exists())?;
-    let signer = Signer::load(&credentials)?;
-    if let Some(note) = prepare(&mut metadata, signer.certificate(), now_ms())? {
-        err.write_all(output::render_warning(&note).as_bytes())?;
-    }
-    validate(&metadata).with_context(|| format!("{}: not signed", path.display()))?;
-
-    let envelope = signer.sign(&metadata)?;
+    let signer = load_signer(&ctx.resolve()?)?;
+    let envelope = sign(&signer, &mut metadata, now_ms(), err)
+        .with_context(|| format!("{}", path.display()))?;
     let json = output::render_json(&envelope);
     match &args.output {
         Some(target) => {
@@ -94,6 +90,27 @@ pub fn run(
         None => out.write_all(json.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The signing credentials the configuration names (PKCS#12 or PEM), loaded.
+pub fn load_signer(resolved: &ResolvedConfig) -> anyhow::Result<Signer> {
+    let credentials = resolved.signing_credentials(|p| p.exists())?;
+    Ok(Signer::load(&credentials)?)
+}
+
+/// Fills the endorser in from the signer's certificate ([`prepare`]), checks the metadata as the
+/// Marketplace will, and signs it. A note about a replaced email goes to `err` as a warning.
+pub fn sign(
+    signer: &Signer,
+    metadata: &mut ImageMetadata,
+    now_ms: u64,
+    err: &mut dyn Write,
+) -> anyhow::Result<SignedMetadata> {
+    if let Some(note) = prepare(metadata, signer.certificate(), now_ms)? {
+        err.write_all(output::render_warning(&note).as_bytes())?;
+    }
+    validate(metadata).context("not signed")?;
+    Ok(signer.sign(metadata)?)
 }
 
 /// Fills the endorser in from the signing certificate: its subject, and the metadata's email if
