@@ -172,6 +172,7 @@ async fn run() -> anyhow::Result<()> {
                 desired.cluster_id
             );
         }
+        let listed_at = reconciler.epoch();
         let domains = {
             let hv = hv.clone();
             match tokio::task::spawn_blocking(move || hv.list()).await? {
@@ -182,7 +183,7 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
         };
-        for action in reconciler.plan(&desired, &domains) {
+        for action in reconciler.plan(&desired, &domains, listed_at) {
             let reconciler = reconciler.clone();
             tokio::task::spawn_blocking(move || reconciler.execute(action));
         }
@@ -242,6 +243,7 @@ struct Outbox {
     pending: std::collections::BTreeMap<u64, ReportedInstance>,
     unknown: Vec<String>,
     unknown_changed: bool,
+    images: Option<Vec<String>>,
 }
 
 impl Outbox {
@@ -254,11 +256,12 @@ impl Outbox {
                 self.unknown = list;
                 self.unknown_changed = true;
             }
+            ReportEvent::Images(list) => self.images = Some(list),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.pending.is_empty() && !self.unknown_changed
+        self.pending.is_empty() && !self.unknown_changed && self.images.is_none()
     }
 }
 
@@ -282,6 +285,7 @@ async fn report_loop(
         let report = HostReport {
             instances: outbox.pending.values().cloned().collect(),
             unknown_domains: outbox.unknown.clone(),
+            images: outbox.images.clone(),
         };
         match client.report(&host, &report).await {
             Ok(()) => {
@@ -292,6 +296,9 @@ async fn report_loop(
                     }
                 }
                 outbox.unknown_changed = outbox.unknown != report.unknown_domains;
+                if outbox.images == report.images {
+                    outbox.images = None;
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "report failed; retrying");

@@ -76,6 +76,8 @@ impl InstanceDirs {
 pub enum ReportEvent {
     Instance(ReportedInstance),
     UnknownDomains(Vec<String>),
+    /// What the image cache holds (SHA-256 of each artifact), when it changed.
+    Images(Vec<String>),
 }
 
 /// The host-side state of reconciliation; cheap to share between tasks.
@@ -99,13 +101,31 @@ struct Inner {
     /// The last state queued for the controller, per instance.
     reported: HashMap<u64, ActualState>,
     unknown: Vec<String>,
+    /// The cache's contents as last queued for the controller.
+    reported_images: Option<Vec<String>>,
+    /// Pre-cached images held in the cache, by disk SHA-256, with every digest held.
+    pinned: HashMap<String, Vec<String>>,
+    /// Pre-caches under way, by disk SHA-256.
+    precaching: HashSet<String>,
+    /// Pre-caches that failed, by disk SHA-256, and when: retried after [`PRECACHE_RETRY`].
+    precache_failed: HashMap<String, std::time::Instant>,
+    /// Counts finished starts and destroys.
+    epoch: u64,
+    /// The epoch at which each instance's last start or destroy finished: a domain list taken
+    /// before that is stale for this instance.
+    finished_at: HashMap<u64, u64>,
 }
+
+/// How long a failed pre-cache waits before it is tried again.
+const PRECACHE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What one pass decided to do, for the caller to run (and for tests to inspect).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Start(Box<DesiredInstance>),
     Destroy(u64),
+    /// Fetch an image an administrator asked for ahead of time, and keep it.
+    Precache(Box<stratus_common::agent::ImageSpec>),
 }
 
 impl Reconciler {
@@ -149,9 +169,21 @@ impl Reconciler {
         }));
     }
 
+    /// The current epoch; take it before listing domains and pass it to [`Self::plan`].
+    pub fn epoch(&self) -> u64 {
+        self.inner.lock().expect("reconciler lock").epoch
+    }
+
     /// One pass: looks at libvirt, reports what it sees, and returns the starts and destroys to
-    /// run (each marked in flight until it finishes).
-    pub fn plan(&self, desired: &HostDesired, domains: &[DomainInfo]) -> Vec<Action> {
+    /// run (each marked in flight until it finishes). `domains` were listed at `listed_at` (an
+    /// [`Self::epoch`]); instances whose start or destroy finished since are left for the next
+    /// pass, as the list does not show what that action did.
+    pub fn plan(
+        &self,
+        desired: &HostDesired,
+        domains: &[DomainInfo],
+        listed_at: u64,
+    ) -> Vec<Action> {
         let ours: HashMap<u64, &DomainInfo> = domains
             .iter()
             .filter_map(|d| {
@@ -181,7 +213,9 @@ impl Reconciler {
             }
             for instance in &desired.instances {
                 let id = instance.id;
-                if inner.in_flight.contains(&id) {
+                if inner.in_flight.contains(&id)
+                    || inner.finished_at.get(&id).is_some_and(|&at| at > listed_at)
+                {
                     continue;
                 }
                 match instance.desire {
@@ -223,6 +257,44 @@ impl Reconciler {
             // Forget instances the controller no longer mentions.
             inner.reported.retain(|id, _| wanted.contains(id));
             inner.seen_running.retain(|id| wanted.contains(id));
+            inner.finished_at.retain(|id, _| wanted.contains(id));
+            // Pre-caches: fetch what is newly asked, let go of what is no longer asked.
+            let asked: HashSet<&str> = desired
+                .precache
+                .iter()
+                .map(|spec| spec.disk.sha256.as_str())
+                .collect();
+            let unpinned: Vec<String> = inner
+                .pinned
+                .keys()
+                .filter(|sha| !asked.contains(sha.as_str()))
+                .cloned()
+                .collect();
+            for sha in unpinned {
+                for digest in inner.pinned.remove(&sha).unwrap_or_default() {
+                    self.images.release(&digest);
+                }
+                tracing::info!(sha256 = %sha, "pre-cached image no longer pinned");
+            }
+            for spec in &desired.precache {
+                let sha = &spec.disk.sha256;
+                let recently_failed = inner
+                    .precache_failed
+                    .get(sha)
+                    .is_some_and(|at| at.elapsed() < PRECACHE_RETRY);
+                if !inner.pinned.contains_key(sha)
+                    && !inner.precaching.contains(sha)
+                    && !recently_failed
+                {
+                    inner.precaching.insert(sha.clone());
+                    actions.push(Action::Precache(Box::new(spec.clone())));
+                }
+            }
+            let held = self.images.held();
+            if inner.reported_images.as_ref() != Some(&held) {
+                inner.reported_images = Some(held.clone());
+                let _ = self.reports.send(ReportEvent::Images(held));
+            }
         }
         for (id, state, reason) in reports {
             self.report(id, state, reason);
@@ -232,41 +304,68 @@ impl Reconciler {
 
     /// Runs one action to the end (blocking: libvirt and file I/O) and reports the outcome.
     pub fn execute(&self, action: Action) {
-        let id = match &action {
-            Action::Start(i) => i.id,
-            Action::Destroy(id) => *id,
+        let id = match action {
+            Action::Precache(spec) => return self.precache(&spec),
+            Action::Start(instance) => {
+                let _guard = tracing::info_span!("instance", id = instance.id).entered();
+                match self.start(&instance) {
+                    Ok(()) => {
+                        self.inner
+                            .lock()
+                            .expect("reconciler lock")
+                            .seen_running
+                            .insert(instance.id);
+                        tracing::info!("domain started");
+                        self.report(instance.id, ActualState::Running, None);
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%reason, "start failed");
+                        self.report(instance.id, ActualState::Failed, Some(reason));
+                    }
+                }
+                instance.id
+            }
+            Action::Destroy(id) => {
+                let _guard = tracing::info_span!("instance", id).entered();
+                match self.destroy(id) {
+                    Ok(()) => {
+                        tracing::info!("instance destroyed and cleaned up");
+                        self.report(id, ActualState::Gone, None);
+                    }
+                    Err(reason) => tracing::warn!(%reason, "destroy failed; will retry"),
+                }
+                id
+            }
         };
-        let span = tracing::info_span!("instance", id);
-        let _guard = span.enter();
-        match action {
-            Action::Start(instance) => match self.start(&instance) {
-                Ok(()) => {
-                    self.inner
-                        .lock()
-                        .expect("reconciler lock")
-                        .seen_running
-                        .insert(id);
-                    tracing::info!("domain started");
-                    self.report(id, ActualState::Running, None);
+        let mut inner = self.inner.lock().expect("reconciler lock");
+        inner.in_flight.remove(&id);
+        inner.epoch += 1;
+        let epoch = inner.epoch;
+        inner.finished_at.insert(id, epoch);
+    }
+
+    /// Fetches a pre-cache request's artifacts and holds them.
+    fn precache(&self, spec: &stratus_common::agent::ImageSpec) {
+        let sha = spec.disk.sha256.clone();
+        let result = prepare(&self.images, spec);
+        let mut inner = self.inner.lock().expect("reconciler lock");
+        inner.precaching.remove(&sha);
+        match result {
+            Ok(image) => {
+                for digest in &image.digests {
+                    self.images.acquire(digest);
                 }
-                Err(reason) => {
-                    tracing::warn!(%reason, "start failed");
-                    self.report(id, ActualState::Failed, Some(reason));
-                }
-            },
-            Action::Destroy(id) => match self.destroy(id) {
-                Ok(()) => {
-                    tracing::info!("instance destroyed and cleaned up");
-                    self.report(id, ActualState::Gone, None);
-                }
-                Err(reason) => tracing::warn!(%reason, "destroy failed; will retry"),
-            },
+                inner.pinned.insert(sha.clone(), image.digests);
+                inner.precache_failed.remove(&sha);
+                tracing::info!(sha256 = %sha, image = %spec.name, "image pre-cached");
+            }
+            Err(reason) => {
+                inner
+                    .precache_failed
+                    .insert(sha.clone(), std::time::Instant::now());
+                tracing::warn!(sha256 = %sha, image = %spec.name, %reason, "pre-cache failed; will retry");
+            }
         }
-        self.inner
-            .lock()
-            .expect("reconciler lock")
-            .in_flight
-            .remove(&id);
     }
 
     /// Prepares the disk and starts the domain; on failure removes what it made.

@@ -38,6 +38,10 @@ pub struct HostDesired {
     pub version: u64,
     pub cluster_id: String,
     pub instances: Vec<DesiredInstance>,
+    /// Images an administrator asked this host to fetch ahead of time and keep (pinned in the
+    /// cache while listed).
+    #[serde(default)]
+    pub precache: Vec<ImageSpec>,
 }
 
 /// What should happen to one instance on the host.
@@ -106,6 +110,10 @@ pub struct HostReport {
     /// Names of domains on the host that carry no instance of this cluster.
     #[serde(default)]
     pub unknown_domains: Vec<String>,
+    /// SHA-256 of every artifact in the host's image cache, when it changed since the last
+    /// report (absent: unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
 }
 
 /// The libvirt domain name of an instance: unique per cluster and per host, made only of

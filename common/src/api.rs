@@ -251,6 +251,20 @@ pub struct Host {
     pub last_seen: Option<String>,
     /// Domains the agent found that no instance accounts for (reported, never killed).
     pub unknown_domains: Vec<String>,
+    /// SHA-256 of the artifacts in the host's image cache, as last reported.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// SHA-256 of the disks an administrator asked the host to keep cached.
+    #[serde(default)]
+    pub precache: Vec<String>,
+}
+
+/// `POST /api/v1/hosts/{name}/images` (admin): fetch an image onto a host ahead of time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrecacheImage {
+    /// A site image name or a Marketplace identifier (the site policy applies).
+    pub image: String,
 }
 
 /// A member of the controller's Raft group.

@@ -90,6 +90,8 @@ struct Contact {
     last_seen: Option<Instant>,
     last_seen_ms: Option<u64>,
     unknown_domains: Vec<String>,
+    /// SHA-256 of what the host's image cache holds.
+    images: HashSet<String>,
 }
 
 /// The default instance type when a request names none.
@@ -292,9 +294,10 @@ impl Cloud {
                 CloudError::BadRequest(format!("type: unknown instance type {type_name:?}"))
             })?;
             let up = self.hosts_up();
+            let holding = self.hosts_holding(&image_spec.disk.sha256);
             let placement = self
                 .raft
-                .read(|s| scheduler::place(s, &up, size.vcpus, size.memory_mib));
+                .read(|s| scheduler::place(s, &up, &holding, size.vcpus, size.memory_mib));
             let (host, failure) = match placement {
                 Ok(host) => (Some(host), None),
                 Err(reason) => (None, Some(reason)),
@@ -597,13 +600,21 @@ impl Cloud {
                 .values()
                 .map(|h| {
                     let contact = contacts.get(&h.name).cloned().unwrap_or_default();
-                    host_view(
+                    let mut view = host_view(
                         s,
                         h,
                         contact.last_seen_ms,
                         up.contains(&h.name),
                         contact.unknown_domains,
-                    )
+                    );
+                    view.images = contact.images.into_iter().collect();
+                    view.images.sort();
+                    view.precache = s
+                        .precache
+                        .get(&h.name)
+                        .map(|p| p.keys().cloned().collect())
+                        .unwrap_or_default();
+                    view
                 })
                 .collect()
         })
@@ -646,13 +657,72 @@ impl Cloud {
         })
     }
 
-    fn touch(&self, host: &str, unknown_domains: Option<Vec<String>>) {
+    /// Hosts whose image cache holds the artifact with this SHA-256.
+    fn hosts_holding(&self, sha256: &str) -> HashSet<String> {
+        let contacts = self.contacts.lock().expect("contacts lock");
+        contacts
+            .iter()
+            .filter(|(_, c)| c.images.contains(sha256))
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    /// Asks `host` to fetch `image` ahead of time and keep it cached (admin).
+    pub async fn precache(
+        &self,
+        caller: &Caller,
+        host: &str,
+        image: &str,
+    ) -> Result<Host, CloudError> {
+        require_admin(caller)?;
+        let spec = self.resolve_image(image, now_ms())?;
+        proposed(
+            self.raft
+                .propose(Command::Precache {
+                    host: host.to_owned(),
+                    spec,
+                })
+                .await,
+        )?;
+        self.host(host)
+    }
+
+    /// Stops keeping an image cached on `host` (it may then be evicted when unused).
+    pub async fn unpin(
+        &self,
+        caller: &Caller,
+        host: &str,
+        sha256: &str,
+    ) -> Result<Host, CloudError> {
+        require_admin(caller)?;
+        let command = Command::Unpin {
+            host: host.to_owned(),
+            sha256: sha256.to_owned(),
+        };
+        match self.raft.propose(command).await? {
+            Ok(_) => self.host(host),
+            Err(r @ Rejection::NotPinned { .. }) => Err(CloudError::NotFound(r.to_string())),
+            Err(r) => Err(r.into()),
+        }
+    }
+
+    fn host(&self, name: &str) -> Result<Host, CloudError> {
+        self.list_hosts()
+            .into_iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| CloudError::NotFound(format!("host {name} not found")))
+    }
+
+    fn touch(&self, host: &str, unknown_domains: Option<Vec<String>>, images: Option<Vec<String>>) {
         let mut contacts = self.contacts.lock().expect("contacts lock");
         let contact = contacts.entry(host.to_owned()).or_default();
         contact.last_seen = Some(Instant::now());
         contact.last_seen_ms = Some(now_ms());
         if let Some(unknown) = unknown_domains {
             contact.unknown_domains = unknown;
+        }
+        if let Some(images) = images {
+            contact.images = images.into_iter().collect();
         }
     }
 
@@ -674,7 +744,7 @@ impl Cloud {
             registered_ms: now_ms(),
         };
         proposed(self.raft.propose(Command::RegisterHost(record)).await)?;
-        self.touch(&request.name, None);
+        self.touch(&request.name, None, None);
         tracing::info!(host = %request.name, "host registered");
         Ok(Registered {
             cluster_id: self.raft.read(|s| s.cluster_id.clone()),
@@ -693,15 +763,20 @@ impl Cloud {
                 "host {host} is not registered"
             )));
         }
-        self.touch(host, None);
+        self.touch(host, None, None);
         let mut applied = self.raft.applied();
         let _ = tokio::time::timeout(wait, applied.wait_for(|&v| v > since)).await;
-        self.touch(host, None);
+        self.touch(host, None, None);
         let version = *applied.borrow();
         Ok(self.raft.read(|s| HostDesired {
             version,
             cluster_id: s.cluster_id.clone(),
             instances: s.desired_for_host(host),
+            precache: s
+                .precache
+                .get(host)
+                .map(|pins| pins.values().cloned().collect())
+                .unwrap_or_default(),
         }))
     }
 
@@ -712,7 +787,7 @@ impl Cloud {
                 "host {host} is not registered"
             )));
         }
-        self.touch(host, Some(report.unknown_domains));
+        self.touch(host, Some(report.unknown_domains), report.images);
         for item in report.instances {
             let command = Command::ReportInstance {
                 host: host.to_owned(),

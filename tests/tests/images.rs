@@ -237,3 +237,92 @@ fn eviction_never_removes_a_base_in_use() {
         .contains("disk=ok"));
     let _ = std::fs::remove_file(raw);
 }
+
+#[test]
+fn an_admin_precaches_an_image_so_starts_need_no_download_and_it_stays_until_unpinned() {
+    let mut cloud = TestCloud::start("precache").unwrap();
+    // A budget far below one image: only what is in use or pinned stays.
+    cloud.set_agent_option("image_cache_bytes", "1").unwrap();
+    cloud.start_agent().unwrap();
+    cloud.create_user("alice").unwrap();
+    let (server, a) = appliance_server();
+    cloud
+        .register_image(&a.image_json("pre", &server.base()))
+        .unwrap();
+    let host = cloud.host_name.clone();
+
+    let (status, body) = cloud
+        .post(
+            "alice",
+            &format!("/hosts/{host}/images"),
+            &json!({"image": "pre"}),
+        )
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = cloud
+        .post(
+            "admin",
+            &format!("/hosts/{host}/images"),
+            &json!({"image": "pre"}),
+        )
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["precache"], json!([a.sha256]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, hosts) = cloud.get("admin", "/hosts").unwrap();
+        if hosts[0]["images"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(a.sha256))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported as held: {hosts}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.requests("/disk.qcow2"), 1);
+
+    // Starting and killing an instance needs no download, and the pinned image outlives it.
+    let run_and_kill = |cloud: &TestCloud| {
+        let vm = cloud
+            .run_instance("admin", json!({"image": "pre", "type": "t1.micro"}))
+            .unwrap();
+        cloud
+            .wait_state("admin", vm.id, InstanceState::Running, BOOT)
+            .unwrap();
+        cloud
+            .delete("admin", &format!("/instances/{}", vm.id))
+            .unwrap();
+        cloud
+            .wait_state("admin", vm.id, InstanceState::Done, BOOT)
+            .unwrap();
+    };
+    run_and_kill(&cloud);
+    assert_eq!(
+        server.requests("/disk.qcow2"),
+        1,
+        "served from the pre-cached copy"
+    );
+    assert!(
+        cloud.cached().contains(&a.sha256),
+        "pinned: not evicted despite the budget"
+    );
+
+    // Unpinned, it goes at the next eviction.
+    let (status, body) = cloud
+        .delete("admin", &format!("/hosts/{host}/images/{}", a.sha256))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["precache"], json!([]));
+    let (status, _) = cloud
+        .delete("admin", &format!("/hosts/{host}/images/{}", a.sha256))
+        .unwrap();
+    assert_eq!(status, 404);
+    std::thread::sleep(Duration::from_secs(3));
+    run_and_kill(&cloud);
+    assert!(
+        !cloud.cached().contains(&a.sha256),
+        "evicted once unpinned and unused"
+    );
+}

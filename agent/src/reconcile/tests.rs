@@ -86,6 +86,7 @@ fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired {
                 image: image.clone(),
             })
             .collect(),
+        precache: Vec::new(),
     }
 }
 
@@ -108,8 +109,9 @@ fn drain(rig: &mut Rig) -> Vec<(u64, ActualState, Option<String>)> {
 
 /// One reconcile pass run to the end, as the agent's loop does it.
 fn pass(rig: &Rig, want: &HostDesired) -> Vec<Action> {
+    let listed_at = rig.reconciler.epoch();
     let domains = rig.hv.list().unwrap();
-    let actions = rig.reconciler.plan(want, &domains);
+    let actions = rig.reconciler.plan(want, &domains, listed_at);
     for action in actions.clone() {
         rig.reconciler.execute(action);
     }
@@ -188,7 +190,7 @@ fn unknown_domains_are_reported_and_left_running() {
     let unknown: Vec<_> = std::iter::from_fn(|| rig.events.try_recv().ok())
         .filter_map(|e| match e {
             ReportEvent::UnknownDomains(list) => Some(list),
-            ReportEvent::Instance(_) => None,
+            ReportEvent::Instance(_) | ReportEvent::Images(_) => None,
         })
         .collect();
     assert_eq!(unknown, vec![vec!["stratus-c0ffee00-99".to_owned()]]);
@@ -292,4 +294,50 @@ fn a_restarted_agent_holds_the_images_of_the_instances_it_finds() {
         cache.evict().is_empty(),
         "a base in use is never evicted, even over budget"
     );
+}
+
+#[test]
+fn a_precache_request_fetches_and_pins_the_image_until_it_is_withdrawn() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[]);
+    want.precache = vec![rig.image.clone()];
+    let actions = pass(&rig, &want);
+    assert!(matches!(actions.as_slice(), [Action::Precache(_)]));
+    let sha = rig.image.disk.sha256.clone();
+    assert!(rig.cache.held().contains(&sha));
+    assert_eq!(rig.cache.refs(&sha), 1, "pinned while asked for");
+    // The next pass reports what the cache holds and asks for nothing more.
+    assert!(pass(&rig, &want).is_empty());
+    let images: Vec<_> = std::iter::from_fn(|| rig.events.try_recv().ok())
+        .filter_map(|e| match e {
+            ReportEvent::Images(list) => Some(list),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(images.last(), Some(&vec![sha.clone()]));
+    // Withdrawn: no longer held, so the cache may evict it.
+    want.precache.clear();
+    pass(&rig, &want);
+    assert_eq!(rig.cache.refs(&sha), 0);
+}
+
+#[test]
+fn a_domain_list_taken_before_a_start_finished_does_not_count_the_new_guest_as_gone() {
+    let mut rig = rig();
+    let want = desired(&rig.image, &[(6, Desire::Run)]);
+    // The loop lists domains (none yet), then the start finishes, then it plans.
+    let listed_at = rig.reconciler.epoch();
+    let stale = rig.hv.list().unwrap();
+    for action in rig.reconciler.plan(&want, &stale, listed_at) {
+        rig.reconciler.execute(action);
+    }
+    drain(&mut rig);
+    assert!(rig.reconciler.plan(&want, &stale, listed_at).is_empty());
+    assert!(
+        drain(&mut rig).is_empty(),
+        "no Failed report from a stale list"
+    );
+    // A fresh list sees it running.
+    assert!(pass(&rig, &want).is_empty());
+    assert_eq!(rig.hv.created().len(), 1);
 }

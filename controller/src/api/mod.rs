@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{HostReport, RegisterHost};
-use stratus_common::api::{ApiError, CreateImage, CreateInstance, RegisterEndorser};
+use stratus_common::api::{ApiError, CreateImage, CreateInstance, PrecacheImage, RegisterEndorser};
 use stratus_common::marketplace::{parse_timestamp, ImageKind};
 
 use crate::cloud::{Cloud, CloudError};
@@ -42,6 +42,11 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
         )
         .route("/api/v1/hosts", get(list_hosts).post(register_host))
         .route("/api/v1/hosts/{name}/desired", get(host_desired))
+        .route("/api/v1/hosts/{name}/images", post(precache_image))
+        .route(
+            "/api/v1/hosts/{name}/images/{sha256}",
+            axum::routing::delete(unpin_image),
+        )
         .route("/api/v1/hosts/{name}/report", post(host_report))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/users", get(list_users).post(create_user))
@@ -238,6 +243,26 @@ async fn list_hosts(
         ));
     }
     Ok(Json(cloud.list_hosts()))
+}
+
+async fn precache_image(
+    State(cloud): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+    Body(request): Body<PrecacheImage>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(cloud.precache(&caller, &name, &request.image).await?),
+    ))
+}
+
+async fn unpin_image(
+    State(cloud): Shared,
+    User(caller): User,
+    Path((name, sha256)): Path<(String, String)>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok(Json(cloud.unpin(&caller, &name, &sha256).await?))
 }
 
 async fn register_host(

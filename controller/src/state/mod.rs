@@ -144,6 +144,9 @@ pub struct State {
     /// Registered endorser certificates, by SHA-256.
     #[serde(default)]
     pub endorsers: BTreeMap<String, EndorserRecord>,
+    /// Images administrators asked hosts to keep cached: host -> disk SHA-256 -> image.
+    #[serde(default)]
+    pub precache: BTreeMap<String, BTreeMap<String, ImageSpec>>,
     pub instances: BTreeMap<u64, InstanceRecord>,
     pub next_instance_id: u64,
     /// Overcommit of vCPUs allowed by placement (set at bootstrap from the site config).
@@ -169,6 +172,16 @@ pub enum Command {
         uploaded_ms: u64,
     },
     RegisterEndorser(EndorserRecord),
+    /// Keep `spec` cached on `host` (fetched ahead of time, never evicted while listed).
+    Precache {
+        host: String,
+        spec: ImageSpec,
+    },
+    /// Stop keeping the image with this disk SHA-256 cached on `host`.
+    Unpin {
+        host: String,
+        sha256: String,
+    },
     /// A new instance, placed on `host` by the scheduler, or Failed with `failure` when no host
     /// could take it.
     CreateInstance {
@@ -232,6 +245,8 @@ pub enum Rejection {
     },
     #[error("instance {0} is already Done")]
     AlreadyDone(u64),
+    #[error("image {sha256} is not pinned on host {host}")]
+    NotPinned { host: String, sha256: String },
     #[error("instance {id} is not placed on host {host}")]
     WrongHost { id: u64, host: String },
 }
@@ -309,6 +324,29 @@ impl State {
                 }
                 self.endorsers.insert(record.cert_sha256.clone(), record);
                 Ok(Outcome::Applied)
+            }
+            Command::Precache { host, spec } => {
+                if !self.hosts.contains_key(&host) {
+                    return Err(Rejection::UnknownHost(host));
+                }
+                let pins = self.precache.entry(host).or_default();
+                match pins.insert(spec.disk.sha256.clone(), spec.clone()) {
+                    Some(old) if old == spec => Ok(Outcome::Unchanged),
+                    _ => Ok(Outcome::Applied),
+                }
+            }
+            Command::Unpin { host, sha256 } => {
+                let removed = self
+                    .precache
+                    .get_mut(&host)
+                    .and_then(|pins| pins.remove(&sha256));
+                if self.precache.get(&host).is_some_and(BTreeMap::is_empty) {
+                    self.precache.remove(&host);
+                }
+                match removed {
+                    Some(_) => Ok(Outcome::Applied),
+                    None => Err(Rejection::NotPinned { host, sha256 }),
+                }
             }
             Command::CreateInstance {
                 owner,

@@ -72,6 +72,8 @@ pub fn host_view(
         status: if up { "up" } else { "down" }.to_owned(),
         last_seen: last_seen_ms.map(rfc3339_ms),
         unknown_domains,
+        images: Vec::new(),
+        precache: Vec::new(),
     }
 }
 
