@@ -1,64 +1,11 @@
 //! The `stratus` binary as a user runs it: classic names, configuration file and environment,
 //! exact output, `[ERROR] ` lines and exit codes, against a canned HTTP server on 127.0.0.1.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::thread::{self, JoinHandle};
+use std::os::unix::fs::PermissionsExt;
 
-/// Answers each connection with the next canned response; gives back the request lines and
-/// headers it saw.
-struct CannedServer {
-    address: String,
-    handle: JoinHandle<Vec<String>>,
-}
+mod support;
 
-impl CannedServer {
-    fn start(responses: Vec<String>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let handle = thread::spawn(move || {
-            let mut seen = Vec::new();
-            for response in responses {
-                let (stream, _) = listener.accept().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut head = String::new();
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap();
-                    }
-                    head.push_str(&line);
-                    if line == "\r\n" || line.is_empty() {
-                        break;
-                    }
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
-                seen.push(head + &String::from_utf8(body).unwrap());
-                reader.into_inner().write_all(response.as_bytes()).unwrap();
-            }
-            seen
-        });
-        Self { address, handle }
-    }
-
-    fn requests(self) -> Vec<String> {
-        self.handle.join().unwrap()
-    }
-}
-
-fn reply(status: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
+use support::{assert_unreachable, reply, stderr, stdout, unused_port, CannedServer, Home};
 
 fn instance_json(id: u64, state: &str) -> String {
     format!(
@@ -68,65 +15,18 @@ fn instance_json(id: u64, state: &str) -> String {
     )
 }
 
-/// A scratch HOME with the `stratus-*` names linked to the binary.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for name in [
-            "run-instance",
-            "describe-instance",
-            "kill-instance",
-            "copy-config",
-        ] {
-            symlink(
-                env!("CARGO_BIN_EXE_stratus"),
-                dir.path().join(format!("stratus-{name}")),
-            )
-            .unwrap();
-        }
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.path().join(".stratuslab/stratuslab-user.cfg")
-    }
-
-    fn write_config(&self, text: &str) {
-        std::fs::create_dir_all(self.config_path().parent().unwrap()).unwrap();
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    /// Runs `stratus-<name> args...` with only HOME and `env` in the environment.
-    fn run(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(self.path().join(format!("stratus-{name}")));
-        command.args(args).env_clear().env("HOME", self.path());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        command.output().unwrap()
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
+/// The classic names these tests run the binary as.
+const NAMES: &[&str] = &[
+    "run-instance",
+    "describe-instance",
+    "kill-instance",
+    "copy-config",
+];
 
 #[test]
 fn run_instance_uses_the_selected_section_and_prints_the_guides_output() {
     let server = CannedServer::start(vec![reply("201 Created", &instance_json(5507, "Pending"))]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     home.write_config(&format!(
         "[default]\nendpoint = 127.0.0.1:1\nusername = nobody\npassword = pw\n\
          pdisk_endpoint = pdisk.example.org\n\n[fav-cloud]\nendpoint = {}\nusername = alice\n",
@@ -168,7 +68,7 @@ fn run_instance_quiet_and_json() {
         reply("201 Created", &instance_json(8, "Pending")),
         reply("201 Created", &instance_json(9, "Pending")),
     ]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let env = [("STRATUSLAB_ENDPOINT", server.address.as_str())];
     let out = home.run("run-instance", &["img", "-n", "2", "-q"], &env);
     assert_eq!(stdout(&out), "7\n8\n");
@@ -190,7 +90,7 @@ fn describe_shows_the_table_and_an_error_for_an_unknown_id() {
             r#"{"code":"not_found","message":"no instance 42"}"#,
         ),
     ]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let out = home.run(
         "describe-instance",
         &["5507", "42", "--endpoint", &server.address],
@@ -217,7 +117,7 @@ fn kill_confirms_each_instance_and_fails_if_one_failed() {
         ),
         reply("200 OK", &instance_json(3, "Stopping")),
     ]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let env = [("STRATUSLAB_ENDPOINT", server.address.as_str())];
     let out = home.run("kill-instance", &["1", "2", "3"], &env);
     assert_eq!(
@@ -235,7 +135,7 @@ fn wrong_password_is_one_error_line() {
         "401 Unauthorized",
         r#"{"code":"unauthorized","message":"bad credentials"}"#,
     )]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let out = home.run(
         "kill-instance",
         &["1", "2"],
@@ -263,31 +163,19 @@ fn wrong_password_is_one_error_line() {
 
 #[test]
 fn unreachable_endpoint_is_one_error_line() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let home = Home::new();
+    let port = unused_port();
+    let home = Home::new(NAMES);
     let out = home.run(
         "describe-instance",
         &["--endpoint", &format!("127.0.0.1:{port}")],
         &[],
     );
-    let err = stderr(&out);
-    assert!(
-        err.starts_with(&format!(
-            "[ERROR] cannot reach the cloud endpoint http://127.0.0.1:{port}: "
-        )),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert_eq!(out.status.code(), Some(1));
+    assert_unreachable(&out, port);
 }
 
 #[test]
 fn missing_endpoint_points_to_copy_config() {
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let out = home.run("describe-instance", &[], &[]);
     assert_eq!(
         stderr(&out),
@@ -302,7 +190,7 @@ fn missing_endpoint_points_to_copy_config() {
 
 #[test]
 fn copy_config_writes_a_private_file_once() {
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let out = home.run("copy-config", &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let path = home.config_path();

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,26 +18,21 @@ use stratus_common::api::{Compression, DiskFormat};
 use stratus_common::marketplace::{parse_metadata, ImageMetadata, SignedMetadata};
 use stratus_controller::marketplace::{verify, TrustStore, VerifiedEntry};
 
+mod support;
+
 const RSA_PKCS1: &str = include_str!("data/rsa-2048.pkcs1.pem");
 const RSA_PKCS8: &str = include_str!("data/rsa-2048.pk8.pem");
 
 /// A scratch HOME with the classic names linked to the binary and a test CA.
 struct Home {
-    dir: tempfile::TempDir,
+    home: support::Home,
     ca: Certificate,
     ca_key: KeyPair,
 }
 
 impl Home {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for name in ["build-metadata", "sign-metadata"] {
-            symlink(
-                env!("CARGO_BIN_EXE_stratus"),
-                dir.path().join(format!("stratus-{name}")),
-            )
-            .unwrap();
-        }
+        let home = support::Home::new(&["build-metadata", "sign-metadata"]);
         let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -51,11 +45,11 @@ impl Home {
         params.not_before = date_time_ymd(2020, 1, 1);
         params.not_after = date_time_ymd(2045, 1, 1);
         let ca = params.self_signed(&ca_key).unwrap();
-        Self { dir, ca, ca_key }
+        Self { home, ca, ca_key }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.home.path(name)
     }
 
     /// A certificate for `key`, issued by the test CA to Jane.
@@ -81,12 +75,7 @@ impl Home {
     }
 
     fn run(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(self.path(&format!("stratus-{name}")));
-        command.args(args).env_clear().env("HOME", self.dir.path());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        command.output().unwrap()
+        self.home.run(name, args, env)
     }
 
     fn trust(&self) -> TrustStore {

@@ -5,12 +5,7 @@
 //! verifier.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::thread::{self, JoinHandle};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -27,57 +22,9 @@ use stratus_common::marketplace::{
 };
 use stratus_controller::marketplace::{verify, TrustStore};
 
-/// Answers each connection with the next canned response; gives back the requests it saw (head
-/// and body).
-struct CannedServer {
-    address: String,
-    handle: JoinHandle<Vec<String>>,
-}
+mod support;
 
-impl CannedServer {
-    fn start(responses: Vec<String>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let handle = thread::spawn(move || {
-            let mut seen = Vec::new();
-            for response in responses {
-                let (stream, _) = listener.accept().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut head = String::new();
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap();
-                    }
-                    head.push_str(&line);
-                    if line == "\r\n" || line.is_empty() {
-                        break;
-                    }
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
-                seen.push(head + &String::from_utf8(body).unwrap());
-                reader.into_inner().write_all(response.as_bytes()).unwrap();
-            }
-            seen
-        });
-        Self { address, handle }
-    }
-
-    fn requests(self) -> Vec<String> {
-        self.handle.join().unwrap()
-    }
-}
-
-fn reply(status: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
+use support::{assert_unreachable, reply, stderr, stdout, unused_port, CannedServer, Home};
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap()
@@ -146,58 +93,15 @@ fn envelope(payload: &str) -> String {
     format!(r#"{{"protected":"eyJ9","payload":"{payload}","signature":"AAAA"}}"#)
 }
 
-/// A scratch HOME with the classic names linked to the binary.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for name in [
-            "upload-metadata",
-            "describe-images",
-            "policy-image",
-            "deprecate-metadata",
-            "describe-endorsers",
-            "register-endorser",
-        ] {
-            symlink(
-                env!("CARGO_BIN_EXE_stratus"),
-                dir.path().join(format!("stratus-{name}")),
-            )
-            .unwrap();
-        }
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, content: &str) -> String {
-        fs::write(self.path(name), content).unwrap();
-        self.path(name).display().to_string()
-    }
-
-    /// Runs `stratus-<name> args...` with only HOME and `env` in the environment.
-    fn run(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(self.path(&format!("stratus-{name}")));
-        command.args(args).env_clear().env("HOME", self.dir.path());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        command.output().unwrap()
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
+/// The classic names these tests run the binary as.
+const NAMES: &[&str] = &[
+    "upload-metadata",
+    "describe-images",
+    "policy-image",
+    "deprecate-metadata",
+    "describe-endorsers",
+    "register-endorser",
+];
 
 #[test]
 fn upload_reports_each_file_and_fails_if_one_was_refused() {
@@ -209,20 +113,16 @@ fn upload_reports_each_file_and_fails_if_one_was_refused() {
             r#"{"code":"untrusted_signer","message":"certificate not issued by a trusted CA or registered endorser"}"#,
         ),
     ]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let good = home.write("good.json", &envelope("Z29vZA"));
     let bad = home.write("bad.json", &envelope("YmFk"));
     let unsigned = home.write("unsigned.json", &json(&metadata("", "")));
     let missing = home.path("missing.json").display().to_string();
     // The Marketplace is the cloud endpoint when no marketplace_endpoint is configured.
-    fs::create_dir_all(home.path(".stratuslab")).unwrap();
-    home.write(
-        ".stratuslab/stratuslab-user.cfg",
-        &format!(
-            "[default]\nendpoint = {}\nusername = jane\npassword = pw\n",
-            server.address
-        ),
-    );
+    home.write_config(&format!(
+        "[default]\nendpoint = {}\nusername = jane\npassword = pw\n",
+        server.address
+    ));
     let out = home.run("upload-metadata", &[&good, &unsigned, &bad, &missing], &[]);
     assert_eq!(
         stdout(&out),
@@ -285,7 +185,7 @@ fn upload_json_prints_the_entries_and_a_duplicate_is_an_error() {
             r#"{"code":"conflict","message":"duplicate of entry 3"}"#,
         ),
     ]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let file = home.write("signed.json", &envelope("eA"));
     let out = home.run(
         "upload-metadata",
@@ -307,12 +207,8 @@ fn upload_json_prints_the_entries_and_a_duplicate_is_an_error() {
 
 #[test]
 fn upload_stops_at_an_unreachable_marketplace() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let home = Home::new();
+    let port = unused_port();
+    let home = Home::new(NAMES);
     let file = home.write("signed.json", &envelope("eA"));
     let out = home.run(
         "upload-metadata",
@@ -324,15 +220,7 @@ fn upload_stops_at_an_unreachable_marketplace() {
         ],
         &[],
     );
-    let err = stderr(&out);
-    assert!(
-        err.starts_with(&format!(
-            "[ERROR] cannot reach the cloud endpoint http://127.0.0.1:{port}: "
-        )),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert_eq!(out.status.code(), Some(1));
+    assert_unreachable(&out, port);
 }
 
 #[test]
@@ -368,7 +256,7 @@ fn describe_images_lists_entries_site_images_and_the_page() {
         reply("200 OK", &json(&list)),
         reply("200 OK", &json(&list)),
     ]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let env = [("STRATUSLAB_ENDPOINT", server.address.as_str())];
     let out = home.run("describe-images", &["--limit", "2"], &env);
     assert_eq!(stderr(&out), "");
@@ -428,7 +316,7 @@ fn describe_images_lists_entries_site_images_and_the_page() {
 
 #[test]
 fn describe_images_refuses_a_bad_time_before_asking() {
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let out = home.run(
         "describe-images",
         &["--to", "yesterday"],
@@ -478,7 +366,7 @@ fn policy_exits_zero_only_if_every_image_is_allowed() {
         reply("200 OK", &json(&verdict(true))),
         reply("200 OK", &json(&verdict(false))),
     ]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let env = [("STRATUSLAB_MARKETPLACE_ENDPOINT", server.address.as_str())];
     let id = identifier();
     let out = home.run(
@@ -579,7 +467,7 @@ fn now_ms() -> u64 {
 
 #[test]
 fn deprecate_signs_and_uploads_a_deprecated_copy_of_your_latest_entry() {
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let pki = pki(&home);
     let subject = "CN=Jane Doe,C=FR";
     let latest = entry(8, metadata("jane.doe@example.org", subject));
@@ -650,7 +538,7 @@ fn deprecate_signs_and_uploads_a_deprecated_copy_of_your_latest_entry() {
 
 #[test]
 fn deprecate_needs_an_entry_of_yours() {
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let pki = pki(&home);
     let empty = ImageList {
         site: Vec::new(),
@@ -704,7 +592,7 @@ fn endorsers_are_listed_and_registered_by_certificate_alone() {
             r#"{"code":"forbidden","message":"only an administrator may register endorsers"}"#,
         ),
     ]);
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let pki = pki(&home);
     let env = [("STRATUSLAB_ENDPOINT", server.address.as_str())];
     let out = home.run("describe-endorsers", &[], &env);
@@ -751,7 +639,7 @@ fn endorsers_are_listed_and_registered_by_certificate_alone() {
 
 #[test]
 fn register_endorser_refuses_a_file_without_a_certificate() {
-    let home = Home::new();
+    let home = Home::new(NAMES);
     let pki = pki(&home);
     let out = home.run(
         "register-endorser",

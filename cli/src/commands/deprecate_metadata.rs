@@ -146,10 +146,9 @@ pub fn deprecation(
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use stratus_common::api::{Compression, DiskFormat};
-    use stratus_common::marketplace::{identifier_from_sha256, Checksums, Endorser, ImageKind};
 
     use super::*;
+    use crate::commands::sign_metadata::tests::metadata;
 
     #[derive(Parser)]
     struct Cli {
@@ -166,43 +165,18 @@ mod tests {
     const NOW: u64 = 1_735_689_600_000;
 
     fn entry() -> MarketplaceEntry {
-        let sha256 = "ab".repeat(32);
+        let mut metadata = metadata("jane@example.org");
+        metadata.description = "d".into();
+        metadata.endorser.subject = "CN=Jane Doe".into();
         MarketplaceEntry {
             seq: 7,
-            identifier: identifier_from_sha256(&sha256).unwrap(),
+            identifier: metadata.identifier.clone(),
             endorser_email: "jane@example.org".into(),
             endorser_subject: "CN=Jane Doe".into(),
             cert_sha256: "cd".repeat(32),
             trusted_by: "ca".into(),
             uploaded: "2024-12-01T00:00:01.000Z".into(),
-            metadata: ImageMetadata {
-                identifier: identifier_from_sha256(&sha256).unwrap(),
-                kind: ImageKind::Machine,
-                format: DiskFormat::Raw,
-                compression: Compression::None,
-                size: 4096,
-                checksums: Checksums {
-                    sha256,
-                    sha1: None,
-                    md5: None,
-                },
-                os: "ttylinux".into(),
-                os_version: "9.3".into(),
-                arch: "x86_64".into(),
-                version: "1.0".into(),
-                description: "d".into(),
-                locations: vec!["http://127.0.0.1/x.img".into()],
-                endorser: Endorser {
-                    email: "jane@example.org".into(),
-                    subject: "CN=Jane Doe".into(),
-                },
-                created: "2024-12-01T00:00:00Z".into(),
-                valid_until: "2025-12-01T00:00:00Z".into(),
-                deprecated: None,
-                kernel: None,
-                initrd: None,
-                cmdline: None,
-            },
+            metadata,
         }
     }
 

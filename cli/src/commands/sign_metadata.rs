@@ -163,7 +163,7 @@ pub fn prepare(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use stratus_common::api::{Compression, DiskFormat};
     use stratus_common::certificate::KeyKind;
     use stratus_common::marketplace::{identifier_from_sha256, Checksums, Endorser, ImageKind};
@@ -185,7 +185,9 @@ mod tests {
         }
     }
 
-    fn metadata(email: &str) -> ImageMetadata {
+    /// Unsigned metadata asking for `email` as the endorser (the subject left to [`prepare`]),
+    /// valid from 2024-12-01 to 2025-12-01; shared with the `stratus-deprecate-metadata` tests.
+    pub(crate) fn metadata(email: &str) -> ImageMetadata {
         let sha256 = "ab".repeat(32);
         ImageMetadata {
             identifier: identifier_from_sha256(&sha256).unwrap(),
