@@ -7,9 +7,12 @@
 # on our machines) named appliance-check-<pid>: 1 vCPU, 256 MiB, direct kernel
 # boot of OUT_DIR's vmlinuz + initrd.img, disk = a qcow2 overlay on
 # OUT_DIR/disk.qcow2 (virtio, vda), serial console to a file. Exits 0 only if
-#   STRATUSLAB-APPLIANCE-READY hostname=<domain name> disk=ok kernel=...
+#   STRATUSLAB-APPLIANCE-READY hostname=<domain name> disk=ok kernel=... ip=none ssh=none
 # appears on the console within CHECK_TIMEOUT seconds (default 60). The domain
 # and its files under /var/lib/stratuslab-appliance-check/ are always removed.
+#
+# (No NIC and no cidata ISO: the pre-contextualization behaviour. The network
+# and cloud-init NoCloud path is checked by appliance/check-network.sh.)
 #
 # Environment: CHECK_TIMEOUT (seconds), LIBVIRT_URI (default qemu:///system),
 #              KEEP_CONSOLE=1 prints the whole console log at the end.
@@ -147,4 +150,5 @@ elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s 
 log "banner after ${elapsed}s: $banner"
 [[ $banner == *" disk=ok "* ]] || die "the appliance did not read its disk (expected disk=ok)"
 [[ $banner == *" hostname=$NAME "* ]] || die "unexpected hostname in the banner (expected $NAME)"
+[[ $banner == *" ip=none ssh=none" ]] || die "unexpected network facts in the banner (expected ip=none ssh=none)"
 log "OK"

@@ -42,6 +42,12 @@ readonly PACKAGES=(
     procps
     util-linux
     iproute2
+    # agent/src/network: anti-spoofing rules (nft CLI)
+    nftables
+    # appliance/check-network.sh: the cloud-init NoCloud `cidata` ISO, and a
+    # throwaway key + SSH client to log into the appliance's dropbear
+    genisoimage
+    openssh-client
 )
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
