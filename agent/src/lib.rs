@@ -6,4 +6,5 @@ pub mod controller_client;
 pub mod hypervisor;
 pub mod images;
 pub mod inventory;
+pub mod network;
 pub mod reconcile;
