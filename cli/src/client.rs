@@ -415,6 +415,9 @@ mod tests {
             image: "ttylinux".into(),
             instance_type: Some("m1.small".into()),
             name: None,
+            network: None,
+            ssh_key: None,
+            user_data: None,
         };
         let instance = client.create_instance(&request).unwrap();
         assert_eq!(

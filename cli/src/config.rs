@@ -285,8 +285,11 @@ pub struct ResolvedConfig {
     pub marketplace_endpoint: Option<Endpoint>,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// The SSH public key for instances (not sent yet: contextualisation comes later).
+    /// The SSH public key file whose key `run-instance` sends for the instances' root login.
     pub user_public_key_file: Option<PathBuf>,
+    /// Whether `user_public_key_file` is only the built-in default (`~/.ssh/id_rsa.pub`), which
+    /// may well not exist; a file the user named must.
+    pub user_public_key_is_default: bool,
     /// PEM certificate, configured or the guide's default (absent without HOME).
     pub pem_certificate: Option<Sourced<PathBuf>>,
     /// PEM key, configured or the guide's default (absent without HOME).
@@ -434,14 +437,13 @@ pub fn resolve(
     .transpose()?
     .or_else(|| endpoint.clone());
     let home = env_value(env, "HOME");
-    let user_public_key_file = cli
-        .key
-        .clone()
-        .or_else(|| {
-            env_value(env, ENV_KEY)
-                .or_else(|| from_file(keys::USER_PUBLIC_KEY_FILE))
-                .map(|p| expand_home(p, home))
-        })
+    let named_key_file = cli.key.clone().or_else(|| {
+        env_value(env, ENV_KEY)
+            .or_else(|| from_file(keys::USER_PUBLIC_KEY_FILE))
+            .map(|p| expand_home(p, home))
+    });
+    let user_public_key_is_default = named_key_file.is_none();
+    let user_public_key_file = named_key_file
         .or_else(|| home.map(|h| Path::new(h).join(DEFAULT_PUBLIC_KEY_RELATIVE_PATH)));
 
     let path_setting = |cli_value: &Option<PathBuf>, env_name: &str, key: &str, default: &str| {
@@ -514,6 +516,7 @@ pub fn resolve(
         username: pick(cli.username.as_deref(), ENV_USERNAME, keys::USERNAME),
         password: pick(cli.password.as_deref(), ENV_PASSWORD, keys::PASSWORD),
         user_public_key_file,
+        user_public_key_is_default,
         section,
     })
 }
@@ -969,8 +972,19 @@ endpoint = other.tld
         let f = ConfigFile::parse("[default]\nuser_public_key_file = <home>/k.pub\n").unwrap();
         let r = resolve_with(&f, &env(&[("HOME", "/h")]), &CliOptions::default());
         assert_eq!(r.user_public_key_file, Some(PathBuf::from("/h/k.pub")));
+        assert!(!r.user_public_key_is_default);
         let r = resolve_with(&ConfigFile::default(), &Env::new(), &CliOptions::default());
         assert_eq!(r.user_public_key_file, None);
+        let r = resolve_with(
+            &ConfigFile::default(),
+            &env(&[("HOME", "/h")]),
+            &CliOptions::default(),
+        );
+        assert_eq!(
+            r.user_public_key_file,
+            Some(PathBuf::from("/h/.ssh/id_rsa.pub"))
+        );
+        assert!(r.user_public_key_is_default);
     }
 
     #[test]

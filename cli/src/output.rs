@@ -28,9 +28,14 @@ pub fn render_run_header(count: u32) -> String {
     action("Starting machine(s)") + &step(&format!("Starting {count} {label}"))
 }
 
-/// The line for the `index`-th (from 1) instance started.
+/// The line for the `index`-th (from 1) instance started, and under it its address, if it has
+/// one, indented as in the guide.
 pub fn render_run_machine(index: usize, instance: &Instance) -> String {
-    step(&format!("Machine {index} (vm ID: {})", instance.id))
+    let mut out = step(&format!("Machine {index} (vm ID: {})", instance.id));
+    if let Some(ip) = &instance.ip {
+        out += &format!("      Public ip: {ip}\n");
+    }
+    out
 }
 
 pub fn render_run_done() -> String {
@@ -276,7 +281,10 @@ const INSTANCE_COLUMNS: [(&str, usize); 6] = [
 ];
 
 /// The `describe-instance` table. Memory is in KiB as in the guide (131072 for 128 MiB); an
-/// instance that Failed gets its reason on the next line, indented under the state.
+/// instance that Failed gets its reason on the next line, indented under the state. The last
+/// column is the guide's `host/ip`: the instance's address, what a user connects to, or where
+/// it has none (no site network) the host it was placed on; it is headed `host` when no
+/// instance listed has an address, so the table of a cloud without networks reads as before.
 pub fn render_instance_table(instances: &[Instance]) -> String {
     let rows: Vec<[String; 6]> = instances
         .iter()
@@ -287,7 +295,9 @@ pub fn render_instance_table(instances: &[Instance]) -> String {
                 i.vcpus.to_string(),
                 i.memory_mib.saturating_mul(1024).to_string(),
                 i.name.clone(),
-                i.host.clone().unwrap_or_else(|| "-".to_string()),
+                i.ip.clone()
+                    .or_else(|| i.host.clone())
+                    .unwrap_or_else(|| "-".to_string()),
             ]
         })
         .collect();
@@ -312,7 +322,11 @@ pub fn render_instance_table(instances: &[Instance]) -> String {
         text
     };
 
-    let mut out = line(INSTANCE_COLUMNS.map(|(label, _)| label));
+    let mut header = INSTANCE_COLUMNS.map(|(label, _)| label);
+    if instances.iter().any(|i| i.ip.is_some()) {
+        header[5] = "host/ip";
+    }
+    let mut out = line(header);
     for (instance, row) in instances.iter().zip(&rows) {
         out += &line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
         if let (InstanceState::Failed, Some(reason)) = (instance.state, &instance.reason) {
@@ -371,7 +385,54 @@ pub(crate) mod tests {
             created: "2024-05-01T10:00:00Z".into(),
             updated: "2024-05-01T10:00:00Z".into(),
             history: Vec::new(),
+            nics: Vec::new(),
+            ip: None,
         }
+    }
+
+    fn with_address(mut instance: Instance, ip: &str) -> Instance {
+        instance.nics = vec![stratus_common::api::Nic {
+            network: "public".into(),
+            ip: ip.into(),
+            mac: "0a:53:86:9e:4b:4b".into(),
+        }];
+        instance.ip = Some(ip.into());
+        instance
+    }
+
+    #[test]
+    fn run_output_shows_the_public_ip_as_the_guide() {
+        assert_eq!(
+            render_run(&[with_address(
+                instance(5507, InstanceState::Pending),
+                "134.158.75.75"
+            )]),
+            "
+ :::::::::::::::::::::::::
+ :: Starting machine(s) ::
+ :::::::::::::::::::::::::
+ :: Starting 1 machine
+ :: Machine 1 (vm ID: 5507)
+      Public ip: 134.158.75.75
+ :: Done!
+"
+        );
+    }
+
+    #[test]
+    fn instance_table_shows_the_address_in_the_host_ip_column() {
+        let running = with_address(instance(5507, InstanceState::Running), "134.158.75.75");
+        let mut plain = instance(12, InstanceState::Pending);
+        plain.host = None;
+        assert_eq!(
+            render_instance_table(&[running, plain, instance(13, InstanceState::Running)]),
+            "\
+id   state     vcpu memory    name            host/ip
+5507 Running   1    131072    vm-5507         134.158.75.75
+12   Pending   1    131072    vm-12           -
+13   Running   1    131072    vm-13           node-1
+"
+        );
     }
 
     #[test]

@@ -66,6 +66,17 @@ pub struct CreateInstance {
     /// An optional display name (letters, digits, `.`, `_`, `-`); defaults to `vm-<id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The site network to attach the instance to; `public` when absent and the site defines
+    /// it, else the instance gets no network interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// An OpenSSH public key (one `authorized_keys` line, e.g. `ssh-ed25519 AAAA... me@host`)
+    /// the guest lets log in as root; at most 16 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    /// Text handed to the guest as user data (e.g. a cloud-init script); at most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
 }
 
 /// One state change of an instance.
@@ -106,6 +117,13 @@ pub struct Instance {
     pub updated: String,
     /// Every state change, oldest first.
     pub history: Vec<StateChange>,
+    /// Its network interfaces, while it holds their addresses (not once Done, or Failed and
+    /// cleaned up on its host).
+    #[serde(default)]
+    pub nics: Vec<Nic>,
+    /// The address of its first interface, if any: what the user connects to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// An instance type (size), as the user's guide lists them.
@@ -363,4 +381,53 @@ pub struct Endorser {
     /// RFC 3339 time it was registered, and by whom.
     pub added: String,
     pub added_by: String,
+}
+
+/// `POST /api/v1/networks` (admin), and a `[[networks]]` table of the controller's config: a
+/// site network instances can be attached to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetwork {
+    /// Unique network name (letters, digits, `.`, `_`, `-`), e.g. `public` or `private`.
+    pub name: String,
+    /// The IPv4 network addresses are leased from, e.g. `192.0.2.0/24` (/8 to /30).
+    pub cidr: String,
+    /// The router's address, inside `cidr`; never leased.
+    pub gateway: String,
+    /// DNS servers the guests use (at most 3).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// The bridge on every host that instance interfaces on this network join (a Linux
+    /// interface name, at most 15 characters).
+    pub bridge: String,
+    /// The 802.1Q VLAN ID (1 to 4094) interfaces are tagged with on the bridge, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+/// A site network as the API shows it, with its address usage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub cidr: String,
+    pub gateway: String,
+    pub dns: Vec<String>,
+    pub bridge: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Addresses leased to instances.
+    pub leases_used: u64,
+    /// Addresses still free (host addresses, less the gateway and the leased ones).
+    pub leases_free: u64,
+}
+
+/// One network interface of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Nic {
+    /// The site network it is on.
+    pub network: String,
+    /// Its leased IPv4 address.
+    pub ip: String,
+    /// Its MAC address, derived from the address.
+    pub mac: String,
 }

@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod certificate;
 pub mod marketplace;
 pub mod names;
+pub mod network;
 pub mod time;
 
 /// The API version prefix every route lives under.

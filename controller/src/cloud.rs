@@ -14,14 +14,15 @@ use sha2::{Digest, Sha256};
 use stratus_common::agent::ImageSpec;
 use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
 use stratus_common::api::{
-    Cluster, ClusterMember, CreateImage, CreateInstance, Endorser, Host, Image, ImageList,
-    Instance, InstanceType, MarketplaceEntry, MarketplacePage, PolicyVerdict,
+    Cluster, ClusterMember, CreateImage, CreateInstance, CreateNetwork, Endorser, Host, Image,
+    ImageList, Instance, InstanceType, MarketplaceEntry, MarketplacePage, Network, PolicyVerdict,
 };
 use stratus_common::artifact::validate_artifact;
 use stratus_common::certificate::read_certificate;
 use stratus_common::marketplace::{image_spec, ImageKind, SignedMetadata};
 use stratus_common::names::validate_name;
 
+use crate::guest::{validate_ssh_key, validate_user_data};
 use crate::marketplace::{
     policy, verify, PolicyRefusal, Query, RegistryError, ResolveError, SitePolicy, TrustStore,
     VerifyError,
@@ -29,8 +30,9 @@ use crate::marketplace::{
 use crate::raft::{ProposeError, RaftHandle};
 use crate::scheduler;
 use crate::state::{
-    endorser_view, entry_view, host_view, image_view, instance_view, Command, EndorserRecord,
-    HostRecord, ImageRecord, Outcome, Rejection, UserRecord,
+    endorser_view, entry_view, host_view, image_view, instance_view, network_view, Command,
+    EndorserRecord, HostRecord, ImageRecord, IpamError, NetworkRecord, Outcome, Rejection,
+    UserRecord,
 };
 
 /// Why an action failed, in terms the API maps to a status and a stable code.
@@ -46,6 +48,9 @@ pub enum CloudError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A network has no free address left.
+    #[error("{0}")]
+    Exhausted(String),
     #[error("{0}")]
     Unavailable(String),
     /// Bad input with a specific code (e.g. `invalid_metadata`).
@@ -69,6 +74,11 @@ impl From<Rejection> for CloudError {
                 Self::Conflict(r.to_string())
             }
             Rejection::UnknownType(_) => Self::BadRequest(r.to_string()),
+            Rejection::Ipam(IpamError::Exhausted { .. }) => Self::Exhausted(r.to_string()),
+            Rejection::Ipam(IpamError::UnknownNetwork(_)) => {
+                Self::BadRequest(format!("network: {r}"))
+            }
+            Rejection::Ipam(IpamError::InvalidNetwork(_)) => Self::BadRequest(r.to_string()),
             Rejection::UnknownInstance(_) | Rejection::UnknownHost(_) => {
                 Self::NotFound(r.to_string())
             }
@@ -96,6 +106,9 @@ struct Contact {
 
 /// The default instance type when a request names none.
 pub const DEFAULT_TYPE: &str = "m1.small";
+
+/// The network an instance is attached to when its request names none (if the site has it).
+pub const DEFAULT_NETWORK: &str = "public";
 
 /// The site's Marketplace settings: the CAs it trusts and its policy.
 #[derive(Debug, Clone, Default)]
@@ -281,6 +294,16 @@ impl Cloud {
         if let Some(name) = &request.name {
             validate_name("name", name).map_err(|e| CloudError::BadRequest(e.to_string()))?;
         }
+        let ssh_key = request
+            .ssh_key
+            .as_deref()
+            .map(validate_ssh_key)
+            .transpose()
+            .map_err(|e| CloudError::BadRequest(e.to_string()))?;
+        if let Some(data) = &request.user_data {
+            validate_user_data(data).map_err(|e| CloudError::BadRequest(e.to_string()))?;
+        }
+        let network = self.network_for(request.network.as_deref())?;
         let type_name = request
             .instance_type
             .clone()
@@ -311,6 +334,9 @@ impl Cloud {
                 host,
                 failure,
                 at_ms: now_ms(),
+                network: network.clone(),
+                ssh_key: ssh_key.clone(),
+                user_data: request.user_data.clone(),
             };
             match self.raft.propose(command).await? {
                 Ok(Outcome::InstanceCreated(id)) => {
@@ -329,6 +355,85 @@ impl Cloud {
         Err(CloudError::Conflict(
             "placement kept racing with other requests; retry".into(),
         ))
+    }
+
+    /// The network a new instance goes on: the one asked for, which must exist, else `public`
+    /// if the site defines it, else none.
+    fn network_for(&self, asked: Option<&str>) -> Result<Option<String>, CloudError> {
+        match asked {
+            Some(name) => {
+                if self.raft.read(|s| s.ipam.network(name).is_some()) {
+                    Ok(Some(name.to_owned()))
+                } else {
+                    Err(CloudError::BadRequest(format!(
+                        "network: unknown network {name:?}"
+                    )))
+                }
+            }
+            None => Ok(self
+                .raft
+                .read(|s| s.ipam.network(DEFAULT_NETWORK).is_some())
+                .then(|| DEFAULT_NETWORK.to_owned())),
+        }
+    }
+
+    /// Defines a site network (admin).
+    pub async fn create_network(
+        &self,
+        caller: &Caller,
+        request: CreateNetwork,
+    ) -> Result<Network, CloudError> {
+        require_admin(caller)?;
+        let record = NetworkRecord::from_definition(&request)
+            .map_err(|e| CloudError::BadRequest(e.to_string()))?;
+        let name = record.name.clone();
+        match proposed(self.raft.propose(Command::DefineNetwork(record)).await)? {
+            Outcome::Applied => {
+                tracing::info!(network = %name, by = %caller.name, "network defined");
+                self.get_network(&name)
+            }
+            _ => Err(CloudError::Conflict(format!(
+                "network {name} already exists"
+            ))),
+        }
+    }
+
+    /// Defines the networks of the controller's configuration that the state does not have yet.
+    /// One the state already has with another definition keeps the replicated definition
+    /// (instances may hold its addresses); that is logged, not fatal.
+    pub async fn define_configured_networks(
+        &self,
+        networks: &[CreateNetwork],
+    ) -> Result<(), CloudError> {
+        for definition in networks {
+            let record = NetworkRecord::from_definition(definition)
+                .map_err(|e| CloudError::BadRequest(format!("networks: {e}")))?;
+            let name = record.name.clone();
+            match self.raft.propose(Command::DefineNetwork(record)).await? {
+                Ok(Outcome::Applied) => {
+                    tracing::info!(network = %name, "network defined from the configuration")
+                }
+                Ok(_) => {}
+                Err(
+                    r @ Rejection::Ipam(IpamError::NetworkExists(_) | IpamError::Overlaps { .. }),
+                ) => {
+                    tracing::warn!(network = %name, error = %r, "configured network not applied; the replicated definition stays");
+                }
+                Err(r) => return Err(r.into()),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn list_networks(&self) -> Vec<Network> {
+        self.raft
+            .read(|s| s.ipam.networks().map(|n| network_view(s, n)).collect())
+    }
+
+    pub fn get_network(&self, name: &str) -> Result<Network, CloudError> {
+        self.raft
+            .read(|s| s.ipam.network(name).map(|n| network_view(s, n)))
+            .ok_or_else(|| CloudError::NotFound(format!("network {name} not found")))
     }
 
     pub fn list_instances(&self, caller: &Caller) -> Vec<Instance> {
@@ -849,6 +954,238 @@ mod tests {
         assert!(Argon2::default()
             .verify_password(b"wrong", &parsed)
             .is_err());
+    }
+
+    mod networks {
+        use stratus_common::agent::RegisterHost;
+        use stratus_common::api::{Artifact, DiskFormat, DomainType};
+
+        use super::*;
+        use crate::raft::{start, RaftConfig};
+
+        fn admin() -> Caller {
+            Caller {
+                name: "admin".into(),
+                admin: true,
+            }
+        }
+
+        fn alice() -> Caller {
+            Caller {
+                name: "alice".into(),
+                admin: false,
+            }
+        }
+
+        fn network(name: &str, cidr: &str, gateway: &str) -> CreateNetwork {
+            CreateNetwork {
+                name: name.into(),
+                cidr: cidr.into(),
+                gateway: gateway.into(),
+                dns: vec!["192.0.2.53".into()],
+                bridge: format!("br-{name}"),
+                vlan: None,
+            }
+        }
+
+        fn run(image: &str, network: Option<&str>) -> CreateInstance {
+            CreateInstance {
+                image: image.into(),
+                instance_type: None,
+                name: None,
+                network: network.map(Into::into),
+                ssh_key: None,
+                user_data: None,
+            }
+        }
+
+        /// A bootstrapped one-node cloud with a host and an image, and the given networks
+        /// defined as from the configuration.
+        async fn cloud(dir: &std::path::Path, networks: &[CreateNetwork]) -> Cloud {
+            let raft = start(RaftConfig {
+                node_id: 1,
+                voters: vec![1],
+                path: dir.join("raft.redb"),
+                snapshot_every: 1000,
+            })
+            .unwrap();
+            assert!(raft.wait_for_leader(Duration::from_secs(5)).await);
+            let cloud = Cloud::new(
+                raft,
+                "token",
+                Duration::from_secs(60),
+                MarketplaceSettings::default(),
+            );
+            cloud
+                .bootstrap_if_needed("admin", "password1", 4.0)
+                .await
+                .unwrap();
+            cloud.define_configured_networks(networks).await.unwrap();
+            cloud
+                .register_host(RegisterHost {
+                    name: "node-1".into(),
+                    vcpus: 64,
+                    memory_mib: 65536,
+                    disk_gib: 100,
+                    domain_type: DomainType::Kvm,
+                    arch: "x86_64".into(),
+                    hypervisor: "QEMU".into(),
+                })
+                .await
+                .unwrap();
+            let disk = Artifact {
+                locations: vec!["file:///images/ttylinux.qcow2".into()],
+                sha256: "ab".repeat(32),
+                size: None,
+                compression: Default::default(),
+            };
+            cloud
+                .create_image(
+                    &admin(),
+                    CreateImage {
+                        name: "ttylinux".into(),
+                        format: DiskFormat::Qcow2,
+                        disk,
+                        kernel: None,
+                        initrd: None,
+                        cmdline: None,
+                    },
+                )
+                .await
+                .unwrap();
+            cloud
+        }
+
+        #[tokio::test]
+        async fn instances_go_on_public_by_default_and_show_their_address() {
+            let dir = tempfile::tempdir().unwrap();
+            let cloud = cloud(
+                dir.path(),
+                &[
+                    network("public", "192.0.2.0/24", "192.0.2.1"),
+                    network("private", "10.0.0.0/30", "10.0.0.1"),
+                ],
+            )
+            .await;
+            // Starting again with the same configuration changes nothing.
+            cloud
+                .define_configured_networks(&[network("public", "192.0.2.0/24", "192.0.2.1")])
+                .await
+                .unwrap();
+            let mut request = run("ttylinux", None);
+            request.ssh_key = Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA me@host\n".into());
+            request.user_data = Some("#!/bin/sh\n".into());
+            let first = cloud.create_instance(&alice(), request).await.unwrap();
+            assert_eq!(first.ip.as_deref(), Some("192.0.2.2"));
+            assert_eq!(first.nics[0].mac, "0a:53:c0:00:02:02");
+            let private = cloud
+                .create_instance(&alice(), run("ttylinux", Some("private")))
+                .await
+                .unwrap();
+            assert_eq!(private.ip.as_deref(), Some("10.0.0.2"));
+            let networks = cloud.list_networks();
+            assert_eq!(networks.len(), 2);
+            let public = cloud.get_network("public").unwrap();
+            assert_eq!((public.leases_used, public.leases_free), (1, 252));
+            assert!(matches!(
+                cloud.get_network("dmz"),
+                Err(CloudError::NotFound(_))
+            ));
+            let desired = cloud.raft().read(|s| {
+                let record = &s.instances[&first.id];
+                (record.ssh_key.clone(), s.nic_specs(record))
+            });
+            assert_eq!(
+                desired.0.as_deref(),
+                Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA me@host"),
+                "stored trimmed"
+            );
+            assert_eq!(desired.1[0].bridge, "br-public");
+        }
+
+        #[tokio::test]
+        async fn an_exhausted_network_is_a_clear_conflict_and_makes_nothing() {
+            let dir = tempfile::tempdir().unwrap();
+            let cloud = cloud(dir.path(), &[network("private", "10.0.0.0/30", "10.0.0.1")]).await;
+            cloud
+                .create_instance(&alice(), run("ttylinux", Some("private")))
+                .await
+                .unwrap();
+            let err = cloud
+                .create_instance(&alice(), run("ttylinux", Some("private")))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err,
+                CloudError::Exhausted(
+                    "network private has no free address (2 in use, gateway included)".into()
+                )
+            );
+            assert_eq!(cloud.list_instances(&alice()).len(), 1);
+            // No `public` here: an instance asking for no network gets none.
+            let plain = cloud
+                .create_instance(&alice(), run("ttylinux", None))
+                .await
+                .unwrap();
+            assert!(plain.nics.is_empty() && plain.ip.is_none());
+        }
+
+        #[tokio::test]
+        async fn bad_requests_are_refused_before_anything_is_proposed() {
+            let dir = tempfile::tempdir().unwrap();
+            let cloud = cloud(dir.path(), &[]).await;
+            let unknown = cloud
+                .create_instance(&alice(), run("ttylinux", Some("public")))
+                .await;
+            assert_eq!(
+                unknown,
+                Err(CloudError::BadRequest(
+                    "network: unknown network \"public\"".into()
+                ))
+            );
+            let mut bad_key = run("ttylinux", None);
+            bad_key.ssh_key = Some("-----BEGIN RSA PRIVATE KEY-----".into());
+            assert!(matches!(
+                cloud.create_instance(&alice(), bad_key).await,
+                Err(CloudError::BadRequest(m)) if m.starts_with("ssh_key: unknown key type")
+            ));
+            let mut big = run("ttylinux", None);
+            big.user_data = Some("x".repeat(64 * 1024 + 1));
+            assert!(matches!(
+                cloud.create_instance(&alice(), big).await,
+                Err(CloudError::BadRequest(m)) if m.starts_with("user_data:")
+            ));
+            assert!(cloud.list_instances(&alice()).is_empty());
+
+            let public = network("public", "192.0.2.0/24", "192.0.2.1");
+            assert!(matches!(
+                cloud.create_network(&alice(), public.clone()).await,
+                Err(CloudError::Forbidden(_))
+            ));
+            let mut bad = public.clone();
+            bad.gateway = "198.51.100.1".into();
+            assert!(matches!(
+                cloud.create_network(&admin(), bad).await,
+                Err(CloudError::BadRequest(m)) if m.starts_with("gateway:")
+            ));
+            let made = cloud
+                .create_network(&admin(), public.clone())
+                .await
+                .unwrap();
+            assert_eq!((made.leases_used, made.leases_free), (0, 253));
+            assert_eq!(
+                cloud.create_network(&admin(), public).await,
+                Err(CloudError::Conflict("network public already exists".into()))
+            );
+            assert_eq!(
+                cloud
+                    .create_network(&admin(), network("dmz", "192.0.2.0/25", "192.0.2.1"))
+                    .await,
+                Err(CloudError::Conflict(
+                    "network dmz overlaps network public (192.0.2.0/24)".into()
+                ))
+            );
+        }
     }
 
     #[test]

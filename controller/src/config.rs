@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use stratus_common::api::CreateNetwork;
+
+use crate::state::{Ipam, NetworkRecord};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +37,10 @@ pub struct ControllerConfig {
     pub log_format: String,
     /// The Marketplace: whom the site trusts to sign image metadata, and its policy.
     pub marketplace: MarketplaceConfig,
+    /// `[[networks]]`: site networks instances are attached to, defined at start-up when the
+    /// replicated state does not have them yet (administrators can add more through
+    /// `POST /api/v1/networks`). Instances go on `public` unless they ask for another.
+    pub networks: Vec<CreateNetwork>,
 }
 
 /// `[marketplace]`: trust and policy for signed image metadata.
@@ -64,6 +71,7 @@ impl Default for ControllerConfig {
             snapshot_every: 1000,
             log_format: "text".to_owned(),
             marketplace: MarketplaceConfig::default(),
+            networks: Vec::new(),
         }
     }
 }
@@ -82,6 +90,8 @@ pub enum ConfigError {
     AdminUser(#[from] stratus_common::names::NameError),
     #[error("marketplace.policy: {0}")]
     Policy(#[from] crate::marketplace::PolicyConfigError),
+    #[error("networks[{index}]: {message}")]
+    Network { index: usize, message: String },
 }
 
 impl ControllerConfig {
@@ -100,6 +110,23 @@ impl ControllerConfig {
         }
         stratus_common::names::validate_name("admin_user", &self.admin_user)?;
         self.marketplace.policy.validate()?;
+        // Defining them on a scratch pool finds bad, duplicate and overlapping networks alike.
+        let mut scratch = Ipam::default();
+        for (index, definition) in self.networks.iter().enumerate() {
+            let defined =
+                NetworkRecord::from_definition(definition).and_then(|record| {
+                    match scratch.define(record)? {
+                        true => Ok(()),
+                        false => Err(crate::state::IpamError::NetworkExists(
+                            definition.name.clone(),
+                        )),
+                    }
+                });
+            defined.map_err(|e| ConfigError::Network {
+                index,
+                message: e.to_string(),
+            })?;
+        }
         Ok(())
     }
 
@@ -126,5 +153,53 @@ mod tests {
         );
         let c: ControllerConfig = toml::from_str("listen = '127.0.0.1:9000'\nnode_id = 1").unwrap();
         assert_eq!(c.listen.port(), 9000);
+    }
+
+    const NETWORKS: &str = r#"
+[[networks]]
+name = "public"
+cidr = "192.0.2.0/24"
+gateway = "192.0.2.1"
+dns = ["192.0.2.53"]
+bridge = "br-public"
+
+[[networks]]
+name = "private"
+cidr = "10.10.0.0/16"
+gateway = "10.10.0.1"
+bridge = "br-private"
+vlan = 42
+"#;
+
+    #[test]
+    fn networks_are_read_and_checked() {
+        let c: ControllerConfig = toml::from_str(NETWORKS).unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.networks.len(), 2);
+        assert_eq!(c.networks[1].vlan, Some(42));
+        assert!(c.networks[1].dns.is_empty());
+
+        let duplicate = NETWORKS.replace("\"private\"", "\"public\"");
+        let c: ControllerConfig = toml::from_str(&duplicate).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "networks[1]: network public already exists"
+        );
+        let overlapping = NETWORKS
+            .replace("10.10.0.0/16", "192.0.0.0/16")
+            .replace("10.10.0.1", "192.0.0.1");
+        let c: ControllerConfig = toml::from_str(&overlapping).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "networks[1]: network private overlaps network public (192.0.2.0/24)"
+        );
+        let bad = NETWORKS.replace("vlan = 42", "vlan = 5000");
+        let c: ControllerConfig = toml::from_str(&bad).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "networks[1]: vlan: 5000 is outside 1..4094"
+        );
+        let typo = NETWORKS.replace("bridge = \"br-public\"", "brige = \"br-public\"");
+        assert!(toml::from_str::<ControllerConfig>(&typo).is_err());
     }
 }

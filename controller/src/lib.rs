@@ -5,6 +5,7 @@ pub mod api;
 pub mod cloud;
 pub mod codec;
 pub mod config;
+pub mod guest;
 pub mod marketplace;
 pub mod raft;
 pub mod scheduler;

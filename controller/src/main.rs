@@ -116,6 +116,10 @@ async fn run() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
         tracing::info!(admin = %config.admin_user, "new cluster bootstrapped");
     }
+    cloud
+        .define_configured_networks(&config.networks)
+        .await
+        .map_err(|e| anyhow::anyhow!("networks: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;

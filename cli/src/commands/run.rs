@@ -1,13 +1,17 @@
 //! `stratus-run-instance`: start one or more instances of an image, or list the instance types.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+
+use anyhow::Context as _;
 
 use clap::Args;
 use stratus_common::api::CreateInstance;
 use stratus_common::names::validate_name;
 
 use super::Context;
+use crate::config::ResolvedConfig;
 use crate::output;
 
 #[derive(Debug, Args)]
@@ -34,6 +38,16 @@ pub struct RunArgs {
     )]
     pub number: u32,
 
+    /// Site network to attach the instance(s) to, e.g. public or private; the site's public
+    /// network when absent (if it has one)
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub network: Option<String>,
+
+    /// User data for the guest (e.g. a cloud-init script): the content of FILE when the value
+    /// names an existing file, else the value itself
+    #[arg(long = "user-data", value_name = "FILE-OR-TEXT")]
+    pub user_data: Option<String>,
+
     /// List the instance types instead of starting anything
     #[arg(short = 'l', long = "list-types", conflicts_with = "quiet")]
     pub list_types: bool,
@@ -51,6 +65,35 @@ fn parse_name(name: &str) -> Result<String, String> {
     validate_name("name", name)
         .map(|()| name.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// The SSH public key to send: the content of the configured key file (`--key`,
+/// `STRATUSLAB_KEY`, `user_public_key_file`, else `~/.ssh/id_rsa.pub`). Only the built-in
+/// default may be missing (then no key is sent); a file the user named must be readable.
+pub fn public_key(resolved: &ResolvedConfig) -> anyhow::Result<Option<String>> {
+    let Some(path) = &resolved.user_public_key_file else {
+        return Ok(None);
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && resolved.user_public_key_is_default =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("SSH public key file {}", path.display())),
+    }
+}
+
+/// `--user-data`: a file's content when the value names an existing file, else the value.
+pub fn user_data(value: &str) -> anyhow::Result<String> {
+    let path = Path::new(value);
+    if path.is_file() {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("user data file {value} (must be UTF-8 text)"))
+    } else {
+        Ok(value.to_owned())
+    }
 }
 
 pub fn run(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -74,6 +117,9 @@ pub fn run(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> anyhow::Result
         image,
         instance_type: args.instance_type.clone(),
         name: args.name.clone(),
+        network: args.network.clone(),
+        ssh_key: public_key(&ctx.resolve()?)?,
+        user_data: args.user_data.as_deref().map(user_data).transpose()?,
     };
 
     if args.json {
@@ -117,4 +163,65 @@ pub fn run(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> anyhow::Result
         out.write_all(output::render_run_done().as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn resolved(key: Option<PathBuf>, is_default: bool) -> ResolvedConfig {
+        ResolvedConfig {
+            config_path: PathBuf::from("/nonexistent/stratuslab-user.cfg"),
+            section: None,
+            endpoint: None,
+            marketplace_endpoint: None,
+            username: None,
+            password: None,
+            user_public_key_file: key,
+            user_public_key_is_default: is_default,
+            pem_certificate: None,
+            pem_key: None,
+            p12_certificate: None,
+            p12_password: None,
+        }
+    }
+
+    #[test]
+    fn the_key_file_is_read_and_only_the_default_may_be_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("id_ed25519.pub");
+        std::fs::write(&file, "ssh-ed25519 AAAAC3Nz me@host\n").unwrap();
+        assert_eq!(
+            public_key(&resolved(Some(file), false)).unwrap().as_deref(),
+            Some("ssh-ed25519 AAAAC3Nz me@host")
+        );
+        let missing = dir.path().join("id_rsa.pub");
+        assert_eq!(
+            public_key(&resolved(Some(missing.clone()), true)).unwrap(),
+            None
+        );
+        let err = public_key(&resolved(Some(missing.clone()), false)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("SSH public key file {}", missing.display())
+        );
+        assert_eq!(public_key(&resolved(None, true)).unwrap(), None);
+    }
+
+    #[test]
+    fn user_data_is_a_file_when_one_is_named_else_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("init.sh");
+        std::fs::write(&file, "#!/bin/sh\necho hi\n").unwrap();
+        assert_eq!(
+            user_data(file.to_str().unwrap()).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
+        assert_eq!(user_data("echo hi").unwrap(), "echo hi");
+        // A directory is not a file: the value is the text.
+        let dir_name = dir.path().to_str().unwrap();
+        assert_eq!(user_data(dir_name).unwrap(), dir_name);
+    }
 }

@@ -13,7 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{HostReport, RegisterHost};
-use stratus_common::api::{ApiError, CreateImage, CreateInstance, PrecacheImage, RegisterEndorser};
+use stratus_common::api::{
+    ApiError, CreateImage, CreateInstance, CreateNetwork, PrecacheImage, RegisterEndorser,
+};
 use stratus_common::marketplace::{parse_timestamp, ImageKind};
 
 use crate::cloud::{Cloud, CloudError};
@@ -34,6 +36,8 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
             get(get_instance).delete(kill_instance),
         )
         .route("/api/v1/types", get(list_types))
+        .route("/api/v1/networks", get(list_networks).post(create_network))
+        .route("/api/v1/networks/{name}", get(get_network))
         .route("/api/v1/images", get(list_images).post(create_image))
         .route("/api/v1/images/{identifier}/policy", get(image_policy))
         .route(
@@ -62,6 +66,7 @@ impl IntoResponse for CloudError {
             CloudError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             CloudError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             CloudError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            CloudError::Exhausted(_) => (StatusCode::CONFLICT, "network_exhausted"),
             CloudError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             CloudError::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             CloudError::Refused { code, .. } => (StatusCode::FORBIDDEN, *code),
@@ -132,6 +137,29 @@ async fn kill_instance(
 
 async fn list_types(State(cloud): Shared, User(_): User) -> impl IntoResponse {
     Json(cloud.list_types())
+}
+
+async fn list_networks(State(cloud): Shared, User(_): User) -> impl IntoResponse {
+    Json(cloud.list_networks())
+}
+
+async fn get_network(
+    State(cloud): Shared,
+    User(_): User,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok(Json(cloud.get_network(&name)?))
+}
+
+async fn create_network(
+    State(cloud): Shared,
+    User(caller): User,
+    Body(request): Body<CreateNetwork>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(cloud.create_network(&caller, request).await?),
+    ))
 }
 
 /// Query parameters of `GET /api/v1/images`, for the Marketplace part.

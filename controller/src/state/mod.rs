@@ -4,6 +4,7 @@
 //! carried in the command, so every replica (and every replay after a restart) reaches the same
 //! state.
 
+pub mod ipam;
 mod views;
 
 use std::collections::BTreeMap;
@@ -11,8 +12,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
 use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceState, InstanceType};
+use stratus_common::network::NicSpec;
 
-pub use views::{endorser_view, entry_view, host_view, image_view, instance_view};
+pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
+pub use views::{endorser_view, entry_view, host_view, image_view, instance_view, network_view};
 
 use crate::marketplace::{Registry, RegistryError, VerifiedEntry};
 
@@ -108,12 +111,33 @@ pub struct InstanceRecord {
     pub history: Vec<Transition>,
     /// For a Failed instance: its host has confirmed that nothing of it is left.
     pub host_cleaned: bool,
+    /// Its interfaces on site networks; their addresses are leased while
+    /// [`InstanceRecord::holds_lease`].
+    #[serde(default)]
+    pub nics: Vec<NicRecord>,
+    /// The OpenSSH public key the guest accepts for root.
+    #[serde(default)]
+    pub ssh_key: Option<String>,
+    /// User data for the guest.
+    #[serde(default)]
+    pub user_data: Option<String>,
 }
 
 impl InstanceRecord {
     /// Whether it still holds capacity on its host.
     pub fn holds_capacity(&self) -> bool {
         !self.state.is_terminal()
+    }
+
+    /// Whether it still holds its addresses: until it is Done, or Failed and its host has
+    /// confirmed nothing of it is left. A Failed domain the host has not cleaned up may still
+    /// run with the address, so giving the address away then could put it on two machines.
+    pub fn holds_lease(&self) -> bool {
+        match self.state {
+            InstanceState::Done => false,
+            InstanceState::Failed => !self.host_cleaned,
+            _ => true,
+        }
     }
 
     fn transition(&mut self, state: InstanceState, at_ms: u64, reason: Option<String>) {
@@ -151,6 +175,9 @@ pub struct State {
     pub next_instance_id: u64,
     /// Overcommit of vCPUs allowed by placement (set at bootstrap from the site config).
     pub cpu_allocation_ratio_percent: u32,
+    /// Site networks and their address leases.
+    #[serde(default)]
+    pub ipam: Ipam,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
@@ -182,8 +209,11 @@ pub enum Command {
         host: String,
         sha256: String,
     },
+    /// A site network (from the config, or an administrator).
+    DefineNetwork(NetworkRecord),
     /// A new instance, placed on `host` by the scheduler, or Failed with `failure` when no host
-    /// could take it.
+    /// could take it. A placed instance with a `network` leases an address there in the same
+    /// step, or is not created at all when the network has none free.
     CreateInstance {
         owner: String,
         name: Option<String>,
@@ -193,6 +223,12 @@ pub enum Command {
         host: Option<String>,
         failure: Option<String>,
         at_ms: u64,
+        #[serde(default)]
+        network: Option<String>,
+        #[serde(default)]
+        ssh_key: Option<String>,
+        #[serde(default)]
+        user_data: Option<String>,
     },
     KillInstance {
         id: u64,
@@ -249,12 +285,21 @@ pub enum Rejection {
     NotPinned { host: String, sha256: String },
     #[error("instance {id} is not placed on host {host}")]
     WrongHost { id: u64, host: String },
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
 }
 
 /// Where the scheduler put a new instance, or why it could not.
 struct Placement {
     host: Option<String>,
     failure: Option<String>,
+}
+
+/// What a new instance's guest gets beyond its image: a network, a key, user data.
+struct GuestSetup {
+    network: Option<String>,
+    ssh_key: Option<String>,
+    user_data: Option<String>,
 }
 
 /// Capacity used on a host by the instances it holds.
@@ -357,8 +402,16 @@ impl State {
                 host,
                 failure,
                 at_ms,
+                network,
+                ssh_key,
+                user_data,
             } => {
                 let placement = Placement { host, failure };
+                let guest = GuestSetup {
+                    network,
+                    ssh_key,
+                    user_data,
+                };
                 self.create_instance(
                     owner,
                     name,
@@ -366,17 +419,42 @@ impl State {
                     image_spec,
                     instance_type,
                     placement,
+                    guest,
                     at_ms,
                 )
             }
-            Command::KillInstance { id, at_ms } => self.kill_instance(id, at_ms),
+            Command::DefineNetwork(record) => match self.ipam.define(record)? {
+                true => Ok(Outcome::Applied),
+                false => Ok(Outcome::Unchanged),
+            },
+            Command::KillInstance { id, at_ms } => {
+                let outcome = self.kill_instance(id, at_ms);
+                self.release_finished_leases(id);
+                outcome
+            }
             Command::ReportInstance {
                 host,
                 id,
                 state,
                 reason,
                 at_ms,
-            } => self.report_instance(&host, id, state, reason, at_ms),
+            } => {
+                let outcome = self.report_instance(&host, id, state, reason, at_ms);
+                self.release_finished_leases(id);
+                outcome
+            }
+        }
+    }
+
+    /// Gives back the addresses of instance `id` once it no longer holds them. Called after
+    /// every command that can change an instance's state, so no path can forget it.
+    fn release_finished_leases(&mut self, id: u64) {
+        if let Some(instance) = self.instances.get(&id) {
+            if !instance.holds_lease() {
+                for nic in &instance.nics {
+                    self.ipam.release(nic, id);
+                }
+            }
         }
     }
 
@@ -389,9 +467,15 @@ impl State {
         image_spec: ImageSpec,
         instance_type: String,
         placement: Placement,
+        guest: GuestSetup,
         at_ms: u64,
     ) -> Result<Outcome, Rejection> {
         let Placement { host, failure } = placement;
+        let GuestSetup {
+            network,
+            ssh_key,
+            user_data,
+        } = guest;
         let size = self
             .types
             .get(&instance_type)
@@ -410,7 +494,19 @@ impl State {
                 });
             }
         }
+        if let Some(network) = &network {
+            if self.ipam.network(network).is_none() {
+                return Err(IpamError::UnknownNetwork(network.clone()).into());
+            }
+        }
         let id = self.next_instance_id.max(1);
+        // Last of the checks, as it is the only one that changes anything: an exhausted network
+        // refuses the whole command. An instance that could not be placed never runs, so it
+        // takes no address.
+        let nics = match (&network, &host) {
+            (Some(network), Some(_)) => vec![self.ipam.allocate(network, id)?],
+            _ => Vec::new(),
+        };
         self.next_instance_id = id + 1;
         let mut record = InstanceRecord {
             id,
@@ -427,6 +523,9 @@ impl State {
             created_ms: at_ms,
             history: Vec::new(),
             host_cleaned: false,
+            nics,
+            ssh_key,
+            user_data,
         };
         match (host, failure) {
             (Some(_), _) => record.transition(InstanceState::Pending, at_ms, None),
@@ -526,6 +625,15 @@ impl State {
         let vcpu_cap =
             u64::from(host.vcpus) * u64::from(self.cpu_allocation_ratio_percent.max(100)) / 100;
         u64::from(used.vcpus + vcpus) <= vcpu_cap && used.memory_mib + memory_mib <= host.memory_mib
+    }
+
+    /// What a host needs to plug each interface of `instance`.
+    pub fn nic_specs(&self, instance: &InstanceRecord) -> Vec<NicSpec> {
+        instance
+            .nics
+            .iter()
+            .filter_map(|nic| self.ipam.nic_spec(nic))
+            .collect()
     }
 
     /// What the controller wants `host` to run: every instance placed there that still needs

@@ -63,6 +63,9 @@ fn create(s: &mut State, ty: &str, host: Option<&str>) -> Result<Outcome, Reject
             .is_none()
             .then(|| "no host with 4096 MiB free".to_owned()),
         at_ms: 10,
+        network: None,
+        ssh_key: None,
+        user_data: None,
     })
 }
 
@@ -222,4 +225,288 @@ fn replaying_the_same_commands_gives_the_same_state_and_codec_round_trips() {
     let bytes = crate::codec::encode(&a).unwrap();
     let back: State = crate::codec::decode(&bytes).unwrap();
     assert_eq!(a, back);
+}
+
+// --- Networks and address leases ---
+
+/// A bootstrapped state with a roomy host `big` and the network `tiny` (10.0.0.4/30, gateway
+/// 10.0.0.5: one leasable address, 10.0.0.6) and `public` (192.0.2.0/24).
+fn with_networks() -> State {
+    let mut s = bootstrapped();
+    s.apply(Command::RegisterHost(HostRecord {
+        name: "big".into(),
+        vcpus: 64,
+        memory_mib: 65536,
+        disk_gib: 100,
+        domain_type: DomainType::Kvm,
+        arch: "x86_64".into(),
+        hypervisor: "QEMU".into(),
+        registered_ms: 2,
+    }))
+    .unwrap();
+    for (name, cidr, gateway) in [
+        ("tiny", "10.0.0.4/30", "10.0.0.5"),
+        ("public", "192.0.2.0/24", "192.0.2.1"),
+    ] {
+        let record = NetworkRecord::from_definition(&stratus_common::api::CreateNetwork {
+            name: name.into(),
+            cidr: cidr.into(),
+            gateway: gateway.into(),
+            dns: vec!["192.0.2.53".into()],
+            bridge: format!("br-{name}"),
+            vlan: None,
+        })
+        .unwrap();
+        assert_eq!(
+            s.apply(Command::DefineNetwork(record)),
+            Ok(Outcome::Applied)
+        );
+    }
+    s
+}
+
+fn create_on(s: &mut State, network: &str, host: Option<&str>) -> Result<Outcome, Rejection> {
+    s.apply(Command::CreateInstance {
+        owner: "alice".into(),
+        name: None,
+        image: "appliance".into(),
+        image_spec: s.images["appliance"].spec(),
+        instance_type: "m1.small".into(),
+        host: host.map(Into::into),
+        failure: host.is_none().then(|| "no host".to_owned()),
+        at_ms: 10,
+        network: Some(network.into()),
+        ssh_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA jane@laptop".into()),
+        user_data: Some("#cloud-config\n".into()),
+    })
+}
+
+fn report_from(s: &mut State, host: &str, id: u64, state: ActualState) {
+    s.apply(Command::ReportInstance {
+        host: host.into(),
+        id,
+        state,
+        reason: None,
+        at_ms: 20,
+    })
+    .unwrap();
+}
+
+fn ip_of(s: &State, id: u64) -> Option<String> {
+    instance_view(s, &s.instances[&id]).ip
+}
+
+/// No address is leased to two instances that hold leases, and the lease table is exactly the
+/// interfaces of the instances holding leases.
+fn assert_leases_consistent(s: &State) {
+    let mut from_instances: Vec<(String, std::net::Ipv4Addr, u64)> = s
+        .instances
+        .values()
+        .filter(|i| i.holds_lease())
+        .flat_map(|i| i.nics.iter().map(|n| (n.network.clone(), n.ip, i.id)))
+        .collect();
+    from_instances.sort();
+    let before = from_instances.len();
+    from_instances.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    assert_eq!(before, from_instances.len(), "an address held twice");
+    let table: Vec<_> = s
+        .ipam
+        .leases()
+        .map(|(n, ip, id)| (n.to_owned(), ip, id))
+        .collect();
+    assert_eq!(table, from_instances);
+}
+
+#[test]
+fn a_placed_instance_leases_the_lowest_free_address_with_its_mac() {
+    let mut s = with_networks();
+    assert_eq!(
+        create_on(&mut s, "public", Some("big")),
+        Ok(Outcome::InstanceCreated(1))
+    );
+    assert_eq!(
+        create_on(&mut s, "public", Some("big")),
+        Ok(Outcome::InstanceCreated(2))
+    );
+    let view = instance_view(&s, &s.instances[&2]);
+    assert_eq!(view.ip.as_deref(), Some("192.0.2.3"));
+    assert_eq!(view.nics[0].mac, "0a:53:c0:00:02:03");
+    assert_eq!(view.nics[0].network, "public");
+    assert_eq!(ip_of(&s, 1).as_deref(), Some("192.0.2.2"));
+    let nic = &s.nic_specs(&s.instances[&1])[0];
+    assert_eq!((nic.bridge.as_str(), nic.prefix), ("br-public", 24));
+    assert_eq!(nic.gateway, "192.0.2.1");
+    let public = network_view(&s, s.ipam.network("public").unwrap());
+    assert_eq!((public.leases_used, public.leases_free), (2, 251));
+    assert_eq!(
+        s.instances[&1].ssh_key.as_deref(),
+        Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA jane@laptop")
+    );
+    assert_leases_consistent(&s);
+}
+
+#[test]
+fn an_exhausted_network_rejects_the_instance_and_changes_nothing() {
+    let mut s = with_networks();
+    create_on(&mut s, "tiny", Some("big")).unwrap();
+    assert_eq!(ip_of(&s, 1).as_deref(), Some("10.0.0.6"));
+    let before = s.clone();
+    let refused = create_on(&mut s, "tiny", Some("big")).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "network tiny has no free address (2 in use, gateway included)"
+    );
+    assert_eq!(s, before, "no instance, no ID, no lease");
+}
+
+#[test]
+fn an_unknown_network_is_rejected_and_changes_nothing() {
+    let mut s = with_networks();
+    let before = s.clone();
+    assert_eq!(
+        create_on(&mut s, "nope", Some("big")),
+        Err(Rejection::Ipam(IpamError::UnknownNetwork("nope".into())))
+    );
+    assert_eq!(s, before);
+}
+
+#[test]
+fn an_instance_that_could_not_be_placed_takes_no_address() {
+    let mut s = with_networks();
+    create_on(&mut s, "tiny", None).unwrap();
+    assert_eq!(s.instances[&1].state, InstanceState::Failed);
+    assert!(s.instances[&1].nics.is_empty());
+    create_on(&mut s, "tiny", Some("big")).unwrap();
+    assert_eq!(ip_of(&s, 2).as_deref(), Some("10.0.0.6"));
+}
+
+#[test]
+fn the_address_returns_when_the_instance_is_done() {
+    let mut s = with_networks();
+    create_on(&mut s, "tiny", Some("big")).unwrap();
+    report_from(&mut s, "big", 1, ActualState::Running);
+    s.apply(Command::KillInstance { id: 1, at_ms: 30 }).unwrap();
+    // Stopping: the domain may still run with the address.
+    assert!(create_on(&mut s, "tiny", Some("big")).is_err());
+    assert_eq!(ip_of(&s, 1).as_deref(), Some("10.0.0.6"));
+    report_from(&mut s, "big", 1, ActualState::Gone);
+    assert_eq!(s.instances[&1].state, InstanceState::Done);
+    assert_eq!(ip_of(&s, 1), None, "a Done instance shows no address");
+    assert_leases_consistent(&s);
+    assert_eq!(
+        create_on(&mut s, "tiny", Some("big")),
+        Ok(Outcome::InstanceCreated(2))
+    );
+    assert_eq!(ip_of(&s, 2).as_deref(), Some("10.0.0.6"));
+    assert_leases_consistent(&s);
+}
+
+#[test]
+fn a_failed_instance_keeps_its_address_until_its_host_cleaned_up() {
+    let mut s = with_networks();
+    create_on(&mut s, "tiny", Some("big")).unwrap();
+    report_from(&mut s, "big", 1, ActualState::Running);
+    report_from(&mut s, "big", 1, ActualState::Failed);
+    assert_eq!(s.instances[&1].state, InstanceState::Failed);
+    assert!(matches!(
+        create_on(&mut s, "tiny", Some("big")),
+        Err(Rejection::Ipam(IpamError::Exhausted { .. }))
+    ));
+    assert_eq!(s.ipam.holder("tiny", "10.0.0.6".parse().unwrap()), Some(1));
+    report_from(&mut s, "big", 1, ActualState::Gone);
+    assert_eq!(s.ipam.holder("tiny", "10.0.0.6".parse().unwrap()), None);
+    assert_eq!(
+        create_on(&mut s, "tiny", Some("big")),
+        Ok(Outcome::InstanceCreated(2))
+    );
+    assert_leases_consistent(&s);
+    // A domain the host lost (Gone while running) is cleaned up at once.
+    report_from(&mut s, "big", 2, ActualState::Gone);
+    assert_eq!(s.instances[&2].state, InstanceState::Failed);
+    assert_eq!(s.ipam.usage("tiny").leased, 0);
+}
+
+#[test]
+fn replicas_applying_the_same_commands_lease_the_same_addresses() {
+    let script = |s: &mut State| {
+        for _ in 0..5 {
+            create_on(s, "public", Some("big")).unwrap();
+        }
+        s.apply(Command::KillInstance { id: 2, at_ms: 30 }).unwrap();
+        report_from(s, "big", 2, ActualState::Gone);
+        report_from(s, "big", 4, ActualState::Failed);
+        report_from(s, "big", 4, ActualState::Gone);
+        create_on(s, "public", Some("big")).unwrap();
+        create_on(s, "public", Some("big")).unwrap();
+        create_on(s, "public", Some("big")).unwrap();
+    };
+    let (mut a, mut b) = (with_networks(), with_networks());
+    script(&mut a);
+    script(&mut b);
+    assert_eq!(a, b);
+    let ips: Vec<_> = (6..=8).map(|id| ip_of(&a, id).unwrap()).collect();
+    assert_eq!(ips, ["192.0.2.3", "192.0.2.5", "192.0.2.7"]);
+    assert_leases_consistent(&a);
+    let back: State = crate::codec::decode(&crate::codec::encode(&a).unwrap()).unwrap();
+    assert_eq!(a, back);
+}
+
+#[test]
+fn redefining_a_network_is_idempotent_but_a_different_one_is_refused() {
+    let mut s = with_networks();
+    let same = s.ipam.network("tiny").unwrap().clone();
+    assert_eq!(
+        s.apply(Command::DefineNetwork(same.clone())),
+        Ok(Outcome::Unchanged)
+    );
+    let other = NetworkRecord {
+        bridge: "br-other".into(),
+        ..same
+    };
+    assert_eq!(
+        s.apply(Command::DefineNetwork(other)),
+        Err(Rejection::Ipam(IpamError::NetworkExists("tiny".into())))
+    );
+}
+
+#[test]
+fn entries_and_snapshots_from_before_networks_still_decode() {
+    let mut s = bootstrapped();
+    create(&mut s, "m1.small", Some("h1")).unwrap();
+    // A CreateInstance entry and a state written before these fields existed.
+    let mut entry = serde_json::to_value(Command::CreateInstance {
+        owner: "alice".into(),
+        name: None,
+        image: "appliance".into(),
+        image_spec: s.images["appliance"].spec(),
+        instance_type: "m1.small".into(),
+        host: Some("h1".into()),
+        failure: None,
+        at_ms: 10,
+        network: None,
+        ssh_key: None,
+        user_data: None,
+    })
+    .unwrap();
+    let fields = entry["CreateInstance"].as_object_mut().unwrap();
+    for key in ["network", "ssh_key", "user_data"] {
+        fields.remove(key);
+    }
+    let command: Command = serde_json::from_value(entry).unwrap();
+    assert!(matches!(
+        command,
+        Command::CreateInstance { network: None, .. }
+    ));
+    let mut state = serde_json::to_value(&s).unwrap();
+    state.as_object_mut().unwrap().remove("ipam");
+    for instance in state["instances"].as_object_mut().unwrap().values_mut() {
+        let instance = instance.as_object_mut().unwrap();
+        for key in ["nics", "ssh_key", "user_data"] {
+            instance.remove(key);
+        }
+    }
+    let old: State = serde_json::from_value(state).unwrap();
+    assert_eq!(old, s);
+    // Without networks, instances have no interface, as before.
+    assert!(instance_view(&s, &s.instances[&1]).nics.is_empty());
 }

@@ -1,14 +1,30 @@
 //! Rendering of state records as the API's view types.
 
 use stratus_common::agent::domain_name;
-use stratus_common::api::{Endorser, Host, Image, Instance, MarketplaceEntry, StateChange};
+use stratus_common::api::{
+    Endorser, Host, Image, Instance, MarketplaceEntry, Network, Nic, StateChange,
+};
 use stratus_common::time::rfc3339_ms;
 
-use super::{EndorserRecord, HostRecord, ImageRecord, InstanceRecord, State};
+use super::{EndorserRecord, HostRecord, ImageRecord, InstanceRecord, NetworkRecord, State};
 use crate::marketplace::{StoredEntry, TrustPath};
 
 pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
     let updated = record.history.last().map_or(record.created_ms, |t| t.at_ms);
+    // Once the addresses are given back they may belong to another instance: not shown.
+    let nics: Vec<Nic> = if record.holds_lease() {
+        record
+            .nics
+            .iter()
+            .map(|n| Nic {
+                network: n.network.clone(),
+                ip: n.ip.to_string(),
+                mac: n.mac.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Instance {
         id: record.id,
         name: record.name.clone(),
@@ -32,6 +48,23 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
                 reason: t.reason.clone(),
             })
             .collect(),
+        ip: nics.first().map(|n| n.ip.clone()),
+        nics,
+    }
+}
+
+/// A site network with its address usage.
+pub fn network_view(state: &State, record: &NetworkRecord) -> Network {
+    let usage = state.ipam.usage(&record.name);
+    Network {
+        name: record.name.clone(),
+        cidr: record.cidr.clone(),
+        gateway: record.gateway.clone(),
+        dns: record.dns.clone(),
+        bridge: record.bridge.clone(),
+        vlan: record.vlan,
+        leases_used: usage.leased,
+        leases_free: usage.free,
     }
 }
 
