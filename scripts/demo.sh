@@ -67,8 +67,11 @@ EOF
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"
     done
     # The appliance where the qemu user can read it, whatever the checkout's permissions.
-    if [[ ! -f $AGENT_STATE/images/appliance/disk.qcow2 ]] ||
-        ! cmp -s "$APPLIANCE/image.json" "$AGENT_STATE/images/appliance/image.json"; then
+    local file stale=0
+    for file in vmlinuz initrd.img disk.qcow2 image.json; do
+        cmp -s "$APPLIANCE/$file" "$AGENT_STATE/images/appliance/$file" || stale=1
+    done
+    if ((stale)); then
         rm -rf "$AGENT_STATE/images/appliance"
         mkdir -p "$AGENT_STATE/images/appliance.tmp"
         cp "$APPLIANCE"/{vmlinuz,initrd.img,disk.qcow2,image.json} "$AGENT_STATE/images/appliance.tmp/"

@@ -125,7 +125,15 @@ pub fn appliance() -> anyhow::Result<Appliance> {
         .as_str()
         .unwrap_or("console=ttyS0")
         .to_owned();
-    let target = Path::new(TEST_ROOT).join(format!("appliance-{}", &sha256[..16]));
+    let kernel_sha256 = sha256_file(&built.join("vmlinuz"))?;
+    let initrd_sha256 = sha256_file(&built.join("initrd.img"))?;
+    // The copy is named after all three files, so a rebuilt kernel or initrd is never missed.
+    let key: String = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{sha256}{kernel_sha256}{initrd_sha256}"));
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    };
+    let target = Path::new(TEST_ROOT).join(format!("appliance-{key}"));
     if !target.join("disk.qcow2").exists() {
         fs::create_dir_all(TEST_ROOT)?;
         let staging = Path::new(TEST_ROOT).join(format!(
@@ -145,8 +153,8 @@ pub fn appliance() -> anyhow::Result<Appliance> {
         }
     }
     Ok(Appliance {
-        kernel_sha256: sha256_file(&target.join("vmlinuz"))?,
-        initrd_sha256: sha256_file(&target.join("initrd.img"))?,
+        kernel_sha256,
+        initrd_sha256,
         kernel: target.join("vmlinuz"),
         initrd: target.join("initrd.img"),
         disk: target.join("disk.qcow2"),
