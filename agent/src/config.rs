@@ -43,6 +43,13 @@ pub struct AgentConfig {
     pub allow_loopback_sources: bool,
     /// Directories that `file://` image locations may read from (none by default).
     pub file_location_roots: Vec<PathBuf>,
+    /// A network namespace where the bridges' far side lives (joined to the host bridge by a
+    /// veth pair); the taps stay in the host namespace, where QEMU opens them.
+    pub network_netns: Option<String>,
+    /// An interface to enslave to the bridges (the host's uplink), optionally through a VLAN
+    /// sub-interface.
+    pub uplink: Option<String>,
+    pub uplink_vlan: Option<u16>,
     /// How long one long-poll for desired state may wait at the controller.
     pub poll_wait_secs: u64,
     /// How often libvirt is checked for domains that stopped on their own.
@@ -67,6 +74,9 @@ impl Default for AgentConfig {
             image_cache_bytes: 50 << 30,
             allow_loopback_sources: false,
             file_location_roots: Vec::new(),
+            network_netns: None,
+            uplink: None,
+            uplink_vlan: None,
             poll_wait_secs: 30,
             resync_secs: 5,
             log_format: "text".to_owned(),

@@ -2,6 +2,7 @@
 //! follows the controller's desired state and reconciles it with what libvirt runs.
 
 pub mod config;
+pub mod context;
 pub mod controller_client;
 pub mod hypervisor;
 pub mod images;

@@ -135,9 +135,15 @@ async fn run() -> anyhow::Result<()> {
         .context("image cache")?,
     );
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let network = stratus_agent::network::Network::host(stratus_agent::network::Uplink {
+        interface: config.uplink.clone(),
+        vlan: config.uplink_vlan,
+    });
     let reconciler = Arc::new(Reconciler::new(
         hv.clone(),
         images,
+        network,
+        config.network_netns.clone(),
         InstanceDirs::new(&config.state_dir),
         domain_type,
         cluster_id.clone(),

@@ -13,9 +13,11 @@ use stratus_common::agent::{
 use stratus_common::api::DomainType;
 use tokio::sync::mpsc;
 
-use crate::hypervisor::{DomainInfo, DomainSpec, Hypervisor, RunState};
+use crate::context;
+use crate::hypervisor::{DomainInfo, DomainNic, DomainSpec, Hypervisor, RunState};
 use crate::images::cache::ImageCache;
 use crate::images::{prepare, qcow2};
+use crate::network::{validate_tap_name, Network, NicPlan};
 
 /// Where the files made for each instance live: `<state_dir>/instances/<id>/`.
 #[derive(Debug, Clone)]
@@ -40,6 +42,17 @@ impl InstanceDirs {
 
     pub fn console_log(&self, id: u64) -> PathBuf {
         self.dir(id).join("console.log")
+    }
+
+    /// The taps made for an instance's NICs, one per line.
+    pub fn taps(&self, id: u64) -> PathBuf {
+        self.dir(id).join("taps")
+    }
+
+    fn read_taps(&self, id: u64) -> Vec<String> {
+        std::fs::read_to_string(self.taps(id))
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
     }
 
     /// The cached artifacts an instance uses, one SHA-256 per line.
@@ -84,6 +97,9 @@ pub enum ReportEvent {
 pub struct Reconciler {
     hv: Arc<dyn Hypervisor>,
     images: Arc<ImageCache>,
+    network: Network,
+    /// The network namespace the bridges' far side lives in, if any.
+    netns: Option<String>,
     dirs: InstanceDirs,
     domain_type: DomainType,
     cluster_id: String,
@@ -131,9 +147,12 @@ pub enum Action {
 impl Reconciler {
     /// Builds the reconciler, holding in `images` every artifact that the instances found on
     /// this host use (so a restarted agent never evicts a base under a running guest).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         hv: Arc<dyn Hypervisor>,
         images: Arc<ImageCache>,
+        network: Network,
+        netns: Option<String>,
         dirs: InstanceDirs,
         domain_type: DomainType,
         cluster_id: String,
@@ -147,6 +166,8 @@ impl Reconciler {
         Self {
             hv,
             images,
+            network,
+            netns,
             dirs,
             domain_type,
             cluster_id,
@@ -407,6 +428,45 @@ impl Reconciler {
                 },
             )?;
         }
+        // NICs: bridge, anti-spoofing rules, then the tap, each undone if a later step fails.
+        let mut guards = Vec::new();
+        let mut nics = Vec::new();
+        for (index, nic) in instance.nics.iter().enumerate() {
+            let tap = self.tap_name(id, index).map_err(&undo)?;
+            let mac = nic
+                .mac
+                .parse()
+                .map_err(|_| undo(format!("invalid MAC {}", nic.mac)))?;
+            let ip = nic
+                .ip
+                .parse()
+                .map_err(|_| undo(format!("invalid address {}", nic.ip)))?;
+            let plan = NicPlan {
+                tap: tap.clone(),
+                mac,
+                ip,
+                bridge: nic.bridge.clone(),
+                netns: self.netns.clone(),
+            };
+            guards.push(
+                self.network
+                    .attach(&plan)
+                    .map_err(|e| undo(format!("network: {}", error_chain(&e))))?,
+            );
+            nics.push(DomainNic {
+                tap,
+                mac: nic.mac.clone(),
+            });
+        }
+        let taps: Vec<&str> = nics.iter().map(|n| n.tap.as_str()).collect();
+        std::fs::write(self.dirs.taps(id), taps.join("\n"))
+            .map_err(|e| undo(format!("cannot record the instance's taps: {e}")))?;
+        let cidata = context::write_cidata(&dir, instance).map_err(|e| {
+            undo(format!(
+                "cannot make the cloud-init ISO: {}",
+                error_chain(&e)
+            ))
+        })?;
         let spec = DomainSpec {
             name: domain_name(&self.cluster_id, id),
             cluster_id: self.cluster_id.clone(),
@@ -419,11 +479,30 @@ impl Reconciler {
             initrd: image.initrd.clone(),
             cmdline: image.cmdline.clone(),
             console_log: self.dirs.console_log(id),
+            nics,
+            cidata: Some(cidata),
         };
         self.hv
             .create(&spec)
             .map_err(|e| undo(format!("libvirt: {}", error_chain(&e))))?;
+        for guard in guards {
+            guard.keep();
+        }
         Ok(())
+    }
+
+    /// The tap of an instance's NIC: `s`, four hex digits of the cluster ID (so two clouds on
+    /// one host never share a name), the instance ID, `n` and the NIC's index; at most 15 bytes.
+    fn tap_name(&self, id: u64, index: usize) -> Result<String, String> {
+        let cluster: String = self
+            .cluster_id
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(4)
+            .collect();
+        let tap = format!("s{}{id}n{index}", cluster.to_ascii_lowercase());
+        validate_tap_name(&tap).map_err(|e| format!("tap name {tap}: {e}"))?;
+        Ok(tap)
     }
 
     /// Destroys the domain (if any), removes the instance's files and lets go of its images.
@@ -432,6 +511,11 @@ impl Reconciler {
         self.hv
             .destroy(&name)
             .map_err(|e| format!("libvirt: {}", error_chain(&e)))?;
+        for tap in self.dirs.read_taps(id) {
+            self.network
+                .detach(&tap)
+                .map_err(|e| format!("network: {}", error_chain(&e)))?;
+        }
         let digests = self.dirs.read_artifacts(id);
         let dir = self.dirs.dir(id);
         match std::fs::remove_dir_all(&dir) {

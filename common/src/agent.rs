@@ -62,6 +62,18 @@ pub struct DesiredInstance {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub image: ImageSpec,
+    /// The instance's network interfaces (leases decided by the controller).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<crate::network::NicSpec>,
+    /// The user's SSH public key, for the guest's authorized keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    /// The user's data, passed to the guest as cloud-init user-data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// The instance's name, for the guest's host name (the agent makes it a valid host name).
+    #[serde(default)]
+    pub hostname: String,
 }
 
 /// What a host needs to know of an image to boot from it.

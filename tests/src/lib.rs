@@ -632,7 +632,12 @@ impl TestCloud {
     pub fn wait_banner(&self, id: u64, timeout: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.console(id).lines().find(|l| l.contains(BANNER)) {
+            // Only a whole line: the guest may still be writing it.
+            let console = self.console(id);
+            let complete = console
+                .split_inclusive('\n')
+                .find(|l| l.contains(BANNER) && l.ends_with('\n'));
+            if let Some(line) = complete {
                 return Ok(line.trim().to_owned());
             }
             if Instant::now() > deadline {
@@ -668,6 +673,49 @@ pub fn host_memory_mib() -> anyhow::Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("MemTotal in /proc/meminfo")?;
     Ok(kib / 1024)
+}
+
+/// Deletes the taps whose names start with `prefix` and their nft chains in `bridge stratus`.
+pub fn remove_taps(prefix: &str) {
+    let Ok(links) = fs::read_dir("/sys/class/net") else {
+        return;
+    };
+    for link in links.flatten() {
+        let name = link.file_name().to_string_lossy().into_owned();
+        let rest = name.strip_prefix(prefix).unwrap_or("x");
+        if !rest.chars().all(|c| c.is_ascii_digit() || c == 'n') || rest.is_empty() {
+            continue;
+        }
+        let quiet = |cmd: &str, args: &[&str]| {
+            let _ = Command::new(cmd)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        quiet("ip", &["link", "del", &name]);
+        quiet(
+            "nft",
+            &[
+                "delete",
+                "element",
+                "bridge",
+                "stratus",
+                "taps",
+                &format!("{{ \"{name}\" }}"),
+            ],
+        );
+        quiet(
+            "nft",
+            &[
+                "delete",
+                "chain",
+                "bridge",
+                "stratus",
+                &format!("tap_{name}"),
+            ],
+        );
+    }
 }
 
 /// Names of all running domains under qemu:///system.
@@ -725,10 +773,18 @@ impl Drop for TestCloud {
     fn drop(&mut self) {
         stop(self.agent.take(), libc::SIGTERM);
         stop(self.controller.take(), libc::SIGTERM);
-        if self.cluster_prefix.is_some() {
+        if let Some(prefix) = &self.cluster_prefix {
             for domain in self.domains() {
                 destroy_domain(&domain);
             }
+            // Taps the agent made for this cloud (`s` + 4 hex digits of the cluster ID) and their
+            // anti-spoofing rules, in case a test failed before killing its instances.
+            let cluster4: String = prefix
+                .trim_start_matches("stratus-")
+                .chars()
+                .take(4)
+                .collect();
+            remove_taps(&format!("s{cluster4}"));
         }
         if std::env::var_os("STRATUS_KEEP_TEST_DIRS").is_none() {
             let _ = fs::remove_dir_all(&self.dir);

@@ -136,6 +136,8 @@ fn a_domain_of_this_cluster_that_no_instance_accounts_for_is_reported_not_killed
         initrd: Some(appliance.initrd.clone()),
         cmdline: Some(appliance.cmdline.clone()),
         console_log: stray.join("console.log"),
+        nics: Vec::new(),
+        cidata: None,
     })
     .unwrap();
     let uuid = domain_uuid(&name).unwrap();

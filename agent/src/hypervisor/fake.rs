@@ -13,7 +13,7 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FakeCall {
     List,
-    Create(DomainSpec),
+    Create(Box<DomainSpec>),
     Destroy(String),
     Info,
 }
@@ -88,7 +88,7 @@ impl FakeHypervisor {
             .calls
             .iter()
             .filter_map(|c| match c {
-                FakeCall::Create(spec) => Some(spec.clone()),
+                FakeCall::Create(spec) => Some((**spec).clone()),
                 _ => None,
             })
             .collect()
@@ -172,7 +172,7 @@ impl Hypervisor for FakeHypervisor {
 
     fn create(&self, spec: &DomainSpec) -> Result<(), HypervisorError> {
         let mut state = self.state();
-        state.calls.push(FakeCall::Create(spec.clone()));
+        state.calls.push(FakeCall::Create(Box::new(spec.clone())));
         domain_xml(spec).map_err(|source| HypervisorError::Xml {
             name: spec.name.clone(),
             source,
@@ -238,6 +238,8 @@ mod tests {
             initrd: None,
             cmdline: None,
             console_log: PathBuf::from("/d/console.log"),
+            nics: Vec::new(),
+            cidata: None,
         }
     }
 

@@ -244,6 +244,8 @@ mod tests {
             initrd: None,
             cmdline: None,
             console_log: dir.join("console.log"),
+            nics: Vec::new(),
+            cidata: None,
         }
     }
 

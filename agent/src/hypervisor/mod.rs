@@ -41,6 +41,17 @@ pub struct DomainSpec {
     pub cmdline: Option<String>,
     /// Where the guest's serial console is written (absolute path).
     pub console_log: PathBuf,
+    /// Network interfaces, each an existing tap (libvirt does not manage it) with its MAC.
+    pub nics: Vec<DomainNic>,
+    /// The cloud-init `cidata` ISO, attached read-only as an IDE CD-ROM.
+    pub cidata: Option<PathBuf>,
+}
+
+/// One network interface of a domain: the tap the agent made for it, and the guest's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainNic {
+    pub tap: String,
+    pub mac: String,
 }
 
 /// Which instance of which cluster a domain runs, read back from its metadata.

@@ -184,6 +184,8 @@ pub fn run_probe(
         initrd: Some(guest.initrd.clone()),
         cmdline: Some(PROBE_CMDLINE.to_owned()),
         console_log: console_log.clone(),
+        nics: Vec::new(),
+        cidata: None,
     };
     let started = Instant::now();
     hv.create(&spec).map_err(ProbeError::Start)?;

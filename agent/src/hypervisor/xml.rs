@@ -98,6 +98,15 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
     }
     let disk = path_str("disk", &spec.disk)?;
     let console = path_str("console log", &spec.console_log)?;
+    let cidata = spec
+        .cidata
+        .as_deref()
+        .map(|c| path_str("cidata", c))
+        .transpose()?;
+    for nic in &spec.nics {
+        check_chars("tap name", &nic.tap)?;
+        check_chars("MAC address", &nic.mac)?;
+    }
     let kernel = spec
         .kernel
         .as_deref()
@@ -197,6 +206,41 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
                             .write_empty()?;
                         Ok(())
                     })?;
+                if let Some(cidata) = cidata {
+                    w.create_element("disk")
+                        .with_attributes([("type", "file"), ("device", "cdrom")])
+                        .write_inner_content(|w| {
+                            w.create_element("driver")
+                                .with_attributes([("name", "qemu"), ("type", "raw")])
+                                .write_empty()?;
+                            w.create_element("source")
+                                .with_attribute(("file", cidata))
+                                .write_empty()?;
+                            w.create_element("target")
+                                .with_attributes([("dev", "hdc"), ("bus", "ide")])
+                                .write_empty()?;
+                            w.create_element("readonly").write_empty()?;
+                            Ok(())
+                        })?;
+                }
+                for nic in &spec.nics {
+                    // managed='no': the agent made the tap (with its anti-spoofing rules in place
+                    // first); libvirt only opens it.
+                    w.create_element("interface")
+                        .with_attribute(("type", "ethernet"))
+                        .write_inner_content(|w| {
+                            w.create_element("mac")
+                                .with_attribute(("address", nic.mac.as_str()))
+                                .write_empty()?;
+                            w.create_element("target")
+                                .with_attributes([("dev", nic.tap.as_str()), ("managed", "no")])
+                                .write_empty()?;
+                            w.create_element("model")
+                                .with_attribute(("type", "virtio"))
+                                .write_empty()?;
+                            Ok(())
+                        })?;
+                }
                 w.create_element("serial")
                     .with_attribute(("type", "file"))
                     .write_inner_content(|w| {
@@ -430,6 +474,8 @@ mod tests {
             initrd: None,
             cmdline: None,
             console_log: PathBuf::from("/var/lib/stratuslab/instances/7/console.log"),
+            nics: Vec::new(),
+            cidata: None,
         }
     }
 

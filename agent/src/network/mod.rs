@@ -86,6 +86,15 @@ impl MacAddr {
     pub const fn octets(&self) -> [u8; 6] {
         self.0
     }
+
+    /// The MAC for the host side of a guest's tap: `fe` and the guest's other five bytes, as
+    /// libvirt does. It must differ from the guest's: a bridge takes the lowest MAC of its
+    /// ports as its own, and a bridge owning the guest's MAC keeps the guest's frames for itself
+    /// instead of forwarding them; `fe` is high enough never to be picked.
+    pub const fn host_side(&self) -> Self {
+        let [_, b, c, d, e, g] = self.0;
+        Self([0xfe, b, c, d, e, g])
+    }
 }
 
 impl fmt::Display for MacAddr {
@@ -228,7 +237,7 @@ impl Network {
 
         guard.undo.push(Undo::DeleteTap(plan.tap.clone()));
         self.links
-            .create_tap(&plan.tap, plan.mac, &plan.bridge)
+            .create_tap(&plan.tap, plan.mac.host_side(), &plan.bridge)
             .map_err(|source| NetworkError::Tap {
                 tap: plan.tap.clone(),
                 source,
@@ -320,6 +329,22 @@ mod tests {
     }
 
     #[test]
+    fn the_host_side_of_a_tap_never_carries_the_guest_mac() {
+        let guest: MacAddr = "0a:53:0a:fb:45:02".parse().unwrap();
+        assert_eq!(guest.host_side().to_string(), "fe:53:0a:fb:45:02");
+        let (network, links, _) = network(Uplink::default());
+        network.attach(&plan()).unwrap().keep();
+        let tap_mac = links.calls().iter().find_map(|c| match c {
+            LinkCall::CreateTap { mac, .. } => Some(*mac),
+            _ => None,
+        });
+        assert_eq!(
+            tap_mac.map(|m| m.to_string()).as_deref(),
+            Some("fe:54:00:12:34:56")
+        );
+    }
+
+    #[test]
     fn names_are_validated() {
         assert_eq!(tap_name(42, 1).unwrap(), "sl42n1");
         assert_eq!(tap_name(99_999_999_999, 9).unwrap().len(), 15);
@@ -374,7 +399,7 @@ mod tests {
                 },
                 LinkCall::CreateTap {
                     name: "sl42n0".to_owned(),
-                    mac: plan().mac,
+                    mac: plan().mac.host_side(),
                     bridge: "br0".to_owned(),
                 },
             ]

@@ -9,6 +9,9 @@ use super::*;
 use crate::hypervisor::{FakeHypervisor, InstanceTag, RunState};
 use crate::images::cache::ImageCache;
 use crate::images::download::{Downloader, SourcePolicy};
+use crate::network::filter::{FakeFilter, FilterCall};
+use crate::network::links::FakeLinks;
+use crate::network::Network;
 
 const CLUSTER: &str = "c0ffee00-0000-4000-8000-000000000000";
 
@@ -20,6 +23,8 @@ struct Rig {
     image: ImageSpec,
     dirs: InstanceDirs,
     cache: Arc<ImageCache>,
+    links: Arc<FakeLinks>,
+    filter: Arc<FakeFilter>,
 }
 
 fn rig() -> Rig {
@@ -53,9 +58,14 @@ fn rig() -> Rig {
     });
     let cache =
         Arc::new(ImageCache::open(&dir.path().join("state/images"), u64::MAX, downloader).unwrap());
+    let links = Arc::new(FakeLinks::new());
+    let filter = Arc::new(FakeFilter::new());
+    let network = Network::new(links.clone(), filter.clone(), Default::default());
     let reconciler = Reconciler::new(
         hv.clone(),
         cache.clone(),
+        network,
+        None,
         dirs.clone(),
         DomainType::Qemu,
         CLUSTER.into(),
@@ -69,6 +79,8 @@ fn rig() -> Rig {
         image,
         dirs,
         cache,
+        links,
+        filter,
     }
 }
 
@@ -84,6 +96,10 @@ fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired {
                 vcpus: 1,
                 memory_mib: 128,
                 image: image.clone(),
+                nics: Vec::new(),
+                ssh_key: None,
+                user_data: None,
+                hostname: format!("vm-{id}"),
             })
             .collect(),
         precache: Vec::new(),
@@ -281,9 +297,12 @@ fn a_restarted_agent_holds_the_images_of_the_instances_it_finds() {
         .unwrap(),
     );
     let (tx, _events) = mpsc::unbounded_channel();
+    let network = Network::new(rig.links.clone(), rig.filter.clone(), Default::default());
     let _again = Reconciler::new(
         rig.hv.clone(),
         cache.clone(),
+        network,
+        None,
         rig.dirs.clone(),
         DomainType::Qemu,
         CLUSTER.into(),
@@ -340,4 +359,74 @@ fn a_domain_list_taken_before_a_start_finished_does_not_count_the_new_guest_as_g
     // A fresh list sees it running.
     assert!(pass(&rig, &want).is_empty());
     assert_eq!(rig.hv.created().len(), 1);
+}
+
+fn with_nic(image: &ImageSpec, id: u64) -> HostDesired {
+    let mut want = desired(image, &[(id, Desire::Run)]);
+    want.instances[0].nics = vec![stratus_common::network::NicSpec {
+        network: "public".into(),
+        bridge: "brtest".into(),
+        vlan: None,
+        mac: "0a:53:0a:fa:01:0a".into(),
+        ip: "10.250.1.10".into(),
+        prefix: 24,
+        gateway: "10.250.1.1".into(),
+        dns: vec![],
+    }];
+    want.instances[0].ssh_key = Some("ssh-ed25519 AAAAC3Nza me@host".into());
+    want.instances[0].hostname = "web-1".into();
+    want
+}
+
+#[test]
+fn a_nic_gets_a_protected_tap_and_a_cidata_iso_and_loses_both_with_the_instance() {
+    let mut rig = rig();
+    let want = with_nic(&rig.image, 12);
+    pass(&rig, &want);
+    let created = rig.hv.created();
+    assert_eq!(created.len(), 1, "{:?}", drain(&mut rig));
+    let tap = "sc0ff12n0".to_owned();
+    assert_eq!(created[0].nics[0].tap, tap);
+    assert_eq!(created[0].nics[0].mac, "0a:53:0a:fa:01:0a");
+    assert_eq!(
+        created[0].cidata.as_deref(),
+        Some(rig.dirs.dir(12).join("cidata.iso").as_path())
+    );
+    assert!(rig.dirs.dir(12).join("cidata.iso").exists());
+    assert_eq!(rig.links.taps(), vec![tap.clone()]);
+    assert!(rig
+        .filter
+        .calls()
+        .iter()
+        .any(|c| matches!(c, FilterCall::Protect(t) if t.tap == tap)));
+    drain(&mut rig);
+    let mut gone = want.clone();
+    gone.instances[0].desire = Desire::Destroy;
+    pass(&rig, &gone);
+    assert!(rig.links.taps().is_empty(), "tap removed");
+    assert!(rig
+        .filter
+        .calls()
+        .iter()
+        .any(|c| matches!(c, FilterCall::Unprotect(t) if t == &tap)));
+    assert!(
+        !rig.dirs.dir(12).exists(),
+        "ISO removed with the instance directory"
+    );
+}
+
+#[test]
+fn a_failed_domain_start_removes_the_tap_and_its_rules() {
+    let mut rig = rig();
+    rig.hv.fail_creates(Some("boom"));
+    pass(&rig, &with_nic(&rig.image, 13));
+    assert!(rig.links.taps().is_empty());
+    assert!(rig
+        .filter
+        .calls()
+        .iter()
+        .any(|c| matches!(c, FilterCall::Unprotect(_))));
+    let (_, state, reason) = drain(&mut rig).pop().unwrap();
+    assert_eq!(state, ActualState::Failed);
+    assert!(reason.unwrap().contains("boom"));
 }

@@ -657,6 +657,10 @@ impl State {
                     vcpus: i.vcpus,
                     memory_mib: i.memory_mib,
                     image: i.image_spec.clone(),
+                    nics: self.nic_specs(i),
+                    ssh_key: i.ssh_key.clone(),
+                    user_data: i.user_data.clone(),
+                    hostname: i.name.clone(),
                 })
             })
             .collect()
