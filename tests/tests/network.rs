@@ -31,51 +31,73 @@ impl Drop for NetGuard {
     }
 }
 
-#[test]
-fn a_vm_on_a_network_answers_ping_and_ssh_with_the_users_key_and_leaves_nothing_behind() {
-    let pid = std::process::id();
-    let subnet = 10 + pid % 200;
-    let (netns, bridge) = (format!("slnet{pid}"), format!("sb{}", pid % 100_000));
-    let _guard = NetGuard {
-        netns: netns.clone(),
-        bridge: bridge.clone(),
-    };
-    assert!(run("ip", &["netns", "add", &netns]).status.success());
-    // The far side of the bridge, with the network's gateway address: the test's own host.
-    assert!(run(
-        "ip",
-        &["-n", &netns, "link", "add", &bridge, "type", "bridge"]
-    )
-    .status
-    .success());
-    let gateway = format!("10.251.{subnet}.1");
-    assert!(run(
-        "ip",
-        &[
-            "-n",
-            &netns,
-            "addr",
-            "add",
-            &format!("{gateway}/24"),
-            "dev",
-            &bridge
-        ]
-    )
-    .status
-    .success());
-    assert!(run("ip", &["-n", &netns, "link", "set", &bridge, "up"])
+/// A test network: a namespace holding the bridge's far side with the gateway address.
+struct NetLab {
+    _guard: NetGuard,
+    netns: String,
+    subnet: u32,
+    gateway: String,
+    /// The controller's `[[networks]]` entry for it.
+    config: String,
+}
+
+impl NetLab {
+    fn new(tag: u32, prefix_len: u8) -> Self {
+        let pid = std::process::id();
+        let subnet = (10 + pid % 200 + tag) % 250;
+        let (netns, bridge) = (
+            format!("slnet{tag}x{pid}"),
+            format!("sb{tag}x{}", pid % 100_000),
+        );
+        let guard = NetGuard {
+            netns: netns.clone(),
+            bridge: bridge.clone(),
+        };
+        assert!(run("ip", &["netns", "add", &netns]).status.success());
+        assert!(run(
+            "ip",
+            &["-n", &netns, "link", "add", &bridge, "type", "bridge"]
+        )
         .status
         .success());
+        let gateway = format!("10.251.{subnet}.1");
+        let cidr = format!("{gateway}/{prefix_len}");
+        assert!(
+            run("ip", &["-n", &netns, "addr", "add", &cidr, "dev", &bridge])
+                .status
+                .success()
+        );
+        assert!(run("ip", &["-n", &netns, "link", "set", &bridge, "up"])
+            .status
+            .success());
+        let config = format!(
+            "[[networks]]\nname = \"public\"\ncidr = \"10.251.{subnet}.0/{prefix_len}\"\ngateway = \"{gateway}\"\nbridge = \"{bridge}\"\n"
+        );
+        Self {
+            _guard: guard,
+            netns,
+            subnet,
+            gateway,
+            config,
+        }
+    }
 
-    let network = format!(
-        "[[networks]]\nname = \"public\"\ncidr = \"10.251.{subnet}.0/24\"\ngateway = \"{gateway}\"\nbridge = \"{bridge}\"\n"
-    );
-    let mut cloud = TestCloud::start_with("network", &network).unwrap();
-    cloud
-        .set_agent_option("network_netns", &format!("\"{netns}\""))
-        .unwrap();
-    cloud.start_agent().unwrap();
-    cloud.register_appliance("appliance").unwrap();
+    fn cloud(&self, name: &str) -> TestCloud {
+        let mut cloud = TestCloud::start_with(name, &self.config).unwrap();
+        cloud
+            .set_agent_option("network_netns", &format!("\"{}\"", self.netns))
+            .unwrap();
+        cloud.start_agent().unwrap();
+        cloud.register_appliance("appliance").unwrap();
+        cloud
+    }
+}
+
+#[test]
+fn a_vm_on_a_network_answers_ping_and_ssh_with_the_users_key_and_leaves_nothing_behind() {
+    let lab = NetLab::new(0, 24);
+    let (netns, subnet) = (lab.netns.clone(), lab.subnet);
+    let cloud = lab.cloud("network");
     let key = cloud.dir.join("id_ed25519");
     assert!(run(
         "ssh-keygen",
@@ -196,4 +218,105 @@ fn a_vm_on_a_network_answers_ping_and_ssh_with_the_users_key_and_leaves_nothing_
     assert!(!dir.exists(), "ISO and disk removed");
     let (_, net) = cloud.get("admin", "/networks/public").unwrap();
     assert_eq!(net["leases_used"], 0, "lease released: {net}");
+}
+
+#[test]
+fn a_guest_forging_its_mac_or_ip_is_not_heard() {
+    let lab = NetLab::new(1, 24);
+    let cloud = lab.cloud("spoof");
+    let forged_ip = format!("10.251.{}.99", lab.subnet);
+    let forged_mac = "0a:53:de:ad:be:ef";
+    // The appliance's test-only hook: after boot, take these and keep pinging and arpinging
+    // the gateway every second.
+    let user_data = format!("#cloud-config\n#stratus-test: forge-mac {forged_mac}\n#stratus-test: forge-ip {forged_ip}/24\n");
+    let vm = cloud
+        .run_instance(
+            "admin",
+            json!({"image": "appliance", "type": "t1.micro", "user_data": user_data}),
+        )
+        .unwrap();
+    cloud
+        .wait_state("admin", vm.id, InstanceState::Running, BOOT)
+        .unwrap();
+    cloud.wait_banner(vm.id, BOOT).unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let neighbours =
+        String::from_utf8_lossy(&run("ip", &["-n", &lab.netns, "neigh"]).stdout).into_owned();
+    assert!(
+        !neighbours.contains(&forged_ip),
+        "the gateway heard the forged address: {neighbours}"
+    );
+    assert!(
+        !neighbours.contains(forged_mac),
+        "the gateway heard the forged MAC: {neighbours}"
+    );
+    // The anti-spoofing chain dropped what the guest sent.
+    let tap = std::fs::read_to_string(cloud.instance_dir(vm.id).join("taps"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let chain = String::from_utf8_lossy(
+        &run(
+            "nft",
+            &["list", "chain", "bridge", "stratus", &format!("tap_{tap}")],
+        )
+        .stdout,
+    )
+    .into_owned();
+    let dropped_forged_mac = chain
+        .lines()
+        .find(|l| l.contains("ether saddr !="))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped_forged_mac > 0,
+        "no forged frame was dropped: {chain}"
+    );
+    let _ = &lab.gateway;
+}
+
+#[test]
+fn an_exhausted_pool_is_a_clear_error_and_creates_nothing() {
+    // A /30: the gateway takes one of the two host addresses, one is left.
+    let lab = NetLab::new(2, 30);
+    let cloud = lab.cloud("exhausted");
+    let first = cloud
+        .run_instance("admin", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    assert!(first.ip.is_some());
+    let before = cloud.get("admin", "/instances").unwrap().1;
+    let (status, body) = cloud
+        .post(
+            "admin",
+            "/instances",
+            &json!({"image": "appliance", "type": "t1.micro"}),
+        )
+        .unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "network_exhausted");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no free address"),
+        "{body}"
+    );
+    assert_eq!(
+        cloud.get("admin", "/instances").unwrap().1,
+        before,
+        "nothing was created"
+    );
+    cloud
+        .delete("admin", &format!("/instances/{}", first.id))
+        .unwrap();
+    cloud
+        .wait_state("admin", first.id, InstanceState::Done, BOOT)
+        .unwrap();
+    // The address is free again.
+    let again = cloud
+        .run_instance("admin", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    assert_eq!(again.ip, first.ip);
 }
