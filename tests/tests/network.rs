@@ -320,3 +320,47 @@ fn an_exhausted_pool_is_a_clear_error_and_creates_nothing() {
         .unwrap();
     assert_eq!(again.ip, first.ip);
 }
+
+#[test]
+fn a_hundred_launch_and_kill_cycles_leave_no_tap_chain_lease_or_file_behind() {
+    let lab = NetLab::new(3, 24);
+    let cloud = lab.cloud("cycles");
+    for cycle in 0..100 {
+        let vm = cloud
+            .run_instance("admin", json!({"image": "appliance", "type": "t1.micro"}))
+            .unwrap();
+        cloud
+            .wait_state("admin", vm.id, InstanceState::Running, BOOT)
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        cloud
+            .delete("admin", &format!("/instances/{}", vm.id))
+            .unwrap();
+        cloud
+            .wait_state("admin", vm.id, InstanceState::Done, BOOT)
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+    }
+    let cluster4: String = cloud
+        .cluster_prefix()
+        .trim_start_matches("stratus-")
+        .chars()
+        .take(4)
+        .collect();
+    let taps: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with(&format!("s{cluster4}")))
+        .collect();
+    assert!(taps.is_empty(), "taps left: {taps:?}");
+    let table =
+        String::from_utf8_lossy(&run("nft", &["list", "table", "bridge", "stratus"]).stdout)
+            .into_owned();
+    assert!(
+        !table.contains(&format!("tap_s{cluster4}")),
+        "chains left: {table}"
+    );
+    let (_, net) = cloud.get("admin", "/networks/public").unwrap();
+    assert_eq!(net["leases_used"], 0, "{net}");
+    let left = std::fs::read_dir(cloud.dir.join("agent/instances")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "instance directories left");
+    assert!(cloud.domains().is_empty());
+}

@@ -23,7 +23,7 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 4] = ["start", "overlay", "download", "storm"];
+const SECTIONS: [&str; 5] = ["start", "overlay", "download", "storm", "network"];
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -46,7 +46,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
@@ -185,6 +185,136 @@ fn main() -> anyhow::Result<()> {
     if run("storm") {
         storm_bench()?;
     }
+    if run("network") {
+        network_bench(args.rounds)?;
+    }
+    Ok(())
+}
+
+/// Deletes the benchmark's namespace and bridges.
+struct BenchNet {
+    netns: String,
+    bridge: String,
+}
+
+impl Drop for BenchNet {
+    fn drop(&mut self) {
+        for args in [
+            vec![
+                "link".to_owned(),
+                "del".to_owned(),
+                format!("{}-v0", self.bridge),
+            ],
+            vec!["link".to_owned(), "del".to_owned(), self.bridge.clone()],
+            vec!["netns".to_owned(), "del".to_owned(), self.netns.clone()],
+        ] {
+            let _ = Command::new("ip").args(&args).output();
+        }
+    }
+}
+
+fn network_bench(rounds: usize) -> anyhow::Result<()> {
+    use stratus_agent::network::{Network, NicPlan, Uplink};
+    let pid = std::process::id();
+    let net = BenchNet {
+        netns: format!("slbench{pid}"),
+        bridge: format!("sbb{}", pid % 100_000),
+    };
+    let ip = |args: &[&str]| -> anyhow::Result<()> {
+        if !Command::new("ip").args(args).status()?.success() {
+            bail!("ip {args:?} failed");
+        }
+        Ok(())
+    };
+    ip(&["netns", "add", &net.netns])?;
+    ip(&[
+        "-n",
+        &net.netns,
+        "link",
+        "add",
+        &net.bridge,
+        "type",
+        "bridge",
+    ])?;
+    ip(&[
+        "-n",
+        &net.netns,
+        "addr",
+        "add",
+        "10.252.0.1/16",
+        "dev",
+        &net.bridge,
+    ])?;
+    ip(&["-n", &net.netns, "link", "set", &net.bridge, "up"])?;
+
+    // In-process: bridge (already there after the first), rules, tap, ISO; then detach.
+    let network = Network::host(Uplink::default());
+    let scratch = tempfile::tempdir_in({
+        std::fs::create_dir_all(stratus_e2e::TEST_ROOT)?;
+        stratus_e2e::TEST_ROOT
+    })?;
+    let mut setup = Vec::new();
+    for i in 0..rounds.max(50) {
+        let id = 900_000 + i as u64;
+        let instance = stratus_common::agent::DesiredInstance {
+            id,
+            desire: stratus_common::agent::Desire::Run,
+            vcpus: 1,
+            memory_mib: 128,
+            image: serde_json::from_value(
+                json!({"name": "x", "format": "raw", "disk": {"locations": [], "sha256": ""}}),
+            )?,
+            nics: vec![serde_json::from_value(json!({
+                "network": "bench", "bridge": net.bridge, "mac": format!("0a:53:0a:fc:{:02x}:{:02x}", i / 256, i % 256),
+                "ip": format!("10.252.{}.{}", 1 + i / 250, 1 + i % 250), "prefix": 16, "gateway": "10.252.0.1", "dns": []
+            }))?],
+            ssh_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBench bench@host".into()),
+            user_data: None,
+            hostname: format!("bench-{i}"),
+        };
+        let nic = &instance.nics[0];
+        let tap = format!("sbn{i}n0");
+        let dir = scratch.path().join(i.to_string());
+        std::fs::create_dir_all(&dir)?;
+        let started = Instant::now();
+        let guard = network.attach(&NicPlan {
+            tap: tap.clone(),
+            mac: nic.mac.parse().map_err(|_| anyhow::anyhow!("mac"))?,
+            ip: nic.ip.parse()?,
+            bridge: nic.bridge.clone(),
+            netns: Some(net.netns.clone()),
+        })?;
+        stratus_agent::context::write_cidata(&dir, &instance)?;
+        setup.push(started.elapsed());
+        guard.keep();
+        network.detach(&tap)?;
+    }
+
+    // API to Running with a NIC, on a cloud whose network uses the same bridge.
+    let config = format!(
+        "[[networks]]\nname = \"public\"\ncidr = \"10.252.0.0/16\"\ngateway = \"10.252.0.1\"\nbridge = \"{}\"\n",
+        net.bridge
+    );
+    let mut cloud = TestCloud::start_with("network-bench", &config)?;
+    cloud.set_agent_option("network_netns", &format!("\"{}\"", net.netns))?;
+    cloud.start_agent()?;
+    cloud.register_appliance("appliance")?;
+    // Warm-up: the image enters the host's cache.
+    let (_, warm_id, _) = api_start(&cloud)?;
+    kill(&cloud, warm_id)?;
+    let mut api = Vec::new();
+    for _ in 0..rounds {
+        let (elapsed, id, _) = api_start(&cloud)?;
+        api.push(elapsed);
+        kill(&cloud, id)?;
+    }
+    println!("\nPer-VM network set-up (bridge check, nft rules, tap, cloud-init ISO), in-process");
+    let (setup_p50, _) = report("attach + ISO", &mut setup);
+    let (api_p50, _) = report("POST /instances -> Running (with NIC)", &mut api);
+    println!(
+        "  share of API-to-Running (p50)      {:>8.1} %",
+        100.0 * ms(setup_p50) / ms(api_p50)
+    );
     Ok(())
 }
 
@@ -203,14 +333,28 @@ fn start_bench(rounds: usize) -> anyhow::Result<()> {
     for round in 0..rounds {
         let (elapsed, id, xml) = api_start(&cloud)?;
         api.push(elapsed);
+        // The same domain, with copies of the files the kill removes.
+        let iso = scratch.join(format!("bare-{round}.iso"));
+        std::fs::copy(cloud.instance_dir(id).join("cidata.iso"), &iso)?;
         kill(&cloud, id)?;
         let name = format!("{}bare-{round}", cloud.cluster_prefix());
         let overlay = scratch.join(format!("bare-{round}.qcow2"));
         let console = scratch.join(format!("bare-{round}.log"));
-        let xml = bare_xml(&xml, &name, &overlay, &console, &appliance.disk)?;
+        let xml = bare_xml(&xml, &name, &overlay, &console, &appliance.disk)?
+            .lines()
+            .map(|line| {
+                if line.contains("<source file=") && line.contains("cidata.iso") {
+                    format!("<source file='{}'/>", iso.display())
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         bare.push(bare_start(&conn, &xml)?);
         let _ = std::fs::remove_file(&overlay);
         let _ = std::fs::remove_file(&console);
+        let _ = std::fs::remove_file(&iso);
     }
 
     println!(
