@@ -46,12 +46,11 @@ MAC=52:54:00:$(printf '%02x:%02x:%02x' $((($$ >> 16) & 255)) $((($$ >> 8) & 255)
 readonly MAC
 readonly CTX_HOST=ctx-$$
 
-log() { printf '%s: %s\n' "$PROG" "$*"; }
-die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
-
 SCRIPT_DIR=$(dirname "$(realpath -e "${BASH_SOURCE[0]}")")
 REPO_ROOT=$(dirname "$SCRIPT_DIR")
 readonly SCRIPT_DIR REPO_ROOT
+# shellcheck source=appliance/check-lib.sh
+. "$SCRIPT_DIR/check-lib.sh"
 
 [[ $# -le 1 ]] || die "usage: $0 [OUT_DIR]"
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "CHECK_TIMEOUT must be a number of seconds"
@@ -60,18 +59,10 @@ OUT_DIR=$(realpath -m "${1:-$REPO_ROOT/build/appliance}")
 readonly OUT_DIR
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, taps)"
 
-for c in virsh qemu-img ip ssh ssh-keygen genisoimage; do
-    command -v "$c" >/dev/null || die "'$c' not found; run scripts/install-deps.sh first"
-done
-for f in vmlinuz initrd.img disk.qcow2 image.json; do
-    [[ -s $OUT_DIR/$f ]] || die "$OUT_DIR/$f is missing; run appliance/build.sh first"
-done
-CMDLINE=$(sed -n 's/^ *"cmdline": "\([^"\\]*\)",\{0,1\}$/\1/p' "$OUT_DIR/image.json")
-[[ -n $CMDLINE ]] || die "no cmdline in $OUT_DIR/image.json"
+require_commands virsh qemu-img ip ssh ssh-keygen genisoimage sha256sum
+read_appliance "$OUT_DIR"
 readonly CMDLINE
 CONSOLE=$RUN_DIR/console.log
-
-domain_exists() { virsh -c "$URI" domstate "$NAME" >/dev/null 2>&1; }
 
 # Remove the domain and every network object of this run (wherever it is).
 teardown() {
@@ -109,17 +100,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-xml_escape() {
-    local s=$1
-    s=${s//&/&amp;}
-    s=${s//</&lt;}
-    s=${s//>/&gt;}
-    s=${s//\'/&apos;}
-    s=${s//\"/&quot;}
-    printf '%s' "$s"
-}
-
-elapsed_since() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
 
 for _ in 1 2 3; do mkdir -p "$RUN_DIR" 2>/dev/null && break; done
 [[ -d $RUN_DIR ]] || die "cannot create $RUN_DIR"
@@ -192,48 +172,16 @@ boot_once() {
         ip -n "$NS" link set "$VETH_N" master br0 up
     fi
 
-    cat >"$RUN_DIR/domain.xml" <<EOF
-<domain type='qemu'>
-  <name>$NAME</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$(xml_escape "$OUT_DIR/vmlinuz")</kernel>
-    <initrd>$(xml_escape "$OUT_DIR/initrd.img")</initrd>
-    <cmdline>$(xml_escape "$CMDLINE hostname=$NAME")</cmdline>
-  </os>
-  <features><acpi/><apic/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='$(xml_escape "$RUN_DIR/overlay.qcow2")'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    $cidata_xml
-    <interface type='ethernet'>
+    local nic_xml="    <interface type='ethernet'>
       <mac address='$MAC'/>
       <target dev='$TAP' managed='no'/>
       <model type='virtio'/>
-    </interface>
-    <serial type='file'>
-      <source path='$(xml_escape "$CONSOLE")'/>
-      <target port='0'/>
-    </serial>
-    <console type='file'>
-      <source path='$(xml_escape "$CONSOLE")'/>
-      <target type='serial' port='0'/>
-    </console>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-EOF
+    </interface>"
+    domain_xml "$OUT_DIR" "$RUN_DIR/overlay.qcow2" "$CONSOLE" "    $cidata_xml
+$nic_xml" >"$RUN_DIR/domain.xml"
 
     log "[$bus/$TAP_MODE] booting $NAME: mac $MAC, cidata on $bus, tap $TAP, netns $NS ($GW/24)"
-    local start banner="" deadline
+    local start banner
     start=$(date +%s.%N)
     virsh -c "$URI" create "$RUN_DIR/domain.xml" >/dev/null || die "virsh create failed"
     log "[$bus/$TAP_MODE] virsh create took $(elapsed_since "$start")s"
@@ -241,16 +189,7 @@ EOF
         ip link set "$TAP" netns "$NS"
         ip -n "$NS" link set "$TAP" master br0 up
     fi
-    deadline=$((SECONDS + TIMEOUT))
-    while ((SECONDS < deadline)); do
-        if [[ -f $CONSOLE ]]; then
-            banner=$(tr -d '\r' <"$CONSOLE" | grep -a -m1 '^STRATUSLAB-APPLIANCE-READY ' || true)
-            [[ -z $banner ]] || break
-        fi
-        domain_exists || die "domain $NAME stopped before printing its banner"
-        sleep 0.2
-    done
-    [[ -n $banner ]] || die "no STRATUSLAB-APPLIANCE-READY banner within ${TIMEOUT}s"
+    banner=$(wait_banner "$CONSOLE" "$TIMEOUT")
     log "[$bus/$TAP_MODE] banner after $(elapsed_since "$start")s: $banner"
     local want="hostname=$CTX_HOST disk=ok kernel="
     [[ $banner == *" $want"* ]] || die "banner lacks '$want'"

@@ -295,16 +295,11 @@ async fn report_loop(
         };
         match client.report(&host, &report).await {
             Ok(()) => {
-                // Only what was sent is done; anything merged meanwhile stays.
-                for item in &report.instances {
-                    if outbox.pending.get(&item.id) == Some(item) {
-                        outbox.pending.remove(&item.id);
-                    }
-                }
-                outbox.unknown_changed = outbox.unknown != report.unknown_domains;
-                if outbox.images == report.images {
-                    outbox.images = None;
-                }
+                // Events are merged only between sends, so everything queued was delivered.
+                // The unknown-domain list is kept: every report carries it whole.
+                outbox.pending.clear();
+                outbox.unknown_changed = false;
+                outbox.images = None;
             }
             Err(e) => {
                 tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "report failed; retrying");

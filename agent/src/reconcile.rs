@@ -17,7 +17,7 @@ use crate::context;
 use crate::hypervisor::{DomainInfo, DomainNic, DomainSpec, Hypervisor, RunState};
 use crate::images::cache::ImageCache;
 use crate::images::{prepare, qcow2};
-use crate::network::{validate_tap_name, Network, NicPlan};
+use crate::network::{tap_name, Network, NicPlan};
 
 /// Where the files made for each instance live: `<state_dir>/instances/<id>/`.
 #[derive(Debug, Clone)]
@@ -432,7 +432,8 @@ impl Reconciler {
         let mut guards = Vec::new();
         let mut nics = Vec::new();
         for (index, nic) in instance.nics.iter().enumerate() {
-            let tap = self.tap_name(id, index).map_err(&undo)?;
+            let tap = tap_name(&self.cluster_id, id, index as u32)
+                .map_err(|e| undo(format!("tap name: {e}")))?;
             let mac = nic
                 .mac
                 .parse()
@@ -489,20 +490,6 @@ impl Reconciler {
             guard.keep();
         }
         Ok(())
-    }
-
-    /// The tap of an instance's NIC: `s`, four hex digits of the cluster ID (so two clouds on
-    /// one host never share a name), the instance ID, `n` and the NIC's index; at most 15 bytes.
-    fn tap_name(&self, id: u64, index: usize) -> Result<String, String> {
-        let cluster: String = self
-            .cluster_id
-            .chars()
-            .filter(char::is_ascii_hexdigit)
-            .take(4)
-            .collect();
-        let tap = format!("s{}{id}n{index}", cluster.to_ascii_lowercase());
-        validate_tap_name(&tap).map_err(|e| format!("tap name {tap}: {e}"))?;
-        Ok(tap)
     }
 
     /// Destroys the domain (if any), removes the instance's files and lets go of its images.

@@ -172,7 +172,7 @@ fn hash(
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    stratus_common::hex::encode(bytes)
 }
 
 #[cfg(test)]

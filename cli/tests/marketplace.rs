@@ -102,10 +102,7 @@ fn now_ms() -> u64 {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    stratus_common::hex::encode(Sha256::digest(bytes))
 }
 
 fn build(home: &Home, image: &Path, output: &str) -> ImageMetadata {

@@ -791,7 +791,7 @@ pub fn format_dn(rdns: &[Vec<DnAttribute>]) -> String {
                     let value = match &attribute.value {
                         DnValue::Text(text) => escape_dn_value(text),
                         DnValue::Der(der) => {
-                            let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+                            let hex = crate::hex::encode(der);
                             format!("#{hex}")
                         }
                     };

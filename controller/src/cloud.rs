@@ -929,7 +929,7 @@ fn uuid_v4() -> String {
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = stratus_common::hex::encode(bytes);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],

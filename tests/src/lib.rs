@@ -79,11 +79,7 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut hasher = sha2::Sha256::new();
     let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(stratus_common::hex::encode(hasher.finalize()))
 }
 
 impl Appliance {
@@ -131,7 +127,7 @@ pub fn appliance() -> anyhow::Result<Appliance> {
     let key: String = {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(format!("{sha256}{kernel_sha256}{initrd_sha256}"));
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        stratus_common::hex::encode(&digest[..8])
     };
     let target = Path::new(TEST_ROOT).join(format!("appliance-{key}"));
     if !target.join("disk.qcow2").exists() {

@@ -46,7 +46,7 @@ fn invalid_requests_get_4xx_and_create_nothing() {
     let (s, b) = cloud
         .post_raw("alice", "/instances", "{\"image\": \"appliance\",")
         .unwrap();
-    assert_error(s, &b, 400, "");
+    assert_error(s, &b, 400, "EOF while parsing");
     let (s, b) = cloud
         .post(
             "alice",
@@ -157,6 +157,6 @@ fn invalid_requests_get_4xx_and_create_nothing() {
     let (s, b) = cloud.get("alice", "/hosts").unwrap();
     assert_error(s, &b, 403, "administrator");
     let (s, b) = cloud.get("alice", "/nothing-here").unwrap();
-    assert_error(s, &b, 404, "");
+    assert_error(s, &b, 404, "no such API resource");
     assert!(cloud.domains().is_empty());
 }

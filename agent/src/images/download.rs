@@ -307,11 +307,7 @@ impl Downloader {
                 });
             }
         }
-        let digest: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = stratus_common::hex::encode(hasher.finalize());
         if digest != artifact.sha256 {
             return Err(DownloadError::ChecksumMismatch);
         }
@@ -326,10 +322,7 @@ mod tests {
     fn artifact(locations: Vec<String>, content: &[u8], compression: Compression) -> Artifact {
         Artifact {
             locations,
-            sha256: Sha256::digest(content)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: stratus_common::hex::encode(Sha256::digest(content)),
             size: Some(content.len() as u64),
             compression,
         }

@@ -8,9 +8,9 @@
 //! Layout, in a table of our own (`table bridge stratus` by default):
 //!
 //! ```text
-//! map taps { type ifname : verdict }                 # "sl12n0" : jump tap_sl12n0
+//! map taps { type ifname : verdict }                 # "sc0ff12n0" : jump tap_sc0ff12n0
 //! chain prerouting { type filter hook prerouting priority -200; iifname vmap @taps }
-//! chain tap_sl12n0 { ...allow own MAC/IP/ARP...; drop }
+//! chain tap_sc0ff12n0 { ...allow own MAC/IP/ARP...; drop }
 //! ```
 //!
 //! Rules match the tap by name, so they are in place before the tap (or the VM) exists.

@@ -65,9 +65,17 @@ pub fn validate_tap_name(name: &str) -> Result<(), NameError> {
     }
 }
 
-/// The tap of NIC `index` of instance `instance_id`: `sl<instance-id>n<index>`.
-pub fn tap_name(instance_id: u64, index: u32) -> Result<String, NameError> {
-    let name = format!("sl{instance_id}n{index}");
+/// The tap of NIC `index` of instance `instance_id` of cluster `cluster_id`: `s`, the first four
+/// hex digits of the cluster ID (so two clouds on one host never share a tap name), the
+/// instance ID, `n` and the index.
+pub fn tap_name(cluster_id: &str, instance_id: u64, index: u32) -> Result<String, NameError> {
+    let cluster: String = cluster_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(4)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let name = format!("s{cluster}{instance_id}n{index}");
     if name.len() > MAX_IFNAME {
         return Err(NameError::TooLong { instance_id, index });
     }
@@ -310,7 +318,7 @@ mod tests {
 
     fn plan() -> NicPlan {
         NicPlan {
-            tap: tap_name(42, 0).unwrap(),
+            tap: tap_name("c0ffee00", 42, 0).unwrap(),
             mac: "52:54:00:12:34:56".parse().unwrap(),
             ip: Ipv4Addr::new(10, 1, 0, 42),
             bridge: "br0".to_owned(),
@@ -346,9 +354,9 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        assert_eq!(tap_name(42, 1).unwrap(), "sl42n1");
-        assert_eq!(tap_name(99_999_999_999, 9).unwrap().len(), 15);
-        assert!(tap_name(999_999_999_999, 9).is_err());
+        assert_eq!(tap_name("C0FFEE00-1111", 42, 1).unwrap(), "sc0ff42n1");
+        assert_eq!(tap_name("c0ffee00", 99_999_999, 9).unwrap().len(), 15);
+        assert!(tap_name("c0ffee00", 999_999_999, 9).is_err());
         assert!(validate_tap_name("sl1n0").is_ok());
         for bad in [
             "",
@@ -398,14 +406,14 @@ mod tests {
                     vlan: Some(100),
                 },
                 LinkCall::CreateTap {
-                    name: "sl42n0".to_owned(),
+                    name: "sc0ff42n0".to_owned(),
                     mac: plan().mac.host_side(),
                     bridge: "br0".to_owned(),
                 },
             ]
         );
-        assert_eq!(filter.protected().unwrap(), ["sl42n0"]);
-        assert_eq!(links.taps(), ["sl42n0"]);
+        assert_eq!(filter.protected().unwrap(), ["sc0ff42n0"]);
+        assert_eq!(links.taps(), ["sc0ff42n0"]);
     }
 
     #[test]
@@ -417,11 +425,11 @@ mod tests {
         let calls = links.calls();
         assert_eq!(
             calls.last(),
-            Some(&LinkCall::DeleteTap("sl42n0".to_owned()))
+            Some(&LinkCall::DeleteTap("sc0ff42n0".to_owned()))
         );
         assert_eq!(
             filter.calls().last(),
-            Some(&FilterCall::Unprotect("sl42n0".to_owned()))
+            Some(&FilterCall::Unprotect("sc0ff42n0".to_owned()))
         );
         assert!(filter.protected().unwrap().is_empty());
     }
@@ -440,7 +448,7 @@ mod tests {
             .any(|c| matches!(c, LinkCall::CreateTap { .. } | LinkCall::DeleteTap(_))));
         assert_eq!(
             filter.calls().last(),
-            Some(&FilterCall::Unprotect("sl42n0".to_owned()))
+            Some(&FilterCall::Unprotect("sc0ff42n0".to_owned()))
         );
     }
 
@@ -463,11 +471,11 @@ mod tests {
         drop(guard);
         assert_eq!(
             links.calls().last(),
-            Some(&LinkCall::DeleteTap("sl42n0".to_owned()))
+            Some(&LinkCall::DeleteTap("sc0ff42n0".to_owned()))
         );
         assert_eq!(
             filter.calls().last(),
-            Some(&FilterCall::Unprotect("sl42n0".to_owned()))
+            Some(&FilterCall::Unprotect("sc0ff42n0".to_owned()))
         );
         assert!(links.taps().is_empty());
     }
@@ -476,8 +484,8 @@ mod tests {
     fn detach_removes_rules_then_tap_and_is_idempotent() {
         let (net, links, filter) = network(Uplink::default());
         net.attach(&plan()).unwrap().keep();
-        net.detach("sl42n0").unwrap();
-        net.detach("sl42n0").unwrap();
+        net.detach("sc0ff42n0").unwrap();
+        net.detach("sc0ff42n0").unwrap();
         assert!(links.taps().is_empty());
         assert!(filter.protected().unwrap().is_empty());
         assert!(net.detach("bad name").is_err());

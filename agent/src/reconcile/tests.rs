@@ -38,10 +38,7 @@ fn rig() -> Rig {
         format: DiskFormat::Raw,
         disk: Artifact {
             locations: vec![format!("file://{}", base.display())],
-            sha256: Sha256::digest(&content)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: stratus_common::hex::encode(Sha256::digest(&content)),
             size: Some(content.len() as u64),
             compression: Compression::None,
         },

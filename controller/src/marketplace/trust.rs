@@ -97,11 +97,7 @@ impl TrustStore {
 
 /// Lowercase hex SHA-256 of `bytes`: the fingerprint of a certificate's DER.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    stratus_common::hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
 fn parse_pem(source: &str, pem: &str) -> Result<Vec<Vec<u8>>, TrustError> {

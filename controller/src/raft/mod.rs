@@ -311,7 +311,7 @@ impl Runner {
         self.send(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
-            self.storage.set_commit(commit)?;
+            self.storage.set_commit(commit);
         }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;

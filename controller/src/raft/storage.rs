@@ -11,7 +11,7 @@ use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage};
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 /// Log entries by index, protobuf-encoded.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -205,23 +205,11 @@ impl DurableStorage {
         Ok(())
     }
 
-    /// Records a new commit index. It is written without an fsync: losing it in a crash is
-    /// harmless (a restarted node learns the commit index again from its log and leader), and
-    /// the next fsynced append makes it durable anyway.
-    pub fn set_commit(&self, commit: u64) -> Result<(), StorageError> {
-        let hs = {
-            let mut core = self.mem.wl();
-            core.mut_hard_state().commit = commit;
-            core.hard_state().clone()
-        };
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::None).map_err(db_err)?;
-        {
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let bytes = hs.write_to_bytes().expect("encode hard state");
-            meta.insert(HARD_STATE, bytes.as_slice()).map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)
+    /// Records a new commit index, in memory only. It need not be durable: a restarted node
+    /// takes the commit index from the last fsynced hard state (never below its snapshot, see
+    /// `open`) and learns the rest again from its log, so no write is spent on it per batch.
+    pub fn set_commit(&self, commit: u64) {
+        self.mem.wl().mut_hard_state().commit = commit;
     }
 
     /// Saves the state machine's data as of `index` (with the applied index in the same

@@ -8,10 +8,7 @@ use super::*;
 use crate::images::download::SourcePolicy;
 
 fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    stratus_common::hex::encode(Sha256::digest(bytes))
 }
 
 fn cache(dir: &Path, budget: u64) -> ImageCache {
