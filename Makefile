@@ -8,7 +8,8 @@ CARGO ?= cargo
 APPLIANCE := build/appliance
 BINDIR ?= /usr/local/bin
 CLI_NAMES := run-instance describe-instance kill-instance copy-config build-metadata sign-metadata \
-	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser
+	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
+	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume
 
 .PHONY: deps build release appliance demo stop test unit e2e bench install fmt clippy
 

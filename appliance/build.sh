@@ -14,11 +14,15 @@
 #   STRATUSLAB-APPLIANCE-READY hostname=<h> disk=<ok|none> kernel=<uname -r> ip=<addr|none> ssh=<ok|none>
 # on the console (disk=ok: /dev/vda mounted read-only and the marker read;
 # ip: eth0's first IPv4/IPv6 address without prefix length; ssh=ok: dropbear
-# listens on port 22), then keeps a shell on the console forever.
+# listens on port 22), then offers a shell on the console (after Enter) forever.
+# Tools for data disks: e2fsprogs' mke2fs (mkfs.ext2/3/4) and e2fsck
+# (fsck.ext2/3/4) with their libraries, busybox blockdev/mount/umount/sync.
 # Contextualization: a cloud-init NoCloud ISO9660 filesystem labelled `cidata`
 # (IDE/SATA CD-ROM -> /dev/sr*, or a virtio disk -> /dev/vd*) is read for
-# meta-data (hostname), network-config (static address by MAC), and user-data
-# (#cloud-config ssh_authorized_keys -> /root/.ssh/authorized_keys, dropbear).
+# meta-data (hostname), network-config (static address by MAC), and user-data:
+# #cloud-config (ssh_authorized_keys -> /root/.ssh/authorized_keys, dropbear),
+# a #! script (run once after the banner, in the background, output on the
+# console, then `STRATUS-USERDATA-EXIT <status>`), or a MIME multipart of both.
 # The exact accepted formats are in appliance/README.md. Kernel command-line
 # options read by /init:
 #   hostname=NAME           hostname (default: appliance; cidata local-hostname wins)
@@ -53,6 +57,8 @@ readonly REQUIRED_MODULES=(virtio virtio_ring virtio_pci_modern_dev virtio_pci_l
 # dropbear-bin and the packages holding its shared libraries (resolved with the
 # packaged dynamic loader's --list, i.e. ldd, at build time).
 readonly DROPBEAR_PKGS=(dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g)
+# e2fsprogs (mke2fs, e2fsck) and the packages holding its shared libraries.
+readonly E2FS_PKGS=(e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1)
 readonly OPTIONAL_MODULES=(button evdev)
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
@@ -284,16 +290,122 @@ parse_network_config() {
     END { if (list == "routes") route_done() }'
 }
 
-# user-data (#cloud-config) -> the entries of the top-level ssh_authorized_keys list.
+# A cloud-config (part) -> the entries of the top-level ssh_authorized_keys list.
 parse_ssh_keys() {
     tr -d '\r' <"$1" | awk '
-    NR == 1 && $0 !~ /^#cloud-config[ \t]*$/ { exit }
     /^[^ \t#-]/ { inkeys = ($0 ~ /^ssh_authorized_keys:[ \t]*$/); next }
     inkeys && /^[ \t]*-[ \t]/ {
         s = $0; sub(/^[ \t]*-[ \t]*/, "", s); sub(/[ \t]+$/, "", s)
         if (s ~ /^".*"$/ || s ~ /^\047.*\047$/) s = substr(s, 2, length(s) - 2)
         if (s != "") print s
     }'
+}
+
+# first2 FILE: the first two bytes of FILE ("#!" for a script).
+first2() { dd if="$1" bs=2 count=1 2>/dev/null; }
+
+# is_cloud_config FILE: the first line is "#cloud-config".
+is_cloud_config() { head -n1 "$1" | tr -d '\r' | grep -q '^#cloud-config[[:space:]]*$'; }
+
+# is_multipart FILE: a MIME document (a "Content-Type: multipart/..." header
+# before the first blank line).
+is_multipart() {
+    tr -d '\r' <"$1" | awk '
+    $0 == "" { exit }
+    tolower($0) ~ /^content-type:[ \t]*multipart\// { found = 1; exit }
+    END { exit !found }'
+}
+
+# mime_split FILE DIR: the parts of a MIME multipart document -> DIR/NNN.part
+# (the body, without the line break that belongs to the next delimiter); prints
+# "NNN TYPE ENCODING" per part (TYPE/ENCODING lower-case, "-" when absent).
+mime_split() {
+    tr -d '\r' <"$1" | awk -v dir="$2" '
+    function hval(line) {
+        sub(/^[^:]*:[ \t]*/, "", line); sub(/;.*$/, "", line); sub(/[ \t]+$/, "", line)
+        gsub(/"/, "", line); return tolower(line)
+    }
+    function finish() {
+        if (st == "body" && have) printf "%s", prev > f
+        if (st == "hdr" || st == "body") {
+            close(f); printf "%03d %s %s\n", n, (type == "" ? "-" : type), (enc == "" ? "-" : enc)
+        }
+        have = 0
+    }
+    BEGIN { st = "top"; n = 0 }
+    st == "top" {
+        if ($0 != "") { hdrs = hdrs " " $0; next }
+        if (match(hdrs, /[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]="[^"]*"/))
+            b = substr(hdrs, RSTART + 10, RLENGTH - 11)
+        else if (match(hdrs, /[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]=[^ \t;]+/))
+            b = substr(hdrs, RSTART + 9, RLENGTH - 9)
+        if (b == "") exit 1
+        st = "preamble"; next
+    }
+    {
+        d = $0; sub(/[ \t]+$/, "", d)
+        if (d == "--" b "--") { finish(); st = "end"; exit }
+        if (d == "--" b) {
+            finish(); n++; st = "hdr"; type = ""; enc = ""
+            f = sprintf("%s/%03d.part", dir, n); printf "" > f
+            next
+        }
+    }
+    st == "hdr" {
+        if ($0 == "") { st = "body"; next }
+        if ($0 ~ /^[ \t]/) next                # folded header continuation
+        h = tolower($0)
+        if (h ~ /^content-type:/) type = hval($0)
+        else if (h ~ /^content-transfer-encoding:/) enc = hval($0)
+        next
+    }
+    st == "body" {
+        if (have) print prev > f
+        prev = $0; have = 1
+    }
+    END { if (st != "end") finish() }'
+}
+
+# split_user_data FILE DIR: FILE (user-data) -> DIR/NNN.cloud-config and
+# DIR/NNN.script, in order. Accepted: #cloud-config, a #! script, or MIME
+# multipart/mixed whose parts are text/cloud-config or text/x-shellscript (or
+# start with #cloud-config / #!), optionally base64-encoded.
+split_user_data() {
+    src=$1 dir=$2
+    mkdir -p "$dir"
+    if [ "$(first2 "$src")" = '#!' ]; then
+        cp "$src" "$dir/001.script"
+    elif is_cloud_config "$src"; then
+        cp "$src" "$dir/001.cloud-config"
+    elif is_multipart "$src"; then
+        mime_split "$src" "$dir" >"$dir/index" || say "warning: user-data: MIME multipart without a boundary"
+        while read -r num type enc; do
+            part=$dir/$num.part
+            if [ "$enc" = base64 ]; then
+                if base64 -d <"$part" >"$part.dec"; then
+                    mv "$part.dec" "$part"
+                else
+                    say "warning: user-data part $num: bad base64"
+                fi
+            fi
+            case $type in
+                text/cloud-config) kind=cloud-config ;;
+                text/x-shellscript) kind=script ;;
+                *)
+                    if [ "$(first2 "$part")" = '#!' ]; then kind=script
+                    elif is_cloud_config "$part"; then kind=cloud-config
+                    else kind=
+                    fi ;;
+            esac
+            if [ -n "$kind" ]; then
+                mv "$part" "$dir/$num.$kind"
+            else
+                say "warning: user-data part $num ($type) is neither cloud-config nor a script: ignored"
+            fi
+        done <"$dir/index"
+    else
+        say "warning: user-data is neither #cloud-config, a #! script nor MIME multipart: ignored"
+    fi
 }
 
 # test_hook NAME FILE: argument of a "#stratus-test: NAME ARG" line (test only).
@@ -353,6 +465,8 @@ ctx=
 keys=0
 fmac=
 fip=
+ftarget=
+scripts=
 if cidev=$(find_cidata); then
     mkdir -p /mnt/cidata /run/cloud-init
     if mount -t iso9660 -o ro "$cidev" /mnt/cidata; then
@@ -409,12 +523,23 @@ for d in $dns; do echo "nameserver $d"; done >/etc/resolv.conf
 if [ -n "$ctx" ] && [ -f $ci/user-data ]; then
     mkdir -p /root/.ssh
     chmod 0700 /root /root/.ssh
-    parse_ssh_keys $ci/user-data >/root/.ssh/authorized_keys
+    split_user_data $ci/user-data $ci/parts
+    : >$ci/cloud-config
+    for p in "$ci"/parts/*.cloud-config; do
+        [ -f "$p" ] && cat "$p" >>$ci/cloud-config
+    done
+    for p in "$ci"/parts/*.script; do
+        [ -f "$p" ] && chmod 0700 "$p" && scripts="$scripts $p"
+    done
+    for p in "$ci"/parts/*.cloud-config; do
+        [ -f "$p" ] && parse_ssh_keys "$p"
+    done >/root/.ssh/authorized_keys
     chmod 0600 /root/.ssh/authorized_keys
     keys=$(grep -c . /root/.ssh/authorized_keys)
-    fmac=$(test_hook forge-mac $ci/user-data)
-    fip=$(test_hook forge-ip $ci/user-data)
-    say "user-data: $keys SSH key(s)"
+    fmac=$(test_hook forge-mac $ci/cloud-config)
+    fip=$(test_hook forge-ip $ci/cloud-config)
+    ftarget=$(test_hook forge-target $ci/cloud-config)
+    say "user-data: $keys SSH key(s), $(echo $scripts | wc -w) script(s)"
 fi
 
 # SSH server: only when there is a key to log in with.
@@ -460,12 +585,34 @@ echo 1 >/proc/sys/kernel/printk
 echo "STRATUSLAB-APPLIANCE-READY hostname=$(hostname) disk=$disk kernel=$kver ip=${ipaddr:-none} ssh=$ssh"
 echo "$printk" >/proc/sys/kernel/printk
 
-# TEST ONLY (anti-spoofing tests): forge eth0's MAC and/or IPv4 address, then
-# keep sending pings and ARP requests to the gateway.
+# TEST ONLY (anti-spoofing tests): say hello honestly to the target (a
+# positive control: it learns our real MAC and IP), then forge eth0's MAC
+# and/or IPv4 address and keep sending pings and ARP requests to the target
+# (forge-target, else the gateway, else the first nameserver).
 if [ -n "$fmac$fip" ]; then
     (
         dev=${ipdev:-eth0}
-        target=${gw:-$(echo $dns | cut -d' ' -f1)}
+        target=${ftarget:-${gw:-$(echo $dns | cut -d' ' -f1)}}
+        if [ -n "$target" ] && [ -n "$ipaddr" ]; then
+            honest=no
+            i=0
+            while [ "$i" -lt 20 ]; do
+                ping -c1 -W1 "$target" >/dev/null 2>&1 && { honest=yes; break; }
+                i=$((i + 1))
+            done
+            # Stay honest a while: the target's neighbour entry for us goes
+            # DELAY -> PROBE (a unicast ARP request after 5 s) -> REACHABLE
+            # only if we still answer then.
+            if [ "$honest" = yes ]; then
+                end=$(($(date +%s) + 8))
+                while [ "$(date +%s)" -lt "$end" ]; do
+                    ping -c1 -W1 "$target" >/dev/null 2>&1
+                    sleep 1
+                done
+            fi
+            arping -c2 -w3 -I "$dev" -s "$ipaddr" "$target" >/dev/null 2>&1
+            say "test hook: honest ping of $target from $ipaddr mac=$(cat "/sys/class/net/$dev/address"): $honest"
+        fi
         if [ -n "$fmac" ]; then
             ip link set "$dev" down && ip link set "$dev" address "$fmac" && ip link set "$dev" up ||
                 say "warning: test hook: could not set MAC $fmac"
@@ -488,8 +635,32 @@ if [ -n "$fmac$fip" ]; then
     ) &
 fi
 
+# The console shell waits for Enter (like busybox init's askfirst): no prompt
+# is printed into what the user-data scripts write on the console.
+echo "Please press Enter to activate this console."
+
+# User-data scripts (cloud-init's scripts-user): once, in order, in the
+# background, output on the console; then one line with the exit status (the
+# last non-zero one, else 0).
+if [ -n "$scripts" ]; then
+    (
+        cd / || exit
+        rc=0
+        for s in $scripts; do
+            say "user-data: running ${s##*/}"
+            "$s" </dev/null
+            r=$?
+            [ "$r" -eq 0 ] || rc=$r
+        done
+        echo "STRATUS-USERDATA-EXIT $rc"
+    ) &
+fi
+
 while :; do
-    setsid cttyhack sh -l
+    if read -r _; then
+        setsid cttyhack sh -l
+        echo "Please press Enter to activate this console."
+    fi
     sleep 1
 done
 INIT
@@ -513,7 +684,7 @@ download_packages() {
     meta=$(apt-cache show --no-all-versions "$META_PKG" 2>/dev/null) || true
     kpkg=$(sed -n 's/^Depends: .*\(linux-image-[0-9][^ ,]*\) (= \([^)]*\)).*/\1=\2/p' <<<"$meta" | head -n1)
     [[ -n $kpkg ]] || die "cannot resolve the kernel package behind $META_PKG (run apt-get update?)"
-    local pkgs=("$META_PKG" "$kpkg" busybox-static "${DROPBEAR_PKGS[@]}")
+    local pkgs=("$META_PKG" "$kpkg" busybox-static "${DROPBEAR_PKGS[@]}" "${E2FS_PKGS[@]}")
     log "downloading ${pkgs[*]}"
     local apt_opts=(-q)
     # As root, apt drops privileges to _apt, which cannot write into our
@@ -574,34 +745,45 @@ install_modules() {
     log "modules (load order): $(paste -sd' ' "$dest/load-order")"
 }
 
-# install_dropbear ROOT INITRAMFS: dropbear + dropbearkey with the shared
-# libraries they need (found like ldd does, with the packaged dynamic loader,
-# restricted to the downloaded packages), plus the /etc files it relies on.
-install_dropbear() {
-    local root=$1 initramfs=$2
+# install_dynamic ROOT INITRAMFS WHAT BIN...: copy the dynamically linked
+# programs BIN (paths relative to ROOT, kept in INITRAMFS) with the shared
+# libraries they need, found like ldd does (the packaged dynamic loader's
+# --list) and restricted to the downloaded packages (WHAT names them in errors).
+install_dynamic() {
+    local root=$1 initramfs=$2 what=$3
+    shift 3
     local multiarch=lib/x86_64-linux-gnu
     local ld=$root/$multiarch/ld-linux-x86-64.so.2
     local libpath=$root/$multiarch:$root/usr/$multiarch
     [[ -x $ld ]] || die "dynamic loader $multiarch/ld-linux-x86-64.so.2 not found in libc6"
-    mkdir -p "$initramfs/$multiarch" "$initramfs/lib64" "$initramfs/etc/dropbear"
+    mkdir -p "$initramfs/$multiarch" "$initramfs/lib64"
     cp -L "$ld" "$initramfs/$multiarch/ld-linux-x86-64.so.2"
     ln -sf "/$multiarch/ld-linux-x86-64.so.2" "$initramfs/lib64/ld-linux-x86-64.so.2"
     local bin listing lib libs=()
-    for bin in usr/sbin/dropbear usr/bin/dropbearkey; do
-        [[ -x $root/$bin ]] || die "$bin not found in dropbear-bin"
+    for bin in "$@"; do
+        [[ -x $root/$bin ]] || die "$bin not found in $what"
+        mkdir -p "$initramfs/$(dirname "$bin")"
         cp "$root/$bin" "$initramfs/$bin"
         listing=$("$ld" --library-path "$libpath" --list "$root/$bin") ||
             die "cannot list the shared libraries of $bin"
         while read -r lib; do
             [[ $lib == "$root"/* ]] ||
-                die "$bin needs $lib, which is not in the downloaded packages (${DROPBEAR_PKGS[*]})"
+                die "$bin needs $lib, which is not in the downloaded packages ($what)"
             libs+=("$lib")
         done < <(awk '$2 == "=>" { if ($3 ~ /^\//) print $3; else print "missing:" $1 }' <<<"$listing")
     done
     for lib in "${libs[@]}"; do
         cp -L "$lib" "$initramfs/$multiarch/${lib##*/}"
     done
-    log "dropbear: $(printf '%s\n' "${libs[@]##*/}" | sort -u | paste -sd' ')"
+    log "${*##*/}: $(printf '%s\n' "${libs[@]##*/}" | sort -u | paste -sd' ')"
+}
+
+# install_dropbear ROOT INITRAMFS: dropbear + dropbearkey with their shared
+# libraries, plus the /etc files it relies on.
+install_dropbear() {
+    local root=$1 initramfs=$2
+    mkdir -p "$initramfs/etc/dropbear"
+    install_dynamic "$root" "$initramfs" "${DROPBEAR_PKGS[*]}" usr/sbin/dropbear usr/bin/dropbearkey
     printf 'root:x:0:0:root:/root:/bin/sh\n' >"$initramfs/etc/passwd"
     printf 'root:*:19723:0:99999:7:::\n' >"$initramfs/etc/shadow"
     printf 'root:x:0:\n' >"$initramfs/etc/group"
@@ -615,6 +797,31 @@ install_dropbear() {
         chroot "$initramfs" /usr/bin/dropbearkey -t ed25519 -f /tmp/k >/dev/null 2>&1 ||
             die "dropbearkey does not run inside the initramfs tree (missing libraries?)"
         rm -f "$initramfs/tmp/k"
+    fi
+}
+
+# install_e2fsprogs ROOT INITRAMFS: e2fsprogs' mke2fs and e2fsck (ext2/3/4,
+# unlike busybox's ext2-only mke2fs) as /sbin/mke2fs, mkfs.ext{2,3,4}, e2fsck
+# and fsck.ext{2,3,4}, with /etc/mke2fs.conf. In /sbin, where busybox would put
+# its own mke2fs: `busybox --install -s` keeps existing files.
+install_e2fsprogs() {
+    local root=$1 initramfs=$2 t
+    install_dynamic "$root" "$initramfs" "${E2FS_PKGS[*]}" sbin/mke2fs sbin/e2fsck
+    for t in ext2 ext3 ext4; do
+        ln -sf mke2fs "$initramfs/sbin/mkfs.$t"
+        ln -sf e2fsck "$initramfs/sbin/fsck.$t"
+    done
+    [[ -f $root/etc/mke2fs.conf ]] || die "etc/mke2fs.conf not found in e2fsprogs"
+    cp "$root/etc/mke2fs.conf" "$initramfs/etc/mke2fs.conf"
+    ln -sf /proc/mounts "$initramfs/etc/mtab"
+    # Sanity check: the copied tree alone formats an ext4 filesystem.
+    if [[ $(id -u) -eq 0 ]] && command -v chroot >/dev/null; then
+        truncate -s 8M "$initramfs/tmp/fs"
+        if ! chroot "$initramfs" /sbin/mkfs.ext4 -q -F /tmp/fs >/dev/null 2>&1 ||
+            ! chroot "$initramfs" /sbin/fsck.ext4 -fn /tmp/fs >/dev/null 2>&1; then
+            die "mkfs.ext4/fsck.ext4 do not run inside the initramfs tree (missing libraries?)"
+        fi
+        rm -f "$initramfs/tmp/fs"
     fi
 }
 
@@ -698,6 +905,7 @@ build() {
     fi
     install_modules "$root" "$kver" "$initramfs"
     install_dropbear "$root" "$initramfs"
+    install_e2fsprogs "$root" "$initramfs"
     write_init "$initramfs/init"
     write_poweroff_handler "$initramfs/etc/acpi/PWRF/00000080"
     chmod 0755 "$initramfs/init" "$initramfs/etc/acpi/PWRF/00000080"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by appliance/check.sh and appliance/check-network.sh (sourced, not run).
+# Shared by appliance/check.sh, check-network.sh and check-disks.sh (sourced, not run).
 # The caller sets PROG, URI and NAME first.
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
@@ -78,6 +78,26 @@ $extra
   </devices>
 </domain>
 XML
+}
+
+# wait_line CONSOLE ERE TIMEOUT [FAIL_ERE]: prints the first console line (CRs
+# removed) matching ERE; dies after TIMEOUT seconds, when the domain stops, or
+# when a line matching FAIL_ERE appears first.
+wait_line() {
+    local console=$1 ere=$2 timeout=$3 fail=${4:-} line="" deadline=$((SECONDS + $3))
+    while ((SECONDS < deadline)); do
+        if [[ -f $console ]]; then
+            line=$(tr -d '\r' <"$console" | grep -a -m1 -E "$ere" || true)
+            [[ -z $line ]] || break
+            if [[ -n $fail ]] && line=$(tr -d '\r' <"$console" | grep -a -m1 -E "$fail"); then
+                die "the guest said: $line (while waiting for /$ere/)"
+            fi
+        fi
+        domain_exists || die "domain $NAME stopped while waiting for /$ere/ on its console"
+        sleep 0.2
+    done
+    [[ -n $line ]] || die "no console line matching /$ere/ within ${timeout}s"
+    printf '%s\n' "$line"
 }
 
 # wait_banner CONSOLE TIMEOUT: prints the READY banner, or dies if it does not come.

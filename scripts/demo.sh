@@ -63,7 +63,8 @@ file_location_roots = ["$AGENT_STATE/images"]
 probe_kernel = "$AGENT_STATE/images/appliance/vmlinuz"
 probe_initrd = "$AGENT_STATE/images/appliance/initrd.img"
 EOF
-    for name in run-instance describe-instance kill-instance copy-config; do
+    for name in run-instance describe-instance kill-instance copy-config \
+        create-volume describe-volumes update-volume delete-volume attach-volume detach-volume; do
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"
     done
     # The appliance where the qemu user can read it, whatever the checkout's permissions.

@@ -56,6 +56,11 @@ pub struct AgentConfig {
     pub resync_secs: u64,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// A directory holding persistent disks: set on the hosts that store volumes.
+    pub volume_pool: Option<PathBuf>,
+    /// The address this host's NBD exports listen on, and other hosts connect to, for
+    /// instances on other hosts using its volumes. Required with `volume_pool`.
+    pub nbd_listen: Option<std::net::IpAddr>,
 }
 
 impl Default for AgentConfig {
@@ -80,6 +85,8 @@ impl Default for AgentConfig {
             poll_wait_secs: 30,
             resync_secs: 5,
             log_format: "text".to_owned(),
+            volume_pool: None,
+            nbd_listen: None,
         }
     }
 }
@@ -102,6 +109,12 @@ pub enum ConfigError {
     Probe,
     #[error("log_format must be text or json, not {0:?}")]
     LogFormat(String),
+    #[error("volume_pool must be an absolute path")]
+    VolumePool,
+    #[error(
+        "nbd_listen must be set with volume_pool (the address other hosts reach its disks at)"
+    )]
+    NbdListen,
 }
 
 impl AgentConfig {
@@ -130,6 +143,14 @@ impl AgentConfig {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::LogFormat(self.log_format.clone()));
         }
+        if let Some(pool) = &self.volume_pool {
+            if !pool.is_absolute() {
+                return Err(ConfigError::VolumePool);
+            }
+            if self.nbd_listen.is_none() {
+                return Err(ConfigError::NbdListen);
+            }
+        }
         Ok(())
     }
 }
@@ -151,5 +172,13 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::HostName(_))));
         assert!(toml::from_str::<AgentConfig>("domain_type = 'xen'").is_err());
         assert!(toml::from_str::<AgentConfig>("unknown_key = 1").is_err());
+        let c: AgentConfig = toml::from_str("volume_pool = '/srv/volumes'").unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::NbdListen));
+        let c: AgentConfig =
+            toml::from_str("volume_pool = 'volumes'\nnbd_listen = '10.0.0.2'").unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::VolumePool));
+        let c: AgentConfig =
+            toml::from_str("volume_pool = '/srv/volumes'\nnbd_listen = '10.0.0.2'").unwrap();
+        assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -179,6 +179,7 @@ mod tests {
             ssh_key: Some("ssh-ed25519 AAAAC3Nza me@host".into()),
             user_data: None,
             hostname: "Web_1.example".into(),
+            disks: Vec::new(),
         }
     }
 

@@ -9,3 +9,4 @@ pub mod images;
 pub mod inventory;
 pub mod network;
 pub mod reconcile;
+pub mod volumes;

@@ -14,8 +14,14 @@ use stratus_agent::hypervisor::{Hypervisor, LibvirtHypervisor};
 use stratus_agent::images::cache::ImageCache;
 use stratus_agent::images::download::{Downloader, SourcePolicy};
 use stratus_agent::inventory;
+use stratus_agent::reconcile::storage::Storage;
 use stratus_agent::reconcile::{InstanceDirs, Reconciler, ReportEvent};
-use stratus_common::agent::{HostDesired, HostReport, RegisterHost, ReportedInstance};
+use stratus_agent::volumes::nbd::NbdExports;
+use stratus_agent::volumes::pool::VolumePool;
+use stratus_common::agent::{
+    HostDesired, HostReport, RegisterHost, ReportedDisk, ReportedExport, ReportedInstance,
+    ReportedVolume,
+};
 use tokio::sync::{mpsc, watch};
 
 /// The StratusLab host agent.
@@ -107,6 +113,16 @@ async fn run() -> anyhow::Result<()> {
     };
     let inv = inventory::measure(&config.state_dir, config.reserved_memory_mib)
         .context("host inventory")?;
+    let pool = match &config.volume_pool {
+        Some(dir) => Some(Arc::new(
+            VolumePool::open(dir).with_context(|| format!("volume pool {}", dir.display()))?,
+        )),
+        None => None,
+    };
+    let volume_pool_gib = match &pool {
+        Some(pool) => Some(pool.space().context("volume pool size")?.0 >> 30),
+        None => None,
+    };
     let registration = RegisterHost {
         name: host.clone(),
         vcpus: inv.vcpus,
@@ -115,6 +131,7 @@ async fn run() -> anyhow::Result<()> {
         domain_type,
         arch: info.arch.clone(),
         hypervisor: info.hypervisor.clone(),
+        volume_pool_gib,
     };
     tracing::info!(host = %host, domain_type = domain_type.as_str(), vcpus = inv.vcpus, memory_mib = inv.memory_mib, "agent starting");
 
@@ -139,7 +156,7 @@ async fn run() -> anyhow::Result<()> {
         interface: config.uplink.clone(),
         vlan: config.uplink_vlan,
     });
-    let reconciler = Arc::new(Reconciler::new(
+    let mut reconciler = Reconciler::new(
         hv.clone(),
         images,
         network,
@@ -147,8 +164,18 @@ async fn run() -> anyhow::Result<()> {
         InstanceDirs::new(&config.state_dir),
         domain_type,
         cluster_id.clone(),
-        reports_tx,
-    ));
+        reports_tx.clone(),
+    );
+    let storage = match (&pool, config.nbd_listen) {
+        (Some(pool), Some(listen)) => {
+            reconciler = reconciler.with_volume_pool(pool.clone());
+            let exports = NbdExports::open(&config.state_dir.join("exports"), listen)
+                .context("NBD exports")?;
+            Some(Arc::new(Storage::new(pool.clone(), exports, reports_tx)))
+        }
+        _ => None,
+    };
+    let reconciler = Arc::new(reconciler);
     tokio::spawn(report_loop(client.clone(), host.clone(), reports_rx));
     let (desired_tx, mut desired_rx) = watch::channel::<Option<HostDesired>>(None);
     let poller = tokio::spawn(poll_loop(
@@ -189,6 +216,11 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
         };
+        if let Some(storage) = storage.as_ref().filter(|s| s.begin()) {
+            let storage = storage.clone();
+            let (volumes, exports) = (desired.volumes.clone(), desired.exports.clone());
+            tokio::task::spawn_blocking(move || storage.reconcile(&volumes, &exports));
+        }
         for action in reconciler.plan(&desired, &domains, listed_at) {
             let reconciler = reconciler.clone();
             tokio::task::spawn_blocking(move || reconciler.execute(action));
@@ -243,13 +275,17 @@ async fn poll_loop(
     }
 }
 
-/// Reports waiting to be delivered: the latest state per instance and the unknown domains.
+/// Reports waiting to be delivered: the latest state per instance, volume, export and
+/// persistent disk, and the unknown domains.
 #[derive(Default)]
 struct Outbox {
     pending: std::collections::BTreeMap<u64, ReportedInstance>,
     unknown: Vec<String>,
     unknown_changed: bool,
     images: Option<Vec<String>>,
+    volumes: std::collections::BTreeMap<String, ReportedVolume>,
+    exports: std::collections::BTreeMap<String, ReportedExport>,
+    disks: std::collections::BTreeMap<(u64, String), ReportedDisk>,
 }
 
 impl Outbox {
@@ -263,11 +299,26 @@ impl Outbox {
                 self.unknown_changed = true;
             }
             ReportEvent::Images(list) => self.images = Some(list),
+            ReportEvent::Volume(item) => {
+                self.volumes.insert(item.id.clone(), item);
+            }
+            ReportEvent::Export(item) => {
+                self.exports.insert(item.name.clone(), item);
+            }
+            ReportEvent::Disk(item) => {
+                self.disks
+                    .insert((item.instance, item.volume.clone()), item);
+            }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.pending.is_empty() && !self.unknown_changed && self.images.is_none()
+        self.pending.is_empty()
+            && !self.unknown_changed
+            && self.images.is_none()
+            && self.volumes.is_empty()
+            && self.exports.is_empty()
+            && self.disks.is_empty()
     }
 }
 
@@ -292,6 +343,9 @@ async fn report_loop(
             instances: outbox.pending.values().cloned().collect(),
             unknown_domains: outbox.unknown.clone(),
             images: outbox.images.clone(),
+            volumes: outbox.volumes.values().cloned().collect(),
+            exports: outbox.exports.values().cloned().collect(),
+            disks: outbox.disks.values().cloned().collect(),
         };
         match client.report(&host, &report).await {
             Ok(()) => {
@@ -300,6 +354,9 @@ async fn report_loop(
                 outbox.pending.clear();
                 outbox.unknown_changed = false;
                 outbox.images = None;
+                outbox.volumes.clear();
+                outbox.exports.clear();
+                outbox.disks.clear();
             }
             Err(e) => {
                 tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "report failed; retrying");

@@ -8,16 +8,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use stratus_common::agent::{
-    domain_name, ActualState, Desire, DesiredInstance, HostDesired, ReportedInstance,
+    domain_name, ActualState, Desire, DesiredDisk, DesiredInstance, DiskLocation, DiskReport,
+    HostDesired, ReportedDisk, ReportedExport, ReportedInstance, ReportedVolume,
 };
 use stratus_common::api::DomainType;
 use tokio::sync::mpsc;
 
 use crate::context;
-use crate::hypervisor::{DomainInfo, DomainNic, DomainSpec, Hypervisor, RunState};
+use crate::hypervisor::{
+    DiskSource, DomainDisk, DomainInfo, DomainNic, DomainSpec, Hypervisor, RunState,
+};
 use crate::images::cache::ImageCache;
 use crate::images::{prepare, qcow2};
 use crate::network::{tap_name, Network, NicPlan};
+use crate::volumes::pool::VolumePool;
 
 /// Where the files made for each instance live: `<state_dir>/instances/<id>/`.
 #[derive(Debug, Clone)]
@@ -91,7 +95,14 @@ pub enum ReportEvent {
     UnknownDomains(Vec<String>),
     /// What the image cache holds (SHA-256 of each artifact), when it changed.
     Images(Vec<String>),
+    Volume(ReportedVolume),
+    Export(ReportedExport),
+    Disk(ReportedDisk),
 }
+
+/// How long a detach waits for the guest to release the device before leaving it to later
+/// passes (which only look, without asking again).
+const DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The host-side state of reconciliation; cheap to share between tasks.
 pub struct Reconciler {
@@ -104,6 +115,10 @@ pub struct Reconciler {
     domain_type: DomainType,
     cluster_id: String,
     reports: mpsc::UnboundedSender<ReportEvent>,
+    /// This host's volume pool, where local persistent disks are.
+    volume_pool: Option<Arc<VolumePool>>,
+    /// See [`DETACH_WAIT`].
+    detach_wait: std::time::Duration,
     inner: Mutex<Inner>,
 }
 
@@ -130,6 +145,12 @@ struct Inner {
     /// The epoch at which each instance's last start or destroy finished: a domain list taken
     /// before that is stale for this instance.
     finished_at: HashMap<u64, u64>,
+    /// Instances whose persistent disks are being plugged or unplugged.
+    disk_syncing: HashSet<u64>,
+    /// The last state reported per (instance, volume).
+    reported_disks: HashMap<(u64, String), DiskReport>,
+    /// Unplugs already asked of the guest, per (instance, target).
+    detach_requested: HashSet<(u64, String)>,
 }
 
 /// How long a failed pre-cache waits before it is tried again.
@@ -142,6 +163,9 @@ pub enum Action {
     Destroy(u64),
     /// Fetch an image an administrator asked for ahead of time, and keep it.
     Precache(Box<stratus_common::agent::ImageSpec>),
+    /// Bring a running instance's persistent disks to what is desired: hot-plug, unplug, or
+    /// see that the guest released a device.
+    SyncDisks(u64, Vec<DesiredDisk>),
 }
 
 impl Reconciler {
@@ -172,8 +196,81 @@ impl Reconciler {
             domain_type,
             cluster_id,
             reports,
+            volume_pool: None,
+            detach_wait: DETACH_WAIT,
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// How long an unplug waits for the guest before later passes take over.
+    pub fn with_detach_wait(mut self, wait: std::time::Duration) -> Self {
+        self.detach_wait = wait;
+        self
+    }
+
+    /// Local persistent disks are files in this pool.
+    pub fn with_volume_pool(mut self, pool: Arc<VolumePool>) -> Self {
+        self.volume_pool = Some(pool);
+        self
+    }
+
+    fn report_disk(&self, id: u64, disk: &DesiredDisk, state: DiskReport, reason: Option<String>) {
+        let key = (id, disk.volume.clone());
+        {
+            let mut inner = self.inner.lock().expect("reconciler lock");
+            if inner.reported_disks.get(&key) == Some(&state) {
+                return;
+            }
+            inner.reported_disks.insert(key, state);
+        }
+        tracing::info!(instance = id, volume = %disk.volume, target = %disk.target, ?state, "persistent disk");
+        let _ = self.reports.send(ReportEvent::Disk(ReportedDisk {
+            instance: id,
+            volume: disk.volume.clone(),
+            state,
+            reason,
+        }));
+    }
+
+    /// The domain's view of a desired disk; `None` while its export is not ready.
+    fn domain_disk(&self, disk: &DesiredDisk) -> Result<Option<DomainDisk>, String> {
+        let source = match &disk.source {
+            DiskLocation::Pending => return Ok(None),
+            DiskLocation::Local => {
+                let pool = self.volume_pool.as_ref().ok_or_else(|| {
+                    format!(
+                        "disk {} is local but this host has no volume pool",
+                        disk.volume
+                    )
+                })?;
+                DiskSource::File(pool.path(&disk.volume).map_err(|e| error_chain(&e))?)
+            }
+            DiskLocation::Nbd { host, port, export } => DiskSource::Nbd {
+                host: host.clone(),
+                port: *port,
+                export: export.clone(),
+            },
+        };
+        Ok(Some(DomainDisk {
+            target: disk.target.clone(),
+            serial: stratus_common::volumes::serial(&disk.volume),
+            read_only: disk.read_only,
+            source,
+        }))
+    }
+
+    /// Whether a running instance's disks need a look: one to plug, or one to unplug.
+    fn disks_unsettled(inner: &Inner, id: u64, disks: &[DesiredDisk]) -> bool {
+        disks.iter().any(|d| {
+            let reported = inner.reported_disks.get(&(id, d.volume.clone()));
+            if d.attach {
+                reported != Some(&DiskReport::Attached)
+                    && reported != Some(&DiskReport::Failed)
+                    && d.source != DiskLocation::Pending
+            } else {
+                reported != Some(&DiskReport::Detached)
+            }
+        })
     }
 
     fn report(&self, id: u64, state: ActualState, reason: Option<String>) {
@@ -244,6 +341,12 @@ impl Reconciler {
                         Some(RunState::Running) => {
                             inner.seen_running.insert(id);
                             reports.push((id, ActualState::Running, None));
+                            if !inner.disk_syncing.contains(&id)
+                                && Self::disks_unsettled(&inner, id, &instance.disks)
+                            {
+                                inner.disk_syncing.insert(id);
+                                actions.push(Action::SyncDisks(id, instance.disks.clone()));
+                            }
                         }
                         Some(RunState::Paused | RunState::Other) => {}
                         Some(state @ (RunState::Shutoff | RunState::Crashed)) => {
@@ -261,6 +364,11 @@ impl Reconciler {
                             ));
                         }
                         None if inner.reported.get(&id) == Some(&ActualState::Failed) => {}
+                        // A disk on another host whose export is not listening yet.
+                        None if instance
+                            .disks
+                            .iter()
+                            .any(|d| d.attach && d.source == DiskLocation::Pending) => {}
                         None => {
                             inner.in_flight.insert(id);
                             actions.push(Action::Start(Box::new(instance.clone())));
@@ -279,6 +387,27 @@ impl Reconciler {
             inner.reported.retain(|id, _| wanted.contains(id));
             inner.seen_running.retain(|id| wanted.contains(id));
             inner.finished_at.retain(|id, _| wanted.contains(id));
+            let disks_wanted: HashSet<(u64, &str)> = desired
+                .instances
+                .iter()
+                .flat_map(|i| i.disks.iter().map(move |d| (i.id, d.volume.as_str())))
+                .collect();
+            inner
+                .reported_disks
+                .retain(|(id, volume), _| disks_wanted.contains(&(*id, volume.as_str())));
+            let targets_wanted: HashSet<(u64, &str)> = desired
+                .instances
+                .iter()
+                .flat_map(|i| {
+                    i.disks
+                        .iter()
+                        .filter(|d| !d.attach)
+                        .map(move |d| (i.id, d.target.as_str()))
+                })
+                .collect();
+            inner
+                .detach_requested
+                .retain(|(id, target)| targets_wanted.contains(&(*id, target.as_str())));
             // Pre-caches: fetch what is newly asked, let go of what is no longer asked.
             let asked: HashSet<&str> = desired
                 .precache
@@ -327,6 +456,16 @@ impl Reconciler {
     pub fn execute(&self, action: Action) {
         let id = match action {
             Action::Precache(spec) => return self.precache(&spec),
+            Action::SyncDisks(id, disks) => {
+                let _guard = tracing::info_span!("instance", id).entered();
+                self.sync_disks(id, &disks);
+                self.inner
+                    .lock()
+                    .expect("reconciler lock")
+                    .disk_syncing
+                    .remove(&id);
+                return;
+            }
             Action::Start(instance) => {
                 let _guard = tracing::info_span!("instance", id = instance.id).entered();
                 match self.start(&instance) {
@@ -338,6 +477,9 @@ impl Reconciler {
                             .insert(instance.id);
                         tracing::info!("domain started");
                         self.report(instance.id, ActualState::Running, None);
+                        for disk in instance.disks.iter().filter(|d| d.attach) {
+                            self.report_disk(instance.id, disk, DiskReport::Attached, None);
+                        }
                     }
                     Err(reason) => {
                         tracing::warn!(%reason, "start failed");
@@ -468,6 +610,13 @@ impl Reconciler {
                 error_chain(&e)
             ))
         })?;
+        let mut disks = Vec::new();
+        for disk in instance.disks.iter().filter(|d| d.attach) {
+            match self.domain_disk(disk).map_err(&undo)? {
+                Some(d) => disks.push(d),
+                None => return Err(undo(format!("disk {} is not reachable yet", disk.volume))),
+            }
+        }
         let spec = DomainSpec {
             name: domain_name(&self.cluster_id, id),
             cluster_id: self.cluster_id.clone(),
@@ -482,6 +631,7 @@ impl Reconciler {
             console_log: self.dirs.console_log(id),
             nics,
             cidata: Some(cidata),
+            disks,
         };
         self.hv
             .create(&spec)
@@ -490,6 +640,79 @@ impl Reconciler {
             guard.keep();
         }
         Ok(())
+    }
+
+    /// Plugs in and unplugs a running instance's persistent disks, reporting each change. A
+    /// detach is reported done only once libvirt's live definition no longer has the device,
+    /// which happens when the guest released it.
+    fn sync_disks(&self, id: u64, disks: &[DesiredDisk]) {
+        let domain = domain_name(&self.cluster_id, id);
+        let present = match self.hv.disk_targets(&domain) {
+            Ok(targets) => targets,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "cannot read the domain's disks");
+                return;
+            }
+        };
+        for disk in disks {
+            let here = present.contains(&disk.target);
+            if disk.attach {
+                if here {
+                    self.report_disk(id, disk, DiskReport::Attached, None);
+                    continue;
+                }
+                let plugged = match self.domain_disk(disk) {
+                    Ok(Some(d)) => self
+                        .hv
+                        .attach_disk(&domain, &d)
+                        .map_err(|e| format!("libvirt: {}", error_chain(&e))),
+                    Ok(None) => continue,
+                    Err(reason) => Err(reason),
+                };
+                match plugged {
+                    Ok(()) => self.report_disk(id, disk, DiskReport::Attached, None),
+                    Err(reason) => {
+                        tracing::warn!(volume = %disk.volume, %reason, "hot-plug failed");
+                        self.report_disk(id, disk, DiskReport::Failed, Some(reason));
+                    }
+                }
+            } else if !here {
+                self.report_disk(id, disk, DiskReport::Detached, None);
+            } else {
+                let key = (id, disk.target.clone());
+                let asked = self
+                    .inner
+                    .lock()
+                    .expect("reconciler lock")
+                    .detach_requested
+                    .contains(&key);
+                if asked {
+                    continue;
+                }
+                if let Err(e) = self.hv.detach_disk(&domain, &disk.target) {
+                    tracing::warn!(volume = %disk.volume, error = %error_chain(&e), "unplug request failed; will retry");
+                    continue;
+                }
+                self.inner
+                    .lock()
+                    .expect("reconciler lock")
+                    .detach_requested
+                    .insert(key);
+                // Most guests release the device within a second: wait a little, so the
+                // user hears of it now rather than at the next pass.
+                let deadline = std::time::Instant::now() + self.detach_wait;
+                while std::time::Instant::now() < deadline {
+                    match self.hv.disk_targets(&domain) {
+                        Ok(targets) if !targets.contains(&disk.target) => {
+                            self.report_disk(id, disk, DiskReport::Detached, None);
+                            break;
+                        }
+                        Ok(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
     }
 
     /// Destroys the domain (if any), removes the instance's files and lets go of its images.
@@ -529,6 +752,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+pub mod storage;
 
 #[cfg(test)]
 mod tests;

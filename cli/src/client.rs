@@ -13,6 +13,7 @@ use stratus_common::api::{
     PolicyVerdict, RegisterEndorser,
 };
 use stratus_common::marketplace::{is_identifier, ImageKind, SignedMetadata};
+use stratus_common::volumes::{is_uuid, AttachVolume, CreateVolume, UpdateVolume, Volume};
 use thiserror::Error;
 
 use crate::endpoint::Endpoint;
@@ -40,6 +41,8 @@ pub enum ClientError {
          (27 characters: letters, digits, - and _)"
     )]
     NotAnIdentifier { identifier: String },
+    #[error("{id:?} is not a disk UUID (like 9c5a2c03-8243-4a1b-a248-0f0d22d948c2)")]
+    NotADiskUuid { id: String },
     /// An error answer of the API: its message is meant for users as it is.
     #[error("{message}")]
     Api {
@@ -198,6 +201,70 @@ impl Client {
         self.call(builder.json(request), None)
     }
 
+    /// `GET /volumes`: the user's disks and everyone's public ones, in the API's order.
+    pub fn list_volumes(&self) -> Result<Vec<Volume>, ClientError> {
+        self.call(self.http.get(self.endpoint.api_url("/volumes")), None)
+    }
+
+    /// `POST /volumes`: the new disk (still `creating` if its storage host is slow).
+    pub fn create_volume(&self, request: &CreateVolume) -> Result<Volume, ClientError> {
+        let builder = self.http.post(self.endpoint.api_url("/volumes"));
+        self.call(builder.json(request), None)
+    }
+
+    /// `GET /volumes/{id}`.
+    pub fn get_volume(&self, id: &str) -> Result<Volume, ClientError> {
+        let url = self.endpoint.api_url(&volume_path(id)?);
+        self.call(self.http.get(url), None)
+    }
+
+    /// `PATCH /volumes/{id}`: the disk as changed.
+    pub fn update_volume(&self, id: &str, update: &UpdateVolume) -> Result<Volume, ClientError> {
+        let url = self.endpoint.api_url(&volume_path(id)?);
+        self.call(self.http.patch(url).json(update), None)
+    }
+
+    /// `DELETE /volumes/{id}` (its owner or an administrator).
+    pub fn delete_volume(&self, id: &str) -> Result<(), ClientError> {
+        let url = self.endpoint.api_url(&volume_path(id)?);
+        self.send(self.http.delete(url), None).map(drop)
+    }
+
+    /// `POST /instances/{instance}/volumes`: hot-plug a disk; the answer shows the attachment
+    /// `attaching` (the host plugs it in afterwards).
+    pub fn attach_volume(&self, instance: u64, volume: &str) -> Result<Volume, ClientError> {
+        check_uuid(volume)?;
+        let url = self
+            .endpoint
+            .api_url(&format!("/instances/{instance}/volumes"));
+        let request = AttachVolume {
+            volume: volume.to_owned(),
+        };
+        self.call(self.http.post(url).json(&request), None)
+    }
+
+    /// `DELETE /instances/{instance}/volumes/{volume}`: ask the guest to release a disk, or with
+    /// `force` free an attachment that is stuck. The answer shows the attachment `detaching`
+    /// (gone when forced).
+    pub fn detach_volume(
+        &self,
+        instance: u64,
+        volume: &str,
+        force: bool,
+    ) -> Result<Volume, ClientError> {
+        check_uuid(volume)?;
+        let url = self
+            .endpoint
+            .api_url(&format!("/instances/{instance}/volumes/{volume}"));
+        let builder = self.http.delete(url);
+        let builder = if force {
+            builder.query(&[("force", "true")])
+        } else {
+            builder
+        };
+        self.call(builder, None)
+    }
+
     /// Sends a request and decodes a success body as `T`. `instance` names the instance a 404
     /// is about.
     fn call<T: DeserializeOwned>(
@@ -205,6 +272,20 @@ impl Client {
         builder: RequestBuilder,
         instance: Option<u64>,
     ) -> Result<T, ClientError> {
+        let (status, body) = self.send(builder, instance)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            endpoint: self.endpoint.to_string(),
+            detail: format!("cannot decode the {status} answer: {e}"),
+        })
+    }
+
+    /// Sends a request; a success gives its status and body (empty for 204), anything else the
+    /// error it means. `instance` names the instance a 404 is about.
+    fn send(
+        &self,
+        builder: RequestBuilder,
+        instance: Option<u64>,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let builder = match &self.credentials {
             Some(c) => builder.basic_auth(&c.username, Some(&c.password)),
             None => builder,
@@ -213,10 +294,7 @@ impl Client {
         let status = response.status();
         if status.is_success() {
             let body = response.bytes().map_err(|e| self.transport_error(&e))?;
-            return serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-                endpoint: self.endpoint.to_string(),
-                detail: format!("cannot decode the {status} answer: {e}"),
-            });
+            return Ok((status, body.to_vec()));
         }
         Err(self.error_answer(status, instance, response))
     }
@@ -265,6 +343,20 @@ impl Client {
             cause,
         }
     }
+}
+
+/// Disk UUIDs go into URL paths: only well-formed ones are sent (a UUID needs no escaping).
+fn check_uuid(id: &str) -> Result<(), ClientError> {
+    if is_uuid(id) {
+        Ok(())
+    } else {
+        Err(ClientError::NotADiskUuid { id: id.to_owned() })
+    }
+}
+
+fn volume_path(id: &str) -> Result<String, ClientError> {
+    check_uuid(id)?;
+    Ok(format!("/volumes/{id}"))
 }
 
 /// The innermost error of a chain: for a refused connection that is the OS error ("Connection
@@ -418,6 +510,7 @@ mod tests {
             network: None,
             ssh_key: None,
             user_data: None,
+            persistent_disks: Vec::new(),
         };
         let instance = client.create_instance(&request).unwrap();
         assert_eq!(
@@ -546,6 +639,46 @@ mod tests {
         assert!(requests[1].starts_with("GET /api/v1/images HTTP/1.1\r\n"));
         assert!(requests[2]
             .starts_with("GET /api/v1/images/Y1eUkuvLYkdEPIbC0IkhELmre4o/policy HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn volume_calls_and_their_urls() {
+        const DISK: &str = "9c5a2c03-8243-4a1b-a248-0f0d22d948c2";
+        let volume = output::tests::volume(DISK);
+        let view = serde_json::to_string(&volume).unwrap();
+        let server = CannedServer::start(vec![
+            http_response("204 No Content", ""),
+            http_response("202 Accepted", &view),
+            http_response("200 OK", &format!("[{view}]")),
+            http_response(
+                "404 Not Found",
+                &format!(r#"{{"code":"not_found","message":"disk {DISK} not found"}}"#),
+            ),
+        ]);
+        let client = Client::new(server.endpoint.clone(), alice()).unwrap();
+        client.delete_volume(DISK).unwrap();
+        assert_eq!(client.detach_volume(7, DISK, true).unwrap(), volume);
+        assert_eq!(client.list_volumes().unwrap(), vec![volume]);
+        // A 404 about a disk is the API's message, not "instance ... not found".
+        let err = client.get_volume(DISK).unwrap_err();
+        assert_eq!(err.to_string(), format!("disk {DISK} not found"));
+        assert!(!err.is_fatal());
+        // Not a UUID: refused before asking (it would not be one URL path segment).
+        for bad in ["../instances/1", "9C5A2C03-8243-4A1B-A248-0F0D22D948C2"] {
+            let err = client.delete_volume(bad).unwrap_err();
+            assert!(matches!(err, ClientError::NotADiskUuid { .. }), "{err}");
+            assert!(!err.is_fatal());
+            assert!(client.attach_volume(1, bad).is_err());
+            assert!(client.detach_volume(1, bad, false).is_err());
+        }
+
+        let requests = server.requests();
+        assert!(requests[0].starts_with(&format!("DELETE /api/v1/volumes/{DISK} HTTP/1.1\r\n")));
+        assert!(requests[1].starts_with(&format!(
+            "DELETE /api/v1/instances/7/volumes/{DISK}?force=true HTTP/1.1\r\n"
+        )));
+        assert!(requests[2].starts_with("GET /api/v1/volumes HTTP/1.1\r\n"));
+        assert!(requests[3].starts_with(&format!("GET /api/v1/volumes/{DISK} HTTP/1.1\r\n")));
     }
 
     #[test]

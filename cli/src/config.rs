@@ -27,6 +27,9 @@ pub const ENV_CONFIG: &str = "STRATUSLAB_CONFIG";
 pub const ENV_SECTION: &str = "STRATUSLAB_USER_CONFIG_SECTION";
 pub const ENV_ENDPOINT: &str = "STRATUSLAB_ENDPOINT";
 pub const ENV_MARKETPLACE_ENDPOINT: &str = "STRATUSLAB_MARKETPLACE_ENDPOINT";
+pub const ENV_PDISK_ENDPOINT: &str = "STRATUSLAB_PDISK_ENDPOINT";
+pub const ENV_PDISK_USERNAME: &str = "STRATUSLAB_PDISK_USERNAME";
+pub const ENV_PDISK_PASSWORD: &str = "STRATUSLAB_PDISK_PASSWORD";
 pub const ENV_USERNAME: &str = "STRATUSLAB_USERNAME";
 pub const ENV_PASSWORD: &str = "STRATUSLAB_PASSWORD";
 pub const ENV_KEY: &str = "STRATUSLAB_KEY";
@@ -40,12 +43,15 @@ pub const DEFAULT_PEM_CERTIFICATE_RELATIVE_PATH: &str = ".globus/usercert.pem";
 pub const DEFAULT_PEM_KEY_RELATIVE_PATH: &str = ".globus/userkey.pem";
 pub const DEFAULT_P12_CERTIFICATE_RELATIVE_PATH: &str = ".globus/usercert.p12";
 
-/// Keys of the configuration file this client reads. Any other key (`pdisk_endpoint`, ... of
-/// the guide) is accepted and ignored.
+/// Keys of the configuration file this client reads. Any other key of the guide (`pdisk_port`,
+/// ...) is accepted and ignored.
 pub mod keys {
     pub const SELECTED_SECTION: &str = "selected_section";
     pub const ENDPOINT: &str = "endpoint";
     pub const MARKETPLACE_ENDPOINT: &str = "marketplace_endpoint";
+    pub const PDISK_ENDPOINT: &str = "pdisk_endpoint";
+    pub const PDISK_USERNAME: &str = "pdisk_username";
+    pub const PDISK_PASSWORD: &str = "pdisk_password";
     pub const USERNAME: &str = "username";
     pub const PASSWORD: &str = "password";
     pub const USER_PUBLIC_KEY_FILE: &str = "user_public_key_file";
@@ -93,6 +99,21 @@ pub struct CliOptions {
     /// [env: STRATUSLAB_MARKETPLACE_ENDPOINT]
     #[arg(long = "marketplace-endpoint", global = true, value_name = "ENDPOINT")]
     pub marketplace_endpoint: Option<String>,
+
+    /// Persistent disk (volume) service, served by the cloud's controller: the cloud endpoint
+    /// unless given [env: STRATUSLAB_PDISK_ENDPOINT]
+    #[arg(long = "pdisk-endpoint", global = true, value_name = "ENDPOINT")]
+    pub pdisk_endpoint: Option<String>,
+
+    /// Username for the persistent disk service: the cloud username unless given
+    /// [env: STRATUSLAB_PDISK_USERNAME]
+    #[arg(long = "pdisk-username", global = true, value_name = "NAME")]
+    pub pdisk_username: Option<String>,
+
+    /// Password for the persistent disk service: the cloud password unless given
+    /// [env: STRATUSLAB_PDISK_PASSWORD]
+    #[arg(long = "pdisk-password", global = true, value_name = "PASSWORD")]
+    pub pdisk_password: Option<String>,
 
     /// Cloud username [env: STRATUSLAB_USERNAME]
     #[arg(long, global = true, value_name = "NAME")]
@@ -283,8 +304,15 @@ pub struct ResolvedConfig {
     /// The Marketplace's endpoint: `marketplace_endpoint` if configured (at any level), else
     /// `endpoint`, since the controller serves the Marketplace. Absent when neither is.
     pub marketplace_endpoint: Option<Endpoint>,
+    /// The persistent disk service's endpoint: `pdisk_endpoint` if configured (at any level),
+    /// else `endpoint`, since the controller serves volumes. Absent when neither is.
+    pub pdisk_endpoint: Option<Endpoint>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The persistent disk service's username: `pdisk_username` if configured, else `username`.
+    pub pdisk_username: Option<String>,
+    /// The persistent disk service's password: `pdisk_password` if configured, else `password`.
+    pub pdisk_password: Option<String>,
     /// The SSH public key file whose key `run-instance` sends for the instances' root login.
     pub user_public_key_file: Option<PathBuf>,
     /// Whether `user_public_key_file` is only the built-in default (`~/.ssh/id_rsa.pub`), which
@@ -313,6 +341,15 @@ impl ResolvedConfig {
     /// The Marketplace endpoint, or the error telling the user how to configure the cloud's.
     pub fn marketplace_endpoint(&self) -> Result<&Endpoint, ConfigError> {
         self.marketplace_endpoint
+            .as_ref()
+            .ok_or_else(|| ConfigError::MissingEndpoint {
+                path: self.config_path.clone(),
+            })
+    }
+
+    /// The persistent disk endpoint, or the error telling the user how to configure the cloud's.
+    pub fn pdisk_endpoint(&self) -> Result<&Endpoint, ConfigError> {
+        self.pdisk_endpoint
             .as_ref()
             .ok_or_else(|| ConfigError::MissingEndpoint {
                 path: self.config_path.clone(),
@@ -436,6 +473,29 @@ pub fn resolve(
     .map(|e| Endpoint::parse(&e))
     .transpose()?
     .or_else(|| endpoint.clone());
+    let pdisk_endpoint = pick(
+        cli.pdisk_endpoint.as_deref(),
+        ENV_PDISK_ENDPOINT,
+        keys::PDISK_ENDPOINT,
+    )
+    .map(|e| Endpoint::parse(&e))
+    .transpose()?
+    .or_else(|| endpoint.clone());
+    let username = pick(cli.username.as_deref(), ENV_USERNAME, keys::USERNAME);
+    let password = pick(cli.password.as_deref(), ENV_PASSWORD, keys::PASSWORD);
+    // The guide: each of the pdisk credentials not given is the cloud's.
+    let pdisk_username = pick(
+        cli.pdisk_username.as_deref(),
+        ENV_PDISK_USERNAME,
+        keys::PDISK_USERNAME,
+    )
+    .or_else(|| username.clone());
+    let pdisk_password = pick(
+        cli.pdisk_password.as_deref(),
+        ENV_PDISK_PASSWORD,
+        keys::PDISK_PASSWORD,
+    )
+    .or_else(|| password.clone());
     let home = env_value(env, "HOME");
     let named_key_file = cli.key.clone().or_else(|| {
         env_value(env, ENV_KEY)
@@ -513,8 +573,11 @@ pub fn resolve(
         p12_password,
         endpoint,
         marketplace_endpoint,
-        username: pick(cli.username.as_deref(), ENV_USERNAME, keys::USERNAME),
-        password: pick(cli.password.as_deref(), ENV_PASSWORD, keys::PASSWORD),
+        pdisk_endpoint,
+        username,
+        password,
+        pdisk_username,
+        pdisk_password,
         user_public_key_file,
         user_public_key_is_default,
         section,
@@ -813,6 +876,115 @@ endpoint = other.tld
         let e = env(&[(ENV_MARKETPLACE_ENDPOINT, "ftp://mp")]);
         let err = resolve(&file(), Path::new("/cfg"), &e, &CliOptions::default()).unwrap_err();
         assert!(matches!(err, ConfigError::Endpoint(_)), "{err}");
+    }
+
+    fn pdisk(r: &ResolvedConfig) -> String {
+        r.pdisk_endpoint().unwrap().base_url()
+    }
+
+    #[test]
+    fn pdisk_endpoint_is_the_cloud_endpoint_unless_configured() {
+        let f = ConfigFile::parse("endpoint = cloud.example.org\n").unwrap();
+        let r = resolve_with(&f, &Env::new(), &CliOptions::default());
+        assert_eq!(pdisk(&r), "http://cloud.example.org:8440");
+        let cli = CliOptions {
+            endpoint: Some("https://cli.example.org:9443".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&f, &env(&[(ENV_ENDPOINT, "env.example.org")]), &cli);
+        assert_eq!(pdisk(&r), "https://cli.example.org:9443");
+        let r = resolve_with(
+            &f,
+            &env(&[(ENV_ENDPOINT, "env.example.org"), (ENV_PDISK_ENDPOINT, "")]),
+            &CliOptions::default(),
+        );
+        assert_eq!(pdisk(&r), "http://env.example.org:8440");
+
+        // Neither: the cloud endpoint's message.
+        let r = resolve_with(&ConfigFile::default(), &Env::new(), &CliOptions::default());
+        assert_eq!(r.pdisk_endpoint, None);
+        assert_eq!(
+            r.pdisk_endpoint().unwrap_err().to_string(),
+            r.endpoint().unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn pdisk_endpoint_resolves_cli_over_env_over_file() {
+        // The test file's [default] has pdisk_endpoint, which applies to a selected section.
+        let cli = CliOptions {
+            section: Some("fav-cloud".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&file(), &Env::new(), &cli);
+        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(pdisk(&r), "http://pdisk.example.org:8440");
+
+        let mut f = file();
+        f.sections.get_mut("fav-cloud").unwrap().insert(
+            "pdisk_endpoint".into(),
+            "https://pdisk.favorit-cloud.tld".into(),
+        );
+        let r = resolve_with(&f, &Env::new(), &cli);
+        assert_eq!(pdisk(&r), "https://pdisk.favorit-cloud.tld:8440");
+
+        let e = env(&[(ENV_PDISK_ENDPOINT, "env-pdisk.example.org:1")]);
+        let r = resolve_with(&f, &e, &cli);
+        assert_eq!(pdisk(&r), "http://env-pdisk.example.org:1");
+
+        let cli = CliOptions {
+            section: Some("fav-cloud".into()),
+            pdisk_endpoint: Some("cli-pdisk.example.org:2".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&f, &e, &cli);
+        assert_eq!(pdisk(&r), "http://cli-pdisk.example.org:2");
+        // The other endpoints are unaffected.
+        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(marketplace(&r), "https://marketplace.stratuslab.eu:8440");
+
+        let e = env(&[(ENV_PDISK_ENDPOINT, "ftp://pdisk")]);
+        let err = resolve(&file(), Path::new("/cfg"), &e, &CliOptions::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Endpoint(_)), "{err}");
+    }
+
+    #[test]
+    fn pdisk_credentials_default_to_the_cloud_ones_each() {
+        let r = resolve_with(&file(), &Env::new(), &CliOptions::default());
+        assert_eq!(r.pdisk_username.as_deref(), Some("alice"));
+        assert_eq!(r.pdisk_password.as_deref(), Some("secret"));
+
+        // Only the username given: the cloud password goes with it.
+        let mut f = file();
+        f.sections
+            .get_mut(DEFAULT_SECTION)
+            .unwrap()
+            .insert("pdisk_username".into(), "file-pdisk-user".into());
+        let r = resolve_with(&f, &Env::new(), &CliOptions::default());
+        assert_eq!(r.pdisk_username.as_deref(), Some("file-pdisk-user"));
+        assert_eq!(r.pdisk_password.as_deref(), Some("secret"));
+
+        let e = env(&[(ENV_PDISK_PASSWORD, "env-pdisk-pass")]);
+        let r = resolve_with(&f, &e, &CliOptions::default());
+        assert_eq!(r.pdisk_password.as_deref(), Some("env-pdisk-pass"));
+        // The cloud credentials are unaffected.
+        assert_eq!(r.username.as_deref(), Some("alice"));
+        assert_eq!(r.password.as_deref(), Some("secret"));
+
+        let cli = CliOptions {
+            username: Some("cli-user".into()),
+            pdisk_password: Some("cli-pdisk-pass".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&file(), &e, &cli);
+        assert_eq!(r.pdisk_username.as_deref(), Some("cli-user"));
+        assert_eq!(r.pdisk_password.as_deref(), Some("cli-pdisk-pass"));
+        let cli = CliOptions {
+            pdisk_username: Some("cli-pdisk-user".into()),
+            ..Default::default()
+        };
+        let r = resolve_with(&f, &e, &cli);
+        assert_eq!(r.pdisk_username.as_deref(), Some("cli-pdisk-user"));
     }
 
     fn pem(certificate: &str, key: &str) -> SigningCredentials {

@@ -32,6 +32,12 @@ use commands::register_endorser::RegisterEndorserArgs;
 use commands::run::RunArgs;
 use commands::sign_metadata::SignMetadataArgs;
 use commands::upload_metadata::UploadMetadataArgs;
+use commands::volumes::attach::AttachVolumeArgs;
+use commands::volumes::create::CreateVolumeArgs;
+use commands::volumes::delete::DeleteVolumeArgs;
+use commands::volumes::describe::DescribeVolumesArgs;
+use commands::volumes::detach::DetachVolumeArgs;
+use commands::volumes::update::UpdateVolumeArgs;
 use commands::Context;
 use config::CliOptions;
 
@@ -58,6 +64,18 @@ enum Command {
     DescribeInstance(DescribeArgs),
     /// Destroy virtual machine instances and release their resources
     KillInstance(KillArgs),
+    /// Create a persistent disk (volume) and print its UUID
+    CreateVolume(CreateVolumeArgs),
+    /// List your persistent disks and everyone's public ones
+    DescribeVolumes(DescribeVolumesArgs),
+    /// Change a persistent disk's visibility, tag or type (-h lists them)
+    UpdateVolume(UpdateVolumeArgs),
+    /// Delete persistent disks (only your own)
+    DeleteVolume(DeleteVolumeArgs),
+    /// Hot-plug persistent disks into a running instance (waits until the guest has them)
+    AttachVolume(AttachVolumeArgs),
+    /// Unplug persistent disks from a running instance (waits until the guest releases them)
+    DetachVolume(DetachVolumeArgs),
     /// Copy the reference configuration file to ~/.stratuslab/stratuslab-user.cfg
     CopyConfig(CopyConfigArgs),
     /// Describe an image file as unsigned Marketplace metadata (checksums, size, format)
@@ -90,6 +108,12 @@ fn dispatch(
         Command::RunInstance(args) => commands::run::run(ctx, args, out),
         Command::DescribeInstance(args) => commands::describe::run(ctx, args, out, err),
         Command::KillInstance(args) => commands::kill::run(ctx, args, out, err),
+        Command::CreateVolume(args) => commands::volumes::create::run(ctx, args, out, err),
+        Command::DescribeVolumes(args) => commands::volumes::describe::run(ctx, args, out, err),
+        Command::UpdateVolume(args) => commands::volumes::update::run(ctx, args, out),
+        Command::DeleteVolume(args) => commands::volumes::delete::run(ctx, args, out, err),
+        Command::AttachVolume(args) => commands::volumes::attach::run(ctx, args, out, err),
+        Command::DetachVolume(args) => commands::volumes::detach::run(ctx, args, out, err),
         Command::CopyConfig(args) => commands::copy_config::run(ctx, args, out),
         Command::BuildMetadata(args) => commands::build_metadata::run(ctx, args, out),
         Command::SignMetadata(args) => commands::sign_metadata::run(ctx, args, out, err),
@@ -314,6 +338,126 @@ mod tests {
         assert!(parse(&["stratus-describe-endorsers"]).is_ok());
         assert!(parse(&["stratus-register-endorser", "cert.pem"]).is_ok());
         assert!(parse(&["stratus-register-endorser"]).is_err());
+    }
+
+    const DISK: &str = "9c5a2c03-8243-4a1b-a248-0f0d22d948c2";
+    const DISK2: &str = "5822c376-9ce1-434e-95d1-cdaa240cd47c";
+
+    #[test]
+    fn volume_commands_by_their_classic_names() {
+        let cli = parse(&[
+            "stratus-create-volume",
+            "--size=5",
+            "--tag=myprivate-disk",
+            "--pdisk-endpoint",
+            "pd:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.options.pdisk_endpoint.as_deref(), Some("pd:1"));
+        let Command::CreateVolume(create) = cli.command else {
+            panic!("not create-volume")
+        };
+        assert_eq!(
+            (create.size, create.tag.as_deref()),
+            (5, Some("myprivate-disk"))
+        );
+        assert!(!create.public && create.volume_type.is_none());
+        assert!(parse(&[
+            "stratus-create-volume",
+            "--public",
+            "--size=10",
+            "--type",
+            "data-ro"
+        ])
+        .is_ok());
+        assert!(parse(&["stratus-create-volume"]).is_err());
+        assert!(parse(&["stratus-create-volume", "--size=0"]).is_err());
+        assert!(parse(&["stratus-create-volume", "--size=1", "--type", "rw"]).is_err());
+
+        let cli = parse(&["stratus-describe-volumes", DISK, &DISK2.to_uppercase()]).unwrap();
+        let Command::DescribeVolumes(describe) = cli.command else {
+            panic!("not describe-volumes")
+        };
+        assert_eq!(describe.ids, [DISK, DISK2]);
+        assert!(parse(&["stratus-describe-volumes"]).is_ok());
+        assert!(parse(&["stratus-describe-volumes", "5507"]).is_err());
+
+        let cli = parse(&["stratus-update-volume", "--public", DISK]).unwrap();
+        let Command::UpdateVolume(update) = cli.command else {
+            panic!("not update-volume")
+        };
+        assert_eq!(update.update().public, Some(true));
+        let cli = parse(&["stratus-update-volume", DISK, "--private", "--tag", ""]).unwrap();
+        let Command::UpdateVolume(update) = cli.command else {
+            panic!("not update-volume")
+        };
+        let request = update.update();
+        assert_eq!(
+            (request.public, request.tag.as_deref()),
+            (Some(false), Some(""))
+        );
+        // Nothing to change, or contradictory changes.
+        assert!(parse(&["stratus-update-volume", DISK]).is_err());
+        assert!(parse(&["stratus-update-volume", DISK, "--public", "--private"]).is_err());
+
+        assert!(parse(&["stratus-delete-volume"]).is_err());
+        assert!(parse(&["stratus-delete-volume", DISK, DISK2]).is_ok());
+
+        let cli = parse(&["stratus-attach-volume", "-i", "24", DISK, DISK2]).unwrap();
+        let Command::AttachVolume(attach) = cli.command else {
+            panic!("not attach-volume")
+        };
+        assert_eq!((attach.instance, attach.ids.len()), (24, 2));
+        assert_eq!(attach.timeout, 120);
+        assert!(parse(&["stratus-attach-volume", DISK]).is_err());
+        assert!(parse(&["stratus-attach-volume", "-i", "24"]).is_err());
+
+        let cli = parse(&[
+            "stratus-detach-volume",
+            "-i",
+            "41",
+            DISK,
+            "--force",
+            "--timeout",
+            "5",
+        ])
+        .unwrap();
+        let Command::DetachVolume(detach) = cli.command else {
+            panic!("not detach-volume")
+        };
+        assert!(detach.force);
+        assert_eq!((detach.instance, detach.timeout), (41, 5));
+
+        let cli = parse(&[
+            "stratus-run-instance",
+            "--persistent-disk",
+            DISK,
+            &format!("--persistent-disk={DISK2}"),
+            "ttylinux",
+        ])
+        .unwrap();
+        let Command::RunInstance(run) = cli.command else {
+            panic!("not run-instance")
+        };
+        assert_eq!(run.persistent_disks, [DISK, DISK2]);
+        assert!(parse(&["stratus-run-instance", "--persistent-disk", "x", "img"]).is_err());
+    }
+
+    #[test]
+    fn update_volume_help_lists_the_types_and_properties() {
+        let help = parse(&["stratus-update-volume", "-h"])
+            .unwrap_err()
+            .to_string();
+        for text in [
+            "data-rw",
+            "data-ro",
+            "visibility",
+            "tag",
+            "type",
+            "--public",
+        ] {
+            assert!(help.contains(text), "{text} missing from:\n{help}");
+        }
     }
 
     #[test]

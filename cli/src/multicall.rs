@@ -70,6 +70,12 @@ mod tests {
             "deprecate-metadata",
             "describe-endorsers",
             "register-endorser",
+            "create-volume",
+            "describe-volumes",
+            "update-volume",
+            "delete-volume",
+            "attach-volume",
+            "detach-volume",
         ] {
             assert_eq!(
                 expand(&[&format!("/usr/bin/stratus-{name}"), "x"]),

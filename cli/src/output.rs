@@ -1,7 +1,8 @@
 //! What the commands print, as pure functions from data to text, in the user's guide's style:
 //! the ` :: ` action banners and steps of the original client, its fixed-width instance table,
-//! the `:: KIND name` blocks of its describe commands (`describe-volumes`), one-line verdicts of
-//! the Marketplace commands, `[ERROR] ` lines, and pretty JSON for `--json`.
+//! the `:: KIND name` blocks of its describe commands (`describe-volumes`), the one-line
+//! `DISK`/`ATTACHED`/... confirmations of the persistent disk commands, one-line verdicts of the
+//! Marketplace commands, `[ERROR] ` lines, and pretty JSON for `--json`.
 
 use serde::Serialize;
 use stratus_common::api::{
@@ -10,6 +11,7 @@ use stratus_common::api::{
 };
 use stratus_common::marketplace::parse_timestamp;
 use stratus_common::time::guide_datetime;
+use stratus_common::volumes::{Volume, VolumeState};
 
 /// A banner, as the original `printAction`: a blank line, then the message boxed in colons.
 fn action(message: &str) -> String {
@@ -269,6 +271,96 @@ fn emails(emails: &[String]) -> String {
     one_line(&emails.join(", "))
 }
 
+/// `create-volume` and `update-volume`: the disk's UUID, as the guide prints it.
+pub fn render_disk(id: &str) -> String {
+    format!("DISK {}\n", one_line(id))
+}
+
+/// `delete-volume`: one disk deleted.
+pub fn render_deleted(id: &str) -> String {
+    format!("DELETED {}\n", one_line(id))
+}
+
+/// `attach-volume`: one disk the guest now has.
+pub fn render_attached(id: &str, instance: u64, device: &str) -> String {
+    format!(
+        "ATTACHED {} in VM {instance} on {}\n",
+        one_line(id),
+        one_line(device)
+    )
+}
+
+/// `detach-volume`: one disk the guest released (or that was forced off); `device` is where it
+/// was, when known.
+pub fn render_detached(id: &str, instance: u64, device: Option<&str>) -> String {
+    match device {
+        Some(device) => format!(
+            "DETACHED {} from VM {instance} on {}\n",
+            one_line(id),
+            one_line(device)
+        ),
+        None => format!("DETACHED {} from VM {instance}\n", one_line(id)),
+    }
+}
+
+/// `detach-volume --force`: the warning for a disk freed although the guest had not released
+/// it.
+pub fn render_forced_off(id: &str, instance: u64, device: Option<&str>) -> String {
+    render_warning(&format!(
+        "DISK {}: forced off VM {instance} without its guest releasing it: the guest may still \
+         hold {}, and what it had not written to the disk is lost",
+        one_line(id),
+        device.map_or_else(|| "the device".to_owned(), one_line)
+    ))
+}
+
+fn volume_state(state: VolumeState) -> &'static str {
+    match state {
+        VolumeState::Creating => "creating",
+        VolumeState::Available => "available",
+        VolumeState::Failed => "failed",
+        VolumeState::Deleting => "deleting",
+    }
+}
+
+/// One disk of `describe-volumes`: the guide's block (`created` to `users`), then its type, its
+/// state unless `available` (with the reason when it failed), and one line per instance using
+/// it.
+pub fn render_volume(volume: &Volume) -> String {
+    let mut out = format!(
+        ":: DISK {}\n    created: {}\n    visibility: {}\n    tag: {}\n    owner: {}\n    \
+         size: {}\n    users: {}\n    type: {}\n",
+        one_line(&volume.id),
+        guide_time(&volume.created),
+        one_line(&volume.visibility),
+        one_line(&volume.tag),
+        one_line(&volume.owner),
+        volume.size,
+        volume.users,
+        volume.volume_type.as_str(),
+    );
+    if volume.state != VolumeState::Available {
+        out += &format!("    state: {}\n", volume_state(volume.state));
+        if let (VolumeState::Failed, Some(reason)) = (volume.state, &volume.reason) {
+            out += &format!("    reason: {}\n", one_line(reason));
+        }
+    }
+    for a in &volume.attachments {
+        out += &format!(
+            "    attached: VM {} on {} ({})\n",
+            a.instance,
+            one_line(&a.device),
+            a.state.as_str()
+        );
+    }
+    out
+}
+
+/// `describe-volumes`: the disks in the order the API gives them.
+pub fn render_volumes(volumes: &[Volume]) -> String {
+    volumes.iter().map(render_volume).collect()
+}
+
 /// Column labels and minimum widths of `describe-instance`, as the original client's table
 /// (which grew a column to one more than its longest value). The last column is not padded.
 const INSTANCE_COLUMNS: [(&str, usize); 6] = [
@@ -285,6 +377,7 @@ const INSTANCE_COLUMNS: [(&str, usize); 6] = [
 /// column is the guide's `host/ip`: the instance's address, what a user connects to, or where
 /// it has none (no site network) the host it was placed on; it is headed `host` when no
 /// instance listed has an address, so the table of a cloud without networks reads as before.
+/// An instance's persistent disks follow its row, one line each, indented like a reason.
 pub fn render_instance_table(instances: &[Instance]) -> String {
     let rows: Vec<[String; 6]> = instances
         .iter()
@@ -332,6 +425,16 @@ pub fn render_instance_table(instances: &[Instance]) -> String {
         if let (InstanceState::Failed, Some(reason)) = (instance.state, &instance.reason) {
             let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
             out += &format!("{:indent$}{reason}\n", "", indent = widths[0]);
+        }
+        for disk in &instance.disks {
+            out += &format!(
+                "{:indent$}disk {} on {} ({})\n",
+                "",
+                one_line(&disk.volume),
+                one_line(&disk.device),
+                disk.state.as_str(),
+                indent = widths[0]
+            );
         }
     }
     out
@@ -387,6 +490,7 @@ pub(crate) mod tests {
             history: Vec::new(),
             nics: Vec::new(),
             ip: None,
+            disks: Vec::new(),
         }
     }
 
@@ -812,6 +916,178 @@ c1.xlarge       4 CPU   2048 MiB     20 GiB
                 "REGISTERED endorser (none) (CN=Jane Doe,O=Example,C=FR) certificate sha256 {}\n",
                 "0f".repeat(32)
             )
+        );
+    }
+
+    /// A disk of the guide's `describe-volumes` example, as the API shows it.
+    pub(crate) fn volume(id: &str) -> Volume {
+        Volume {
+            id: id.into(),
+            owner: "testor1".into(),
+            tag: "myprivate-disk".into(),
+            size: 5,
+            visibility: "private".into(),
+            volume_type: stratus_common::volumes::VolumeType::DataRw,
+            state: VolumeState::Available,
+            reason: None,
+            host: "node-1".into(),
+            created: "2011-07-20T16:10:37.000Z".into(),
+            serial: id.chars().take(20).collect(),
+            users: 0,
+            attachments: Vec::new(),
+        }
+    }
+
+    fn attachment(
+        instance: u64,
+        device: &str,
+        state: stratus_common::volumes::AttachmentState,
+    ) -> stratus_common::volumes::VolumeAttachment {
+        stratus_common::volumes::VolumeAttachment {
+            instance,
+            device: device.into(),
+            state,
+            hotplug: true,
+            read_only: false,
+            remote: false,
+            since: "2011-07-20T16:40:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn volume_blocks_are_the_guides_then_type_state_and_attachments() {
+        use stratus_common::volumes::{AttachmentState, VolumeType};
+        let mut public = volume("a4324f26-39e0-4965-8c8f-3287cd0936e5");
+        public.visibility = "public".into();
+        public.tag = "mypublic-disk".into();
+        public.owner = "testor2".into();
+        public.created = "2011-07-20T16:37:10.000Z".into();
+        let private = volume("9c5a2c03-8243-4a1b-a248-0f0d22d948c2");
+        assert_eq!(
+            render_volumes(&[public, private]),
+            "\
+:: DISK a4324f26-39e0-4965-8c8f-3287cd0936e5
+    created: 2011/07/20 16:37:10
+    visibility: public
+    tag: mypublic-disk
+    owner: testor2
+    size: 5
+    users: 0
+    type: data-rw
+:: DISK 9c5a2c03-8243-4a1b-a248-0f0d22d948c2
+    created: 2011/07/20 16:10:37
+    visibility: private
+    tag: myprivate-disk
+    owner: testor1
+    size: 5
+    users: 0
+    type: data-rw
+"
+        );
+
+        let mut shared = volume("1e8e9104-681c-4269-8aae-e513c6723ac6");
+        shared.volume_type = VolumeType::DataRo;
+        shared.users = 2;
+        shared.attachments = vec![
+            attachment(24, "/dev/vdb", AttachmentState::Attached),
+            attachment(25, "/dev/vdc", AttachmentState::Stuck),
+        ];
+        assert_eq!(
+            render_volume(&shared),
+            "\
+:: DISK 1e8e9104-681c-4269-8aae-e513c6723ac6
+    created: 2011/07/20 16:10:37
+    visibility: private
+    tag: myprivate-disk
+    owner: testor1
+    size: 5
+    users: 2
+    type: data-ro
+    attached: VM 24 on /dev/vdb (attached)
+    attached: VM 25 on /dev/vdc (stuck)
+"
+        );
+        assert_eq!(render_volumes(&[]), "");
+    }
+
+    #[test]
+    fn volume_state_shows_unless_available_and_the_reason_when_failed() {
+        let mut creating = volume("5822c376-9ce1-434e-95d1-cdaa240cd47c");
+        creating.state = VolumeState::Creating;
+        creating.tag = String::new();
+        let text = render_volume(&creating);
+        assert!(text.contains("\n    tag: \n"), "{text}");
+        assert!(
+            text.ends_with("    type: data-rw\n    state: creating\n"),
+            "{text}"
+        );
+
+        let mut failed = creating;
+        failed.state = VolumeState::Failed;
+        failed.reason = Some("no space\nleft on pool".into());
+        assert!(
+            render_volume(&failed)
+                .ends_with("    state: failed\n    reason: no space left on pool\n"),
+            "{}",
+            render_volume(&failed)
+        );
+        // A reason kept from a past attachment is not a state: not shown when available.
+        let mut available = failed;
+        available.state = VolumeState::Available;
+        assert!(render_volume(&available).ends_with("    type: data-rw\n"));
+    }
+
+    #[test]
+    fn disk_confirmations_are_the_guides() {
+        let id = "1e8e9104-681c-4269-8aae-e513c6723ac6";
+        assert_eq!(render_disk(id), format!("DISK {id}\n"));
+        assert_eq!(render_deleted(id), format!("DELETED {id}\n"));
+        assert_eq!(
+            render_attached(id, 24, "/dev/vda"),
+            "ATTACHED 1e8e9104-681c-4269-8aae-e513c6723ac6 in VM 24 on /dev/vda\n"
+        );
+        assert_eq!(
+            render_detached(id, 24, Some("/dev/vda")),
+            "DETACHED 1e8e9104-681c-4269-8aae-e513c6723ac6 from VM 24 on /dev/vda\n"
+        );
+        assert_eq!(
+            render_detached(id, 24, None),
+            "DETACHED 1e8e9104-681c-4269-8aae-e513c6723ac6 from VM 24\n"
+        );
+        assert_eq!(
+            render_forced_off(id, 24, Some("/dev/vdb")),
+            "[WARNING] DISK 1e8e9104-681c-4269-8aae-e513c6723ac6: forced off VM 24 without its \
+             guest releasing it: the guest may still hold /dev/vdb, and what it had not written \
+             to the disk is lost\n"
+        );
+        assert!(render_forced_off(id, 24, None).contains("may still hold the device,"));
+    }
+
+    #[test]
+    fn instance_disks_follow_their_row() {
+        use stratus_common::volumes::{AttachmentState, InstanceDisk};
+        let mut with_disks = instance(3, InstanceState::Running);
+        with_disks.disks = vec![
+            InstanceDisk {
+                volume: "9c5a2c03-8243-4a1b-a248-0f0d22d948c2".into(),
+                device: "/dev/vdb".into(),
+                state: AttachmentState::Attached,
+            },
+            InstanceDisk {
+                volume: "5822c376-9ce1-434e-95d1-cdaa240cd47c".into(),
+                device: "/dev/vdc".into(),
+                state: AttachmentState::Detaching,
+            },
+        ];
+        assert_eq!(
+            render_instance_table(&[with_disks, instance(4, InstanceState::Running)]),
+            "\
+id  state     vcpu memory    name            host
+3   Running   1    131072    vm-3            node-1
+    disk 9c5a2c03-8243-4a1b-a248-0f0d22d948c2 on /dev/vdb (attached)
+    disk 5822c376-9ce1-434e-95d1-cdaa240cd47c on /dev/vdc (detaching)
+4   Running   1    131072    vm-4            node-1
+"
         );
     }
 

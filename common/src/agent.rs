@@ -21,6 +21,9 @@ pub struct RegisterHost {
     pub arch: String,
     /// Hypervisor name and version, e.g. `QEMU 7.2.0 (libvirt 9.0.0)`.
     pub hypervisor: String,
+    /// Size of the host's volume pool in GiB, when it stores persistent disks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_pool_gib: Option<u64>,
 }
 
 /// The answer to a registration.
@@ -42,6 +45,60 @@ pub struct HostDesired {
     /// cache while listed).
     #[serde(default)]
     pub precache: Vec<ImageSpec>,
+    /// Persistent disks this host stores (it has a volume pool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<DesiredVolume>,
+    /// NBD exports this host serves, one per attachment of one of its volumes to an instance
+    /// on another host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<DesiredExport>,
+}
+
+/// A volume the host's pool should hold, or no longer hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DesiredVolume {
+    /// Its UUID (also its file name in the pool).
+    pub id: String,
+    pub size_bytes: u64,
+    /// `false`: delete it.
+    pub present: bool,
+}
+
+/// An NBD export of a volume for one attachment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DesiredExport {
+    /// The export's name: random, decided by the controller, known only to the two hosts.
+    pub name: String,
+    pub volume: String,
+    pub read_only: bool,
+}
+
+/// A persistent disk of an instance, as its host must present it to the guest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DesiredDisk {
+    pub volume: String,
+    /// `vdb` to `vdz`.
+    pub target: String,
+    pub read_only: bool,
+    pub source: DiskLocation,
+    /// `false`: unplug it (the guest must release it).
+    pub attach: bool,
+}
+
+/// Where the host finds a persistent disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum DiskLocation {
+    /// In this host's own volume pool.
+    Local,
+    /// On another host, over NBD.
+    Nbd {
+        host: String,
+        port: u16,
+        export: String,
+    },
+    /// On another host, whose export is not ready yet.
+    Pending,
 }
 
 /// What should happen to one instance on the host.
@@ -74,6 +131,9 @@ pub struct DesiredInstance {
     /// The instance's name, for the guest's host name (the agent makes it a valid host name).
     #[serde(default)]
     pub hostname: String,
+    /// Persistent disks: attached at start, hot-plugged or unplugged while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DesiredDisk>,
 }
 
 /// What a host needs to know of an image to boot from it.
@@ -126,6 +186,64 @@ pub struct HostReport {
     /// report (absent: unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<String>>,
+    /// Changes of the volumes the host stores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<ReportedVolume>,
+    /// Exports the host serves, once listening.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<ReportedExport>,
+    /// Changes of the persistent disks of the host's instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<ReportedDisk>,
+}
+
+/// What a storage host did with a volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportedVolume {
+    pub id: String,
+    pub state: VolumeReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeReport {
+    /// The file exists with its size.
+    Ready,
+    /// It could not be made.
+    Failed,
+    /// Deleted as asked.
+    Deleted,
+}
+
+/// An export listening for its attachment's host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportedExport {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// What happened to one persistent disk of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportedDisk {
+    pub instance: u64,
+    pub volume: String,
+    pub state: DiskReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskReport {
+    /// The guest has the device.
+    Attached,
+    /// libvirt reported the device removed (the guest released it), or the domain is gone.
+    Detached,
+    /// Plugging it in failed (see `reason`); the guest does not have it.
+    Failed,
 }
 
 /// The libvirt domain name of an instance: unique per cluster and per host, made only of

@@ -77,6 +77,9 @@ pub struct CreateInstance {
     /// Text handed to the guest as user data (e.g. a cloud-init script); at most 64 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
+    /// UUIDs of persistent disks to attach at start (`vdb`, `vdc`, ... in this order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub persistent_disks: Vec<String>,
 }
 
 /// One state change of an instance.
@@ -124,6 +127,9 @@ pub struct Instance {
     /// The address of its first interface, if any: what the user connects to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// Its persistent disks (see `GET /api/v1/volumes` for whether a detaching one is stuck).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<crate::volumes::InstanceDisk>,
 }
 
 /// An instance type (size), as the user's guide lists them.
@@ -275,6 +281,12 @@ pub struct Host {
     /// SHA-256 of the disks an administrator asked the host to keep cached.
     #[serde(default)]
     pub precache: Vec<String>,
+    /// Size of its volume pool (GiB), when it stores persistent disks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_pool_gib: Option<u64>,
+    /// GiB of volumes it stores.
+    #[serde(default)]
+    pub volume_pool_used_gib: u64,
 }
 
 /// `POST /api/v1/hosts/{name}/images` (admin): fetch an image onto a host ahead of time.

@@ -11,6 +11,7 @@ pub mod marketplace;
 pub mod names;
 pub mod network;
 pub mod time;
+pub mod volumes;
 
 /// The API version prefix every route lives under.
 pub const API_PREFIX: &str = "/api/v1";

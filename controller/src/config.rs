@@ -41,6 +41,44 @@ pub struct ControllerConfig {
     /// replicated state does not have them yet (administrators can add more through
     /// `POST /api/v1/networks`). Instances go on `public` unless they ask for another.
     pub networks: Vec<CreateNetwork>,
+    /// `[volumes]`: persistent disk quotas and limits.
+    pub volumes: VolumesConfig,
+}
+
+/// `[volumes]`: per-user quotas, the largest disk, and how long a guest may take to release a
+/// disk before its attachment shows as stuck.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumesConfig {
+    pub max_per_user: u32,
+    pub max_gib_per_user: u64,
+    pub max_size_gib: u64,
+    pub detach_timeout_secs: u64,
+}
+
+impl Default for VolumesConfig {
+    fn default() -> Self {
+        let d = crate::cloud::VolumeSettings::default();
+        Self {
+            max_per_user: d.quota.max_volumes,
+            max_gib_per_user: d.quota.max_gib,
+            max_size_gib: d.max_size_gib,
+            detach_timeout_secs: d.detach_timeout.as_secs(),
+        }
+    }
+}
+
+impl VolumesConfig {
+    pub fn settings(&self) -> crate::cloud::VolumeSettings {
+        crate::cloud::VolumeSettings {
+            quota: crate::state::Quota {
+                max_volumes: self.max_per_user,
+                max_gib: self.max_gib_per_user,
+            },
+            max_size_gib: self.max_size_gib,
+            detach_timeout: std::time::Duration::from_secs(self.detach_timeout_secs),
+        }
+    }
 }
 
 /// `[marketplace]`: trust and policy for signed image metadata.
@@ -72,6 +110,7 @@ impl Default for ControllerConfig {
             log_format: "text".to_owned(),
             marketplace: MarketplaceConfig::default(),
             networks: Vec::new(),
+            volumes: VolumesConfig::default(),
         }
     }
 }
@@ -92,6 +131,8 @@ pub enum ConfigError {
     Policy(#[from] crate::marketplace::PolicyConfigError),
     #[error("networks[{index}]: {message}")]
     Network { index: usize, message: String },
+    #[error("volumes.{0} must be at least 1")]
+    Volumes(&'static str),
 }
 
 impl ControllerConfig {
@@ -110,6 +151,14 @@ impl ControllerConfig {
         }
         stratus_common::names::validate_name("admin_user", &self.admin_user)?;
         self.marketplace.policy.validate()?;
+        for (key, value) in [
+            ("max_size_gib", self.volumes.max_size_gib),
+            ("detach_timeout_secs", self.volumes.detach_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Volumes(key));
+            }
+        }
         // Defining them on a scratch pool finds bad, duplicate and overlapping networks alike.
         let mut scratch = Ipam::default();
         for (index, definition) in self.networks.iter().enumerate() {

@@ -95,12 +95,15 @@ async fn run() -> anyhow::Result<()> {
         trusted_cas: trust.trusted_cas,
         policy: config.marketplace.policy.clone(),
     };
-    let cloud = Arc::new(Cloud::new(
-        raft.clone(),
-        &agent_token,
-        Duration::from_secs(config.host_timeout_secs),
-        marketplace,
-    ));
+    let cloud = Arc::new(
+        Cloud::new(
+            raft.clone(),
+            &agent_token,
+            Duration::from_secs(config.host_timeout_secs),
+            marketplace,
+        )
+        .with_volume_settings(config.volumes.settings()),
+    );
     if !raft.read(|s| s.is_bootstrapped()) {
         let password = match &config.admin_password {
             Some(p) => p.clone(),

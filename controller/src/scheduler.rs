@@ -55,6 +55,7 @@ mod tests {
             arch: "x86_64".into(),
             hypervisor: "QEMU".into(),
             registered_ms: 0,
+            volume_pool_gib: None,
         }
     }
 

@@ -198,6 +198,8 @@ pub struct TestCloud {
     pub host_name: String,
     controller: Option<Child>,
     agent: Option<Child>,
+    /// A second host's agent (see [`TestCloud::start_second_agent`]).
+    agent2: Option<Child>,
     http: Client,
     cluster_prefix: Option<String>,
 }
@@ -249,6 +251,7 @@ impl TestCloud {
             host_name,
             controller: None,
             agent: None,
+            agent2: None,
             http,
             cluster_prefix: None,
         };
@@ -355,22 +358,61 @@ impl TestCloud {
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
         assert!(self.agent.is_none(), "agent already running");
         self.agent = Some(self.spawn("stratus-agent", "agent.toml", "agent.log")?);
+        let host = self.host_name.clone();
+        self.wait_registered(&host, "agent.log")
+    }
+
+    /// The second host's name.
+    pub fn host2_name(&self) -> String {
+        format!("{}-b", self.host_name)
+    }
+
+    /// Starts a second agent on this machine, as another host: its own name and state
+    /// directory (`agent2/`), the first agent's other settings less its volume pool and
+    /// `extra` TOML lines added.
+    pub fn start_second_agent(&mut self, extra: &str) -> anyhow::Result<()> {
+        assert!(self.agent2.is_none(), "second agent already running");
+        let first = fs::read_to_string(self.dir.join("agent.toml"))?;
+        let replaced: Vec<String> = ["volume_pool", "nbd_listen", "host_name", "state_dir"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(
+                extra
+                    .lines()
+                    .filter_map(|l| Some(l.split_once('=')?.0.trim().to_owned())),
+            )
+            .collect();
+        let mut lines: Vec<String> = first
+            .lines()
+            .filter(|l| {
+                !replaced
+                    .iter()
+                    .any(|key| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+            })
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("host_name = \"{}\"", self.host2_name()));
+        lines.push(format!("state_dir = \"{}/agent2\"", self.dir.display()));
+        lines.push(extra.to_owned());
+        fs::write(self.dir.join("agent2.toml"), lines.join("\n") + "\n")?;
+        self.agent2 = Some(self.spawn("stratus-agent", "agent2.toml", "agent2.log")?);
+        let host = self.host2_name();
+        self.wait_registered(&host, "agent2.log")
+    }
+
+    fn wait_registered(&self, host: &str, log: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((StatusCode::OK, hosts)) = self.get("admin", "/hosts") {
-                let registered = hosts.as_array().is_some_and(|hs| {
-                    hs.iter()
-                        .any(|h| h["name"] == self.host_name.as_str() && h["status"] == "up")
-                });
+                let registered = hosts
+                    .as_array()
+                    .is_some_and(|hs| hs.iter().any(|h| h["name"] == host && h["status"] == "up"));
                 if registered {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                bail!(
-                    "agent did not register in 30 s; log:\n{}",
-                    self.log("agent.log")
-                );
+                bail!("agent did not register in 30 s; log:\n{}", self.log(log));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -616,7 +658,12 @@ impl TestCloud {
         }
     }
 
+    /// The instance's directory on whichever of the two hosts has it.
     pub fn instance_dir(&self, id: u64) -> PathBuf {
+        let second = self.dir.join("agent2/instances").join(id.to_string());
+        if second.exists() {
+            return second;
+        }
         self.dir.join("agent/instances").join(id.to_string())
     }
 
@@ -749,6 +796,36 @@ pub fn destroy_domain(name: &str) {
         .status();
 }
 
+/// Stops (SIGTERM, then SIGKILL) the processes whose command line names a path under `dir`:
+/// helpers the agents of one test cloud started, such as NBD servers.
+pub fn stop_processes_using(dir: &Path) {
+    let needle = dir.display().to_string();
+    let pids = || -> Vec<i32> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                    .unwrap_or(false)
+            })
+            .collect()
+    };
+    for pid in pids() {
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !pids().is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in pids() {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 fn stop(child: Option<Child>, signal: i32) {
     if let Some(mut child) = child {
         // Only the process this harness started, by its pid.
@@ -768,6 +845,7 @@ fn stop(child: Option<Child>, signal: i32) {
 impl Drop for TestCloud {
     fn drop(&mut self) {
         stop(self.agent.take(), libc::SIGTERM);
+        stop(self.agent2.take(), libc::SIGTERM);
         stop(self.controller.take(), libc::SIGTERM);
         if let Some(prefix) = &self.cluster_prefix {
             for domain in self.domains() {
@@ -782,6 +860,9 @@ impl Drop for TestCloud {
                 .collect();
             remove_taps(&format!("s{cluster4}"));
         }
+        // NBD servers outlive their agent by design (guests keep their disks across an agent
+        // restart); the ones serving this cloud's volumes are found by their pool's path.
+        stop_processes_using(&self.dir);
         if std::env::var_os("STRATUS_KEEP_TEST_DIRS").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }

@@ -138,6 +138,7 @@ fn a_domain_of_this_cluster_that_no_instance_accounts_for_is_reported_not_killed
         console_log: stray.join("console.log"),
         nics: Vec::new(),
         cidata: None,
+        disks: Vec::new(),
     })
     .unwrap();
     let uuid = domain_uuid(&name).unwrap();

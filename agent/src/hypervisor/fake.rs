@@ -1,12 +1,13 @@
 //! An in-memory [`Hypervisor`] that records every call, for testing the logic above the
-//! seam (reconciliation, the KVM probe) without libvirt or root.
+//! seam (reconciliation, the KVM probe, disk hot-plug) without libvirt or root.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use super::xml::domain_xml;
+use super::xml::{disk_xml, domain_xml, XmlError};
 use super::{
-    DomainInfo, DomainSpec, Hypervisor, HypervisorError, HypervisorInfo, InstanceTag, RunState,
+    DomainDisk, DomainInfo, DomainSpec, Hypervisor, HypervisorError, HypervisorInfo, InstanceTag,
+    RunState,
 };
 
 /// One call made to a [`FakeHypervisor`], in order.
@@ -16,6 +17,9 @@ pub enum FakeCall {
     Create(Box<DomainSpec>),
     Destroy(String),
     Info,
+    AttachDisk { domain: String, disk: DomainDisk },
+    DetachDisk { domain: String, target: String },
+    DiskTargets(String),
 }
 
 #[derive(Debug)]
@@ -27,11 +31,17 @@ struct State {
     destroy_failure: Option<String>,
     list_failure: Option<String>,
     console_output: Option<String>,
+    /// The live disks of each domain, by target.
+    disks: BTreeMap<String, BTreeMap<String, DomainDisk>>,
+    attach_failure: Option<String>,
+    /// Domains whose guest ignores unplug requests.
+    uncooperative: BTreeSet<String>,
 }
 
 /// Domains live in a map; `create` validates the spec exactly as the real one does (by
 /// building its XML) and starts the domain as Running. Failures and guest behaviour are set
-/// by the test.
+/// by the test. A guest releases an unplugged disk at once unless told not to cooperate
+/// ([`FakeHypervisor::set_guest_cooperates`]), as a guest without ACPI hot-plug would.
 #[derive(Debug)]
 pub struct FakeHypervisor {
     state: Mutex<State>,
@@ -63,6 +73,9 @@ impl FakeHypervisor {
                 destroy_failure: None,
                 list_failure: None,
                 console_output: None,
+                disks: BTreeMap::new(),
+                attach_failure: None,
+                uncooperative: BTreeSet::new(),
             }),
         }
     }
@@ -135,7 +148,56 @@ impl FakeHypervisor {
     /// Removes a domain as a transient domain disappears when its guest powers off;
     /// false if there is none.
     pub fn remove_domain(&self, name: &str) -> bool {
-        self.state().domains.remove(name).is_some()
+        let mut state = self.state();
+        state.disks.remove(name);
+        state.domains.remove(name).is_some()
+    }
+
+    /// The disks the domain has now (attached at start or hot-plugged, not yet released), in
+    /// target order.
+    pub fn disks(&self, domain: &str) -> Vec<DomainDisk> {
+        self.state()
+            .disks
+            .get(domain)
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the domain's guest releases a disk when asked to (the default). A guest that
+    /// does not keeps every disk `detach_disk` asks it to release.
+    pub fn set_guest_cooperates(&self, domain: &str, cooperates: bool) {
+        let mut state = self.state();
+        if cooperates {
+            state.uncooperative.remove(domain);
+        } else {
+            state.uncooperative.insert(domain.to_owned());
+        }
+    }
+
+    /// The guest releases the disk at `target` after all (as a late guest would, with libvirt
+    /// then removing it); false if it had no such disk.
+    pub fn release_disk(&self, domain: &str, target: &str) -> bool {
+        self.state()
+            .disks
+            .get_mut(domain)
+            .is_some_and(|d| d.remove(target).is_some())
+    }
+
+    /// While set, every `attach_disk` fails with this message.
+    pub fn fail_attaches(&self, reason: Option<&str>) {
+        self.state().attach_failure = reason.map(str::to_owned);
+    }
+
+    /// The `(domain, target)` of every `detach_disk` call, oldest first.
+    pub fn detached(&self) -> Vec<(String, String)> {
+        self.state()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                FakeCall::DetachDisk { domain, target } => Some((domain.clone(), target.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// While set, every `create` fails with this message.
@@ -200,6 +262,12 @@ impl Hypervisor for FakeHypervisor {
             state: RunState::Running,
         };
         state.domains.insert(spec.name.clone(), info);
+        let disks = spec
+            .disks
+            .iter()
+            .map(|d| (d.target.clone(), d.clone()))
+            .collect();
+        state.disks.insert(spec.name.clone(), disks);
         Ok(())
     }
 
@@ -209,6 +277,7 @@ impl Hypervisor for FakeHypervisor {
         if let Some(reason) = &state.destroy_failure {
             return Err(HypervisorError::Injected(reason.clone()));
         }
+        state.disks.remove(name);
         Ok(state.domains.remove(name).is_some())
     }
 
@@ -216,6 +285,77 @@ impl Hypervisor for FakeHypervisor {
         let mut state = self.state();
         state.calls.push(FakeCall::Info);
         Ok(state.info.clone())
+    }
+
+    fn attach_disk(&self, domain: &str, disk: &DomainDisk) -> Result<(), HypervisorError> {
+        let mut state = self.state();
+        state.calls.push(FakeCall::AttachDisk {
+            domain: domain.to_owned(),
+            disk: disk.clone(),
+        });
+        disk_xml(disk).map_err(|source| HypervisorError::Disk {
+            domain: domain.to_owned(),
+            target: disk.target.clone(),
+            source,
+        })?;
+        if !state.domains.contains_key(domain) {
+            return Err(HypervisorError::NoSuchDomain(domain.to_owned()));
+        }
+        let disks = state.disks.entry(domain.to_owned()).or_default();
+        match disks.get(&disk.target) {
+            Some(d) if d.source == disk.source => return Ok(()),
+            Some(_) => {
+                return Err(HypervisorError::TargetInUse {
+                    domain: domain.to_owned(),
+                    target: disk.target.clone(),
+                })
+            }
+            None => {}
+        }
+        if let Some(reason) = &state.attach_failure {
+            return Err(HypervisorError::Injected(reason.clone()));
+        }
+        state
+            .disks
+            .entry(domain.to_owned())
+            .or_default()
+            .insert(disk.target.clone(), disk.clone());
+        Ok(())
+    }
+
+    fn detach_disk(&self, domain: &str, target: &str) -> Result<(), HypervisorError> {
+        let mut state = self.state();
+        state.calls.push(FakeCall::DetachDisk {
+            domain: domain.to_owned(),
+            target: target.to_owned(),
+        });
+        if !stratus_common::volumes::is_target(target) {
+            return Err(HypervisorError::Disk {
+                domain: domain.to_owned(),
+                target: target.to_owned(),
+                source: XmlError::InvalidTarget(target.to_owned()),
+            });
+        }
+        if state.uncooperative.contains(domain) {
+            return Ok(());
+        }
+        if let Some(disks) = state.disks.get_mut(domain) {
+            disks.remove(target);
+        }
+        Ok(())
+    }
+
+    fn disk_targets(&self, domain: &str) -> Result<Vec<String>, HypervisorError> {
+        let mut state = self.state();
+        state.calls.push(FakeCall::DiskTargets(domain.to_owned()));
+        if !state.domains.contains_key(domain) {
+            return Err(HypervisorError::NoSuchDomain(domain.to_owned()));
+        }
+        Ok(state
+            .disks
+            .get(domain)
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default())
     }
 }
 
@@ -240,6 +380,16 @@ mod tests {
             console_log: PathBuf::from("/d/console.log"),
             nics: Vec::new(),
             cidata: None,
+            disks: Vec::new(),
+        }
+    }
+
+    fn disk(target: &str, file: &str) -> DomainDisk {
+        DomainDisk {
+            target: target.into(),
+            serial: "s1".into(),
+            read_only: false,
+            source: super::super::DiskSource::File(PathBuf::from(file)),
         }
     }
 
@@ -274,5 +424,61 @@ mod tests {
         assert_eq!(hv.list().unwrap()[0].state, RunState::Crashed);
         assert!(hv.remove_domain("c"));
         assert!(hv.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn disks_are_attached_detached_and_released_like_libvirt() {
+        let hv = FakeHypervisor::new();
+        let mut s = spec("a");
+        s.disks = vec![disk("vdb", "/p/1.raw")];
+        hv.create(&s).unwrap();
+        assert_eq!(hv.disk_targets("a").unwrap(), ["vdb"]);
+
+        // Hot-plug; repeating it is harmless; another source on the same target is refused.
+        hv.attach_disk("a", &disk("vdc", "/p/2.raw")).unwrap();
+        hv.attach_disk("a", &disk("vdc", "/p/2.raw")).unwrap();
+        assert!(matches!(
+            hv.attach_disk("a", &disk("vdc", "/p/3.raw")),
+            Err(HypervisorError::TargetInUse { .. })
+        ));
+        assert!(matches!(
+            hv.attach_disk("a", &disk("vda", "/p/3.raw")),
+            Err(HypervisorError::Disk { .. })
+        ));
+        assert!(matches!(
+            hv.attach_disk("nope", &disk("vdd", "/p/3.raw")),
+            Err(HypervisorError::NoSuchDomain(_))
+        ));
+        hv.fail_attaches(Some("PCI slots full"));
+        assert!(matches!(
+            hv.attach_disk("a", &disk("vdd", "/p/4.raw")),
+            Err(HypervisorError::Injected(_))
+        ));
+        hv.fail_attaches(None);
+        assert_eq!(hv.disk_targets("a").unwrap(), ["vdb", "vdc"]);
+
+        // A cooperating guest releases at once; absent disks and domains are fine.
+        hv.detach_disk("a", "vdb").unwrap();
+        hv.detach_disk("a", "vdb").unwrap();
+        hv.detach_disk("nope", "vdb").unwrap();
+        assert_eq!(hv.disk_targets("a").unwrap(), ["vdc"]);
+
+        // One that does not keeps the disk, however often asked, until it releases it.
+        hv.set_guest_cooperates("a", false);
+        hv.detach_disk("a", "vdc").unwrap();
+        hv.detach_disk("a", "vdc").unwrap();
+        assert_eq!(hv.disk_targets("a").unwrap(), ["vdc"]);
+        assert!(hv.release_disk("a", "vdc"));
+        assert!(hv.disk_targets("a").unwrap().is_empty());
+        assert_eq!(hv.detached().len(), 5);
+
+        hv.attach_disk("a", &disk("vdd", "/p/4.raw")).unwrap();
+        assert_eq!(hv.disks("a"), [disk("vdd", "/p/4.raw")]);
+        assert!(hv.destroy("a").unwrap());
+        assert!(matches!(
+            hv.disk_targets("a"),
+            Err(HypervisorError::NoSuchDomain(_))
+        ));
+        assert!(hv.disks("a").is_empty());
     }
 }

@@ -6,6 +6,11 @@
 //! powered off): the controller's desired state, not libvirt's persistent configuration, is
 //! the record of what should run. Each domain carries an [`InstanceTag`] in its metadata so
 //! the agent recognises its own domains (and its own cluster's) among everything libvirt runs.
+//!
+//! Persistent disks ([`DomainDisk`]) are attached at start (in the domain XML) or hot-plugged
+//! into the live domain. An unplug is only a request to the guest: the device is gone when
+//! libvirt removes it from the live definition ([`Hypervisor::disk_targets`]), which it does
+//! once QEMU reports the guest released it.
 
 pub mod fake;
 pub mod libvirt;
@@ -18,7 +23,7 @@ use stratus_common::api::DomainType;
 
 pub use fake::{FakeCall, FakeHypervisor};
 pub use libvirt::LibvirtHypervisor;
-pub use xml::{domain_xml, parse_instance_tag, XmlError, INSTANCE_NAMESPACE};
+pub use xml::{disk_xml, domain_xml, parse_instance_tag, XmlError, INSTANCE_NAMESPACE};
 
 /// Everything needed to start one instance's domain. All values are generated or validated
 /// by the agent; [`domain_xml`] escapes them anyway.
@@ -45,6 +50,34 @@ pub struct DomainSpec {
     pub nics: Vec<DomainNic>,
     /// The cloud-init `cidata` ISO, attached read-only as an IDE CD-ROM.
     pub cidata: Option<PathBuf>,
+    /// Persistent disks attached at start (targets `vdb` to `vdz`, each at most once).
+    pub disks: Vec<DomainDisk>,
+}
+
+/// A persistent disk as the domain sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainDisk {
+    /// `vdb` to `vdz` (`vda` is the instance's root disk).
+    pub target: String,
+    /// What the guest reads as the disk's serial (`/dev/disk/by-id/virtio-<serial>`): at most
+    /// 20 characters (virtio-blk keeps 20 bytes) of `[A-Za-z0-9-]`.
+    pub serial: String,
+    pub read_only: bool,
+    pub source: DiskSource,
+}
+
+/// Where the host finds a persistent disk's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A raw file in this host's volume pool (absolute path).
+    File(PathBuf),
+    /// A raw export of another host's NBD server.
+    Nbd {
+        /// An IP address or a DNS name.
+        host: String,
+        port: u16,
+        export: String,
+    },
 }
 
 /// One network interface of a domain: the tap the agent made for it, and the guest's MAC.
@@ -111,6 +144,33 @@ pub enum HypervisorError {
     },
     #[error("domain {0} already exists")]
     AlreadyExists(String),
+    #[error("no domain {0}")]
+    NoSuchDomain(String),
+    /// The target is taken by a disk with another source (possibly one whose unplug the
+    /// guest has not completed yet).
+    #[error("domain {domain} already has another disk as {target}")]
+    TargetInUse { domain: String, target: String },
+    #[error("invalid disk {target} for domain {domain}")]
+    Disk {
+        domain: String,
+        target: String,
+        #[source]
+        source: XmlError,
+    },
+    #[error("cannot {action} disk {target} of domain {domain}")]
+    DiskOperation {
+        action: &'static str,
+        domain: String,
+        target: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot read the live definition of domain {name}")]
+    LiveXml {
+        name: String,
+        #[source]
+        source: XmlError,
+    },
     #[error("cannot {action} domain {name}")]
     Domain {
         action: &'static str,
@@ -146,4 +206,22 @@ pub trait Hypervisor: Send + Sync {
     fn destroy(&self, name: &str) -> Result<bool, HypervisorError>;
 
     fn info(&self) -> Result<HypervisorInfo, HypervisorError>;
+
+    /// Hot-plugs `disk` into the running domain (live only: domains are transient). Already
+    /// there with the same source: `Ok` (which includes a disk whose unplug is still pending
+    /// in the guest: callers learn of its removal from [`Self::disk_targets`]). The target
+    /// taken by another source: [`HypervisorError::TargetInUse`].
+    fn attach_disk(&self, domain: &str, disk: &DomainDisk) -> Result<(), HypervisorError>;
+
+    /// Asks the guest to release the disk at `target` (an ACPI unplug request). Success does
+    /// not mean the device is gone: the guest must cooperate, and one that does not keeps
+    /// it. Harmless to repeat while the request is pending (each repetition asks again); no
+    /// such disk, or no such domain: `Ok`. May block for several seconds (libvirt waits a
+    /// while for the guest before returning).
+    fn detach_disk(&self, domain: &str, target: &str) -> Result<(), HypervisorError>;
+
+    /// The persistent-disk targets (`vdb` to `vdz`) of the domain's live definition, sorted.
+    /// libvirt removes a disk from it only once QEMU reported the guest released the
+    /// device, so this is how a detach is seen to complete.
+    fn disk_targets(&self, domain: &str) -> Result<Vec<String>, HypervisorError>;
 }

@@ -186,6 +186,7 @@ pub fn run_probe(
         console_log: console_log.clone(),
         nics: Vec::new(),
         cidata: None,
+        disks: Vec::new(),
     };
     let started = Instant::now();
     hv.create(&spec).map_err(ProbeError::Start)?;

@@ -1,16 +1,20 @@
-//! libvirt XML: the domain definition the agent writes, the instance tag it reads back, and
+//! libvirt XML: the domain definition the agent writes (with its persistent disks, also as
+//! single `<disk>` elements for hot-plug), the instance tag and live disks it reads back, and
 //! the host capabilities it reads. Written with an XML writer and read with a
 //! namespace-aware reader, never by string concatenation or matching.
 
+use std::collections::BTreeSet;
 use std::io;
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use quick_xml::events::{BytesStart, BytesText, Event};
 use quick_xml::name::{Namespace, ResolveResult};
 use quick_xml::{NsReader, Writer};
 use stratus_common::api::DomainType;
 
-use super::{DomainSpec, InstanceTag};
+use super::{DiskSource, DomainDisk, DomainSpec, InstanceTag};
+use crate::volumes::nbd::is_export_name;
 
 /// The XML namespace of StratusLab's domain metadata. libvirt keys metadata elements by
 /// namespace URI and may change the prefix, so readers match this URI, never a prefix.
@@ -38,6 +42,18 @@ pub enum XmlError {
     Parse(#[from] quick_xml::Error),
     #[error("{0} missing")]
     Missing(&'static str),
+    #[error("disk target {0:?} is not one of vdb to vdz")]
+    InvalidTarget(String),
+    #[error("disk target {0} given twice")]
+    DuplicateTarget(String),
+    #[error("disk serial {0:?} is not 1 to 20 characters of [A-Za-z0-9-]")]
+    InvalidSerial(String),
+    #[error("NBD export name {0:?} is not 1 to 128 characters of [A-Za-z0-9_-]")]
+    InvalidExport(String),
+    #[error("NBD host {0:?} is neither an IP address nor a DNS name")]
+    InvalidHost(String),
+    #[error("NBD port 0")]
+    InvalidPort,
 }
 
 /// XML 1.0 cannot carry most control characters, escaped or not.
@@ -119,6 +135,13 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
         .transpose()?;
     if let Some(cmdline) = &spec.cmdline {
         check_chars("kernel command line", cmdline)?;
+    }
+    let mut targets = BTreeSet::new();
+    for disk in &spec.disks {
+        check_disk(disk)?;
+        if !targets.insert(disk.target.as_str()) {
+            return Err(XmlError::DuplicateTarget(disk.target.clone()));
+        }
     }
     if kernel.is_none() {
         if initrd.is_some() {
@@ -223,6 +246,9 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
                             Ok(())
                         })?;
                 }
+                for disk in &spec.disks {
+                    write_disk(w, disk)?;
+                }
                 for nic in &spec.nics {
                     // managed='no': the agent made the tap (with its anti-spoofing rules in place
                     // first); libvirt only opens it.
@@ -279,6 +305,249 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
             Ok(())
         })?;
     Ok(String::from_utf8(w.into_inner()).expect("the writer was given only UTF-8"))
+}
+
+/// Whether `serial` is what a persistent disk may show the guest: virtio-blk keeps 20 bytes,
+/// and libvirt refuses some punctuation, so a conservative set.
+fn is_serial(serial: &str) -> bool {
+    (1..=20).contains(&serial.len())
+        && serial
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// An IP address, or a DNS name (LDH labels of 1 to 63 characters, 253 in all).
+fn is_host(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Checks everything of `disk` that ends up in XML; nothing unchecked reaches libvirt.
+fn check_disk(disk: &DomainDisk) -> Result<(), XmlError> {
+    if !stratus_common::volumes::is_target(&disk.target) {
+        return Err(XmlError::InvalidTarget(disk.target.clone()));
+    }
+    if !is_serial(&disk.serial) {
+        return Err(XmlError::InvalidSerial(disk.serial.clone()));
+    }
+    match &disk.source {
+        DiskSource::File(path) => {
+            path_str("volume file", path)?;
+        }
+        DiskSource::Nbd { host, port, export } => {
+            if !is_host(host) {
+                return Err(XmlError::InvalidHost(host.clone()));
+            }
+            if *port == 0 {
+                return Err(XmlError::InvalidPort);
+            }
+            if !is_export_name(export) {
+                return Err(XmlError::InvalidExport(export.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One persistent disk's `<disk>` element; `disk` was checked by [`check_disk`].
+///
+/// Choices, and why:
+/// - raw: a volume is a plain sparse file, also when exported (the NBD server exports it
+///   raw), so no format probing and no image-format metadata the guest could forge.
+/// - `cache='none'`: no host page cache between the guest and the volume, so nothing the
+///   guest was told is written sits only in this host's memory, and the storage host's NBD
+///   server sees the guest's flushes (QEMU shows the guest a write cache and forwards its
+///   FLUSH, which the server turns into fdatasync). For files, `io='native'` (Linux AIO,
+///   which needs `O_DIRECT`, so the pool must be on a file system that has it).
+/// - `discard='unmap'`: blocks the guest trims are released, keeping volumes sparse.
+/// - read-only disks get `<readonly/>`; libvirt then shares their locks, so several
+///   instances may read one volume. Writable ones are never `<shareable/>`: a volume is
+///   written by one instance at a time, and QEMU's image locking enforces that.
+/// - a serial, because guests name disks in the order they find them and the serial is the
+///   stable name (`/dev/disk/by-id/virtio-<serial>`).
+fn write_disk<W: io::Write>(w: &mut Writer<W>, disk: &DomainDisk) -> io::Result<()> {
+    let kind = match disk.source {
+        DiskSource::File(_) => "file",
+        DiskSource::Nbd { .. } => "network",
+    };
+    w.create_element("disk")
+        .with_attributes([("type", kind), ("device", "disk")])
+        .write_inner_content(|w| {
+            match &disk.source {
+                DiskSource::File(path) => {
+                    // Checked absolute and UTF-8 by check_disk.
+                    let file = path.to_str().unwrap_or_default();
+                    w.create_element("driver")
+                        .with_attributes([
+                            ("name", "qemu"),
+                            ("type", "raw"),
+                            ("cache", "none"),
+                            ("io", "native"),
+                            ("discard", "unmap"),
+                        ])
+                        .write_empty()?;
+                    w.create_element("source")
+                        .with_attribute(("file", file))
+                        .write_empty()?;
+                }
+                DiskSource::Nbd { host, port, export } => {
+                    w.create_element("driver")
+                        .with_attributes([
+                            ("name", "qemu"),
+                            ("type", "raw"),
+                            ("cache", "none"),
+                            ("discard", "unmap"),
+                        ])
+                        .write_empty()?;
+                    let port = port.to_string();
+                    w.create_element("source")
+                        .with_attributes([("protocol", "nbd"), ("name", export.as_str())])
+                        .write_inner_content(|w| {
+                            w.create_element("host")
+                                .with_attributes([("name", host.as_str()), ("port", port.as_str())])
+                                .write_empty()?;
+                            Ok(())
+                        })?;
+                }
+            }
+            w.create_element("target")
+                .with_attributes([("dev", disk.target.as_str()), ("bus", "virtio")])
+                .write_empty()?;
+            text_element(w, "serial", &disk.serial)?;
+            if disk.read_only {
+                w.create_element("readonly").write_empty()?;
+            }
+            Ok(())
+        })?;
+    Ok(())
+}
+
+/// The single `<disk>` element of `disk`, as `virDomainAttachDeviceFlags` takes it (the same
+/// element [`domain_xml`] writes for disks attached at start).
+pub fn disk_xml(disk: &DomainDisk) -> Result<String, XmlError> {
+    check_disk(disk)?;
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_disk(&mut w, disk)?;
+    Ok(String::from_utf8(w.into_inner()).expect("the writer was given only UTF-8"))
+}
+
+/// A `<disk device='disk'>` of a domain's live definition: its target and, when it is a
+/// kind the agent writes (a file, or NBD over TCP), its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveDisk {
+    pub target: String,
+    pub source: Option<DiskSource>,
+}
+
+#[derive(Default)]
+struct DiskFields {
+    kind: Option<String>,
+    device: Option<String>,
+    target: Option<String>,
+    file: Option<String>,
+    protocol: Option<String>,
+    export: Option<String>,
+    host: Option<String>,
+    port: Option<String>,
+}
+
+impl DiskFields {
+    fn into_live(self) -> Option<LiveDisk> {
+        if self.device.as_deref().unwrap_or("disk") != "disk" {
+            return None;
+        }
+        let target = self.target?;
+        let source = match (self.kind.as_deref(), self.protocol.as_deref()) {
+            (Some("file"), _) => self.file.map(|f| DiskSource::File(PathBuf::from(f))),
+            (Some("network"), Some("nbd")) => match (self.host, self.export) {
+                (Some(host), Some(export)) => Some(DiskSource::Nbd {
+                    host,
+                    // libvirt's default NBD port when none is written.
+                    port: self
+                        .port
+                        .as_deref()
+                        .map_or(Some(10809), |p| p.parse().ok())?,
+                    export,
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        Some(LiveDisk { target, source })
+    }
+}
+
+/// The disks (`device='disk'`, not CD-ROMs) of a domain description, in document order.
+pub(crate) fn parse_disks(xml: &str) -> Result<Vec<LiveDisk>, XmlError> {
+    let mut reader = NsReader::from_str(xml);
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let mut disks = Vec::new();
+    let mut current: Option<DiskFields> = None;
+    loop {
+        let event = reader.read_event()?;
+        let is_empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(e) | Event::Empty(e) => {
+                let name = e.local_name().as_ref().to_vec();
+                match (path_names(&path).as_slice(), name.as_slice()) {
+                    (["domain", "devices"], b"disk") => {
+                        current = Some(DiskFields {
+                            kind: attribute(&e, b"type"),
+                            device: attribute(&e, b"device"),
+                            ..DiskFields::default()
+                        });
+                    }
+                    (["domain", "devices", "disk"], b"target") => {
+                        if let Some(d) = current.as_mut() {
+                            d.target = attribute(&e, b"dev");
+                        }
+                    }
+                    (["domain", "devices", "disk"], b"source") => {
+                        if let Some(d) = current.as_mut() {
+                            d.file = attribute(&e, b"file");
+                            d.protocol = attribute(&e, b"protocol");
+                            d.export = attribute(&e, b"name");
+                        }
+                    }
+                    (["domain", "devices", "disk", "source"], b"host") => {
+                        // The first host only: the agent writes one.
+                        if let Some(d) = current.as_mut().filter(|d| d.host.is_none()) {
+                            d.host = attribute(&e, b"name");
+                            d.port = attribute(&e, b"port");
+                        }
+                    }
+                    _ => {}
+                }
+                let closes_disk = is_empty && path_names(&path).as_slice() == ["domain", "devices"];
+                if closes_disk {
+                    disks.extend(current.take().and_then(DiskFields::into_live));
+                } else if !is_empty {
+                    path.push(name);
+                }
+            }
+            Event::End(_) => {
+                path.pop();
+                if path_names(&path).as_slice() == ["domain", "devices"] {
+                    disks.extend(current.take().and_then(DiskFields::into_live));
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(disks)
 }
 
 fn is_in(ns: &ResolveResult, namespace: Option<&str>) -> bool {
@@ -476,6 +745,29 @@ mod tests {
             console_log: PathBuf::from("/var/lib/stratuslab/instances/7/console.log"),
             nics: Vec::new(),
             cidata: None,
+            disks: Vec::new(),
+        }
+    }
+
+    fn file_disk(target: &str, path: &str) -> DomainDisk {
+        DomainDisk {
+            target: target.into(),
+            serial: "9c5a2c03-8243-4a1b-a".into(),
+            read_only: false,
+            source: DiskSource::File(path.into()),
+        }
+    }
+
+    fn nbd_disk(target: &str, host: &str, export: &str) -> DomainDisk {
+        DomainDisk {
+            target: target.into(),
+            serial: "0f0d22d9-48c2-4a1b-a".into(),
+            read_only: true,
+            source: DiskSource::Nbd {
+                host: host.into(),
+                port: 10809,
+                export: export.into(),
+            },
         }
     }
 
@@ -676,5 +968,234 @@ mod tests {
         );
         assert!(!parse_capabilities(&tcg_only).unwrap().offers("kvm"));
         assert!(parse_capabilities("<capabilities/>").is_err());
+    }
+
+    #[test]
+    fn file_disk_element_has_the_expected_shape() {
+        let xml = disk_xml(&file_disk("vdb", "/pool/9c5a2c03.raw")).unwrap();
+        let doc = flatten(&xml);
+        let v = |k: &str| value(&doc, k);
+        assert_eq!(v("/disk@type"), Some("file"));
+        assert_eq!(v("/disk@device"), Some("disk"));
+        assert_eq!(v("disk/driver@type"), Some("raw"));
+        assert_eq!(v("disk/driver@cache"), Some("none"));
+        assert_eq!(v("disk/driver@io"), Some("native"));
+        assert_eq!(v("disk/driver@discard"), Some("unmap"));
+        assert_eq!(v("disk/source@file"), Some("/pool/9c5a2c03.raw"));
+        assert_eq!(v("disk/target@dev"), Some("vdb"));
+        assert_eq!(v("disk/target@bus"), Some("virtio"));
+        assert_eq!(v("disk/serial"), Some("9c5a2c03-8243-4a1b-a"));
+        assert!(!xml.contains("readonly"), "{xml}");
+        assert!(!xml.contains("shareable"), "{xml}");
+    }
+
+    #[test]
+    fn nbd_disk_element_has_the_expected_shape() {
+        let xml = disk_xml(&nbd_disk("vdz", "storage-1.example.org", "exp-Ab_9")).unwrap();
+        let doc = flatten(&xml);
+        let v = |k: &str| value(&doc, k);
+        assert_eq!(v("/disk@type"), Some("network"));
+        assert_eq!(v("disk/driver@type"), Some("raw"));
+        assert_eq!(v("disk/driver@cache"), Some("none"));
+        assert_eq!(v("disk/driver@io"), None);
+        assert_eq!(v("disk/source@protocol"), Some("nbd"));
+        assert_eq!(v("disk/source@name"), Some("exp-Ab_9"));
+        assert_eq!(v("disk/source/host@name"), Some("storage-1.example.org"));
+        assert_eq!(v("disk/source/host@port"), Some("10809"));
+        assert_eq!(v("disk/target@dev"), Some("vdz"));
+        assert!(xml.contains("<readonly/>"), "{xml}");
+        // What the hypervisor reads back is what was written.
+        assert_eq!(
+            parse_disks(&format!("<domain><devices>{xml}</devices></domain>")).unwrap(),
+            [LiveDisk {
+                target: "vdz".into(),
+                source: Some(nbd_disk("vdz", "storage-1.example.org", "exp-Ab_9").source),
+            }]
+        );
+        for host in ["10.1.2.3", "::1", "fe80::1", "host.", "a-b.c"] {
+            assert!(disk_xml(&nbd_disk("vdb", host, "e")).is_ok(), "{host}");
+        }
+    }
+
+    #[test]
+    fn domain_carries_its_persistent_disks_after_the_root_disk() {
+        let mut s = spec();
+        s.disks = vec![
+            file_disk("vdc", "/pool/a.raw"),
+            nbd_disk("vdb", "10.0.0.2", "e1"),
+        ];
+        let xml = domain_xml(&s).unwrap();
+        let disks = parse_disks(&xml).unwrap();
+        let targets: Vec<&str> = disks.iter().map(|d| d.target.as_str()).collect();
+        assert_eq!(targets, ["vda", "vdc", "vdb"]);
+        assert_eq!(
+            disks[1].source,
+            Some(DiskSource::File("/pool/a.raw".into()))
+        );
+        assert_eq!(disks[2].source, Some(s.disks[1].source.clone()));
+
+        s.disks.push(file_disk("vdb", "/pool/b.raw"));
+        assert!(matches!(
+            domain_xml(&s),
+            Err(XmlError::DuplicateTarget(t)) if t == "vdb"
+        ));
+        s.disks = vec![file_disk("vda", "/pool/a.raw")];
+        assert!(matches!(domain_xml(&s), Err(XmlError::InvalidTarget(_))));
+    }
+
+    #[test]
+    fn disk_values_are_escaped_and_round_trip() {
+        let path = "/pool/it's \"<vol>\"&.raw";
+        let xml = disk_xml(&file_disk("vdb", path)).unwrap();
+        assert!(!xml.contains("<vol>"), "{xml}");
+        let doc = flatten(&xml);
+        assert_eq!(value(&doc, "disk/source@file"), Some(path));
+        let disks = parse_disks(&format!("<domain><devices>{xml}</devices></domain>")).unwrap();
+        assert_eq!(disks[0].source, Some(DiskSource::File(path.into())));
+    }
+
+    #[test]
+    fn invalid_disks_are_refused() {
+        for target in ["vda", "vd", "vdaa", "sdb", "vdB", "hdc", "", "vd{"] {
+            assert!(
+                matches!(
+                    disk_xml(&file_disk(target, "/p.raw")),
+                    Err(XmlError::InvalidTarget(_))
+                ),
+                "{target}"
+            );
+        }
+        for serial in [
+            "",
+            "x".repeat(21).as_str(),
+            "a b",
+            "a_b",
+            "a'b",
+            "é",
+            "a\u{1}",
+        ] {
+            let mut d = file_disk("vdb", "/p.raw");
+            d.serial = serial.into();
+            assert!(
+                matches!(disk_xml(&d), Err(XmlError::InvalidSerial(_))),
+                "{serial:?}"
+            );
+        }
+        assert!(matches!(
+            disk_xml(&file_disk("vdb", "relative.raw")),
+            Err(XmlError::RelativePath { .. })
+        ));
+        assert!(matches!(
+            disk_xml(&file_disk("vdb", "/p\u{1}.raw")),
+            Err(XmlError::InvalidChar(_))
+        ));
+        for export in ["", "a/b", "a b", "a'b", "a.b", "é", &"e".repeat(129)] {
+            assert!(
+                matches!(
+                    disk_xml(&nbd_disk("vdb", "h", export)),
+                    Err(XmlError::InvalidExport(_))
+                ),
+                "{export:?}"
+            );
+        }
+        for host in [
+            "",
+            "a b",
+            "-a",
+            "a-",
+            "a..b",
+            "h'x",
+            "h/x",
+            "[::1]",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(
+                    disk_xml(&nbd_disk("vdb", host, "e")),
+                    Err(XmlError::InvalidHost(_))
+                ),
+                "{host:?}"
+            );
+        }
+        let mut d = nbd_disk("vdb", "h", "e");
+        d.source = DiskSource::Nbd {
+            host: "h".into(),
+            port: 0,
+            export: "e".into(),
+        };
+        assert!(matches!(disk_xml(&d), Err(XmlError::InvalidPort)));
+    }
+
+    #[test]
+    fn live_disks_are_read_from_libvirt_descriptions() {
+        // As `virsh dumpxml` printed it for a domain with a hot-plugged file and NBD disk.
+        let xml = r#"<domain type='qemu' id='1'>
+  <name>exp-hotplug</name>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/var/lib/x/vda.qcow2' index='1'/>
+      <backingStore/>
+      <target dev='vda' bus='virtio'/>
+      <alias name='virtio-disk0'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <source file='/var/lib/x/cidata.iso'/>
+      <target dev='hdc' bus='ide'/>
+      <readonly/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native' discard='unmap'/>
+      <source file='/var/lib/x/vdb.raw' index='2'/>
+      <backingStore/>
+      <target dev='vdb' bus='virtio'/>
+      <serial>vol-abc</serial>
+      <alias name='virtio-disk1'/>
+    </disk>
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw' cache='none' discard='unmap'/>
+      <source protocol='nbd' name='myexport' tls='no' index='3'>
+        <host name='127.0.0.1' port='52491'/>
+      </source>
+      <target dev='vdc' bus='virtio'/>
+      <serial>vol-nbd</serial>
+    </disk>
+    <disk type='network' device='disk'>
+      <source protocol='nbd' name='noport'><host name='h'/></source>
+      <target dev='vdd' bus='virtio'/>
+    </disk>
+    <disk type='block' device='disk'>
+      <source dev='/dev/sdx'/>
+      <target dev='vde' bus='virtio'/>
+    </disk>
+    <interface type='ethernet'><target dev='tap0'/></interface>
+  </devices>
+</domain>"#;
+        let disks = parse_disks(xml).unwrap();
+        let targets: Vec<&str> = disks.iter().map(|d| d.target.as_str()).collect();
+        assert_eq!(targets, ["vda", "vdb", "vdc", "vdd", "vde"]);
+        assert_eq!(
+            disks[1].source,
+            Some(DiskSource::File("/var/lib/x/vdb.raw".into()))
+        );
+        assert_eq!(
+            disks[2].source,
+            Some(DiskSource::Nbd {
+                host: "127.0.0.1".into(),
+                port: 52491,
+                export: "myexport".into()
+            })
+        );
+        assert_eq!(
+            disks[3].source,
+            Some(DiskSource::Nbd {
+                host: "h".into(),
+                port: 10809,
+                export: "noport".into()
+            })
+        );
+        assert_eq!(disks[4].source, None);
+        assert!(parse_disks("<domain><devices><disk").is_err());
     }
 }

@@ -67,7 +67,11 @@ fn rig() -> Rig {
         DomainType::Qemu,
         CLUSTER.into(),
         tx,
-    );
+    )
+    .with_volume_pool(Arc::new(
+        crate::volumes::pool::VolumePool::open(&dir.path().join("state/volumes")).unwrap(),
+    ))
+    .with_detach_wait(std::time::Duration::from_millis(100));
     Rig {
         _dir: dir,
         hv,
@@ -97,9 +101,12 @@ fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired {
                 ssh_key: None,
                 user_data: None,
                 hostname: format!("vm-{id}"),
+                disks: Vec::new(),
             })
             .collect(),
         precache: Vec::new(),
+        volumes: Vec::new(),
+        exports: Vec::new(),
     }
 }
 
@@ -203,7 +210,7 @@ fn unknown_domains_are_reported_and_left_running() {
     let unknown: Vec<_> = std::iter::from_fn(|| rig.events.try_recv().ok())
         .filter_map(|e| match e {
             ReportEvent::UnknownDomains(list) => Some(list),
-            ReportEvent::Instance(_) | ReportEvent::Images(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(unknown, vec![vec!["stratus-c0ffee00-99".to_owned()]]);
@@ -426,4 +433,119 @@ fn a_failed_domain_start_removes_the_tap_and_its_rules() {
     let (_, state, reason) = drain(&mut rig).pop().unwrap();
     assert_eq!(state, ActualState::Failed);
     assert!(reason.unwrap().contains("boom"));
+}
+
+const VOL: &str = "11111111-1111-4111-8111-111111111111";
+
+fn disk(target: &str, source: DiskLocation, attach: bool) -> DesiredDisk {
+    DesiredDisk {
+        volume: VOL.into(),
+        target: target.into(),
+        read_only: false,
+        source,
+        attach,
+    }
+}
+
+fn disk_events(rig: &mut Rig) -> Vec<(u64, DiskReport, Option<String>)> {
+    let mut out = Vec::new();
+    while let Ok(event) = rig.events.try_recv() {
+        if let ReportEvent::Disk(d) = event {
+            assert_eq!(d.volume, VOL);
+            out.push((d.instance, d.state, d.reason));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_launch_disk_is_in_the_domain_from_its_pool_with_its_serial() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[(3, Desire::Run)]);
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &want);
+    let created = rig.hv.created();
+    assert_eq!(created.len(), 1);
+    let d = &created[0].disks[0];
+    assert_eq!(d.target, "vdb");
+    assert_eq!(d.serial, "11111111-1111-4111-8");
+    assert!(matches!(&d.source, DiskSource::File(p) if p.ends_with(format!("{VOL}.raw"))));
+    assert_eq!(disk_events(&mut rig), vec![(3, DiskReport::Attached, None)]);
+}
+
+#[test]
+fn an_instance_waits_for_the_export_of_a_remote_disk() {
+    let rig = rig();
+    let mut want = desired(&rig.image, &[(3, Desire::Run)]);
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Pending, true)];
+    assert!(pass(&rig, &want).is_empty());
+    assert!(rig.hv.created().is_empty());
+    want.instances[0].disks[0].source = DiskLocation::Nbd {
+        host: "127.0.0.1".into(),
+        port: 10809,
+        export: "sl-abc".into(),
+    };
+    pass(&rig, &want);
+    assert!(matches!(
+        &rig.hv.created()[0].disks[0].source,
+        DiskSource::Nbd { port: 10809, .. }
+    ));
+}
+
+#[test]
+fn hot_plug_and_unplug_are_reported_once_each() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[(4, Desire::Run)]);
+    pass(&rig, &want);
+    pass(&rig, &want);
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &want);
+    let domain = stratus_common::agent::domain_name(CLUSTER, 4);
+    assert_eq!(rig.hv.disks(&domain).len(), 1);
+    assert_eq!(disk_events(&mut rig), vec![(4, DiskReport::Attached, None)]);
+    // Settled: the next pass does not look again.
+    assert!(pass(&rig, &want).is_empty());
+    want.instances[0].disks[0].attach = false;
+    pass(&rig, &want);
+    assert!(rig.hv.disks(&domain).is_empty());
+    assert_eq!(disk_events(&mut rig), vec![(4, DiskReport::Detached, None)]);
+}
+
+#[test]
+fn a_guest_that_keeps_the_disk_is_never_reported_detached_until_it_lets_go() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[(4, Desire::Run)]);
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &want);
+    pass(&rig, &want);
+    disk_events(&mut rig);
+    let domain = stratus_common::agent::domain_name(CLUSTER, 4);
+    rig.hv.set_guest_cooperates(&domain, false);
+    want.instances[0].disks[0].attach = false;
+    for _ in 0..3 {
+        pass(&rig, &want);
+    }
+    assert!(disk_events(&mut rig).is_empty());
+    // The guest was asked once, not at every pass.
+    assert_eq!(rig.hv.detached().len(), 1);
+    assert!(rig.hv.release_disk(&domain, "vdb"));
+    pass(&rig, &want);
+    assert_eq!(disk_events(&mut rig), vec![(4, DiskReport::Detached, None)]);
+}
+
+#[test]
+fn a_failed_hot_plug_is_reported_with_its_reason() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[(4, Desire::Run)]);
+    pass(&rig, &want);
+    pass(&rig, &want);
+    rig.hv.fail_attaches(Some("no PCI slot"));
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &want);
+    let events = disk_events(&mut rig);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1, DiskReport::Failed);
+    assert!(events[0].2.as_deref().unwrap().contains("no PCI slot"));
+    // Not retried behind the controller's back.
+    assert!(pass(&rig, &want).is_empty());
 }

@@ -35,7 +35,7 @@ pub fn run(
         let status = for_each_id(
             &args.ids,
             err,
-            |id| client.get_instance(id),
+            |&id| client.get_instance(id),
             |instance| {
                 found.push(instance);
                 Ok(())

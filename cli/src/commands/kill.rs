@@ -25,7 +25,7 @@ pub fn run(
     for_each_id(
         &args.ids,
         err,
-        |id| client.kill_instance(id),
+        |&id| client.kill_instance(id),
         |instance| {
             out.write_all(output::render_kill(&instance).as_bytes())?;
             out.flush()

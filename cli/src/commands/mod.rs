@@ -14,6 +14,7 @@ pub mod register_endorser;
 pub mod run;
 pub mod sign_metadata;
 pub mod upload_metadata;
+pub mod volumes;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -52,6 +53,18 @@ impl Context {
     pub fn marketplace_client(&self) -> anyhow::Result<Client> {
         marketplace_client(&self.resolve()?)
     }
+
+    /// A client for the persistent disk service (the cloud endpoint unless `pdisk_endpoint` is
+    /// configured), with the pdisk credentials (each the cloud's unless configured).
+    pub fn volume_client(&self) -> anyhow::Result<Client> {
+        let resolved = self.resolve()?;
+        let endpoint = resolved.pdisk_endpoint()?.clone();
+        let credentials = resolved.pdisk_username.clone().map(|username| Credentials {
+            username,
+            password: resolved.pdisk_password.clone().unwrap_or_default(),
+        });
+        Ok(Client::new(endpoint, credentials)?)
+    }
 }
 
 /// A Marketplace client from settings already resolved.
@@ -67,25 +80,48 @@ fn credentials(resolved: &ResolvedConfig) -> Option<Credentials> {
     })
 }
 
+/// A failure about one item of a list a command works through (an instance ID, a disk UUID).
+pub trait ItemFailure: std::error::Error + Send + Sync + 'static {
+    /// True when it concerns the whole endpoint, so the command should stop, not go on.
+    fn is_fatal(&self) -> bool;
+}
+
+impl ItemFailure for ClientError {
+    fn is_fatal(&self) -> bool {
+        ClientError::is_fatal(self)
+    }
+}
+
 /// Runs `action` on each ID and hands each result to `on_success` as it comes: a failure about
 /// one ID is reported on `err` and the others go on; a failure about the whole endpoint stops the
 /// loop and is returned. The exit code says whether any ID failed.
-fn for_each_id<T>(
-    ids: &[u64],
+fn for_each_id<K, T, E: ItemFailure>(
+    ids: &[K],
     err: &mut dyn Write,
-    mut action: impl FnMut(u64) -> Result<T, ClientError>,
+    mut action: impl FnMut(&K) -> Result<T, E>,
     mut on_success: impl FnMut(T) -> std::io::Result<()>,
 ) -> anyhow::Result<ExitCode> {
     let mut status = ExitCode::SUCCESS;
-    for &id in ids {
+    for id in ids {
         match action(id) {
             Ok(value) => on_success(value)?,
-            Err(e) if e.is_fatal() => return Err(e.into()),
-            Err(e) => {
-                err.write_all(output::render_error(&e.to_string()).as_bytes())?;
-                status = ExitCode::FAILURE;
-            }
+            Err(e) => report_item_failure(e, err, &mut status)?,
         }
     }
     Ok(status)
+}
+
+/// Reports a failure about one item as an `[ERROR] ` line on `err` and marks `status` failed;
+/// a failure about the whole endpoint is returned instead, to stop the command.
+fn report_item_failure<E: ItemFailure>(
+    failure: E,
+    err: &mut dyn Write,
+    status: &mut ExitCode,
+) -> anyhow::Result<()> {
+    if failure.is_fatal() {
+        return Err(failure.into());
+    }
+    err.write_all(output::render_error(&failure.to_string()).as_bytes())?;
+    *status = ExitCode::FAILURE;
+    Ok(())
 }

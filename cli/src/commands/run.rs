@@ -48,6 +48,15 @@ pub struct RunArgs {
     #[arg(long = "user-data", value_name = "FILE-OR-TEXT")]
     pub user_data: Option<String>,
 
+    /// Persistent disk (UUID) to attach to the instance at start, as /dev/vdb, /dev/vdc, ... in
+    /// the order given; repeat for more disks
+    #[arg(
+        long = "persistent-disk",
+        value_name = "UUID",
+        value_parser = super::volumes::parse_disk_uuid
+    )]
+    pub persistent_disks: Vec<String>,
+
     /// List the instance types instead of starting anything
     #[arg(short = 'l', long = "list-types", conflicts_with = "quiet")]
     pub list_types: bool,
@@ -120,6 +129,7 @@ pub fn run(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> anyhow::Result
         network: args.network.clone(),
         ssh_key: public_key(&ctx.resolve()?)?,
         user_data: args.user_data.as_deref().map(user_data).transpose()?,
+        persistent_disks: args.persistent_disks.clone(),
     };
 
     if args.json {
@@ -177,8 +187,11 @@ mod tests {
             section: None,
             endpoint: None,
             marketplace_endpoint: None,
+            pdisk_endpoint: None,
             username: None,
             password: None,
+            pdisk_username: None,
+            pdisk_password: None,
             user_public_key_file: key,
             user_public_key_is_default: is_default,
             pem_certificate: None,

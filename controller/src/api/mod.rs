@@ -17,6 +17,7 @@ use stratus_common::api::{
     ApiError, CreateImage, CreateInstance, CreateNetwork, PrecacheImage, RegisterEndorser,
 };
 use stratus_common::marketplace::{parse_timestamp, ImageKind};
+use stratus_common::volumes::{AttachVolume, CreateVolume, UpdateVolume};
 
 use crate::cloud::{Cloud, CloudError};
 use crate::marketplace::Query as MarketplaceQuery;
@@ -34,6 +35,16 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
         .route(
             "/api/v1/instances/{id}",
             get(get_instance).delete(kill_instance),
+        )
+        .route("/api/v1/instances/{id}/volumes", post(attach_volume))
+        .route(
+            "/api/v1/instances/{id}/volumes/{volume}",
+            axum::routing::delete(detach_volume),
+        )
+        .route("/api/v1/volumes", get(list_volumes).post(create_volume))
+        .route(
+            "/api/v1/volumes/{id}",
+            get(get_volume).patch(update_volume).delete(delete_volume),
         )
         .route("/api/v1/types", get(list_types))
         .route("/api/v1/networks", get(list_networks).post(create_network))
@@ -133,6 +144,79 @@ async fn kill_instance(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, CloudError> {
     Ok(Json(cloud.kill_instance(&caller, instance_id(&id)?).await?))
+}
+
+async fn list_volumes(State(cloud): Shared, User(caller): User) -> impl IntoResponse {
+    Json(cloud.list_volumes(&caller))
+}
+
+async fn create_volume(
+    State(cloud): Shared,
+    User(caller): User,
+    Body(request): Body<CreateVolume>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(cloud.create_volume(&caller, request).await?),
+    ))
+}
+
+async fn get_volume(
+    State(cloud): Shared,
+    User(caller): User,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok(Json(cloud.get_volume(&caller, &id)?))
+}
+
+async fn update_volume(
+    State(cloud): Shared,
+    User(caller): User,
+    Path(id): Path<String>,
+    Body(update): Body<UpdateVolume>,
+) -> Result<impl IntoResponse, CloudError> {
+    Ok(Json(cloud.update_volume(&caller, &id, update).await?))
+}
+
+async fn delete_volume(
+    State(cloud): Shared,
+    User(caller): User,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, CloudError> {
+    cloud.delete_volume(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn attach_volume(
+    State(cloud): Shared,
+    User(caller): User,
+    Path(id): Path<String>,
+    Body(request): Body<AttachVolume>,
+) -> Result<impl IntoResponse, CloudError> {
+    let volume = cloud
+        .attach_volume(&caller, instance_id(&id)?, &request.volume)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(volume)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct DetachQuery {
+    /// Free a stuck attachment although the guest has not released the device.
+    force: bool,
+}
+
+async fn detach_volume(
+    State(cloud): Shared,
+    User(caller): User,
+    Path((id, volume)): Path<(String, String)>,
+    query: Result<Query<DetachQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, CloudError> {
+    let Query(query) = query.map_err(|e| CloudError::BadRequest(e.body_text()))?;
+    let volume = cloud
+        .detach_volume(&caller, instance_id(&id)?, &volume, query.force)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(volume)))
 }
 
 async fn list_types(State(cloud): Shared, User(_): User) -> impl IntoResponse {

@@ -6,6 +6,7 @@
 
 pub mod ipam;
 mod views;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,10 @@ use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceState, Insta
 use stratus_common::network::NicSpec;
 
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
-pub use views::{endorser_view, entry_view, host_view, image_view, instance_view, network_view};
+pub use views::{
+    endorser_view, entry_view, host_view, image_view, instance_view, network_view, volume_view,
+};
+pub use volumes::{AttachmentRecord, ExportRecord, Quota, VolumeError, VolumeRecord};
 
 use crate::marketplace::{Registry, RegistryError, VerifiedEntry};
 
@@ -39,6 +43,9 @@ pub struct HostRecord {
     pub arch: String,
     pub hypervisor: String,
     pub registered_ms: u64,
+    /// GiB of its volume pool, when it stores persistent disks.
+    #[serde(default)]
+    pub volume_pool_gib: Option<u64>,
 }
 
 /// A registered image.
@@ -178,9 +185,14 @@ pub struct State {
     /// Site networks and their address leases.
     #[serde(default)]
     pub ipam: Ipam,
+    /// Persistent disks, by UUID.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, VolumeRecord>,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
+// Commands live only from proposal to apply; boxing the big ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Command {
     /// First start of a cluster: its ID, the first admin and the standard instance types.
@@ -229,6 +241,10 @@ pub enum Command {
         ssh_key: Option<String>,
         #[serde(default)]
         user_data: Option<String>,
+        /// Persistent disks attached at start: (volume UUID, the export name to use if the
+        /// instance lands on another host than the volume).
+        #[serde(default)]
+        volumes: Vec<(String, String)>,
     },
     KillInstance {
         id: u64,
@@ -240,6 +256,60 @@ pub enum Command {
         id: u64,
         state: ActualState,
         reason: Option<String>,
+        at_ms: u64,
+    },
+    /// A new volume on the storage host chosen before proposing.
+    CreateVolume {
+        record: Box<VolumeRecord>,
+        quota: Quota,
+    },
+    /// What a storage host did with one of its volumes.
+    ReportVolume {
+        host: String,
+        id: String,
+        state: stratus_common::agent::VolumeReport,
+        reason: Option<String>,
+    },
+    UpdateVolume {
+        id: String,
+        caller: String,
+        admin: bool,
+        update: stratus_common::volumes::UpdateVolume,
+    },
+    DeleteVolume {
+        id: String,
+        caller: String,
+        admin: bool,
+    },
+    /// Hot-plug a volume into a Running instance.
+    AttachVolume {
+        volume: String,
+        instance: u64,
+        caller: String,
+        admin: bool,
+        /// The export name to use if the instance is on another host than the volume.
+        export: String,
+        at_ms: u64,
+    },
+    /// Unplug a volume; `force` frees a stuck attachment (Detaching for `stuck_after_ms`).
+    DetachVolume {
+        volume: String,
+        instance: u64,
+        caller: String,
+        admin: bool,
+        force: bool,
+        stuck_after_ms: u64,
+        at_ms: u64,
+    },
+    /// A storage host's export is listening.
+    ReportExport {
+        host: String,
+        export: stratus_common::agent::ReportedExport,
+    },
+    /// What an instance's host did with one of its persistent disks.
+    ReportDisk {
+        host: String,
+        disk: stratus_common::agent::ReportedDisk,
         at_ms: u64,
     },
 }
@@ -287,6 +357,8 @@ pub enum Rejection {
     WrongHost { id: u64, host: String },
     #[error(transparent)]
     Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 /// Where the scheduler put a new instance, or why it could not.
@@ -295,11 +367,12 @@ struct Placement {
     failure: Option<String>,
 }
 
-/// What a new instance's guest gets beyond its image: a network, a key, user data.
+/// What a new instance's guest gets beyond its image: a network, a key, user data, disks.
 struct GuestSetup {
     network: Option<String>,
     ssh_key: Option<String>,
     user_data: Option<String>,
+    volumes: Vec<(String, String)>,
 }
 
 /// Capacity used on a host by the instances it holds.
@@ -405,12 +478,14 @@ impl State {
                 network,
                 ssh_key,
                 user_data,
+                volumes,
             } => {
                 let placement = Placement { host, failure };
                 let guest = GuestSetup {
                     network,
                     ssh_key,
                     user_data,
+                    volumes,
                 };
                 self.create_instance(
                     owner,
@@ -430,6 +505,7 @@ impl State {
             Command::KillInstance { id, at_ms } => {
                 let outcome = self.kill_instance(id, at_ms);
                 self.release_finished_leases(id);
+                self.release_finished_volumes(id);
                 outcome
             }
             Command::ReportInstance {
@@ -441,8 +517,52 @@ impl State {
             } => {
                 let outcome = self.report_instance(&host, id, state, reason, at_ms);
                 self.release_finished_leases(id);
+                self.release_finished_volumes(id);
                 outcome
             }
+            Command::CreateVolume { record, quota } => Ok(self.create_volume(*record, quota)?),
+            Command::ReportVolume {
+                host,
+                id,
+                state,
+                reason,
+            } => Ok(self.report_volume(&host, &id, state, reason)?),
+            Command::UpdateVolume {
+                id,
+                caller,
+                admin,
+                update,
+            } => Ok(self.update_volume(&id, &caller, admin, update)?),
+            Command::DeleteVolume { id, caller, admin } => {
+                Ok(self.delete_volume(&id, &caller, admin)?)
+            }
+            Command::AttachVolume {
+                volume,
+                instance,
+                caller,
+                admin,
+                export,
+                at_ms,
+            } => Ok(self.attach_volume(&volume, instance, &caller, admin, export, at_ms)?),
+            Command::DetachVolume {
+                volume,
+                instance,
+                caller,
+                admin,
+                force,
+                stuck_after_ms,
+                at_ms,
+            } => Ok(self.detach_volume(
+                &volume,
+                instance,
+                &caller,
+                admin,
+                force,
+                stuck_after_ms,
+                at_ms,
+            )?),
+            Command::ReportExport { host, export } => Ok(self.report_export(&host, export)?),
+            Command::ReportDisk { host, disk, at_ms } => Ok(self.report_disk(&host, disk, at_ms)?),
         }
     }
 
@@ -475,6 +595,7 @@ impl State {
             network,
             ssh_key,
             user_data,
+            volumes,
         } = guest;
         let size = self
             .types
@@ -500,14 +621,6 @@ impl State {
             }
         }
         let id = self.next_instance_id.max(1);
-        // Last of the checks, as it is the only one that changes anything: an exhausted network
-        // refuses the whole command. An instance that could not be placed never runs, so it
-        // takes no address.
-        let nics = match (&network, &host) {
-            (Some(network), Some(_)) => vec![self.ipam.allocate(network, id)?],
-            _ => Vec::new(),
-        };
-        self.next_instance_id = id + 1;
         let mut record = InstanceRecord {
             id,
             name: name.unwrap_or_else(|| format!("vm-{id}")),
@@ -523,10 +636,25 @@ impl State {
             created_ms: at_ms,
             history: Vec::new(),
             host_cleaned: false,
-            nics,
+            nics: Vec::new(),
             ssh_key,
             user_data,
         };
+        // Disks are checked before anything changes; an instance that could not be placed
+        // never runs, so it takes no disk and no address.
+        let targets = match &host {
+            Some(_) => self.check_launch_volumes(&volumes, &record, &record.owner)?,
+            None => Vec::new(),
+        };
+        // Last of the checks, as it is the only one that changes anything: an exhausted network
+        // refuses the whole command.
+        if let (Some(network), Some(_)) = (&network, &host) {
+            record.nics = vec![self.ipam.allocate(network, id)?];
+        }
+        self.next_instance_id = id + 1;
+        if let Some(host) = &host {
+            self.attach_launch_volumes(volumes, targets, id, host, at_ms);
+        }
         match (host, failure) {
             (Some(_), _) => record.transition(InstanceState::Pending, at_ms, None),
             (None, reason) => {
@@ -661,6 +789,7 @@ impl State {
                     ssh_key: i.ssh_key.clone(),
                     user_data: i.user_data.clone(),
                     hostname: i.name.clone(),
+                    disks: self.disks_for_instance(i),
                 })
             })
             .collect()
@@ -689,3 +818,5 @@ pub fn standard_types() -> Vec<InstanceType> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod volume_tests;

@@ -12,7 +12,7 @@ fn admin() -> UserRecord {
     }
 }
 
-fn bootstrapped() -> State {
+pub(super) fn bootstrapped() -> State {
     let mut s = State::default();
     s.apply(Command::Bootstrap {
         cluster_id: "c0ffee00-1111".into(),
@@ -30,6 +30,7 @@ fn bootstrapped() -> State {
         arch: "x86_64".into(),
         hypervisor: "QEMU".into(),
         registered_ms: 2,
+        volume_pool_gib: None,
     }))
     .unwrap();
     s.apply(Command::RegisterImage(ImageRecord {
@@ -66,6 +67,7 @@ fn create(s: &mut State, ty: &str, host: Option<&str>) -> Result<Outcome, Reject
         network: None,
         ssh_key: None,
         user_data: None,
+        volumes: Vec::new(),
     })
 }
 
@@ -242,6 +244,7 @@ fn with_networks() -> State {
         arch: "x86_64".into(),
         hypervisor: "QEMU".into(),
         registered_ms: 2,
+        volume_pool_gib: None,
     }))
     .unwrap();
     for (name, cidr, gateway) in [
@@ -278,6 +281,7 @@ fn create_on(s: &mut State, network: &str, host: Option<&str>) -> Result<Outcome
         network: Some(network.into()),
         ssh_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA jane@laptop".into()),
         user_data: Some("#cloud-config\n".into()),
+        volumes: Vec::new(),
     })
 }
 
@@ -486,10 +490,11 @@ fn entries_and_snapshots_from_before_networks_still_decode() {
         network: None,
         ssh_key: None,
         user_data: None,
+        volumes: Vec::new(),
     })
     .unwrap();
     let fields = entry["CreateInstance"].as_object_mut().unwrap();
-    for key in ["network", "ssh_key", "user_data"] {
+    for key in ["network", "ssh_key", "user_data", "volumes"] {
         fields.remove(key);
     }
     let command: Command = serde_json::from_value(entry).unwrap();

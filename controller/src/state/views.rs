@@ -6,7 +6,11 @@ use stratus_common::api::{
 };
 use stratus_common::time::rfc3339_ms;
 
-use super::{EndorserRecord, HostRecord, ImageRecord, InstanceRecord, NetworkRecord, State};
+use stratus_common::volumes::{AttachmentState, InstanceDisk, Volume, VolumeAttachment};
+
+use super::{
+    EndorserRecord, HostRecord, ImageRecord, InstanceRecord, NetworkRecord, State, VolumeRecord,
+};
 use crate::marketplace::{StoredEntry, TrustPath};
 
 pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
@@ -50,6 +54,56 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
             .collect(),
         ip: nics.first().map(|n| n.ip.clone()),
         nics,
+        disks: state
+            .volumes
+            .values()
+            .flat_map(|v| v.attachments.iter().map(move |a| (v, a)))
+            .filter(|(_, a)| a.instance == record.id)
+            .map(|(v, a)| InstanceDisk {
+                volume: v.id.clone(),
+                device: format!("/dev/{}", a.target),
+                state: a.state,
+            })
+            .collect(),
+    }
+}
+
+/// A volume as the API shows it; an attachment Detaching for `stuck_after_ms` or more by
+/// `now_ms` shows as Stuck.
+pub fn volume_view(record: &VolumeRecord, now_ms: u64, stuck_after_ms: u64) -> Volume {
+    Volume {
+        id: record.id.clone(),
+        owner: record.owner.clone(),
+        tag: record.tag.clone(),
+        size: record.size_gib,
+        visibility: if record.public { "public" } else { "private" }.to_owned(),
+        volume_type: record.volume_type,
+        state: record.state,
+        reason: record.reason.clone(),
+        host: record.host.clone(),
+        created: rfc3339_ms(record.created_ms),
+        serial: stratus_common::volumes::serial(&record.id),
+        users: record.attachments.len(),
+        attachments: record
+            .attachments
+            .iter()
+            .map(|a| VolumeAttachment {
+                instance: a.instance,
+                device: format!("/dev/{}", a.target),
+                state: match a.state {
+                    AttachmentState::Detaching
+                        if now_ms.saturating_sub(a.since_ms) >= stuck_after_ms =>
+                    {
+                        AttachmentState::Stuck
+                    }
+                    state => state,
+                },
+                hotplug: a.hotplug,
+                read_only: a.read_only,
+                remote: a.export.is_some(),
+                since: rfc3339_ms(a.since_ms),
+            })
+            .collect(),
     }
 }
 
@@ -107,6 +161,8 @@ pub fn host_view(
         unknown_domains,
         images: Vec::new(),
         precache: Vec::new(),
+        volume_pool_gib: record.volume_pool_gib,
+        volume_pool_used_gib: state.pool_used_gib(&record.name),
     }
 }
 

@@ -188,6 +188,103 @@ fn main() -> anyhow::Result<()> {
     if run("network") {
         network_bench(args.rounds)?;
     }
+    if run("volumes") {
+        volume_bench(args.rounds)?;
+    }
+    Ok(())
+}
+
+/// Hot-plug latency: from the attach call to the guest seeing the disk, and from the detach
+/// call to the guest having let it go and the API showing it free. The guest polls its
+/// `/sys/block` every 20 ms and prints the serials it has on its console.
+fn volume_bench(rounds: usize) -> anyhow::Result<()> {
+    println!("volumes: hot-plug into a running guest, local pool (n={rounds})");
+    let mut cloud = TestCloud::start("volume-bench")?;
+    let pool = cloud.dir.join("agent/volumes");
+    cloud.set_agent_option("volume_pool", &format!("\"{}\"", pool.display()))?;
+    cloud.set_agent_option("nbd_listen", "\"127.0.0.1\"")?;
+    cloud.start_agent()?;
+    cloud.register_appliance("appliance")?;
+    let (status, body) = cloud.post("admin", "/volumes", &serde_json::json!({"size": 1}))?;
+    anyhow::ensure!(status.is_success(), "create volume: {status} {body}");
+    let volume = body["id"].as_str().context("volume id")?.to_owned();
+    let serial = stratus_common::volumes::serial(&volume);
+    let watch = "#!/bin/sh\nlast=x\nwhile :; do\n now=$(cat /sys/block/vd[b-z]/serial 2>/dev/null | tr '\\n' ' ')\n if [ \"$now\" != \"$last\" ]; then echo \"DISKS $now\"; last=$now; fi\n sleep 0.02\ndone\n";
+    let vm = cloud.run_instance(
+        "admin",
+        serde_json::json!({"image": "appliance", "type": "t1.micro", "user_data": watch}),
+    )?;
+    cloud.wait_state(
+        "admin",
+        vm.id,
+        InstanceState::Running,
+        Duration::from_secs(120),
+    )?;
+    cloud.wait_banner(vm.id, Duration::from_secs(120))?;
+    let console_lines = |cloud: &TestCloud| {
+        cloud
+            .console(vm.id)
+            .lines()
+            .filter(|l| l.starts_with("DISKS"))
+            .count()
+    };
+    let wait_lines = |cloud: &TestCloud, n: usize| -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while console_lines(cloud) < n {
+            anyhow::ensure!(Instant::now() < deadline, "guest did not see the change");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    };
+    wait_lines(&cloud, 1)?;
+    let (mut attach, mut detach_guest, mut detach_free) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let seen = console_lines(&cloud);
+        let t = Instant::now();
+        let (status, body) = cloud.post(
+            "admin",
+            &format!("/instances/{}/volumes", vm.id),
+            &serde_json::json!({"volume": volume}),
+        )?;
+        anyhow::ensure!(status.is_success(), "attach: {status} {body}");
+        wait_lines(&cloud, seen + 1)?;
+        attach.push(t.elapsed());
+        anyhow::ensure!(
+            cloud.console(vm.id).contains(&serial),
+            "guest saw another disk"
+        );
+        // Let the attachment settle in the API before unplugging.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, v) = cloud.get("admin", &format!("/volumes/{volume}"))?;
+            if v["attachments"][0]["state"] == "attached" {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "attachment never attached");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let seen = console_lines(&cloud);
+        let t = Instant::now();
+        let (status, body) =
+            cloud.delete("admin", &format!("/instances/{}/volumes/{volume}", vm.id))?;
+        anyhow::ensure!(status.is_success(), "detach: {status} {body}");
+        wait_lines(&cloud, seen + 1)?;
+        detach_guest.push(t.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, v) = cloud.get("admin", &format!("/volumes/{volume}"))?;
+            if v["users"] == 0 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "never released");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        detach_free.push(t.elapsed());
+    }
+    report("attach: call to guest-visible", &mut attach);
+    report("detach: call to gone from guest", &mut detach_guest);
+    report("detach: call to free in the API", &mut detach_free);
+    kill(&cloud, vm.id)?;
     Ok(())
 }
 
@@ -271,6 +368,7 @@ fn network_bench(rounds: usize) -> anyhow::Result<()> {
             ssh_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBench bench@host".into()),
             user_data: None,
             hostname: format!("bench-{i}"),
+            disks: Vec::new(),
         };
         let nic = &instance.nics[0];
         let tap = format!("sbn{i}n0");

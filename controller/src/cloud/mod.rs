@@ -22,6 +22,10 @@ use stratus_common::certificate::read_certificate;
 use stratus_common::marketplace::{image_spec, ImageKind, SignedMetadata};
 use stratus_common::names::validate_name;
 
+mod volumes;
+
+pub use volumes::VolumeSettings;
+
 use crate::guest::{validate_ssh_key, validate_user_data};
 use crate::marketplace::{
     policy, verify, PolicyRefusal, Query, RegistryError, ResolveError, SitePolicy, TrustStore,
@@ -32,7 +36,7 @@ use crate::scheduler;
 use crate::state::{
     endorser_view, entry_view, host_view, image_view, instance_view, network_view, Command,
     EndorserRecord, HostRecord, ImageRecord, IpamError, NetworkRecord, Outcome, Rejection,
-    UserRecord,
+    UserRecord, VolumeError,
 };
 
 /// Why an action failed, in terms the API maps to a status and a stable code.
@@ -82,6 +86,23 @@ impl From<Rejection> for CloudError {
             Rejection::UnknownInstance(_) | Rejection::UnknownHost(_) => {
                 Self::NotFound(r.to_string())
             }
+            Rejection::Volume(e) => match e {
+                VolumeError::Unknown(_) => Self::NotFound(e.to_string()),
+                VolumeError::NotOwner { .. } => Self::Forbidden(e.to_string()),
+                VolumeError::QuotaVolumes { .. } | VolumeError::QuotaSize { .. } => Self::Refused {
+                    code: "quota_exceeded",
+                    message: e.to_string(),
+                },
+                VolumeError::Invalid(ref m) if m.ends_with("not found") => {
+                    Self::NotFound(e.to_string())
+                }
+                VolumeError::Invalid(_) => Self::BadRequest(e.to_string()),
+                VolumeError::NotAttached { .. } => Self::Invalid {
+                    code: "not_attached",
+                    message: e.to_string(),
+                },
+                _ => Self::Conflict(e.to_string()),
+            },
             _ => Self::Conflict(r.to_string()),
         }
     }
@@ -128,6 +149,7 @@ pub struct Cloud {
     /// Passwords already verified against a user's current hash, as SHA-256 digests, so only the
     /// first request of a session pays for argon2.
     verified: Mutex<HashMap<String, (String, [u8; 32])>>,
+    volumes: VolumeSettings,
 }
 
 pub fn now_ms() -> u64 {
@@ -170,7 +192,14 @@ impl Cloud {
             started: Instant::now(),
             contacts: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            volumes: VolumeSettings::default(),
         }
+    }
+
+    /// Sets the site's volume quotas and limits.
+    pub fn with_volume_settings(mut self, settings: VolumeSettings) -> Self {
+        self.volumes = settings;
+        self
     }
 
     pub fn raft(&self) -> &RaftHandle {
@@ -304,6 +333,8 @@ impl Cloud {
             validate_user_data(data).map_err(|e| CloudError::BadRequest(e.to_string()))?;
         }
         let network = self.network_for(request.network.as_deref())?;
+        let volumes = self.launch_volumes(&request.persistent_disks)?;
+        let storage_host = self.storage_host_of(&volumes);
         let type_name = request
             .instance_type
             .clone()
@@ -318,9 +349,22 @@ impl Cloud {
             })?;
             let up = self.hosts_up();
             let holding = self.hosts_holding(&image_spec.disk.sha256);
-            let placement = self
-                .raft
-                .read(|s| scheduler::place(s, &up, &holding, size.vcpus, size.memory_mib));
+            // Next to its first disk if that host can take it (no network hop for the data),
+            // else wherever the scheduler says.
+            let local = storage_host.clone().filter(|h| {
+                up.contains(h)
+                    && self.raft.read(|s| {
+                        s.hosts
+                            .get(h)
+                            .is_some_and(|r| s.fits(r, size.vcpus, size.memory_mib))
+                    })
+            });
+            let placement = match local {
+                Some(host) => Ok(host),
+                None => self
+                    .raft
+                    .read(|s| scheduler::place(s, &up, &holding, size.vcpus, size.memory_mib)),
+            };
             let (host, failure) = match placement {
                 Ok(host) => (Some(host), None),
                 Err(reason) => (None, Some(reason)),
@@ -337,6 +381,7 @@ impl Cloud {
                 network: network.clone(),
                 ssh_key: ssh_key.clone(),
                 user_data: request.user_data.clone(),
+                volumes: volumes.clone(),
             };
             match self.raft.propose(command).await? {
                 Ok(Outcome::InstanceCreated(id)) => {
@@ -847,6 +892,7 @@ impl Cloud {
             arch: request.arch,
             hypervisor: request.hypervisor,
             registered_ms: now_ms(),
+            volume_pool_gib: request.volume_pool_gib,
         };
         proposed(self.raft.propose(Command::RegisterHost(record)).await)?;
         self.touch(&request.name, None, None);
@@ -873,15 +919,20 @@ impl Cloud {
         let _ = tokio::time::timeout(wait, applied.wait_for(|&v| v > since)).await;
         self.touch(host, None, None);
         let version = *applied.borrow();
-        Ok(self.raft.read(|s| HostDesired {
-            version,
-            cluster_id: s.cluster_id.clone(),
-            instances: s.desired_for_host(host),
-            precache: s
-                .precache
-                .get(host)
-                .map(|pins| pins.values().cloned().collect())
-                .unwrap_or_default(),
+        Ok(self.raft.read(|s| {
+            let (volumes, exports) = s.storage_desired_for_host(host);
+            HostDesired {
+                version,
+                cluster_id: s.cluster_id.clone(),
+                instances: s.desired_for_host(host),
+                precache: s
+                    .precache
+                    .get(host)
+                    .map(|pins| pins.values().cloned().collect())
+                    .unwrap_or_default(),
+                volumes,
+                exports,
+            }
         }))
     }
 
@@ -905,6 +956,37 @@ impl Cloud {
                 Ok(_) => {}
                 Err(r @ (Rejection::UnknownInstance(_) | Rejection::WrongHost { .. })) => {
                     tracing::warn!(host, error = %r, "report about an instance the host does not hold");
+                }
+                Err(r) => return Err(r.into()),
+            }
+        }
+        let mut commands = Vec::new();
+        for item in report.volumes {
+            commands.push(Command::ReportVolume {
+                host: host.to_owned(),
+                id: item.id,
+                state: item.state,
+                reason: item.reason,
+            });
+        }
+        for export in report.exports {
+            commands.push(Command::ReportExport {
+                host: host.to_owned(),
+                export,
+            });
+        }
+        for disk in report.disks {
+            commands.push(Command::ReportDisk {
+                host: host.to_owned(),
+                disk,
+                at_ms: now_ms(),
+            });
+        }
+        for command in commands {
+            match self.raft.propose(command).await? {
+                Ok(_) => {}
+                Err(r @ Rejection::Volume(_)) => {
+                    tracing::warn!(host, error = %r, "volume report not applied");
                 }
                 Err(r) => return Err(r.into()),
             }
@@ -996,6 +1078,7 @@ mod tests {
                 network: network.map(Into::into),
                 ssh_key: None,
                 user_data: None,
+                persistent_disks: Vec::new(),
             }
         }
 
@@ -1030,6 +1113,7 @@ mod tests {
                     domain_type: DomainType::Kvm,
                     arch: "x86_64".into(),
                     hypervisor: "QEMU".into(),
+                    volume_pool_gib: None,
                 })
                 .await
                 .unwrap();
