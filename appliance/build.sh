@@ -906,6 +906,9 @@ build() {
     install_modules "$root" "$kver" "$initramfs"
     install_dropbear "$root" "$initramfs"
     install_e2fsprogs "$root" "$initramfs"
+    # The chroot sanity checks above leave a random seed in a plain file
+    # dev/urandom (hidden by devtmpfs at boot): drop it, for a reproducible initrd.
+    find "$initramfs/dev" -type f -delete
     write_init "$initramfs/init"
     write_poweroff_handler "$initramfs/etc/acpi/PWRF/00000080"
     chmod 0755 "$initramfs/init" "$initramfs/etc/acpi/PWRF/00000080"

@@ -1,11 +1,12 @@
 //! A launched VM is a reachable, configured machine: it gets an address from the site's
 //! network, answers ping and SSH with the user's key from inside a network namespace the test
 //! made (the bridge's far side lives there), reports the host name it was given, and leaves no
-//! tap, anti-spoofing chain, ISO or lease behind when killed.
+//! tap, anti-spoofing chain, ISO or lease behind when killed. A guest that sends frames with a
+//! forged source MAC or IP (told to by its user data) is not heard by a second VM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use stratus_common::api::InstanceState;
@@ -91,11 +92,8 @@ impl NetLab {
     }
 }
 
-#[test]
-fn a_vm_on_a_network_answers_ping_and_ssh_with_the_users_key_and_leaves_nothing_behind() {
-    let lab = NetLab::new(0, 24);
-    let (netns, subnet) = (lab.netns.clone(), lab.subnet);
-    let cloud = lab.cloud("network");
+/// A fresh ed25519 key pair in the cloud's directory; returns the private key's path.
+fn ssh_key(cloud: &TestCloud) -> PathBuf {
     let key = cloud.dir.join("id_ed25519");
     assert!(run(
         "ssh-keygen",
@@ -103,7 +101,62 @@ fn a_vm_on_a_network_answers_ping_and_ssh_with_the_users_key_and_leaves_nothing_
     )
     .status
     .success());
-    let public_key = std::fs::read_to_string(cloud.dir.join("id_ed25519.pub")).unwrap();
+    key
+}
+
+/// `ssh root@ip command` with `key`, run inside the test's namespace.
+fn ssh(netns: &str, key: &Path, ip: &str, command: &str) -> std::process::Output {
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "ssh",
+            "-i",
+            key.to_str().unwrap(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            &format!("root@{ip}"),
+            command,
+        ],
+    )
+}
+
+/// Waits for a whole console line of instance `id` containing `needle`; returns it.
+fn wait_console(cloud: &TestCloud, id: u64, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let console = cloud.console(id);
+        let line = console
+            .split_inclusive('\n')
+            .find(|l| l.contains(needle) && l.ends_with('\n'));
+        if let Some(line) = line {
+            return line.trim().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no '{needle}' on the console of instance {id} in {timeout:?}:\n{console}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_vm_on_a_network_answers_ping_and_ssh_with_the_users_key_and_leaves_nothing_behind() {
+    let lab = NetLab::new(0, 24);
+    let (netns, subnet) = (lab.netns.clone(), lab.subnet);
+    let cloud = lab.cloud("network");
+    let key = ssh_key(&cloud);
+    let public_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
 
     let vm = cloud
         .run_instance(
@@ -151,33 +204,13 @@ fn a_vm_on_a_network_answers_ping_and_ssh_with_the_users_key_and_leaves_nothing_
         report.push_str(&format!("\nconsole:\n{}", cloud.console(vm.id)));
         panic!("ping failed:\n{report}");
     }
-    let ssh = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &netns,
-            "ssh",
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "BatchMode=yes",
-            &format!("root@{ip}"),
-            "hostname",
-        ],
-    );
+    let login = ssh(&netns, &key, &ip, "hostname");
     assert!(
-        ssh.status.success(),
+        login.status.success(),
         "ssh: {}",
-        String::from_utf8_lossy(&ssh.stderr)
+        String::from_utf8_lossy(&login.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&ssh.stdout).trim(), "web-1");
+    assert_eq!(String::from_utf8_lossy(&login.stdout).trim(), "web-1");
 
     let dir = cloud.instance_dir(vm.id);
     let tap = std::fs::read_to_string(dir.join("taps"))
@@ -219,37 +252,111 @@ fn a_vm_on_a_network_answers_ping_and_ssh_with_the_users_key_and_leaves_nothing_
 }
 
 #[test]
-fn a_guest_forging_its_mac_or_ip_is_not_heard() {
+fn a_guest_forging_its_mac_or_ip_is_not_heard_by_a_second_vm() {
     let lab = NetLab::new(1, 24);
     let cloud = lab.cloud("spoof");
-    let forged_ip = format!("10.251.{}.99", lab.subnet);
-    let forged_mac = "0a:53:de:ad:be:ef";
-    // The appliance's test-only hook: after boot, take these and keep pinging and arpinging
-    // the gateway every second.
-    let user_data = format!("#cloud-config\n#stratus-test: forge-mac {forged_mac}\n#stratus-test: forge-ip {forged_ip}/24\n");
-    let vm = cloud
+    let key = ssh_key(&cloud);
+    let public_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+
+    // The observer: a VM the test logs into to read what it heard.
+    let observer = cloud
         .run_instance(
             "admin",
-            json!({"image": "appliance", "type": "t1.micro", "user_data": user_data}),
+            json!({"image": "appliance", "type": "t1.micro", "name": "observer", "ssh_key": public_key.trim()}),
         )
         .unwrap();
+    let observer_ip = observer.ip.clone().expect("the observer's address");
     cloud
-        .wait_state("admin", vm.id, InstanceState::Running, BOOT)
+        .wait_state("admin", observer.id, InstanceState::Running, BOOT)
         .unwrap();
-    cloud.wait_banner(vm.id, BOOT).unwrap();
-    std::thread::sleep(Duration::from_secs(6));
-    let neighbours =
-        String::from_utf8_lossy(&run("ip", &["-n", &lab.netns, "neigh"]).stdout).into_owned();
+    let banner = cloud.wait_banner(observer.id, BOOT).unwrap();
+    assert!(banner.contains("ssh=ok"), "{banner}");
+
+    // The forger: the appliance's test-only hook first pings and arpings the observer honestly
+    // (the positive control), then takes the forged MAC and IP and keeps pinging and arpinging
+    // the observer every second.
+    let forged_ip = format!("10.251.{}.99", lab.subnet);
+    let forged_mac = "0a:53:de:ad:be:ef";
+    let user_data = format!(
+        "#cloud-config\n#stratus-test: forge-mac {forged_mac}\n#stratus-test: forge-ip {forged_ip}/24\n#stratus-test: forge-target {observer_ip}\n"
+    );
+    let forger = cloud
+        .run_instance(
+            "admin",
+            json!({"image": "appliance", "type": "t1.micro", "name": "forger", "user_data": user_data}),
+        )
+        .unwrap();
+    let forger = cloud
+        .wait_state("admin", forger.id, InstanceState::Running, BOOT)
+        .unwrap();
+    let forger_ip = forger.ip.clone().expect("the forger's address");
+    let forger_mac = forger
+        .nics
+        .first()
+        .expect("the forger's NIC")
+        .mac
+        .to_lowercase();
+    assert_ne!(forger_ip, forged_ip);
+    assert_ne!(forger_mac, forged_mac);
+    cloud.wait_banner(forger.id, BOOT).unwrap();
+    let honest = wait_console(&cloud, forger.id, "test hook: honest ping of", BOOT);
     assert!(
-        !neighbours.contains(&forged_ip),
-        "the gateway heard the forged address: {neighbours}"
+        honest.ends_with(&format!(
+            "honest ping of {observer_ip} from {forger_ip} mac={forger_mac}: yes"
+        )),
+        "the forger could not reach the observer honestly: {honest}"
+    );
+    let forged = wait_console(&cloud, forger.id, "test hook: eth0 forged", BOOT);
+    assert!(
+        forged.contains(&format!(
+            "forged mac={forged_mac} ip={forged_ip}; pinging {observer_ip}"
+        )),
+        "{forged}"
+    );
+    // Several seconds of forged pings and ARP requests.
+    std::thread::sleep(Duration::from_secs(8));
+
+    let heard = ssh(
+        &lab.netns,
+        &key,
+        &observer_ip,
+        "cat /proc/net/arp; ip neigh",
     );
     assert!(
-        !neighbours.contains(forged_mac),
-        "the gateway heard the forged MAC: {neighbours}"
+        heard.status.success(),
+        "ssh: {}",
+        String::from_utf8_lossy(&heard.stderr)
+    );
+    let heard = String::from_utf8_lossy(&heard.stdout).to_lowercase();
+    // /proc/net/arp: IP address, HW type, Flags, HW address, Mask, Device; flag 0x2 (ATF_COM)
+    // is a valid entry (reachable or stale), not a failed or incomplete one.
+    let complete = |flags: &str| {
+        u32::from_str_radix(flags.trim_start_matches("0x"), 16).is_ok_and(|f| f & 0x2 != 0)
+    };
+    assert!(
+        heard.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 4 && f[0] == forger_ip && complete(f[2]) && f[3] == forger_mac
+        }),
+        "the observer has no valid entry for the forger's honest {forger_ip} at {forger_mac}: {heard}"
+    );
+    assert!(
+        !heard.contains(&forged_ip),
+        "the observer heard the forged address: {heard}"
+    );
+    assert!(
+        !heard.contains(forged_mac),
+        "the observer heard the forged MAC: {heard}"
+    );
+    // Nor did the gateway's side of the network.
+    let gateway =
+        String::from_utf8_lossy(&run("ip", &["-n", &lab.netns, "neigh"]).stdout).to_lowercase();
+    assert!(
+        !gateway.contains(&forged_ip) && !gateway.contains(forged_mac),
+        "the gateway heard a forged address: {gateway}"
     );
     // The anti-spoofing chain dropped what the guest sent.
-    let tap = std::fs::read_to_string(cloud.instance_dir(vm.id).join("taps"))
+    let tap = std::fs::read_to_string(cloud.instance_dir(forger.id).join("taps"))
         .unwrap()
         .trim()
         .to_owned();
