@@ -23,7 +23,7 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 5] = ["start", "overlay", "download", "storm", "network"];
+const SECTIONS: [&str; 6] = ["start", "overlay", "download", "storm", "network", "volumes"];
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -46,7 +46,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
