@@ -23,7 +23,9 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 6] = ["start", "overlay", "download", "storm", "network", "volumes"];
+const SECTIONS: [&str; 6] = [
+    "start", "overlay", "download", "storm", "network", "volumes",
+];
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
