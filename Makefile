@@ -11,10 +11,16 @@ CLI_NAMES := run-instance describe-instance kill-instance copy-config build-meta
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
 	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume
 
-.PHONY: deps build release appliance demo stop test unit e2e bench install fmt clippy
+.PHONY: deps check-tools build release appliance demo stop test unit e2e bench install fmt clippy
 
 deps:
 	./scripts/install-deps.sh
+
+# Every program the code, tests and scripts run comes from a package the set-up step installs
+# (scripts/tools.txt), so a fresh machine runs what this one runs.
+check-tools: deps
+	./scripts/check-tools.py --self-test
+	./scripts/check-tools.py
 
 build:
 	$(CARGO) build --workspace --bins
@@ -31,7 +37,7 @@ demo: deps release appliance
 stop:
 	./scripts/demo.sh stop
 
-test: deps appliance
+test: deps check-tools appliance
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --exclude stratus-e2e
 	$(CARGO) test -p stratus-e2e --tests -- --test-threads=2

@@ -2,14 +2,15 @@
 # Idempotent system set-up for building, testing and demoing StratusLab on
 # Debian 12 (bookworm), run as root. Used by `make demo`, `make test` and CI.
 #
-#   1. installs the Debian packages we need (skipped entirely when they are
-#      already installed at acceptable versions, so re-runs take well under 1 s);
+#   1. installs every package named in scripts/tools.txt, the one list of the programs the
+#      code, tests, demo and benchmarks run (skipped entirely when every package is installed,
+#      every listed command is found and the qemu versions match: re-runs take well under 1 s);
 #   2. starts virtlogd and libvirtd when they are not running (there is no
 #      systemd on the target machines);
 #   3. waits (bounded) until qemu:///system answers (`virsh list`).
 #
-# qemu-utils is pinned to the same version as qemu-system-x86: some images ship
-# qemu-utils 10 from bookworm-backports, which conflicts with bookworm's
+# qemu-utils and qemu-system-common are pinned to the same version as qemu-system-x86: some
+# images ship qemu-utils 10 from bookworm-backports, which conflicts with bookworm's
 # qemu-system-x86 7.2, so it is downgraded to the bookworm build.
 #
 # Environment:
@@ -21,34 +22,9 @@ readonly PROG=install-deps
 readonly LIBVIRT_URI=qemu:///system
 LIBVIRT_WAIT_SECS=${LIBVIRT_WAIT_SECS:-30}
 
-# Packages installed at whatever version apt picks. qemu-utils is handled
-# separately (version-pinned), see above.
-readonly PACKAGES=(
-    # libvirt + QEMU (the agent's hypervisor stack; libvirt-dev for the `virt` crate)
-    libvirt-daemon-system
-    libvirt-daemon-driver-qemu
-    libvirt-clients
-    libvirt-dev
-    qemu-system-x86
-    pkg-config
-    # appliance/build.sh: busybox (cpio), mke2fs -d, module decompression
-    busybox-static
-    cpio
-    e2fsprogs
-    gzip
-    xz-utils
-    zstd
-    # pgrep (daemon start-up below), flock, ip/bridge/netns for network tests
-    procps
-    util-linux
-    iproute2
-    # agent/src/network: anti-spoofing rules (nft CLI)
-    nftables
-    # appliance/check-network.sh: the cloud-init NoCloud `cidata` ISO, and a
-    # throwaway key + SSH client to log into the appliance's dropbear
-    genisoimage
-    openssh-client
-)
+readonly MANIFEST=$(dirname "$0")/tools.txt
+# The qemu packages are installed at one version together (see above).
+readonly QEMU_PINNED=(qemu-system-x86 qemu-system-common qemu-utils)
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
 die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
@@ -70,18 +46,30 @@ pkg_version() {
     printf '%s' "${state#*|}"
 }
 
-# Names of required packages that are not installed, one per line.
-missing_packages() {
-    local p
-    for p in "${PACKAGES[@]}" qemu-utils; do
-        pkg_installed "$p" || printf '%s\n' "$p"
-    done
+# "command package" pairs of the manifest, one per line ("-" for a package without a command).
+manifest() {
+    [[ -f $MANIFEST ]] || die "$MANIFEST is missing"
+    sed -e 's/#.*//' "$MANIFEST" | awk 'NF >= 2 {print $1, $2}'
 }
 
-# True when qemu-utils and qemu-system-x86 are both installed at one version.
+# Names of required packages that are not installed, or whose command is not found, one per
+# line (each package once).
+missing_packages() {
+    local command package
+    while read -r command package; do
+        if ! pkg_installed "$package" || { [[ $command != - ]] && ! command -v "$command" >/dev/null; }; then
+            printf '%s\n' "$package"
+        fi
+    done < <(manifest) | sort -u
+}
+
+# True when the pinned qemu packages are all installed at one version.
 qemu_versions_match() {
-    pkg_installed qemu-utils && pkg_installed qemu-system-x86 &&
-        [[ $(pkg_version qemu-utils) == "$(pkg_version qemu-system-x86)" ]]
+    local p want
+    want=$(pkg_version qemu-system-x86)
+    for p in "${QEMU_PINNED[@]}"; do
+        pkg_installed "$p" && [[ $(pkg_version "$p") == "$want" ]] || return 1
+    done
 }
 
 # Human-readable list of unmet requirements; empty when all are satisfied.
@@ -89,8 +77,8 @@ unmet_requirements() {
     local missing problems=()
     missing=$(missing_packages | paste -sd' ' -)
     [[ -z $missing ]] || problems+=("missing: $missing")
-    if pkg_installed qemu-utils && pkg_installed qemu-system-x86 && ! qemu_versions_match; then
-        problems+=("qemu-utils $(pkg_version qemu-utils) does not match qemu-system-x86 $(pkg_version qemu-system-x86)")
+    if [[ -z $missing ]] && ! qemu_versions_match; then
+        problems+=("qemu packages at different versions: $(for p in "${QEMU_PINNED[@]}"; do printf '%s=%s ' "$p" "$(pkg_version "$p")"; done)")
     fi
     local item out=""
     for item in "${problems[@]}"; do out+="${out:+; }$item"; done
@@ -129,7 +117,7 @@ install_packages() {
     command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian 12 only"
     export DEBIAN_FRONTEND=noninteractive
     log "apt-get update"
-    apt-get update -q >/dev/null || die "apt-get update failed"
+    apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null || die "apt-get update failed"
 
     # Install only what is missing (no gratuitous upgrades), but always pin the
     # qemu pair so that apt resolves them together.
@@ -138,11 +126,11 @@ install_packages() {
     read -r qu qs <<<"$versions"
     local args=() p
     while read -r p; do
-        [[ -z $p || $p == qemu-utils || $p == qemu-system-x86 ]] || args+=("$p")
+        [[ -z $p || " ${QEMU_PINNED[*]} " == *" $p "* ]] || args+=("$p")
     done < <(missing_packages)
-    args+=("qemu-system-x86=$qs" "qemu-utils=$qu")
+    args+=("qemu-system-x86=$qs" "qemu-system-common=$qs" "qemu-utils=$qu")
     log "apt-get install ${args[*]}"
-    apt-get install -y -q --no-install-recommends --allow-downgrades \
+    apt-get install -y -q --no-install-recommends --allow-downgrades -o DPkg::Lock::Timeout=300 \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${args[@]}" >/dev/null ||
         die "apt-get install failed (re-run 'apt-get install ${args[*]}' to see why)"
