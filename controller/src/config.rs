@@ -58,7 +58,7 @@ pub struct VolumesConfig {
 
 impl Default for VolumesConfig {
     fn default() -> Self {
-        let d = crate::cloud::VolumeSettings::default();
+        let d = crate::volumes::VolumeSettings::default();
         Self {
             max_per_user: d.quota.max_volumes,
             max_gib_per_user: d.quota.max_gib,
@@ -69,8 +69,8 @@ impl Default for VolumesConfig {
 }
 
 impl VolumesConfig {
-    pub fn settings(&self) -> crate::cloud::VolumeSettings {
-        crate::cloud::VolumeSettings {
+    pub fn settings(&self) -> crate::volumes::VolumeSettings {
+        crate::volumes::VolumeSettings {
             quota: crate::state::Quota {
                 max_volumes: self.max_per_user,
                 max_gib: self.max_gib_per_user,

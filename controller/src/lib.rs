@@ -1,13 +1,23 @@
-//! The StratusLab controller: a Raft-replicated state machine holding users, hosts, images and
-//! instances; placement; and the HTTP API that users, the CLI and the agents talk to.
+//! The StratusLab controller: a Raft-replicated state machine holding users, hosts, images,
+//! networks, volumes and instances ([`state`], replicated by [`replica`]); one service per
+//! resource on top of it ([`services`]); placement ([`scheduler`]); and the HTTP API that users,
+//! the CLI and the agents talk to ([`api`]).
 
 pub mod api;
-pub mod cloud;
 pub mod codec;
 pub mod config;
+pub mod decide;
+pub mod failure;
 pub mod guest;
+pub mod hosts;
+pub mod images;
+pub mod instances;
 pub mod marketplace;
-pub mod raft;
+pub mod networks;
+pub mod replica;
 pub mod scheduler;
 pub mod secrets;
+pub mod services;
 pub mod state;
+pub mod users;
+pub mod volumes;

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use stratus_controller::cloud::{Cloud, MarketplaceSettings};
 use stratus_controller::config::ControllerConfig;
+use stratus_controller::images::MarketplaceSettings;
 use stratus_controller::marketplace::TrustStore;
-use stratus_controller::raft::{self, RaftConfig};
+use stratus_controller::replica::{Consistency, Replica, ReplicaConfig};
+use stratus_controller::services::{Services, Settings};
 use stratus_controller::{api, secrets};
 
 /// The StratusLab controller.
@@ -76,13 +77,12 @@ async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("state directory {}", config.state_dir.display()))?;
     let agent_token = secrets::read_or_create(&config.agent_token_file)
         .with_context(|| format!("agent token {}", config.agent_token_file.display()))?;
-    let raft = raft::start(RaftConfig {
-        node_id: config.node_id,
-        voters: vec![config.node_id],
-        path: config.state_dir.join("raft.redb"),
-        snapshot_every: config.snapshot_every,
-    })?;
-    if !raft.wait_for_leader(Duration::from_secs(10)).await {
+    let replica = Replica::start(ReplicaConfig::single(
+        config.node_id,
+        config.state_dir.join("raft.redb"),
+        config.snapshot_every,
+    ))?;
+    if !replica.wait_for_leader(Duration::from_secs(10)).await {
         anyhow::bail!("no Raft leader after 10 s");
     }
     let mut trust = TrustStore::default();
@@ -95,16 +95,19 @@ async fn run() -> anyhow::Result<()> {
         trusted_cas: trust.trusted_cas,
         policy: config.marketplace.policy.clone(),
     };
-    let cloud = Arc::new(
-        Cloud::new(
-            raft.clone(),
-            &agent_token,
-            Duration::from_secs(config.host_timeout_secs),
+    let services = Arc::new(Services::start(
+        replica.clone(),
+        Settings {
+            agent_token,
+            host_timeout: Duration::from_secs(config.host_timeout_secs),
             marketplace,
-        )
-        .with_volume_settings(config.volumes.settings()),
-    );
-    if !raft.read(|s| s.is_bootstrapped()) {
+            volumes: config.volumes.settings(),
+        },
+    ));
+    if !replica
+        .read(Consistency::Linearizable, |s| s.is_bootstrapped())
+        .await?
+    {
         let password = match &config.admin_password {
             Some(p) => p.clone(),
             None => {
@@ -113,25 +116,28 @@ async fn run() -> anyhow::Result<()> {
                     .with_context(|| format!("admin password {}", file.display()))?
             }
         };
-        cloud
+        services
+            .users
             .bootstrap_if_needed(&config.admin_user, &password, config.cpu_allocation_ratio)
             .await
-            .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+            .context("bootstrap")?;
         tracing::info!(admin = %config.admin_user, "new cluster bootstrapped");
     }
-    cloud
-        .define_configured_networks(&config.networks)
+    services
+        .networks
+        .define_configured(&config.networks)
         .await
-        .map_err(|e| anyhow::anyhow!("networks: {e}"))?;
+        .context("networks")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
-    tracing::info!(listen = %config.listen, cluster = %cloud.cluster().cluster_id, "controller serving");
-    axum::serve(listener, api::router(cloud))
+    let cluster = services.cluster().await?.cluster_id;
+    tracing::info!(listen = %config.listen, %cluster, "controller serving");
+    axum::serve(listener, api::router(services))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server")?;
-    raft.shutdown();
+    replica.shutdown();
     tracing::info!("controller stopped");
     Ok(())
 }

@@ -12,59 +12,55 @@ use axum::Json;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 
-use super::error_response;
-use crate::cloud::{Caller, Cloud, CloudError};
+use super::{error_response, ApiFailure};
+use crate::hosts::HostError;
+use crate::services::Services;
+use crate::users::{Caller, UserError};
 
 /// An authenticated user.
 pub struct User(pub Caller);
 
-impl FromRequestParts<Arc<Cloud>> for User {
-    type Rejection = CloudError;
+impl FromRequestParts<Arc<Services>> for User {
+    type Rejection = ApiFailure;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        cloud: &Arc<Cloud>,
+        services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or(CloudError::Unauthenticated)?;
+            .ok_or(UserError::Unauthenticated)?;
         let encoded = value
             .strip_prefix("Basic ")
-            .ok_or(CloudError::Unauthenticated)?;
+            .ok_or(UserError::Unauthenticated)?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
-            .map_err(|_| CloudError::Unauthenticated)?;
-        let decoded = String::from_utf8(decoded).map_err(|_| CloudError::Unauthenticated)?;
-        let (user, password) = decoded.split_once(':').ok_or(CloudError::Unauthenticated)?;
-        let cloud = cloud.clone();
-        let (user, password) = (user.to_owned(), password.to_owned());
-        // argon2 is deliberately slow: keep it off the async workers.
-        let caller = tokio::task::spawn_blocking(move || cloud.authenticate(&user, &password))
-            .await
-            .map_err(|_| CloudError::Unavailable("authentication task failed".into()))??;
-        Ok(User(caller))
+            .map_err(|_| UserError::Unauthenticated)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| UserError::Unauthenticated)?;
+        let (user, password) = decoded.split_once(':').ok_or(UserError::Unauthenticated)?;
+        Ok(User(services.users.authenticate(user, password).await?))
     }
 }
 
 /// A host agent, authenticated by the site's agent token.
 pub struct Agent;
 
-impl FromRequestParts<Arc<Cloud>> for Agent {
-    type Rejection = CloudError;
+impl FromRequestParts<Arc<Services>> for Agent {
+    type Rejection = ApiFailure;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        cloud: &Arc<Cloud>,
+        services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(CloudError::Unauthenticated)?;
-        cloud.authenticate_agent(token.trim())?;
+            .ok_or(HostError::Unauthenticated)?;
+        services.hosts.authenticate_agent(token.trim())?;
         Ok(Agent)
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API under `/api/v1` (axum on hyper). Handlers only turn a request into a call on
-//! [`Cloud`] and its result into JSON; errors are JSON `{code, message}` with the right status.
+//! one of the [`Services`] and its result into JSON; errors are JSON `{code, message}` with the
+//! status their [`Failure`] kind gives.
 
 mod extract;
 
@@ -11,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use stratus_common::agent::{HostReport, RegisterHost};
 use stratus_common::api::{
     ApiError, CreateImage, CreateInstance, CreateNetwork, PrecacheImage, RegisterEndorser,
@@ -19,14 +20,27 @@ use stratus_common::api::{
 use stratus_common::marketplace::{parse_timestamp, ImageKind};
 use stratus_common::volumes::{AttachVolume, CreateVolume, UpdateVolume};
 
-use crate::cloud::{Cloud, CloudError};
+use crate::failure::{Failure, InputError, Kind};
 use crate::marketplace::Query as MarketplaceQuery;
+use crate::services::Services;
 use extract::{Agent, Body, User};
 
-type Shared = State<Arc<Cloud>>;
+type Shared = State<Arc<Services>>;
+
+/// Any service's error, rendered by its kind and code.
+#[derive(Debug)]
+pub struct ApiFailure(Box<dyn Failure>);
+
+impl<E: Failure> From<E> for ApiFailure {
+    fn from(e: E) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+type Answer<T> = Result<T, ApiFailure>;
 
 /// The whole API.
-pub fn router(cloud: Arc<Cloud>) -> Router {
+pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route(
             "/api/v1/instances",
@@ -66,23 +80,23 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/users", get(list_users).post(create_user))
         .fallback(not_found)
-        .with_state(cloud)
+        .with_state(services)
 }
 
-impl IntoResponse for CloudError {
+impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            CloudError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            CloudError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            CloudError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            CloudError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            CloudError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            CloudError::Exhausted(_) => (StatusCode::CONFLICT, "network_exhausted"),
-            CloudError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            CloudError::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
-            CloudError::Refused { code, .. } => (StatusCode::FORBIDDEN, *code),
+        let status = match self.0.kind() {
+            Kind::BadRequest => StatusCode::BAD_REQUEST,
+            Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        error_response(status, code, self.to_string())
+        if status.is_server_error() {
+            tracing::warn!(error = %self.0, "request not served");
+        }
+        error_response(status, self.0.code(), self.0.to_string())
     }
 }
 
@@ -112,89 +126,99 @@ async fn not_found() -> Response {
     )
 }
 
-fn instance_id(raw: &str) -> Result<u64, CloudError> {
+fn instance_id(raw: &str) -> Result<u64, InputError> {
     raw.parse()
-        .map_err(|_| CloudError::BadRequest(format!("id: instance IDs are numbers, not {raw:?}")))
+        .map_err(|_| InputError::new("id", format!("instance IDs are numbers, not {raw:?}")))
 }
 
-async fn list_instances(State(cloud): Shared, User(caller): User) -> impl IntoResponse {
-    Json(cloud.list_instances(&caller))
+/// A query string that did not parse, as the API's error naming it.
+fn bad_query(rejection: axum::extract::rejection::QueryRejection) -> InputError {
+    InputError::new("query", rejection.body_text())
+}
+
+async fn list_instances(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.instances.list(&caller).await?))
 }
 
 async fn create_instance(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Body(request): Body<CreateInstance>,
-) -> Result<impl IntoResponse, CloudError> {
-    let instance = cloud.create_instance(&caller, request).await?;
+) -> Answer<impl IntoResponse> {
+    let instance = services.instances.create(&caller, request).await?;
     Ok((StatusCode::CREATED, Json(instance)))
 }
 
 async fn get_instance(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, CloudError> {
-    Ok(Json(cloud.get_instance(&caller, instance_id(&id)?)?))
+) -> Answer<impl IntoResponse> {
+    Ok(Json(
+        services.instances.get(&caller, instance_id(&id)?).await?,
+    ))
 }
 
 async fn kill_instance(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, CloudError> {
-    Ok(Json(cloud.kill_instance(&caller, instance_id(&id)?).await?))
+) -> Answer<impl IntoResponse> {
+    Ok(Json(
+        services.instances.kill(&caller, instance_id(&id)?).await?,
+    ))
 }
 
-async fn list_volumes(State(cloud): Shared, User(caller): User) -> impl IntoResponse {
-    Json(cloud.list_volumes(&caller))
+async fn list_volumes(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.volumes.list(&caller).await?))
 }
 
 async fn create_volume(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Body(request): Body<CreateVolume>,
-) -> Result<impl IntoResponse, CloudError> {
+) -> Answer<impl IntoResponse> {
     Ok((
         StatusCode::CREATED,
-        Json(cloud.create_volume(&caller, request).await?),
+        Json(services.volumes.create(&caller, request).await?),
     ))
 }
 
 async fn get_volume(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, CloudError> {
-    Ok(Json(cloud.get_volume(&caller, &id)?))
+) -> Answer<impl IntoResponse> {
+    Ok(Json(services.volumes.get(&caller, &id).await?))
 }
 
 async fn update_volume(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path(id): Path<String>,
     Body(update): Body<UpdateVolume>,
-) -> Result<impl IntoResponse, CloudError> {
-    Ok(Json(cloud.update_volume(&caller, &id, update).await?))
+) -> Answer<impl IntoResponse> {
+    Ok(Json(services.volumes.update(&caller, &id, update).await?))
 }
 
 async fn delete_volume(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, CloudError> {
-    cloud.delete_volume(&caller, &id).await?;
+) -> Answer<impl IntoResponse> {
+    services.volumes.delete(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn attach_volume(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path(id): Path<String>,
     Body(request): Body<AttachVolume>,
-) -> Result<impl IntoResponse, CloudError> {
-    let volume = cloud
-        .attach_volume(&caller, instance_id(&id)?, &request.volume)
+) -> Answer<impl IntoResponse> {
+    let volume = services
+        .volumes
+        .attach(&caller, instance_id(&id)?, &request.volume)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(volume)))
 }
@@ -207,42 +231,43 @@ struct DetachQuery {
 }
 
 async fn detach_volume(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path((id, volume)): Path<(String, String)>,
     query: Result<Query<DetachQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<impl IntoResponse, CloudError> {
-    let Query(query) = query.map_err(|e| CloudError::BadRequest(e.body_text()))?;
-    let volume = cloud
-        .detach_volume(&caller, instance_id(&id)?, &volume, query.force)
+) -> Answer<impl IntoResponse> {
+    let Query(query) = query.map_err(bad_query)?;
+    let volume = services
+        .volumes
+        .detach(&caller, instance_id(&id)?, &volume, query.force)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(volume)))
 }
 
-async fn list_types(State(cloud): Shared, User(_): User) -> impl IntoResponse {
-    Json(cloud.list_types())
+async fn list_types(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.instances.types().await?))
 }
 
-async fn list_networks(State(cloud): Shared, User(_): User) -> impl IntoResponse {
-    Json(cloud.list_networks())
+async fn list_networks(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.networks.list().await?))
 }
 
 async fn get_network(
-    State(cloud): Shared,
+    State(services): Shared,
     User(_): User,
     Path(name): Path<String>,
-) -> Result<impl IntoResponse, CloudError> {
-    Ok(Json(cloud.get_network(&name)?))
+) -> Answer<impl IntoResponse> {
+    Ok(Json(services.networks.get(&name).await?))
 }
 
 async fn create_network(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Body(request): Body<CreateNetwork>,
-) -> Result<impl IntoResponse, CloudError> {
+) -> Answer<impl IntoResponse> {
     Ok((
         StatusCode::CREATED,
-        Json(cloud.create_network(&caller, request).await?),
+        Json(services.networks.create(&caller, request).await?),
     ))
 }
 
@@ -265,11 +290,11 @@ struct ImagesQuery {
 }
 
 impl ImagesQuery {
-    fn into_query(self) -> Result<MarketplaceQuery, CloudError> {
+    fn into_query(self) -> Result<MarketplaceQuery, InputError> {
         let time = |field: &'static str, value: Option<String>| {
             value
                 .map(|v| {
-                    parse_timestamp(field, &v).map_err(|e| CloudError::BadRequest(e.to_string()))
+                    parse_timestamp(field, &v).map_err(|e| InputError::named(field, e.to_string()))
                 })
                 .transpose()
         };
@@ -288,101 +313,99 @@ impl ImagesQuery {
 }
 
 async fn list_images(
-    State(cloud): Shared,
+    State(services): Shared,
     User(_): User,
     query: Result<Query<ImagesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<impl IntoResponse, CloudError> {
-    let Query(query) = query.map_err(|e| CloudError::BadRequest(e.body_text()))?;
-    Ok(Json(cloud.list_images(&query.into_query()?)))
+) -> Answer<impl IntoResponse> {
+    let Query(query) = query.map_err(bad_query)?;
+    Ok(Json(services.images.list(&query.into_query()?).await?))
 }
 
 /// `POST /api/v1/images`: a signed Marketplace entry (a JWS envelope, from anyone the site's
 /// trust accepts), or an administrator's unsigned site image registration.
 async fn create_image(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     body: axum::body::Bytes,
-) -> Result<Response, CloudError> {
+) -> Answer<Response> {
     let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| CloudError::BadRequest(format!("body is not JSON: {e}")))?;
+        .map_err(|e| InputError::new("body", format!("not JSON: {e}")))?;
     if value.get("payload").is_some() && value.get("signature").is_some() {
-        let entry = cloud.upload_entry(&caller, &body).await?;
+        let entry = services.images.upload_entry(&caller, &body).await?;
         return Ok((StatusCode::CREATED, Json(entry)).into_response());
     }
     let request: CreateImage =
-        serde_json::from_value(value).map_err(|e| CloudError::BadRequest(format!("image: {e}")))?;
+        serde_json::from_value(value).map_err(|e| InputError::new("image", e))?;
     Ok((
         StatusCode::CREATED,
-        Json(cloud.create_image(&caller, request).await?),
+        Json(services.images.create(&caller, request).await?),
     )
         .into_response())
 }
 
 async fn image_policy(
-    State(cloud): Shared,
+    State(services): Shared,
     User(_): User,
     Path(identifier): Path<String>,
-) -> Result<impl IntoResponse, CloudError> {
-    Ok(Json(cloud.policy_verdict(&identifier)?))
+) -> Answer<impl IntoResponse> {
+    Ok(Json(services.images.policy_verdict(&identifier).await?))
 }
 
-async fn list_endorsers(State(cloud): Shared, User(_): User) -> impl IntoResponse {
-    Json(cloud.list_endorsers())
+async fn list_endorsers(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.images.list_endorsers().await?))
 }
 
 async fn register_endorser(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Body(request): Body<RegisterEndorser>,
-) -> Result<impl IntoResponse, CloudError> {
+) -> Answer<impl IntoResponse> {
     Ok((
         StatusCode::CREATED,
         Json(
-            cloud
+            services
+                .images
                 .register_endorser(&caller, &request.certificate)
                 .await?,
         ),
     ))
 }
 
-async fn list_hosts(
-    State(cloud): Shared,
-    User(caller): User,
-) -> Result<impl IntoResponse, CloudError> {
-    if !caller.admin {
-        return Err(CloudError::Forbidden(
-            "only an administrator may list hosts".into(),
-        ));
-    }
-    Ok(Json(cloud.list_hosts()))
+async fn list_hosts(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.hosts.list(&caller).await?))
 }
 
 async fn precache_image(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path(name): Path<String>,
     Body(request): Body<PrecacheImage>,
-) -> Result<impl IntoResponse, CloudError> {
+) -> Answer<impl IntoResponse> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(cloud.precache(&caller, &name, &request.image).await?),
+        Json(
+            services
+                .hosts
+                .precache(&caller, &name, &request.image)
+                .await?,
+        ),
     ))
 }
 
 async fn unpin_image(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Path((name, sha256)): Path<(String, String)>,
-) -> Result<impl IntoResponse, CloudError> {
-    Ok(Json(cloud.unpin(&caller, &name, &sha256).await?))
+) -> Answer<impl IntoResponse> {
+    Ok(Json(services.hosts.unpin(&caller, &name, &sha256).await?))
 }
 
 async fn register_host(
-    State(cloud): Shared,
+    State(services): Shared,
     _: Agent,
     Body(request): Body<RegisterHost>,
-) -> Result<impl IntoResponse, CloudError> {
-    Ok(Json(cloud.register_host(request).await?))
+) -> Answer<impl IntoResponse> {
+    Ok(Json(services.hosts.register(request).await?))
 }
 
 #[derive(Deserialize)]
@@ -397,27 +420,29 @@ struct DesiredQuery {
 }
 
 async fn host_desired(
-    State(cloud): Shared,
+    State(services): Shared,
     _: Agent,
     Path(name): Path<String>,
     Query(query): Query<DesiredQuery>,
-) -> Result<impl IntoResponse, CloudError> {
+) -> Answer<impl IntoResponse> {
     let wait = Duration::from_secs(query.wait.min(60));
-    Ok(Json(cloud.desired(&name, query.since, wait).await?))
+    Ok(Json(
+        services.hosts.desired(&name, query.since, wait).await?,
+    ))
 }
 
 async fn host_report(
-    State(cloud): Shared,
+    State(services): Shared,
     _: Agent,
     Path(name): Path<String>,
     Body(report): Body<HostReport>,
-) -> Result<impl IntoResponse, CloudError> {
-    cloud.report(&name, report).await?;
+) -> Answer<impl IntoResponse> {
+    services.hosts.report(&name, report).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn cluster(State(cloud): Shared, User(_): User) -> impl IntoResponse {
-    Json(cloud.cluster())
+async fn cluster(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.cluster().await?))
 }
 
 /// `POST /api/v1/users`.
@@ -433,39 +458,18 @@ struct CreateUser {
     admin: bool,
 }
 
-/// A user as the API shows it (never with the password hash).
-#[derive(Serialize)]
-struct UserView {
-    name: String,
-    admin: bool,
-}
-
 async fn create_user(
-    State(cloud): Shared,
+    State(services): Shared,
     User(caller): User,
     Body(request): Body<CreateUser>,
-) -> Result<impl IntoResponse, CloudError> {
-    cloud
+) -> Answer<impl IntoResponse> {
+    let user = services
+        .users
         .create_user(&caller, &request.name, &request.password, request.admin)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(UserView {
-            name: request.name,
-            admin: request.admin,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
-async fn list_users(
-    State(cloud): Shared,
-    User(caller): User,
-) -> Result<impl IntoResponse, CloudError> {
-    let users = cloud.list_users(&caller)?;
-    Ok(Json(
-        users
-            .into_iter()
-            .map(|(name, admin)| UserView { name, admin })
-            .collect::<Vec<_>>(),
-    ))
+async fn list_users(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.users.list_users(&caller).await?))
 }

@@ -4,6 +4,8 @@
 //! carried in the command, so every replica (and every replay after a restart) reaches the same
 //! state.
 
+pub mod effects;
+mod instances;
 pub mod ipam;
 mod views;
 pub mod volumes;
@@ -11,10 +13,12 @@ pub mod volumes;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
-use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceState, InstanceType};
-use stratus_common::network::NicSpec;
+use stratus_common::agent::{ActualState, ImageSpec};
+use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 
+pub use effects::{Effects, Event};
+use instances::{GuestSetup, Placement};
+pub use instances::{InstanceRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
 pub use views::{
     endorser_view, entry_view, host_view, image_view, instance_view, network_view, volume_view,
@@ -87,77 +91,6 @@ pub struct EndorserRecord {
     pub not_after_ms: u64,
     pub added_ms: u64,
     pub added_by: String,
-}
-
-/// One recorded state change.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Transition {
-    pub state: InstanceState,
-    pub at_ms: u64,
-    pub reason: Option<String>,
-}
-
-/// An instance and its whole history.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InstanceRecord {
-    pub id: u64,
-    pub name: String,
-    pub owner: String,
-    /// The image as the user named it: a site image name or a Marketplace identifier.
-    pub image: String,
-    /// What the host needs to boot it, resolved (and checked against the site policy) when the
-    /// instance was created, so later Marketplace entries do not change a running instance.
-    pub image_spec: ImageSpec,
-    pub instance_type: String,
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    pub host: Option<String>,
-    pub state: InstanceState,
-    pub reason: Option<String>,
-    pub created_ms: u64,
-    pub history: Vec<Transition>,
-    /// For a Failed instance: its host has confirmed that nothing of it is left.
-    pub host_cleaned: bool,
-    /// Its interfaces on site networks; their addresses are leased while
-    /// [`InstanceRecord::holds_lease`].
-    #[serde(default)]
-    pub nics: Vec<NicRecord>,
-    /// The OpenSSH public key the guest accepts for root.
-    #[serde(default)]
-    pub ssh_key: Option<String>,
-    /// User data for the guest.
-    #[serde(default)]
-    pub user_data: Option<String>,
-}
-
-impl InstanceRecord {
-    /// Whether it still holds capacity on its host.
-    pub fn holds_capacity(&self) -> bool {
-        !self.state.is_terminal()
-    }
-
-    /// Whether it still holds its addresses: until it is Done, or Failed and its host has
-    /// confirmed nothing of it is left. A Failed domain the host has not cleaned up may still
-    /// run with the address, so giving the address away then could put it on two machines.
-    pub fn holds_lease(&self) -> bool {
-        match self.state {
-            InstanceState::Done => false,
-            InstanceState::Failed => !self.host_cleaned,
-            _ => true,
-        }
-    }
-
-    fn transition(&mut self, state: InstanceState, at_ms: u64, reason: Option<String>) {
-        self.state = state;
-        if state == InstanceState::Failed {
-            self.reason = reason.clone();
-        }
-        self.history.push(Transition {
-            state,
-            at_ms,
-            reason,
-        });
-    }
 }
 
 /// The whole replicated state.
@@ -361,28 +294,6 @@ pub enum Rejection {
     Volume(#[from] VolumeError),
 }
 
-/// Where the scheduler put a new instance, or why it could not.
-struct Placement {
-    host: Option<String>,
-    failure: Option<String>,
-}
-
-/// What a new instance's guest gets beyond its image: a network, a key, user data, disks.
-struct GuestSetup {
-    network: Option<String>,
-    ssh_key: Option<String>,
-    user_data: Option<String>,
-    volumes: Vec<(String, String)>,
-}
-
-/// Capacity used on a host by the instances it holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    pub instances: u32,
-}
-
 impl State {
     pub fn is_bootstrapped(&self) -> bool {
         !self.cluster_id.is_empty()
@@ -390,6 +301,22 @@ impl State {
 
     /// Applies one committed command. Pure and deterministic.
     pub fn apply(&mut self, command: Command) -> Result<Outcome, Rejection> {
+        self.apply_with_effects(command).0
+    }
+
+    /// Applies one committed command and says what it changed: the events and the hosts whose
+    /// desired state may differ. Pure and deterministic, effects included.
+    pub fn apply_with_effects(
+        &mut self,
+        command: Command,
+    ) -> (Result<Outcome, Rejection>, Effects) {
+        let before = effects::Before::capture(self, &command);
+        let result = self.apply_command(command);
+        let effects = before.diff(self, &result);
+        (result, effects)
+    }
+
+    fn apply_command(&mut self, command: Command) -> Result<Outcome, Rejection> {
         match command {
             Command::Bootstrap {
                 cluster_id,
@@ -577,223 +504,6 @@ impl State {
             }
         }
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn create_instance(
-        &mut self,
-        owner: String,
-        name: Option<String>,
-        image: String,
-        image_spec: ImageSpec,
-        instance_type: String,
-        placement: Placement,
-        guest: GuestSetup,
-        at_ms: u64,
-    ) -> Result<Outcome, Rejection> {
-        let Placement { host, failure } = placement;
-        let GuestSetup {
-            network,
-            ssh_key,
-            user_data,
-            volumes,
-        } = guest;
-        let size = self
-            .types
-            .get(&instance_type)
-            .ok_or_else(|| Rejection::UnknownType(instance_type.clone()))?
-            .clone();
-        if let Some(host) = &host {
-            let record = self
-                .hosts
-                .get(host)
-                .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
-            if !self.fits(record, size.vcpus, size.memory_mib) {
-                return Err(Rejection::NoRoom {
-                    host: host.clone(),
-                    vcpus: size.vcpus,
-                    memory_mib: size.memory_mib,
-                });
-            }
-        }
-        if let Some(network) = &network {
-            if self.ipam.network(network).is_none() {
-                return Err(IpamError::UnknownNetwork(network.clone()).into());
-            }
-        }
-        let id = self.next_instance_id.max(1);
-        let mut record = InstanceRecord {
-            id,
-            name: name.unwrap_or_else(|| format!("vm-{id}")),
-            owner,
-            image,
-            image_spec,
-            instance_type,
-            vcpus: size.vcpus,
-            memory_mib: size.memory_mib,
-            host: host.clone(),
-            state: InstanceState::Pending,
-            reason: None,
-            created_ms: at_ms,
-            history: Vec::new(),
-            host_cleaned: false,
-            nics: Vec::new(),
-            ssh_key,
-            user_data,
-        };
-        // Disks are checked before anything changes; an instance that could not be placed
-        // never runs, so it takes no disk and no address.
-        let targets = match &host {
-            Some(_) => self.check_launch_volumes(&volumes, &record, &record.owner)?,
-            None => Vec::new(),
-        };
-        // Last of the checks, as it is the only one that changes anything: an exhausted network
-        // refuses the whole command.
-        if let (Some(network), Some(_)) = (&network, &host) {
-            record.nics = vec![self.ipam.allocate(network, id)?];
-        }
-        self.next_instance_id = id + 1;
-        if let Some(host) = &host {
-            self.attach_launch_volumes(volumes, targets, id, host, at_ms);
-        }
-        match (host, failure) {
-            (Some(_), _) => record.transition(InstanceState::Pending, at_ms, None),
-            (None, reason) => {
-                let reason = reason.unwrap_or_else(|| "no host available".to_owned());
-                record.host_cleaned = true;
-                record.transition(InstanceState::Failed, at_ms, Some(reason));
-            }
-        }
-        self.instances.insert(id, record);
-        Ok(Outcome::InstanceCreated(id))
-    }
-
-    fn kill_instance(&mut self, id: u64, at_ms: u64) -> Result<Outcome, Rejection> {
-        let instance = self
-            .instances
-            .get_mut(&id)
-            .ok_or(Rejection::UnknownInstance(id))?;
-        match instance.state {
-            InstanceState::Done => Err(Rejection::AlreadyDone(id)),
-            InstanceState::Stopping => Ok(Outcome::Unchanged),
-            InstanceState::Failed if instance.host_cleaned => {
-                instance.transition(InstanceState::Done, at_ms, None);
-                Ok(Outcome::Applied)
-            }
-            _ => {
-                instance.transition(InstanceState::Stopping, at_ms, None);
-                Ok(Outcome::Applied)
-            }
-        }
-    }
-
-    fn report_instance(
-        &mut self,
-        host: &str,
-        id: u64,
-        actual: ActualState,
-        reason: Option<String>,
-        at_ms: u64,
-    ) -> Result<Outcome, Rejection> {
-        use InstanceState as S;
-        let instance = self
-            .instances
-            .get_mut(&id)
-            .ok_or(Rejection::UnknownInstance(id))?;
-        if instance.host.as_deref() != Some(host) {
-            return Err(Rejection::WrongHost {
-                id,
-                host: host.to_owned(),
-            });
-        }
-        let next = match (instance.state, actual) {
-            (S::Pending, ActualState::Booting) => Some((S::Booting, None)),
-            (S::Pending | S::Booting, ActualState::Running) => Some((S::Running, None)),
-            (S::Pending | S::Booting | S::Running, ActualState::Failed) => Some((
-                S::Failed,
-                Some(reason.unwrap_or_else(|| "failed on host".to_owned())),
-            )),
-            (S::Pending | S::Booting | S::Running, ActualState::Gone) => {
-                Some((S::Failed, Some("the host lost the domain".to_owned())))
-            }
-            (S::Stopping, ActualState::Gone) => Some((S::Done, None)),
-            (S::Failed, ActualState::Gone) if !instance.host_cleaned => {
-                instance.host_cleaned = true;
-                return Ok(Outcome::Applied);
-            }
-            _ => None,
-        };
-        match next {
-            Some((state, reason)) => {
-                if state == S::Failed || state == S::Done {
-                    // Gone already means nothing is left on the host.
-                    instance.host_cleaned = actual == ActualState::Gone;
-                }
-                instance.transition(state, at_ms, reason);
-                Ok(Outcome::Applied)
-            }
-            None => Ok(Outcome::Unchanged),
-        }
-    }
-
-    /// Capacity taken on `host` by the instances placed there.
-    pub fn usage(&self, host: &str) -> Usage {
-        self.instances
-            .values()
-            .filter(|i| i.holds_capacity() && i.host.as_deref() == Some(host))
-            .fold(Usage::default(), |u, i| Usage {
-                vcpus: u.vcpus + i.vcpus,
-                memory_mib: u.memory_mib + i.memory_mib,
-                instances: u.instances + 1,
-            })
-    }
-
-    /// Whether `host` can take one more instance of this size.
-    pub fn fits(&self, host: &HostRecord, vcpus: u32, memory_mib: u64) -> bool {
-        let used = self.usage(&host.name);
-        let vcpu_cap =
-            u64::from(host.vcpus) * u64::from(self.cpu_allocation_ratio_percent.max(100)) / 100;
-        u64::from(used.vcpus + vcpus) <= vcpu_cap && used.memory_mib + memory_mib <= host.memory_mib
-    }
-
-    /// What a host needs to plug each interface of `instance`.
-    pub fn nic_specs(&self, instance: &InstanceRecord) -> Vec<NicSpec> {
-        instance
-            .nics
-            .iter()
-            .filter_map(|nic| self.ipam.nic_spec(nic))
-            .collect()
-    }
-
-    /// What the controller wants `host` to run: every instance placed there that still needs
-    /// the host to act (run it, or make sure nothing of it is left).
-    pub fn desired_for_host(&self, host: &str) -> Vec<DesiredInstance> {
-        self.instances
-            .values()
-            .filter(|i| i.host.as_deref() == Some(host))
-            .filter_map(|i| {
-                let desire = match i.state {
-                    InstanceState::Pending | InstanceState::Booting | InstanceState::Running => {
-                        Desire::Run
-                    }
-                    InstanceState::Stopping => Desire::Destroy,
-                    InstanceState::Failed if !i.host_cleaned => Desire::Destroy,
-                    InstanceState::Failed | InstanceState::Done => return None,
-                };
-                Some(DesiredInstance {
-                    id: i.id,
-                    desire,
-                    vcpus: i.vcpus,
-                    memory_mib: i.memory_mib,
-                    image: i.image_spec.clone(),
-                    nics: self.nic_specs(i),
-                    ssh_key: i.ssh_key.clone(),
-                    user_data: i.user_data.clone(),
-                    hostname: i.name.clone(),
-                    disks: self.disks_for_instance(i),
-                })
-            })
-            .collect()
-    }
 }
 
 /// The standard instance types, after the StratusLab client's list.
@@ -816,6 +526,8 @@ pub fn standard_types() -> Vec<InstanceType> {
     .collect()
 }
 
+#[cfg(test)]
+mod effects_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -116,8 +116,14 @@ pub enum VolumeError {
     NoRoom { host: String, size: u64 },
     #[error("the type of disk {0} can change only while no instance uses it")]
     TypeWhileAttached(String),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("size: at least 1 GiB")]
+    SizeZero,
+    #[error("persistent_disks: disk {0} is named twice")]
+    NamedTwice(String),
+    #[error("instance {0} not found")]
+    UnknownInstance(u64),
+    #[error("instance {instance} is not on host {host}")]
+    InstanceNotOnHost { instance: u64, host: String },
 }
 
 impl State {
@@ -128,6 +134,15 @@ impl State {
             .filter(|v| v.host == host)
             .map(|v| v.size_gib)
             .sum()
+    }
+
+    /// UUIDs of the volumes attached to instance `id`.
+    pub fn volumes_of_instance(&self, id: u64) -> Vec<String> {
+        self.volumes
+            .values()
+            .filter(|v| v.attachments.iter().any(|a| a.instance == id))
+            .map(|v| v.id.clone())
+            .collect()
     }
 
     /// GiB still free in `host`'s pool (0 without a pool).
@@ -148,7 +163,7 @@ impl State {
             return Err(VolumeError::Exists(record.id));
         }
         if record.size_gib == 0 {
-            return Err(VolumeError::Invalid("size: at least 1 GiB".into()));
+            return Err(VolumeError::SizeZero);
         }
         let (count, used) = self
             .volumes
@@ -372,9 +387,7 @@ impl State {
         let mut seen = BTreeSet::new();
         for (volume, _) in volumes {
             if !seen.insert(volume.as_str()) {
-                return Err(VolumeError::Invalid(format!(
-                    "persistent_disks: disk {volume} is named twice"
-                )));
+                return Err(VolumeError::NamedTwice(volume.clone()));
             }
             let target = self.check_attach(volume, instance, caller, false, &taken)?;
             taken.insert(target);
@@ -410,7 +423,7 @@ impl State {
             .instances
             .get(&instance_id)
             .filter(|i| admin || i.owner == caller)
-            .ok_or_else(|| VolumeError::Invalid(format!("instance {instance_id} not found")))?;
+            .ok_or(VolumeError::UnknownInstance(instance_id))?;
         if instance.state != InstanceState::Running {
             return Err(VolumeError::InstanceNotRunning {
                 id: instance_id,
@@ -439,9 +452,7 @@ impl State {
             .get(&instance_id)
             .is_some_and(|i| admin || i.owner == caller)
         {
-            return Err(VolumeError::Invalid(format!(
-                "instance {instance_id} not found"
-            )));
+            return Err(VolumeError::UnknownInstance(instance_id));
         }
         let volume = self
             .volumes
@@ -513,10 +524,10 @@ impl State {
             .get(&report.instance)
             .is_some_and(|i| i.host.as_deref() == Some(host));
         if !on_host {
-            return Err(VolumeError::Invalid(format!(
-                "instance {} is not on host {host}",
-                report.instance
-            )));
+            return Err(VolumeError::InstanceNotOnHost {
+                instance: report.instance,
+                host: host.to_owned(),
+            });
         }
         let Some(volume) = self.volumes.get_mut(&report.volume) else {
             return Ok(Outcome::Unchanged);

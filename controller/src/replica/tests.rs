@@ -3,15 +3,11 @@ use std::time::Duration;
 use stratus_common::api::DiskFormat;
 
 use super::*;
+use crate::state::Event;
 use crate::state::{standard_types, ImageRecord, UserRecord};
 
-fn config(dir: &std::path::Path, snapshot_every: u64) -> RaftConfig {
-    RaftConfig {
-        node_id: 1,
-        voters: vec![1],
-        path: dir.join("raft.redb"),
-        snapshot_every,
-    }
+fn config(dir: &std::path::Path, snapshot_every: u64) -> ReplicaConfig {
+    ReplicaConfig::single(1, dir.join("raft.redb"), snapshot_every)
 }
 
 fn image(name: &str) -> Command {
@@ -32,8 +28,8 @@ fn image(name: &str) -> Command {
     })
 }
 
-async fn started(dir: &std::path::Path, snapshot_every: u64) -> RaftHandle {
-    let handle = start(config(dir, snapshot_every)).unwrap();
+async fn started(dir: &std::path::Path, snapshot_every: u64) -> Replica {
+    let handle = Replica::start(config(dir, snapshot_every)).unwrap();
     assert!(
         handle.wait_for_leader(Duration::from_secs(5)).await,
         "single node became leader"
@@ -64,8 +60,11 @@ async fn proposals_apply_and_rejections_come_back() {
         raft.propose(image("a")).await,
         Ok(Err(Rejection::ImageExists("a".into())))
     );
-    assert!(raft.read(|s| s.images.contains_key("a")));
-    assert!(*raft.applied().borrow() >= 3);
+    assert!(raft
+        .read(Consistency::Linearizable, |s| s.images.contains_key("a"))
+        .await
+        .unwrap());
+    assert!(raft.applied_index() >= 3);
     raft.shutdown();
 }
 
@@ -81,18 +80,17 @@ async fn restart_replays_to_the_same_state_with_and_without_snapshots() {
                     .unwrap()
                     .unwrap();
             }
-            let state = raft.read(Clone::clone);
+            let state = raft.read(Consistency::Stale, Clone::clone).await.unwrap();
             raft.shutdown();
             state
         };
         let raft = started(dir.path(), snapshot_every).await;
         // Replay of the log after the snapshot happens as the node applies committed entries.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while raft.read(|s| s.images.len()) < 10 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // A linearizable read waits until this node applied everything committed before it.
         assert_eq!(
-            raft.read(Clone::clone),
+            raft.read(Consistency::Linearizable, Clone::clone)
+                .await
+                .unwrap(),
             before,
             "snapshot_every={snapshot_every}"
         );
@@ -116,6 +114,41 @@ async fn many_concurrent_proposals_all_get_their_own_answer() {
     for task in tasks {
         assert_eq!(task.await.unwrap(), Ok(Ok(Outcome::Applied)));
     }
-    assert_eq!(raft.read(|s| s.images.len()), 200);
+    assert_eq!(
+        raft.read(Consistency::Linearizable, |s| s.images.len())
+            .await
+            .unwrap(),
+        200
+    );
+    raft.shutdown();
+}
+
+#[tokio::test]
+async fn subscribers_hear_every_applied_round_with_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let raft = started(dir.path(), 1000).await;
+    let mut applied = raft.subscribe();
+    raft.propose(image("a")).await.unwrap().unwrap();
+    // The refused duplicate applies too (the log holds it) but changes nothing.
+    let _ = raft.propose(image("a")).await.unwrap();
+    let mut events = Vec::new();
+    while events.is_empty() {
+        let round = applied.recv().await.unwrap();
+        events.extend(
+            round
+                .events
+                .iter()
+                .filter(|(_, e)| !matches!(e, Event::LeaderChanged { .. }))
+                .cloned(),
+        );
+    }
+    assert!(
+        matches!(&events[..], [(_, Event::ImageRegistered { name, owner })] if name == "a" && owner == "admin"),
+        "{events:?}"
+    );
+    let index = events[0].0;
+    let round = applied.recv().await.unwrap();
+    assert!(round.index > index && round.events.is_empty(), "{round:?}");
+    assert_eq!(raft.applied_index(), round.index);
     raft.shutdown();
 }

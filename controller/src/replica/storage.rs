@@ -46,6 +46,15 @@ fn db_err(e: impl Into<redb::Error>) -> StorageError {
     StorageError::Db(e.into())
 }
 
+/// A write transaction whose commit is on disk when it returns. Immediate is redb's default
+/// today; it is set here so that no default change can make the log lossy.
+fn begin_durable(db: &Database) -> Result<redb::WriteTransaction, StorageError> {
+    let mut txn = db.begin_write().map_err(db_err)?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(db_err)?;
+    Ok(txn)
+}
+
 /// What a restart finds in the store.
 pub struct Recovered {
     /// The latest state-machine snapshot, if one was taken; its index is where replay starts.
@@ -73,7 +82,7 @@ impl DurableStorage {
         })?;
         {
             // Make sure both tables exist so read transactions never meet a missing table.
-            let txn = db.begin_write().map_err(db_err)?;
+            let txn = begin_durable(&db)?;
             txn.open_table(LOG).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
             txn.commit().map_err(db_err)?;
@@ -159,7 +168,7 @@ impl DurableStorage {
     }
 
     fn write_meta(&self, values: &[(&str, Vec<u8>)]) -> Result<(), StorageError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = begin_durable(&self.db)?;
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             for (key, value) in values {
@@ -179,7 +188,7 @@ impl DurableStorage {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = begin_durable(&self.db)?;
         {
             let mut log = txn.open_table(LOG).map_err(db_err)?;
             if let Some(first) = entries.first() {
@@ -225,7 +234,7 @@ impl DurableStorage {
         meta.term = term;
         meta.set_conf_state(self.mem.initial_state()?.conf_state);
         let bytes = snapshot.write_to_bytes().expect("encode snapshot");
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = begin_durable(&self.db)?;
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             meta.insert(SNAPSHOT, bytes.as_slice()).map_err(db_err)?;

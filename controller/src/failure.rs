@@ -1,0 +1,273 @@
+//! What kind of failure an error is, for whoever renders it: every error the controller's
+//! services return implements [`Failure`], so the HTTP layer maps it to a status and a stable
+//! code by its type and variant, never by its message.
+
+use crate::marketplace::{RegistryError, ResolveError};
+use crate::replica::ReplicaError;
+use crate::state::{IpamError, Rejection, VolumeError};
+
+/// The broad class of a failure; the HTTP layer turns it into a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request itself is wrong (a field, a value): 400.
+    BadRequest,
+    /// No valid credentials: 401.
+    Unauthenticated,
+    /// Valid credentials, not allowed (or refused by trust or policy): 403.
+    Forbidden,
+    /// No such thing, or not the caller's: 404.
+    NotFound,
+    /// The request conflicts with the state (in use, exists, taken): 409.
+    Conflict,
+    /// The control plane cannot serve it now (no leader, no quorum in time): 503.
+    Unavailable,
+}
+
+impl Kind {
+    /// The code of failures of this kind that have none of their own.
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::BadRequest => "bad_request",
+            Kind::Unauthenticated => "unauthenticated",
+            Kind::Forbidden => "forbidden",
+            Kind::NotFound => "not_found",
+            Kind::Conflict => "conflict",
+            Kind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// An error with a kind and a stable machine-readable code.
+pub trait Failure: std::error::Error + Send + Sync + 'static {
+    fn kind(&self) -> Kind;
+
+    /// The code clients match on; by default the kind's.
+    fn code(&self) -> &'static str {
+        self.kind().code()
+    }
+}
+
+/// A field of the request that is wrong, and why; the message starts with the field's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InputError {
+    pub field: &'static str,
+    message: String,
+}
+
+impl InputError {
+    /// `field: reason`.
+    pub fn new(field: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            field,
+            message: format!("{field}: {reason}"),
+        }
+    }
+
+    /// A validator's message that already names the field (or a path below it).
+    pub fn named(field: &'static str, message: String) -> Self {
+        Self { field, message }
+    }
+}
+
+impl Failure for InputError {
+    fn kind(&self) -> Kind {
+        Kind::BadRequest
+    }
+}
+
+/// The caller is not an administrator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("only an administrator may {0}")]
+pub struct AdminOnly(pub &'static str);
+
+impl Failure for AdminOnly {
+    fn kind(&self) -> Kind {
+        Kind::Forbidden
+    }
+}
+
+impl Failure for ReplicaError {
+    fn kind(&self) -> Kind {
+        Kind::Unavailable
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ReplicaError::NoLeader | ReplicaError::Superseded => "no_leader",
+            ReplicaError::ProposalTimeout(_) | ReplicaError::ReadTimeout(_) => "no_quorum",
+            ReplicaError::Stopped => "unavailable",
+        }
+    }
+}
+
+impl Failure for IpamError {
+    fn kind(&self) -> Kind {
+        match self {
+            IpamError::InvalidNetwork(_) | IpamError::UnknownNetwork(_) => Kind::BadRequest,
+            IpamError::NetworkExists(_)
+            | IpamError::Overlaps { .. }
+            | IpamError::Exhausted { .. } => Kind::Conflict,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            IpamError::Exhausted { .. } => "network_exhausted",
+            _ => self.kind().code(),
+        }
+    }
+}
+
+impl Failure for VolumeError {
+    fn kind(&self) -> Kind {
+        match self {
+            VolumeError::Unknown(_) | VolumeError::UnknownInstance(_) => Kind::NotFound,
+            VolumeError::NotOwner { .. }
+            | VolumeError::QuotaVolumes { .. }
+            | VolumeError::QuotaSize { .. } => Kind::Forbidden,
+            VolumeError::SizeZero
+            | VolumeError::NamedTwice(_)
+            | VolumeError::NotAttached { .. } => Kind::BadRequest,
+            VolumeError::InstanceNotOnHost { .. } => Kind::Forbidden,
+            VolumeError::Exists(_)
+            | VolumeError::InUse { .. }
+            | VolumeError::NotAvailable { .. }
+            | VolumeError::Taken { .. }
+            | VolumeError::AlreadyAttached { .. }
+            | VolumeError::NoTarget(_)
+            | VolumeError::InstanceNotRunning { .. }
+            | VolumeError::NotStuck { .. }
+            | VolumeError::NoRoom { .. }
+            | VolumeError::TypeWhileAttached(_) => Kind::Conflict,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            VolumeError::QuotaVolumes { .. } | VolumeError::QuotaSize { .. } => "quota_exceeded",
+            VolumeError::NotAttached { .. } => "not_attached",
+            _ => self.kind().code(),
+        }
+    }
+}
+
+impl Failure for RegistryError {
+    fn kind(&self) -> Kind {
+        Kind::Conflict
+    }
+}
+
+impl Failure for ResolveError {
+    fn kind(&self) -> Kind {
+        match self {
+            ResolveError::NotFound { .. } => Kind::NotFound,
+            ResolveError::Refused(_) => Kind::Forbidden,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ResolveError::NotFound { .. } => "not_found",
+            ResolveError::Refused(refusal) => refusal.code(),
+        }
+    }
+}
+
+impl Failure for Rejection {
+    fn kind(&self) -> Kind {
+        match self {
+            Rejection::Marketplace(e) => e.kind(),
+            Rejection::Ipam(e) => e.kind(),
+            Rejection::Volume(e) => e.kind(),
+            Rejection::UnknownType(_) => Kind::BadRequest,
+            Rejection::UnknownInstance(_) | Rejection::UnknownHost(_) => Kind::NotFound,
+            Rejection::NotPinned { .. } => Kind::NotFound,
+            Rejection::WrongHost { .. } => Kind::Forbidden,
+            Rejection::AlreadyBootstrapped
+            | Rejection::UserExists(_)
+            | Rejection::ImageExists(_)
+            | Rejection::EndorserExists(_)
+            | Rejection::NoRoom { .. }
+            | Rejection::AlreadyDone(_) => Kind::Conflict,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Rejection::Marketplace(e) => e.code(),
+            Rejection::Ipam(e) => e.code(),
+            Rejection::Volume(e) => e.code(),
+            _ => self.kind().code(),
+        }
+    }
+}
+
+/// Implements [`Failure`] for an error enum: the variants listed under `delegate` wrap another
+/// failure (its kind and code are theirs), the patterns under `own` give the rest their kind,
+/// and those under `codes` (optional) a code of their own instead of their kind's.
+macro_rules! impl_failure {
+    ($ty:ident {
+        delegate: [$($wrap:ident),* $(,)?],
+        own: [$($own:pat => $kind:expr),* $(,)?]
+        $(, codes: [$($coded:pat => $code:expr),* $(,)?])? $(,)?
+    }) => {
+        impl $crate::failure::Failure for $ty {
+            fn kind(&self) -> $crate::failure::Kind {
+                #[allow(unused_imports)]
+                use $crate::failure::Kind;
+                match self {
+                    $( $ty::$wrap(e) => e.kind(), )*
+                    $( $own => $kind, )*
+                }
+            }
+
+            fn code(&self) -> &'static str {
+                #[allow(unreachable_patterns)]
+                match self {
+                    $( $ty::$wrap(e) => e.code(), )*
+                    $($( $coded => $code, )*)?
+                    _ => self.kind().code(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_failure;
+
+impl Failure for crate::marketplace::VerifyError {
+    fn kind(&self) -> Kind {
+        use crate::marketplace::VerifyError as V;
+        match self {
+            V::Envelope(_)
+            | V::InvalidMetadata(_)
+            | V::BadCertificate { .. }
+            | V::UnsupportedKey { .. }
+            | V::AlgorithmMismatch { .. }
+            | V::SubjectMismatch { .. }
+            | V::EmailNotInCertificate { .. }
+            | V::CreatedInFuture { .. } => Kind::BadRequest,
+            V::Untrusted { .. }
+            | V::UnsuitableCertificate { .. }
+            | V::ChainInvalid { .. }
+            | V::CertificateExpired { .. }
+            | V::CertificateNotYetValid { .. }
+            | V::BadSignature
+            | V::Expired { .. } => Kind::Forbidden,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        crate::marketplace::VerifyError::code(self)
+    }
+}
+
+impl Failure for crate::marketplace::PolicyRefusal {
+    fn kind(&self) -> Kind {
+        Kind::Forbidden
+    }
+
+    fn code(&self) -> &'static str {
+        crate::marketplace::PolicyRefusal::code(self)
+    }
+}

@@ -1,0 +1,332 @@
+//! Hosts and the agent protocol: agents authenticate, register their host, long-poll for its
+//! desired state (woken only when it changed, see [`wakeups`]) and report what runs. This
+//! module also owns host liveness ([`liveness`]), what administrators see of hosts, and the
+//! images pinned in their caches.
+
+pub mod liveness;
+pub mod wakeups;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
+use stratus_common::api::Host;
+use stratus_common::names::validate_name;
+
+use crate::decide::now_ms;
+use crate::failure::{impl_failure, AdminOnly, InputError};
+use crate::images::{ImageError, Images};
+use crate::replica::{Consistency, Replica, ReplicaError};
+use crate::state::{host_view, Command, Event, HostRecord, Rejection, State};
+use crate::users::Caller;
+use liveness::Liveness;
+use wakeups::Wakeups;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error(transparent)]
+    AdminOnly(#[from] AdminOnly),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("host {0} is not registered")]
+    NotRegistered(String),
+    #[error("host {0} not found")]
+    NotFound(String),
+}
+
+impl_failure!(HostError {
+    delegate: [AdminOnly, Input, Rejected, Replica, Image],
+    own: [
+        HostError::Unauthenticated => Kind::Unauthenticated,
+        HostError::NotRegistered(_) | HostError::NotFound(_) => Kind::NotFound,
+    ],
+});
+
+pub struct Hosts {
+    replica: Replica,
+    images: Arc<Images>,
+    agent_token_digest: [u8; 32],
+    liveness: Arc<Liveness>,
+    wakeups: Arc<Wakeups>,
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+impl Hosts {
+    /// Starts following the replica (per-host wake-ups, leadership for liveness grace) on the
+    /// current tokio runtime.
+    pub fn start(
+        replica: Replica,
+        images: Arc<Images>,
+        agent_token: &str,
+        host_timeout: Duration,
+    ) -> Self {
+        let liveness = Arc::new(Liveness::new(host_timeout));
+        let mut applied = replica.subscribe();
+        let (id, weak) = (replica.status().node_id, Arc::downgrade(&liveness));
+        tokio::spawn(async move {
+            while let Ok(round) = applied.recv().await {
+                let Some(liveness) = weak.upgrade() else {
+                    return;
+                };
+                let elected = round.events.iter().any(
+                    |(_, e)| matches!(e, Event::LeaderChanged { leader: Some(l), .. } if *l == id),
+                );
+                if elected {
+                    liveness.restart_grace();
+                }
+            }
+        });
+        Self {
+            wakeups: Wakeups::start(replica.clone()),
+            replica,
+            images,
+            agent_token_digest: digest(agent_token),
+            liveness,
+        }
+    }
+
+    /// Checks an agent's bearer token.
+    pub fn authenticate_agent(&self, token: &str) -> Result<(), HostError> {
+        // Comparing digests keeps the comparison's time independent of the secret's content.
+        if digest(token) == self.agent_token_digest {
+            Ok(())
+        } else {
+            Err(HostError::Unauthenticated)
+        }
+    }
+
+    /// Of the registered hosts, those up now.
+    pub async fn up(&self) -> Result<HashSet<String>, ReplicaError> {
+        let names: Vec<String> = self
+            .replica
+            .read(Consistency::Linearizable, |s| {
+                s.hosts.keys().cloned().collect()
+            })
+            .await?;
+        Ok(self.liveness.up(&names))
+    }
+
+    /// Hosts whose image cache holds the artifact with this SHA-256.
+    pub fn holding(&self, sha256: &str) -> HashSet<String> {
+        self.liveness.holding(sha256)
+    }
+
+    pub async fn register(&self, request: RegisterHost) -> Result<Registered, HostError> {
+        validate_name("name", &request.name)
+            .map_err(|e| InputError::named("name", e.to_string()))?;
+        if request.vcpus == 0 || request.memory_mib == 0 {
+            return Err(InputError::new("vcpus", "vcpus and memory_mib must be positive").into());
+        }
+        let record = HostRecord {
+            name: request.name.clone(),
+            vcpus: request.vcpus,
+            memory_mib: request.memory_mib,
+            disk_gib: request.disk_gib,
+            domain_type: request.domain_type,
+            arch: request.arch,
+            hypervisor: request.hypervisor,
+            registered_ms: now_ms(),
+            volume_pool_gib: request.volume_pool_gib,
+        };
+        self.replica
+            .propose(Command::RegisterHost(record))
+            .await??;
+        self.liveness.touch(&request.name, None, None);
+        tracing::info!(host = %request.name, "host registered");
+        Ok(Registered {
+            cluster_id: self
+                .replica
+                .read(Consistency::Stale, |s| s.cluster_id.clone())
+                .await?,
+        })
+    }
+
+    async fn require_registered(&self, host: &str) -> Result<(), HostError> {
+        if self
+            .replica
+            .read(Consistency::Linearizable, |s| s.hosts.contains_key(host))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(HostError::NotRegistered(host.to_owned()))
+        }
+    }
+
+    /// The host's desired state, once its version is above `since` or `wait` has passed.
+    pub async fn desired(
+        &self,
+        host: &str,
+        since: u64,
+        wait: Duration,
+    ) -> Result<HostDesired, HostError> {
+        self.require_registered(host).await?;
+        self.liveness.touch(host, None, None);
+        let mut version = self.wakeups.watch(host);
+        let _ = tokio::time::timeout(wait, version.wait_for(|&v| v > since)).await;
+        self.liveness.touch(host, None, None);
+        let version = *version.borrow();
+        Ok(self
+            .replica
+            .read(Consistency::Linearizable, |s| desired_of(s, host, version))
+            .await?)
+    }
+
+    /// Records what a host reports; only changes are proposed.
+    pub async fn report(&self, host: &str, report: HostReport) -> Result<(), HostError> {
+        self.require_registered(host).await?;
+        self.liveness
+            .touch(host, Some(report.unknown_domains), report.images);
+        for item in report.instances {
+            let command = Command::ReportInstance {
+                host: host.to_owned(),
+                id: item.id,
+                state: item.state,
+                reason: item.reason,
+                at_ms: now_ms(),
+            };
+            match self.replica.propose(command).await? {
+                Ok(_) => {}
+                Err(r @ (Rejection::UnknownInstance(_) | Rejection::WrongHost { .. })) => {
+                    tracing::warn!(host, error = %r, "report about an instance the host does not hold");
+                }
+                Err(r) => return Err(r.into()),
+            }
+        }
+        let mut commands = Vec::new();
+        for item in report.volumes {
+            commands.push(Command::ReportVolume {
+                host: host.to_owned(),
+                id: item.id,
+                state: item.state,
+                reason: item.reason,
+            });
+        }
+        for export in report.exports {
+            commands.push(Command::ReportExport {
+                host: host.to_owned(),
+                export,
+            });
+        }
+        for disk in report.disks {
+            commands.push(Command::ReportDisk {
+                host: host.to_owned(),
+                disk,
+                at_ms: now_ms(),
+            });
+        }
+        for command in commands {
+            match self.replica.propose(command).await? {
+                Ok(_) => {}
+                Err(r @ Rejection::Volume(_)) => {
+                    tracing::warn!(host, error = %r, "volume report not applied");
+                }
+                Err(r) => return Err(r.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every host with its load, liveness and cache (administrators only).
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<Host>, HostError> {
+        caller.require_admin("list hosts")?;
+        Ok(self
+            .replica
+            .read(Consistency::Linearizable, |s| {
+                s.hosts.values().map(|h| self.view(s, h)).collect()
+            })
+            .await?)
+    }
+
+    fn view(&self, state: &State, record: &HostRecord) -> Host {
+        let contact = self.liveness.contact(&record.name);
+        let mut view = host_view(
+            state,
+            record,
+            contact.last_seen_ms,
+            self.liveness.is_up(&record.name),
+            contact.unknown_domains,
+        );
+        view.images = contact.images.into_iter().collect();
+        view.images.sort();
+        view.precache = state
+            .precache
+            .get(&record.name)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        view
+    }
+
+    async fn get(&self, name: &str) -> Result<Host, HostError> {
+        self.replica
+            .read(Consistency::Linearizable, |s| {
+                s.hosts.get(name).map(|h| self.view(s, h))
+            })
+            .await?
+            .ok_or_else(|| HostError::NotFound(name.to_owned()))
+    }
+
+    /// Asks `host` to fetch `image` ahead of time and keep it cached (admin).
+    pub async fn precache(
+        &self,
+        caller: &Caller,
+        host: &str,
+        image: &str,
+    ) -> Result<Host, HostError> {
+        caller.require_admin("pin images on hosts")?;
+        let spec = self.images.resolve(image).await?;
+        self.replica
+            .propose(Command::Precache {
+                host: host.to_owned(),
+                spec,
+            })
+            .await??;
+        self.get(host).await
+    }
+
+    /// Stops keeping an image cached on `host` (it may then be evicted when unused).
+    pub async fn unpin(
+        &self,
+        caller: &Caller,
+        host: &str,
+        sha256: &str,
+    ) -> Result<Host, HostError> {
+        caller.require_admin("unpin images on hosts")?;
+        let command = Command::Unpin {
+            host: host.to_owned(),
+            sha256: sha256.to_owned(),
+        };
+        self.replica.propose(command).await??;
+        self.get(host).await
+    }
+}
+
+/// What `host` is asked to do, at desired-state `version`.
+fn desired_of(state: &State, host: &str, version: u64) -> HostDesired {
+    let (volumes, exports) = state.storage_desired_for_host(host);
+    HostDesired {
+        version,
+        cluster_id: state.cluster_id.clone(),
+        instances: state.desired_for_host(host),
+        precache: state
+            .precache
+            .get(host)
+            .map(|pins| pins.values().cloned().collect())
+            .unwrap_or_default(),
+        volumes,
+        exports,
+    }
+}

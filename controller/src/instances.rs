@@ -1,0 +1,219 @@
+//! Instance actions: run, describe, kill. Running one checks the request, resolves its image
+//! (site policy included), its network and disks, places it (next to its first disk if that
+//! host has room, else where the scheduler says) and proposes it; apply settles races for the
+//! last room on a host, and a refused placement is tried again against the new state.
+
+use std::sync::Arc;
+
+use stratus_common::api::{CreateInstance, Instance, InstanceType};
+use stratus_common::names::validate_name;
+
+use crate::decide::now_ms;
+use crate::failure::{impl_failure, InputError};
+use crate::guest::{validate_ssh_key, validate_user_data};
+use crate::hosts::Hosts;
+use crate::images::{ImageError, Images};
+use crate::networks::{NetworkError, Networks};
+use crate::replica::{Consistency, Replica, ReplicaError};
+use crate::scheduler;
+use crate::state::{instance_view, Command, Outcome, Rejection};
+use crate::users::Caller;
+use crate::volumes::Volumes;
+
+/// The default instance type when a request names none.
+pub const DEFAULT_TYPE: &str = "m1.small";
+
+/// How often a placement that lost a race for the last room on a host is tried again.
+const PLACEMENT_TRIES: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("instance {0} not found")]
+    NotFound(u64),
+    #[error("placement kept racing with other requests; retry")]
+    PlacementRace,
+    #[error("instance {0} vanished right after it was created")]
+    Vanished(u64),
+    #[error("creating an instance had an unexpected outcome {0:?}")]
+    Unexpected(Outcome),
+}
+
+impl_failure!(InstanceError {
+    delegate: [Input, Rejected, Replica, Image, Network],
+    own: [
+        InstanceError::NotFound(_) => Kind::NotFound,
+        InstanceError::PlacementRace => Kind::Conflict,
+        InstanceError::Vanished(_) | InstanceError::Unexpected(_) => Kind::Unavailable,
+    ],
+});
+
+pub struct Instances {
+    replica: Replica,
+    images: Arc<Images>,
+    networks: Arc<Networks>,
+    volumes: Arc<Volumes>,
+    hosts: Arc<Hosts>,
+}
+
+impl Instances {
+    pub fn new(
+        replica: Replica,
+        images: Arc<Images>,
+        networks: Arc<Networks>,
+        volumes: Arc<Volumes>,
+        hosts: Arc<Hosts>,
+    ) -> Self {
+        Self {
+            replica,
+            images,
+            networks,
+            volumes,
+            hosts,
+        }
+    }
+
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        request: CreateInstance,
+    ) -> Result<Instance, InstanceError> {
+        if let Some(name) = &request.name {
+            validate_name("name", name).map_err(|e| InputError::named("name", e.to_string()))?;
+        }
+        let ssh_key = request
+            .ssh_key
+            .as_deref()
+            .map(validate_ssh_key)
+            .transpose()
+            .map_err(|e| InputError::named("ssh_key", e.to_string()))?;
+        if let Some(data) = &request.user_data {
+            validate_user_data(data).map_err(|e| InputError::named("user_data", e.to_string()))?;
+        }
+        let network = self
+            .networks
+            .for_instance(request.network.as_deref())
+            .await?;
+        let volumes = self.volumes.launch_volumes(&request.persistent_disks)?;
+        let type_name = request
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
+        let image_spec = self.images.resolve(&request.image).await?;
+        for _ in 0..PLACEMENT_TRIES {
+            let up = self.hosts.up().await?;
+            let holding = self.hosts.holding(&image_spec.disk.sha256);
+            let first_disk = volumes.first().map(|(id, _)| id.as_str());
+            let placement = self
+                .replica
+                .read(Consistency::Linearizable, |s| {
+                    let size = s.types.get(&type_name).cloned().ok_or_else(|| {
+                        InputError::new("type", format!("unknown instance type {type_name:?}"))
+                    })?;
+                    // Next to its first disk if that host can take it (no network hop for the
+                    // data), else wherever the scheduler says.
+                    let local = first_disk
+                        .and_then(|id| s.volumes.get(id))
+                        .map(|v| v.host.clone())
+                        .filter(|h| {
+                            up.contains(h)
+                                && s.hosts
+                                    .get(h)
+                                    .is_some_and(|r| s.fits(r, size.vcpus, size.memory_mib))
+                        });
+                    Ok::<_, InputError>(match local {
+                        Some(host) => Ok(host),
+                        None => scheduler::place(s, &up, &holding, size.vcpus, size.memory_mib),
+                    })
+                })
+                .await??;
+            let (host, failure) = match placement {
+                Ok(host) => (Some(host), None),
+                Err(reason) => (None, Some(reason)),
+            };
+            let command = Command::CreateInstance {
+                owner: caller.name.clone(),
+                name: request.name.clone(),
+                image: request.image.clone(),
+                image_spec: image_spec.clone(),
+                instance_type: type_name.clone(),
+                host,
+                failure,
+                at_ms: now_ms(),
+                network: network.clone(),
+                ssh_key: ssh_key.clone(),
+                user_data: request.user_data.clone(),
+                volumes: volumes.clone(),
+            };
+            match self.replica.propose(command).await? {
+                Ok(Outcome::InstanceCreated(id)) => {
+                    tracing::info!(instance = id, owner = %caller.name, "instance created");
+                    return self
+                        .get(caller, id)
+                        .await
+                        .map_err(|_| InstanceError::Vanished(id));
+                }
+                Ok(other) => return Err(InstanceError::Unexpected(other)),
+                Err(Rejection::NoRoom { .. }) => continue,
+                Err(r) => return Err(r.into()),
+            }
+        }
+        Err(InstanceError::PlacementRace)
+    }
+
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<Instance>, InstanceError> {
+        Ok(self
+            .replica
+            .read(Consistency::Linearizable, |s| {
+                s.instances
+                    .values()
+                    .filter(|i| caller.admin || i.owner == caller.name)
+                    .map(|i| instance_view(s, i))
+                    .collect()
+            })
+            .await?)
+    }
+
+    /// One instance; another user's instance is "not found", as if it did not exist.
+    pub async fn get(&self, caller: &Caller, id: u64) -> Result<Instance, InstanceError> {
+        self.replica
+            .read(Consistency::Linearizable, |s| {
+                s.instances
+                    .get(&id)
+                    .filter(|i| caller.admin || i.owner == caller.name)
+                    .map(|i| instance_view(s, i))
+            })
+            .await?
+            .ok_or(InstanceError::NotFound(id))
+    }
+
+    pub async fn kill(&self, caller: &Caller, id: u64) -> Result<Instance, InstanceError> {
+        self.get(caller, id).await?;
+        self.replica
+            .propose(Command::KillInstance {
+                id,
+                at_ms: now_ms(),
+            })
+            .await??;
+        tracing::info!(instance = id, by = %caller.name, "instance kill asked");
+        self.get(caller, id).await
+    }
+
+    pub async fn types(&self) -> Result<Vec<InstanceType>, InstanceError> {
+        Ok(self
+            .replica
+            .read(Consistency::Linearizable, |s| {
+                s.types.values().cloned().collect()
+            })
+            .await?)
+    }
+}

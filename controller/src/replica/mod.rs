@@ -1,0 +1,246 @@
+//! The replicated core as the rest of the controller sees it. [`Replica`] is the one seam:
+//! propose a [`Command`] and get its typed outcome, read the [`State`] at a stated
+//! [`Consistency`], and subscribe to what was applied (every applied index with the typed
+//! events `State::apply` produced and the hosts whose desired state may have changed).
+//! Everything about Raft (the node loop, durable storage, ReadIndex, matching proposals to
+//! committed entries, peers) stays behind it.
+
+mod logger;
+mod node;
+pub mod storage;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, oneshot, watch};
+
+use crate::codec;
+use crate::state::{Command, Event, Outcome, Rejection, State};
+use storage::StorageError;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Sees every change acknowledged anywhere before the read began (Raft ReadIndex: the
+    /// leader confirms it still leads, and this node waits until it has applied that far).
+    Linearizable,
+    /// This node's applied state as it is; may lag the leader. Only where asked for.
+    Stale,
+}
+
+/// Why the replicated core could not serve a request. Every variant is transient: the same
+/// request may succeed later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("no Raft leader is available; retry shortly")]
+    NoLeader,
+    #[error("leadership changed before the change committed; retry")]
+    Superseded,
+    #[error("no quorum committed the change within {0:?}: it may or may not have been made; retry (a create with the same idempotency key is not repeated)")]
+    ProposalTimeout(Duration),
+    #[error("no quorum confirmed the read within {0:?}; retry shortly")]
+    ReadTimeout(Duration),
+    #[error("the Raft node has stopped")]
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("raft")]
+    Raft(#[from] raft::Error),
+    #[error("state machine snapshot")]
+    Codec(#[from] codec::CodecError),
+    #[error("starting the raft thread")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Settings of this node's Raft group.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub node_id: u64,
+    pub voters: Vec<u64>,
+    /// The redb file holding the log, the hard state and snapshots.
+    pub path: PathBuf,
+    /// Take a state-machine snapshot (and compact the log) after this many applied entries.
+    pub snapshot_every: u64,
+    /// How long a proposal may wait to be committed and applied.
+    pub propose_timeout: Duration,
+    /// How long a linearizable read may wait for the leader's confirmation.
+    pub read_timeout: Duration,
+}
+
+impl ReplicaConfig {
+    /// A single-voter group at `path` with the default timeouts.
+    pub fn single(node_id: u64, path: PathBuf, snapshot_every: u64) -> Self {
+        Self {
+            node_id,
+            voters: vec![node_id],
+            path,
+            snapshot_every,
+            propose_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What this node knows about the group, for `GET /api/v1/cluster`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<u64>,
+}
+
+/// What one round of the node applied: the last index, each entry's events (with its index),
+/// and the hosts whose desired state may have changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    pub events: Vec<(u64, Event)>,
+    pub hosts: BTreeSet<String>,
+}
+
+type ProposeReply = oneshot::Sender<Result<Result<Outcome, Rejection>, ReplicaError>>;
+type ReadReply = oneshot::Sender<Result<u64, ReplicaError>>;
+
+enum Input {
+    Propose(Box<Command>, ProposeReply),
+    /// A linearizable read wants the index it must wait for.
+    ReadIndex(ReadReply),
+    /// A message from a peer (the peer transport comes with multi-node groups).
+    #[allow(dead_code)]
+    Step(Box<raft::prelude::Message>),
+    Shutdown,
+}
+
+/// A cheap, cloneable handle on the replicated core.
+#[derive(Clone)]
+pub struct Replica {
+    inputs: mpsc::Sender<Input>,
+    state: Arc<RwLock<State>>,
+    applied: watch::Receiver<u64>,
+    notices: broadcast::Sender<Arc<Applied>>,
+    status: watch::Receiver<RaftStatus>,
+    propose_timeout: Duration,
+    read_timeout: Duration,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// How many applied rounds a slow subscriber may fall behind before it is told it lagged.
+const NOTICE_BUFFER: usize = 4096;
+
+impl Replica {
+    /// Opens the store, rebuilds the state machine from the latest snapshot (replaying the log
+    /// after it as raft-rs hands the committed entries back), and starts the node's thread.
+    pub fn start(config: ReplicaConfig) -> Result<Self, StartError> {
+        let (notices, _) = broadcast::channel(NOTICE_BUFFER);
+        let started = node::start(&config, notices.clone())?;
+        Ok(Self {
+            inputs: started.inputs,
+            state: started.state,
+            applied: started.applied,
+            notices,
+            status: started.status,
+            propose_timeout: config.propose_timeout,
+            read_timeout: config.read_timeout,
+            thread: Arc::new(std::sync::Mutex::new(Some(started.thread))),
+        })
+    }
+
+    /// Proposes `command` and waits until it is committed and applied on this node: the
+    /// state machine's outcome or rejection, or why there is none.
+    pub async fn propose(
+        &self,
+        command: Command,
+    ) -> Result<Result<Outcome, Rejection>, ReplicaError> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs
+            .send(Input::Propose(Box::new(command), tx))
+            .map_err(|_| ReplicaError::Stopped)?;
+        match tokio::time::timeout(self.propose_timeout, rx).await {
+            Ok(answer) => answer.map_err(|_| ReplicaError::Stopped)?,
+            Err(_) => Err(ReplicaError::ProposalTimeout(self.propose_timeout)),
+        }
+    }
+
+    /// Runs `f` on the state, as fresh as `consistency` asks.
+    pub async fn read<T>(
+        &self,
+        consistency: Consistency,
+        f: impl FnOnce(&State) -> T,
+    ) -> Result<T, ReplicaError> {
+        if consistency == Consistency::Linearizable {
+            let deadline = Instant::now() + self.read_timeout;
+            let (tx, rx) = oneshot::channel();
+            self.inputs
+                .send(Input::ReadIndex(tx))
+                .map_err(|_| ReplicaError::Stopped)?;
+            let index = match tokio::time::timeout(self.read_timeout, rx).await {
+                Ok(answer) => answer.map_err(|_| ReplicaError::Stopped)??,
+                Err(_) => return Err(ReplicaError::ReadTimeout(self.read_timeout)),
+            };
+            let mut applied = self.applied.clone();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let caught_up = async { applied.wait_for(|&a| a >= index).await.map(|_| ()) };
+            match tokio::time::timeout(left, caught_up).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ReplicaError::Stopped),
+                Err(_) => return Err(ReplicaError::ReadTimeout(self.read_timeout)),
+            }
+        }
+        Ok(f(&self.state.read().expect("state lock")))
+    }
+
+    /// Every round of applied entries from now on, and leader changes
+    /// ([`Event::LeaderChanged`]). A receiver that falls [`NOTICE_BUFFER`] rounds behind gets
+    /// `Lagged` and should treat everything as changed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Applied>> {
+        self.notices.subscribe()
+    }
+
+    /// The index applied on this node so far.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Whether this node leads the group now.
+    pub fn is_leader(&self) -> bool {
+        let status = self.status();
+        status.leader == Some(status.node_id)
+    }
+
+    /// Waits until this node is leader (or `timeout` passes).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        let mut status = self.status.clone();
+        let leads = async {
+            status
+                .wait_for(|s| s.leader == Some(s.node_id))
+                .await
+                .map(|_| ())
+        };
+        matches!(tokio::time::timeout(timeout, leads).await, Ok(Ok(())))
+    }
+
+    /// Stops the node's thread after its current round and waits for it, so the store is
+    /// closed when this returns.
+    pub fn shutdown(&self) {
+        let _ = self.inputs.send(Input::Shutdown);
+        if let Some(thread) = self.thread.lock().expect("thread lock").take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,370 @@
+//! The controller's services, one per resource, wired to one [`Replica`]: users and
+//! authentication, images and the Marketplace, networks, hosts and the agent protocol,
+//! volumes, instances, and the view of the Raft cluster. The HTTP layer holds one
+//! [`Services`] and calls into it; nothing else sees Raft.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stratus_common::api::{Cluster, ClusterMember};
+
+use crate::hosts::Hosts;
+use crate::images::{Images, MarketplaceSettings};
+use crate::instances::Instances;
+use crate::networks::Networks;
+use crate::replica::{Consistency, Replica, ReplicaError};
+use crate::users::Users;
+use crate::volumes::{VolumeSettings, Volumes};
+
+/// The site's settings the services need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The agents' shared bearer token.
+    pub agent_token: String,
+    /// A host whose agent is silent this long gets no new work.
+    pub host_timeout: Duration,
+    pub marketplace: MarketplaceSettings,
+    pub volumes: VolumeSettings,
+}
+
+pub struct Services {
+    pub replica: Replica,
+    pub users: Users,
+    pub images: Arc<Images>,
+    pub networks: Arc<Networks>,
+    pub hosts: Arc<Hosts>,
+    pub volumes: Arc<Volumes>,
+    pub instances: Instances,
+}
+
+impl Services {
+    /// Wires the services to `replica` (background tasks start on the current tokio runtime).
+    pub fn start(replica: Replica, settings: Settings) -> Self {
+        let images = Arc::new(Images::new(replica.clone(), settings.marketplace));
+        let networks = Arc::new(Networks::new(replica.clone()));
+        let hosts = Arc::new(Hosts::start(
+            replica.clone(),
+            images.clone(),
+            &settings.agent_token,
+            settings.host_timeout,
+        ));
+        let volumes = Arc::new(Volumes::new(
+            replica.clone(),
+            hosts.clone(),
+            settings.volumes,
+        ));
+        let instances = Instances::new(
+            replica.clone(),
+            images.clone(),
+            networks.clone(),
+            volumes.clone(),
+            hosts.clone(),
+        );
+        Self {
+            users: Users::new(replica.clone()),
+            replica,
+            images,
+            networks,
+            hosts,
+            volumes,
+            instances,
+        }
+    }
+
+    /// The Raft group as this node sees it.
+    pub async fn cluster(&self) -> Result<Cluster, ReplicaError> {
+        let status = self.replica.status();
+        Ok(Cluster {
+            cluster_id: self
+                .replica
+                .read(Consistency::Stale, |s| s.cluster_id.clone())
+                .await?,
+            node_id: status.node_id,
+            leader: status.leader,
+            term: status.term,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            members: status
+                .voters
+                .iter()
+                .map(|&id| ClusterMember {
+                    id,
+                    address: String::new(),
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stratus_common::agent::RegisterHost;
+    use stratus_common::api::{
+        Artifact, CreateImage, CreateInstance, CreateNetwork, DiskFormat, DomainType,
+    };
+
+    use super::*;
+    use crate::failure::{Failure, Kind};
+    use crate::replica::ReplicaConfig;
+    use crate::users::Caller;
+
+    fn admin() -> Caller {
+        Caller {
+            name: "admin".into(),
+            admin: true,
+        }
+    }
+
+    fn alice() -> Caller {
+        Caller {
+            name: "alice".into(),
+            admin: false,
+        }
+    }
+
+    fn network(name: &str, cidr: &str, gateway: &str) -> CreateNetwork {
+        CreateNetwork {
+            name: name.into(),
+            cidr: cidr.into(),
+            gateway: gateway.into(),
+            dns: vec!["192.0.2.53".into()],
+            bridge: format!("br-{name}"),
+            vlan: None,
+        }
+    }
+
+    fn run(image: &str, network: Option<&str>) -> CreateInstance {
+        CreateInstance {
+            image: image.into(),
+            instance_type: None,
+            name: None,
+            network: network.map(Into::into),
+            ssh_key: None,
+            user_data: None,
+            persistent_disks: Vec::new(),
+        }
+    }
+
+    /// The kind and message of a failed call.
+    fn failed<T: std::fmt::Debug, E: Failure>(result: Result<T, E>) -> (Kind, String) {
+        let e = result.unwrap_err();
+        (e.kind(), e.to_string())
+    }
+
+    /// A bootstrapped one-node cloud with a host and an image, and the given networks defined
+    /// as from the configuration.
+    async fn cloud(dir: &std::path::Path, networks: &[CreateNetwork]) -> Services {
+        let replica =
+            Replica::start(ReplicaConfig::single(1, dir.join("raft.redb"), 1000)).unwrap();
+        assert!(replica.wait_for_leader(Duration::from_secs(5)).await);
+        let cloud = Services::start(
+            replica,
+            Settings {
+                agent_token: "token".into(),
+                host_timeout: Duration::from_secs(60),
+                marketplace: MarketplaceSettings::default(),
+                volumes: VolumeSettings::default(),
+            },
+        );
+        cloud
+            .users
+            .bootstrap_if_needed("admin", "password1", 4.0)
+            .await
+            .unwrap();
+        cloud.networks.define_configured(networks).await.unwrap();
+        cloud
+            .hosts
+            .register(RegisterHost {
+                name: "node-1".into(),
+                vcpus: 64,
+                memory_mib: 65536,
+                disk_gib: 100,
+                domain_type: DomainType::Kvm,
+                arch: "x86_64".into(),
+                hypervisor: "QEMU".into(),
+                volume_pool_gib: None,
+            })
+            .await
+            .unwrap();
+        let disk = Artifact {
+            locations: vec!["file:///images/ttylinux.qcow2".into()],
+            sha256: "ab".repeat(32),
+            size: None,
+            compression: Default::default(),
+        };
+        cloud
+            .images
+            .create(
+                &admin(),
+                CreateImage {
+                    name: "ttylinux".into(),
+                    format: DiskFormat::Qcow2,
+                    disk,
+                    kernel: None,
+                    initrd: None,
+                    cmdline: None,
+                },
+            )
+            .await
+            .unwrap();
+        cloud
+    }
+
+    #[tokio::test]
+    async fn instances_go_on_public_by_default_and_show_their_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(
+            dir.path(),
+            &[
+                network("public", "192.0.2.0/24", "192.0.2.1"),
+                network("private", "10.0.0.0/30", "10.0.0.1"),
+            ],
+        )
+        .await;
+        // Starting again with the same configuration changes nothing.
+        cloud
+            .networks
+            .define_configured(&[network("public", "192.0.2.0/24", "192.0.2.1")])
+            .await
+            .unwrap();
+        let mut request = run("ttylinux", None);
+        request.ssh_key = Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA me@host\n".into());
+        request.user_data = Some("#!/bin/sh\n".into());
+        let first = cloud.instances.create(&alice(), request).await.unwrap();
+        assert_eq!(first.ip.as_deref(), Some("192.0.2.2"));
+        assert_eq!(first.nics[0].mac, "0a:53:c0:00:02:02");
+        let private = cloud
+            .instances
+            .create(&alice(), run("ttylinux", Some("private")))
+            .await
+            .unwrap();
+        assert_eq!(private.ip.as_deref(), Some("10.0.0.2"));
+        assert_eq!(cloud.networks.list().await.unwrap().len(), 2);
+        let public = cloud.networks.get("public").await.unwrap();
+        assert_eq!((public.leases_used, public.leases_free), (1, 252));
+        assert_eq!(failed(cloud.networks.get("dmz").await).0, Kind::NotFound);
+        let (key, nics) = cloud
+            .replica
+            .read(Consistency::Linearizable, |s| {
+                let record = &s.instances[&first.id];
+                (record.ssh_key.clone(), s.nic_specs(record))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            key.as_deref(),
+            Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA me@host"),
+            "stored trimmed"
+        );
+        assert_eq!(nics[0].bridge, "br-public");
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_network_is_a_clear_conflict_and_makes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path(), &[network("private", "10.0.0.0/30", "10.0.0.1")]).await;
+        cloud
+            .instances
+            .create(&alice(), run("ttylinux", Some("private")))
+            .await
+            .unwrap();
+        let err = cloud
+            .instances
+            .create(&alice(), run("ttylinux", Some("private")))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.kind(), err.code()),
+            (Kind::Conflict, "network_exhausted")
+        );
+        assert_eq!(
+            err.to_string(),
+            "network private has no free address (2 in use, gateway included)"
+        );
+        assert_eq!(cloud.instances.list(&alice()).await.unwrap().len(), 1);
+        // No `public` here: an instance asking for no network gets none.
+        let plain = cloud
+            .instances
+            .create(&alice(), run("ttylinux", None))
+            .await
+            .unwrap();
+        assert!(plain.nics.is_empty() && plain.ip.is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_before_anything_is_proposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path(), &[]).await;
+        let before = cloud.replica.applied_index();
+        let unknown = cloud
+            .instances
+            .create(&alice(), run("ttylinux", Some("public")))
+            .await;
+        assert_eq!(
+            failed(unknown),
+            (
+                Kind::BadRequest,
+                "network: unknown network \"public\"".into()
+            )
+        );
+        let mut bad_key = run("ttylinux", None);
+        bad_key.ssh_key = Some("-----BEGIN RSA PRIVATE KEY-----".into());
+        let (kind, message) = failed(cloud.instances.create(&alice(), bad_key).await);
+        assert_eq!(kind, Kind::BadRequest);
+        assert!(
+            message.starts_with("ssh_key: unknown key type"),
+            "{message}"
+        );
+        let mut big = run("ttylinux", None);
+        big.user_data = Some("x".repeat(64 * 1024 + 1));
+        let (kind, message) = failed(cloud.instances.create(&alice(), big).await);
+        assert_eq!(kind, Kind::BadRequest);
+        assert!(message.starts_with("user_data:"), "{message}");
+        let mut huge = run("ttylinux", None);
+        huge.instance_type = Some("x9.huge".into());
+        assert_eq!(
+            failed(cloud.instances.create(&alice(), huge).await),
+            (
+                Kind::BadRequest,
+                "type: unknown instance type \"x9.huge\"".into()
+            )
+        );
+        assert!(cloud.instances.list(&alice()).await.unwrap().is_empty());
+        assert_eq!(
+            cloud.replica.applied_index(),
+            before,
+            "nothing was proposed"
+        );
+
+        let public = network("public", "192.0.2.0/24", "192.0.2.1");
+        let (kind, _) = failed(cloud.networks.create(&alice(), public.clone()).await);
+        assert_eq!(kind, Kind::Forbidden);
+        let mut bad = public.clone();
+        bad.gateway = "198.51.100.1".into();
+        let (kind, message) = failed(cloud.networks.create(&admin(), bad).await);
+        assert_eq!(kind, Kind::BadRequest);
+        assert!(message.starts_with("gateway:"), "{message}");
+        let made = cloud
+            .networks
+            .create(&admin(), public.clone())
+            .await
+            .unwrap();
+        assert_eq!((made.leases_used, made.leases_free), (0, 253));
+        assert_eq!(
+            failed(cloud.networks.create(&admin(), public).await),
+            (Kind::Conflict, "network public already exists".into())
+        );
+        assert_eq!(
+            failed(
+                cloud
+                    .networks
+                    .create(&admin(), network("dmz", "192.0.2.0/25", "192.0.2.1"))
+                    .await
+            ),
+            (
+                Kind::Conflict,
+                "network dmz overlaps network public (192.0.2.0/24)".into()
+            )
+        );
+    }
+}
