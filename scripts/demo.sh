@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The all-in-one demo cloud: a single-node controller and a local agent on this host, the test
-# appliance registered as the image `appliance`, and one instance run through the CLI.
+# appliance registered as the image `appliance`, a site network whose far side (the gateway)
+# lives in a network namespace the demo makes, a volume pool for persistent disks, and one
+# instance on that network, run through the CLI with the demo's SSH key.
 #
 #   scripts/demo.sh start   (make demo)   idempotent: a running demo is left as it is
-#   scripts/demo.sh stop    (make stop)   kills the demo's instances, stops both daemons and
-#                                         removes every file the demo made
+#   scripts/demo.sh stop    (make stop)   always stops the demo, whatever state it is in: asks
+#                                         the cloud to kill its instances (bounded wait), stops
+#                                         the daemons by pid, destroys the demo cluster's leftover
+#                                         domains, stops its NBD exports, removes its taps, nft
+#                                         rules, bridge and namespace and every file it made;
+#                                         exits 0, warning about what did not stop cleanly
 #
-# Files: build/demo/ (configs, Raft store, logs, pids, secrets) and /var/lib/stratuslab-demo/
-# (instance disks and console logs, and a copy of the appliance qemu can read).
+# Files: build/demo/ (configs, Raft store, logs, pids, secrets, SSH key) and
+# /var/lib/stratuslab-demo/ (instance disks, console logs, the volume pool, and a copy of the
+# appliance qemu can read).
 set -euo pipefail
 
 readonly ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,16 +25,33 @@ readonly ENDPOINT=127.0.0.1:$PORT
 readonly BIN=${STRATUS_BIN_DIR:-$ROOT/target/release}
 readonly APPLIANCE=$ROOT/build/appliance
 readonly BANNER=STRATUSLAB-APPLIANCE-READY
+# The demo's network: its bridge (same name on the host and in the namespace, joined by the
+# agent's veth pair <bridge>-v0/-v1) and the namespace holding the gateway address.
+readonly NETNS=stratusdemo
+readonly BRIDGE=sdemo0
+readonly SUBNET=10.254.1
+# Bounded waits of `stop`.
+readonly STOP_INSTANCES_SECS=${STRATUS_DEMO_STOP_SECS:-60}
+readonly STOP_DAEMON_SECS=15
 
 log() { printf ':: %s\n' "$*"; }
+warn() { printf '[WARNING] %s\n' "$*" >&2; }
 die() { printf '[ERROR] %s\n' "$*" >&2; exit 1; }
 
-alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# running PID: the process exists and is not a zombie (a daemon the demo started and that died
+# stays a zombie until init reaps it, and kill -0 still succeeds on it).
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ ${stat##*) } != Z* ]]
+}
+
+alive() { [[ -f $1 ]] && running "$(cat "$1")"; }
 
 admin_password() { cat "$DEMO/admin-password"; }
 
 api() { # METHOD PATH [JSON]
-    local args=(-sS -u "admin:$(admin_password)" -X "$1" "http://$ENDPOINT/api/v1$2")
+    local args=(-sS --max-time 10 -u "admin:$(admin_password)" -X "$1" "http://$ENDPOINT/api/v1$2")
     [[ $# -ge 3 ]] && args+=(-H 'content-type: application/json' -d "$3")
     curl "${args[@]}"
 }
@@ -53,6 +77,12 @@ listen = "$ENDPOINT"
 state_dir = "$DEMO/controller"
 agent_token_file = "$DEMO/agent-token"
 admin_password_file = "$DEMO/admin-password"
+
+[[networks]]
+name = "public"
+cidr = "$SUBNET.0/24"
+gateway = "$SUBNET.1"
+bridge = "$BRIDGE"
 EOF
     cat >"$DEMO/agent.toml" <<EOF
 controller = "http://$ENDPOINT"
@@ -62,9 +92,13 @@ domain_type = "auto"
 file_location_roots = ["$AGENT_STATE/images"]
 probe_kernel = "$AGENT_STATE/images/appliance/vmlinuz"
 probe_initrd = "$AGENT_STATE/images/appliance/initrd.img"
+network_netns = "$NETNS"
+volume_pool = "$AGENT_STATE/volumes"
+nbd_listen = "127.0.0.1"
 EOF
     for name in run-instance describe-instance kill-instance copy-config \
-        create-volume describe-volumes update-volume delete-volume attach-volume detach-volume; do
+        create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
+        describe-images; do
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"
     done
     # The appliance where the qemu user can read it, whatever the checkout's permissions.
@@ -81,12 +115,27 @@ EOF
     fi
 }
 
+# The far side of the demo network: a namespace with the bridge holding the gateway address.
+# The agent makes the host's bridge and joins it to this one with a veth pair.
+make_network() {
+    if [[ ! -e /run/netns/$NETNS ]]; then
+        log "making network namespace $NETNS (gateway $SUBNET.1)"
+        ip netns add "$NETNS"
+    fi
+    ip -n "$NETNS" link show "$BRIDGE" >/dev/null 2>&1 || ip -n "$NETNS" link add "$BRIDGE" type bridge
+    ip -n "$NETNS" addr replace "$SUBNET.1/24" dev "$BRIDGE"
+    ip -n "$NETNS" link set "$BRIDGE" up
+    ip -n "$NETNS" link set lo up
+    [[ -f $DEMO/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C stratuslab-demo -f "$DEMO/id_ed25519"
+}
+
 write_user_config() {
     cat >"$DEMO/stratuslab-user.cfg" <<EOF
 [default]
 endpoint = $ENDPOINT
 username = admin
 password = $(admin_password)
+user_public_key_file = $DEMO/id_ed25519.pub
 EOF
     chmod 0600 "$DEMO/stratuslab-user.cfg"
 }
@@ -126,6 +175,7 @@ start() {
     [[ -f $APPLIANCE/image.json ]] || die "the appliance is missing: run make appliance"
     mkdir -p "$DEMO"
     write_configs
+    make_network
     start_daemons
     register_image
     local id
@@ -141,13 +191,30 @@ start() {
     wait_for 120 "the banner of instance $id" grep -q "$BANNER" "$AGENT_STATE/instances/$id/console.log"
     log "instance $id is Running:"
     cli describe-instance "$id"
-    log "its console says: $(grep "$BANNER" "$AGENT_STATE/instances/$id/console.log" | tr -d '\r')"
+    local banner ip
+    banner=$(grep "$BANNER" "$AGENT_STATE/instances/$id/console.log" | tail -n1 | tr -d '\r')
+    log "its console says: $banner"
+    ip=$(sed -n 's/.* ip=\([0-9.]*\).*/\1/p' <<<"$banner")
+    if [[ -n $ip ]]; then
+        local login
+        if login=$(ip netns exec "$NETNS" ssh -i "$DEMO/id_ed25519" -o StrictHostKeyChecking=no \
+            -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=10 "root@$ip" hostname 2>&1); then
+            log "ssh root@$ip from namespace $NETNS: the guest says its name is $login"
+        else
+            warn "ssh root@$ip from namespace $NETNS failed: $login"
+        fi
+    fi
     cat <<EOF
 
 The demo cloud is running. Try:
   export STRATUSLAB_CONFIG=$DEMO/stratuslab-user.cfg PATH=$DEMO/bin:\$PATH
-  stratus-run-instance appliance -t t1.micro
   stratus-describe-instance
+  ip netns exec $NETNS ssh -i $DEMO/id_ed25519 -o StrictHostKeyChecking=no root@${ip:-<ip>}
+  stratus-run-instance appliance -t t1.micro
+  stratus-create-volume --size=1 --tag=mydisk        # DISK <uuid>
+  stratus-attach-volume -i $id <uuid>                # ATTACHED <uuid> in VM $id on /dev/vdb
+  stratus-describe-volumes
+  stratus-detach-volume -i $id <uuid>
   stratus-kill-instance $id
   curl -u admin:\$(cat $DEMO/admin-password) http://$ENDPOINT/api/v1/hosts
   tail -f $AGENT_STATE/instances/$id/console.log
@@ -156,36 +223,122 @@ Stop it all with: make stop
 EOF
 }
 
-stop() {
-    if alive "$DEMO/controller.pid" && alive "$DEMO/agent.pid"; then
-        local ids
-        ids=$(api GET /instances | grep -o '"id":[0-9]*,[^}]*"state":"\(Pending\|Booting\|Running\|Stopping\)"' | sed 's/"id":\([0-9]*\).*/\1/' || true)
-        for id in $ids; do
-            log "killing instance $id"
-            api DELETE "/instances/$id" >/dev/null || true
-        done
-        for id in $ids; do
-            wait_for 60 "instance $id to be Done" bash -c "curl -fsS -u admin:$(admin_password) http://$ENDPOINT/api/v1/instances/$id | grep -q '\"state\":\"\(Done\|Failed\)\"'"
-        done
+# ---- stop: always succeeds, never touches what is not the demo's ----------------------------
+
+PROBLEMS=()
+
+# Asks the cloud to kill every instance still alive and waits, bounded, for them to end (an
+# instance on a host whose agent died never ends: the domain is destroyed below instead).
+kill_instances() {
+    alive "$DEMO/controller.pid" && [[ -f $DEMO/admin-password ]] || return 0
+    local ids id deadline=$((SECONDS + STOP_INSTANCES_SECS))
+    ids=$(api GET /instances 2>/dev/null | grep -o '"id":[0-9]*,[^}]*"state":"\(Pending\|Booting\|Running\|Stopping\)"' |
+        sed 's/"id":\([0-9]*\).*/\1/' || true)
+    for id in $ids; do
+        log "killing instance $id"
+        api DELETE "/instances/$id" >/dev/null 2>&1 || true
+    done
+    if ! alive "$DEMO/agent.pid"; then
+        [[ -z $ids ]] || PROBLEMS+=("the agent is not running: instances $(tr '\n' ' ' <<<"$ids")were not stopped by it (their domains are destroyed directly)")
+        return 0
     fi
-    for daemon in agent controller; do
-        if alive "$DEMO/$daemon.pid"; then
-            log "stopping the $daemon"
-            kill "$(cat "$DEMO/$daemon.pid")"
-            wait_for 30 "the $daemon to stop" bash -c "! kill -0 $(cat "$DEMO/$daemon.pid")"
+    for id in $ids; do
+        until api GET "/instances/$id" 2>/dev/null | grep -q '"state":"\(Done\|Failed\)"'; do
+            if ((SECONDS >= deadline)); then
+                PROBLEMS+=("instance $id did not end within ${STOP_INSTANCES_SECS}s (its domain is destroyed directly)")
+                break
+            fi
+            sleep 0.5
+        done
+    done
+}
+
+# stop_pid FILE NAME: SIGTERM the pid in FILE, SIGKILL it after a bounded wait.
+stop_pid() {
+    local file=$1 name=$2 pid deadline
+    alive "$file" || return 0
+    pid=$(cat "$file")
+    log "stopping the $name (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + STOP_DAEMON_SECS))
+    while running "$pid"; do
+        if ((SECONDS >= deadline)); then
+            PROBLEMS+=("the $name (pid $pid) ignored SIGTERM for ${STOP_DAEMON_SECS}s and was killed")
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+}
+
+# Domains of the demo's cluster that are still running: named stratus-<cluster prefix>-<id>,
+# and carrying the whole cluster ID in their metadata.
+destroy_domains() {
+    [[ -s $DEMO/cluster-id ]] || return 0
+    local cluster prefix domain
+    cluster=$(cat "$DEMO/cluster-id")
+    prefix="stratus-${cluster:0:8}-"
+    for domain in $(virsh -c qemu:///system list --all --name 2>/dev/null | grep "^$prefix" || true); do
+        virsh -c qemu:///system dumpxml "$domain" 2>/dev/null | grep -qF "$cluster" || continue
+        PROBLEMS+=("domain $domain was still running: destroyed")
+        virsh -c qemu:///system destroy "$domain" >/dev/null 2>&1 || true
+        virsh -c qemu:///system undefine "$domain" >/dev/null 2>&1 || true
+    done
+}
+
+# The agent's NBD servers (qemu-storage-daemon), by the pids its export records name, when the
+# process really is a daemon of the demo's export directory.
+stop_exports() {
+    local record pid
+    for record in "$AGENT_STATE"/exports/*.json; do
+        [[ -f $record ]] || continue
+        pid=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$record")
+        [[ -n $pid ]] || continue
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$AGENT_STATE/exports/"; then
+            PROBLEMS+=("NBD export server (pid $pid) was still running: killed")
+            kill -KILL "$pid" 2>/dev/null || true
         fi
     done
-    # Domains the demo cloud made and could not kill through the API (e.g. the controller was
-    # already gone): they carry the demo cluster's ID in their name.
-    if [[ -f $DEMO/cluster-id ]]; then
-        local prefix domain
-        prefix="stratus-$(cut -c1-8 "$DEMO/cluster-id")-"
-        for domain in $(virsh -c qemu:///system list --name | grep "^$prefix" || true); do
-            log "destroying leftover domain $domain"
-            virsh -c qemu:///system destroy "$domain" >/dev/null || true
+}
+
+# The demo instances' taps (s<4 hex of the cluster ID><instance>n<nic>, on the demo bridge or
+# on none), their anti-spoofing chains, the bridge, its veth pair and the namespace.
+remove_network() {
+    local tap master
+    if [[ -s $DEMO/cluster-id ]]; then
+        local tag
+        tag=$(tr -cd '0-9a-fA-F' <"$DEMO/cluster-id" | cut -c1-4 | tr 'A-F' 'a-f')
+        for tap in $(ls /sys/class/net 2>/dev/null | grep -E "^s${tag}[0-9]+n[0-9]+$" || true); do
+            master=$(basename "$(readlink "/sys/class/net/$tap/master" 2>/dev/null)" 2>/dev/null || true)
+            [[ -z $master || $master == "$BRIDGE" ]] || continue
+            ip link del "$tap" 2>/dev/null || true
+            nft delete element bridge stratus taps "{ \"$tap\" }" 2>/dev/null || true
+            nft delete chain bridge stratus "tap_$tap" 2>/dev/null || true
         done
     fi
-    rm -rf "$DEMO" "$AGENT_STATE"
+    # The shared table goes only when no tap of anyone else is left in it.
+    if nft list table bridge stratus >/dev/null 2>&1 && ! nft list chains bridge 2>/dev/null | grep -q 'chain tap_'; then
+        nft delete table bridge stratus 2>/dev/null || true
+    fi
+    ip link del "$BRIDGE-v0" 2>/dev/null || true
+    ip link del "$BRIDGE" 2>/dev/null || true
+    if [[ -e /run/netns/$NETNS ]]; then
+        ip netns del "$NETNS" || PROBLEMS+=("network namespace $NETNS could not be deleted")
+    fi
+}
+
+stop() {
+    kill_instances
+    stop_pid "$DEMO/agent.pid" agent
+    stop_pid "$DEMO/controller.pid" controller
+    destroy_domains
+    stop_exports
+    remove_network
+    rm -rf "$DEMO" "$AGENT_STATE" || PROBLEMS+=("could not remove $DEMO or $AGENT_STATE")
+    local problem
+    for problem in "${PROBLEMS[@]}"; do
+        warn "$problem"
+    done
     log "demo stopped and removed"
 }
 
