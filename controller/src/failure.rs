@@ -96,6 +96,8 @@ impl Failure for ReplicaError {
         match self {
             ReplicaError::NoLeader | ReplicaError::Superseded => "no_leader",
             ReplicaError::ProposalTimeout(_) | ReplicaError::ReadTimeout(_) => "no_quorum",
+            ReplicaError::OutcomeUnknown => "outcome_unknown",
+            ReplicaError::Removed => "removed",
             ReplicaError::Stopped => "unavailable",
         }
     }

@@ -118,7 +118,12 @@ async fn run() -> anyhow::Result<()> {
         };
         services
             .users
-            .bootstrap_if_needed(&config.admin_user, &password, config.cpu_allocation_ratio)
+            .bootstrap_if_needed(
+                &config.admin_user,
+                &password,
+                config.cpu_allocation_ratio,
+                None,
+            )
             .await
             .context("bootstrap")?;
         tracing::info!(admin = %config.admin_user, "new cluster bootstrapped");

@@ -168,7 +168,7 @@ mod tests {
         );
         cloud
             .users
-            .bootstrap_if_needed("admin", "password1", 4.0)
+            .bootstrap_if_needed("admin", "password1", 4.0, None)
             .await
             .unwrap();
         cloud.networks.define_configured(networks).await.unwrap();

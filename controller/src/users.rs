@@ -15,7 +15,7 @@ use stratus_common::names::validate_name;
 use crate::decide;
 use crate::failure::{impl_failure, AdminOnly, InputError};
 use crate::replica::{Consistency, Replica, ReplicaError};
-use crate::state::{Command, Rejection, UserRecord};
+use crate::state::{Command, MemberRecord, Rejection, UserRecord};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +110,7 @@ impl Users {
         admin_user: &str,
         admin_password: &str,
         cpu_allocation_ratio: f64,
+        first_member: Option<MemberRecord>,
     ) -> Result<bool, UserError> {
         if self
             .replica
@@ -128,6 +129,7 @@ impl Users {
             },
             types: crate::state::standard_types(),
             cpu_allocation_ratio_percent: (cpu_allocation_ratio * 100.0).round() as u32,
+            first_member,
         };
         match self.replica.propose(command).await? {
             Ok(_) | Err(Rejection::AlreadyBootstrapped) => Ok(true),

@@ -6,8 +6,10 @@
 //! committed entries, peers) stays behind it.
 
 mod logger;
+pub mod membership;
 mod node;
 pub mod storage;
+pub mod transport;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -18,7 +20,9 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::codec;
 use crate::state::{Command, Event, Outcome, Rejection, State};
+pub use membership::{MemberChange, MembershipError};
 use storage::StorageError;
+pub use transport::{NoPeers, Transport};
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,10 @@ pub enum ReplicaError {
     ProposalTimeout(Duration),
     #[error("no quorum confirmed the read within {0:?}; retry shortly")]
     ReadTimeout(Duration),
+    #[error("this node caught up from a snapshot past the change: it may or may not have been made; retry (a create with the same idempotency key is not repeated)")]
+    OutcomeUnknown,
+    #[error("this controller node was removed from the cluster; use another node")]
+    Removed,
     #[error("the Raft node has stopped")]
     Stopped,
 }
@@ -62,6 +70,8 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
     pub node_id: u64,
+    /// The voters of a new group: `[node_id]` to start a cluster, none to join one (the node
+    /// then waits for a leader to add it).
     pub voters: Vec<u64>,
     /// The redb file holding the log, the hard state and snapshots.
     pub path: PathBuf,
@@ -95,7 +105,24 @@ pub struct RaftStatus {
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
+    /// Index of the last entry in this node's log.
+    pub last_index: u64,
     pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// On the leader: how far each other member has replicated.
+    pub peers: Vec<PeerProgress>,
+}
+
+/// The leader's view of one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: u64,
+    /// The highest log index known to be on the peer.
+    pub matched: u64,
+    /// Whether the peer answered within the last election timeout.
+    pub recent_active: bool,
+    /// Milliseconds since a message from it last arrived, if one ever did.
+    pub last_heard_ms: Option<u64>,
 }
 
 /// What one round of the node applied: the last index, each entry's events (with its index),
@@ -105,18 +132,24 @@ pub struct Applied {
     pub index: u64,
     pub events: Vec<(u64, Event)>,
     pub hosts: BTreeSet<String>,
+    /// The state was replaced by a snapshot from the leader: anything may have changed, and
+    /// the events of the entries it covers are not known here.
+    pub reset: bool,
 }
 
 type ProposeReply = oneshot::Sender<Result<Result<Outcome, Rejection>, ReplicaError>>;
 type ReadReply = oneshot::Sender<Result<u64, ReplicaError>>;
+type MemberReply = oneshot::Sender<Result<(), MembershipError>>;
 
 enum Input {
     Propose(Box<Command>, ProposeReply),
     /// A linearizable read wants the index it must wait for.
     ReadIndex(ReadReply),
-    /// A message from a peer (the peer transport comes with multi-node groups).
-    #[allow(dead_code)]
+    /// A message from a peer.
     Step(Box<raft::prelude::Message>),
+    /// The transport could not reach a peer.
+    Unreachable(u64),
+    ChangeMembers(MemberChange, MemberReply),
     Shutdown,
 }
 
@@ -137,11 +170,20 @@ pub struct Replica {
 const NOTICE_BUFFER: usize = 4096;
 
 impl Replica {
-    /// Opens the store, rebuilds the state machine from the latest snapshot (replaying the log
-    /// after it as raft-rs hands the committed entries back), and starts the node's thread.
+    /// A group of one: [`Replica::start_with`] without peers.
     pub fn start(config: ReplicaConfig) -> Result<Self, StartError> {
+        Self::start_with(config, Arc::new(NoPeers))
+    }
+
+    /// Opens the store, rebuilds the state machine from the latest snapshot (replaying the log
+    /// after it as raft-rs hands the committed entries back), and starts the node's thread,
+    /// which sends its messages to peers through `transport`.
+    pub fn start_with(
+        config: ReplicaConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, StartError> {
         let (notices, _) = broadcast::channel(NOTICE_BUFFER);
-        let started = node::start(&config, notices.clone())?;
+        let started = node::start(&config, notices.clone(), transport)?;
         Ok(Self {
             inputs: started.inputs,
             state: started.state,
@@ -198,6 +240,40 @@ impl Replica {
         Ok(f(&self.state.read().expect("state lock")))
     }
 
+    /// Hands a peer's message to the node.
+    pub fn step(&self, message: raft::prelude::Message) {
+        let _ = self.inputs.send(Input::Step(Box::new(message)));
+    }
+
+    /// Tells the node that the transport could not reach peer `id`.
+    pub fn report_unreachable(&self, id: u64) {
+        let _ = self.inputs.send(Input::Unreachable(id));
+    }
+
+    /// Changes the group's membership (on the leader, one change at a time) and waits until
+    /// the change is applied here.
+    pub async fn change_membership(&self, change: MemberChange) -> Result<(), MembershipError> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs
+            .send(Input::ChangeMembers(change, tx))
+            .map_err(|_| ReplicaError::Stopped)?;
+        match tokio::time::timeout(self.propose_timeout, rx).await {
+            Ok(answer) => answer.map_err(|_| ReplicaError::Stopped)?,
+            Err(_) => Err(ReplicaError::ProposalTimeout(self.propose_timeout).into()),
+        }
+    }
+
+    /// Waits until this node's status satisfies `f` (or `timeout` passes).
+    pub async fn wait_for_status(
+        &self,
+        timeout: Duration,
+        f: impl Fn(&RaftStatus) -> bool,
+    ) -> bool {
+        let mut status = self.status.clone();
+        let reached = async { status.wait_for(|s| f(s)).await.map(|_| ()) };
+        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(())))
+    }
+
     /// Every round of applied entries from now on, and leader changes
     /// ([`Event::LeaderChanged`]). A receiver that falls [`NOTICE_BUFFER`] rounds behind gets
     /// `Lagged` and should treat everything as changed.
@@ -222,14 +298,8 @@ impl Replica {
 
     /// Waits until this node is leader (or `timeout` passes).
     pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
-        let mut status = self.status.clone();
-        let leads = async {
-            status
-                .wait_for(|s| s.leader == Some(s.node_id))
-                .await
-                .map(|_| ())
-        };
-        matches!(tokio::time::timeout(timeout, leads).await, Ok(Ok(())))
+        self.wait_for_status(timeout, |s| s.leader == Some(s.node_id))
+            .await
     }
 
     /// Stops the node's thread after its current round and waits for it, so the store is
@@ -242,5 +312,9 @@ impl Replica {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;

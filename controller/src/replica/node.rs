@@ -1,27 +1,29 @@
 //! The Raft node: one thread owns the `RawNode` and handles its `Ready` in the order raft-rs
-//! documents: send messages, apply a snapshot, apply committed entries, persist entries and
+//! documents: send messages, install a snapshot, apply committed entries, persist entries and
 //! hard state (fsynced), send persisted messages, advance, then handle the light ready.
 //!
 //! Proposals are matched to their entries by an ID in the entry's context (this node's ID
-//! and a sequence number), so an answer is given only for the very entry that was proposed.
-//! A leader's own proposal is also remembered by (term, index): another entry committed at
-//! that index means it was superseded, and its caller hears so at once. Linearizable reads
-//! are batched into one ReadIndex request per round; each waits for its read index to be
-//! applied.
+//! and a sequence number), so an answer is given only for the very entry that was proposed,
+//! also when a follower forwarded it to the leader. A leader's own proposal is also
+//! remembered by (term, index): another entry committed at that index means it was
+//! superseded, and its caller hears so at once. Linearizable reads are batched into one
+//! ReadIndex request per round; each caller then waits for its read index to be applied.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use raft::prelude::{Entry, EntryType, Message};
-use raft::{RawNode, StateRole};
+use protobuf::Message as _;
+use raft::prelude::{ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{broadcast, watch};
 
+use super::membership::{self, MemberChange, MembershipError};
 use super::storage::DurableStorage;
 use super::{
-    logger, Applied, Input, ProposeReply, RaftStatus, ReadReply, ReplicaConfig, ReplicaError,
-    StartError,
+    logger, Applied, Input, MemberReply, PeerProgress, ProposeReply, RaftStatus, ReadReply,
+    ReplicaConfig, ReplicaError, StartError, Transport,
 };
 use crate::codec;
 use crate::state::{Command, Event, State};
@@ -44,6 +46,7 @@ pub(super) struct Started {
 pub(super) fn start(
     config: &ReplicaConfig,
     notices: broadcast::Sender<Arc<Applied>>,
+    transport: Arc<dyn Transport>,
 ) -> Result<Started, StartError> {
     let (storage, recovered) = DurableStorage::open(&config.path, &config.voters)?;
     let (state, applied) = match &recovered.snapshot {
@@ -67,8 +70,8 @@ pub(super) fn start(
     raft_config.validate()?;
     let logger = logger::raft_logger(config.node_id);
     let mut node = RawNode::new(&raft_config, storage.clone(), &logger)?;
-    if config.voters == [config.node_id] {
-        // A group of one elects itself at once rather than after an election timeout.
+    if config.voters == [config.node_id] && !recovered.existing {
+        // A new group of one elects itself at once rather than after an election timeout.
         node.campaign()?;
     }
     let state = Arc::new(RwLock::new(state));
@@ -84,20 +87,24 @@ pub(super) fn start(
         id: config.node_id,
         node,
         storage,
+        transport,
         state: state.clone(),
         applied_tx,
         notices,
         status,
         proposals: HashMap::new(),
+        member_changes: HashMap::new(),
         placed: BTreeMap::new(),
         next_proposal: 1,
         reads_new: Vec::new(),
         reads_asked: HashMap::new(),
         next_read: 1,
+        heard: HashMap::new(),
         applied,
         last_snapshot: applied,
         snapshot_every: config.snapshot_every.max(1),
         known_leader: (None, 0),
+        removed: false,
     };
     let thread = std::thread::Builder::new()
         .name(format!("raft-{}", config.node_id))
@@ -130,12 +137,15 @@ struct Runner {
     id: u64,
     node: RawNode<DurableStorage>,
     storage: DurableStorage,
+    transport: Arc<dyn Transport>,
     state: Arc<RwLock<State>>,
     applied_tx: watch::Sender<u64>,
     notices: broadcast::Sender<Arc<Applied>>,
     status: watch::Sender<RaftStatus>,
     /// Proposals waiting for their entry, by sequence number.
     proposals: HashMap<u64, ProposeReply>,
+    /// Membership changes waiting for their entry, by sequence number.
+    member_changes: HashMap<u64, MemberReply>,
     /// This node's proposals as leader: log index -> (term, sequence number).
     placed: BTreeMap<u64, (u64, u64)>,
     next_proposal: u64,
@@ -144,11 +154,15 @@ struct Runner {
     /// ReadIndex requests in flight, by context: the ticks they have waited, and their reads.
     reads_asked: HashMap<u64, (u32, Vec<ReadReply>)>,
     next_read: u64,
+    /// When a message from each peer last arrived.
+    heard: HashMap<u64, Instant>,
     applied: u64,
     last_snapshot: u64,
     snapshot_every: u64,
     /// The leader and term last announced to subscribers.
     known_leader: (Option<u64>, u64),
+    /// This node applied its own removal from the group.
+    removed: bool,
 }
 
 impl Runner {
@@ -198,16 +212,29 @@ impl Runner {
             Input::Propose(command, reply) => self.propose(*command, reply),
             Input::ReadIndex(reply) => self.reads_new.push(reply),
             Input::Step(message) => {
+                self.heard.insert(message.from, Instant::now());
                 if let Err(e) = self.node.step(*message) {
                     tracing::debug!(error = %e, "raft message refused");
                 }
             }
+            Input::Unreachable(id) => self.node.report_unreachable(id),
+            Input::ChangeMembers(change, reply) => self.change_members(change, reply),
             Input::Shutdown => return false,
         }
         true
     }
 
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.next_proposal;
+        self.next_proposal += 1;
+        seq
+    }
+
     fn propose(&mut self, command: Command, reply: ProposeReply) {
+        if self.removed {
+            let _ = reply.send(Err(ReplicaError::Removed));
+            return;
+        }
         if self.node.raft.leader_id == raft::INVALID_ID {
             let _ = reply.send(Err(ReplicaError::NoLeader));
             return;
@@ -220,8 +247,7 @@ impl Runner {
                 return;
             }
         };
-        let seq = self.next_proposal;
-        self.next_proposal += 1;
+        let seq = self.next_seq();
         let before = self.node.raft.raft_log.last_index();
         match self.node.propose(proposal_context(self.id, seq), data) {
             Ok(()) => {
@@ -247,9 +273,58 @@ impl Runner {
         }
     }
 
+    /// Proposes a membership change on the leader, after checking it against the current
+    /// configuration (raft-rs would silently turn a second pending change into a no-op).
+    fn change_members(&mut self, change: MemberChange, reply: MemberReply) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            let _ = reply.send(Err(match raft.leader_id {
+                raft::INVALID_ID => MembershipError::NoLeader,
+                leader => MembershipError::NotLeader { leader },
+            }));
+            return;
+        }
+        if raft.pending_conf_index > raft.raft_log.applied {
+            let _ = reply.send(Err(MembershipError::ChangePending));
+            return;
+        }
+        let conf = raft.prs().conf().to_conf_state();
+        if let Err(e) = membership::check(&change, &conf) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let seq = self.next_seq();
+        let before = self.node.raft.raft_log.last_index();
+        let cc = membership::conf_change(&change);
+        match self
+            .node
+            .propose_conf_change(proposal_context(self.id, seq), cc)
+        {
+            Ok(()) if self.node.raft.raft_log.last_index() > before => {
+                let index = self.node.raft.raft_log.last_index();
+                self.placed.insert(index, (self.node.raft.term, seq));
+                self.member_changes.insert(seq, reply);
+                tracing::info!(?change, index, "membership change proposed");
+            }
+            Ok(()) | Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(MembershipError::NoLeader));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "membership change refused");
+                let _ = reply.send(Err(MembershipError::NoLeader));
+            }
+        }
+    }
+
     /// Sends one ReadIndex request for the reads that arrived this round.
     fn ask_reads(&mut self) {
         if self.reads_new.is_empty() {
+            return;
+        }
+        if self.removed {
+            for reply in self.reads_new.drain(..) {
+                let _ = reply.send(Err(ReplicaError::Removed));
+            }
             return;
         }
         if self.node.raft.leader_id == raft::INVALID_ID {
@@ -282,6 +357,8 @@ impl Runner {
         });
         self.reads_new.extend(retry);
         self.proposals.retain(|_, reply| !reply.is_closed());
+        self.member_changes.retain(|_, reply| !reply.is_closed());
+        self.publish_status();
     }
 
     fn on_ready(&mut self) -> Result<(), StartError> {
@@ -291,9 +368,7 @@ impl Runner {
         let mut ready = self.node.ready();
         self.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            // Installing a leader's snapshot comes with multi-node groups; a group of one
-            // never receives one.
-            tracing::error!("a snapshot from a peer arrived, but this node cannot install one");
+            self.install_snapshot(ready.snapshot().clone())?;
         }
         for read in ready.take_read_states() {
             let ctx = read.request_ctx.get(..8).and_then(|b| b.try_into().ok());
@@ -319,11 +394,53 @@ impl Runner {
 
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
-            tracing::debug!(
-                to = message.to,
-                "no transport to a peer yet; dropping a raft message"
+            let (to, snapshot) = (
+                message.to,
+                message.get_msg_type() == MessageType::MsgSnapshot,
             );
+            self.transport.send(message);
+            if snapshot {
+                // Handed over; a snapshot that is lost shows up as a peer that does not answer
+                // (reported unreachable), and the leader sends it again.
+                self.node.report_snapshot(to, SnapshotStatus::Finish);
+            }
         }
+    }
+
+    /// Replaces this node's state with a snapshot the leader sent (this node fell behind the
+    /// leader's compacted log).
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StartError> {
+        let index = snapshot.get_metadata().index;
+        let state = codec::decode::<State>(&snapshot.data)?;
+        self.storage.install_snapshot(&snapshot)?;
+        *self.state.write().expect("state lock") = state;
+        tracing::info!(index, "installed a snapshot from the leader");
+        self.applied = index;
+        self.last_snapshot = index;
+        self.placed.retain(|&i, _| i > index);
+        // Proposals forwarded from here may be inside the snapshot: their outcome is unknown.
+        for (_, reply) in self.proposals.drain() {
+            let _ = reply.send(Err(ReplicaError::OutcomeUnknown));
+        }
+        for (_, reply) in self.member_changes.drain() {
+            let _ = reply.send(Err(ReplicaError::OutcomeUnknown.into()));
+        }
+        self.applied_tx.send_replace(index);
+        let hosts = self
+            .state
+            .read()
+            .expect("state lock")
+            .hosts
+            .keys()
+            .cloned()
+            .collect();
+        let _ = self.notices.send(Arc::new(Applied {
+            index,
+            events: Vec::new(),
+            hosts,
+            reset: true,
+        }));
+        Ok(())
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StartError> {
@@ -334,13 +451,22 @@ impl Runner {
         for entry in entries {
             self.applied = entry.index;
             self.supersede_before(&entry);
-            if entry.get_entry_type() != EntryType::EntryNormal {
-                // A configuration change (only the initial configuration exists so far).
-                continue;
-            }
-            let waiting = parse_context(&entry.context)
+            let seq = parse_context(&entry.context)
                 .filter(|(node, _)| *node == self.id)
-                .and_then(|(_, seq)| self.proposals.remove(&seq));
+                .map(|(_, seq)| seq);
+            match entry.get_entry_type() {
+                EntryType::EntryConfChangeV2 => {
+                    self.apply_conf_change(&entry, seq, &mut round)?;
+                    continue;
+                }
+                EntryType::EntryConfChange => {
+                    // This cluster proposes only V2 changes.
+                    tracing::error!(index = entry.index, "a v1 configuration change ignored");
+                    continue;
+                }
+                EntryType::EntryNormal => {}
+            }
+            let waiting = seq.and_then(|seq| self.proposals.remove(&seq));
             if entry.data.is_empty() {
                 // The empty entry a new leader appends.
                 continue;
@@ -371,9 +497,70 @@ impl Runner {
         // No subscriber is fine: nobody listens yet.
         let _ = self.notices.send(Arc::new(round));
         if self.applied - self.last_snapshot >= self.snapshot_every {
-            let data = codec::encode(&*self.state.read().expect("state lock"))?;
-            self.storage.save_snapshot(self.applied, data)?;
-            self.last_snapshot = self.applied;
+            self.take_snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Saves the state as of the applied index and compacts the log up to it.
+    fn take_snapshot(&mut self) -> Result<(), StartError> {
+        let data = codec::encode(&*self.state.read().expect("state lock"))?;
+        self.storage.save_snapshot(self.applied, data)?;
+        self.last_snapshot = self.applied;
+        Ok(())
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        entry: &Entry,
+        seq: Option<u64>,
+        round: &mut Applied,
+    ) -> Result<(), StartError> {
+        let waiting = seq.and_then(|seq| self.member_changes.remove(&seq));
+        let mut cc = ConfChangeV2::default();
+        if let Err(e) = cc.merge_from_bytes(&entry.data) {
+            tracing::error!(index = entry.index, error = %e, "undecodable configuration change skipped");
+            return Ok(());
+        }
+        match self.node.apply_conf_change(&cc) {
+            Ok(conf) => {
+                self.storage.set_conf_state(&conf)?;
+                if let Some(change) = membership::from_conf_change(&cc) {
+                    let effects = self
+                        .state
+                        .write()
+                        .expect("state lock")
+                        .apply_member_change(&change);
+                    round
+                        .events
+                        .extend(effects.events.into_iter().map(|e| (entry.index, e)));
+                    if matches!(change, MemberChange::Remove { id } if id == self.id) {
+                        tracing::warn!("this node was removed from the cluster");
+                        self.removed = true;
+                        for (_, reply) in self.proposals.drain() {
+                            let _ = reply.send(Err(ReplicaError::Removed));
+                        }
+                    }
+                    if matches!(change, MemberChange::AddLearner { .. }) {
+                        // A joining node starts from a snapshot (raft-rs installs only one
+                        // whose configuration names it): make one that does, now.
+                        self.take_snapshot()?;
+                    }
+                }
+                tracing::info!(index = entry.index, voters = ?conf.voters, learners = ?conf.learners, "configuration changed");
+                // Whoever hears the change is applied sees the new configuration in the status.
+                self.publish_status();
+                if let Some(reply) = waiting {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // Every replica refuses the same change alike.
+                tracing::error!(index = entry.index, error = %e, "configuration change refused");
+                if let Some(reply) = waiting {
+                    let _ = reply.send(Err(MembershipError::NoLeader));
+                }
+            }
         }
         Ok(())
     }
@@ -393,6 +580,9 @@ impl Runner {
                 if let Some(reply) = self.proposals.remove(&seq) {
                     let _ = reply.send(Err(ReplicaError::Superseded));
                 }
+                if let Some(reply) = self.member_changes.remove(&seq) {
+                    let _ = reply.send(Err(ReplicaError::Superseded.into()));
+                }
             }
         }
     }
@@ -400,19 +590,45 @@ impl Runner {
     fn publish_status(&mut self) {
         let raft = &self.node.raft;
         let leader = (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id);
-        let (term, commit, applied) = (raft.term, raft.raft_log.committed, self.applied);
+        let conf = raft.prs().conf().to_conf_state();
+        let peers = if raft.state == StateRole::Leader {
+            let mut peers: Vec<PeerProgress> = raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, p)| PeerProgress {
+                    id: *id,
+                    matched: p.matched,
+                    recent_active: p.recent_active,
+                    last_heard_ms: self.heard.get(id).map(|at| at.elapsed().as_millis() as u64),
+                })
+                .collect();
+            peers.sort_by_key(|p| p.id);
+            peers
+        } else {
+            Vec::new()
+        };
+        let next = RaftStatus {
+            node_id: self.id,
+            leader,
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.applied,
+            last_index: raft.raft_log.last_index(),
+            voters: conf.voters,
+            learners: conf.learners,
+            peers,
+        };
+        let term = next.term;
         self.status.send_if_modified(|status| {
-            let before = status.clone();
-            status.leader = leader;
-            status.term = term;
-            status.commit_index = commit;
-            status.applied_index = applied;
-            *status != before
+            let changed = *status != next;
+            *status = next;
+            changed
         });
-        if (leader, raft.term) != self.known_leader {
+        if (leader, term) != self.known_leader {
             let lost = self.known_leader.0 == Some(self.id) && leader != Some(self.id);
-            self.known_leader = (leader, raft.term);
-            tracing::info!(?leader, term = raft.term, "raft leader changed");
+            self.known_leader = (leader, term);
+            tracing::info!(?leader, term, "raft leader changed");
             if lost {
                 // Reads asked of this node as leader will not be confirmed any more.
                 for (_, (_, reads)) in self.reads_asked.drain() {
@@ -421,14 +637,9 @@ impl Runner {
             }
             let _ = self.notices.send(Arc::new(Applied {
                 index: self.applied,
-                events: vec![(
-                    self.applied,
-                    Event::LeaderChanged {
-                        leader,
-                        term: raft.term,
-                    },
-                )],
+                events: vec![(self.applied, Event::LeaderChanged { leader, term })],
                 hosts: Default::default(),
+                reset: false,
             }));
         }
     }
@@ -436,6 +647,9 @@ impl Runner {
     fn fail_all(&mut self, error: ReplicaError) {
         for (_, reply) in self.proposals.drain() {
             let _ = reply.send(Err(error.clone()));
+        }
+        for (_, reply) in self.member_changes.drain() {
+            let _ = reply.send(Err(error.clone().into()));
         }
         for reply in self.reads_new.drain(..) {
             let _ = reply.send(Err(error.clone()));

@@ -74,7 +74,8 @@ pub struct DurableStorage {
 
 impl DurableStorage {
     /// Opens (or creates) the store at `path`. A new store is initialised with `voters` as the
-    /// group's configuration.
+    /// group's configuration; with none, it waits to learn its configuration from a leader
+    /// (a node joining a cluster).
     pub fn open(path: &Path, voters: &[u64]) -> Result<(Self, Recovered), StorageError> {
         let db = Database::create(path).map_err(|source| StorageError::Open {
             path: path.display().to_string(),
@@ -156,7 +157,7 @@ impl DurableStorage {
         }
         drop((log, meta, read));
         storage.mem.wl().append(&entries)?;
-        if !existing {
+        if !existing && !voters.is_empty() {
             let cs = ConfState {
                 voters: voters.to_vec(),
                 ..Default::default()
@@ -245,6 +246,54 @@ impl DurableStorage {
         self.mem.wl().compact(index)?;
         *self.snapshot.write().expect("snapshot lock") = snapshot;
         Ok(())
+    }
+
+    /// Saves the group's configuration once a configuration change applied.
+    pub fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StorageError> {
+        let bytes = conf_state.write_to_bytes().expect("encode conf state");
+        self.write_meta(&[(CONF_STATE, bytes)])?;
+        self.mem.wl().set_conf_state(conf_state.clone());
+        Ok(())
+    }
+
+    /// Installs a snapshot a leader sent: the snapshot, its configuration, a hard state whose
+    /// commit reaches it, and a log emptied of everything it covers, in one fsynced
+    /// transaction; only then does raft-rs see it.
+    pub fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let meta = snapshot.get_metadata();
+        let index = meta.index;
+        let mut hard_state = self.mem.initial_state()?.hard_state;
+        hard_state.commit = hard_state.commit.max(index);
+        hard_state.term = hard_state.term.max(meta.term);
+        let txn = begin_durable(&self.db)?;
+        {
+            let mut table = txn.open_table(META).map_err(db_err)?;
+            let bytes = snapshot.write_to_bytes().expect("encode snapshot");
+            table.insert(SNAPSHOT, bytes.as_slice()).map_err(db_err)?;
+            let bytes = meta
+                .get_conf_state()
+                .write_to_bytes()
+                .expect("encode conf state");
+            table.insert(CONF_STATE, bytes.as_slice()).map_err(db_err)?;
+            let bytes = hard_state.write_to_bytes().expect("encode hard state");
+            table.insert(HARD_STATE, bytes.as_slice()).map_err(db_err)?;
+            // The snapshot replaces the whole log: entries it covers, and any after it that
+            // may conflict with the leader's.
+            let mut log = txn.open_table(LOG).map_err(db_err)?;
+            log.retain(|_, _| false).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let mut core = self.mem.wl();
+        core.apply_snapshot(snapshot.clone())?;
+        core.set_hardstate(hard_state);
+        drop(core);
+        *self.snapshot.write().expect("snapshot lock") = snapshot.clone();
+        Ok(())
+    }
+
+    /// Index of the first entry still in the log (1 until the log was first compacted).
+    pub fn first_log_index(&self) -> u64 {
+        Storage::first_index(&self.mem).unwrap_or(1)
     }
 
     /// Index of the last entry in the log.

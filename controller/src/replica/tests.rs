@@ -51,6 +51,7 @@ async fn proposals_apply_and_rejections_come_back() {
         },
         types: standard_types(),
         cpu_allocation_ratio_percent: 100,
+        first_member: None,
     })
     .await
     .unwrap()

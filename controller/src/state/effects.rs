@@ -75,6 +75,10 @@ pub enum Event {
         target: String,
         state: Option<AttachmentState>,
     },
+    /// The Raft group's membership changed.
+    MemberChanged {
+        change: super::MemberChange,
+    },
     /// The Raft leader changed (produced by the node, not by apply).
     LeaderChanged {
         leader: Option<u64>,

@@ -7,6 +7,7 @@
 pub mod effects;
 mod instances;
 pub mod ipam;
+pub mod members;
 mod views;
 pub mod volumes;
 
@@ -20,6 +21,7 @@ pub use effects::{Effects, Event};
 use instances::{GuestSetup, Placement};
 pub use instances::{InstanceRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
+pub use members::{MemberChange, MemberRecord};
 pub use views::{
     endorser_view, entry_view, host_view, image_view, instance_view, network_view, volume_view,
 };
@@ -121,6 +123,9 @@ pub struct State {
     /// Persistent disks, by UUID.
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumeRecord>,
+    /// The controller nodes and their peer addresses.
+    #[serde(default)]
+    pub members: BTreeMap<u64, MemberRecord>,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
@@ -134,6 +139,9 @@ pub enum Command {
         admin: UserRecord,
         types: Vec<InstanceType>,
         cpu_allocation_ratio_percent: u32,
+        /// The first node, the group's only voter.
+        #[serde(default)]
+        first_member: Option<MemberRecord>,
     },
     CreateUser(UserRecord),
     RegisterHost(HostRecord),
@@ -323,9 +331,13 @@ impl State {
                 admin,
                 types,
                 cpu_allocation_ratio_percent,
+                first_member,
             } => {
                 if self.is_bootstrapped() {
                     return Err(Rejection::AlreadyBootstrapped);
+                }
+                if let Some(member) = first_member {
+                    self.members.insert(member.id, member);
                 }
                 self.cluster_id = cluster_id;
                 self.cpu_allocation_ratio_percent = cpu_allocation_ratio_percent;
@@ -526,6 +538,8 @@ pub fn standard_types() -> Vec<InstanceType> {
     .collect()
 }
 
+#[cfg(test)]
+mod determinism_tests;
 #[cfg(test)]
 mod effects_tests;
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub(super) fn bootstrapped() -> State {
         admin: admin(),
         types: standard_types(),
         cpu_allocation_ratio_percent: 100,
+        first_member: None,
     })
     .unwrap();
     s.apply(Command::RegisterHost(HostRecord {
@@ -89,6 +90,7 @@ fn bootstrap_happens_once() {
         admin: admin(),
         types: vec![],
         cpu_allocation_ratio_percent: 100,
+        first_member: None,
     });
     assert_eq!(again, Err(Rejection::AlreadyBootstrapped));
     assert_eq!(s.cluster_id, "c0ffee00-1111");
