@@ -9,31 +9,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stratus_common::api::DiskFormat;
-
 use super::sim::{Faults, SimNetwork};
+use super::tests::image;
 use super::*;
-use crate::state::ImageRecord;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn image(name: &str) -> Command {
-    Command::RegisterImage(ImageRecord {
-        name: name.into(),
-        format: DiskFormat::Raw,
-        disk: stratus_common::api::Artifact {
-            locations: vec!["file:///images/a.raw".into()],
-            sha256: "00".repeat(32),
-            size: None,
-            compression: Default::default(),
-        },
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        owner: "admin".into(),
-        created_ms: 1,
-    })
-}
 
 /// Every (term, leader) any node ever reported, to check there was one leader per term.
 #[derive(Default)]

@@ -489,6 +489,8 @@ impl Runner {
                 .extend(effects.events.into_iter().map(|e| (entry.index, e)));
             round.hosts.extend(effects.hosts);
             if let Some(reply) = waiting {
+                // Whoever hears its change was applied sees the applied index include it.
+                self.applied_tx.send_replace(self.applied);
                 let _ = reply.send(Ok(result));
             }
         }

@@ -10,7 +10,7 @@ fn config(dir: &std::path::Path, snapshot_every: u64) -> ReplicaConfig {
     ReplicaConfig::single(1, dir.join("raft.redb"), snapshot_every)
 }
 
-fn image(name: &str) -> Command {
+pub(super) fn image(name: &str) -> Command {
     Command::RegisterImage(ImageRecord {
         name: name.into(),
         format: DiskFormat::Raw,
