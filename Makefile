@@ -17,7 +17,7 @@ deps:
 	./scripts/install-deps.sh
 
 # Every program the code, tests and scripts run comes from a package the set-up step installs
-# (scripts/tools.txt), so a fresh machine runs what this one runs.
+# (scripts/tools.sh), so a fresh machine runs what this one runs.
 check-tools: deps
 	./scripts/check-tools.py --self-test
 	./scripts/check-tools.py

@@ -3,7 +3,7 @@
 the set-up step installs.
 
 CI runs on a machine that may hold tools a session installed by hand; a fresh machine holds only
-what `scripts/install-deps.sh` installs, which is every package named in `scripts/tools.txt`.
+what `scripts/install-deps.sh` installs, which is every package named in `scripts/tools.sh`.
 This check finds the programs the repository runs and fails, naming the program and where it is
 run, when one is neither listed there nor part of the base system (an Essential or required
 Debian package) nor the Rust toolchain.
@@ -18,7 +18,7 @@ Where programs are found:
 
 Usage: scripts/check-tools.py [--list] [--root DIR]
   --list       print every program found, with one place that runs it
-  --root DIR   check another tree (its own scripts/tools.txt)
+  --root DIR   check another tree (its own scripts/tools.sh)
   --self-test  check small trees made on the spot: a listed tool passes, an unlisted one fails
 """
 
@@ -66,15 +66,20 @@ class Use:
 
 
 def read_manifest():
-    manifest = ROOT / "scripts" / "tools.txt"
+    """The TOOLS table of scripts/tools.sh: program -> package."""
+    text = (ROOT / "scripts" / "tools.sh").read_text()
+    match = re.search(r"^TOOLS='(.*?)^'", text, re.S | re.M)
+    if not match:
+        sys.exit("tools.sh: no TOOLS='...' table")
+    first = text.count("\n", 0, match.start(1)) + 1
     tools, packages = {}, []
-    for number, line in enumerate(manifest.read_text().splitlines(), 1):
+    for number, line in enumerate(match.group(1).splitlines(), first):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         fields = line.split()
         if len(fields) < 2:
-            sys.exit(f"tools.txt:{number}: expected 'command package [who runs it]'")
+            sys.exit(f"tools.sh:{number}: expected 'command package [who runs it]'")
         command, package = fields[0], fields[1]
         packages.append(package)
         if command != "-":
@@ -304,10 +309,10 @@ def check(listing=False):
         seen.setdefault(name, use.where)
         if name in tools:
             if not found:
-                problems.append(f"{name} ({use.where}): listed in scripts/tools.txt as {tools[name]}, but not installed: did install-deps.sh run?")
+                problems.append(f"{name} ({use.where}): listed in scripts/tools.sh as {tools[name]}, but not installed: did install-deps.sh run?")
             continue
         if not found:
-            problems.append(f"{name} ({use.where}): not installed here, and scripts/tools.txt names no package for it")
+            problems.append(f"{name} ({use.where}): not installed here, and scripts/tools.sh names no package for it")
             continue
         if in_toolchain(found):
             continue
@@ -315,7 +320,7 @@ def check(listing=False):
         if package and is_base(package):
             continue
         origin = f"package {package}" if package else f"{found}, from no Debian package"
-        problems.append(f"{name} ({use.where}): comes from {origin}, which the set-up step does not install: add it to scripts/tools.txt")
+        problems.append(f"{name} ({use.where}): comes from {origin}, which the set-up step does not install: add it to scripts/tools.sh")
 
     # The manifest maps each program to the package that really provides it.
     for name, package in sorted(tools.items()):
@@ -323,7 +328,7 @@ def check(listing=False):
         if found and not in_toolchain(found):
             actual = package_of(found)
             if actual and actual != package:
-                problems.append(f"{name}: scripts/tools.txt says package {package}, but {found} comes from {actual}")
+                problems.append(f"{name}: scripts/tools.sh says package {package}, but {found} comes from {actual}")
 
     if listing:
         for name in sorted(seen):
@@ -345,14 +350,14 @@ def self_test():
         ("in bash -c", "", {"scripts/b.sh": "bash -c 'ping -c1 x'\n"}, ["ping (scripts/b.sh:1)"]),
         ("absent", "", {"tests/b.rs": 'Command::new("no-such-program-x")'}, ["no-such-program-x (tests/b.rs:1): not installed here"]),
         ("plain data", "", {"tests/c.rs": 'let kinds = ["not-a-program-y", "z"];'}, []),
-        ("wrong package", "ping openssl\n", {"tests/a.rs": 'Command::new("ping")'}, ["ping: scripts/tools.txt says package openssl"]),
+        ("wrong package", "ping openssl\n", {"tests/a.rs": 'Command::new("ping")'}, ["ping: scripts/tools.sh says package openssl"]),
     ]
     try:
         for name, manifest, files, expected in cases:
             with tempfile.TemporaryDirectory() as tree:
                 ROOT = Path(tree)
                 (ROOT / "scripts").mkdir()
-                (ROOT / "scripts" / "tools.txt").write_text(manifest)
+                (ROOT / "scripts" / "tools.sh").write_text(f"TOOLS='\n{manifest}'\n")
                 for rel, text in files.items():
                     (ROOT / rel).parent.mkdir(parents=True, exist_ok=True)
                     (ROOT / rel).write_text(text)

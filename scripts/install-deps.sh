@@ -2,7 +2,7 @@
 # Idempotent system set-up for building, testing and demoing StratusLab on
 # Debian 12 (bookworm), run as root. Used by `make demo`, `make test` and CI.
 #
-#   1. installs every package named in scripts/tools.txt, the one list of the programs the
+#   1. installs every package named in scripts/tools.sh, the one list of the programs the
 #      code, tests, demo and benchmarks run (skipped entirely when every package is installed,
 #      every listed command is found and the qemu versions match: re-runs take well under 1 s);
 #   2. starts virtlogd and libvirtd when they are not running (there is no
@@ -22,7 +22,7 @@ readonly PROG=install-deps
 readonly LIBVIRT_URI=qemu:///system
 LIBVIRT_WAIT_SECS=${LIBVIRT_WAIT_SECS:-30}
 
-readonly MANIFEST=$(dirname "$0")/tools.txt
+readonly MANIFEST=$(dirname "$0")/tools.sh
 # The qemu packages are installed at one version together (see above).
 readonly QEMU_PINNED=(qemu-system-x86 qemu-system-common qemu-utils)
 
@@ -49,7 +49,10 @@ pkg_version() {
 # "command package" pairs of the manifest, one per line ("-" for a package without a command).
 manifest() {
     [[ -f $MANIFEST ]] || die "$MANIFEST is missing"
-    sed -e 's/#.*//' "$MANIFEST" | awk 'NF >= 2 {print $1, $2}'
+    local TOOLS
+    # shellcheck source=scripts/tools.sh
+    source "$MANIFEST"
+    sed -e 's/#.*//' <<<"$TOOLS" | awk 'NF >= 2 {print $1, $2}'
 }
 
 # Names of required packages that are not installed, or whose command is not found, one per

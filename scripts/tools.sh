@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Every program the code, tests, scripts, demo and benchmarks run, each with the Debian package
 # that provides it. scripts/install-deps.sh installs every package named here (and its quick
 # "everything is present" path checks each command, not only the packages); make test runs
@@ -7,20 +8,24 @@
 # The qemu packages (qemu-system-x86, qemu-system-common, qemu-utils) are pinned to one version
 # by install-deps.sh (see there).
 #
+# Sourced by install-deps.sh and read by check-tools.py: the table is the value of TOOLS, one
+# program a line; the rest of a line after its package says who runs it (no quotes in it).
+# shellcheck disable=SC2034
+TOOLS='
 # command               package                      who runs it
--                       libvirt-daemon-system        libvirt's configuration, groups and default storage
-libvirtd                libvirt-daemon               install-deps.sh starts it; the agent's hypervisor
-virtlogd                libvirt-daemon               install-deps.sh starts it (qemu's console logs)
--                       libvirt-daemon-driver-qemu   libvirtd's qemu:///system driver
+-                       libvirt-daemon-system        libvirt configuration, groups and default storage
+libvirtd                libvirt-daemon               install-deps.sh starts it; the hypervisor of the agent
+virtlogd                libvirt-daemon               install-deps.sh starts it (console logs of qemu)
+-                       libvirt-daemon-driver-qemu   the qemu:///system driver of libvirtd
 virsh                   libvirt-clients              tests, demo, benchmarks, appliance checks
 -                       libvirt-dev                  the virt crate links libvirt
-pkg-config              pkgconf                      the virt crate's build script
+pkg-config              pkgconf                      the build script of the virt crate
 qemu-system-x86_64      qemu-system-x86              libvirt runs it for every guest
 qemu-img                qemu-utils                   tests, benchmarks, appliance/build.sh
 qemu-io                 qemu-utils                   agent tests (writes through NBD exports)
 qemu-storage-daemon     qemu-system-common           the agent (NBD exports of volumes)
 qemu-nbd                qemu-utils                   tests (lists NBD exports)
-busybox                 busybox-static               appliance/build.sh (the guest's userland)
+busybox                 busybox-static               appliance/build.sh (the userland of the guest)
 cpio                    cpio                         appliance/build.sh (initramfs)
 mke2fs                  e2fsprogs                    appliance/build.sh (the appliance disk)
 chattr                  e2fsprogs                    agent tests (an undeletable file)
@@ -43,4 +48,5 @@ openssl                 openssl                      CLI tests (a PKCS#12 file)
 curl                    curl                         demo.sh
 shfmt                   shfmt                        check-tools.py (parses the shell scripts)
 python3                 python3                      check-tools.py
-make                    make                         .ci/run, the README's commands
+make                    make                         .ci/run, the commands of README
+'
