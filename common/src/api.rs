@@ -297,11 +297,32 @@ pub struct PrecacheImage {
     pub image: String,
 }
 
+/// What a controller node is in the Raft group.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Leader,
+    Voter,
+    /// Receives the log but does not vote yet (it is promoted once it caught up).
+    Learner,
+}
+
 /// A member of the controller's Raft group.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterMember {
     pub id: u64,
+    /// Where its peers reach it (host:port of its peer listener).
     pub address: String,
+    /// Where its HTTP API is (host:port).
+    pub api_address: String,
+    pub role: MemberRole,
+    /// The highest log index known to be on it (as the leader sees it; absent when the node
+    /// answering is not the leader).
+    pub match_index: Option<u64>,
+    /// How many committed entries it lacks.
+    pub lag: Option<u64>,
+    /// Milliseconds since the leader last heard from it (0 for the leader itself).
+    pub last_contact_ms: Option<u64>,
 }
 
 /// `GET /api/v1/cluster`: the Raft group as this node sees it.
@@ -309,13 +330,25 @@ pub struct ClusterMember {
 pub struct Cluster {
     /// Random ID chosen when the cluster was first created.
     pub cluster_id: String,
-    /// This node's Raft ID.
+    /// This (answering) node's Raft ID.
     pub node_id: u64,
     pub leader: Option<u64>,
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
     pub members: Vec<ClusterMember>,
+}
+
+/// `POST /api/v1/cluster/members`: add a controller node (it must be running with
+/// `join = true`). It joins as a learner and is promoted to voter once it caught up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub id: u64,
+    /// Its peer listener (host:port).
+    pub address: String,
+    /// Its HTTP API (host:port).
+    pub api_address: String,
 }
 
 /// A Marketplace entry as the API shows it: signed metadata and who vouched for it.

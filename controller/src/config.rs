@@ -15,8 +15,21 @@ pub struct ControllerConfig {
     pub listen: SocketAddr,
     /// Where the Raft store and generated secrets live.
     pub state_dir: PathBuf,
-    /// This node's Raft ID (1 for a single-node controller).
+    /// This node's Raft ID (1 for a single-node controller). Unique in the cluster and never
+    /// reused for a node with a new disk.
     pub node_id: u64,
+    /// Address of the peer (gRPC) listener other controllers send Raft messages to.
+    pub peer_listen: SocketAddr,
+    /// Where other controllers reach this node's HTTP API (forwarded writes); defaults to
+    /// `listen`. Required when `listen` is a wildcard address.
+    pub advertise: Option<SocketAddr>,
+    /// Where other controllers reach this node's peer listener; defaults to `peer_listen`.
+    /// Required when `peer_listen` is a wildcard address.
+    pub peer_advertise: Option<SocketAddr>,
+    /// Start without creating a cluster: the node waits until a member adds it
+    /// (`POST /api/v1/cluster/members`). Without it, a node whose store is empty starts a new
+    /// one-node cluster.
+    pub join: bool,
     /// Name of the first administrator, created when the cluster is bootstrapped.
     pub admin_user: String,
     /// The first administrator's password. When absent, one is generated and written to
@@ -100,6 +113,10 @@ impl Default for ControllerConfig {
                 .expect("valid default address"),
             state_dir: PathBuf::from("/var/lib/stratuslab/controller"),
             node_id: 1,
+            peer_listen: DEFAULT_PEER_LISTEN.parse().expect("valid default address"),
+            advertise: None,
+            peer_advertise: None,
+            join: false,
             admin_user: "admin".to_owned(),
             admin_password: None,
             admin_password_file: None,
@@ -115,10 +132,21 @@ impl Default for ControllerConfig {
     }
 }
 
+/// The peer listener's default address.
+pub const DEFAULT_PEER_LISTEN: &str = "127.0.0.1:8450";
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
     #[error("node_id must be at least 1")]
     NodeId,
+    #[error("{field} is required when {listen} is a wildcard address ({address})")]
+    Advertise {
+        field: &'static str,
+        listen: &'static str,
+        address: SocketAddr,
+    },
+    #[error("peer_listen must differ from listen ({0})")]
+    SameListen(SocketAddr),
     #[error("cpu_allocation_ratio must be between 1 and 64, not {0}")]
     CpuRatio(f64),
     #[error("host_timeout_secs must be at least 5")]
@@ -136,9 +164,36 @@ pub enum ConfigError {
 }
 
 impl ControllerConfig {
+    /// Where other controllers reach this node's HTTP API.
+    pub fn api_address(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+
+    /// Where other controllers reach this node's peer listener.
+    pub fn peer_address(&self) -> SocketAddr {
+        self.peer_advertise.unwrap_or(self.peer_listen)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
             return Err(ConfigError::NodeId);
+        }
+        if self.peer_listen == self.listen {
+            return Err(ConfigError::SameListen(self.listen));
+        }
+        if self.advertise.is_none() && self.listen.ip().is_unspecified() {
+            return Err(ConfigError::Advertise {
+                field: "advertise",
+                listen: "listen",
+                address: self.listen,
+            });
+        }
+        if self.peer_advertise.is_none() && self.peer_listen.ip().is_unspecified() {
+            return Err(ConfigError::Advertise {
+                field: "peer_advertise",
+                listen: "peer_listen",
+                address: self.peer_listen,
+            });
         }
         if !(1.0..=64.0).contains(&self.cpu_allocation_ratio) {
             return Err(ConfigError::CpuRatio(self.cpu_allocation_ratio));

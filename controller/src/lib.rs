@@ -4,6 +4,7 @@
 //! the CLI and the agents talk to ([`api`]).
 
 pub mod api;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod decide;
@@ -14,6 +15,7 @@ pub mod images;
 pub mod instances;
 pub mod marketplace;
 pub mod networks;
+pub mod peer;
 pub mod replica;
 pub mod scheduler;
 pub mod secrets;

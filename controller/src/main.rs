@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use stratus_common::api::CreateNetwork;
 use stratus_controller::config::ControllerConfig;
 use stratus_controller::images::MarketplaceSettings;
 use stratus_controller::marketplace::TrustStore;
+use stratus_controller::peer::{Directory, GrpcTransport, Me, PeerService};
 use stratus_controller::replica::{Consistency, Replica, ReplicaConfig};
 use stratus_controller::services::{Services, Settings};
+use stratus_controller::state::MemberRecord;
 use stratus_controller::{api, secrets};
 
 /// The StratusLab controller.
@@ -53,7 +56,8 @@ fn init_tracing(format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         builder.json().init();
     } else {
@@ -77,14 +81,48 @@ async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("state directory {}", config.state_dir.display()))?;
     let agent_token = secrets::read_or_create(&config.agent_token_file)
         .with_context(|| format!("agent token {}", config.agent_token_file.display()))?;
-    let replica = Replica::start(ReplicaConfig::single(
+
+    // Raft, with its peers over gRPC.
+    let me = Me {
+        node_id: config.node_id,
+        address: config.peer_address().to_string(),
+    };
+    let directory = Directory::default();
+    let transport = GrpcTransport::new(me.clone(), directory.clone());
+    let mut replica_config = ReplicaConfig::single(
         config.node_id,
         config.state_dir.join("raft.redb"),
         config.snapshot_every,
-    ))?;
-    if !replica.wait_for_leader(Duration::from_secs(10)).await {
-        anyhow::bail!("no Raft leader after 10 s");
+    );
+    if config.join {
+        replica_config.voters.clear();
     }
+    let replica =
+        Replica::start_with(replica_config, Arc::new(transport.clone())).with_context(|| {
+            format!(
+                "raft store {}",
+                config.state_dir.join("raft.redb").display()
+            )
+        })?;
+    transport.bind(replica.clone());
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_listen)
+        .await
+        .with_context(|| format!("peer_listen on {}", config.peer_listen))?;
+    let peers = PeerService::new(
+        me.clone(),
+        replica.clone(),
+        directory,
+        config.state_dir.join("incoming-snapshots"),
+    );
+    let peer_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(peers.into_server())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(peer_listener),
+                shutdown_signal(),
+            ),
+    );
+
     let mut trust = TrustStore::default();
     if let Some(file) = &config.marketplace.trusted_ca_file {
         let pem = std::fs::read_to_string(file)
@@ -102,49 +140,102 @@ async fn run() -> anyhow::Result<()> {
             host_timeout: Duration::from_secs(config.host_timeout_secs),
             marketplace,
             volumes: config.volumes.settings(),
+            me,
         },
     ));
-    if !replica
-        .read(Consistency::Linearizable, |s| s.is_bootstrapped())
-        .await?
-    {
-        let password = match &config.admin_password {
-            Some(p) => p.clone(),
-            None => {
-                let file = config.admin_password_file();
-                secrets::read_or_create(&file)
-                    .with_context(|| format!("admin password {}", file.display()))?
-            }
-        };
-        services
-            .users
-            .bootstrap_if_needed(
-                &config.admin_user,
-                &password,
-                config.cpu_allocation_ratio,
-                None,
-            )
-            .await
-            .context("bootstrap")?;
-        tracing::info!(admin = %config.admin_user, "new cluster bootstrapped");
+    let bootstrapped = replica
+        .read(Consistency::Stale, |s| s.is_bootstrapped())
+        .await?;
+    if !bootstrapped && !config.join {
+        // A new cluster of one: it leads at once; create its first admin before serving.
+        if !replica.wait_for_leader(Duration::from_secs(10)).await {
+            anyhow::bail!("no Raft leader after 10 s");
+        }
+        bootstrap(&config, &services, &replica).await?;
     }
-    services
-        .networks
-        .define_configured(&config.networks)
-        .await
-        .context("networks")?;
+    tokio::spawn(define_networks(services.clone(), config.networks.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
-    let cluster = services.cluster().await?.cluster_id;
-    tracing::info!(listen = %config.listen, %cluster, "controller serving");
+    let identity = replica.identity();
+    tracing::info!(
+        listen = %config.listen,
+        peer_listen = %config.peer_listen,
+        node = config.node_id,
+        cluster = identity.cluster_id.as_deref().unwrap_or("(none yet: waiting to be added)"),
+        "controller serving"
+    );
     axum::serve(listener, api::router(services))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server")?;
+    peer_server.abort();
     replica.shutdown();
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Creates the new cluster's first admin and records this node as its first member.
+async fn bootstrap(
+    config: &ControllerConfig,
+    services: &Services,
+    replica: &Replica,
+) -> anyhow::Result<()> {
+    let password = match &config.admin_password {
+        Some(p) => p.clone(),
+        None => {
+            let file = config.admin_password_file();
+            secrets::read_or_create(&file)
+                .with_context(|| format!("admin password {}", file.display()))?
+        }
+    };
+    let identity = replica.identity();
+    let first = MemberRecord {
+        id: config.node_id,
+        address: config.peer_address().to_string(),
+        api_address: config.api_address().to_string(),
+        incarnation: identity.incarnation.clone(),
+        voter: true,
+    };
+    services
+        .users
+        .bootstrap_if_needed(
+            &config.admin_user,
+            &password,
+            config.cpu_allocation_ratio,
+            identity.cluster_id.clone(),
+            Some(first),
+        )
+        .await
+        .context("bootstrap")?;
+    tracing::info!(admin = %config.admin_user, "new cluster bootstrapped");
+    Ok(())
+}
+
+/// Defines the configured networks the replicated state lacks, once the cluster can take
+/// writes (a restarted member may have to wait for its peers).
+async fn define_networks(services: Arc<Services>, networks: Vec<CreateNetwork>) {
+    if networks.is_empty() {
+        return;
+    }
+    let mut logged = false;
+    loop {
+        let bootstrapped = services
+            .replica
+            .read(Consistency::Linearizable, |s| s.is_bootstrapped())
+            .await;
+        if bootstrapped == Ok(true) {
+            match services.networks.define_configured(&networks).await {
+                Ok(()) => return,
+                Err(e) if !logged => {
+                    tracing::warn!(error = %e, "configured networks not defined yet; retrying");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn shutdown_signal() {

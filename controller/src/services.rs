@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_common::api::{Cluster, ClusterMember};
-
+use crate::cluster::ClusterService;
 use crate::hosts::Hosts;
 use crate::images::{Images, MarketplaceSettings};
 use crate::instances::Instances;
 use crate::networks::Networks;
-use crate::replica::{Consistency, Replica, ReplicaError};
+use crate::peer::Me;
+use crate::replica::Replica;
 use crate::users::Users;
 use crate::volumes::{VolumeSettings, Volumes};
 
@@ -25,6 +25,8 @@ pub struct Settings {
     pub host_timeout: Duration,
     pub marketplace: MarketplaceSettings,
     pub volumes: VolumeSettings,
+    /// Who this node is to the other controllers.
+    pub me: Me,
 }
 
 pub struct Services {
@@ -35,6 +37,7 @@ pub struct Services {
     pub hosts: Arc<Hosts>,
     pub volumes: Arc<Volumes>,
     pub instances: Instances,
+    pub cluster: ClusterService,
 }
 
 impl Services {
@@ -62,6 +65,7 @@ impl Services {
         );
         Self {
             users: Users::new(replica.clone()),
+            cluster: ClusterService::start(replica.clone(), settings.me),
             replica,
             images,
             networks,
@@ -69,30 +73,6 @@ impl Services {
             volumes,
             instances,
         }
-    }
-
-    /// The Raft group as this node sees it.
-    pub async fn cluster(&self) -> Result<Cluster, ReplicaError> {
-        let status = self.replica.status();
-        Ok(Cluster {
-            cluster_id: self
-                .replica
-                .read(Consistency::Stale, |s| s.cluster_id.clone())
-                .await?,
-            node_id: status.node_id,
-            leader: status.leader,
-            term: status.term,
-            commit_index: status.commit_index,
-            applied_index: status.applied_index,
-            members: status
-                .voters
-                .iter()
-                .map(|&id| ClusterMember {
-                    id,
-                    address: String::new(),
-                })
-                .collect(),
-        })
     }
 }
 
@@ -105,6 +85,7 @@ mod tests {
 
     use super::*;
     use crate::failure::{Failure, Kind};
+    use crate::replica::Consistency;
     use crate::replica::ReplicaConfig;
     use crate::users::Caller;
 
@@ -164,11 +145,15 @@ mod tests {
                 host_timeout: Duration::from_secs(60),
                 marketplace: MarketplaceSettings::default(),
                 volumes: VolumeSettings::default(),
+                me: crate::peer::Me {
+                    node_id: 1,
+                    address: "127.0.0.1:1".into(),
+                },
             },
         );
         cloud
             .users
-            .bootstrap_if_needed("admin", "password1", 4.0, None)
+            .bootstrap_if_needed("admin", "password1", 4.0, None, None)
             .await
             .unwrap();
         cloud.networks.define_configured(networks).await.unwrap();

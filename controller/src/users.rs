@@ -110,6 +110,7 @@ impl Users {
         admin_user: &str,
         admin_password: &str,
         cpu_allocation_ratio: f64,
+        cluster_id: Option<String>,
         first_member: Option<MemberRecord>,
     ) -> Result<bool, UserError> {
         if self
@@ -120,7 +121,7 @@ impl Users {
             return Ok(false);
         }
         let command = Command::Bootstrap {
-            cluster_id: decide::uuid(),
+            cluster_id: cluster_id.unwrap_or_else(decide::uuid),
             admin: UserRecord {
                 name: admin_user.to_owned(),
                 password_hash: hash_off_thread(admin_password).await?,

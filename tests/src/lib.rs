@@ -3,6 +3,7 @@
 //! processes stopped by pid, this cloud's domains destroyed, files removed — also when a test
 //! fails.
 
+pub mod cluster;
 pub mod image_server;
 pub mod pki;
 
@@ -223,11 +224,12 @@ impl TestCloud {
         set_mode(Path::new(TEST_ROOT), 0o755)?;
         set_mode(&dir, 0o755)?;
         let port = free_port();
+        let peer_port = free_port();
         let admin_password = format!("admin-pw-{}", std::process::id());
         fs::write(
             dir.join("controller.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n{extra}\n",
+                "listen = \"127.0.0.1:{port}\"\npeer_listen = \"127.0.0.1:{peer_port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n{extra}\n",
                 d = dir.display()
             ),
         )?;

@@ -2,7 +2,9 @@
 //! one of the [`Services`] and its result into JSON; errors are JSON `{code, message}` with the
 //! status their [`Failure`] kind gives.
 
+mod cluster;
 mod extract;
+pub mod forward;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,9 +79,13 @@ pub fn router(services: Arc<Services>) -> Router {
             axum::routing::delete(unpin_image),
         )
         .route("/api/v1/hosts/{name}/report", post(host_report))
-        .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/users", get(list_users).post(create_user))
+        .merge(cluster::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            forward::Forwarder::new(services.replica.clone()),
+            forward::to_leader,
+        ))
         .with_state(services)
 }
 
@@ -439,10 +445,6 @@ async fn host_report(
 ) -> Answer<impl IntoResponse> {
     services.hosts.report(&name, report).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn cluster(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
-    Ok(Json(services.cluster().await?))
 }
 
 /// `POST /api/v1/users`.

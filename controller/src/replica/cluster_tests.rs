@@ -110,6 +110,8 @@ impl Cluster {
             .change_membership(MemberChange::AddLearner {
                 id,
                 address: format!("node-{id}"),
+                api_address: String::new(),
+                incarnation: String::new(),
             })
             .await
             .unwrap();
@@ -445,6 +447,8 @@ async fn membership_changes_are_checked_and_made_one_at_a_time() {
                 .change_membership(MemberChange::AddLearner {
                     id: 4,
                     address: "node-4".into(),
+                    api_address: String::new(),
+                    incarnation: String::new(),
                 })
                 .await
         }
@@ -459,6 +463,8 @@ async fn membership_changes_are_checked_and_made_one_at_a_time() {
             .change_membership(MemberChange::AddLearner {
                 id: 5,
                 address: "node-5".into(),
+                api_address: String::new(),
+                incarnation: String::new(),
             })
             .await,
         Err(MembershipError::ChangePending)

@@ -110,6 +110,8 @@ mod tests {
         let add = |id| MemberChange::AddLearner {
             id,
             address: "127.0.0.1:1".into(),
+            api_address: String::new(),
+            incarnation: String::new(),
         };
         assert_eq!(check(&add(3), &c), Ok(()));
         assert_eq!(check(&add(2), &c), Err(MembershipError::AlreadyMember(2)));
@@ -117,6 +119,8 @@ mod tests {
         let blank = MemberChange::AddLearner {
             id: 4,
             address: " ".into(),
+            api_address: String::new(),
+            incarnation: String::new(),
         };
         assert_eq!(check(&blank, &c), Err(MembershipError::NoAddress));
         assert_eq!(check(&MemberChange::Promote { id: 2 }, &c), Ok(()));
@@ -144,6 +148,8 @@ mod tests {
         let change = MemberChange::AddLearner {
             id: 7,
             address: "10.0.0.7:8441".into(),
+            api_address: String::new(),
+            incarnation: String::new(),
         };
         let cc = conf_change(&change);
         assert_eq!(cc.changes[0].node_id, 7);

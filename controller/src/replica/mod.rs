@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use crate::codec;
 use crate::state::{Command, Event, Outcome, Rejection, State};
 pub use membership::{MemberChange, MembershipError};
-use storage::StorageError;
+pub use storage::{Identity, StorageError};
 pub use transport::{NoPeers, Transport};
 
 /// How fresh a read must be.
@@ -149,6 +149,8 @@ enum Input {
     Step(Box<raft::prelude::Message>),
     /// The transport could not reach a peer.
     Unreachable(u64),
+    /// Whether a snapshot sent to a peer arrived (written and fsynced there).
+    SnapshotStatus(u64, bool),
     ChangeMembers(MemberChange, MemberReply),
     Shutdown,
 }
@@ -164,6 +166,8 @@ pub struct Replica {
     propose_timeout: Duration,
     read_timeout: Duration,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    storage: storage::DurableStorage,
+    identity: Arc<RwLock<Identity>>,
 }
 
 /// How many applied rounds a slow subscriber may fall behind before it is told it lagged.
@@ -193,6 +197,8 @@ impl Replica {
             propose_timeout: config.propose_timeout,
             read_timeout: config.read_timeout,
             thread: Arc::new(std::sync::Mutex::new(Some(started.thread))),
+            storage: started.storage,
+            identity: Arc::new(RwLock::new(started.identity)),
         })
     }
 
@@ -240,6 +246,12 @@ impl Replica {
         Ok(f(&self.state.read().expect("state lock")))
     }
 
+    /// Runs `f` on this node's applied state as it is, without waiting (what
+    /// [`Consistency::Stale`] reads, for callers that cannot await).
+    pub fn stale<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.read().expect("state lock"))
+    }
+
     /// Hands a peer's message to the node.
     pub fn step(&self, message: raft::prelude::Message) {
         let _ = self.inputs.send(Input::Step(Box::new(message)));
@@ -248,6 +260,25 @@ impl Replica {
     /// Tells the node that the transport could not reach peer `id`.
     pub fn report_unreachable(&self, id: u64) {
         let _ = self.inputs.send(Input::Unreachable(id));
+    }
+
+    /// Tells the node whether the snapshot it sent to peer `id` arrived.
+    pub fn report_snapshot(&self, id: u64, delivered: bool) {
+        let _ = self.inputs.send(Input::SnapshotStatus(id, delivered));
+    }
+
+    /// This node's store: its incarnation and the cluster it belongs to.
+    pub fn identity(&self) -> Identity {
+        self.identity.read().expect("identity lock").clone()
+    }
+
+    /// Makes `cluster_id` this node's cluster (durably) unless it belongs to another one.
+    /// Blocks on an fsync.
+    pub fn adopt_cluster(&self, cluster_id: &str) -> Result<Identity, StorageError> {
+        let mut identity = self.identity.write().expect("identity lock");
+        let adopted = self.storage.adopt_cluster(&identity, cluster_id)?;
+        *identity = adopted.clone();
+        Ok(adopted)
     }
 
     /// Changes the group's membership (on the leader, one change at a time) and waits until

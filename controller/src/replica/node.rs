@@ -15,12 +15,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::prelude::{ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::prelude::{ConfChangeV2, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{broadcast, watch};
 
 use super::membership::{self, MemberChange, MembershipError};
-use super::storage::DurableStorage;
+use super::storage::{DurableStorage, Identity};
 use super::{
     logger, Applied, Input, MemberReply, PeerProgress, ProposeReply, RaftStatus, ReadReply,
     ReplicaConfig, ReplicaError, StartError, Transport,
@@ -41,6 +41,8 @@ pub(super) struct Started {
     pub applied: watch::Receiver<u64>,
     pub status: watch::Receiver<RaftStatus>,
     pub thread: std::thread::JoinHandle<()>,
+    pub storage: DurableStorage,
+    pub identity: Identity,
 }
 
 pub(super) fn start(
@@ -83,10 +85,11 @@ pub(super) fn start(
         ..Default::default()
     });
     let (inputs, rx) = mpsc::channel();
+    let identity = recovered.identity.clone();
     let mut runner = Runner {
         id: config.node_id,
         node,
-        storage,
+        storage: storage.clone(),
         transport,
         state: state.clone(),
         applied_tx,
@@ -108,7 +111,16 @@ pub(super) fn start(
     };
     let thread = std::thread::Builder::new()
         .name(format!("raft-{}", config.node_id))
-        .spawn(move || runner.run(rx))
+        .spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| runner.run(rx));
+            if std::panic::catch_unwind(run).is_err() {
+                // raft-rs panics on what it cannot go on from (e.g. a message that contradicts
+                // this node's log). A controller without its Raft node must not keep serving:
+                // exit, so the service manager restarts it from what is durably on disk.
+                tracing::error!("the raft node panicked; the controller exits");
+                std::process::exit(70);
+            }
+        })
         .map_err(StartError::Spawn)?;
     Ok(Started {
         inputs,
@@ -116,6 +128,8 @@ pub(super) fn start(
         applied: applied_rx,
         status: status_rx,
         thread,
+        storage,
+        identity,
     })
 }
 
@@ -218,6 +232,14 @@ impl Runner {
                 }
             }
             Input::Unreachable(id) => self.node.report_unreachable(id),
+            Input::SnapshotStatus(id, delivered) => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(id, status);
+            }
             Input::ChangeMembers(change, reply) => self.change_members(change, reply),
             Input::Shutdown => return false,
         }
@@ -392,18 +414,11 @@ impl Runner {
         Ok(())
     }
 
+    /// Hands messages to the transport; it reports back whether a snapshot arrived
+    /// ([`Input::SnapshotStatus`]), until then the peer gets no more entries.
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
-            let (to, snapshot) = (
-                message.to,
-                message.get_msg_type() == MessageType::MsgSnapshot,
-            );
             self.transport.send(message);
-            if snapshot {
-                // Handed over; a snapshot that is lost shows up as a peer that does not answer
-                // (reported unreachable), and the leader sends it again.
-                self.node.report_snapshot(to, SnapshotStatus::Finish);
-            }
         }
     }
 

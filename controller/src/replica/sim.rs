@@ -145,15 +145,21 @@ impl SimNetwork {
 
     fn send(&self, message: Message) {
         let (from, to) = (message.from, message.to);
+        let snapshot = message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
         let delays = {
             let mut links = self.links.lock().unwrap();
-            if links.cut.contains(&(from, to)) {
+            let drop = links.faults.drop;
+            let lost = links.cut.contains(&(from, to)) || (drop > 0.0 && links.rng.gen_bool(drop));
+            if snapshot {
+                // A real transport reports once the peer has the snapshot on disk.
+                if let Some(sender) = links.nodes.get(&from) {
+                    sender.report_snapshot(to, !lost && links.nodes.contains_key(&to));
+                }
+            }
+            if lost {
                 return;
             }
             let faults = links.faults;
-            if faults.drop > 0.0 && links.rng.gen_bool(faults.drop) {
-                return;
-            }
             let copies = if faults.duplicate > 0.0 && links.rng.gen_bool(faults.duplicate) {
                 2
             } else {

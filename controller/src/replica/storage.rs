@@ -21,6 +21,17 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const HARD_STATE: &str = "hard_state";
 const CONF_STATE: &str = "conf_state";
 const SNAPSHOT: &str = "snapshot";
+const IDENTITY: &str = "identity";
+
+/// Whose store this is: a random incarnation made when the store was created (a node that
+/// comes back with an empty disk under an old ID has a new one, and its peers can tell), and
+/// the cluster it belongs to (made with the store of a cluster's first node, adopted by a
+/// joining node when the leader first contacts it, never changed after).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    pub incarnation: String,
+    pub cluster_id: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -38,8 +49,16 @@ pub enum StorageError {
         #[source]
         source: protobuf::ProtobufError,
     },
+    #[error("raft store holds a corrupt identity record")]
+    CorruptIdentity(#[source] serde_json::Error),
+    #[error("this node belongs to cluster {ours}, not {offered}")]
+    OtherCluster { ours: String, offered: String },
     #[error("raft log")]
     Raft(#[from] raft::Error),
+}
+
+fn encode_identity(identity: &Identity) -> Vec<u8> {
+    serde_json::to_vec(identity).expect("an identity encodes")
 }
 
 fn db_err(e: impl Into<redb::Error>) -> StorageError {
@@ -61,6 +80,7 @@ pub struct Recovered {
     pub snapshot: Option<Snapshot>,
     /// Whether the store already held a Raft group (false on the very first start).
     pub existing: bool,
+    pub identity: Identity,
 }
 
 /// Raft storage over redb, cheap to clone (raft-rs owns one copy, the node loop another).
@@ -122,6 +142,12 @@ impl DurableStorage {
             None => None,
         };
         let existing = conf_state.is_some();
+        let identity = match get(IDENTITY)? {
+            Some(bytes) => {
+                Some(serde_json::from_slice(&bytes).map_err(StorageError::CorruptIdentity)?)
+            }
+            None => None,
+        };
         let storage = Self {
             mem,
             db: Arc::new(db),
@@ -157,6 +183,20 @@ impl DurableStorage {
         }
         drop((log, meta, read));
         storage.mem.wl().append(&entries)?;
+        let identity = match identity {
+            Some(identity) => identity,
+            None => {
+                // A new store (or one from before identities): a new incarnation, and a new
+                // cluster if this node starts one.
+                let identity = Identity {
+                    incarnation: uuid::Uuid::new_v4().to_string(),
+                    cluster_id: (!existing && !voters.is_empty())
+                        .then(|| uuid::Uuid::new_v4().to_string()),
+                };
+                storage.write_meta(&[(IDENTITY, encode_identity(&identity))])?;
+                identity
+            }
+        };
         if !existing && !voters.is_empty() {
             let cs = ConfState {
                 voters: voters.to_vec(),
@@ -165,7 +205,38 @@ impl DurableStorage {
             storage.write_meta(&[(CONF_STATE, cs.write_to_bytes().expect("encode conf state"))])?;
             storage.mem.wl().set_conf_state(cs);
         }
-        Ok((storage, Recovered { snapshot, existing }))
+        Ok((
+            storage,
+            Recovered {
+                snapshot,
+                existing,
+                identity,
+            },
+        ))
+    }
+
+    /// Makes `cluster_id` this store's cluster, durably, if it has none yet; a store of
+    /// another cluster refuses.
+    pub fn adopt_cluster(
+        &self,
+        identity: &Identity,
+        cluster_id: &str,
+    ) -> Result<Identity, StorageError> {
+        match &identity.cluster_id {
+            Some(ours) if ours == cluster_id => Ok(identity.clone()),
+            Some(ours) => Err(StorageError::OtherCluster {
+                ours: ours.clone(),
+                offered: cluster_id.to_owned(),
+            }),
+            None => {
+                let adopted = Identity {
+                    incarnation: identity.incarnation.clone(),
+                    cluster_id: Some(cluster_id.to_owned()),
+                };
+                self.write_meta(&[(IDENTITY, encode_identity(&adopted))])?;
+                Ok(adopted)
+            }
+        }
     }
 
     fn write_meta(&self, values: &[(&str, Vec<u8>)]) -> Result<(), StorageError> {

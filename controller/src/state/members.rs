@@ -9,8 +9,17 @@ use super::{Effects, Event, State};
 /// One membership change (what a ConfChangeV2 entry carries in its context).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberChange {
-    /// A new node, reachable by its peers at `address`, joins as a learner.
-    AddLearner { id: u64, address: String },
+    /// A new node joins as a learner: its peers reach it at `address`, clients at
+    /// `api_address`, and its store's incarnation is `incarnation` (a node that comes back
+    /// with another one lost its disk and is refused).
+    AddLearner {
+        id: u64,
+        address: String,
+        #[serde(default)]
+        api_address: String,
+        #[serde(default)]
+        incarnation: String,
+    },
     /// A learner becomes a voter.
     Promote { id: u64 },
     /// A voter or learner leaves the group.
@@ -33,6 +42,12 @@ pub struct MemberRecord {
     pub id: u64,
     /// Where its peers reach it (host:port of its peer listener).
     pub address: String,
+    /// Where clients and other nodes reach its HTTP API (host:port).
+    #[serde(default)]
+    pub api_address: String,
+    /// The incarnation of its store when it joined.
+    #[serde(default)]
+    pub incarnation: String,
     /// False while it is a learner.
     pub voter: bool,
 }
@@ -42,12 +57,19 @@ impl State {
     pub fn apply_member_change(&mut self, change: &MemberChange) -> Effects {
         let id = change.id();
         match change {
-            MemberChange::AddLearner { address, .. } => {
+            MemberChange::AddLearner {
+                address,
+                api_address,
+                incarnation,
+                ..
+            } => {
                 self.members.insert(
                     id,
                     MemberRecord {
                         id,
                         address: address.clone(),
+                        api_address: api_address.clone(),
+                        incarnation: incarnation.clone(),
                         voter: false,
                     },
                 );

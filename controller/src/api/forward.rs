@@ -1,0 +1,180 @@
+//! Any node answers: a request only the leader can serve well is passed to it as it came
+//! (same method, path, headers and body) and its answer passed back. That is every write, so
+//! the leader decides with one clock and one view of host liveness, and every agent and host
+//! route, so heartbeats, long-polls and placement all meet at the leader. Reads stay on the
+//! node that got them (linearizable through ReadIndex). A request forwarded once is never
+//! forwarded again: if leadership moved meanwhile, it fails with 503 and the client retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::error_response;
+use crate::replica::{Consistency, Replica};
+
+/// Set on a request one node forwarded to another (its value: the forwarding node's ID).
+pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-stratus-forwarded-by");
+/// Set on every answer: the ID of the node that served it.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-stratus-node");
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Headers that belong to one connection, not to the request.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub struct Forwarder {
+    replica: Replica,
+    client: Client<HttpConnector, Body>,
+}
+
+impl Forwarder {
+    pub fn new(replica: Replica) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        Arc::new(Self {
+            replica,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+}
+
+/// Whether only the leader should serve this request.
+fn needs_leader(method: &Method, path: &str) -> bool {
+    let read = method == Method::GET || method == Method::HEAD;
+    !read || path == "/api/v1/hosts" || path.starts_with("/api/v1/hosts/")
+}
+
+fn unavailable(code: &str, message: String) -> Response {
+    error_response(StatusCode::SERVICE_UNAVAILABLE, code, message)
+}
+
+/// The middleware: serves here, or passes the request to the leader.
+pub async fn to_leader(
+    State(forwarder): State<Arc<Forwarder>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let status = forwarder.replica.status();
+    let me = status.node_id;
+    let mut response =
+        if status.leader == Some(me) || !needs_leader(request.method(), request.uri().path()) {
+            next.run(request).await
+        } else if let Some(by) = request.headers().get(&FORWARDED_BY) {
+            let by = by.to_str().unwrap_or("?").to_owned();
+            unavailable(
+                "no_leader",
+                format!(
+                    "node {by} forwarded this request to node {me}, which is not the leader any \
+                 more (leadership is moving); retry"
+                ),
+            )
+        } else {
+            match status.leader {
+                None => unavailable(
+                    "no_leader",
+                    "no controller is leader now (an election is under way, or too few \
+                 controllers are up to elect one); retry shortly"
+                        .into(),
+                ),
+                Some(leader) => forwarder.forward(me, leader, request).await,
+            }
+        };
+    if let Ok(value) = HeaderValue::from_str(&me.to_string()) {
+        response.headers_mut().entry(SERVED_BY).or_insert(value);
+    }
+    response
+}
+
+impl Forwarder {
+    async fn forward(&self, me: u64, leader: u64, request: Request) -> Response {
+        let address = self
+            .replica
+            .read(Consistency::Stale, |s| {
+                s.members.get(&leader).map(|m| m.api_address.clone())
+            })
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| !a.is_empty());
+        let Some(address) = address else {
+            return unavailable(
+                "no_leader",
+                format!("the leader, node {leader}, has no API address on record; retry"),
+            );
+        };
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_owned();
+        let uri: Uri = match format!("http://{address}{path}").parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                return unavailable(
+                    "no_leader",
+                    format!("the leader's API address {address:?} is not usable"),
+                )
+            }
+        };
+        parts.uri = uri;
+        for name in HOP_BY_HOP {
+            parts.headers.remove(name);
+        }
+        parts.headers.remove(header::HOST);
+        parts.headers.insert(FORWARDED_BY, HeaderValue::from(me));
+        match self.client.request(Request::from_parts(parts, body)).await {
+            Ok(answer) => {
+                let (mut parts, body) = answer.into_parts();
+                for name in HOP_BY_HOP {
+                    parts.headers.remove(name);
+                }
+                Response::from_parts(parts, Body::new(body))
+            }
+            Err(e) => {
+                tracing::info!(leader, %address, error = %e, "forwarding to the leader failed");
+                unavailable(
+                    "no_leader",
+                    format!(
+                        "cannot reach the leader, node {leader} at {address}: {e}; retry (another \
+                         leader is elected if it is down)"
+                    ),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_host_routes_go_to_the_leader_reads_stay() {
+        assert!(needs_leader(&Method::POST, "/api/v1/instances"));
+        assert!(needs_leader(&Method::DELETE, "/api/v1/instances/3"));
+        assert!(needs_leader(&Method::PATCH, "/api/v1/volumes/x"));
+        assert!(needs_leader(&Method::GET, "/api/v1/hosts"));
+        assert!(needs_leader(&Method::GET, "/api/v1/hosts/node-1/desired"));
+        assert!(!needs_leader(&Method::GET, "/api/v1/instances"));
+        assert!(!needs_leader(&Method::GET, "/api/v1/hostsfoo"));
+        assert!(!needs_leader(&Method::GET, "/api/v1/cluster"));
+    }
+}

@@ -1,0 +1,379 @@
+//! A cluster of real controller processes for the tests, each in a network namespace of its
+//! own, joined by veths to a bridge in a "switch" namespace; the test process reaches them
+//! through one more veth from its own namespace. So a partition is a real link going down.
+//! Addresses are from 198.18.0.0/15 (RFC 2544, for benchmarking: never a real network), one /24
+//! per cluster. Everything is torn down on drop — processes stopped by pid, then the
+//! namespaces (which takes their veths) and the test's own veth — also when a test fails.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{bin, TEST_ROOT};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub const API_PORT: u16 = 8440;
+pub const PEER_PORT: u16 = 8450;
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut full = vec!["netns", "exec", ns, "ip"];
+    full.extend_from_slice(args);
+    ip(&full)
+}
+
+pub struct Node {
+    pub id: u64,
+    pub ns: String,
+    pub address: String,
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+}
+
+impl Node {
+    pub fn api(&self) -> String {
+        format!("{}:{API_PORT}", self.address)
+    }
+
+    pub fn peer(&self) -> String {
+        format!("{}:{PEER_PORT}", self.address)
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+}
+
+pub struct TestCluster {
+    pub dir: PathBuf,
+    tag: String,
+    subnet: String,
+    switch: String,
+    host_veth: String,
+    pub nodes: BTreeMap<u64, Node>,
+    pub admin_password: String,
+    http: Client,
+}
+
+impl TestCluster {
+    /// The namespaces and links for `n` nodes; no controller started yet.
+    pub fn new(name: &str, n: u64) -> anyhow::Result<Self> {
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("c{}{}", std::process::id() % 100_000, seq);
+        let subnet = format!(
+            "198.18.{}",
+            (std::process::id() as usize * 7 + seq as usize) % 250 + 1
+        );
+        let dir = PathBuf::from(TEST_ROOT).join(format!("{name}-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let mut cluster = Self {
+            dir,
+            switch: format!("{tag}-sw"),
+            host_veth: format!("{tag}h"),
+            tag: tag.clone(),
+            subnet: subnet.clone(),
+            nodes: BTreeMap::new(),
+            admin_password: format!("admin-pw-{tag}"),
+            http: Client::builder()
+                .timeout(Duration::from_secs(15))
+                .connect_timeout(Duration::from_secs(1))
+                .build()?,
+        };
+        // Built step by step so that Drop removes whatever was made if a step fails.
+        ip(&["netns", "add", &cluster.switch])?;
+        in_ns(&cluster.switch, &["link", "add", "br0", "type", "bridge"])?;
+        in_ns(&cluster.switch, &["link", "set", "br0", "up"])?;
+        let host_peer = format!("{tag}hp");
+        ip(&[
+            "link",
+            "add",
+            &cluster.host_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &host_peer,
+        ])?;
+        ip(&["link", "set", &host_peer, "netns", &cluster.switch])?;
+        in_ns(
+            &cluster.switch,
+            &["link", "set", &host_peer, "master", "br0", "up"],
+        )?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{subnet}.254/24"),
+            "dev",
+            &cluster.host_veth,
+        ])?;
+        ip(&["link", "set", &cluster.host_veth, "up"])?;
+        for id in 1..=n {
+            cluster.add_namespace(id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn add_namespace(&mut self, id: u64) -> anyhow::Result<()> {
+        let ns = format!("{}-n{id}", self.tag);
+        ip(&["netns", "add", &ns])?;
+        let address = format!("{}.{id}", self.subnet);
+        let node_dir = self.dir.join(format!("node-{id}"));
+        fs::create_dir_all(&node_dir)?;
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                ns: ns.clone(),
+                address: address.clone(),
+                child: None,
+                dir: node_dir,
+            },
+        );
+        in_ns(&ns, &["link", "set", "lo", "up"])?;
+        let (inside, outside) = (format!("{}e{id}", self.tag), format!("{}s{id}", self.tag));
+        ip(&[
+            "link", "add", &inside, "type", "veth", "peer", "name", &outside,
+        ])?;
+        ip(&["link", "set", &inside, "netns", &ns])?;
+        ip(&["link", "set", &outside, "netns", &self.switch])?;
+        in_ns(
+            &self.switch,
+            &["link", "set", &outside, "master", "br0", "up"],
+        )?;
+        in_ns(&ns, &["link", "set", &inside, "name", "eth0"])?;
+        in_ns(
+            &ns,
+            &["addr", "add", &format!("{address}/24"), "dev", "eth0"],
+        )?;
+        in_ns(&ns, &["link", "set", "eth0", "up"])?;
+        Ok(())
+    }
+
+    /// Writes node `id`'s configuration: a member that joins, unless it is the first.
+    pub fn configure(&self, id: u64, join: bool, extra: &str) -> anyhow::Result<()> {
+        let node = &self.nodes[&id];
+        let d = self.dir.display();
+        fs::write(
+            node.dir.join("controller.toml"),
+            format!(
+                "node_id = {id}\nlisten = \"{api}\"\npeer_listen = \"{peer}\"\njoin = {join}\n\
+                 state_dir = \"{nd}/state\"\nagent_token_file = \"{d}/agent-token\"\n\
+                 admin_password = \"{pw}\"\nsnapshot_every = 20\n{extra}\n",
+                api = node.api(),
+                peer = node.peer(),
+                nd = node.dir.display(),
+                pw = self.admin_password,
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Starts node `id`'s controller inside its namespace (its pid is the controller's: `ip
+    /// netns exec` execs it).
+    pub fn start(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        assert!(node.child.is_none(), "node {id} already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("controller.log"))?;
+        let config = node.dir.join("controller.toml");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.ns])
+            .arg(bin("stratus-controller"))
+            .args(["--config", &config.display().to_string()])
+            .env("STRATUS_LOG", "info,raft=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `id` answers HTTP at all.
+    pub fn wait_serving(&self, id: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Any answer will do: a node waiting to be added has no users to authenticate.
+            if self.get(id, "/cluster").is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {id} did not answer in {timeout:?}; log:\n{}",
+                    self.log(id)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Signals node `id`'s controller (the harness's own child, by pid).
+    pub fn signal(&self, id: u64, signal: i32) {
+        if let Some(pid) = self.nodes[&id].pid() {
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        fs::read_to_string(self.nodes[&id].dir.join("controller.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("http://{}/api/v1{path}", self.nodes[&id].api())
+    }
+
+    fn answer(response: reqwest::blocking::Response) -> anyhow::Result<(StatusCode, Value)> {
+        let status = response.status();
+        let text = response.text()?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("{status}: {text}"))?
+        };
+        Ok((status, body))
+    }
+
+    pub fn get(&self, id: u64, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        Self::answer(
+            self.http
+                .get(self.url(id, path))
+                .basic_auth("admin", Some(&self.admin_password))
+                .send()?,
+        )
+    }
+
+    /// A POST; answers the status, body and the ID of the node that served it.
+    pub fn post(
+        &self,
+        id: u64,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value, Option<u64>)> {
+        let response = self
+            .http
+            .post(self.url(id, path))
+            .basic_auth("admin", Some(&self.admin_password))
+            .json(body)
+            .send()?;
+        let served = response
+            .headers()
+            .get("x-stratus-node")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let (status, body) = Self::answer(response)?;
+        Ok((status, body, served))
+    }
+
+    pub fn delete(&self, id: u64, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        Self::answer(
+            self.http
+                .delete(self.url(id, path))
+                .basic_auth("admin", Some(&self.admin_password))
+                .send()?,
+        )
+    }
+
+    /// The leader as node `id` sees it, with the term.
+    pub fn leader_seen_by(&self, id: u64) -> Option<(u64, u64)> {
+        let (status, cluster) = self.get(id, "/cluster").ok()?;
+        if status != StatusCode::OK {
+            return None;
+        }
+        Some((cluster["leader"].as_u64()?, cluster["term"].as_u64()?))
+    }
+
+    /// Waits until a running node names a leader that itself says it leads.
+    pub fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (&id, node) in &self.nodes {
+                if node.child.is_none() {
+                    continue;
+                }
+                if let Some((leader, _)) = self.leader_seen_by(id) {
+                    if self.nodes.get(&leader).is_some_and(|n| n.child.is_some())
+                        && self.leader_seen_by(leader).map(|(l, _)| l) == Some(leader)
+                    {
+                        return Ok(leader);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader in {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Adds node `id` (running with `join = true`) through node `via`: answers the status and
+    /// the member as the API showed it.
+    pub fn add_member(&self, via: u64, id: u64) -> anyhow::Result<(StatusCode, Value)> {
+        let node = &self.nodes[&id];
+        let (status, body, _) = self.post(
+            via,
+            "/cluster/members",
+            &json!({"id": id, "address": node.peer(), "api_address": node.api()}),
+        )?;
+        Ok((status, body))
+    }
+
+    /// Whether node `id` is running.
+    pub fn running(&self, id: u64) -> bool {
+        self.nodes[&id].child.is_some()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                // A stopped node must be resumed to die of SIGTERM; SIGKILL needs no resume.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        for node in self.nodes.values() {
+            let _ = ip(&["netns", "delete", &node.ns]);
+        }
+        let _ = ip(&["netns", "delete", &self.switch]);
+        let _ = ip(&["link", "delete", &self.host_veth]);
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! A controller cluster of real processes, each in its own network namespace: forming it
+//! through the members API, any node answering (writes forwarded to the leader), every
+//! acknowledged write surviving leader kills, and the peer link's refusals (a node of another
+//! cluster, a member back with an empty disk).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use stratus_e2e::cluster::TestCluster;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Node 1 starts the cluster; nodes 2..=n join through the members API.
+fn formed(name: &str, n: u64) -> TestCluster {
+    let mut cluster = TestCluster::new(name, n).expect("namespaces");
+    for id in 1..=n {
+        cluster.configure(id, id != 1, "").unwrap();
+    }
+    cluster.start(1).unwrap();
+    cluster.wait_serving(1, WAIT).unwrap();
+    for id in 2..=n {
+        cluster.start(id).unwrap();
+        cluster.wait_serving(id, WAIT).unwrap();
+        let (status, member) = cluster.add_member(1, id).unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{member}\n{}", cluster.log(id));
+        assert_eq!(member["role"], "voter", "{member}");
+    }
+    cluster
+}
+
+fn network(k: u32) -> Value {
+    json!({
+        "name": format!("w{k}"),
+        "cidr": format!("10.{}.{}.0/24", 100 + k / 256, k % 256),
+        "gateway": format!("10.{}.{}.1", 100 + k / 256, k % 256),
+        "bridge": format!("bw{k}"),
+    })
+}
+
+/// The networks node `id` has (a linearizable read served by that node).
+/// A node that just started may not know the leader yet: its reads wait for it.
+fn names_on(cluster: &TestCluster, id: u64) -> BTreeSet<String> {
+    let deadline = Instant::now() + WAIT;
+    let list = loop {
+        let (status, list) = cluster.get(id, "/networks").unwrap();
+        if status == StatusCode::OK {
+            break list;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{list}");
+        assert!(Instant::now() < deadline, "node {id} cannot read: {list}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_three_node_cluster_forms_and_any_node_answers() {
+    let cluster = formed("cluster-form", 3);
+    let leader = cluster.wait_leader(WAIT).unwrap();
+    assert_eq!(leader, 1, "the first node leads until something happens");
+
+    // Every node shows the same members; the leader shows their progress.
+    let (_, view) = cluster.get(1, "/cluster").unwrap();
+    let members = view["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{view}");
+    for m in members {
+        let id = m["id"].as_u64().unwrap();
+        let node = &cluster.nodes[&id];
+        assert_eq!(m["address"], node.peer(), "{view}");
+        assert_eq!(m["api_address"], node.api(), "{view}");
+        assert_eq!(
+            m["role"],
+            if id == 1 { "leader" } else { "voter" },
+            "{view}"
+        );
+        assert!(m["match_index"].as_u64().is_some(), "{view}");
+        assert!(m["last_contact_ms"].as_u64().is_some(), "{view}");
+    }
+    let (_, on_3) = cluster.get(3, "/cluster").unwrap();
+    assert_eq!(on_3["node_id"], 3);
+    assert_eq!(on_3["leader"], 1);
+    assert_eq!(on_3["cluster_id"], view["cluster_id"]);
+    let (_, listed) = cluster.get(2, "/cluster/members").unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+
+    // A write through a follower is served by the leader and readable on every node at once.
+    let (status, made, served) = cluster.post(3, "/networks", &network(1)).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(served, Some(1), "forwarded to the leader");
+    for id in 1..=3 {
+        assert!(names_on(&cluster, id).contains("w1"), "node {id}");
+    }
+    // A bad write through a follower gets the leader's error, unchanged.
+    let (status, error, _) = cluster
+        .post(
+            2,
+            "/networks",
+            &json!({"name": "bad", "cidr": "10.0.0.0/33", "gateway": "10.0.0.1", "bridge": "b"}),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("cidr"),
+        "{error}"
+    );
+
+    // Membership rules, through any node.
+    let (status, error) = cluster.add_member(2, 3).unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("already a member"),
+        "{error}"
+    );
+    let (status, error) = cluster.delete(2, "/cluster/members/9").unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    let (status, error, _) = cluster
+        .post(
+            1,
+            "/cluster/members",
+            &json!({"id": 4, "address": "nowhere", "api_address": "x:1"}),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().starts_with("address"),
+        "{error}"
+    );
+}
+
+#[test]
+fn every_acknowledged_write_survives_three_leader_kills() {
+    let mut cluster = formed("cluster-kills", 3);
+    let apis: BTreeMap<u64, String> = cluster.nodes.iter().map(|(&id, n)| (id, n.api())).collect();
+    let password = cluster.admin_password.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+
+    // The client: writes one network after another through whichever node answers, moving on
+    // to the next node when one fails; a network is acknowledged by a 201 (or, for a retry
+    // after a lost answer, by the 409 saying it exists).
+    let writer = std::thread::spawn({
+        let (stop, acknowledged, apis, password) = (
+            stop.clone(),
+            acknowledged.clone(),
+            apis.clone(),
+            password.clone(),
+        );
+        move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .connect_timeout(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            let ids: Vec<u64> = apis.keys().copied().collect();
+            let (mut k, mut target, mut retried) = (1000u32, 0usize, false);
+            while !stop.load(Ordering::SeqCst) {
+                let id = ids[target % ids.len()];
+                let answer = http
+                    .post(format!("http://{}/api/v1/networks", apis[&id]))
+                    .basic_auth("admin", Some(&password))
+                    .json(&network(k))
+                    .send();
+                match answer.map(|r| r.status()) {
+                    Ok(StatusCode::CREATED) => {}
+                    Ok(StatusCode::CONFLICT) if retried => {}
+                    Ok(StatusCode::SERVICE_UNAVAILABLE) | Err(_) => {
+                        target += 1;
+                        retried = true;
+                        continue;
+                    }
+                    Ok(other) => panic!("network w{k} through node {id}: {other}"),
+                }
+                acknowledged.lock().unwrap().insert(format!("w{k}"));
+                k += 1;
+                retried = false;
+            }
+        }
+    });
+
+    // The observer: no term ever has two leaders.
+    let leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>> = Arc::default();
+    let observer = std::thread::spawn({
+        let (stop, leaders, apis, password) = (
+            stop.clone(),
+            leaders.clone(),
+            apis.clone(),
+            password.clone(),
+        );
+        move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(1))
+                .build()
+                .unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                for api in apis.values() {
+                    let seen = http
+                        .get(format!("http://{api}/api/v1/cluster"))
+                        .basic_auth("admin", Some(&password))
+                        .send()
+                        .and_then(|r| r.json::<Value>());
+                    if let Ok(view) = seen {
+                        if let (Some(leader), Some(term)) =
+                            (view["leader"].as_u64(), view["term"].as_u64())
+                        {
+                            leaders
+                                .lock()
+                                .unwrap()
+                                .entry(term)
+                                .or_default()
+                                .insert(leader);
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    let acked = || acknowledged.lock().unwrap().len();
+    let wait_acks = |from: usize, more: usize, what: &str| {
+        let deadline = Instant::now() + WAIT;
+        while acked() < from + more {
+            assert!(Instant::now() < deadline, "no writes acknowledged {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_acks(0, 10, "before the first kill");
+    let mut failovers = Vec::new();
+    for round in 1..=3 {
+        let leader = cluster.wait_leader(WAIT).unwrap();
+        let before = acked();
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        wait_acks(
+            before,
+            1,
+            &format!("after killing leader {leader} (round {round})"),
+        );
+        failovers.push(killed_at.elapsed());
+        let next = cluster.wait_leader(WAIT).unwrap();
+        assert_ne!(next, leader, "a killed node cannot lead");
+        wait_acks(acked(), 5, "under the new leader");
+        cluster.start(leader).unwrap();
+        cluster.wait_serving(leader, WAIT).unwrap();
+    }
+    wait_acks(acked(), 5, "after the last restart");
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    observer.join().unwrap();
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    for id in 1..=3 {
+        let names = names_on(&cluster, id);
+        let lost: Vec<_> = acknowledged.difference(&names).collect();
+        assert!(
+            lost.is_empty(),
+            "node {id} lacks acknowledged writes {lost:?}"
+        );
+    }
+    for (term, leaders) in leaders.lock().unwrap().iter() {
+        assert_eq!(leaders.len(), 1, "term {term} had leaders {leaders:?}");
+    }
+    println!(
+        "{} writes acknowledged; first acknowledged write after each leader kill: {failovers:?}",
+        acknowledged.len()
+    );
+}
+
+#[test]
+fn a_node_of_another_cluster_or_back_with_an_empty_disk_is_refused() {
+    let mut cluster = formed_with_stranger("cluster-refuse");
+    // Node 4 runs a cluster of its own: inviting it is refused, and nothing is added.
+    let (status, error) = cluster.add_member(1, 4).unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_eq!(error["code"], "member_refused", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to cluster"),
+        "{error}"
+    );
+    let (_, view) = cluster.get(1, "/cluster").unwrap();
+    assert_eq!(
+        view["members"].as_array().unwrap().len(),
+        3,
+        "nothing was added: {view}"
+    );
+
+    for k in 1..=30 {
+        let (status, body, _) = cluster.post(1, "/networks", &network(k)).unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    assert!(names_on(&cluster, 2).contains("w30"));
+    // Node 2 comes back with an empty disk under its old ID.
+    cluster.kill(2);
+    std::fs::remove_dir_all(cluster.nodes[&2].dir.join("state")).unwrap();
+    cluster.start(2).unwrap();
+    cluster.wait_serving(2, WAIT).unwrap();
+    // The leader's messages reach a node without a cluster: it refuses them, and the leader
+    // logs why and what to do.
+    let deadline = Instant::now() + WAIT;
+    while !cluster
+        .log(1)
+        .contains("node 2 has no cluster: it is new or lost its disk")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            cluster.log(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        cluster.log(2).contains("peer call refused"),
+        "{}",
+        cluster.log(2)
+    );
+    // It cannot be added again under its ID while the old member is on record...
+    let (status, error) = cluster.add_member(1, 2).unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("already a member"),
+        "{error}"
+    );
+    // ...but removed (nodes 1 and 3 are a majority) and added again, it catches up from a
+    // snapshot (the log was compacted long ago).
+    let (status, body) = cluster.delete(3, "/cluster/members/2").unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, member) = cluster.add_member(1, 2).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{member}\n{}", cluster.log(2));
+    assert_eq!(names_on(&cluster, 2).len(), 30);
+    assert!(
+        cluster.log(2).contains("snapshot received and stored"),
+        "{}",
+        cluster.log(2)
+    );
+
+    // Members leave one at a time; the last voter cannot.
+    for id in [2, 3] {
+        let (status, body) = cluster
+            .delete(1, &format!("/cluster/members/{id}"))
+            .unwrap();
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    let (status, error) = cluster.delete(1, "/cluster/members/1").unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_eq!(error["code"], "last_voter", "{error}");
+    let (_, view) = cluster.get(1, "/cluster").unwrap();
+    assert_eq!(view["members"].as_array().unwrap().len(), 1, "{view}");
+}
+
+/// Nodes 1 to 3 in one cluster, node 4 running a cluster of its own.
+fn formed_with_stranger(name: &str) -> TestCluster {
+    let mut cluster = TestCluster::new(name, 4).expect("namespaces");
+    for id in 1..=3 {
+        cluster.configure(id, id != 1, "").unwrap();
+    }
+    cluster.configure(4, false, "").unwrap();
+    cluster.start(1).unwrap();
+    cluster.wait_serving(1, WAIT).unwrap();
+    for id in 2..=4 {
+        cluster.start(id).unwrap();
+        cluster.wait_serving(id, WAIT).unwrap();
+    }
+    for id in 2..=3 {
+        let (status, member) = cluster.add_member(1, id).unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{member}\n{}", cluster.log(id));
+    }
+    cluster
+}
