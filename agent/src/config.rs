@@ -18,7 +18,9 @@ pub enum DomainTypeSetting {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The controller's API endpoint.
+    /// The controller's API endpoint, or a comma-separated list of the controller nodes'
+    /// (`http://ctl1:8440,http://ctl2:8440,http://ctl3:8440`): the agent moves to the next one
+    /// when one cannot be reached or has no leader.
     pub controller: String,
     /// File holding the site's agent token (shared with the controller).
     pub token_file: PathBuf,
@@ -118,9 +120,26 @@ pub enum ConfigError {
 }
 
 impl AgentConfig {
+    /// The controller endpoints, in the order given.
+    pub fn controllers(&self) -> Vec<String> {
+        self.controller
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.controller.starts_with("http://") || self.controller.starts_with("https://")) {
+        let controllers = self.controllers();
+        if controllers.is_empty() {
             return Err(ConfigError::Controller(self.controller.clone()));
+        }
+        if let Some(bad) = controllers
+            .iter()
+            .find(|c| !(c.starts_with("http://") || c.starts_with("https://")))
+        {
+            return Err(ConfigError::Controller(bad.clone()));
         }
         if let Some(name) = &self.host_name {
             stratus_common::names::validate_name("host_name", name)?;
@@ -167,6 +186,14 @@ mod tests {
             c.validate(),
             Err(ConfigError::Controller("127.0.0.1:8440".into()))
         );
+        let c: AgentConfig =
+            toml::from_str("controller = 'http://a:8440, http://b:8440 ,'").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.controllers(), ["http://a:8440", "http://b:8440"]);
+        let c: AgentConfig = toml::from_str("controller = 'http://a:8440,b:8440'").unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::Controller("b:8440".into())));
+        let c: AgentConfig = toml::from_str("controller = ' , '").unwrap();
+        assert!(c.validate().is_err());
         let c: AgentConfig =
             toml::from_str("domain_type = 'qemu'\nhost_name = 'bad/name'").unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::HostName(_))));

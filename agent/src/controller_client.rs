@@ -1,5 +1,8 @@
-//! The agent's side of the controller protocol (see `stratus_common::agent`).
+//! The agent's side of the controller protocol (see `stratus_common::agent`), with failover
+//! between the controller nodes of a cluster.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -22,30 +25,80 @@ pub enum ClientError {
     },
 }
 
-/// A client for one controller endpoint.
+/// A client for the controller: one endpoint, or the controller nodes of a cluster. A call
+/// goes to the node that answered last; when it cannot be reached or has no leader (503), the
+/// next one is tried (a controller forwards an agent's calls to its leader, so any node will
+/// do).
 #[derive(Clone)]
 pub struct ControllerClient {
     http: reqwest::Client,
-    base: String,
+    bases: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
     token: String,
 }
 
 impl ControllerClient {
-    pub fn new(base: &str, token: &str) -> Self {
+    pub fn new(bases: &[String], token: &str) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("HTTP client");
+        assert!(!bases.is_empty(), "at least one controller endpoint");
         Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            bases: Arc::new(
+                bases
+                    .iter()
+                    .map(|b| b.trim_end_matches('/').to_owned())
+                    .collect(),
+            ),
+            current: Arc::new(AtomicUsize::new(0)),
             token: token.to_owned(),
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}{path}", self.base, stratus_common::API_PREFIX)
+    /// Sends the request `build` makes for a base URL to the controller nodes in turn, from
+    /// the one that answered last; answers the first answer that is not "no leader".
+    async fn send(
+        &self,
+        what: &'static str,
+        build: impl Fn(&Self, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for step in 0..self.bases.len() {
+            let index = (start + step) % self.bases.len();
+            let base = &self.bases[index];
+            let more = step + 1 < self.bases.len();
+            match build(self, base).bearer_auth(&self.token).send().await {
+                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE && more => {
+                    last = Some(Self::check(what, response).await.err());
+                }
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Self::check(what, response).await;
+                }
+                Err(e) if e.is_connect() && more => {
+                    tracing::debug!(controller = %base, error = %e, "controller unreachable; trying the next");
+                }
+                Err(source) => {
+                    return Err(ClientError::Unreachable {
+                        url: base.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.flatten().unwrap_or(ClientError::Refused {
+            what,
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "no controller could serve it".into(),
+        }))
+    }
+
+    fn url(base: &str, path: &str) -> String {
+        format!("{base}{}{path}", stratus_common::API_PREFIX)
     }
 
     async fn check(
@@ -68,27 +121,23 @@ impl ControllerClient {
     }
 
     fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        let index = self.current.load(Ordering::Relaxed) % self.bases.len();
         ClientError::Unreachable {
-            url: self.base.clone(),
+            url: self.bases[index].clone(),
             source,
         }
     }
 
     pub async fn register(&self, host: &RegisterHost) -> Result<Registered, ClientError> {
         let response = self
-            .http
-            .post(self.url("/hosts"))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30))
-            .json(host)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Self::check("registration", response)
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.unreachable(e))
+            .send("registration", |c, base| {
+                c.http
+                    .post(Self::url(base, "/hosts"))
+                    .timeout(Duration::from_secs(30))
+                    .json(host)
+            })
+            .await?;
+        response.json().await.map_err(|e| self.unreachable(e))
     }
 
     /// Waits (up to `wait`) for desired state newer than `since`.
@@ -98,33 +147,102 @@ impl ControllerClient {
         since: u64,
         wait: Duration,
     ) -> Result<HostDesired, ClientError> {
+        let path = format!("/hosts/{host}/desired");
         let response = self
-            .http
-            .get(self.url(&format!("/hosts/{host}/desired")))
-            .query(&[("since", since), ("wait", wait.as_secs())])
-            .bearer_auth(&self.token)
-            .timeout(wait + Duration::from_secs(15))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Self::check("desired state", response)
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.unreachable(e))
+            .send("desired state", |c, base| {
+                c.http
+                    .get(Self::url(base, &path))
+                    .query(&[("since", since), ("wait", wait.as_secs())])
+                    .timeout(wait + Duration::from_secs(15))
+            })
+            .await?;
+        response.json().await.map_err(|e| self.unreachable(e))
     }
 
     pub async fn report(&self, host: &str, report: &HostReport) -> Result<(), ClientError> {
-        let response = self
-            .http
-            .post(self.url(&format!("/hosts/{host}/report")))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30))
-            .json(report)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Self::check("report", response).await?;
+        let path = format!("/hosts/{host}/report");
+        self.send("report", |c, base| {
+            c.http
+                .post(Self::url(base, &path))
+                .timeout(Duration::from_secs(30))
+                .json(report)
+        })
+        .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server answering each connection with the next canned answer; gives back the first
+    /// line of each request.
+    async fn canned(
+        answers: Vec<(&'static str, &'static str)>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let handle = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for (status, body) in answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 16384];
+                let n = stream.read(&mut buf).await.unwrap();
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                seen.push(head.lines().next().unwrap_or_default().to_owned());
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(answer.as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        (base, handle)
+    }
+
+    fn dead() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    fn report() -> HostReport {
+        serde_json::from_str(r#"{"instances": []}"#).unwrap()
+    }
+
+    #[tokio::test]
+    async fn calls_move_past_a_node_that_is_down_or_has_no_leader() {
+        let (leaderless, seen_leaderless) = canned(vec![(
+            "503 Service Unavailable",
+            r#"{"code":"no_leader","message":"no controller is leader now"}"#,
+        )])
+        .await;
+        let (good, seen_good) = canned(vec![("204 No Content", ""), ("204 No Content", "")]).await;
+        let client = ControllerClient::new(&[dead(), leaderless, good], "token");
+        client.report("h1", &report()).await.unwrap();
+        // The node that answered is asked first next time.
+        client.report("h1", &report()).await.unwrap();
+        assert_eq!(
+            seen_leaderless.await.unwrap(),
+            ["POST /api/v1/hosts/h1/report HTTP/1.1"]
+        );
+        assert_eq!(seen_good.await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_retried_elsewhere_and_names_the_reason() {
+        let (refusing, seen) = canned(vec![(
+            "401 Unauthorized",
+            r#"{"code":"unauthenticated","message":"bad agent token"}"#,
+        )])
+        .await;
+        let client = ControllerClient::new(&[refusing, dead()], "token");
+        let err = client.report("h1", &report()).await.unwrap_err();
+        assert!(err.to_string().contains("bad agent token"), "{err}");
+        assert_eq!(seen.await.unwrap().len(), 1);
     }
 }

@@ -135,7 +135,7 @@ async fn run() -> anyhow::Result<()> {
     };
     tracing::info!(host = %host, domain_type = domain_type.as_str(), vcpus = inv.vcpus, memory_mib = inv.memory_mib, "agent starting");
 
-    let client = ControllerClient::new(&config.controller, &token);
+    let client = ControllerClient::new(&config.controllers(), &token);
     let cluster_id = register(&client, &registration).await;
     tracing::info!(cluster = %cluster_id, "registered with the controller");
 

@@ -1,10 +1,12 @@
 //! The typed HTTP client of the cloud API (`/api/v1`): one blocking reqwest client with timeouts,
-//! HTTP Basic credentials, and the mapping of transport failures and error answers to the
-//! messages users see. Every command talks to the cloud through this module.
+//! HTTP Basic credentials, failover between the cloud's controller nodes, and the mapping of
+//! transport failures and error answers to the messages users see. Every command talks to the
+//! cloud through this module.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reqwest::blocking::{RequestBuilder, Response};
+use reqwest::blocking::{Request, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,7 +18,7 @@ use stratus_common::marketplace::{is_identifier, ImageKind, SignedMetadata};
 use stratus_common::volumes::{is_uuid, AttachVolume, CreateVolume, UpdateVolume, Volume};
 use thiserror::Error;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Endpoints};
 
 /// How long to wait for the TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,12 +119,19 @@ impl std::fmt::Debug for Credentials {
 
 pub struct Client {
     http: reqwest::blocking::Client,
-    endpoint: Endpoint,
+    /// URLs are built on the first; a request goes to `current` first.
+    endpoints: Endpoints,
+    /// The endpoint that answered last.
+    current: AtomicUsize,
     credentials: Option<Credentials>,
 }
 
 impl Client {
-    pub fn new(endpoint: Endpoint, credentials: Option<Credentials>) -> Result<Self, ClientError> {
+    pub fn new(
+        endpoints: impl Into<Endpoints>,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, ClientError> {
+        let endpoints = endpoints.into();
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -131,48 +140,64 @@ impl Client {
             .map_err(|e| ClientError::Setup(deepest_cause(&e)))?;
         Ok(Self {
             http,
-            endpoint,
+            endpoints,
+            current: AtomicUsize::new(0),
             credentials,
         })
     }
 
     /// `POST /instances`.
     pub fn create_instance(&self, request: &CreateInstance) -> Result<Instance, ClientError> {
-        let builder = self.http.post(self.endpoint.api_url("/instances"));
+        let builder = self
+            .http
+            .post(self.endpoints.primary().api_url("/instances"));
         self.call(builder.json(request), None)
     }
 
     /// `GET /instances`: every instance the user may see.
     pub fn list_instances(&self) -> Result<Vec<Instance>, ClientError> {
-        self.call(self.http.get(self.endpoint.api_url("/instances")), None)
+        self.call(
+            self.http
+                .get(self.endpoints.primary().api_url("/instances")),
+            None,
+        )
     }
 
     /// `GET /instances/{id}`.
     pub fn get_instance(&self, id: u64) -> Result<Instance, ClientError> {
-        let url = self.endpoint.api_url(&format!("/instances/{id}"));
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/instances/{id}"));
         self.call(self.http.get(url), Some(id))
     }
 
     /// `DELETE /instances/{id}`: asks for a kill; the answer shows the instance Stopping.
     pub fn kill_instance(&self, id: u64) -> Result<Instance, ClientError> {
-        let url = self.endpoint.api_url(&format!("/instances/{id}"));
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/instances/{id}"));
         self.call(self.http.delete(url), Some(id))
     }
 
     /// `GET /types`.
     pub fn list_types(&self) -> Result<Vec<InstanceType>, ClientError> {
-        self.call(self.http.get(self.endpoint.api_url("/types")), None)
+        self.call(
+            self.http.get(self.endpoints.primary().api_url("/types")),
+            None,
+        )
     }
 
     /// `POST /images` with a signed Marketplace entry.
     pub fn upload_entry(&self, envelope: &SignedMetadata) -> Result<MarketplaceEntry, ClientError> {
-        let builder = self.http.post(self.endpoint.api_url("/images"));
+        let builder = self.http.post(self.endpoints.primary().api_url("/images"));
         self.call(builder.json(envelope), None)
     }
 
     /// `GET /images`: the site's images and a page of Marketplace entries.
     pub fn list_images(&self, query: &ImageQuery) -> Result<ImageList, ClientError> {
-        let builder = self.http.get(self.endpoint.api_url("/images"));
+        let builder = self.http.get(self.endpoints.primary().api_url("/images"));
         self.call(builder.query(query), None)
     }
 
@@ -185,48 +210,58 @@ impl Client {
             });
         }
         let url = self
-            .endpoint
+            .endpoints
+            .primary()
             .api_url(&format!("/images/{identifier}/policy"));
         self.call(self.http.get(url), None)
     }
 
     /// `GET /endorsers`: the registered endorser certificates.
     pub fn list_endorsers(&self) -> Result<Vec<Endorser>, ClientError> {
-        self.call(self.http.get(self.endpoint.api_url("/endorsers")), None)
+        self.call(
+            self.http
+                .get(self.endpoints.primary().api_url("/endorsers")),
+            None,
+        )
     }
 
     /// `POST /endorsers` (administrators): trust one endorser certificate.
     pub fn register_endorser(&self, request: &RegisterEndorser) -> Result<Endorser, ClientError> {
-        let builder = self.http.post(self.endpoint.api_url("/endorsers"));
+        let builder = self
+            .http
+            .post(self.endpoints.primary().api_url("/endorsers"));
         self.call(builder.json(request), None)
     }
 
     /// `GET /volumes`: the user's disks and everyone's public ones, in the API's order.
     pub fn list_volumes(&self) -> Result<Vec<Volume>, ClientError> {
-        self.call(self.http.get(self.endpoint.api_url("/volumes")), None)
+        self.call(
+            self.http.get(self.endpoints.primary().api_url("/volumes")),
+            None,
+        )
     }
 
     /// `POST /volumes`: the new disk (still `creating` if its storage host is slow).
     pub fn create_volume(&self, request: &CreateVolume) -> Result<Volume, ClientError> {
-        let builder = self.http.post(self.endpoint.api_url("/volumes"));
+        let builder = self.http.post(self.endpoints.primary().api_url("/volumes"));
         self.call(builder.json(request), None)
     }
 
     /// `GET /volumes/{id}`.
     pub fn get_volume(&self, id: &str) -> Result<Volume, ClientError> {
-        let url = self.endpoint.api_url(&volume_path(id)?);
+        let url = self.endpoints.primary().api_url(&volume_path(id)?);
         self.call(self.http.get(url), None)
     }
 
     /// `PATCH /volumes/{id}`: the disk as changed.
     pub fn update_volume(&self, id: &str, update: &UpdateVolume) -> Result<Volume, ClientError> {
-        let url = self.endpoint.api_url(&volume_path(id)?);
+        let url = self.endpoints.primary().api_url(&volume_path(id)?);
         self.call(self.http.patch(url).json(update), None)
     }
 
     /// `DELETE /volumes/{id}` (its owner or an administrator).
     pub fn delete_volume(&self, id: &str) -> Result<(), ClientError> {
-        let url = self.endpoint.api_url(&volume_path(id)?);
+        let url = self.endpoints.primary().api_url(&volume_path(id)?);
         self.send(self.http.delete(url), None).map(drop)
     }
 
@@ -235,7 +270,8 @@ impl Client {
     pub fn attach_volume(&self, instance: u64, volume: &str) -> Result<Volume, ClientError> {
         check_uuid(volume)?;
         let url = self
-            .endpoint
+            .endpoints
+            .primary()
             .api_url(&format!("/instances/{instance}/volumes"));
         let request = AttachVolume {
             volume: volume.to_owned(),
@@ -254,7 +290,8 @@ impl Client {
     ) -> Result<Volume, ClientError> {
         check_uuid(volume)?;
         let url = self
-            .endpoint
+            .endpoints
+            .primary()
             .api_url(&format!("/instances/{instance}/volumes/{volume}"));
         let builder = self.http.delete(url);
         let builder = if force {
@@ -274,13 +311,16 @@ impl Client {
     ) -> Result<T, ClientError> {
         let (status, body) = self.send(builder, instance)?;
         serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-            endpoint: self.endpoint.to_string(),
+            endpoint: self.endpoints.to_string(),
             detail: format!("cannot decode the {status} answer: {e}"),
         })
     }
 
     /// Sends a request; a success gives its status and body (empty for 204), anything else the
-    /// error it means. `instance` names the instance a 404 is about.
+    /// error it means. `instance` names the instance a 404 is about. With several endpoints, a
+    /// request that could not be delivered (no connection) or that found no leader (503
+    /// `no_leader`: nothing was done) goes to the next one; a request that was sent and got no
+    /// answer in time is not repeated, since it may have been carried out.
     fn send(
         &self,
         builder: RequestBuilder,
@@ -290,22 +330,66 @@ impl Client {
             Some(c) => builder.basic_auth(&c.username, Some(&c.password)),
             None => builder,
         };
-        let response = builder.send().map_err(|e| self.transport_error(&e))?;
-        let status = response.status();
-        if status.is_success() {
-            let body = response.bytes().map_err(|e| self.transport_error(&e))?;
-            return Ok((status, body.to_vec()));
+        let request = builder
+            .build()
+            .map_err(|e| ClientError::Setup(deepest_cause(&e)))?;
+        let all = self.endpoints.all();
+        let start = self.current.load(Ordering::Relaxed) % all.len();
+        let mut refused = Vec::new();
+        let mut request = Some(request);
+        for step in 0..all.len() {
+            let index = (start + step) % all.len();
+            let endpoint = &all[index];
+            let last = step + 1 == all.len();
+            let Some(original) = request.take() else {
+                break;
+            };
+            // A body that cannot be replayed (a stream) gets one attempt.
+            let spare = if last { None } else { original.try_clone() };
+            let attempt = rebase(original, self.endpoints.primary(), endpoint);
+            let can_retry = spare.is_some();
+            request = spare;
+            let response = match self.http.execute(attempt) {
+                Ok(response) => response,
+                Err(e) if e.is_connect() && can_retry => {
+                    refused.push(format!("{endpoint}: {}", deepest_cause(&e)));
+                    continue;
+                }
+                Err(e) => return Err(self.transport_error(endpoint, &e, &refused)),
+            };
+            let status = response.status();
+            if status.is_success() {
+                self.current.store(index, Ordering::Relaxed);
+                let body = response
+                    .bytes()
+                    .map_err(|e| self.transport_error(endpoint, &e, &refused))?;
+                return Ok((status, body.to_vec()));
+            }
+            let error = self.error_answer(endpoint, status, instance, response);
+            match &error {
+                ClientError::Api { code, .. } if code == "no_leader" && can_retry => {
+                    refused.push(format!("{endpoint}: {error}"));
+                }
+                _ => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Err(error);
+                }
+            }
         }
-        Err(self.error_answer(status, instance, response))
+        Err(ClientError::Unreachable {
+            endpoint: self.endpoints.to_string(),
+            cause: refused.join("; "),
+        })
     }
 
     fn error_answer(
         &self,
+        endpoint: &Endpoint,
         status: StatusCode,
         instance: Option<u64>,
         response: Response,
     ) -> ClientError {
-        let endpoint = self.endpoint.to_string();
+        let endpoint = endpoint.to_string();
         if status == StatusCode::UNAUTHORIZED {
             return match &self.credentials {
                 Some(c) => ClientError::AuthenticationFailed {
@@ -332,17 +416,40 @@ impl Client {
         }
     }
 
-    fn transport_error(&self, error: &reqwest::Error) -> ClientError {
-        let cause = if error.is_timeout() {
+    /// `refused`: what the endpoints tried before this one said.
+    fn transport_error(
+        &self,
+        endpoint: &Endpoint,
+        error: &reqwest::Error,
+        refused: &[String],
+    ) -> ClientError {
+        let mut cause = if error.is_timeout() {
             "no answer in time (timed out)".to_string()
         } else {
             deepest_cause(error)
         };
+        if !refused.is_empty() {
+            cause = format!("{cause} (and {})", refused.join("; "));
+        }
         ClientError::Unreachable {
-            endpoint: self.endpoint.to_string(),
+            endpoint: endpoint.to_string(),
             cause,
         }
     }
+}
+
+/// `request`, sent to `to` instead of `from` (the URL's path and query kept).
+fn rebase(mut request: Request, from: &Endpoint, to: &Endpoint) -> Request {
+    if from == to {
+        return request;
+    }
+    let url = request.url().as_str();
+    if let Some(rest) = url.strip_prefix(&from.base_url()) {
+        if let Ok(moved) = reqwest::Url::parse(&format!("{}{rest}", to.base_url())) {
+            *request.url_mut() = moved;
+        }
+    }
+    request
 }
 
 /// Disk UUIDs go into URL paths: only well-formed ones are sent (a UUID needs no escaping).
@@ -476,6 +583,96 @@ mod tests {
             "{}",
             requests[0]
         );
+    }
+
+    fn dead_endpoint() -> Endpoint {
+        // Bind then drop: nothing listens on that port any more.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Endpoint::parse(&format!("127.0.0.1:{port}")).unwrap()
+    }
+
+    fn endpoints(list: &[&Endpoint]) -> Endpoints {
+        let text: Vec<String> = list.iter().map(|e| e.to_string()).collect();
+        Endpoints::parse(&text.join(",")).unwrap()
+    }
+
+    #[test]
+    fn a_controller_node_that_is_down_is_passed_over_and_the_next_one_kept() {
+        let dead = dead_endpoint();
+        let server = CannedServer::start(vec![
+            http_response("200 OK", INSTANCE_5507),
+            http_response("200 OK", INSTANCE_5507),
+        ]);
+        let client = Client::new(endpoints(&[&dead, &server.endpoint]), alice()).unwrap();
+        let body = CreateInstance {
+            image: "ttylinux".into(),
+            instance_type: None,
+            name: None,
+            network: None,
+            ssh_key: None,
+            user_data: None,
+            persistent_disks: Vec::new(),
+        };
+        assert_eq!(client.create_instance(&body).unwrap().id, 5507);
+        // The node that answered is asked first from then on.
+        assert_eq!(client.get_instance(5507).unwrap().id, 5507);
+        let requests = server.requests();
+        assert!(
+            requests[0].starts_with("POST /api/v1/instances HTTP/1.1\r\n"),
+            "{}",
+            requests[0]
+        );
+        assert!(
+            requests[0].contains("\"image\":\"ttylinux\""),
+            "{}",
+            requests[0]
+        );
+        assert!(
+            requests[1].starts_with("GET /api/v1/instances/5507 "),
+            "{}",
+            requests[1]
+        );
+    }
+
+    #[test]
+    fn a_node_without_a_leader_is_passed_over_but_other_errors_are_not() {
+        let leaderless = CannedServer::start(vec![http_response(
+            "503 Service Unavailable",
+            r#"{"code":"no_leader","message":"no controller is leader now; retry shortly"}"#,
+        )]);
+        let good = CannedServer::start(vec![http_response("200 OK", INSTANCE_5507)]);
+        let client =
+            Client::new(endpoints(&[&leaderless.endpoint, &good.endpoint]), alice()).unwrap();
+        assert_eq!(client.get_instance(5507).unwrap().id, 5507);
+        assert_eq!(leaderless.requests().len(), 1);
+        assert_eq!(good.requests().len(), 1);
+
+        // A refusal is the cloud's answer: the next node would say the same.
+        let refusing = CannedServer::start(vec![http_response(
+            "409 Conflict",
+            r#"{"code":"conflict","message":"network w1 exists"}"#,
+        )]);
+        let unused = dead_endpoint();
+        let client = Client::new(endpoints(&[&refusing.endpoint, &unused]), alice()).unwrap();
+        let err = client.list_types().unwrap_err();
+        assert_eq!(err.to_string(), "network w1 exists");
+        assert_eq!(refusing.requests().len(), 1);
+    }
+
+    #[test]
+    fn when_every_node_is_down_the_message_names_each() {
+        let (a, b) = (dead_endpoint(), dead_endpoint());
+        let client = Client::new(endpoints(&[&a, &b]), alice()).unwrap();
+        let message = client.list_types().unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("cannot reach the cloud endpoint {b}: ")),
+            "{message}"
+        );
+        assert!(message.contains(&format!("(and {a}: ")), "{message}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use thiserror::Error;
 
-use crate::endpoint::{Endpoint, EndpointError};
+use crate::endpoint::{EndpointError, Endpoints};
 
 /// The section every file has (keys written before any section header land in it too).
 pub const DEFAULT_SECTION: &str = "default";
@@ -91,7 +91,8 @@ pub struct CliOptions {
     )]
     pub section: Option<String>,
 
-    /// Cloud endpoint: host, host:port or URL (port 8440 unless given) [env: STRATUSLAB_ENDPOINT]
+    /// Cloud endpoint: host, host:port or URL (port 8440 unless given), or a comma-separated
+    /// list of the cloud's controller nodes, tried in turn [env: STRATUSLAB_ENDPOINT]
     #[arg(long, global = true, value_name = "ENDPOINT")]
     pub endpoint: Option<String>,
 
@@ -300,13 +301,13 @@ pub struct ResolvedConfig {
     /// The named section used over `[default]`, if any.
     pub section: Option<String>,
     /// Absent until configured; [`ResolvedConfig::endpoint`] turns that into an error.
-    pub endpoint: Option<Endpoint>,
+    pub endpoint: Option<Endpoints>,
     /// The Marketplace's endpoint: `marketplace_endpoint` if configured (at any level), else
     /// `endpoint`, since the controller serves the Marketplace. Absent when neither is.
-    pub marketplace_endpoint: Option<Endpoint>,
+    pub marketplace_endpoint: Option<Endpoints>,
     /// The persistent disk service's endpoint: `pdisk_endpoint` if configured (at any level),
     /// else `endpoint`, since the controller serves volumes. Absent when neither is.
-    pub pdisk_endpoint: Option<Endpoint>,
+    pub pdisk_endpoint: Option<Endpoints>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// The persistent disk service's username: `pdisk_username` if configured, else `username`.
@@ -330,7 +331,7 @@ pub struct ResolvedConfig {
 
 impl ResolvedConfig {
     /// The endpoint, or the error telling the user how to configure one.
-    pub fn endpoint(&self) -> Result<&Endpoint, ConfigError> {
+    pub fn endpoint(&self) -> Result<&Endpoints, ConfigError> {
         self.endpoint
             .as_ref()
             .ok_or_else(|| ConfigError::MissingEndpoint {
@@ -339,7 +340,7 @@ impl ResolvedConfig {
     }
 
     /// The Marketplace endpoint, or the error telling the user how to configure the cloud's.
-    pub fn marketplace_endpoint(&self) -> Result<&Endpoint, ConfigError> {
+    pub fn marketplace_endpoint(&self) -> Result<&Endpoints, ConfigError> {
         self.marketplace_endpoint
             .as_ref()
             .ok_or_else(|| ConfigError::MissingEndpoint {
@@ -348,7 +349,7 @@ impl ResolvedConfig {
     }
 
     /// The persistent disk endpoint, or the error telling the user how to configure the cloud's.
-    pub fn pdisk_endpoint(&self) -> Result<&Endpoint, ConfigError> {
+    pub fn pdisk_endpoint(&self) -> Result<&Endpoints, ConfigError> {
         self.pdisk_endpoint
             .as_ref()
             .ok_or_else(|| ConfigError::MissingEndpoint {
@@ -463,14 +464,14 @@ pub fn resolve(
     };
 
     let endpoint = pick(cli.endpoint.as_deref(), ENV_ENDPOINT, keys::ENDPOINT)
-        .map(|e| Endpoint::parse(&e))
+        .map(|e| Endpoints::parse(&e))
         .transpose()?;
     let marketplace_endpoint = pick(
         cli.marketplace_endpoint.as_deref(),
         ENV_MARKETPLACE_ENDPOINT,
         keys::MARKETPLACE_ENDPOINT,
     )
-    .map(|e| Endpoint::parse(&e))
+    .map(|e| Endpoints::parse(&e))
     .transpose()?
     .or_else(|| endpoint.clone());
     let pdisk_endpoint = pick(
@@ -478,7 +479,7 @@ pub fn resolve(
         ENV_PDISK_ENDPOINT,
         keys::PDISK_ENDPOINT,
     )
-    .map(|e| Endpoint::parse(&e))
+    .map(|e| Endpoints::parse(&e))
     .transpose()?
     .or_else(|| endpoint.clone());
     let username = pick(cli.username.as_deref(), ENV_USERNAME, keys::USERNAME);
@@ -640,7 +641,7 @@ endpoint = other.tld
     }
 
     fn endpoint(r: &ResolvedConfig) -> String {
-        r.endpoint().unwrap().base_url()
+        r.endpoint().unwrap().primary().base_url()
     }
 
     #[test]
@@ -803,7 +804,7 @@ endpoint = other.tld
     }
 
     fn marketplace(r: &ResolvedConfig) -> String {
-        r.marketplace_endpoint().unwrap().base_url()
+        r.marketplace_endpoint().unwrap().primary().base_url()
     }
 
     #[test]
@@ -879,7 +880,7 @@ endpoint = other.tld
     }
 
     fn pdisk(r: &ResolvedConfig) -> String {
-        r.pdisk_endpoint().unwrap().base_url()
+        r.pdisk_endpoint().unwrap().primary().base_url()
     }
 
     #[test]

@@ -135,6 +135,54 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// One cloud's endpoints: its controller nodes, written as a comma-separated list
+/// (`ctl1,ctl2:8440,https://ctl3`). The client starts with the one that answered last and moves
+/// to the next when one cannot be reached or has no leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints(Vec<Endpoint>);
+
+impl Endpoints {
+    /// Parses a comma-separated list of endpoints (one is fine).
+    pub fn parse(input: &str) -> Result<Self, EndpointError> {
+        let list = input
+            .split(',')
+            .filter(|piece| !piece.trim().is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err(EndpointError::Empty);
+        }
+        Ok(Self(list))
+    }
+
+    /// The first endpoint listed: URLs are built on it and moved to another one when needed.
+    pub fn primary(&self) -> &Endpoint {
+        &self.0[0]
+    }
+
+    pub fn all(&self) -> &[Endpoint] {
+        &self.0
+    }
+}
+
+impl From<Endpoint> for Endpoints {
+    fn from(endpoint: Endpoint) -> Self {
+        Self(vec![endpoint])
+    }
+}
+
+impl fmt::Display for Endpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, endpoint) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{endpoint}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Splits `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal; `None` when the host
 /// is not a plausible DNS name or IP literal.
 fn split_host_port(authority: &str) -> Option<(String, Option<&str>)> {
@@ -237,6 +285,26 @@ mod tests {
             ep.api_url("/types"),
             "https://p.example:8440/x/api/v1/types"
         );
+    }
+
+    #[test]
+    fn a_list_names_every_controller_node() {
+        let list = Endpoints::parse(" ctl1, ctl2:9000 ,https://ctl3/ ,").unwrap();
+        let urls: Vec<String> = list.all().iter().map(Endpoint::base_url).collect();
+        assert_eq!(
+            urls,
+            ["http://ctl1:8440", "http://ctl2:9000", "https://ctl3:8440"]
+        );
+        assert_eq!(list.primary().host, "ctl1");
+        assert_eq!(
+            list.to_string(),
+            "http://ctl1:8440, http://ctl2:9000, https://ctl3:8440"
+        );
+        assert_eq!(Endpoints::parse(" , "), Err(EndpointError::Empty));
+        assert!(matches!(
+            Endpoints::parse("ctl1,ftp://x"),
+            Err(EndpointError::UnsupportedScheme { .. })
+        ));
     }
 
     #[test]
