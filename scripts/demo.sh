@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The all-in-one demo cloud: a single-node controller and a local agent on this host, the test
+# The all-in-one demo cloud: a controller (or a cluster of STRATUS_DEMO_NODES controllers, node N
+# on 127.0.0.1:(8439+N), peers on 127.0.0.1:(8449+N)) and a local agent on this host, the test
 # appliance registered as the image `appliance`, a site network whose far side (the gateway)
 # lives in a network namespace the demo makes, a volume pool for persistent disks, and one
 # instance on that network, run through the CLI with the demo's SSH key.
@@ -12,7 +13,7 @@
 #                                         rules, bridge and namespace and every file it made;
 #                                         exits 0, warning about what did not stop cleanly
 #
-# Files: build/demo/ (configs, Raft store, logs, pids, secrets, SSH key) and
+# Files: build/demo/ (configs, Raft stores, logs, pids as controller-N.pid, secrets, SSH key) and
 # /var/lib/stratuslab-demo/ (instance disks, console logs, the volume pool, and a copy of the
 # appliance qemu can read).
 set -euo pipefail
@@ -21,7 +22,15 @@ readonly ROOT=$(cd "$(dirname "$0")/.." && pwd)
 readonly DEMO=$ROOT/build/demo
 readonly AGENT_STATE=/var/lib/stratuslab-demo
 readonly PORT=${STRATUS_DEMO_PORT:-8440}
-readonly ENDPOINT=127.0.0.1:$PORT
+readonly NODES=${STRATUS_DEMO_NODES:-1}
+[[ $NODES =~ ^[1-9]$ ]] || { printf '[ERROR] STRATUS_DEMO_NODES must be 1 to 9 (3 or 5 for a cluster), not %s\n' "$NODES" >&2; exit 1; }
+api_of() { echo "127.0.0.1:$((PORT - 1 + $1))"; }
+peer_of() { echo "127.0.0.1:$((PORT + 9 + $1))"; }
+# The first node's API; the user's and the agent's configurations name every node.
+readonly ENDPOINT=$(api_of 1)
+ENDPOINTS=$ENDPOINT
+for ((n = 2; n <= NODES; n++)); do ENDPOINTS+=",$(api_of "$n")"; done
+readonly ENDPOINTS
 readonly BIN=${STRATUS_BIN_DIR:-$ROOT/target/release}
 readonly APPLIANCE=$ROOT/build/appliance
 readonly BANNER=STRATUSLAB-APPLIANCE-READY
@@ -50,8 +59,21 @@ alive() { [[ -f $1 ]] && running "$(cat "$1")"; }
 
 admin_password() { cat "$DEMO/admin-password"; }
 
+# The API of the first controller node that is running (any node answers).
+live_endpoint() {
+    local pid
+    for pid in "$DEMO"/controller-*.pid; do
+        if alive "$pid"; then
+            local n=${pid##*controller-}
+            api_of "${n%.pid}"
+            return
+        fi
+    done
+    echo "$ENDPOINT"
+}
+
 api() { # METHOD PATH [JSON]
-    local args=(-sS --max-time 10 -u "admin:$(admin_password)" -X "$1" "http://$ENDPOINT/api/v1$2")
+    local args=(-sS --max-time 10 -u "admin:$(admin_password)" -X "$1" "http://$(live_endpoint)/api/v1$2")
     [[ $# -ge 3 ]] && args+=(-H 'content-type: application/json' -d "$3")
     curl "${args[@]}"
 }
@@ -72,9 +94,14 @@ wait_for() { # SECONDS DESCRIPTION COMMAND...
 write_configs() {
     mkdir -p "$DEMO/bin" "$AGENT_STATE/images"
     chmod 0755 "$AGENT_STATE" "$AGENT_STATE/images"
-    cat >"$DEMO/controller.toml" <<EOF
-listen = "$ENDPOINT"
-state_dir = "$DEMO/controller"
+    local n agents=""
+    for ((n = 1; n <= NODES; n++)); do
+        cat >"$DEMO/controller-$n.toml" <<EOF
+node_id = $n
+listen = "$(api_of "$n")"
+peer_listen = "$(peer_of "$n")"
+join = $( ((n == 1)) && echo false || echo true)
+state_dir = "$DEMO/controller-$n"
 agent_token_file = "$DEMO/agent-token"
 admin_password_file = "$DEMO/admin-password"
 
@@ -84,8 +111,10 @@ cidr = "$SUBNET.0/24"
 gateway = "$SUBNET.1"
 bridge = "$BRIDGE"
 EOF
+        agents+="${agents:+,}http://$(api_of "$n")"
+    done
     cat >"$DEMO/agent.toml" <<EOF
-controller = "http://$ENDPOINT"
+controller = "$agents"
 token_file = "$DEMO/agent-token"
 state_dir = "$AGENT_STATE"
 domain_type = "auto"
@@ -132,7 +161,7 @@ make_network() {
 write_user_config() {
     cat >"$DEMO/stratuslab-user.cfg" <<EOF
 [default]
-endpoint = $ENDPOINT
+endpoint = $ENDPOINTS
 username = admin
 password = $(admin_password)
 user_public_key_file = $DEMO/id_ed25519.pub
@@ -140,13 +169,32 @@ EOF
     chmod 0600 "$DEMO/stratuslab-user.cfg"
 }
 
+start_controller() { # NODE
+    local n=$1
+    alive "$DEMO/controller-$n.pid" && return 0
+    log "starting controller node $n on $(api_of "$n") (peers on $(peer_of "$n"))"
+    nohup "$BIN/stratus-controller" --config "$DEMO/controller-$n.toml" >>"$DEMO/controller-$n.log" 2>&1 &
+    echo $! >"$DEMO/controller-$n.pid"
+}
+
 start_daemons() {
-    if ! alive "$DEMO/controller.pid"; then
-        log "starting the controller on $ENDPOINT"
-        nohup "$BIN/stratus-controller" --config "$DEMO/controller.toml" >>"$DEMO/controller.log" 2>&1 &
-        echo $! >"$DEMO/controller.pid"
-        wait_for 20 "the controller" test -s "$DEMO/admin-password"
-        wait_for 20 "the controller's API" curl -fsS -u "admin:$(admin_password)" "http://$ENDPOINT/api/v1/cluster"
+    start_controller 1
+    wait_for 20 "controller node 1" test -s "$DEMO/admin-password"
+    wait_for 20 "controller node 1's API" curl -fsS -u "admin:$(admin_password)" "http://$ENDPOINT/api/v1/cluster"
+    local n
+    for ((n = 2; n <= NODES; n++)); do
+        start_controller "$n"
+        # A node waiting to be added answers (401: it has no users yet) once it listens.
+        wait_for 20 "controller node $n's API" curl -sS -o /dev/null "http://$(api_of "$n")/api/v1/cluster"
+        if ! api GET /cluster/members | grep -q "\"id\":$n,"; then
+            log "adding controller node $n to the cluster"
+            api POST /cluster/members "{\"id\":$n,\"address\":\"$(peer_of "$n")\",\"api_address\":\"$(api_of "$n")\"}" >/dev/null
+        fi
+        wait_for 60 "controller node $n to be a voter" bash -c \
+            "curl -fsS -u admin:$(admin_password) http://$ENDPOINT/api/v1/cluster/members | grep -q '\"id\":$n,[^}]*\"role\":\"\(voter\|leader\)\"'"
+    done
+    if ((NODES > 1)); then
+        log "controller cluster of $NODES: $(api GET /cluster | sed -n 's/.*"leader":\([0-9]*\).*/leader node \1/p')"
     fi
     write_user_config
     api GET /cluster | sed -n 's/.*"cluster_id":"\([^"]*\)".*/\1/p' >"$DEMO/cluster-id"
@@ -218,7 +266,8 @@ The demo cloud is running. Try:
   stratus-kill-instance $id
   curl -u admin:\$(cat $DEMO/admin-password) http://$ENDPOINT/api/v1/hosts
   tail -f $AGENT_STATE/instances/$id/console.log
-Logs: $DEMO/controller.log $DEMO/agent.log
+  curl -u admin:\$(cat $DEMO/admin-password) http://$ENDPOINT/api/v1/cluster
+Logs: $DEMO/controller-*.log $DEMO/agent.log
 Stop it all with: make stop
 EOF
 }
@@ -230,7 +279,9 @@ PROBLEMS=()
 # Asks the cloud to kill every instance still alive and waits, bounded, for them to end (an
 # instance on a host whose agent died never ends: the domain is destroyed below instead).
 kill_instances() {
-    alive "$DEMO/controller.pid" && [[ -f $DEMO/admin-password ]] || return 0
+    local pid up=0
+    for pid in "$DEMO"/controller-*.pid; do alive "$pid" && up=1; done
+    ((up)) && [[ -f $DEMO/admin-password ]] || return 0
     local ids id deadline=$((SECONDS + STOP_INSTANCES_SECS))
     ids=$(api GET /instances 2>/dev/null | grep -o '"id":[0-9]*,[^}]*"state":"\(Pending\|Booting\|Running\|Stopping\)"' |
         sed 's/"id":\([0-9]*\).*/\1/' || true)
@@ -330,6 +381,13 @@ remove_network() {
 stop() {
     kill_instances
     stop_pid "$DEMO/agent.pid" agent
+    local file n
+    for file in "$DEMO"/controller-*.pid; do
+        [[ -f $file ]] || continue
+        n=${file##*controller-}
+        stop_pid "$file" "controller node ${n%.pid}"
+    done
+    # A demo started before controllers were numbered.
     stop_pid "$DEMO/controller.pid" controller
     destroy_domains
     stop_exports

@@ -173,7 +173,8 @@ impl TestCluster {
         Ok(())
     }
 
-    /// Writes node `id`'s configuration: a member that joins, unless it is the first.
+    /// Writes node `id`'s configuration: a member that joins, unless it is the first; `extra`
+    /// is more TOML.
     pub fn configure(&self, id: u64, join: bool, extra: &str) -> anyhow::Result<()> {
         let node = &self.nodes[&id];
         let d = self.dir.display();
@@ -182,11 +183,17 @@ impl TestCluster {
             format!(
                 "node_id = {id}\nlisten = \"{api}\"\npeer_listen = \"{peer}\"\njoin = {join}\n\
                  state_dir = \"{nd}/state\"\nagent_token_file = \"{d}/agent-token\"\n\
-                 admin_password = \"{pw}\"\nsnapshot_every = 20\n{extra}\n",
+                 admin_password = \"{pw}\"\n{snapshots}{extra}\n",
                 api = node.api(),
                 peer = node.peer(),
                 nd = node.dir.display(),
                 pw = self.admin_password,
+                // Small, so that a node catching up gets a snapshot (unless `extra` says).
+                snapshots = if extra.contains("snapshot_every") {
+                    ""
+                } else {
+                    "snapshot_every = 20\n"
+                },
             ),
         )?;
         Ok(())

@@ -28,11 +28,12 @@ use super::{
 use crate::codec;
 use crate::state::{Command, Event, State};
 
-/// How often the Raft clock ticks.
-const TICK: Duration = Duration::from_millis(100);
+/// How often the Raft clock ticks: heartbeats every 3 ticks (150 ms), an election after 10 to
+/// 20 ticks without a leader (0.5 to 1 s), so a dead leader is replaced in about a second.
+const TICK: Duration = Duration::from_millis(50);
 /// A ReadIndex request that got no answer in this many ticks is asked again (raft-rs drops
 /// one silently, e.g. when a new leader has not committed an entry of its term yet).
-const READ_RETRY_TICKS: u32 = 3;
+const READ_RETRY_TICKS: u32 = 6;
 
 /// What [`start`] hands to the [`super::Replica`].
 pub(super) struct Started {

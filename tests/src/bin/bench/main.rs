@@ -8,6 +8,9 @@
 //!   image cache (one pass: read, hash, write, fsync).
 //! - storm: 20 concurrent starts of one uncached image: requests to the image server and the
 //!   time to the last Running, against a single start of the same uncached image.
+//! - cluster: a 3-node controller cluster's write latency and failover (`cluster.rs`).
+
+mod cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,8 +26,8 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 6] = [
-    "start", "overlay", "download", "storm", "network", "volumes",
+const SECTIONS: [&str; 7] = [
+    "start", "overlay", "download", "storm", "network", "volumes", "cluster",
 ];
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -48,7 +51,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
@@ -192,6 +195,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("volumes") {
         volume_bench(args.rounds)?;
+    }
+    if run("cluster") {
+        cluster::cluster_bench(args.rounds)?;
     }
     Ok(())
 }
