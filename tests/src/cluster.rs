@@ -17,7 +17,7 @@ use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::{bin, TEST_ROOT};
+use crate::{bin, destroy_domain, running_domains, set_mode, Appliance, BANNER, TEST_ROOT};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -76,6 +76,9 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, Node>,
     pub admin_password: String,
     http: Client,
+    /// A host agent (in the test's own namespace) naming every node, once started.
+    agent: Option<Child>,
+    pub host_name: String,
 }
 
 impl TestCluster {
@@ -89,8 +92,13 @@ impl TestCluster {
         );
         let dir = PathBuf::from(TEST_ROOT).join(format!("{name}-{tag}"));
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(dir.join("agent"))?;
+        // The qemu user reads instance files under it.
+        set_mode(std::path::Path::new(TEST_ROOT), 0o755)?;
+        set_mode(&dir, 0o755)?;
         let mut cluster = Self {
+            agent: None,
+            host_name: format!("host-{tag}"),
             dir,
             switch: format!("{tag}-sw"),
             host_veth: format!("{tag}h"),
@@ -365,8 +373,139 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Starts a host agent that knows every node, and waits until the cluster sees its host up.
+    pub fn start_agent(&mut self) -> anyhow::Result<()> {
+        let controllers: Vec<String> = self
+            .nodes
+            .values()
+            .map(|n| format!("http://{}", n.api()))
+            .collect();
+        let d = self.dir.display();
+        fs::write(
+            self.dir.join("agent.toml"),
+            format!(
+                "controller = \"{}\"\ntoken_file = \"{d}/agent-token\"\nhost_name = \"{}\"\n\
+                 state_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\n\
+                 poll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\n\
+                 file_location_roots = [\"{TEST_ROOT}\"]\n",
+                controllers.join(","),
+                self.host_name,
+            ),
+        )?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))?;
+        self.agent = Some(
+            Command::new(bin("stratus-agent"))
+                .args([
+                    "--config",
+                    &self.dir.join("agent.toml").display().to_string(),
+                ])
+                .env("STRATUS_LOG", "info,stratus_agent=debug")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.host_status().as_deref() == Some("up") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent did not register in 30 s; log:\n{}",
+                    self.agent_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The agent's host as some running node answers for it: (status, last_seen).
+    pub fn host(&self) -> Option<Value> {
+        for (&id, node) in &self.nodes {
+            if node.child.is_none() {
+                continue;
+            }
+            if let Ok((StatusCode::OK, hosts)) = self.get(id, "/hosts") {
+                return hosts
+                    .as_array()?
+                    .iter()
+                    .find(|h| h["name"] == self.host_name.as_str())
+                    .cloned();
+            }
+        }
+        None
+    }
+
+    pub fn host_status(&self) -> Option<String> {
+        Some(self.host()?["status"].as_str()?.to_owned())
+    }
+
+    pub fn agent_log(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Registers the test appliance as `name` (through node `via`).
+    pub fn register_appliance(&self, via: u64, name: &str) -> anyhow::Result<Appliance> {
+        let a = crate::appliance()?;
+        let body = a.image_json(name, &format!("file://{}", a.dir().display()));
+        let (status, answer, _) = self.post(via, "/images", &body)?;
+        if status != StatusCode::CREATED {
+            bail!("registering the appliance: {status} {answer}");
+        }
+        Ok(a)
+    }
+
+    /// Waits for the appliance's banner on instance `id`'s console.
+    pub fn wait_banner(&self, id: u64, timeout: Duration) -> anyhow::Result<()> {
+        let console = self.dir.join(format!("agent/instances/{id}/console.log"));
+        let deadline = Instant::now() + timeout;
+        while !fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains(BANNER)
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "no banner from instance {id} in {timeout:?}; agent log:\n{}",
+                    self.agent_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// The running libvirt domains of this cluster's instances.
+    pub fn domains(&self, cluster_id: &str) -> Vec<String> {
+        let prefix = format!("stratus-{}-", &cluster_id[..8]);
+        running_domains()
+            .into_iter()
+            .filter(|d| d.starts_with(&prefix))
+            .collect()
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+            let _ = agent.wait();
+        }
+        // The domains this cluster's agent started (their names carry the cluster ID).
+        let cluster_id = self
+            .nodes
+            .keys()
+            .find_map(|&id| self.get(id, "/cluster").ok())
+            .and_then(|(_, c)| c["cluster_id"].as_str().map(str::to_owned));
+        if let Some(cluster_id) = cluster_id.filter(|c| c.len() >= 8) {
+            for domain in self.domains(&cluster_id) {
+                destroy_domain(&domain);
+            }
+        }
         for node in self.nodes.values_mut() {
             if let Some(mut child) = node.child.take() {
                 // A stopped node must be resumed to die of SIGTERM; SIGKILL needs no resume.

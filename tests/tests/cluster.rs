@@ -382,3 +382,103 @@ fn formed_with_stranger(name: &str) -> TestCluster {
     }
     cluster
 }
+
+#[test]
+fn a_guest_keeps_running_through_a_leader_kill() {
+    stratus_e2e::ensure_libvirtd();
+    let mut cluster = TestCluster::new("cluster-guest", 3).expect("namespaces");
+    for id in 1..=3 {
+        // A short host timeout, so that the new leader's grace period runs out in the test.
+        cluster
+            .configure(id, id != 1, "host_timeout_secs = 5")
+            .unwrap();
+    }
+    cluster.start(1).unwrap();
+    cluster.wait_serving(1, WAIT).unwrap();
+    for id in 2..=3 {
+        cluster.start(id).unwrap();
+        cluster.wait_serving(id, WAIT).unwrap();
+        let (status, member) = cluster.add_member(1, id).unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{member}");
+    }
+    cluster.start_agent().unwrap();
+    cluster.register_appliance(2, "appliance").unwrap();
+    let (status, made, served) = cluster
+        .post(
+            3,
+            "/instances",
+            &json!({"image": "appliance", "type": "t1.micro"}),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(served, Some(1), "placed by the leader");
+    let id = made["id"].as_u64().unwrap();
+    let state = |cluster: &TestCluster, node: u64| -> String {
+        let (status, instance) = cluster.get(node, &format!("/instances/{id}")).unwrap();
+        assert_eq!(status, StatusCode::OK, "{instance}");
+        instance["state"].as_str().unwrap().to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while state(&cluster, 2) != "Running" {
+        assert!(
+            Instant::now() < deadline,
+            "instance {id} not Running:\n{}",
+            cluster.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.wait_banner(id, Duration::from_secs(120)).unwrap();
+    let (_, view) = cluster.get(1, "/cluster").unwrap();
+    let cluster_id = view["cluster_id"].as_str().unwrap().to_owned();
+    let before = cluster.domains(&cluster_id);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let uuid = stratus_e2e::domain_uuid(&before[0]);
+
+    let leader = cluster.wait_leader(WAIT).unwrap();
+    let epoch_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    // RFC 3339 times in the API's one format compare as strings.
+    let grace_over = stratus_common::time::rfc3339_ms(epoch_ms() + 6_000);
+    cluster.kill(leader);
+    let next = cluster.wait_leader(WAIT).unwrap();
+    assert_ne!(next, leader);
+    // The agent reaches the new leader through a surviving node; wait for a report it sent
+    // after the kill to be seen, past the new leader's grace period of one host timeout.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let host = cluster.host().expect("the host");
+        let seen = host["last_seen"].as_str().unwrap_or_default().to_owned();
+        if seen > grace_over {
+            assert_eq!(host["status"], "up", "{host}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report after the kill: {host}\n{}",
+            cluster.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for node in (1..=3).filter(|&n| n != leader) {
+        assert_eq!(
+            state(&cluster, node),
+            "Running",
+            "described through node {node}"
+        );
+    }
+    assert_eq!(cluster.domains(&cluster_id), before, "the same domain runs");
+    assert_eq!(stratus_e2e::domain_uuid(&before[0]), uuid);
+
+    // Killed through a survivor, it goes.
+    let (status, body) = cluster.delete(next, &format!("/instances/{id}")).unwrap();
+    assert!(status.is_success(), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster.domains(&cluster_id).is_empty() {
+        assert!(Instant::now() < deadline, "domain still running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
