@@ -22,6 +22,9 @@ use crate::endpoint::{Endpoint, Endpoints};
 
 /// How long to wait for the TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The header that makes a creating request safe to repeat.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 /// How long a whole request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -147,10 +150,14 @@ impl Client {
     }
 
     /// `POST /instances`.
+    /// `POST /instances`, with an idempotency key of its own: if the answer is lost (a
+    /// timeout, a controller node failing), the request is sent again to the next node and the
+    /// cloud answers the instance the first one made instead of making a second.
     pub fn create_instance(&self, request: &CreateInstance) -> Result<Instance, ClientError> {
         let builder = self
             .http
-            .post(self.endpoints.primary().api_url("/instances"));
+            .post(self.endpoints.primary().api_url("/instances"))
+            .header(IDEMPOTENCY_KEY, uuid::Uuid::new_v4().to_string());
         self.call(builder.json(request), None)
     }
 
@@ -320,7 +327,8 @@ impl Client {
     /// error it means. `instance` names the instance a 404 is about. With several endpoints, a
     /// request that could not be delivered (no connection) or that found no leader (503
     /// `no_leader`: nothing was done) goes to the next one; a request that was sent and got no
-    /// answer in time is not repeated, since it may have been carried out.
+    /// answer in time is repeated only if it carries an idempotency key (otherwise it may have
+    /// been carried out).
     fn send(
         &self,
         builder: RequestBuilder,
@@ -333,6 +341,7 @@ impl Client {
         let request = builder
             .build()
             .map_err(|e| ClientError::Setup(deepest_cause(&e)))?;
+        let repeatable = request.headers().contains_key(IDEMPOTENCY_KEY);
         let all = self.endpoints.all();
         let start = self.current.load(Ordering::Relaxed) % all.len();
         let mut refused = Vec::new();
@@ -351,7 +360,7 @@ impl Client {
             request = spare;
             let response = match self.http.execute(attempt) {
                 Ok(response) => response,
-                Err(e) if e.is_connect() && can_retry => {
+                Err(e) if (e.is_connect() || (e.is_timeout() && repeatable)) && can_retry => {
                     refused.push(format!("{endpoint}: {}", deepest_cause(&e)));
                     continue;
                 }
@@ -661,6 +670,38 @@ mod tests {
         let err = client.list_types().unwrap_err();
         assert_eq!(err.to_string(), "network w1 exists");
         assert_eq!(refusing.requests().len(), 1);
+    }
+
+    #[test]
+    fn a_creation_carries_one_idempotency_key_to_every_node_it_tries() {
+        let leaderless = CannedServer::start(vec![http_response(
+            "503 Service Unavailable",
+            r#"{"code":"no_leader","message":"leadership is moving; retry"}"#,
+        )]);
+        let good = CannedServer::start(vec![http_response("201 Created", INSTANCE_5507)]);
+        let client =
+            Client::new(endpoints(&[&leaderless.endpoint, &good.endpoint]), alice()).unwrap();
+        let body = CreateInstance {
+            image: "ttylinux".into(),
+            instance_type: None,
+            name: None,
+            network: None,
+            ssh_key: None,
+            user_data: None,
+            persistent_disks: Vec::new(),
+        };
+        assert_eq!(client.create_instance(&body).unwrap().id, 5507);
+        let key = |request: &str| -> String {
+            request
+                .lines()
+                .find_map(|l| l.strip_prefix("idempotency-key: "))
+                .unwrap_or_else(|| panic!("no idempotency key in {request}"))
+                .trim()
+                .to_owned()
+        };
+        let (first, second) = (leaderless.requests(), good.requests());
+        assert_eq!(key(&first[0]), key(&second[0]));
+        assert_eq!(key(&first[0]).len(), 36, "a UUID");
     }
 
     #[test]

@@ -82,11 +82,28 @@ impl Instances {
         }
     }
 
+    /// Creates an instance. With an idempotency key (the `Idempotency-Key` header), a creation
+    /// the same owner already made with that key (within a day) is answered again instead of
+    /// made twice: a client that timed out, or whose controller node failed, retries safely.
     pub async fn create(
         &self,
         caller: &Caller,
         request: CreateInstance,
+        idempotency_key: Option<String>,
     ) -> Result<Instance, InstanceError> {
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(key)?;
+            let made = self
+                .replica
+                .read(Consistency::Linearizable, |s| {
+                    s.instance_for_key(&caller.name, key)
+                })
+                .await?;
+            if let Some(id) = made {
+                tracing::info!(instance = id, owner = %caller.name, "creation repeated with its idempotency key: answered again");
+                return self.get(caller, id).await;
+            }
+        }
         if let Some(name) = &request.name {
             validate_name("name", name).map_err(|e| InputError::named("name", e.to_string()))?;
         }
@@ -153,6 +170,7 @@ impl Instances {
                 ssh_key: ssh_key.clone(),
                 user_data: request.user_data.clone(),
                 volumes: volumes.clone(),
+                idempotency_key: idempotency_key.clone(),
             };
             match self.replica.propose(command).await? {
                 Ok(Outcome::InstanceCreated(id)) => {
@@ -216,4 +234,17 @@ impl Instances {
             })
             .await?)
     }
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters (a UUID is typical).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+fn check_idempotency_key(key: &str) -> Result<(), InputError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(InputError::new(
+            IDEMPOTENCY_HEADER,
+            "must be 1 to 255 visible ASCII characters, such as a UUID",
+        ));
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! `stratus-controller`: starts the Raft node, bootstraps a new cluster, serves the HTTP API.
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,10 +166,18 @@ async fn run() -> anyhow::Result<()> {
         cluster = identity.cluster_id.as_deref().unwrap_or("(none yet: waiting to be added)"),
         "controller serving"
     );
-    axum::serve(listener, api::router(services))
+    let serve = axum::serve(listener, api::router(services))
         .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+        .into_future();
+    tokio::select! {
+        served = serve => served.context("HTTP server")?,
+        // A controller whose Raft node stopped must not go on answering: exit with why, so
+        // the service manager restarts it (or the admin sees what to do).
+        reason = replica.halted() => {
+            peer_server.abort();
+            anyhow::bail!("the raft node stopped: {reason}");
+        }
+    }
     peer_server.abort();
     replica.shutdown();
     tracing::info!("controller stopped");

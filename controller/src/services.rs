@@ -215,12 +215,16 @@ mod tests {
         let mut request = run("ttylinux", None);
         request.ssh_key = Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA me@host\n".into());
         request.user_data = Some("#!/bin/sh\n".into());
-        let first = cloud.instances.create(&alice(), request).await.unwrap();
+        let first = cloud
+            .instances
+            .create(&alice(), request, None)
+            .await
+            .unwrap();
         assert_eq!(first.ip.as_deref(), Some("192.0.2.2"));
         assert_eq!(first.nics[0].mac, "0a:53:c0:00:02:02");
         let private = cloud
             .instances
-            .create(&alice(), run("ttylinux", Some("private")))
+            .create(&alice(), run("ttylinux", Some("private")), None)
             .await
             .unwrap();
         assert_eq!(private.ip.as_deref(), Some("10.0.0.2"));
@@ -250,12 +254,12 @@ mod tests {
         let cloud = cloud(dir.path(), &[network("private", "10.0.0.0/30", "10.0.0.1")]).await;
         cloud
             .instances
-            .create(&alice(), run("ttylinux", Some("private")))
+            .create(&alice(), run("ttylinux", Some("private")), None)
             .await
             .unwrap();
         let err = cloud
             .instances
-            .create(&alice(), run("ttylinux", Some("private")))
+            .create(&alice(), run("ttylinux", Some("private")), None)
             .await
             .unwrap_err();
         assert_eq!(
@@ -270,7 +274,7 @@ mod tests {
         // No `public` here: an instance asking for no network gets none.
         let plain = cloud
             .instances
-            .create(&alice(), run("ttylinux", None))
+            .create(&alice(), run("ttylinux", None), None)
             .await
             .unwrap();
         assert!(plain.nics.is_empty() && plain.ip.is_none());
@@ -283,7 +287,7 @@ mod tests {
         let before = cloud.replica.applied_index();
         let unknown = cloud
             .instances
-            .create(&alice(), run("ttylinux", Some("public")))
+            .create(&alice(), run("ttylinux", Some("public")), None)
             .await;
         assert_eq!(
             failed(unknown),
@@ -294,7 +298,7 @@ mod tests {
         );
         let mut bad_key = run("ttylinux", None);
         bad_key.ssh_key = Some("-----BEGIN RSA PRIVATE KEY-----".into());
-        let (kind, message) = failed(cloud.instances.create(&alice(), bad_key).await);
+        let (kind, message) = failed(cloud.instances.create(&alice(), bad_key, None).await);
         assert_eq!(kind, Kind::BadRequest);
         assert!(
             message.starts_with("ssh_key: unknown key type"),
@@ -302,18 +306,28 @@ mod tests {
         );
         let mut big = run("ttylinux", None);
         big.user_data = Some("x".repeat(64 * 1024 + 1));
-        let (kind, message) = failed(cloud.instances.create(&alice(), big).await);
+        let (kind, message) = failed(cloud.instances.create(&alice(), big, None).await);
         assert_eq!(kind, Kind::BadRequest);
         assert!(message.starts_with("user_data:"), "{message}");
         let mut huge = run("ttylinux", None);
         huge.instance_type = Some("x9.huge".into());
         assert_eq!(
-            failed(cloud.instances.create(&alice(), huge).await),
+            failed(cloud.instances.create(&alice(), huge, None).await),
             (
                 Kind::BadRequest,
                 "type: unknown instance type \"x9.huge\"".into()
             )
         );
+        for key in ["", "has space", &"k".repeat(256)] {
+            let (kind, message) = failed(
+                cloud
+                    .instances
+                    .create(&alice(), run("ttylinux", None), Some(key.to_owned()))
+                    .await,
+            );
+            assert_eq!(kind, Kind::BadRequest);
+            assert!(message.starts_with("Idempotency-Key: "), "{message}");
+        }
         assert!(cloud.instances.list(&alice()).await.unwrap().is_empty());
         assert_eq!(
             cloud.replica.applied_index(),
@@ -351,5 +365,37 @@ mod tests {
                 "network dmz overlaps network public (192.0.2.0/24)".into()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_creation_retried_with_its_idempotency_key_is_answered_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path(), &[]).await;
+        let key = Some("5b1f5c3e-retry".to_owned());
+        let first = cloud
+            .instances
+            .create(&alice(), run("ttylinux", None), key.clone())
+            .await
+            .unwrap();
+        let applied = cloud.replica.applied_index();
+        let again = cloud
+            .instances
+            .create(&alice(), run("ttylinux", None), key.clone())
+            .await
+            .unwrap();
+        assert_eq!(again.id, first.id);
+        assert_eq!(cloud.replica.applied_index(), applied, "nothing proposed");
+        assert_eq!(cloud.instances.list(&alice()).await.unwrap().len(), 1);
+        // The same key from another user is theirs.
+        let bob = Caller {
+            name: "bob".into(),
+            admin: false,
+        };
+        let theirs = cloud
+            .instances
+            .create(&bob, run("ttylinux", None), key)
+            .await
+            .unwrap();
+        assert_ne!(theirs.id, first.id);
     }
 }

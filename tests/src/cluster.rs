@@ -299,12 +299,26 @@ impl TestCluster {
         path: &str,
         body: &Value,
     ) -> anyhow::Result<(StatusCode, Value, Option<u64>)> {
-        let response = self
+        self.post_with(id, path, body, &[])
+    }
+
+    /// A POST with extra headers.
+    pub fn post_with(
+        &self,
+        id: u64,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(StatusCode, Value, Option<u64>)> {
+        let mut request = self
             .http
             .post(self.url(id, path))
             .basic_auth("admin", Some(&self.admin_password))
-            .json(body)
-            .send()?;
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send()?;
         let served = response
             .headers()
             .get("x-stratus-node")

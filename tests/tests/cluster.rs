@@ -112,6 +112,30 @@ fn a_three_node_cluster_forms_and_any_node_answers() {
         "{error}"
     );
 
+    // A creation retried with its idempotency key, through another node, makes nothing new
+    // (with no host, the instance is made Failed at placement: an instance all the same).
+    cluster.register_appliance(1, "appliance").unwrap();
+    let run = json!({"image": "appliance", "type": "t1.micro"});
+    let key = [("Idempotency-Key", "0b7c2f7e-one-launch")];
+    let (status, first, _) = cluster.post_with(2, "/instances", &run, &key).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again, _) = cluster.post_with(3, "/instances", &run, &key).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    let (_, all) = cluster.get(1, "/instances").unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    let (status, error, _) = cluster
+        .post_with(2, "/instances", &run, &[("Idempotency-Key", "two words")])
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Idempotency-Key"),
+        "{error}"
+    );
+
     // Membership rules, through any node.
     let (status, error) = cluster.add_member(2, 3).unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "{error}");

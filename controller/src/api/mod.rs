@@ -23,6 +23,7 @@ use stratus_common::marketplace::{parse_timestamp, ImageKind};
 use stratus_common::volumes::{AttachVolume, CreateVolume, UpdateVolume};
 
 use crate::failure::{Failure, InputError, Kind};
+use crate::instances::IDEMPOTENCY_HEADER;
 use crate::marketplace::Query as MarketplaceQuery;
 use crate::services::Services;
 use extract::{Agent, Body, User};
@@ -149,9 +150,21 @@ async fn list_instances(State(services): Shared, User(caller): User) -> Answer<i
 async fn create_instance(
     State(services): Shared,
     User(caller): User,
+    headers: axum::http::HeaderMap,
     Body(request): Body<CreateInstance>,
 ) -> Answer<impl IntoResponse> {
-    let instance = services.instances.create(&caller, request).await?;
+    let key = match headers.get(IDEMPOTENCY_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| {
+                    InputError::new(IDEMPOTENCY_HEADER, "must be visible ASCII characters")
+                })?
+                .to_owned(),
+        ),
+    };
+    let instance = services.instances.create(&caller, request, key).await?;
     Ok((StatusCode::CREATED, Json(instance)))
 }
 

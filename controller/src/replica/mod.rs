@@ -62,6 +62,12 @@ pub enum StartError {
     Raft(#[from] raft::Error),
     #[error("state machine snapshot")]
     Codec(#[from] codec::CodecError),
+    #[error("log entry {index} cannot be applied")]
+    Entry {
+        index: u64,
+        #[source]
+        source: codec::CodecError,
+    },
     #[error("starting the raft thread")]
     Spawn(#[source] std::io::Error),
 }
@@ -111,6 +117,9 @@ pub struct RaftStatus {
     pub learners: Vec<u64>,
     /// On the leader: how far each other member has replicated.
     pub peers: Vec<PeerProgress>,
+    /// Why the node stopped, if it met something it cannot go on from (a log entry it cannot
+    /// apply, a storage failure). A node that stopped serves nothing.
+    pub halted: Option<String>,
 }
 
 /// The leader's view of one peer.
@@ -325,6 +334,16 @@ impl Replica {
     pub fn is_leader(&self) -> bool {
         let status = self.status();
         status.leader == Some(status.node_id)
+    }
+
+    /// Waits until the node halts, and answers why (see [`RaftStatus::halted`]).
+    pub async fn halted(&self) -> String {
+        let mut status = self.status.clone();
+        let reason = match status.wait_for(|s| s.halted.is_some()).await {
+            Ok(s) => s.halted.clone().unwrap_or_default(),
+            Err(_) => "the raft node has stopped".to_owned(),
+        };
+        reason
     }
 
     /// Waits until this node is leader (or `timeout` passes).

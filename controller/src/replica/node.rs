@@ -134,6 +134,18 @@ pub(super) fn start(
     })
 }
 
+/// An error and its causes, as one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The ID carried in a proposed entry's context: which node proposed it, and its number there.
 fn proposal_context(node: u64, seq: u64) -> Vec<u8> {
     let mut context = Vec::with_capacity(16);
@@ -212,9 +224,12 @@ impl Runner {
             }
             self.ask_reads();
             if let Err(e) = self.on_ready() {
-                // A storage failure leaves Raft unable to go on safely: stop, so a restart
-                // recovers from what is durably on disk.
-                tracing::error!(error = %e, "raft storage failed; stopping the raft node");
+                // A storage failure or an entry this node cannot apply leaves it unable to go
+                // on safely: stop (never skip an entry: the node would diverge from its peers),
+                // so a restart recovers from what is durably on disk, or an upgrade helps.
+                let reason = error_chain(&e);
+                tracing::error!(error = %reason, "the raft node cannot go on; stopping it");
+                self.status.send_modify(|s| s.halted = Some(reason));
                 break;
             }
         }
@@ -465,36 +480,38 @@ impl Runner {
         }
         let mut round = Applied::default();
         for entry in entries {
-            self.applied = entry.index;
             self.supersede_before(&entry);
             let seq = parse_context(&entry.context)
                 .filter(|(node, _)| *node == self.id)
                 .map(|(_, seq)| seq);
             match entry.get_entry_type() {
                 EntryType::EntryConfChangeV2 => {
+                    self.applied = entry.index;
                     self.apply_conf_change(&entry, seq, &mut round)?;
                     continue;
                 }
                 EntryType::EntryConfChange => {
                     // This cluster proposes only V2 changes.
+                    self.applied = entry.index;
                     tracing::error!(index = entry.index, "a v1 configuration change ignored");
                     continue;
                 }
                 EntryType::EntryNormal => {}
             }
-            let waiting = seq.and_then(|seq| self.proposals.remove(&seq));
             if entry.data.is_empty() {
                 // The empty entry a new leader appends.
+                self.applied = entry.index;
                 continue;
             }
-            let command = match codec::decode::<Command>(&entry.data) {
-                Ok(command) => command,
-                Err(e) => {
-                    // Every replica decodes the same bytes the same way, so skipping is safe.
-                    tracing::error!(index = entry.index, error = %e, "undecodable log entry skipped");
-                    continue;
-                }
-            };
+            // An entry this node cannot read (written by a newer state machine, or damaged)
+            // stops it: skipping would make its state differ from its peers'.
+            let command =
+                codec::decode::<Command>(&entry.data).map_err(|source| StartError::Entry {
+                    index: entry.index,
+                    source,
+                })?;
+            self.applied = entry.index;
+            let waiting = seq.and_then(|seq| self.proposals.remove(&seq));
             let (result, effects) = self
                 .state
                 .write()
@@ -636,6 +653,7 @@ impl Runner {
             voters: conf.voters,
             learners: conf.learners,
             peers,
+            halted: None,
         };
         let term = next.term;
         self.status.send_if_modified(|status| {

@@ -411,6 +411,25 @@ impl Storage for DurableStorage {
     }
 }
 
+/// Rewrites the data of log entry `index` in the store at `path` (closed): for tests of what
+/// a node does with an entry it cannot apply.
+#[cfg(test)]
+pub fn rewrite_entry_data(path: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
+    use redb::ReadableTable as _;
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut log = txn.open_table(LOG).unwrap();
+        let mut entry = Entry::parse_from_bytes(log.get(index).unwrap().unwrap().value()).unwrap();
+        let mut data = entry.data.to_vec();
+        f(&mut data);
+        entry.data = data.into();
+        let bytes = entry.write_to_bytes().unwrap();
+        log.insert(index, bytes.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

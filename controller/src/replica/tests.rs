@@ -153,3 +153,70 @@ async fn subscribers_hear_every_applied_round_with_its_events() {
     assert_eq!(raft.applied_index(), round.index);
     raft.shutdown();
 }
+
+/// Proposes img-0..img-4 to a new one-node store, and answers the log index of img-2.
+async fn five_images(dir: &std::path::Path) -> u64 {
+    let raft = started(dir, 1000).await;
+    let mut third = 0;
+    for i in 0..5 {
+        raft.propose(image(&format!("img-{i}")))
+            .await
+            .unwrap()
+            .unwrap();
+        if i == 2 {
+            third = raft.applied_index();
+        }
+    }
+    raft.shutdown();
+    third
+}
+
+async fn halted_after_restart(dir: &std::path::Path) -> (String, Vec<String>) {
+    let raft = Replica::start(config(dir, 1000)).unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), raft.halted())
+        .await
+        .expect("the node stops");
+    let images = raft.stale(|s| s.images.keys().cloned().collect());
+    // A halted node serves nothing.
+    assert!(raft.propose(image("more")).await.is_err());
+    raft.shutdown();
+    (reason, images)
+}
+
+#[tokio::test]
+async fn a_damaged_log_entry_stops_the_node_with_why_and_is_never_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let third = five_images(dir.path()).await;
+    storage::rewrite_entry_data(&dir.path().join("raft.redb"), third, |data| {
+        let last = data.len() - 1;
+        data[last] ^= 0x20;
+    });
+    let (reason, images) = halted_after_restart(dir.path()).await;
+    assert!(
+        reason.contains(&format!(
+            "log entry {third} cannot be applied: damaged: its checksum does not match"
+        )),
+        "{reason}"
+    );
+    assert_eq!(
+        images,
+        ["img-0", "img-1"],
+        "nothing from the damaged entry on"
+    );
+}
+
+#[tokio::test]
+async fn an_entry_from_a_newer_state_machine_stops_the_node_and_says_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let third = five_images(dir.path()).await;
+    storage::rewrite_entry_data(&dir.path().join("raft.redb"), third, |data| {
+        data[1..3].copy_from_slice(&(crate::codec::STATE_MACHINE_VERSION + 1).to_le_bytes());
+    });
+    let (reason, images) = halted_after_restart(dir.path()).await;
+    assert!(
+        reason.contains(&format!("log entry {third} cannot be applied")),
+        "{reason}"
+    );
+    assert!(reason.contains("upgrade it"), "{reason}");
+    assert_eq!(images, ["img-0", "img-1"]);
+}

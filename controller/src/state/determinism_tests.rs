@@ -111,6 +111,7 @@ fn command(step: &Step, n: u64, image: &ImageSpecOf) -> Command {
             volumes: disk
                 .map(|d| vec![(VOLUMES[d].to_owned(), format!("sl-{n}"))])
                 .unwrap_or_default(),
+            idempotency_key: None,
         },
         Step::Report { host, id, state } => Command::ReportInstance {
             host: HOSTS[*host].into(),

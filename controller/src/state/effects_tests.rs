@@ -43,6 +43,7 @@ fn create_on(host: &str, at_ms: u64) -> Command {
         ssh_key: None,
         user_data: None,
         volumes: Vec::new(),
+        idempotency_key: None,
     }
 }
 

@@ -19,7 +19,7 @@ use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 
 pub use effects::{Effects, Event};
 use instances::{GuestSetup, Placement};
-pub use instances::{InstanceRecord, Transition, Usage};
+pub use instances::{InstanceRecord, KeyRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
 pub use members::{MemberChange, MemberRecord};
 pub use views::{
@@ -126,6 +126,10 @@ pub struct State {
     /// The controller nodes and their peer addresses.
     #[serde(default)]
     pub members: BTreeMap<u64, MemberRecord>,
+    /// Idempotency keys of instance creations, per owner: the instance each one made (kept a
+    /// day, see `state/instances.rs`).
+    #[serde(default)]
+    pub instance_keys: BTreeMap<String, BTreeMap<String, KeyRecord>>,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
@@ -186,6 +190,10 @@ pub enum Command {
         /// instance lands on another host than the volume).
         #[serde(default)]
         volumes: Vec<(String, String)>,
+        /// The client's idempotency key: a second creation with the same key by the same
+        /// owner makes nothing and answers the instance the first one made.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
     },
     KillInstance {
         id: u64,
@@ -418,7 +426,15 @@ impl State {
                 ssh_key,
                 user_data,
                 volumes,
+                idempotency_key,
             } => {
+                if let Some(id) = idempotency_key
+                    .as_deref()
+                    .and_then(|key| self.instance_for_key(&owner, key))
+                {
+                    return Ok(Outcome::InstanceCreated(id));
+                }
+                let key_owner = owner.clone();
                 let placement = Placement { host, failure };
                 let guest = GuestSetup {
                     network,
@@ -426,7 +442,7 @@ impl State {
                     user_data,
                     volumes,
                 };
-                self.create_instance(
+                let outcome = self.create_instance(
                     owner,
                     name,
                     image,
@@ -435,7 +451,11 @@ impl State {
                     placement,
                     guest,
                     at_ms,
-                )
+                );
+                if let (Ok(Outcome::InstanceCreated(id)), Some(key)) = (&outcome, idempotency_key) {
+                    self.remember_instance_key(key_owner, key, *id, at_ms);
+                }
+                outcome
             }
             Command::DefineNetwork(record) => match self.ipam.define(record)? {
                 true => Ok(Outcome::Applied),

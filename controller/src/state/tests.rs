@@ -69,6 +69,7 @@ fn create(s: &mut State, ty: &str, host: Option<&str>) -> Result<Outcome, Reject
         ssh_key: None,
         user_data: None,
         volumes: Vec::new(),
+        idempotency_key: None,
     })
 }
 
@@ -284,6 +285,7 @@ fn create_on(s: &mut State, network: &str, host: Option<&str>) -> Result<Outcome
         ssh_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA jane@laptop".into()),
         user_data: Some("#cloud-config\n".into()),
         volumes: Vec::new(),
+        idempotency_key: None,
     })
 }
 
@@ -493,6 +495,7 @@ fn entries_and_snapshots_from_before_networks_still_decode() {
         ssh_key: None,
         user_data: None,
         volumes: Vec::new(),
+        idempotency_key: None,
     })
     .unwrap();
     let fields = entry["CreateInstance"].as_object_mut().unwrap();
@@ -516,4 +519,50 @@ fn entries_and_snapshots_from_before_networks_still_decode() {
     assert_eq!(old, s);
     // Without networks, instances have no interface, as before.
     assert!(instance_view(&s, &s.instances[&1]).nics.is_empty());
+}
+
+fn create_with_key(s: &mut State, owner: &str, key: &str, at_ms: u64) -> Outcome {
+    s.apply(Command::CreateInstance {
+        owner: owner.into(),
+        name: None,
+        image: "appliance".into(),
+        image_spec: s.images["appliance"].spec(),
+        instance_type: "t1.micro".into(),
+        // Failed at placement: it is an instance all the same, and takes no room.
+        host: None,
+        failure: Some("no room".into()),
+        at_ms,
+        network: None,
+        ssh_key: None,
+        user_data: None,
+        volumes: Vec::new(),
+        idempotency_key: Some(key.into()),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_creation_repeated_with_its_idempotency_key_makes_nothing_new() {
+    let mut s = bootstrapped();
+    let first = create_with_key(&mut s, "alice", "k-1", 100);
+    let Outcome::InstanceCreated(id) = first else {
+        panic!("{first:?}")
+    };
+    let before = s.clone();
+    // The retry: the same answer, and not a byte of the state changed.
+    assert_eq!(create_with_key(&mut s, "alice", "k-1", 200), first);
+    assert_eq!(s, before);
+    // Whatever became of the instance, the key still names it.
+    assert!(s.instances.contains_key(&id));
+    assert_eq!(create_with_key(&mut s, "alice", "k-1", 400), first);
+    // Another owner's key is another key; another key is another instance.
+    assert_ne!(create_with_key(&mut s, "bob", "k-1", 500), first);
+    assert_ne!(create_with_key(&mut s, "alice", "k-2", 600), first);
+    assert_eq!(s.instances.len(), 3);
+    // A day later the key is forgotten (when the owner next creates with a key).
+    let later = 100 + instances::KEY_TTL_MS;
+    let again = create_with_key(&mut s, "alice", "k-3", later);
+    assert_ne!(again, first);
+    assert_eq!(s.instance_for_key("alice", "k-1"), None);
+    assert!(s.instance_for_key("alice", "k-3").is_some());
 }

@@ -81,6 +81,7 @@ fn instance(s: &mut State, host: &str, volumes: &[&str]) -> Result<u64, Rejectio
             .iter()
             .map(|v| (v.to_string(), format!("sl-export-{v}")))
             .collect(),
+        idempotency_key: None,
     })?;
     let Outcome::InstanceCreated(id) = outcome else {
         panic!("{outcome:?}")
