@@ -381,6 +381,58 @@ impl TestCluster {
         Ok((status, body))
     }
 
+    /// Cuts node `id` off from the other nodes (nft drops in its namespace, both ways); the
+    /// test process still reaches it.
+    pub fn isolate(&self, id: u64) -> anyhow::Result<()> {
+        let node = &self.nodes[&id];
+        let rules = format!(
+            "table inet partition {{\n\
+             chain input {{ type filter hook input priority 0; ip saddr {s}.0/24 ip saddr != {s}.254 drop; }}\n\
+             chain output {{ type filter hook output priority 0; ip daddr {s}.0/24 ip daddr != {s}.254 drop; }}\n\
+             }}\n",
+            s = self.subnet
+        );
+        let file = node.dir.join("partition.nft");
+        fs::write(&file, rules)?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", &node.ns, "nft", "-f"])
+            .arg(&file)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "nft in {}: {}",
+                node.ns,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Self::isolate`].
+    pub fn heal(&self, id: u64) -> anyhow::Result<()> {
+        let node = &self.nodes[&id];
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node.ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "partition",
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "nft in {}: {}",
+                node.ns,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Whether node `id` is running.
     pub fn running(&self, id: u64) -> bool {
         self.nodes[&id].child.is_some()

@@ -162,142 +162,242 @@ fn a_three_node_cluster_forms_and_any_node_answers() {
     );
 }
 
-#[test]
-fn every_acknowledged_write_survives_three_leader_kills() {
-    let mut cluster = formed("cluster-kills", 3);
-    let apis: BTreeMap<u64, String> = cluster.nodes.iter().map(|(&id, n)| (id, n.api())).collect();
-    let password = cluster.admin_password.clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+/// A client writing networks one after another through whichever node answers (moving on
+/// when one fails; acknowledged by a 201, or for a retry after a lost answer by the 409 saying
+/// it exists), and an observer recording the leader every node names in every term.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<BTreeSet<String>>>,
+    leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
 
-    // The client: writes one network after another through whichever node answers, moving on
-    // to the next node when one fails; a network is acknowledged by a 201 (or, for a retry
-    // after a lost answer, by the 409 saying it exists).
-    let writer = std::thread::spawn({
-        let (stop, acknowledged, apis, password) = (
-            stop.clone(),
-            acknowledged.clone(),
-            apis.clone(),
-            password.clone(),
-        );
-        move || {
-            let http = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .connect_timeout(Duration::from_millis(500))
-                .build()
-                .unwrap();
-            let ids: Vec<u64> = apis.keys().copied().collect();
-            let (mut k, mut target, mut retried) = (1000u32, 0usize, false);
-            while !stop.load(Ordering::SeqCst) {
-                let id = ids[target % ids.len()];
-                let answer = http
-                    .post(format!("http://{}/api/v1/networks", apis[&id]))
-                    .basic_auth("admin", Some(&password))
-                    .json(&network(k))
-                    .send();
-                match answer.map(|r| r.status()) {
-                    Ok(StatusCode::CREATED) => {}
-                    Ok(StatusCode::CONFLICT) if retried => {}
-                    Ok(StatusCode::SERVICE_UNAVAILABLE) | Err(_) => {
-                        target += 1;
-                        retried = true;
-                        continue;
-                    }
-                    Ok(other) => panic!("network w{k} through node {id}: {other}"),
-                }
-                acknowledged.lock().unwrap().insert(format!("w{k}"));
-                k += 1;
-                retried = false;
-            }
-        }
-    });
-
-    // The observer: no term ever has two leaders.
-    let leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>> = Arc::default();
-    let observer = std::thread::spawn({
-        let (stop, leaders, apis, password) = (
-            stop.clone(),
-            leaders.clone(),
-            apis.clone(),
-            password.clone(),
-        );
-        move || {
-            let http = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(1))
-                .build()
-                .unwrap();
-            while !stop.load(Ordering::SeqCst) {
-                for api in apis.values() {
-                    let seen = http
-                        .get(format!("http://{api}/api/v1/cluster"))
+impl Load {
+    fn start(cluster: &TestCluster) -> Self {
+        let apis: BTreeMap<u64, String> =
+            cluster.nodes.iter().map(|(&id, n)| (id, n.api())).collect();
+        let password = cluster.admin_password.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+        let leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>> = Arc::default();
+        let writer = std::thread::spawn({
+            let (stop, acknowledged, apis, password) = (
+                stop.clone(),
+                acknowledged.clone(),
+                apis.clone(),
+                password.clone(),
+            );
+            move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .connect_timeout(Duration::from_millis(500))
+                    .build()
+                    .unwrap();
+                let ids: Vec<u64> = apis.keys().copied().collect();
+                let (mut k, mut target, mut retried) = (1000u32, 0usize, false);
+                while !stop.load(Ordering::SeqCst) {
+                    let id = ids[target % ids.len()];
+                    let answer = http
+                        .post(format!("http://{}/api/v1/networks", apis[&id]))
                         .basic_auth("admin", Some(&password))
-                        .send()
-                        .and_then(|r| r.json::<Value>());
-                    if let Ok(view) = seen {
-                        if let (Some(leader), Some(term)) =
-                            (view["leader"].as_u64(), view["term"].as_u64())
-                        {
-                            leaders
-                                .lock()
-                                .unwrap()
-                                .entry(term)
-                                .or_default()
-                                .insert(leader);
+                        .json(&network(k))
+                        .send();
+                    match answer.map(|r| r.status()) {
+                        Ok(StatusCode::CREATED) => {}
+                        Ok(StatusCode::CONFLICT) if retried => {}
+                        Ok(StatusCode::SERVICE_UNAVAILABLE) | Err(_) => {
+                            target += 1;
+                            retried = true;
+                            continue;
+                        }
+                        Ok(other) => panic!("network w{k} through node {id}: {other}"),
+                    }
+                    acknowledged.lock().unwrap().insert(format!("w{k}"));
+                    k += 1;
+                    retried = false;
+                }
+            }
+        });
+        let observer = std::thread::spawn({
+            let (stop, leaders) = (stop.clone(), leaders.clone());
+            move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(1))
+                    .build()
+                    .unwrap();
+                while !stop.load(Ordering::SeqCst) {
+                    for api in apis.values() {
+                        let seen = http
+                            .get(format!("http://{api}/api/v1/cluster"))
+                            .basic_auth("admin", Some(&password))
+                            .send()
+                            .and_then(|r| r.json::<Value>());
+                        if let Ok(view) = seen {
+                            if let (Some(leader), Some(term)) =
+                                (view["leader"].as_u64(), view["term"].as_u64())
+                            {
+                                leaders
+                                    .lock()
+                                    .unwrap()
+                                    .entry(term)
+                                    .or_default()
+                                    .insert(leader);
+                            }
                         }
                     }
                 }
             }
+        });
+        Self {
+            stop,
+            acknowledged,
+            leaders,
+            threads: vec![writer, observer],
         }
-    });
+    }
 
-    let acked = || acknowledged.lock().unwrap().len();
-    let wait_acks = |from: usize, more: usize, what: &str| {
+    fn acked(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    /// Waits until `more` writes past the ones acknowledged now are acknowledged.
+    fn wait_more(&self, more: usize, what: &str) {
+        let target = self.acked() + more;
         let deadline = Instant::now() + WAIT;
-        while acked() < from + more {
+        while self.acked() < target {
             assert!(Instant::now() < deadline, "no writes acknowledged {what}");
             std::thread::sleep(Duration::from_millis(20));
         }
-    };
-    wait_acks(0, 10, "before the first kill");
+    }
+
+    /// Stops the load and checks, on every node in `nodes`, that every acknowledged write is
+    /// there, and that no term had two leaders. Answers how many writes were acknowledged.
+    fn finish(self, cluster: &TestCluster, nodes: &[u64]) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        for &id in nodes {
+            let names = names_on(cluster, id);
+            let lost: Vec<_> = acknowledged.difference(&names).collect();
+            assert!(
+                lost.is_empty(),
+                "node {id} lacks acknowledged writes {lost:?}"
+            );
+        }
+        for (term, leaders) in self.leaders.lock().unwrap().iter() {
+            assert_eq!(leaders.len(), 1, "term {term} had leaders {leaders:?}");
+        }
+        acknowledged.len()
+    }
+}
+
+#[test]
+fn every_acknowledged_write_survives_three_leader_kills() {
+    let mut cluster = formed("cluster-kills", 3);
+    let load = Load::start(&cluster);
+    load.wait_more(10, "before the first kill");
     let mut failovers = Vec::new();
     for round in 1..=3 {
         let leader = cluster.wait_leader(WAIT).unwrap();
-        let before = acked();
         let killed_at = Instant::now();
         cluster.kill(leader);
-        wait_acks(
-            before,
-            1,
-            &format!("after killing leader {leader} (round {round})"),
-        );
+        load.wait_more(1, &format!("after killing leader {leader} (round {round})"));
         failovers.push(killed_at.elapsed());
         let next = cluster.wait_leader(WAIT).unwrap();
         assert_ne!(next, leader, "a killed node cannot lead");
-        wait_acks(acked(), 5, "under the new leader");
+        load.wait_more(5, "under the new leader");
         cluster.start(leader).unwrap();
         cluster.wait_serving(leader, WAIT).unwrap();
     }
-    wait_acks(acked(), 5, "after the last restart");
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    observer.join().unwrap();
+    load.wait_more(5, "after the last restart");
+    let acked = load.finish(&cluster, &[1, 2, 3]);
+    println!("{acked} writes acknowledged; first acknowledged write after each leader kill: {failovers:?}");
+}
 
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    for id in 1..=3 {
-        let names = names_on(&cluster, id);
-        let lost: Vec<_> = acknowledged.difference(&names).collect();
+#[test]
+fn a_leader_stopped_past_the_election_timeout_steps_down_and_loses_nothing() {
+    let cluster = formed("cluster-sigstop", 3);
+    let load = Load::start(&cluster);
+    load.wait_more(10, "before the stop");
+    let leader = cluster.wait_leader(WAIT).unwrap();
+    let (_, term) = cluster.leader_seen_by(leader).unwrap();
+    cluster.signal(leader, libc::SIGSTOP);
+    // The others elect a leader of a later term and go on taking writes.
+    let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    let deadline = Instant::now() + WAIT;
+    let next = loop {
+        if let Some((l, t)) = cluster.leader_seen_by(others[0]) {
+            if l != leader && t > term {
+                break l;
+            }
+        }
         assert!(
-            lost.is_empty(),
-            "node {id} lacks acknowledged writes {lost:?}"
+            Instant::now() < deadline,
+            "no new leader while {leader} is stopped"
         );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    load.wait_more(10, "while the old leader is stopped");
+    cluster.signal(leader, libc::SIGCONT);
+    // Resumed, it learns it is no longer the leader.
+    let deadline = Instant::now() + WAIT;
+    while cluster.leader_seen_by(leader).map(|(l, _)| l) == Some(leader) {
+        assert!(
+            Instant::now() < deadline,
+            "node {leader} still thinks it leads"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
-    for (term, leaders) in leaders.lock().unwrap().iter() {
-        assert_eq!(leaders.len(), 1, "term {term} had leaders {leaders:?}");
-    }
-    println!(
-        "{} writes acknowledged; first acknowledged write after each leader kill: {failovers:?}",
-        acknowledged.len()
+    load.wait_more(5, "after the resume");
+    load.finish(&cluster, &[1, 2, 3]);
+    println!("leader {leader} stopped in term {term}; node {next} took over");
+}
+
+#[test]
+fn a_partitioned_leader_serves_nothing_within_a_deadline_and_catches_up_after_healing() {
+    let cluster = formed("cluster-partition", 3);
+    let load = Load::start(&cluster);
+    load.wait_more(10, "before the partition");
+    let leader = cluster.wait_leader(WAIT).unwrap();
+    cluster.isolate(leader).unwrap();
+    // The majority side elects a leader and goes on.
+    load.wait_more(10, "through the majority");
+    // The isolated node answers a write with 503 within its deadline, never hangs, and
+    // changes nothing.
+    let asked = Instant::now();
+    let (status, error, _) = cluster.post(leader, "/networks", &network(1)).unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "answered in {:?}",
+        asked.elapsed()
     );
+    // A linearizable read there fails too, rather than answer stale data.
+    let (status, error) = cluster.get(leader, "/networks").unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    cluster.heal(leader).unwrap();
+    load.wait_more(5, "after healing");
+    load.finish(&cluster, &[1, 2, 3]);
+    assert!(
+        !names_on(&cluster, leader).contains("w1"),
+        "the refused write was not made"
+    );
+}
+
+#[test]
+fn five_nodes_losing_two_keep_serving() {
+    let mut cluster = formed("cluster-five", 5);
+    let load = Load::start(&cluster);
+    load.wait_more(10, "with five nodes");
+    let leader = cluster.wait_leader(WAIT).unwrap();
+    let other = (1..=5).find(|&n| n != leader).unwrap();
+    cluster.kill(other);
+    cluster.kill(leader);
+    load.wait_more(10, "with three of five");
+    let survivors: Vec<u64> = (1..=5).filter(|&n| n != leader && n != other).collect();
+    load.finish(&cluster, &survivors);
 }
 
 #[test]
