@@ -30,6 +30,12 @@ struct Args {
     /// Override `state_dir` from the file.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// One-shot recovery of a cluster that lost its majority for good: this node's store
+    /// becomes a one-node cluster with this node as its only voter (what it has committed is
+    /// kept). Start it once like this, then add the other nodes again, each with a wiped state
+    /// directory and `join = true`. Never use it while the old majority may come back.
+    #[arg(long)]
+    force_new_cluster: bool,
 }
 
 fn load_config(args: &Args) -> anyhow::Result<ControllerConfig> {
@@ -98,6 +104,7 @@ async fn run() -> anyhow::Result<()> {
     if config.join {
         replica_config.voters.clear();
     }
+    replica_config.force_new_cluster = args.force_new_cluster;
     let replica =
         Replica::start_with(replica_config, Arc::new(transport.clone())).with_context(|| {
             format!(

@@ -210,6 +210,11 @@ impl TestCluster {
     /// Starts node `id`'s controller inside its namespace (its pid is the controller's: `ip
     /// netns exec` execs it).
     pub fn start(&mut self, id: u64) -> anyhow::Result<()> {
+        self.start_with_args(id, &[])
+    }
+
+    /// Like [`Self::start`], with more command-line arguments for the controller.
+    pub fn start_with_args(&mut self, id: u64, args: &[&str]) -> anyhow::Result<()> {
         let node = self.nodes.get_mut(&id).expect("node");
         assert!(node.child.is_none(), "node {id} already running");
         let log = fs::OpenOptions::new()
@@ -221,6 +226,7 @@ impl TestCluster {
             .args(["netns", "exec", &node.ns])
             .arg(bin("stratus-controller"))
             .args(["--config", &config.display().to_string()])
+            .args(args)
             .env("STRATUS_LOG", "info,raft=info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -252,6 +258,15 @@ impl TestCluster {
     pub fn signal(&self, id: u64, signal: i32) {
         if let Some(pid) = self.nodes[&id].pid() {
             unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// Stops node `id` with SIGTERM (a clean shutdown) and reaps it.
+    pub fn stop(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if let Some(mut child) = node.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
         }
     }
 

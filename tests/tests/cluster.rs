@@ -606,3 +606,77 @@ fn a_guest_keeps_running_through_a_leader_kill() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() {
+    let mut cluster = formed("cluster-recover", 3);
+    for k in 1..=10 {
+        let (status, body, _) = cluster.post(2, "/networks", &network(k)).unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // Nodes 2 and 3 are lost for good: node 1 alone cannot commit anything.
+    cluster.kill(2);
+    cluster.kill(3);
+    let (status, error, _) = cluster.post(1, "/networks", &network(11)).unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    // The one-shot recovery: node 1 restarted as a one-node cluster from its own store.
+    cluster.stop(1);
+    cluster
+        .start_with_args(1, &["--force-new-cluster"])
+        .unwrap();
+    cluster.wait_serving(1, WAIT).unwrap();
+    assert_eq!(cluster.wait_leader(WAIT).unwrap(), 1);
+    assert!(
+        cluster.log(1).contains("forced a new one-node cluster"),
+        "{}",
+        cluster.log(1)
+    );
+    let names = names_on(&cluster, 1);
+    for k in 1..=10 {
+        assert!(
+            names.contains(&format!("w{k}")),
+            "acknowledged w{k} kept: {names:?}"
+        );
+    }
+    let (status, body, _) = cluster.post(1, "/networks", &network(12)).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, view) = cluster.get(1, "/cluster").unwrap();
+    assert_eq!(view["members"].as_array().unwrap().len(), 1, "{view}");
+
+    // An old member coming back as it was is refused, and says what to do.
+    cluster.start(3).unwrap();
+    cluster.wait_serving(3, WAIT).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !cluster
+        .log(1)
+        .contains("node 3 is not a member of this cluster")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "old member not refused:\n{}",
+            cluster.log(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        cluster.leader_seen_by(1).map(|(l, _)| l),
+        Some(1),
+        "node 1 still leads"
+    );
+    cluster.kill(3);
+    // Members are added again with wiped stores, and catch up.
+    for id in [2, 3] {
+        std::fs::remove_dir_all(cluster.nodes[&id].dir.join("state")).unwrap();
+        cluster.start(id).unwrap();
+        cluster.wait_serving(id, WAIT).unwrap();
+        let (status, member) = cluster.add_member(1, id).unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{member}\n{}", cluster.log(id));
+    }
+    for id in 1..=3 {
+        let names = names_on(&cluster, id);
+        assert!(
+            names.contains("w12") && names.contains("w1"),
+            "node {id}: {names:?}"
+        );
+    }
+}

@@ -94,6 +94,15 @@ impl PeerService {
                 )));
             }
         }
+        let status = self.replica.status();
+        let member = |id: u64| status.voters.contains(&id) || status.learners.contains(&id);
+        if member(self.me.node_id) && !member(from) {
+            return Err(Status::failed_precondition(format!(
+                "node {from} is not a member of this cluster (removed, or the cluster was \
+                 formed again with --force-new-cluster): wipe its state directory, start it \
+                 with join = true and add it again (POST /api/v1/cluster/members)"
+            )));
+        }
         if let Ok(meant) = text(wire::TO_INCARNATION) {
             let mine = self.replica.identity().incarnation;
             if meant != mine {

@@ -66,6 +66,7 @@ impl Cluster {
             snapshot_every: self.snapshot_every,
             propose_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(3),
+            force_new_cluster: false,
         }
     }
 

@@ -70,6 +70,8 @@ pub enum StartError {
     },
     #[error("starting the raft thread")]
     Spawn(#[source] std::io::Error),
+    #[error("--force-new-cluster needs this node's existing store; this one is empty")]
+    NothingToRecover,
 }
 
 /// Settings of this node's Raft group.
@@ -87,6 +89,9 @@ pub struct ReplicaConfig {
     pub propose_timeout: Duration,
     /// How long a linearizable read may wait for the leader's confirmation.
     pub read_timeout: Duration,
+    /// Recovery of a cluster that lost its majority for good: this node's existing store
+    /// becomes a one-node group (this node its only voter) and it elects itself.
+    pub force_new_cluster: bool,
 }
 
 impl ReplicaConfig {
@@ -99,6 +104,7 @@ impl ReplicaConfig {
             snapshot_every,
             propose_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
+            force_new_cluster: false,
         }
     }
 }

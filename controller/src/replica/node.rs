@@ -52,6 +52,18 @@ pub(super) fn start(
     transport: Arc<dyn Transport>,
 ) -> Result<Started, StartError> {
     let (storage, recovered) = DurableStorage::open(&config.path, &config.voters)?;
+    let mut forced_upto = 0;
+    if config.force_new_cluster {
+        if !recovered.existing {
+            return Err(StartError::NothingToRecover);
+        }
+        storage.force_single_voter(config.node_id)?;
+        forced_upto = storage.last_index();
+        tracing::warn!(
+            node = config.node_id,
+            "forced a new one-node cluster from this node's store: add the other members again"
+        );
+    }
     let (state, applied) = match &recovered.snapshot {
         Some(snap) => (
             codec::decode::<State>(&snap.data)?,
@@ -73,7 +85,7 @@ pub(super) fn start(
     raft_config.validate()?;
     let logger = logger::raft_logger(config.node_id);
     let mut node = RawNode::new(&raft_config, storage.clone(), &logger)?;
-    if config.voters == [config.node_id] && !recovered.existing {
+    if (config.voters == [config.node_id] && !recovered.existing) || config.force_new_cluster {
         // A new group of one elects itself at once rather than after an election timeout.
         node.campaign()?;
     }
@@ -109,6 +121,7 @@ pub(super) fn start(
         snapshot_every: config.snapshot_every.max(1),
         known_leader: (None, 0),
         removed: false,
+        forced_upto,
     };
     let thread = std::thread::Builder::new()
         .name(format!("raft-{}", config.node_id))
@@ -190,6 +203,9 @@ struct Runner {
     known_leader: (Option<u64>, u64),
     /// This node applied its own removal from the group.
     removed: bool,
+    /// With `force_new_cluster`: the last log index of the lost cluster. Its configuration
+    /// changes, replayed, do not change this one-node group's configuration.
+    forced_upto: u64,
 }
 
 impl Runner {
@@ -555,6 +571,23 @@ impl Runner {
         let mut cc = ConfChangeV2::default();
         if let Err(e) = cc.merge_from_bytes(&entry.data) {
             tracing::error!(index = entry.index, error = %e, "undecodable configuration change skipped");
+            return Ok(());
+        }
+        if entry.index <= self.forced_upto {
+            // A change of the cluster this node was forced out of: its members are gone.
+            if let Some(change) = membership::from_conf_change(&cc) {
+                self.state
+                    .write()
+                    .expect("state lock")
+                    .apply_member_change(&change);
+            }
+            tracing::info!(
+                index = entry.index,
+                "a configuration change of the lost cluster replayed into the state only"
+            );
+            if let Some(reply) = waiting {
+                let _ = reply.send(Err(MembershipError::NoLeader));
+            }
             return Ok(());
         }
         match self.node.apply_conf_change(&cc) {

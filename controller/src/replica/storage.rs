@@ -319,6 +319,16 @@ impl DurableStorage {
         Ok(())
     }
 
+    /// Makes `id` the group's only voter (the one-shot recovery of a cluster that lost its
+    /// majority for good); the log and snapshot are kept.
+    pub fn force_single_voter(&self, id: u64) -> Result<(), StorageError> {
+        let cs = ConfState {
+            voters: vec![id],
+            ..Default::default()
+        };
+        self.set_conf_state(&cs)
+    }
+
     /// Saves the group's configuration once a configuration change applied.
     pub fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), StorageError> {
         let bytes = conf_state.write_to_bytes().expect("encode conf state");
