@@ -79,6 +79,8 @@ pub struct TestCluster {
     /// A host agent (in the test's own namespace) naming every node, once started.
     agent: Option<Child>,
     pub host_name: String,
+    /// Filesystems mounted for the test, unmounted on drop.
+    mounts: Vec<PathBuf>,
 }
 
 impl TestCluster {
@@ -99,6 +101,7 @@ impl TestCluster {
         let mut cluster = Self {
             agent: None,
             host_name: format!("host-{tag}"),
+            mounts: Vec::new(),
             dir,
             switch: format!("{tag}-sw"),
             host_veth: format!("{tag}h"),
@@ -448,6 +451,48 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Puts node `id`'s state directory on a tmpfs of `mib` MiB of its own (before it first
+    /// starts), so that the test can fill it.
+    pub fn small_disk(&mut self, id: u64, mib: u64) -> anyhow::Result<()> {
+        let state = self.nodes[&id].dir.join("state");
+        fs::create_dir_all(&state)?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&state)
+            .output()?;
+        if !out.status.success() {
+            bail!("mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.mounts.push(state);
+        Ok(())
+    }
+
+    /// Waits until node `id`'s controller has exited; answers its exit status.
+    pub fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = self.nodes.get_mut(&id).expect("node");
+            if let Some(status) = node.child.as_mut().expect("running").try_wait()? {
+                node.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("node {id} still running after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Whether node `id` is running.
     pub fn running(&self, id: u64) -> bool {
         self.nodes[&id].child.is_some()
@@ -593,6 +638,9 @@ impl Drop for TestCluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        for mount in &self.mounts {
+            let _ = Command::new("umount").arg(mount).status();
         }
         for node in self.nodes.values() {
             let _ = ip(&["netns", "delete", &node.ns]);

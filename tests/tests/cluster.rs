@@ -680,3 +680,44 @@ fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() {
         );
     }
 }
+
+#[test]
+fn a_follower_whose_disk_fills_up_stops_and_catches_up_once_there_is_room() {
+    let mut cluster = TestCluster::new("cluster-diskfull", 3).expect("namespaces");
+    for id in 1..=3 {
+        cluster.configure(id, id != 1, "").unwrap();
+    }
+    cluster.small_disk(3, 8).unwrap();
+    cluster.start(1).unwrap();
+    cluster.wait_serving(1, WAIT).unwrap();
+    for id in 2..=3 {
+        cluster.start(id).unwrap();
+        cluster.wait_serving(id, WAIT).unwrap();
+        let (status, member) = cluster.add_member(1, id).unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{member}");
+    }
+    let load = Load::start(&cluster);
+    load.wait_more(10, "before the disk fills");
+    // Fill node 3's filesystem: its next fsynced write fails, and it stops rather than go on
+    // with a log it could not write.
+    let filler = cluster.nodes[&3].dir.join("state/filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    let status = cluster.wait_exit(3, WAIT).unwrap();
+    assert!(!status.success(), "{status}");
+    let log = cluster.log(3);
+    assert!(log.contains("the raft node stopped"), "{log}");
+    assert!(log.to_lowercase().contains("no space left"), "{log}");
+    let line = log.lines().find(|l| l.contains("the raft node stopped")).unwrap();
+    println!("node 3 said: {line}");
+    // The majority goes on meanwhile.
+    load.wait_more(10, "with node 3 out of disk");
+    // Room again: restarted, it catches up.
+    std::fs::remove_file(&filler).unwrap();
+    cluster.start(3).unwrap();
+    cluster.wait_serving(3, WAIT).unwrap();
+    load.wait_more(5, "after node 3 came back");
+    load.finish(&cluster, &[1, 2, 3]);
+}
