@@ -710,7 +710,10 @@ fn a_follower_whose_disk_fills_up_stops_and_catches_up_once_there_is_room() {
     let log = cluster.log(3);
     assert!(log.contains("the raft node stopped"), "{log}");
     assert!(log.to_lowercase().contains("no space left"), "{log}");
-    let line = log.lines().find(|l| l.contains("the raft node stopped")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("the raft node stopped"))
+        .unwrap();
     println!("node 3 said: {line}");
     // The majority goes on meanwhile.
     load.wait_more(10, "with node 3 out of disk");

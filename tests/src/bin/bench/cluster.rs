@@ -4,6 +4,8 @@
 //! - write latency: a `POST /api/v1/networks` to the leader until its 201, one at a time (an
 //!   HTTP round trip, authentication from the cache, the Raft commit on a majority with fsync on
 //!   each, and apply): an upper bound of the commit latency.
+//! - placements: instances created through the leader by 16 clients at once on 100
+//!   registered hosts (no agent runs them: this is the control plane's part), per second.
 //! - failover: the leader SIGKILLed, then writes through the survivors until one is
 //!   acknowledged; the time from the kill to that first acknowledged write (a write started
 //!   after the kill). The killed node is restarted and caught up before the next round.
@@ -70,6 +72,8 @@ pub fn cluster_bench(rounds: usize) -> anyhow::Result<()> {
         }
     );
 
+    placements(&cluster, leader)?;
+
     let mut failovers = Vec::new();
     for round in 0..rounds.clamp(3, 10) {
         let leader = cluster.wait_leader(WAIT)?;
@@ -118,6 +122,78 @@ pub fn cluster_bench(rounds: usize) -> anyhow::Result<()> {
         } else {
             "not met"
         }
+    );
+    Ok(())
+}
+
+/// Creates instances from 16 client threads through the leader, on 100 hosts registered with
+/// the agents' token; prints placements per second.
+fn placements(cluster: &TestCluster, leader: u64) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(cluster.dir.join("agent-token"))?;
+    let api = cluster.nodes[&leader].api();
+    let http = reqwest::blocking::Client::new();
+    for h in 0..100 {
+        let answer = http
+            .post(format!("http://{api}/api/v1/hosts"))
+            .bearer_auth(token.trim())
+            .json(
+                &json!({"name": format!("bench-host-{h}"), "vcpus": 64, "memory_mib": 262144,
+                "disk_gib": 1000, "domain_type": "qemu", "arch": "x86_64", "hypervisor": "bench"}),
+            )
+            .send()?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "host {h}: {}",
+            answer.status()
+        );
+    }
+    cluster.register_appliance(leader, "appliance")?;
+    let mut one = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let answer = http
+            .post(format!("http://{api}/api/v1/instances"))
+            .basic_auth("admin", Some(&cluster.admin_password))
+            .json(&json!({"image": "appliance", "type": "t1.micro"}))
+            .send()?;
+        anyhow::ensure!(answer.status() == StatusCode::CREATED, "{}", answer.text()?);
+        one.push(started.elapsed());
+    }
+    report("one placement at a time", &mut one);
+    let (threads, each) = (16, 125);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (api, password) = (api.clone(), cluster.admin_password.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let http = reqwest::blocking::Client::new();
+                for _ in 0..each {
+                    let answer = http
+                        .post(format!("http://{api}/api/v1/instances"))
+                        .basic_auth("admin", Some(&password))
+                        .json(&json!({"image": "appliance", "type": "t1.micro"}))
+                        .send()?;
+                    anyhow::ensure!(answer.status() == StatusCode::CREATED, "{}", answer.text()?);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("client thread")?;
+    }
+    let elapsed = started.elapsed();
+    let rate = (threads * each) as f64 / elapsed.as_secs_f64();
+    println!(
+        "  {:<34} n={:<4} {:>8.0} /s   ({:.1} s)",
+        "placements through the leader",
+        threads * each,
+        rate,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "    goal: >= 2,000 placements/s: {}",
+        if rate >= 2000.0 { "met" } else { "not met" }
     );
     Ok(())
 }
