@@ -8,9 +8,12 @@
 //!   image cache (one pass: read, hash, write, fsync).
 //! - storm: 20 concurrent starts of one uncached image: requests to the image server and the
 //!   time to the last Running, against a single start of the same uncached image.
-//! - cluster: a 3-node controller cluster's write latency and failover (`cluster.rs`).
+//! - cluster: a 3-node controller cluster's write latency, placements and failover
+//!   (`cluster.rs`).
+//! - snapshot: the replicated state of 20,000 instances as a Raft snapshot (`snapshot.rs`).
 
 mod cluster;
+mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,8 +29,8 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 7] = [
-    "start", "overlay", "download", "storm", "network", "volumes", "cluster",
+const SECTIONS: [&str; 8] = [
+    "start", "overlay", "download", "storm", "network", "volumes", "cluster", "snapshot",
 ];
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -51,7 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|snapshot]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
@@ -195,6 +198,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("volumes") {
         volume_bench(args.rounds)?;
+    }
+    if run("snapshot") {
+        snapshot::snapshot_bench()?;
     }
     if run("cluster") {
         cluster::cluster_bench(args.rounds)?;
