@@ -604,6 +604,18 @@ mod tests {
         Endpoint::parse(&format!("127.0.0.1:{port}")).unwrap()
     }
 
+    fn ttylinux() -> CreateInstance {
+        CreateInstance {
+            image: "ttylinux".into(),
+            instance_type: None,
+            name: None,
+            network: None,
+            ssh_key: None,
+            user_data: None,
+            persistent_disks: Vec::new(),
+        }
+    }
+
     fn endpoints(list: &[&Endpoint]) -> Endpoints {
         let text: Vec<String> = list.iter().map(|e| e.to_string()).collect();
         Endpoints::parse(&text.join(",")).unwrap()
@@ -617,15 +629,7 @@ mod tests {
             http_response("200 OK", INSTANCE_5507),
         ]);
         let client = Client::new(endpoints(&[&dead, &server.endpoint]), alice()).unwrap();
-        let body = CreateInstance {
-            image: "ttylinux".into(),
-            instance_type: None,
-            name: None,
-            network: None,
-            ssh_key: None,
-            user_data: None,
-            persistent_disks: Vec::new(),
-        };
+        let body = ttylinux();
         assert_eq!(client.create_instance(&body).unwrap().id, 5507);
         // The node that answered is asked first from then on.
         assert_eq!(client.get_instance(5507).unwrap().id, 5507);
@@ -681,15 +685,7 @@ mod tests {
         let good = CannedServer::start(vec![http_response("201 Created", INSTANCE_5507)]);
         let client =
             Client::new(endpoints(&[&leaderless.endpoint, &good.endpoint]), alice()).unwrap();
-        let body = CreateInstance {
-            image: "ttylinux".into(),
-            instance_type: None,
-            name: None,
-            network: None,
-            ssh_key: None,
-            user_data: None,
-            persistent_disks: Vec::new(),
-        };
+        let body = ttylinux();
         assert_eq!(client.create_instance(&body).unwrap().id, 5507);
         let key = |request: &str| -> String {
             request

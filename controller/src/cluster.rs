@@ -140,6 +140,8 @@ impl ClusterService {
         }
         let peer_address = address("address", &request.address)?;
         let api_address = address("api_address", &request.api_address)?;
+        // The same rules `change_membership` applies, checked before the invitation: a node
+        // that is invited adopts this cluster for good, so it must not be invited in vain.
         let status = self.replica.status();
         if status.voters.contains(&request.id) || status.learners.contains(&request.id) {
             return Err(ClusterError::Membership(MembershipError::AlreadyMember(
@@ -222,30 +224,29 @@ fn member_view(
     }
 }
 
+/// A learner the leader has heard from lately that is close enough to its commit index.
+fn caught_up_learner(s: &RaftStatus) -> Option<u64> {
+    if s.leader != Some(s.node_id) {
+        return None;
+    }
+    s.learners.iter().copied().find(|id| {
+        s.peers
+            .iter()
+            .any(|p| p.id == *id && p.recent_active && p.matched + PROMOTE_LAG >= s.commit_index)
+    })
+}
+
 /// On the leader: promotes each learner that caught up, one change at a time.
 async fn promote_caught_up(replica: Replica) {
     loop {
-        let ready = |s: &RaftStatus| {
-            s.leader == Some(s.node_id)
-                && s.learners.iter().any(|id| {
-                    s.peers.iter().any(|p| {
-                        p.id == *id && p.recent_active && p.matched + PROMOTE_LAG >= s.commit_index
-                    })
-                })
-        };
+        let ready = |s: &RaftStatus| caught_up_learner(s).is_some();
         if !replica
             .wait_for_status(Duration::from_secs(3600), ready)
             .await
         {
             continue;
         }
-        let status = replica.status();
-        let Some(id) = status.learners.iter().copied().find(|id| {
-            status
-                .peers
-                .iter()
-                .any(|p| p.id == *id && p.matched + PROMOTE_LAG >= status.commit_index)
-        }) else {
+        let Some(id) = caught_up_learner(&replica.status()) else {
             continue;
         };
         match replica

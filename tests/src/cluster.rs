@@ -23,6 +23,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub const API_PORT: u16 = 8440;
 pub const PEER_PORT: u16 = 8450;
+/// How long the harness waits for a node to answer, join or log what it must.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip")
@@ -35,6 +37,18 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    Ok(())
+}
+
+/// Runs `nft ARGS` inside namespace `ns`.
+fn nft_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!("nft in {ns}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }
@@ -257,6 +271,37 @@ impl TestCluster {
         }
     }
 
+    /// Starts the configured nodes `1..=voters`: node 1 creates the cluster, each other one is
+    /// started, then added through node 1's members API and must come out a voter.
+    pub fn form(&mut self, voters: u64) -> anyhow::Result<()> {
+        self.start(1)?;
+        self.wait_serving(1, WAIT)?;
+        for id in 2..=voters {
+            self.start(id)?;
+            self.wait_serving(id, WAIT)?;
+            let (status, member) = self.add_member(1, id)?;
+            if status != StatusCode::CREATED || member["role"] != "voter" {
+                bail!("adding node {id}: {status} {member}\n{}", self.log(id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until node `id`'s log has a line containing `text`.
+    pub fn wait_log(&self, id: u64, text: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while !self.log(id).contains(text) {
+            if Instant::now() > deadline {
+                bail!(
+                    "node {id} never logged {text:?}; its log:\n{}",
+                    self.log(id)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Signals node `id`'s controller (the harness's own child, by pid).
     pub fn signal(&self, id: u64, signal: i32) {
         if let Some(pid) = self.nodes[&id].pid() {
@@ -412,43 +457,15 @@ impl TestCluster {
         );
         let file = node.dir.join("partition.nft");
         fs::write(&file, rules)?;
-        let out = Command::new("ip")
-            .args(["netns", "exec", &node.ns, "nft", "-f"])
-            .arg(&file)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "nft in {}: {}",
-                node.ns,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        nft_in(&node.ns, &["-f", &file.display().to_string()])
     }
 
     /// Undoes [`Self::isolate`].
     pub fn heal(&self, id: u64) -> anyhow::Result<()> {
-        let node = &self.nodes[&id];
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &node.ns,
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "partition",
-            ])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "nft in {}: {}",
-                node.ns,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        nft_in(
+            &self.nodes[&id].ns,
+            &["delete", "table", "inet", "partition"],
+        )
     }
 
     /// Puts node `id`'s state directory on a tmpfs of `mib` MiB of its own (before it first

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use stratus_e2e::cluster::TestCluster;
-
-const WAIT: Duration = Duration::from_secs(30);
+use stratus_e2e::cluster::{TestCluster, WAIT};
 
 /// Node 1 starts the cluster; nodes 2..=n join through the members API.
 fn formed(name: &str, n: u64) -> TestCluster {
@@ -20,15 +18,7 @@ fn formed(name: &str, n: u64) -> TestCluster {
     for id in 1..=n {
         cluster.configure(id, id != 1, "").unwrap();
     }
-    cluster.start(1).unwrap();
-    cluster.wait_serving(1, WAIT).unwrap();
-    for id in 2..=n {
-        cluster.start(id).unwrap();
-        cluster.wait_serving(id, WAIT).unwrap();
-        let (status, member) = cluster.add_member(1, id).unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{member}\n{}", cluster.log(id));
-        assert_eq!(member["role"], "voter", "{member}");
-    }
+    cluster.form(n).unwrap();
     cluster
 }
 
@@ -433,18 +423,9 @@ fn a_node_of_another_cluster_or_back_with_an_empty_disk_is_refused() {
     cluster.wait_serving(2, WAIT).unwrap();
     // The leader's messages reach a node without a cluster: it refuses them, and the leader
     // logs why and what to do.
-    let deadline = Instant::now() + WAIT;
-    while !cluster
-        .log(1)
-        .contains("node 2 has no cluster: it is new or lost its disk")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no refusal logged:\n{}",
-            cluster.log(1)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster
+        .wait_log(1, "node 2 has no cluster: it is new or lost its disk")
+        .unwrap();
     assert!(
         cluster.log(2).contains("peer call refused"),
         "{}",
@@ -494,16 +475,9 @@ fn formed_with_stranger(name: &str) -> TestCluster {
         cluster.configure(id, id != 1, "").unwrap();
     }
     cluster.configure(4, false, "").unwrap();
-    cluster.start(1).unwrap();
-    cluster.wait_serving(1, WAIT).unwrap();
-    for id in 2..=4 {
-        cluster.start(id).unwrap();
-        cluster.wait_serving(id, WAIT).unwrap();
-    }
-    for id in 2..=3 {
-        let (status, member) = cluster.add_member(1, id).unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{member}\n{}", cluster.log(id));
-    }
+    cluster.form(3).unwrap();
+    cluster.start(4).unwrap();
+    cluster.wait_serving(4, WAIT).unwrap();
     cluster
 }
 
@@ -517,14 +491,7 @@ fn a_guest_keeps_running_through_a_leader_kill() {
             .configure(id, id != 1, "host_timeout_secs = 5")
             .unwrap();
     }
-    cluster.start(1).unwrap();
-    cluster.wait_serving(1, WAIT).unwrap();
-    for id in 2..=3 {
-        cluster.start(id).unwrap();
-        cluster.wait_serving(id, WAIT).unwrap();
-        let (status, member) = cluster.add_member(1, id).unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{member}");
-    }
+    cluster.form(3).unwrap();
     cluster.start_agent().unwrap();
     cluster.register_appliance(2, "appliance").unwrap();
     let (status, made, served) = cluster
@@ -646,18 +613,9 @@ fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() {
     // An old member coming back as it was is refused, and says what to do.
     cluster.start(3).unwrap();
     cluster.wait_serving(3, WAIT).unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !cluster
-        .log(1)
-        .contains("node 3 is not a member of this cluster")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "old member not refused:\n{}",
-            cluster.log(1)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster
+        .wait_log(1, "node 3 is not a member of this cluster")
+        .unwrap();
     assert_eq!(
         cluster.leader_seen_by(1).map(|(l, _)| l),
         Some(1),
@@ -688,14 +646,7 @@ fn a_follower_whose_disk_fills_up_stops_and_catches_up_once_there_is_room() {
         cluster.configure(id, id != 1, "").unwrap();
     }
     cluster.small_disk(3, 8).unwrap();
-    cluster.start(1).unwrap();
-    cluster.wait_serving(1, WAIT).unwrap();
-    for id in 2..=3 {
-        cluster.start(id).unwrap();
-        cluster.wait_serving(id, WAIT).unwrap();
-        let (status, member) = cluster.add_member(1, id).unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{member}");
-    }
+    cluster.form(3).unwrap();
     let load = Load::start(&cluster);
     load.wait_more(10, "before the disk fills");
     // Fill node 3's filesystem: its next fsynced write fails, and it stops rather than go on

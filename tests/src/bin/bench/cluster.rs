@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use stratus_e2e::cluster::TestCluster;
+use stratus_e2e::cluster::{TestCluster, WAIT};
 
 use crate::{ms, percentile, report};
-
-const WAIT: Duration = Duration::from_secs(30);
 
 fn network(k: u32) -> serde_json::Value {
     json!({
@@ -35,14 +33,7 @@ pub fn cluster_bench(rounds: usize) -> anyhow::Result<()> {
     for id in 1..=3 {
         cluster.configure(id, id != 1, "snapshot_every = 1000")?;
     }
-    cluster.start(1)?;
-    cluster.wait_serving(1, WAIT)?;
-    for id in 2..=3 {
-        cluster.start(id)?;
-        cluster.wait_serving(id, WAIT)?;
-        let (status, body) = cluster.add_member(1, id)?;
-        anyhow::ensure!(status == StatusCode::CREATED, "adding node {id}: {body}");
-    }
+    cluster.form(3)?;
     let mut k = 0u32;
     let mut next = || {
         k += 1;

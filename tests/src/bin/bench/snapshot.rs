@@ -123,10 +123,14 @@ pub fn snapshot_bench() -> anyhow::Result<()> {
         crate::ms(decode)
     );
     // Installed as a follower installs one: the store written and fsynced, the state decoded.
-    let dir = tempfile::tempdir_in("/var/lib")?;
+    // On the disk the tests use (a tmpfs /tmp would hide the fsync).
+    std::fs::create_dir_all(stratus_e2e::TEST_ROOT)?;
+    let dir = tempfile::tempdir_in(stratus_e2e::TEST_ROOT)?;
     let (store, _) = DurableStorage::open(&dir.path().join("raft.redb"), &[])?;
-    let mut snapshot = raft::prelude::Snapshot::default();
-    snapshot.data = bytes.clone().into();
+    let mut snapshot = raft::prelude::Snapshot {
+        data: bytes.clone().into(),
+        ..Default::default()
+    };
     let meta = snapshot.mut_metadata();
     meta.index = 40_000;
     meta.term = 3;
