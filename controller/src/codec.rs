@@ -7,16 +7,25 @@
 //! would apply differently) and what does not match its checksum (a damaged disk), with a
 //! message saying so, instead of skipping it and diverging from its peers.
 //!
-//! The payload is JSON, because it is self-describing: records shared with the API carry serde
-//! attributes (`skip_serializing_if`, `default`) that a positional codec such as bincode cannot
-//! decode, and fields added by later versions must read old entries with their defaults.
+//! The payload is what the state-machine version says: version 2 (this build) writes the
+//! stored types of [`crate::persist`] with bincode 2; version 1 wrote the in-memory types as
+//! JSON, and values from before framing are bare JSON. Both older forms are still read, so a
+//! store written by an older controller opens after an upgrade. A rolling upgrade therefore
+//! upgrades the followers first and the leader last: an old follower refuses (and halts on)
+//! the entries of a newer leader rather than applying what it does not understand.
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::persist::{self, FormatError, Persist};
+
 /// The version of the state machine's commands and state this build writes and understands.
-/// Bump it when a command's meaning changes, so that older nodes refuse the new entries.
-pub const STATE_MACHINE_VERSION: u16 = 1;
+/// Bump it when a command's meaning or the stored format changes, so that older nodes refuse
+/// the new entries.
+pub const STATE_MACHINE_VERSION: u16 = 2;
+
+/// The last version whose payload was JSON.
+const LAST_JSON_VERSION: u16 = 1;
 
 /// The first byte of a framed value (never the first byte of a JSON document).
 const MAGIC: u8 = 0xE5;
@@ -24,8 +33,10 @@ const HEADER: usize = 1 + 2 + 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("replicated value codec")]
+    #[error("replicated value codec (JSON of version 1)")]
     Json(#[from] serde_json::Error),
+    #[error("replicated value codec: {0}")]
+    Format(#[from] FormatError),
     #[error(
         "written by state machine version {found}; this controller understands up to \
          {STATE_MACHINE_VERSION}: upgrade it to the cluster's version"
@@ -44,17 +55,19 @@ fn checksum(payload: &[u8]) -> [u8; 8] {
     sum
 }
 
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let payload = serde_json::to_vec(value)?;
+/// The framed bytes of `value` as this version stores it.
+pub fn encode<T: Persist>(value: &T) -> Vec<u8> {
+    let payload = persist::to_bytes(value);
     let mut framed = Vec::with_capacity(HEADER + payload.len());
     framed.push(MAGIC);
     framed.extend_from_slice(&STATE_MACHINE_VERSION.to_le_bytes());
     framed.extend_from_slice(&checksum(&payload));
     framed.extend_from_slice(&payload);
-    Ok(framed)
+    framed
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+/// The value framed in `bytes`, written by this version or an older one.
+pub fn decode<T: Persist + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let Some(&first) = bytes.first() else {
         return Err(CodecError::Truncated(0));
     };
@@ -73,7 +86,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if checksum(payload) != bytes[3..HEADER] {
         return Err(CodecError::Checksum);
     }
-    Ok(serde_json::from_slice(payload)?)
+    if found <= LAST_JSON_VERSION {
+        return Ok(serde_json::from_slice(payload)?);
+    }
+    Ok(persist::from_bytes(payload)?)
 }
 
 #[cfg(test)]
@@ -83,16 +99,22 @@ mod tests {
     #[test]
     fn a_value_comes_back_as_it_went() {
         let value = vec!["a".to_owned(), "b".to_owned()];
-        let bytes = encode(&value).unwrap();
+        let bytes = encode(&value);
         assert_eq!(bytes[0], MAGIC);
         assert_eq!(decode::<Vec<String>>(&bytes).unwrap(), value);
-        // Values from before framing still read.
+        // Values from before framing, and framed JSON of version 1, still read.
         assert_eq!(decode::<Vec<String>>(br#"["a","b"]"#).unwrap(), value);
+        let payload = br#"["a","b"]"#;
+        let mut v1 = vec![MAGIC];
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&checksum(payload));
+        v1.extend_from_slice(payload);
+        assert_eq!(decode::<Vec<String>>(&v1).unwrap(), value);
     }
 
     #[test]
     fn newer_damaged_or_cut_values_are_refused() {
-        let mut bytes = encode(&vec![1u32, 2, 3]).unwrap();
+        let mut bytes = encode(&vec![1u32, 2, 3]);
         let mut newer = bytes.clone();
         newer[1..3].copy_from_slice(&(STATE_MACHINE_VERSION + 1).to_le_bytes());
         let err = decode::<Vec<u32>>(&newer).unwrap_err();

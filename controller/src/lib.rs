@@ -16,6 +16,7 @@ pub mod instances;
 pub mod marketplace;
 pub mod networks;
 pub mod peer;
+pub mod persist;
 pub mod replica;
 pub mod scheduler;
 pub mod secrets;

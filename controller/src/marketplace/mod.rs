@@ -24,7 +24,7 @@ pub mod trust;
 pub mod verify;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use policy::{evaluate, PolicyConfigError, PolicyRefusal, SitePolicy};
 pub use registry::{Page, Query, Registry, RegistryError, ResolveError, StoredEntry};

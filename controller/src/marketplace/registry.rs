@@ -143,6 +143,11 @@ impl Registry {
         Self::default()
     }
 
+    /// The registry a snapshot stored, its entries in upload order.
+    pub(crate) fn from_entries(entries: Vec<StoredEntry>) -> Self {
+        Self { entries }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

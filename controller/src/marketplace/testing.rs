@@ -279,10 +279,17 @@ pub fn sign(
     unsigned.with_signature(&signature)
 }
 
-/// A verified entry made without cryptography, for registry and policy tests.
+/// A verified entry made without cryptography, for registry and policy tests. Its envelope
+/// carries the metadata as its payload (unsigned), as a real entry's does.
 pub fn verified(sha256: &str, email: &str, created_ms: u64) -> VerifiedEntry {
     let mut metadata = metadata(sha256, created_ms);
     metadata.endorser.email = email.into();
+    let no_certificates: &[Vec<u8>] = &[];
+    let envelope = UnsignedEnvelope::new(
+        &JwsHeader::new(JwsAlgorithm::ES256, no_certificates),
+        &metadata,
+    )
+    .with_signature(&[]);
     VerifiedEntry {
         endorser_email: email.into(),
         endorser_subject: format!("CN={email}"),
@@ -290,11 +297,7 @@ pub fn verified(sha256: &str, email: &str, created_ms: u64) -> VerifiedEntry {
         created_ms,
         valid_until_ms: created_ms + 365 * DAY_MS,
         trust: TrustPath::RegisteredEndorser,
-        envelope: SignedMetadata {
-            protected: String::new(),
-            payload: String::new(),
-            signature: String::new(),
-        },
+        envelope,
         metadata,
     }
 }

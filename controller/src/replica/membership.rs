@@ -19,15 +19,19 @@ pub fn conf_change(change: &MemberChange) -> ConfChangeV2 {
     single.node_id = change.id();
     let mut cc = ConfChangeV2::default();
     cc.set_changes(vec![single].into());
-    cc.context = serde_json::to_vec(change)
-        .expect("a member change encodes")
-        .into();
+    cc.context = crate::codec::encode(change).into();
     cc
 }
 
-/// The change carried by a committed configuration change, if it is one of ours.
-pub fn from_conf_change(cc: &ConfChangeV2) -> Option<MemberChange> {
-    serde_json::from_slice(&cc.context).ok()
+/// The change carried by a committed configuration change; none for one without a context
+/// (raft-rs's own, such as leaving a joint configuration).
+pub fn from_conf_change(
+    cc: &ConfChangeV2,
+) -> Result<Option<MemberChange>, crate::codec::CodecError> {
+    if cc.context.is_empty() {
+        return Ok(None);
+    }
+    crate::codec::decode(&cc.context).map(Some)
 }
 
 /// Why a membership change is refused before it is proposed.
@@ -157,6 +161,6 @@ mod tests {
             cc.changes[0].get_change_type(),
             ConfChangeType::AddLearnerNode
         );
-        assert_eq!(from_conf_change(&cc), Some(change));
+        assert_eq!(from_conf_change(&cc).unwrap(), Some(change));
     }
 }

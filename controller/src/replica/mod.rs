@@ -68,6 +68,12 @@ pub enum StartError {
         #[source]
         source: codec::CodecError,
     },
+    #[error("log entry {index} is a damaged configuration change")]
+    ConfChange {
+        index: u64,
+        #[source]
+        source: protobuf::ProtobufError,
+    },
     #[error("starting the raft thread")]
     Spawn(#[source] std::io::Error),
     #[error("--force-new-cluster needs this node's existing store; this one is empty")]

@@ -293,14 +293,7 @@ impl Runner {
             let _ = reply.send(Err(ReplicaError::NoLeader));
             return;
         }
-        let data = match codec::encode(&command) {
-            Ok(data) => data,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a command");
-                let _ = reply.send(Err(ReplicaError::Stopped));
-                return;
-            }
-        };
+        let data = codec::encode(&command);
         let seq = self.next_seq();
         let before = self.node.raft.raft_log.last_index();
         match self.node.propose(proposal_context(self.id, seq), data) {
@@ -555,7 +548,7 @@ impl Runner {
 
     /// Saves the state as of the applied index and compacts the log up to it.
     fn take_snapshot(&mut self) -> Result<(), StartError> {
-        let data = codec::encode(&*self.state.read().expect("state lock"))?;
+        let data = codec::encode(&*self.state.read().expect("state lock"));
         self.storage.save_snapshot(self.applied, data)?;
         self.last_snapshot = self.applied;
         Ok(())
@@ -569,13 +562,20 @@ impl Runner {
     ) -> Result<(), StartError> {
         let waiting = seq.and_then(|seq| self.member_changes.remove(&seq));
         let mut cc = ConfChangeV2::default();
-        if let Err(e) = cc.merge_from_bytes(&entry.data) {
-            tracing::error!(index = entry.index, error = %e, "undecodable configuration change skipped");
-            return Ok(());
-        }
+        // A damaged change stops the node like a damaged command: skipping it would leave
+        // this node with another configuration than its peers.
+        cc.merge_from_bytes(&entry.data)
+            .map_err(|source| StartError::ConfChange {
+                index: entry.index,
+                source,
+            })?;
+        let change = membership::from_conf_change(&cc).map_err(|source| StartError::Entry {
+            index: entry.index,
+            source,
+        })?;
         if entry.index <= self.forced_upto {
             // A change of the cluster this node was forced out of: its members are gone.
-            if let Some(change) = membership::from_conf_change(&cc) {
+            if let Some(change) = change {
                 self.state
                     .write()
                     .expect("state lock")
@@ -593,7 +593,7 @@ impl Runner {
         match self.node.apply_conf_change(&cc) {
             Ok(conf) => {
                 self.storage.set_conf_state(&conf)?;
-                if let Some(change) = membership::from_conf_change(&cc) {
+                if let Some(change) = change {
                     let effects = self
                         .state
                         .write()

@@ -225,13 +225,13 @@ proptest! {
             // Replica b reads every entry back from the log's encoding, and at one point
             // restarts from a snapshot of its state.
             let logged: Command =
-                crate::codec::decode(&crate::codec::encode(&command).unwrap()).unwrap();
+                crate::codec::decode(&crate::codec::encode(&command)).unwrap();
             let (ra, ea) = a.apply_with_effects(command);
             let (rb, eb) = b.apply_with_effects(logged);
             prop_assert_eq!(&ra, &rb);
             prop_assert_eq!(&ea, &eb);
             if n == restart_at {
-                b = crate::codec::decode(&crate::codec::encode(&b).unwrap()).unwrap();
+                b = crate::codec::decode(&crate::codec::encode(&b)).unwrap();
             }
             prop_assert_eq!(&a, &b);
         }

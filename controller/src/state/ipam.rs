@@ -94,6 +94,24 @@ pub struct NetworkUsage {
 }
 
 impl Ipam {
+    /// Its networks and leases, as a snapshot stores them.
+    pub(crate) fn parts(
+        &self,
+    ) -> (
+        &BTreeMap<String, NetworkRecord>,
+        &BTreeMap<String, BTreeMap<Ipv4Addr, u64>>,
+    ) {
+        (&self.networks, &self.leases)
+    }
+
+    /// The IPAM a snapshot stored.
+    pub(crate) fn from_parts(
+        networks: BTreeMap<String, NetworkRecord>,
+        leases: BTreeMap<String, BTreeMap<Ipv4Addr, u64>>,
+    ) -> Self {
+        Self { networks, leases }
+    }
+
     pub fn network(&self, name: &str) -> Option<&NetworkRecord> {
         self.networks.get(name)
     }

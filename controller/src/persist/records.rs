@@ -1,0 +1,295 @@
+//! Stored twins of the records the state keeps (users, hosts, images, instances, networks,
+//! volumes, members, Marketplace entries) and of the shared types inside them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use stratus_common::{agent, api, marketplace as signed, volumes as vol};
+
+use super::{stored_enum, stored_struct, FormatError, Persist};
+use crate::marketplace::{self, registry};
+use crate::state;
+
+stored_enum!(DiskFormat for api::DiskFormat { Qcow2, Raw });
+stored_enum!(Compression for api::Compression { None, Gzip, Xz, Zstd });
+stored_enum!(DomainType for api::DomainType { Kvm, Qemu });
+stored_enum!(InstanceState for api::InstanceState {
+    Pending, Booting, Running, Stopping, Done, Failed,
+});
+stored_enum!(ActualState for agent::ActualState { Booting, Running, Failed, Gone });
+stored_enum!(VolumeReport for agent::VolumeReport { Ready, Failed, Deleted });
+stored_enum!(DiskReport for agent::DiskReport { Attached, Detached, Failed });
+stored_enum!(VolumeType for vol::VolumeType { DataRw, DataRo });
+stored_enum!(VolumeState for vol::VolumeState { Creating, Available, Failed, Deleting });
+stored_enum!(AttachmentState for vol::AttachmentState { Attaching, Attached, Detaching, Stuck });
+
+stored_struct!(Artifact for api::Artifact {
+    locations: Vec<String>,
+    sha256: String,
+    size: Option<u64>,
+    compression: Compression,
+});
+
+stored_struct!(ImageSpec for agent::ImageSpec {
+    name: String,
+    format: DiskFormat,
+    disk: Artifact,
+    kernel: Option<Artifact>,
+    initrd: Option<Artifact>,
+    cmdline: Option<String>,
+});
+
+stored_struct!(InstanceType for api::InstanceType {
+    name: String,
+    vcpus: u32,
+    memory_mib: u64,
+    disk_gib: u64,
+});
+
+stored_struct!(ReportedExport for agent::ReportedExport { name: String, host: String, port: u16 });
+
+stored_struct!(ReportedDisk for agent::ReportedDisk {
+    instance: u64,
+    volume: String,
+    state: DiskReport,
+    reason: Option<String>,
+});
+
+stored_struct!(UpdateVolume for vol::UpdateVolume {
+    public: Option<bool>,
+    tag: Option<String>,
+    volume_type: Option<VolumeType>,
+});
+
+stored_struct!(UserRecord for state::UserRecord {
+    name: String,
+    password_hash: String,
+    admin: bool,
+    created_ms: u64,
+});
+
+stored_struct!(HostRecord for state::HostRecord {
+    name: String,
+    vcpus: u32,
+    memory_mib: u64,
+    disk_gib: u64,
+    domain_type: DomainType,
+    arch: String,
+    hypervisor: String,
+    registered_ms: u64,
+    volume_pool_gib: Option<u64>,
+});
+
+stored_struct!(ImageRecord for state::ImageRecord {
+    name: String,
+    format: DiskFormat,
+    disk: Artifact,
+    kernel: Option<Artifact>,
+    initrd: Option<Artifact>,
+    cmdline: Option<String>,
+    owner: String,
+    created_ms: u64,
+});
+
+stored_struct!(EndorserRecord for state::EndorserRecord {
+    pem: String,
+    cert_sha256: String,
+    subject: String,
+    emails: Vec<String>,
+    not_after_ms: u64,
+    added_ms: u64,
+    added_by: String,
+});
+
+stored_struct!(Transition for state::Transition {
+    state: InstanceState,
+    at_ms: u64,
+    reason: Option<String>,
+});
+
+stored_struct!(NicRecord for state::NicRecord { network: String, ip: Ipv4Addr, mac: String });
+
+stored_struct!(InstanceRecord for state::InstanceRecord {
+    id: u64,
+    name: String,
+    owner: String,
+    image: String,
+    image_spec: ImageSpec,
+    instance_type: String,
+    vcpus: u32,
+    memory_mib: u64,
+    host: Option<String>,
+    state: InstanceState,
+    reason: Option<String>,
+    created_ms: u64,
+    history: Vec<Transition>,
+    host_cleaned: bool,
+    nics: Vec<NicRecord>,
+    ssh_key: Option<String>,
+    user_data: Option<String>,
+});
+
+stored_struct!(KeyRecord for state::KeyRecord { instance: u64, at_ms: u64 });
+
+stored_struct!(NetworkRecord for state::NetworkRecord {
+    name: String,
+    cidr: String,
+    gateway: String,
+    dns: Vec<String>,
+    bridge: String,
+    vlan: Option<u16>,
+});
+
+/// The site networks and their leases: network name -> address -> instance.
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+pub struct Ipam {
+    pub networks: BTreeMap<String, NetworkRecord>,
+    pub leases: BTreeMap<String, BTreeMap<Ipv4Addr, u64>>,
+}
+
+impl Persist for state::Ipam {
+    type Stored = Ipam;
+    fn store(&self) -> Ipam {
+        let (networks, leases) = self.parts();
+        Ipam {
+            networks: networks.store(),
+            leases: leases.store(),
+        }
+    }
+    fn load(stored: Ipam) -> Result<Self, FormatError> {
+        Ok(Self::from_parts(
+            Persist::load(stored.networks)?,
+            Persist::load(stored.leases)?,
+        ))
+    }
+}
+
+stored_struct!(ExportRecord for state::ExportRecord {
+    name: String,
+    endpoint: Option<(String, u16)>,
+});
+
+stored_struct!(AttachmentRecord for state::AttachmentRecord {
+    instance: u64,
+    target: String,
+    state: AttachmentState,
+    hotplug: bool,
+    read_only: bool,
+    since_ms: u64,
+    export: Option<ExportRecord>,
+});
+
+stored_struct!(VolumeRecord for state::VolumeRecord {
+    id: String,
+    owner: String,
+    tag: String,
+    size_gib: u64,
+    public: bool,
+    volume_type: VolumeType,
+    host: String,
+    state: VolumeState,
+    reason: Option<String>,
+    created_ms: u64,
+    attachments: Vec<AttachmentRecord>,
+});
+
+stored_struct!(Quota for state::Quota { max_volumes: u32, max_gib: u64 });
+
+stored_struct!(MemberRecord for state::MemberRecord {
+    id: u64,
+    address: String,
+    api_address: String,
+    incarnation: String,
+    voter: bool,
+});
+
+stored_struct!(SignedMetadata for signed::SignedMetadata {
+    protected: String,
+    payload: String,
+    signature: String,
+});
+
+/// Why an entry's signer was trusted.
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+pub enum TrustPath {
+    CertificateAuthority { ca_subject: String },
+    RegisteredEndorser,
+}
+
+impl Persist for marketplace::TrustPath {
+    type Stored = TrustPath;
+    fn store(&self) -> TrustPath {
+        match self {
+            Self::CertificateAuthority { ca_subject } => TrustPath::CertificateAuthority {
+                ca_subject: ca_subject.clone(),
+            },
+            Self::RegisteredEndorser => TrustPath::RegisteredEndorser,
+        }
+    }
+    fn load(stored: TrustPath) -> Result<Self, FormatError> {
+        Ok(match stored {
+            TrustPath::CertificateAuthority { ca_subject } => {
+                Self::CertificateAuthority { ca_subject }
+            }
+            TrustPath::RegisteredEndorser => Self::RegisteredEndorser,
+        })
+    }
+}
+
+/// A verified Marketplace entry. Its metadata is not stored a second time: it is what the
+/// signed envelope's payload says, parsed again when the entry is loaded (the signed bytes are
+/// the Marketplace's own stable format).
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+pub struct VerifiedEntry {
+    pub envelope: SignedMetadata,
+    pub endorser_email: String,
+    pub endorser_subject: String,
+    pub cert_sha256: String,
+    pub created_ms: u64,
+    pub valid_until_ms: u64,
+    pub trust: TrustPath,
+}
+
+impl Persist for marketplace::VerifiedEntry {
+    type Stored = VerifiedEntry;
+    fn store(&self) -> VerifiedEntry {
+        VerifiedEntry {
+            envelope: self.envelope.store(),
+            endorser_email: self.endorser_email.clone(),
+            endorser_subject: self.endorser_subject.clone(),
+            cert_sha256: self.cert_sha256.clone(),
+            created_ms: self.created_ms,
+            valid_until_ms: self.valid_until_ms,
+            trust: self.trust.store(),
+        }
+    }
+    fn load(stored: VerifiedEntry) -> Result<Self, FormatError> {
+        let envelope = signed::SignedMetadata::load(stored.envelope)?;
+        Ok(Self {
+            metadata: envelope.metadata()?,
+            endorser_email: stored.endorser_email,
+            endorser_subject: stored.endorser_subject,
+            cert_sha256: stored.cert_sha256,
+            created_ms: stored.created_ms,
+            valid_until_ms: stored.valid_until_ms,
+            trust: Persist::load(stored.trust)?,
+            envelope,
+        })
+    }
+}
+
+stored_struct!(StoredEntry for registry::StoredEntry {
+    seq: u64,
+    uploaded_ms: u64,
+    entry: VerifiedEntry,
+});
+
+impl Persist for registry::Registry {
+    type Stored = Vec<StoredEntry>;
+    fn store(&self) -> Vec<StoredEntry> {
+        self.entries().iter().map(Persist::store).collect()
+    }
+    fn load(stored: Vec<StoredEntry>) -> Result<Self, FormatError> {
+        Ok(Self::from_entries(Persist::load(stored)?))
+    }
+}
