@@ -640,6 +640,59 @@ fn a_cluster_that_lost_its_majority_is_recovered_from_one_survivor() {
 }
 
 #[test]
+fn a_node_whose_log_was_damaged_refuses_to_start_and_says_why() {
+    use raft::{GetEntriesContext, Storage as _};
+    use stratus_controller::replica::storage::{self, DurableStorage};
+
+    let mut cluster = formed("cluster-damaged", 3);
+    for k in 1..=5 {
+        let (status, body, _) = cluster.post(1, "/networks", &network(k)).unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let deadline = Instant::now() + WAIT;
+    while !names_on(&cluster, 3).contains("w5") {
+        assert!(Instant::now() < deadline, "node 3 never applied w5");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.stop(3);
+    // The newest command node 3 has committed (replayed when it starts), damaged on its disk.
+    let store = cluster.nodes[&3].dir.join("state/raft.redb");
+    let index = {
+        let (log, _) = DurableStorage::open(&store, &[]).unwrap();
+        let commit = log.initial_state().unwrap().hard_state.commit;
+        let first = log.first_index().unwrap();
+        let entries = log
+            .entries(first, commit + 1, None, GetEntriesContext::empty(false))
+            .unwrap();
+        entries
+            .iter()
+            .rev()
+            .find(|e| {
+                e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !e.data.is_empty()
+            })
+            .expect("a committed command in node 3's log")
+            .index
+    };
+    storage::rewrite_entry_data(&store, index, |data| {
+        let last = data.len() - 1;
+        data[last] ^= 0x01;
+    });
+    cluster.start(3).unwrap();
+    let status = cluster.wait_exit(3, WAIT).unwrap();
+    assert!(!status.success(), "node 3 exited with {status}");
+    let log = cluster.log(3);
+    assert!(
+        log.contains(&format!(
+            "log entry {index} cannot be applied: damaged: its checksum does not match"
+        )),
+        "{log}"
+    );
+    // The others go on without it.
+    let (status, body, _) = cluster.post(2, "/networks", &network(6)).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[test]
 fn a_follower_whose_disk_fills_up_stops_and_catches_up_once_there_is_room() {
     let mut cluster = TestCluster::new("cluster-diskfull", 3).expect("namespaces");
     for id in 1..=3 {

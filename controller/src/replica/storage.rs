@@ -423,7 +423,7 @@ impl Storage for DurableStorage {
 
 /// Rewrites the data of log entry `index` in the store at `path` (closed): for tests of what
 /// a node does with an entry it cannot apply.
-#[cfg(test)]
+#[cfg(any(test, feature = "fault-injection"))]
 pub fn rewrite_entry_data(path: &Path, index: u64, f: impl FnOnce(&mut Vec<u8>)) {
     use redb::ReadableTable as _;
     let db = Database::create(path).unwrap();
