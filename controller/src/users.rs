@@ -138,11 +138,25 @@ impl Users {
         }
     }
 
-    /// Checks a username and password (HTTP Basic).
+    /// Checks a username and password (HTTP Basic) against the users as the cluster has them
+    /// now (a linearizable read).
     pub async fn authenticate(&self, user: &str, password: &str) -> Result<Caller, UserError> {
+        self.authenticate_with(Consistency::Linearizable, user, password)
+            .await
+    }
+
+    /// Checks a username and password against the users as this node has them
+    /// (`Consistency::Stale`: it answers without a leader, and may lag behind it), or as the
+    /// cluster has them.
+    pub async fn authenticate_with(
+        &self,
+        consistency: Consistency,
+        user: &str,
+        password: &str,
+    ) -> Result<Caller, UserError> {
         let record = self
             .replica
-            .read(Consistency::Linearizable, |s| s.users.get(user).cloned())
+            .read(consistency, |s| s.users.get(user).cloned())
             .await?
             .ok_or(UserError::Unauthenticated)?;
         let presented = digest(password);

@@ -74,10 +74,14 @@ fn a_three_node_cluster_forms_and_any_node_answers() {
         assert!(m["match_index"].as_u64().is_some(), "{view}");
         assert!(m["last_contact_ms"].as_u64().is_some(), "{view}");
     }
+    // Asked of a follower, the view is the leader's: every member's progress is in it.
     let (_, on_3) = cluster.get(3, "/cluster").unwrap();
-    assert_eq!(on_3["node_id"], 3);
+    assert_eq!(on_3["node_id"], 1, "{on_3}");
     assert_eq!(on_3["leader"], 1);
     assert_eq!(on_3["cluster_id"], view["cluster_id"]);
+    for m in on_3["members"].as_array().unwrap() {
+        assert!(m["match_index"].as_u64().is_some(), "{on_3}");
+    }
     let (_, listed) = cluster.get(2, "/cluster/members").unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 
@@ -367,6 +371,11 @@ fn a_partitioned_leader_serves_nothing_within_a_deadline_and_catches_up_after_he
     // A linearizable read there fails too, rather than answer stale data.
     let (status, error) = cluster.get(leader, "/networks").unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    // What it knows of the cluster it still tells, itself: no leader, no progress.
+    let (status, view) = cluster.get(leader, "/cluster").unwrap();
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["node_id"], leader, "{view}");
+    assert!(view["leader"].is_null(), "{view}");
     cluster.heal(leader).unwrap();
     load.wait_more(5, "after healing");
     load.finish(&cluster, &[1, 2, 3]);

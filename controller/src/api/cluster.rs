@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use stratus_common::api::AddMember;
 
-use super::extract::{Body, User};
+use super::extract::{Body, LocalUser, User};
 use super::{Answer, Shared};
 use crate::failure::InputError;
 use crate::services::Services;
@@ -29,11 +29,16 @@ pub fn routes() -> Router<Arc<Services>> {
         )
 }
 
-async fn cluster(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
+/// What this node knows of the group; it answers without a leader (see `forward.rs` for why a
+/// follower passes it to the leader when it can).
+async fn cluster(State(services): Shared, LocalUser(_): LocalUser) -> Answer<impl IntoResponse> {
     Ok(Json(services.cluster.view().await?))
 }
 
-async fn list_members(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
+async fn list_members(
+    State(services): Shared,
+    LocalUser(_): LocalUser,
+) -> Answer<impl IntoResponse> {
     Ok(Json(services.cluster.view().await?.members))
 }
 

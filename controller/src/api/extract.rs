@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::{error_response, ApiFailure};
 use crate::hosts::HostError;
+use crate::replica::Consistency;
 use crate::services::Services;
 use crate::users::{Caller, UserError};
 
@@ -27,21 +28,53 @@ impl FromRequestParts<Arc<Services>> for User {
         parts: &mut Parts,
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(UserError::Unauthenticated)?;
-        let encoded = value
-            .strip_prefix("Basic ")
-            .ok_or(UserError::Unauthenticated)?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| UserError::Unauthenticated)?;
-        let decoded = String::from_utf8(decoded).map_err(|_| UserError::Unauthenticated)?;
-        let (user, password) = decoded.split_once(':').ok_or(UserError::Unauthenticated)?;
-        Ok(User(services.users.authenticate(user, password).await?))
+        let (user, password) = basic_credentials(parts)?;
+        Ok(User(services.users.authenticate(&user, &password).await?))
     }
+}
+
+/// A user authenticated as [`User`] is, or, when that cannot be done for want of a leader,
+/// against this node's own copy of the users: for the views that must answer without a leader
+/// (what this node knows of the cluster, when it is cut off).
+pub struct LocalUser(pub Caller);
+
+impl FromRequestParts<Arc<Services>> for LocalUser {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        services: &Arc<Services>,
+    ) -> Result<Self, Self::Rejection> {
+        let (user, password) = basic_credentials(parts)?;
+        let caller = match services.users.authenticate(&user, &password).await {
+            Err(UserError::Replica(_)) => {
+                services
+                    .users
+                    .authenticate_with(Consistency::Stale, &user, &password)
+                    .await?
+            }
+            other => other?,
+        };
+        Ok(LocalUser(caller))
+    }
+}
+
+/// The user name and password of an HTTP Basic `Authorization` header.
+fn basic_credentials(parts: &Parts) -> Result<(String, String), UserError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(UserError::Unauthenticated)?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .ok_or(UserError::Unauthenticated)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| UserError::Unauthenticated)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| UserError::Unauthenticated)?;
+    let (user, password) = decoded.split_once(':').ok_or(UserError::Unauthenticated)?;
+    Ok((user.to_owned(), password.to_owned()))
 }
 
 /// A host agent, authenticated by the site's agent token.

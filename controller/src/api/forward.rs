@@ -2,8 +2,11 @@
 //! (same method, path, headers and body) and its answer passed back. That is every write, so
 //! the leader decides with one clock and one view of host liveness, and every agent and host
 //! route, so heartbeats, long-polls and placement all meet at the leader. Reads stay on the
-//! node that got them (linearizable through ReadIndex). A request forwarded once is never
-//! forwarded again: if leadership moved meanwhile, it fails with 503 and the client retries.
+//! node that got them (linearizable through ReadIndex), except the cluster view: only the
+//! leader knows every member's match index, lag and last contact, so a follower passes it on
+//! while a leader is reachable and answers with what it knows itself when none is (when an
+//! operator needs it most). A request forwarded once is never forwarded again: if leadership
+//! moved meanwhile, it fails with 503 and the client retries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +63,12 @@ fn needs_leader(method: &Method, path: &str) -> bool {
     !read || path == "/api/v1/hosts" || path.starts_with("/api/v1/hosts/")
 }
 
+/// Whether the leader answers this request best, but this node may answer it without one.
+fn prefers_leader(method: &Method, path: &str) -> bool {
+    let read = method == Method::GET || method == Method::HEAD;
+    read && (path == "/api/v1/cluster" || path == "/api/v1/cluster/members")
+}
+
 fn unavailable(code: &str, message: String) -> Response {
     error_response(StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
@@ -72,29 +81,49 @@ pub async fn to_leader(
 ) -> Response {
     let status = forwarder.replica.status();
     let me = status.node_id;
-    let mut response =
-        if status.leader == Some(me) || !needs_leader(request.method(), request.uri().path()) {
-            next.run(request).await
-        } else if let Some(by) = request.headers().get(&FORWARDED_BY) {
-            let by = by.to_str().unwrap_or("?").to_owned();
-            unavailable(
-                "no_leader",
-                format!(
-                    "node {by} forwarded this request to node {me}, which is not the leader any \
-                 more (leadership is moving); retry"
-                ),
-            )
-        } else {
-            match status.leader {
-                None => unavailable(
-                    "no_leader",
-                    "no controller is leader now (an election is under way, or too few \
-                 controllers are up to elect one); retry shortly"
-                        .into(),
-                ),
-                Some(leader) => forwarder.forward(me, leader, request).await,
+    let (method, path) = (request.method(), request.uri().path());
+    let mut response = if status.leader == Some(me) {
+        next.run(request).await
+    } else if prefers_leader(method, path) {
+        match status.leader {
+            Some(leader) if !request.headers().contains_key(&FORWARDED_BY) => {
+                // A read without a body: the same request can be served here if the leader
+                // cannot be reached.
+                let (parts, _) = request.into_parts();
+                let here = Request::from_parts(parts.clone(), Body::empty());
+                let answer = forwarder
+                    .forward(me, leader, Request::from_parts(parts, Body::empty()))
+                    .await;
+                if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    next.run(here).await
+                } else {
+                    answer
+                }
             }
-        };
+            _ => next.run(request).await,
+        }
+    } else if !needs_leader(method, path) {
+        next.run(request).await
+    } else if let Some(by) = request.headers().get(&FORWARDED_BY) {
+        let by = by.to_str().unwrap_or("?").to_owned();
+        unavailable(
+            "no_leader",
+            format!(
+                "node {by} forwarded this request to node {me}, which is not the leader any \
+                 more (leadership is moving); retry"
+            ),
+        )
+    } else {
+        match status.leader {
+            None => unavailable(
+                "no_leader",
+                "no controller is leader now (an election is under way, or too few \
+                 controllers are up to elect one); retry shortly"
+                    .into(),
+            ),
+            Some(leader) => forwarder.forward(me, leader, request).await,
+        }
+    };
     if let Ok(value) = HeaderValue::from_str(&me.to_string()) {
         response.headers_mut().entry(SERVED_BY).or_insert(value);
     }
@@ -102,16 +131,28 @@ pub async fn to_leader(
 }
 
 impl Forwarder {
+    /// The leader's API address as this node has it; a node that joined a moment ago may not
+    /// have applied the leader's record yet, and then waits until it has (a linearizable read).
+    async fn leader_address(&self, leader: u64) -> Option<String> {
+        for consistency in [Consistency::Stale, Consistency::Linearizable] {
+            let address = self
+                .replica
+                .read(consistency, |s| {
+                    s.members.get(&leader).map(|m| m.api_address.clone())
+                })
+                .await
+                .ok()
+                .flatten()
+                .filter(|a| !a.is_empty());
+            if address.is_some() {
+                return address;
+            }
+        }
+        None
+    }
+
     async fn forward(&self, me: u64, leader: u64, request: Request) -> Response {
-        let address = self
-            .replica
-            .read(Consistency::Stale, |s| {
-                s.members.get(&leader).map(|m| m.api_address.clone())
-            })
-            .await
-            .ok()
-            .flatten()
-            .filter(|a| !a.is_empty());
+        let address = self.leader_address(leader).await;
         let Some(address) = address else {
             return unavailable(
                 "no_leader",
@@ -176,5 +217,13 @@ mod tests {
         assert!(!needs_leader(&Method::GET, "/api/v1/instances"));
         assert!(!needs_leader(&Method::GET, "/api/v1/hostsfoo"));
         assert!(!needs_leader(&Method::GET, "/api/v1/cluster"));
+    }
+
+    #[test]
+    fn the_cluster_view_prefers_the_leader() {
+        assert!(prefers_leader(&Method::GET, "/api/v1/cluster"));
+        assert!(prefers_leader(&Method::GET, "/api/v1/cluster/members"));
+        assert!(!prefers_leader(&Method::POST, "/api/v1/cluster/members"));
+        assert!(!prefers_leader(&Method::GET, "/api/v1/instances"));
     }
 }
