@@ -149,7 +149,6 @@ impl Client {
         })
     }
 
-    /// `POST /instances`.
     /// `POST /instances`, with an idempotency key of its own: if the answer is lost (a
     /// timeout, a controller node failing), the request is sent again to the next node and the
     /// cloud answers the instance the first one made instead of making a second.
@@ -248,9 +247,13 @@ impl Client {
         )
     }
 
-    /// `POST /volumes`: the new disk (still `creating` if its storage host is slow).
+    /// `POST /volumes`: the new disk (still `creating` if its storage host is slow). With an
+    /// idempotency key of its own, as for instances: a retry never makes a second disk.
     pub fn create_volume(&self, request: &CreateVolume) -> Result<Volume, ClientError> {
-        let builder = self.http.post(self.endpoints.primary().api_url("/volumes"));
+        let builder = self
+            .http
+            .post(self.endpoints.primary().api_url("/volumes"))
+            .header(IDEMPOTENCY_KEY, uuid::Uuid::new_v4().to_string());
         self.call(builder.json(request), None)
     }
 

@@ -239,7 +239,8 @@ impl Instances {
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters (a UUID is typical).
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
-fn check_idempotency_key(key: &str) -> Result<(), InputError> {
+/// Refuses an idempotency key that is not 1 to 255 visible ASCII characters.
+pub(crate) fn check_idempotency_key(key: &str) -> Result<(), InputError> {
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(InputError::new(
             IDEMPOTENCY_HEADER,

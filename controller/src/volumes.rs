@@ -14,7 +14,7 @@ use crate::decide::{export_name, now_ms, uuid};
 use crate::failure::{impl_failure, InputError};
 use crate::hosts::Hosts;
 use crate::replica::{Consistency, Replica, ReplicaError};
-use crate::state::{volume_view, Command, Quota, Rejection, State, VolumeRecord};
+use crate::state::{volume_view, Command, Outcome, Quota, Rejection, State, VolumeRecord};
 use crate::users::Caller;
 
 /// The site's volume settings (`[volumes]` in the controller's configuration).
@@ -99,11 +99,27 @@ impl Volumes {
             .collect()
     }
 
+    /// Creates a volume. With an idempotency key (checked by the API), a creation the same
+    /// owner already made with that key (within a day) is answered again, not made twice.
     pub async fn create(
         &self,
         caller: &Caller,
         request: CreateVolume,
+        idempotency_key: Option<String>,
     ) -> Result<Volume, VolumeActionError> {
+        if let Some(key) = &idempotency_key {
+            crate::instances::check_idempotency_key(key)?;
+            let made = self
+                .replica
+                .read(Consistency::Linearizable, |s| {
+                    s.volume_keys.get(&caller.name, key).cloned()
+                })
+                .await?;
+            if let Some(id) = made {
+                tracing::info!(volume = %id, owner = %caller.name, "creation repeated with its idempotency key: answered again");
+                return self.get(caller, &id).await;
+            }
+        }
         if request.size == 0 || request.size > self.settings.max_size_gib {
             return Err(InputError::new(
                 "size",
@@ -145,12 +161,19 @@ impl Volumes {
             created_ms: now_ms(),
             attachments: Vec::new(),
         };
-        self.replica
+        let outcome = self
+            .replica
             .propose(Command::CreateVolume {
                 record: Box::new(record),
                 quota: self.settings.quota,
+                idempotency_key,
             })
             .await??;
+        // The volume made: this one, or the one a concurrent retry with the same key made.
+        let id = match outcome {
+            Outcome::VolumeCreated(made) => made,
+            _ => id,
+        };
         tracing::info!(volume = %id, owner = %caller.name, %host, size_gib = request.size, "volume created");
         // The storage host makes a sparse file: that takes a moment. Answer once it is ready,
         // or with the volume still `creating` if the host is slow.

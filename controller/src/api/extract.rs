@@ -35,8 +35,9 @@ impl FromRequestParts<Arc<Services>> for User {
 
 /// A user authenticated as [`User`] is, or, when that cannot be done for want of a leader,
 /// against this node's own copy of the users: for the views that must answer without a leader
-/// (what this node knows of the cluster, when it is cut off).
-pub struct LocalUser(pub Caller);
+/// (what this node knows of the cluster, when it is cut off). Who it is does not matter to
+/// those views.
+pub struct LocalUser;
 
 impl FromRequestParts<Arc<Services>> for LocalUser {
     type Rejection = ApiFailure;
@@ -46,16 +47,18 @@ impl FromRequestParts<Arc<Services>> for LocalUser {
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
         let (user, password) = basic_credentials(parts)?;
-        let caller = match services.users.authenticate(&user, &password).await {
+        match services.users.authenticate(&user, &password).await {
             Err(UserError::Replica(_)) => {
                 services
                     .users
                     .authenticate_with(Consistency::Stale, &user, &password)
-                    .await?
+                    .await?;
             }
-            other => other?,
-        };
-        Ok(LocalUser(caller))
+            other => {
+                other?;
+            }
+        }
+        Ok(LocalUser)
     }
 }
 

@@ -153,17 +153,7 @@ async fn create_instance(
     headers: axum::http::HeaderMap,
     Body(request): Body<CreateInstance>,
 ) -> Answer<impl IntoResponse> {
-    let key = match headers.get(IDEMPOTENCY_HEADER) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| {
-                    InputError::new(IDEMPOTENCY_HEADER, "must be visible ASCII characters")
-                })?
-                .to_owned(),
-        ),
-    };
+    let key = idempotency_key(&headers)?;
     let instance = services.instances.create(&caller, request, key).await?;
     Ok((StatusCode::CREATED, Json(instance)))
 }
@@ -195,12 +185,25 @@ async fn list_volumes(State(services): Shared, User(caller): User) -> Answer<imp
 async fn create_volume(
     State(services): Shared,
     User(caller): User,
+    headers: axum::http::HeaderMap,
     Body(request): Body<CreateVolume>,
 ) -> Answer<impl IntoResponse> {
+    let key = idempotency_key(&headers)?;
     Ok((
         StatusCode::CREATED,
-        Json(services.volumes.create(&caller, request).await?),
+        Json(services.volumes.create(&caller, request, key).await?),
     ))
+}
+
+/// The `Idempotency-Key` header of a creating request (the services check its form).
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, InputError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| InputError::new(IDEMPOTENCY_HEADER, "must be visible ASCII characters"))?;
+    Ok(Some(key.to_owned()))
 }
 
 async fn get_volume(

@@ -65,6 +65,7 @@ pub enum Entry {
     CreateVolume {
         record: VolumeRecord,
         quota: Quota,
+        idempotency_key: Option<String>,
     },
     ReportVolume {
         host: String,
@@ -192,9 +193,14 @@ impl Persist for Command {
                 reason: reason.clone(),
                 at_ms: *at_ms,
             },
-            Command::CreateVolume { record, quota } => Entry::CreateVolume {
+            Command::CreateVolume {
+                record,
+                quota,
+                idempotency_key,
+            } => Entry::CreateVolume {
                 record: record.store(),
                 quota: quota.store(),
+                idempotency_key: idempotency_key.clone(),
             },
             Command::ReportVolume {
                 host,
@@ -341,9 +347,14 @@ impl Persist for Command {
                 reason,
                 at_ms,
             },
-            Entry::CreateVolume { record, quota } => Command::CreateVolume {
+            Entry::CreateVolume {
+                record,
+                quota,
+                idempotency_key,
+            } => Command::CreateVolume {
                 record: Persist::load(record)?,
                 quota: Persist::load(quota)?,
+                idempotency_key,
             },
             Entry::ReportVolume {
                 host,

@@ -129,7 +129,58 @@ stored_struct!(InstanceRecord for state::InstanceRecord {
     user_data: Option<String>,
 });
 
-stored_struct!(KeyRecord for state::KeyRecord { instance: u64, at_ms: u64 });
+/// What one idempotency key made, and when.
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+pub struct Keyed<T> {
+    pub made: T,
+    pub at_ms: u64,
+}
+
+/// Owner -> key -> what it made.
+pub type Keys<T> = BTreeMap<String, BTreeMap<String, Keyed<T>>>;
+
+impl<T: Persist> Persist for state::Keys<T> {
+    type Stored = Keys<T::Stored>;
+    fn store(&self) -> Self::Stored {
+        self.entries()
+            .iter()
+            .map(|(owner, keys)| {
+                let keys = keys
+                    .iter()
+                    .map(|(key, k)| {
+                        let made = k.made.store();
+                        (
+                            key.clone(),
+                            Keyed {
+                                made,
+                                at_ms: k.at_ms,
+                            },
+                        )
+                    })
+                    .collect();
+                (owner.clone(), keys)
+            })
+            .collect()
+    }
+    fn load(stored: Self::Stored) -> Result<Self, FormatError> {
+        let mut entries = BTreeMap::new();
+        for (owner, keys) in stored {
+            let mut loaded = BTreeMap::new();
+            for (key, k) in keys {
+                let made = T::load(k.made)?;
+                loaded.insert(
+                    key,
+                    state::Keyed {
+                        made,
+                        at_ms: k.at_ms,
+                    },
+                );
+            }
+            entries.insert(owner, loaded);
+        }
+        Ok(Self::from_entries(entries))
+    }
+}
 
 stored_struct!(NetworkRecord for state::NetworkRecord {
     name: String,

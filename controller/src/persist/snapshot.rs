@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::records::{
-    EndorserRecord, HostRecord, ImageRecord, ImageSpec, InstanceRecord, InstanceType, Ipam,
-    KeyRecord, MemberRecord, StoredEntry, UserRecord, VolumeRecord,
+    EndorserRecord, HostRecord, ImageRecord, ImageSpec, InstanceRecord, InstanceType, Ipam, Keys,
+    MemberRecord, StoredEntry, UserRecord, VolumeRecord,
 };
 use super::stored_struct;
 use crate::state::State;
@@ -26,6 +26,7 @@ stored_struct!(
         ipam: Ipam,
         volumes: BTreeMap<String, VolumeRecord>,
         members: BTreeMap<u64, MemberRecord>,
-        instance_keys: BTreeMap<String, BTreeMap<String, KeyRecord>>,
+        instance_keys: Keys<u64>,
+        volume_keys: Keys<String>,
     }
 );

@@ -177,6 +177,7 @@ fn commands() -> Vec<Command> {
                 max_volumes: 5,
                 max_gib: 20,
             },
+            idempotency_key: Some("volume-key-1".into()),
         },
         Command::ReportVolume {
             host: "h1".into(),
@@ -306,7 +307,8 @@ fn a_state_with_every_kind_of_record_comes_back_as_it_went() {
     assert_eq!(s.marketplace.len(), 1);
     assert_eq!(s.endorsers.len(), 1);
     assert_eq!(s.precache["h1"].len(), 1);
-    assert_eq!(s.instance_keys["alice"].len(), 2);
+    assert_eq!(s.instance_keys.count("alice"), 2);
+    assert_eq!(s.volume_keys.count("alice"), 1);
     assert_eq!(s.ipam.networks().count(), 1);
     assert_eq!(s.members.len(), 1);
     let back: State = codec::decode(&codec::encode(&s)).unwrap();
@@ -362,12 +364,12 @@ fn the_stored_format_has_not_changed() {
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
         hex(&log.finalize()),
-        "666ad91591a5e8cbee5cd001d318a629201ba2d2ae95d4c9c14445975a632ad4",
+        "afd2932285fbca6b9315e88edb2edf9e91aee5c91735e0d7f74a7076c5f0fc12",
         "the log entries' stored format changed"
     );
     assert_eq!(
         hex(&snapshot),
-        "d2d051e833f96b9a32c3c887bc1a3c81b5802e0f3df9552e60e74d0235bd1270",
+        "6f1fad2bc547fbf9cd16d19eba2800801d5130d45c86be6d8c6f9b72b21ba7dd",
         "the snapshot's stored format changed"
     );
 }

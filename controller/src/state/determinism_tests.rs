@@ -127,6 +127,7 @@ fn command(step: &Step, n: u64, image: &ImageSpecOf) -> Command {
         },
         Step::Kill { id } => Command::KillInstance { id: *id, at_ms },
         Step::CreateVolume { volume, size } => Command::CreateVolume {
+            idempotency_key: None,
             record: Box::new(VolumeRecord {
                 id: VOLUMES[*volume].into(),
                 owner: "alice".into(),

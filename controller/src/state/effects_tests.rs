@@ -170,6 +170,7 @@ fn a_volume_life_names_the_storage_host_and_the_instances_host() {
         reason: None,
     };
     let (_, effects) = s.apply_with_effects(Command::CreateVolume {
+        idempotency_key: None,
         record: Box::new(record),
         quota,
     });

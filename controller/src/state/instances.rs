@@ -9,17 +9,6 @@ use stratus_common::network::NicSpec;
 
 use super::{HostRecord, IpamError, NicRecord, Outcome, Rejection, State};
 
-/// How long an idempotency key is remembered: a client retrying later than this makes a new
-/// instance.
-pub const KEY_TTL_MS: u64 = 24 * 3600 * 1000;
-
-/// What an idempotency key made.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub instance: u64,
-    pub at_ms: u64,
-}
-
 /// One recorded state change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Transition {
@@ -116,27 +105,7 @@ pub struct Usage {
 impl State {
     /// The instance `owner` already made with idempotency key `key`, if any.
     pub fn instance_for_key(&self, owner: &str, key: &str) -> Option<u64> {
-        self.instance_keys.get(owner)?.get(key).map(|k| k.instance)
-    }
-
-    /// Records what `key` made, and forgets the owner's keys older than a day (by the
-    /// command's own time, so every replica forgets alike).
-    pub(super) fn remember_instance_key(
-        &mut self,
-        owner: String,
-        key: String,
-        id: u64,
-        at_ms: u64,
-    ) {
-        let keys = self.instance_keys.entry(owner).or_default();
-        keys.retain(|_, k| k.at_ms + KEY_TTL_MS > at_ms);
-        keys.insert(
-            key,
-            KeyRecord {
-                instance: id,
-                at_ms,
-            },
-        );
+        self.instance_keys.get(owner, key).copied()
     }
 
     #[allow(clippy::too_many_arguments)]

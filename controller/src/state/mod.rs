@@ -7,6 +7,7 @@
 pub mod effects;
 mod instances;
 pub mod ipam;
+pub mod keys;
 pub mod members;
 mod views;
 pub mod volumes;
@@ -19,8 +20,9 @@ use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 
 pub use effects::{Effects, Event};
 use instances::{GuestSetup, Placement};
-pub use instances::{InstanceRecord, KeyRecord, Transition, Usage};
+pub use instances::{InstanceRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
+pub use keys::{Keyed, Keys};
 pub use members::{MemberChange, MemberRecord};
 pub use views::{
     endorser_view, entry_view, host_view, image_view, instance_view, network_view, volume_view,
@@ -127,9 +129,12 @@ pub struct State {
     #[serde(default)]
     pub members: BTreeMap<u64, MemberRecord>,
     /// Idempotency keys of instance creations, per owner: the instance each one made (kept a
-    /// day, see `state/instances.rs`).
+    /// day, see `state/keys.rs`).
     #[serde(default)]
-    pub instance_keys: BTreeMap<String, BTreeMap<String, KeyRecord>>,
+    pub instance_keys: Keys<u64>,
+    /// Idempotency keys of volume creations, per owner: the volume each one made.
+    #[serde(default)]
+    pub volume_keys: Keys<String>,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
@@ -211,6 +216,10 @@ pub enum Command {
     CreateVolume {
         record: Box<VolumeRecord>,
         quota: Quota,
+        /// As for instances: a second creation with the same key by the same owner makes
+        /// nothing and answers the volume the first one made.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
     },
     /// What a storage host did with one of its volumes.
     ReportVolume {
@@ -270,6 +279,8 @@ pub enum Outcome {
     /// Nothing changed (e.g. a report repeating the known state).
     Unchanged,
     InstanceCreated(u64),
+    /// The volume made (or made before, by a creation with the same idempotency key).
+    VolumeCreated(String),
     EntryAppended(u64),
 }
 
@@ -453,7 +464,7 @@ impl State {
                     at_ms,
                 );
                 if let (Ok(Outcome::InstanceCreated(id)), Some(key)) = (&outcome, idempotency_key) {
-                    self.remember_instance_key(key_owner, key, *id, at_ms);
+                    self.instance_keys.remember(key_owner, key, *id, at_ms);
                 }
                 outcome
             }
@@ -479,7 +490,25 @@ impl State {
                 self.release_finished_volumes(id);
                 outcome
             }
-            Command::CreateVolume { record, quota } => Ok(self.create_volume(*record, quota)?),
+            Command::CreateVolume {
+                record,
+                quota,
+                idempotency_key,
+            } => {
+                if let Some(id) = idempotency_key
+                    .as_deref()
+                    .and_then(|key| self.volume_keys.get(&record.owner, key))
+                {
+                    return Ok(Outcome::VolumeCreated(id.clone()));
+                }
+                let (owner, id, at_ms) =
+                    (record.owner.clone(), record.id.clone(), record.created_ms);
+                self.create_volume(*record, quota)?;
+                if let Some(key) = idempotency_key {
+                    self.volume_keys.remember(owner, key, id.clone(), at_ms);
+                }
+                Ok(Outcome::VolumeCreated(id))
+            }
             Command::ReportVolume {
                 host,
                 id,

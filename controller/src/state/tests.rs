@@ -560,7 +560,7 @@ fn a_creation_repeated_with_its_idempotency_key_makes_nothing_new() {
     assert_ne!(create_with_key(&mut s, "alice", "k-2", 600), first);
     assert_eq!(s.instances.len(), 3);
     // A day later the key is forgotten (when the owner next creates with a key).
-    let later = 100 + instances::KEY_TTL_MS;
+    let later = 100 + keys::KEY_TTL_MS;
     let again = create_with_key(&mut s, "alice", "k-3", later);
     assert_ne!(again, first);
     assert_eq!(s.instance_for_key("alice", "k-1"), None);

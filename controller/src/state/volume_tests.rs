@@ -50,6 +50,7 @@ fn record(id: &str, owner: &str, size_gib: u64) -> VolumeRecord {
 /// Creates an available volume.
 fn volume(s: &mut State, id: &str, owner: &str) {
     s.apply(Command::CreateVolume {
+        idempotency_key: None,
         record: Box::new(record(id, owner, 1)),
         quota: QUOTA,
     })
@@ -152,6 +153,7 @@ fn attachment_states(s: &State, volume: &str) -> Vec<(u64, AttachmentState)> {
 fn a_volume_is_created_on_its_storage_host_and_becomes_available() {
     let mut s = cloud();
     s.apply(Command::CreateVolume {
+        idempotency_key: None,
         record: Box::new(record(V1, "alice", 5)),
         quota: QUOTA,
     })
@@ -184,6 +186,7 @@ fn a_host_without_room_or_pool_refuses_the_volume() {
     };
     assert!(matches!(
         s.apply(Command::CreateVolume {
+            idempotency_key: None,
             record: Box::new(big.clone()),
             quota: roomy
         }),
@@ -193,6 +196,7 @@ fn a_host_without_room_or_pool_refuses_the_volume() {
     big.host = "h2".into();
     assert!(matches!(
         s.apply(Command::CreateVolume {
+            idempotency_key: None,
             record: Box::new(big),
             quota: roomy
         }),
@@ -208,6 +212,7 @@ fn quotas_count_disks_and_gib_per_user() {
         volume(&mut s, id, "alice");
     }
     let fourth = s.apply(Command::CreateVolume {
+        idempotency_key: None,
         record: Box::new(record("44444444-4444-4444-8444-444444444444", "alice", 1)),
         quota: QUOTA,
     });
@@ -217,11 +222,13 @@ fn quotas_count_disks_and_gib_per_user() {
     );
     // Bob has his own quota; 8 GiB more than his 10 would be over.
     s.apply(Command::CreateVolume {
+        idempotency_key: None,
         record: Box::new(record("55555555-5555-4555-8555-555555555555", "bob", 3)),
         quota: QUOTA,
     })
     .unwrap();
     let too_big = s.apply(Command::CreateVolume {
+        idempotency_key: None,
         record: Box::new(record("66666666-6666-4666-8666-666666666666", "bob", 8)),
         quota: QUOTA,
     });
@@ -549,4 +556,35 @@ fn a_failed_instance_keeps_its_disks_until_its_host_cleaned_up() {
     })
     .unwrap();
     assert!(s.volumes[V1].attachments.is_empty());
+}
+
+#[test]
+fn a_volume_creation_repeated_with_its_idempotency_key_makes_no_second_disk() {
+    let mut s = cloud();
+    let create = |s: &mut State, id: &str, key: &str| {
+        s.apply(Command::CreateVolume {
+            idempotency_key: Some(key.into()),
+            record: Box::new(record(id, "alice", 2)),
+            quota: QUOTA,
+        })
+    };
+    assert_eq!(
+        create(&mut s, V1, "k-1"),
+        Ok(Outcome::VolumeCreated(V1.into()))
+    );
+    let before = s.clone();
+    // The retry carries a UUID of its own (chosen before proposing): the first disk is the
+    // answer, nothing changes, and the quota is not charged twice.
+    assert_eq!(
+        create(&mut s, V2, "k-1"),
+        Ok(Outcome::VolumeCreated(V1.into()))
+    );
+    assert_eq!(s, before);
+    assert_eq!(
+        create(&mut s, V2, "k-2"),
+        Ok(Outcome::VolumeCreated(V2.into()))
+    );
+    assert_eq!(s.volumes.len(), 2);
+    assert_eq!(s.volume_keys.get("alice", "k-1"), Some(&V1.to_string()));
+    assert_eq!(s.volume_keys.get("bob", "k-1"), None);
 }
