@@ -1,0 +1,117 @@
+//! `stratus-docgen OUT_DIR`: what the packages ship besides the binaries, generated from the
+//! clap definitions so it never drifts from them:
+//!
+//! - `OUT_DIR/man/` man pages: `stratus-controller.8`, `stratus-agent.8`, `stratus.1` and one
+//!   `stratus-X.1` per classic command name;
+//! - `OUT_DIR/completions/{bash,zsh,fish}/`: completions for every one of those names;
+//! - `OUT_DIR/links/stratus-X`: symbolic links to `stratus`, one per classic name (the CLI
+//!   package installs them next to the binary).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Command, CommandFactory};
+use clap_complete::Shell;
+
+/// One command name the packages install.
+struct Page {
+    command: Command,
+    /// Its man page section: 8 for the daemons, 1 for the CLI.
+    section: &'static str,
+    /// A classic `stratus-X` name, installed as a link to `stratus`.
+    classic: bool,
+}
+
+fn pages() -> Vec<Page> {
+    let daemon = |command| Page {
+        command,
+        section: "8",
+        classic: false,
+    };
+    let mut all = vec![
+        daemon(stratus_controller::command_line::Args::command()),
+        daemon(stratus_agent::command_line::Args::command()),
+    ];
+    let mut cli = stratus_cli::command();
+    // Globals (endpoint, credentials, -S) and the version are copied into every subcommand
+    // by build().
+    cli.build();
+    for sub in cli.get_subcommands().filter(|sub| sub.get_name() != "help") {
+        let name = format!("{}{}", stratus_cli::CLASSIC_PREFIX, sub.get_name());
+        all.push(Page {
+            command: sub.clone().name(&name).bin_name(&name).display_name(&name),
+            section: "1",
+            classic: true,
+        });
+    }
+    all.push(Page {
+        command: cli,
+        section: "1",
+        classic: false,
+    });
+    all
+}
+
+fn write_man(command: &Command, section: &str, dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join(format!("{}.{section}", command.get_name()));
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone())
+        .section(section)
+        .manual("StratusLab")
+        .source(format!(
+            "StratusLab {}",
+            command.get_version().unwrap_or_default()
+        ))
+        .render(&mut page)
+        .with_context(|| format!("man page of {}", command.get_name()))?;
+    fs::write(&path, page).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_completions(command: &Command, dir: &Path) -> anyhow::Result<()> {
+    let name = command.get_name().to_owned();
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let file = match shell {
+            Shell::Zsh => format!("_{name}"),
+            Shell::Fish => format!("{name}.fish"),
+            _ => name.clone(),
+        };
+        let path = dir.join(shell.to_string()).join(file);
+        let mut text = Vec::new();
+        clap_complete::generate(shell, &mut command.clone(), &name, &mut text);
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let out: PathBuf = std::env::args_os()
+        .nth(1)
+        .context("usage: stratus-docgen OUT_DIR")?
+        .into();
+    let man = out.join("man");
+    let completions = out.join("completions");
+    let links = out.join("links");
+    for dir in [&man, &links]
+        .into_iter()
+        .cloned()
+        .chain(["bash", "zsh", "fish"].map(|shell| completions.join(shell)))
+    {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for page in pages() {
+        write_man(&page.command, page.section, &man)?;
+        write_completions(&page.command, &completions)?;
+        if page.classic {
+            let link = links.join(page.command.get_name());
+            if let Err(e) = fs::remove_file(&link) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(e).with_context(|| format!("removing {}", link.display()));
+                }
+            }
+            std::os::unix::fs::symlink("stratus", &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    Ok(())
+}
