@@ -90,7 +90,7 @@ rpm_of() { compgen -G "$1/$2-[0-9]*.rpm" | head -n1; }
 lint() {
     local name out
     for name in "${NAMES[@]}"; do
-        out=$(lintian --fail-on error,warning --no-tag-display-limit "$(deb_of "$PACKAGES_DIR" "$name")" 2>&1) ||
+        out=$(lintian --fail-on error,warning --tag-display-limit 0 "$(deb_of "$PACKAGES_DIR" "$name")" 2>&1) ||
             die "lintian $name:"$'\n'"$out"
         [[ -z $out ]] || log "lintian $name (information only):"$'\n'"$out"
         out=$(rpmlint -c "$ROOT/packaging/rpm/rpmlint.toml" "$(rpm_of "$PACKAGES_DIR" "$name")" 2>&1) ||
@@ -193,9 +193,9 @@ check_installed() {
     for unit in stratus-controller stratus-agent; do
         [[ -L /etc/systemd/system/multi-user.target.wants/$unit.service ]] || die "$unit is not enabled"
         ! pgrep -f "^/usr/bin/$unit" >/dev/null || die "$unit was started by the package"
-        systemd-analyze verify "/lib/systemd/system/$unit.service" >"$WORK/verify.log" 2>&1 ||
+        systemd-analyze verify "/usr/lib/systemd/system/$unit.service" >"$WORK/verify.log" 2>&1 ||
             die "systemd-analyze verify $unit:"$'\n'"$(cat "$WORK/verify.log")"
-        log "$unit: $(systemd-analyze security --offline=yes "/lib/systemd/system/$unit.service" 2>/dev/null |
+        log "$unit: $(systemd-analyze security --offline=yes "/usr/lib/systemd/system/$unit.service" 2>/dev/null |
             sed -n 's/.*Overall exposure level for .*: */exposure /p')"
     done
     local name
@@ -209,7 +209,7 @@ check_installed() {
 # ---- 3. run as the units say ----------------------------------------------------------------
 
 # unit_key UNIT KEY: the value of KEY= in the installed unit.
-unit_key() { sed -n "s/^$2=//p" "/lib/systemd/system/$1.service" | tail -n1; }
+unit_key() { sed -n "s/^$2=//p" "/usr/lib/systemd/system/$1.service" | tail -n1; }
 
 start_unit() { # UNIT: in the background as its User=, with its UMask=; its pid goes to PIDS
     local unit=$1 exec user umask command=()
@@ -351,8 +351,8 @@ purge() {
         [[ -n $file && ! -d $file && ( -e $file || -L $file ) ]] && left+=("$file")
     done <<<"$files"
     for file in /etc/stratuslab /var/lib/stratuslab /etc/systemd/system/multi-user.target.wants/stratus-controller.service \
-        /etc/systemd/system/multi-user.target.wants/stratus-agent.service /lib/systemd/system/stratus-controller.service \
-        /lib/systemd/system/stratus-agent.service; do
+        /etc/systemd/system/multi-user.target.wants/stratus-agent.service /usr/lib/systemd/system/stratus-controller.service \
+        /usr/lib/systemd/system/stratus-agent.service; do
         [[ -e $file || -L $file ]] && left+=("$file")
     done
     while read -r file; do
