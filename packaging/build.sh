@@ -8,7 +8,7 @@
 #      versions below with a cheap profile (skipped when those versions are already there);
 #   2. the binaries with the `packages` profile (Cargo.toml), and packaging/docgen;
 #   3. docgen writes the man pages, shell completions and stratus-* links into
-#      build/packages/gen/ (the packages' metadata in agent/, controller/ and cli/Cargo.toml
+#      build/packages/gen/<part>/ (the packages' metadata in agent/, controller/ and cli/Cargo.toml
 #      takes them from there);
 #   4. one .deb (and .rpm) per daemon and the CLI into DIR (default build/packages/).
 #
@@ -61,20 +61,20 @@ install_tool() {
 # symbolic links); the names are those docgen linked.
 write_cli_scriptlets() {
     local names=() link
-    for link in "$GEN"/links/stratus-*; do names+=("${link##*/}"); done
-    mkdir -p "$GEN/rpm/cli"
+    for link in "$GEN"/cli/links/stratus-*; do names+=("${link##*/}"); done
+    mkdir -p "$GEN/cli/rpm"
     {
         echo '# stratuslab-cli: the classic stratus-* names, links to stratus.'
         echo 'for name in' "${names[@]}" '; do ln -sfn stratus "/usr/bin/$name"; done'
         echo 'exit 0'
-    } >"$GEN/rpm/cli/post_install.sh"
+    } >"$GEN/cli/rpm/post_install.sh"
     {
         echo '# stratuslab-cli: on removal (not upgrade), the classic stratus-* links go too.'
         echo 'if [ "$1" -eq 0 ]; then'
         echo '    for name in' "${names[@]}" '; do rm -f "/usr/bin/$name"; done'
         echo 'fi'
         echo 'exit 0'
-    } >"$GEN/rpm/cli/post_uninstall.sh"
+    } >"$GEN/cli/rpm/post_uninstall.sh"
 }
 
 main() {
@@ -89,7 +89,7 @@ main() {
 
     rm -rf "$GEN"
     "$TARGET/packages/stratus-docgen" "$GEN"
-    gzip -9n "$GEN"/man/*
+    gzip -9n "$GEN"/*/man/*
     write_cli_scriptlets
 
     mkdir -p "$OUT"
@@ -105,7 +105,11 @@ main() {
         cargo generate-rpm --profile packages -p "$package" "${rpm_version[@]}" --output "$OUT/"
     done
     log "built into ${OUT#"$ROOT"/}:"
-    (cd "$OUT" && ls -1 ./*.deb ./*.rpm 2>/dev/null | sed 's|^\./|  |')
+    local file
+    for file in "$OUT"/*.deb "$OUT"/*.rpm; do
+        [[ -e $file ]] && printf '  %s\n' "${file##*/}"
+    done
+    return 0
 }
 
 main

@@ -1,11 +1,12 @@
 //! `stratus-docgen OUT_DIR`: what the packages ship besides the binaries, generated from the
-//! clap definitions so it never drifts from them:
+//! clap definitions so it never drifts from them, in one directory per package
+//! (`OUT_DIR/{controller,agent,cli}/`):
 //!
-//! - `OUT_DIR/man/` man pages: `stratus-controller.8`, `stratus-agent.8`, `stratus.1` and one
+//! - `man/`: `stratus-controller.8`, `stratus-agent.8`, and for the CLI `stratus.1` and one
 //!   `stratus-X.1` per classic command name;
-//! - `OUT_DIR/completions/{bash,zsh,fish}/`: completions for every one of those names;
-//! - `OUT_DIR/links/stratus-X`: symbolic links to `stratus`, one per classic name (the CLI
-//!   package installs them next to the binary).
+//! - `completions/{bash,zsh,fish}/`: completions for every one of those names;
+//! - `links/stratus-X` (CLI): symbolic links to `stratus`, one per classic name (the package
+//!   installs them next to the binary).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use clap_complete::Shell;
 
 /// One command name the packages install.
 struct Page {
+    /// The package that ships it: its directory under OUT_DIR.
+    part: &'static str,
     command: Command,
     /// Its man page section: 8 for the daemons, 1 for the CLI.
     section: &'static str,
@@ -24,14 +27,15 @@ struct Page {
 }
 
 fn pages() -> Vec<Page> {
-    let daemon = |command| Page {
+    let daemon = |part, command| Page {
+        part,
         command,
         section: "8",
         classic: false,
     };
     let mut all = vec![
-        daemon(stratus_controller::command_line::Args::command()),
-        daemon(stratus_agent::command_line::Args::command()),
+        daemon("controller", stratus_controller::command_line::Args::command()),
+        daemon("agent", stratus_agent::command_line::Args::command()),
     ];
     let mut cli = stratus_cli::command();
     // Globals (endpoint, credentials, -S) and the version are copied into every subcommand
@@ -40,12 +44,14 @@ fn pages() -> Vec<Page> {
     for sub in cli.get_subcommands().filter(|sub| sub.get_name() != "help") {
         let name = format!("{}{}", stratus_cli::CLASSIC_PREFIX, sub.get_name());
         all.push(Page {
+            part: "cli",
             command: sub.clone().name(&name).bin_name(&name).display_name(&name),
             section: "1",
             classic: true,
         });
     }
     all.push(Page {
+        part: "cli",
         command: cli,
         section: "1",
         classic: false,
@@ -89,29 +95,34 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .context("usage: stratus-docgen OUT_DIR")?
         .into();
-    let man = out.join("man");
-    let completions = out.join("completions");
-    let links = out.join("links");
-    for dir in [&man, &links]
-        .into_iter()
-        .cloned()
-        .chain(["bash", "zsh", "fish"].map(|shell| completions.join(shell)))
-    {
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     for page in pages() {
+        let dir = out.join(page.part);
+        let man = dir.join("man");
+        let completions = dir.join("completions");
+        for sub in [man.clone()]
+            .into_iter()
+            .chain(["bash", "zsh", "fish"].map(|shell| completions.join(shell)))
+        {
+            fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        }
         write_man(&page.command, page.section, &man)?;
         write_completions(&page.command, &completions)?;
         if page.classic {
-            let link = links.join(page.command.get_name());
-            if let Err(e) = fs::remove_file(&link) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(e).with_context(|| format!("removing {}", link.display()));
-                }
-            }
-            std::os::unix::fs::symlink("stratus", &link)
-                .with_context(|| format!("linking {}", link.display()))?;
+            write_link(&dir.join("links"), page.command.get_name())?;
         }
     }
     Ok(())
+}
+
+/// `dir/name`, a symbolic link to `stratus`.
+fn write_link(dir: &Path, name: &str) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let link = dir.join(name);
+    if let Err(e) = fs::remove_file(&link) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(e).with_context(|| format!("removing {}", link.display()));
+        }
+    }
+    std::os::unix::fs::symlink("stratus", &link)
+        .with_context(|| format!("linking {}", link.display()))
 }
