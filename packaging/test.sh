@@ -35,14 +35,8 @@ CLUSTER=
 log() { printf 'packaging test: %s\n' "$*"; }
 die() { printf 'packaging test: FAILED: %s\n' "$*" >&2; exit 1; }
 
-wait_for() { # SECONDS DESCRIPTION COMMAND...
-    local deadline=$((SECONDS + $1)) what=$2
-    shift 2
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || die "timed out waiting for $what"
-        sleep 0.3
-    done
-}
+# shellcheck source=scripts/wait-for.sh
+source "$ROOT/scripts/wait-for.sh"
 
 running() { [[ -e /proc/$1 ]] && [[ $(cut -d' ' -f3 "/proc/$1/stat") != Z ]]; }
 
