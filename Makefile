@@ -11,7 +11,7 @@ CLI_NAMES := run-instance describe-instance kill-instance copy-config build-meta
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
 	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume
 
-.PHONY: deps check-tools build release appliance demo stop test unit e2e bench install fmt clippy
+.PHONY: deps check-tools build release appliance demo stop test unit e2e bench install packages fmt clippy
 
 deps:
 	./scripts/install-deps.sh
@@ -41,6 +41,13 @@ test: deps check-tools appliance
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --exclude stratus-e2e
 	$(CARGO) test -p stratus-e2e --tests -- --test-threads=2
+	$(MAKE) packages
+	./packaging/test.sh
+
+# .deb and .rpm packages of the controller, the agent and the CLI into build/packages/
+# (packaging/README.md).
+packages: deps
+	./packaging/build.sh
 
 unit:
 	$(CARGO) test --workspace --exclude stratus-e2e

@@ -82,14 +82,8 @@ cli() { # stratus-NAME args..., configured through the demo's config file
     STRATUSLAB_CONFIG=$DEMO/stratuslab-user.cfg "$DEMO/bin/stratus-$1" "${@:2}"
 }
 
-wait_for() { # SECONDS DESCRIPTION COMMAND...
-    local deadline=$((SECONDS + $1)) what=$2
-    shift 2
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || die "timed out waiting for $what"
-        sleep 0.2
-    done
-}
+# shellcheck source=scripts/wait-for.sh
+source "$ROOT/scripts/wait-for.sh"
 
 write_configs() {
     mkdir -p "$DEMO/bin" "$AGENT_STATE/images"

@@ -49,4 +49,16 @@ curl                    curl                         demo.sh
 shfmt                   shfmt                        check-tools.py (parses the shell scripts)
 python3                 python3                      check-tools.py
 make                    make                         .ci/run, the commands of README
+gzip                    gzip                         packaging/build.sh (man pages)
+lintian                 lintian                      packaging/test.sh (the .deb files)
+rpm                     rpm                          packaging/test.sh (rpm -K, rpm -qp of the .rpm files)
+rpmlint                 rpmlint                      packaging/test.sh (the .rpm files)
+systemd-analyze         systemd                      packaging/test.sh (verify and security of the units)
+systemctl               systemd                      the RPM scriptlets (packaging/rpm), on the hosts installing them
+adduser                 adduser                      the postinst of stratuslab-controller (the stratuslab user)
+man                     man-db                       packaging/test.sh (the installed man pages)
+setpriv                 util-linux                   packaging/test.sh (a daemon as the User= of its unit)
+userdel                 passwd                       packaging/test.sh (removes the user the packages made)
+groupdel                passwd                       packaging/test.sh
+dpkg-deb                dpkg                         packaging/test.sh
 '

@@ -1,6 +1,7 @@
 //! The StratusLab host agent: owns everything on its hypervisor host. It registers the host,
 //! follows the controller's desired state and reconciles it with what libvirt runs.
 
+pub mod command_line;
 pub mod config;
 pub mod context;
 pub mod controller_client;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use stratus_agent::command_line::Args;
 use stratus_agent::config::AgentConfig;
 use stratus_agent::controller_client::{ClientError, ControllerClient};
 use stratus_agent::hypervisor::probe::{resolve_domain_type, ProbeGuest};
@@ -23,15 +24,6 @@ use stratus_common::agent::{
     ReportedVolume,
 };
 use tokio::sync::{mpsc, watch};
-
-/// The StratusLab host agent.
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', default_value = "/etc/stratuslab/agent.toml")]
-    config: PathBuf,
-}
 
 fn load_config(path: &PathBuf) -> anyhow::Result<AgentConfig> {
     let config: AgentConfig = match std::fs::read_to_string(path) {

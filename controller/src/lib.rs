@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod command_line;
 pub mod codec;
 pub mod config;
 pub mod decide;

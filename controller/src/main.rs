@@ -1,12 +1,12 @@
 //! `stratus-controller`: starts the Raft node, bootstraps a new cluster, serves the HTTP API.
 
 use std::future::IntoFuture;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use stratus_controller::command_line::Args;
 use stratus_common::api::CreateNetwork;
 use stratus_controller::config::ControllerConfig;
 use stratus_controller::images::MarketplaceSettings;
@@ -16,27 +16,6 @@ use stratus_controller::replica::{Consistency, Replica, ReplicaConfig};
 use stratus_controller::services::{Services, Settings};
 use stratus_controller::state::MemberRecord;
 use stratus_controller::{api, secrets};
-
-/// The StratusLab controller.
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', default_value = "/etc/stratuslab/controller.toml")]
-    config: PathBuf,
-    /// Override `listen` from the file.
-    #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
-    /// Override `state_dir` from the file.
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// One-shot recovery of a cluster that lost its majority for good: this node's store
-    /// becomes a one-node cluster with this node as its only voter (what it has committed is
-    /// kept). Start it once like this, then add the other nodes again, each with a wiped state
-    /// directory and `join = true`. Never use it while the old majority may come back.
-    #[arg(long)]
-    force_new_cluster: bool,
-}
 
 fn load_config(args: &Args) -> anyhow::Result<ControllerConfig> {
     let mut config = match std::fs::read_to_string(&args.config) {
