@@ -111,6 +111,10 @@ pub(super) fn start(
         proposals: HashMap::new(),
         member_changes: HashMap::new(),
         placed: BTreeMap::new(),
+        proposer: Proposer {
+            node: config.node_id,
+            boot: rand::random(),
+        },
         next_proposal: 1,
         reads_new: Vec::new(),
         reads_asked: HashMap::new(),
@@ -159,18 +163,35 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The ID carried in a proposed entry's context: which node proposed it, and its number there.
-fn proposal_context(node: u64, seq: u64) -> Vec<u8> {
-    let mut context = Vec::with_capacity(16);
-    context.extend_from_slice(&node.to_le_bytes());
+/// Who proposed an entry: the node, and which start of its process (numbers restart with the
+/// process, and an entry its previous life proposed may commit after the restart: it must never
+/// be taken for a new proposal with the same number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proposer {
+    node: u64,
+    boot: u64,
+}
+
+/// The ID carried in a proposed entry's context: its proposer, and its number there.
+fn proposal_context(proposer: Proposer, seq: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(24);
+    context.extend_from_slice(&proposer.node.to_le_bytes());
+    context.extend_from_slice(&proposer.boot.to_le_bytes());
     context.extend_from_slice(&seq.to_le_bytes());
     context
 }
 
-fn parse_context(context: &[u8]) -> Option<(u64, u64)> {
-    let node = u64::from_le_bytes(context.get(..8)?.try_into().ok()?);
-    let seq = u64::from_le_bytes(context.get(8..16)?.try_into().ok()?);
-    Some((node, seq))
+fn parse_context(context: &[u8]) -> Option<(Proposer, u64)> {
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            context.get(at..at + 8)?.try_into().ok()?,
+        ))
+    };
+    let proposer = Proposer {
+        node: word(0)?,
+        boot: word(8)?,
+    };
+    Some((proposer, word(16)?))
 }
 
 struct Runner {
@@ -188,6 +209,8 @@ struct Runner {
     member_changes: HashMap<u64, MemberReply>,
     /// This node's proposals as leader: log index -> (term, sequence number).
     placed: BTreeMap<u64, (u64, u64)>,
+    /// This node in this start of its process, as its proposals name it.
+    proposer: Proposer,
     next_proposal: u64,
     /// Reads that arrived this round, not yet asked for.
     reads_new: Vec<ReadReply>,
@@ -296,7 +319,10 @@ impl Runner {
         let data = codec::encode(&command);
         let seq = self.next_seq();
         let before = self.node.raft.raft_log.last_index();
-        match self.node.propose(proposal_context(self.id, seq), data) {
+        match self
+            .node
+            .propose(proposal_context(self.proposer, seq), data)
+        {
             Ok(()) => {
                 if self.node.raft.state == StateRole::Leader {
                     let index = self.node.raft.raft_log.last_index();
@@ -345,7 +371,7 @@ impl Runner {
         let cc = membership::conf_change(&change);
         match self
             .node
-            .propose_conf_change(proposal_context(self.id, seq), cc)
+            .propose_conf_change(proposal_context(self.proposer, seq), cc)
         {
             Ok(()) if self.node.raft.raft_log.last_index() > before => {
                 let index = self.node.raft.raft_log.last_index();
@@ -491,7 +517,7 @@ impl Runner {
         for entry in entries {
             self.supersede_before(&entry);
             let seq = parse_context(&entry.context)
-                .filter(|(node, _)| *node == self.id)
+                .filter(|(proposer, _)| *proposer == self.proposer)
                 .map(|(_, seq)| seq);
             match entry.get_entry_type() {
                 EntryType::EntryConfChangeV2 => {
@@ -643,7 +669,7 @@ impl Runner {
             self.placed.pop_first();
             let ours = index == entry.index
                 && term == entry.term
-                && parse_context(&entry.context) == Some((self.id, seq));
+                && parse_context(&entry.context) == Some((self.proposer, seq));
             if !ours {
                 if let Some(reply) = self.proposals.remove(&seq) {
                     let _ = reply.send(Err(ReplicaError::Superseded));
