@@ -41,7 +41,7 @@ test: deps check-tools appliance
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --exclude stratus-e2e
 	$(CARGO) test -p stratus-e2e --tests -- --test-threads=2
-	$(MAKE) packages
+	./packaging/build.sh --test-build
 	./packaging/test.sh
 
 # .deb and .rpm packages of the controller, the agent and the CLI into build/packages/

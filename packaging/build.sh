@@ -2,7 +2,7 @@
 # `make packages`: the .deb and .rpm packages of the controller, the agent and the CLI, built
 # from the workspace version into build/packages/ (see packaging/README.md).
 #
-#   packaging/build.sh [--out DIR] [--version VERSION] [--deb-only]
+#   packaging/build.sh [--out DIR] [--version VERSION] [--deb-only] [--test-build]
 #
 #   1. cargo-deb and cargo-generate-rpm, installed from crates.io into build/tools/ at the
 #      versions below with a cheap profile (skipped when those versions are already there);
@@ -13,7 +13,10 @@
 #   4. one .deb (and .rpm) per daemon and the CLI into DIR (default build/packages/).
 #
 # --version overrides the package version (the upgrade test builds a second, higher one);
-# --deb-only skips the .rpm files.
+# --deb-only skips the .rpm files; --test-build packages the binaries of the everyday dev build
+# (`cargo build --workspace --bins`, which make test has just made), stripped, instead of
+# building optimised ones: packaging/test.sh tests the packages, not the compiler, and this
+# saves make test a second build of the workspace. Sites use `make packages`.
 set -euo pipefail
 
 readonly ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +29,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=$ROOT/build/packages
 VERSION=
 DEB_ONLY=0
+PROFILE=packages
 
 log() { printf 'packages: %s\n' "$*"; }
 die() { printf 'packages: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -35,7 +39,8 @@ while (($#)); do
     --out) OUT=$2; shift 2 ;;
     --version) VERSION=$2; shift 2 ;;
     --deb-only) DEB_ONLY=1; shift ;;
-    *) die "usage: $0 [--out DIR] [--version VERSION] [--deb-only]" ;;
+    --test-build) PROFILE=packages-test; shift ;;
+    *) die "usage: $0 [--out DIR] [--version VERSION] [--deb-only] [--test-build]" ;;
     esac
 done
 
@@ -83,12 +88,23 @@ main() {
     [[ $DEB_ONLY == 1 ]] || install_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
     export PATH=$TOOLS/bin:$PATH
 
-    log "building the binaries (profile packages)"
-    nice -n 10 cargo build --quiet --locked --profile packages --bins \
-        -p stratus-controller -p stratus-agent -p stratus-cli -p stratus-docgen
+    local binary
+    if [[ $PROFILE == packages-test ]]; then
+        log "packaging the dev build's binaries, stripped (--test-build)"
+        nice -n 10 cargo build --quiet --locked --bins \
+            -p stratus-controller -p stratus-agent -p stratus-cli -p stratus-docgen
+        mkdir -p "$TARGET/$PROFILE"
+        for binary in stratus-controller stratus-agent stratus stratus-docgen; do
+            strip -o "$TARGET/$PROFILE/$binary" "$TARGET/debug/$binary"
+        done
+    else
+        log "building the binaries (profile packages)"
+        nice -n 10 cargo build --quiet --locked --profile packages --bins \
+            -p stratus-controller -p stratus-agent -p stratus-cli -p stratus-docgen
+    fi
 
     rm -rf "$GEN"
-    "$TARGET/packages/stratus-docgen" "$GEN"
+    "$TARGET/$PROFILE/stratus-docgen" "$GEN"
     gzip -9n "$GEN"/*/man/*
     write_cli_scriptlets
 
@@ -99,10 +115,10 @@ main() {
         rpm_version=(--set-metadata "version = \"$VERSION\"")
     fi
     for package in "${PACKAGES[@]}"; do
-        cargo deb --quiet --no-build --no-strip --profile packages -p "stratus-$package" \
+        cargo deb --quiet --no-build --no-strip --profile "$PROFILE" -p "stratus-$package" \
             "${deb_version[@]}" --output "$OUT/" >/dev/null
         [[ $DEB_ONLY == 1 ]] && continue
-        cargo generate-rpm --profile packages -p "$package" "${rpm_version[@]}" --output "$OUT/"
+        cargo generate-rpm --profile "$PROFILE" -p "$package" "${rpm_version[@]}" --output "$OUT/"
     done
     log "built into ${OUT#"$ROOT"/}:"
     local file

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The packages as a site installs them (run by `make test`, as root, on Debian, after
-# `make packages` and `make appliance`):
+# `make packages` or `packaging/build.sh --test-build`, and `make appliance`):
 #
 #   1. static checks: lintian and rpmlint (what is left is explained in packaging/README.md),
 #      `rpm -K`, the .rpm's files, dependencies and scriptlets against the .deb's;
@@ -309,7 +309,7 @@ upgrade() {
     local version before after pid
     version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)
     log "building packages of version $version+upgrade"
-    "$ROOT/packaging/build.sh" --deb-only --version "$version+upgrade" --out "$WORK/upgrade" >/dev/null
+    "$ROOT/packaging/build.sh" --test-build --deb-only --version "$version+upgrade" --out "$WORK/upgrade" >/dev/null
     before=$(domain_identity)
     apt_install "$WORK/upgrade"
     local name

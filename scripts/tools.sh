@@ -24,6 +24,7 @@ qemu-system-x86_64      qemu-system-x86              libvirt runs it for every g
 qemu-img                qemu-utils                   tests, benchmarks, appliance/build.sh
 qemu-io                 qemu-utils                   agent tests (writes through NBD exports)
 qemu-storage-daemon     qemu-system-common           the agent (NBD exports of volumes)
+strip                   binutils                     packaging/build.sh --test-build (the dev build, stripped)
 qemu-nbd                qemu-utils                   tests (lists NBD exports)
 busybox                 busybox-static               appliance/build.sh (the userland of the guest)
 cpio                    cpio                         appliance/build.sh (initramfs)
