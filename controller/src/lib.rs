@@ -5,8 +5,8 @@
 
 pub mod api;
 pub mod cluster;
-pub mod command_line;
 pub mod codec;
+pub mod command_line;
 pub mod config;
 pub mod decide;
 pub mod failure;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use stratus_controller::command_line::Args;
 use stratus_common::api::CreateNetwork;
+use stratus_controller::command_line::Args;
 use stratus_controller::config::ControllerConfig;
 use stratus_controller::images::MarketplaceSettings;
 use stratus_controller::marketplace::TrustStore;

@@ -34,7 +34,10 @@ fn pages() -> Vec<Page> {
         classic: false,
     };
     let mut all = vec![
-        daemon("controller", stratus_controller::command_line::Args::command()),
+        daemon(
+            "controller",
+            stratus_controller::command_line::Args::command(),
+        ),
         daemon("agent", stratus_agent::command_line::Args::command()),
     ];
     let mut cli = stratus_cli::command();
