@@ -9,6 +9,41 @@ use super::records::{
 use super::{FormatError, Persist};
 use crate::state::{Command, MemberChange};
 
+/// `impl Persist` for a stored enum whose variants mirror the in-memory enum's, field by
+/// field (struct variants) or of one value, named for the match (tuple variants): each field is stored and loaded
+/// by its own `Persist`, so a variant or field that differs fails to compile.
+macro_rules! persist_variants {
+    ($stored:ident for $orig:ident {
+        $($variant:ident $({ $($field:ident),* $(,)? })? $(($value:ident))?),* $(,)?
+    }) => {
+        impl Persist for $orig {
+            type Stored = $stored;
+
+            fn store(&self) -> $stored {
+                match self {
+                    $(
+                        $($orig::$variant { $($field),* } => $stored::$variant {
+                            $($field: Persist::store($field)),*
+                        },)?
+                        $($orig::$variant($value) => $stored::$variant(Persist::store($value)),)?
+                    )*
+                }
+            }
+
+            fn load(stored: $stored) -> Result<Self, FormatError> {
+                Ok(match stored {
+                    $(
+                        $($stored::$variant { $($field),* } => $orig::$variant {
+                            $($field: Persist::load($field)?),*
+                        },)?
+                        $($stored::$variant($value) => $orig::$variant(Persist::load($value)?),)?
+                    )*
+                })
+            }
+        }
+    };
+}
+
 /// A command as the log stores it. The variants' order is the format: add new ones at the end.
 #[derive(Debug, bincode::Encode, bincode::Decode)]
 pub enum Entry {
@@ -112,319 +147,28 @@ pub enum Entry {
     },
 }
 
-impl Persist for Command {
-    type Stored = Entry;
-
-    fn store(&self) -> Entry {
-        match self {
-            Command::Bootstrap {
-                cluster_id,
-                admin,
-                types,
-                cpu_allocation_ratio_percent,
-                first_member,
-            } => Entry::Bootstrap {
-                cluster_id: cluster_id.clone(),
-                admin: admin.store(),
-                types: types.store(),
-                cpu_allocation_ratio_percent: *cpu_allocation_ratio_percent,
-                first_member: first_member.store(),
-            },
-            Command::CreateUser(user) => Entry::CreateUser(user.store()),
-            Command::RegisterHost(host) => Entry::RegisterHost(host.store()),
-            Command::RegisterImage(image) => Entry::RegisterImage(image.store()),
-            Command::AppendEntry { entry, uploaded_ms } => Entry::AppendEntry {
-                entry: entry.store(),
-                uploaded_ms: *uploaded_ms,
-            },
-            Command::RegisterEndorser(endorser) => Entry::RegisterEndorser(endorser.store()),
-            Command::Precache { host, spec } => Entry::Precache {
-                host: host.clone(),
-                spec: spec.store(),
-            },
-            Command::Unpin { host, sha256 } => Entry::Unpin {
-                host: host.clone(),
-                sha256: sha256.clone(),
-            },
-            Command::DefineNetwork(network) => Entry::DefineNetwork(network.store()),
-            Command::CreateInstance {
-                owner,
-                name,
-                image,
-                image_spec,
-                instance_type,
-                host,
-                failure,
-                at_ms,
-                network,
-                ssh_key,
-                user_data,
-                volumes,
-                idempotency_key,
-            } => Entry::CreateInstance {
-                owner: owner.clone(),
-                name: name.clone(),
-                image: image.clone(),
-                image_spec: image_spec.store(),
-                instance_type: instance_type.clone(),
-                host: host.clone(),
-                failure: failure.clone(),
-                at_ms: *at_ms,
-                network: network.clone(),
-                ssh_key: ssh_key.clone(),
-                user_data: user_data.clone(),
-                volumes: volumes.clone(),
-                idempotency_key: idempotency_key.clone(),
-            },
-            Command::KillInstance { id, at_ms } => Entry::KillInstance {
-                id: *id,
-                at_ms: *at_ms,
-            },
-            Command::ReportInstance {
-                host,
-                id,
-                state,
-                reason,
-                at_ms,
-            } => Entry::ReportInstance {
-                host: host.clone(),
-                id: *id,
-                state: state.store(),
-                reason: reason.clone(),
-                at_ms: *at_ms,
-            },
-            Command::CreateVolume {
-                record,
-                quota,
-                idempotency_key,
-            } => Entry::CreateVolume {
-                record: record.store(),
-                quota: quota.store(),
-                idempotency_key: idempotency_key.clone(),
-            },
-            Command::ReportVolume {
-                host,
-                id,
-                state,
-                reason,
-            } => Entry::ReportVolume {
-                host: host.clone(),
-                id: id.clone(),
-                state: state.store(),
-                reason: reason.clone(),
-            },
-            Command::UpdateVolume {
-                id,
-                caller,
-                admin,
-                update,
-            } => Entry::UpdateVolume {
-                id: id.clone(),
-                caller: caller.clone(),
-                admin: *admin,
-                update: update.store(),
-            },
-            Command::DeleteVolume { id, caller, admin } => Entry::DeleteVolume {
-                id: id.clone(),
-                caller: caller.clone(),
-                admin: *admin,
-            },
-            Command::AttachVolume {
-                volume,
-                instance,
-                caller,
-                admin,
-                export,
-                at_ms,
-            } => Entry::AttachVolume {
-                volume: volume.clone(),
-                instance: *instance,
-                caller: caller.clone(),
-                admin: *admin,
-                export: export.clone(),
-                at_ms: *at_ms,
-            },
-            Command::DetachVolume {
-                volume,
-                instance,
-                caller,
-                admin,
-                force,
-                stuck_after_ms,
-                at_ms,
-            } => Entry::DetachVolume {
-                volume: volume.clone(),
-                instance: *instance,
-                caller: caller.clone(),
-                admin: *admin,
-                force: *force,
-                stuck_after_ms: *stuck_after_ms,
-                at_ms: *at_ms,
-            },
-            Command::ReportExport { host, export } => Entry::ReportExport {
-                host: host.clone(),
-                export: export.store(),
-            },
-            Command::ReportDisk { host, disk, at_ms } => Entry::ReportDisk {
-                host: host.clone(),
-                disk: disk.store(),
-                at_ms: *at_ms,
-            },
-        }
-    }
-
-    fn load(stored: Entry) -> Result<Self, FormatError> {
-        Ok(match stored {
-            Entry::Bootstrap {
-                cluster_id,
-                admin,
-                types,
-                cpu_allocation_ratio_percent,
-                first_member,
-            } => Command::Bootstrap {
-                cluster_id,
-                admin: Persist::load(admin)?,
-                types: Persist::load(types)?,
-                cpu_allocation_ratio_percent,
-                first_member: Persist::load(first_member)?,
-            },
-            Entry::CreateUser(user) => Command::CreateUser(Persist::load(user)?),
-            Entry::RegisterHost(host) => Command::RegisterHost(Persist::load(host)?),
-            Entry::RegisterImage(image) => Command::RegisterImage(Persist::load(image)?),
-            Entry::AppendEntry { entry, uploaded_ms } => Command::AppendEntry {
-                entry: Persist::load(entry)?,
-                uploaded_ms,
-            },
-            Entry::RegisterEndorser(endorser) => {
-                Command::RegisterEndorser(Persist::load(endorser)?)
-            }
-            Entry::Precache { host, spec } => Command::Precache {
-                host,
-                spec: Persist::load(spec)?,
-            },
-            Entry::Unpin { host, sha256 } => Command::Unpin { host, sha256 },
-            Entry::DefineNetwork(network) => Command::DefineNetwork(Persist::load(network)?),
-            Entry::CreateInstance {
-                owner,
-                name,
-                image,
-                image_spec,
-                instance_type,
-                host,
-                failure,
-                at_ms,
-                network,
-                ssh_key,
-                user_data,
-                volumes,
-                idempotency_key,
-            } => Command::CreateInstance {
-                owner,
-                name,
-                image,
-                image_spec: Persist::load(image_spec)?,
-                instance_type,
-                host,
-                failure,
-                at_ms,
-                network,
-                ssh_key,
-                user_data,
-                volumes,
-                idempotency_key,
-            },
-            Entry::KillInstance { id, at_ms } => Command::KillInstance { id, at_ms },
-            Entry::ReportInstance {
-                host,
-                id,
-                state,
-                reason,
-                at_ms,
-            } => Command::ReportInstance {
-                host,
-                id,
-                state: Persist::load(state)?,
-                reason,
-                at_ms,
-            },
-            Entry::CreateVolume {
-                record,
-                quota,
-                idempotency_key,
-            } => Command::CreateVolume {
-                record: Persist::load(record)?,
-                quota: Persist::load(quota)?,
-                idempotency_key,
-            },
-            Entry::ReportVolume {
-                host,
-                id,
-                state,
-                reason,
-            } => Command::ReportVolume {
-                host,
-                id,
-                state: Persist::load(state)?,
-                reason,
-            },
-            Entry::UpdateVolume {
-                id,
-                caller,
-                admin,
-                update,
-            } => Command::UpdateVolume {
-                id,
-                caller,
-                admin,
-                update: Persist::load(update)?,
-            },
-            Entry::DeleteVolume { id, caller, admin } => {
-                Command::DeleteVolume { id, caller, admin }
-            }
-            Entry::AttachVolume {
-                volume,
-                instance,
-                caller,
-                admin,
-                export,
-                at_ms,
-            } => Command::AttachVolume {
-                volume,
-                instance,
-                caller,
-                admin,
-                export,
-                at_ms,
-            },
-            Entry::DetachVolume {
-                volume,
-                instance,
-                caller,
-                admin,
-                force,
-                stuck_after_ms,
-                at_ms,
-            } => Command::DetachVolume {
-                volume,
-                instance,
-                caller,
-                admin,
-                force,
-                stuck_after_ms,
-                at_ms,
-            },
-            Entry::ReportExport { host, export } => Command::ReportExport {
-                host,
-                export: Persist::load(export)?,
-            },
-            Entry::ReportDisk { host, disk, at_ms } => Command::ReportDisk {
-                host,
-                disk: Persist::load(disk)?,
-                at_ms,
-            },
-        })
-    }
-}
+persist_variants!(Entry for Command {
+    Bootstrap { cluster_id, admin, types, cpu_allocation_ratio_percent, first_member },
+    CreateUser(user),
+    RegisterHost(host),
+    RegisterImage(image),
+    AppendEntry { entry, uploaded_ms },
+    RegisterEndorser(endorser),
+    Precache { host, spec },
+    Unpin { host, sha256 },
+    DefineNetwork(network),
+    CreateInstance { owner, name, image, image_spec, instance_type, host, failure, at_ms, network, ssh_key, user_data, volumes, idempotency_key },
+    KillInstance { id, at_ms },
+    ReportInstance { host, id, state, reason, at_ms },
+    CreateVolume { record, quota, idempotency_key },
+    ReportVolume { host, id, state, reason },
+    UpdateVolume { id, caller, admin, update },
+    DeleteVolume { id, caller, admin },
+    AttachVolume { volume, instance, caller, admin, export, at_ms },
+    DetachVolume { volume, instance, caller, admin, force, stuck_after_ms, at_ms },
+    ReportExport { host, export },
+    ReportDisk { host, disk, at_ms },
+});
 
 /// A membership change as a configuration-change entry's context stores it.
 #[derive(Debug, bincode::Encode, bincode::Decode)]
@@ -443,42 +187,8 @@ pub enum StoredMemberChange {
     },
 }
 
-impl Persist for MemberChange {
-    type Stored = StoredMemberChange;
-
-    fn store(&self) -> StoredMemberChange {
-        match self.clone() {
-            MemberChange::AddLearner {
-                id,
-                address,
-                api_address,
-                incarnation,
-            } => StoredMemberChange::AddLearner {
-                id,
-                address,
-                api_address,
-                incarnation,
-            },
-            MemberChange::Promote { id } => StoredMemberChange::Promote { id },
-            MemberChange::Remove { id } => StoredMemberChange::Remove { id },
-        }
-    }
-
-    fn load(stored: StoredMemberChange) -> Result<Self, FormatError> {
-        Ok(match stored {
-            StoredMemberChange::AddLearner {
-                id,
-                address,
-                api_address,
-                incarnation,
-            } => MemberChange::AddLearner {
-                id,
-                address,
-                api_address,
-                incarnation,
-            },
-            StoredMemberChange::Promote { id } => MemberChange::Promote { id },
-            StoredMemberChange::Remove { id } => MemberChange::Remove { id },
-        })
-    }
-}
+persist_variants!(StoredMemberChange for MemberChange {
+    AddLearner { id, address, api_address, incarnation },
+    Promote { id },
+    Remove { id },
+});
