@@ -14,7 +14,6 @@ use serde::de::DeserializeOwned;
 
 use super::{error_response, ApiFailure};
 use crate::hosts::HostError;
-use crate::replica::Consistency;
 use crate::services::Services;
 use crate::users::{Caller, UserError};
 
@@ -47,17 +46,10 @@ impl FromRequestParts<Arc<Services>> for LocalUser {
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
         let (user, password) = basic_credentials(parts)?;
-        match services.users.authenticate(&user, &password).await {
-            Err(UserError::Replica(_)) => {
-                services
-                    .users
-                    .authenticate_with(Consistency::Stale, &user, &password)
-                    .await?;
-            }
-            other => {
-                other?;
-            }
-        }
+        services
+            .users
+            .authenticate_even_alone(&user, &password)
+            .await?;
         Ok(LocalUser)
     }
 }
