@@ -54,6 +54,7 @@ impl<T> Keys<T> {
     }
 
     /// How many keys `owner` has remembered.
+    #[cfg(test)]
     pub fn count(&self, owner: &str) -> usize {
         self.0.get(owner).map_or(0, BTreeMap::len)
     }
