@@ -105,10 +105,14 @@ impl Images {
 
     /// What an instance of `image` boots: a site image by name, or the Marketplace entry the
     /// site policy picks for an identifier.
-    pub async fn resolve(&self, image: &str) -> Result<ImageSpec, ImageError> {
+    pub async fn resolve(
+        &self,
+        consistency: Consistency,
+        image: &str,
+    ) -> Result<ImageSpec, ImageError> {
         let now = now_ms();
         self.replica
-            .read(Consistency::Linearizable, |s| {
+            .read(consistency, |s| {
                 resolve_in(s, &self.marketplace.policy, image, now)
             })
             .await?

@@ -95,9 +95,7 @@ impl Instances {
             check_idempotency_key(key)?;
             let made = self
                 .replica
-                .read(Consistency::Linearizable, |s| {
-                    s.instance_for_key(&caller.name, key)
-                })
+                .read(caller.reads(), |s| s.instance_for_key(&caller.name, key))
                 .await?;
             if let Some(id) = made {
                 tracing::info!(instance = id, owner = %caller.name, "creation repeated with its idempotency key: answered again");
@@ -118,21 +116,21 @@ impl Instances {
         }
         let network = self
             .networks
-            .for_instance(request.network.as_deref())
+            .for_instance(caller, request.network.as_deref())
             .await?;
         let volumes = self.volumes.launch_volumes(&request.persistent_disks)?;
         let type_name = request
             .instance_type
             .clone()
             .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
-        let image_spec = self.images.resolve(&request.image).await?;
+        let image_spec = self.images.resolve(caller.reads(), &request.image).await?;
         for _ in 0..PLACEMENT_TRIES {
-            let up = self.hosts.up().await?;
+            let up = self.hosts.up(caller.reads()).await?;
             let holding = self.hosts.holding(&image_spec.disk.sha256);
             let first_disk = volumes.first().map(|(id, _)| id.as_str());
             let placement = self
                 .replica
-                .read(Consistency::Linearizable, |s| {
+                .read(caller.reads(), |s| {
                     let size = s.types.get(&type_name).cloned().ok_or_else(|| {
                         InputError::new("type", format!("unknown instance type {type_name:?}"))
                     })?;
@@ -191,7 +189,7 @@ impl Instances {
     pub async fn list(&self, caller: &Caller) -> Result<Vec<Instance>, InstanceError> {
         Ok(self
             .replica
-            .read(Consistency::Linearizable, |s| {
+            .read(caller.reads(), |s| {
                 s.instances
                     .values()
                     .filter(|i| caller.admin || i.owner == caller.name)
@@ -204,7 +202,7 @@ impl Instances {
     /// One instance; another user's instance is "not found", as if it did not exist.
     pub async fn get(&self, caller: &Caller, id: u64) -> Result<Instance, InstanceError> {
         self.replica
-            .read(Consistency::Linearizable, |s| {
+            .read(caller.reads(), |s| {
                 s.instances
                     .get(&id)
                     .filter(|i| caller.admin || i.owner == caller.name)

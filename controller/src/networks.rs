@@ -47,13 +47,15 @@ impl Networks {
 
     /// The network a new instance goes on: the one asked for, which must exist, else `public`
     /// if the site defines it, else none.
-    pub async fn for_instance(&self, asked: Option<&str>) -> Result<Option<String>, NetworkError> {
+    pub async fn for_instance(
+        &self,
+        caller: &Caller,
+        asked: Option<&str>,
+    ) -> Result<Option<String>, NetworkError> {
         let name = asked.unwrap_or(DEFAULT_NETWORK);
         let exists = self
             .replica
-            .read(Consistency::Linearizable, |s| {
-                s.ipam.network(name).is_some()
-            })
+            .read(caller.reads(), |s| s.ipam.network(name).is_some())
             .await?;
         match (asked, exists) {
             (_, true) => Ok(Some(name.to_owned())),

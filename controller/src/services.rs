@@ -89,10 +89,13 @@ mod tests {
     use crate::replica::ReplicaConfig;
     use crate::users::Caller;
 
+    // One node applying its own proposals: every read sees every acknowledged change, so
+    // the callers' reads need no index to wait for.
     fn admin() -> Caller {
         Caller {
             name: "admin".into(),
             admin: true,
+            seen: 0,
         }
     }
 
@@ -100,6 +103,7 @@ mod tests {
         Caller {
             name: "alice".into(),
             admin: false,
+            seen: 0,
         }
     }
 
@@ -390,6 +394,7 @@ mod tests {
         let bob = Caller {
             name: "bob".into(),
             admin: false,
+            seen: 0,
         };
         let theirs = cloud
             .instances

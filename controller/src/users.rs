@@ -22,9 +22,18 @@ use crate::state::{Command, MemberRecord, Rejection, UserRecord};
 pub struct Caller {
     pub name: String,
     pub admin: bool,
+    /// The applied index this node's state was at when the caller was authenticated.
+    pub seen: u64,
 }
 
 impl Caller {
+    /// How fresh the reads made for this caller's request are: at least what its
+    /// authentication saw, which was linearizable (ReadIndex) unless the cluster could not
+    /// answer. So one ReadIndex round serves a whole request, however many reads it makes.
+    pub fn reads(&self) -> Consistency {
+        Consistency::AtLeast(self.seen)
+    }
+
     /// Fails unless the caller administers the cloud; `action` completes "only an
     /// administrator may ...".
     pub fn require_admin(&self, action: &'static str) -> Result<(), AdminOnly> {
@@ -168,11 +177,11 @@ impl Users {
         user: &str,
         password: &str,
     ) -> Result<Caller, UserError> {
-        let record = self
+        let (record, seen) = self
             .replica
-            .read(consistency, |s| s.users.get(user).cloned())
-            .await?
-            .ok_or(UserError::Unauthenticated)?;
+            .read_seen(consistency, |s| s.users.get(user).cloned())
+            .await?;
+        let record = record.ok_or(UserError::Unauthenticated)?;
         let presented = digest(password);
         {
             let cache = self.verified.lock().expect("cache lock");
@@ -181,6 +190,7 @@ impl Users {
                     return Ok(Caller {
                         name: record.name,
                         admin: record.admin,
+                        seen,
                     });
                 }
             }
@@ -202,6 +212,7 @@ impl Users {
         Ok(Caller {
             name: record.name,
             admin: record.admin,
+            seen,
         })
     }
 
@@ -234,7 +245,7 @@ impl Users {
         caller.require_admin("list users")?;
         Ok(self
             .replica
-            .read(Consistency::Linearizable, |s| {
+            .read(caller.reads(), |s| {
                 s.users
                     .values()
                     .map(|u| UserView {

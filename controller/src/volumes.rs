@@ -111,7 +111,7 @@ impl Volumes {
             crate::instances::check_idempotency_key(key)?;
             let made = self
                 .replica
-                .read(Consistency::Linearizable, |s| {
+                .read(caller.reads(), |s| {
                     s.volume_keys.get(&caller.name, key).cloned()
                 })
                 .await?;
@@ -133,10 +133,10 @@ impl Volumes {
         let tag = request.tag.unwrap_or_default();
         validate_tag(&tag).map_err(|m| InputError::named("tag", m))?;
         // The storage host with the most room among those up.
-        let up = self.hosts.up().await?;
+        let up = self.hosts.up(caller.reads()).await?;
         let host = self
             .replica
-            .read(Consistency::Linearizable, |s| {
+            .read(caller.reads(), |s| {
                 s.hosts
                     .values()
                     .filter(|h| h.volume_pool_gib.is_some() && up.contains(&h.name))
@@ -210,7 +210,7 @@ impl Volumes {
         let now = now_ms();
         Ok(self
             .replica
-            .read(Consistency::Linearizable, |s| {
+            .read(caller.reads(), |s| {
                 let mut volumes: Vec<&VolumeRecord> = s
                     .volumes
                     .values()
@@ -229,9 +229,7 @@ impl Volumes {
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<Volume, VolumeActionError> {
         let now = now_ms();
         self.replica
-            .read(Consistency::Linearizable, |s| {
-                self.view_of(s, caller, id, now)
-            })
+            .read(caller.reads(), |s| self.view_of(s, caller, id, now))
             .await?
             .ok_or_else(|| VolumeActionError::NotFound(id.to_owned()))
     }
@@ -275,7 +273,7 @@ impl Volumes {
     async fn require_instance(&self, caller: &Caller, id: u64) -> Result<(), VolumeActionError> {
         let visible = self
             .replica
-            .read(Consistency::Linearizable, |s| {
+            .read(caller.reads(), |s| {
                 s.instances
                     .get(&id)
                     .is_some_and(|i| caller.admin || i.owner == caller.name)

@@ -109,12 +109,10 @@ impl Hosts {
     }
 
     /// Of the registered hosts, those up now.
-    pub async fn up(&self) -> Result<HashSet<String>, ReplicaError> {
+    pub async fn up(&self, consistency: Consistency) -> Result<HashSet<String>, ReplicaError> {
         let names: Vec<String> = self
             .replica
-            .read(Consistency::Linearizable, |s| {
-                s.hosts.keys().cloned().collect()
-            })
+            .read(consistency, |s| s.hosts.keys().cloned().collect())
             .await?;
         Ok(self.liveness.up(&names))
     }
@@ -245,7 +243,7 @@ impl Hosts {
         caller.require_admin("list hosts")?;
         Ok(self
             .replica
-            .read(Consistency::Linearizable, |s| {
+            .read(caller.reads(), |s| {
                 s.hosts.values().map(|h| self.view(s, h)).collect()
             })
             .await?)
@@ -287,7 +285,10 @@ impl Hosts {
         image: &str,
     ) -> Result<Host, HostError> {
         caller.require_admin("pin images on hosts")?;
-        let spec = self.images.resolve(image).await?;
+        let spec = self
+            .images
+            .resolve(Consistency::Linearizable, image)
+            .await?;
         self.replica
             .propose(Command::Precache {
                 host: host.to_owned(),

@@ -215,6 +215,17 @@ impl Persist for state::Ipam {
     }
 }
 
+/// The instances, stored as the map of their records (the per-host sums are rebuilt on load).
+impl Persist for state::InstanceTable {
+    type Stored = BTreeMap<u64, InstanceRecord>;
+    fn store(&self) -> Self::Stored {
+        (**self).store()
+    }
+    fn load(stored: Self::Stored) -> Result<Self, FormatError> {
+        BTreeMap::<u64, state::InstanceRecord>::load(stored).map(Self::from)
+    }
+}
+
 stored_struct!(ExportRecord for state::ExportRecord {
     name: String,
     endpoint: Option<(String, u16)>,

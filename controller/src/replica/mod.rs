@@ -30,6 +30,10 @@ pub enum Consistency {
     /// Sees every change acknowledged anywhere before the read began (Raft ReadIndex: the
     /// leader confirms it still leads, and this node waits until it has applied that far).
     Linearizable,
+    /// Sees at least this node's state at the given applied index: a request's reads after
+    /// its first linearizable one (its authentication, [`crate::users::Caller::reads`]) need
+    /// no ReadIndex round of their own, as this node's state only moves forward.
+    AtLeast(u64),
     /// This node's applied state as it is; may lag the leader. Only where asked for.
     Stale,
 }
@@ -245,17 +249,33 @@ impl Replica {
         consistency: Consistency,
         f: impl FnOnce(&State) -> T,
     ) -> Result<T, ReplicaError> {
-        if consistency == Consistency::Linearizable {
-            let deadline = Instant::now() + self.read_timeout;
-            let (tx, rx) = oneshot::channel();
-            self.inputs
-                .send(Input::ReadIndex(tx))
-                .map_err(|_| ReplicaError::Stopped)?;
-            let index = match tokio::time::timeout(self.read_timeout, rx).await {
-                Ok(answer) => answer.map_err(|_| ReplicaError::Stopped)??,
-                Err(_) => return Err(ReplicaError::ReadTimeout(self.read_timeout)),
-            };
-            let mut applied = self.applied.clone();
+        Ok(self.read_seen(consistency, f).await?.0)
+    }
+
+    /// As [`Replica::read`], also giving the applied index the state was at least at when `f`
+    /// saw it (for [`Consistency::AtLeast`] reads that follow).
+    pub async fn read_seen<T>(
+        &self,
+        consistency: Consistency,
+        f: impl FnOnce(&State) -> T,
+    ) -> Result<(T, u64), ReplicaError> {
+        let deadline = Instant::now() + self.read_timeout;
+        let index = match consistency {
+            Consistency::Linearizable => {
+                let (tx, rx) = oneshot::channel();
+                self.inputs
+                    .send(Input::ReadIndex(tx))
+                    .map_err(|_| ReplicaError::Stopped)?;
+                match tokio::time::timeout(self.read_timeout, rx).await {
+                    Ok(answer) => Some(answer.map_err(|_| ReplicaError::Stopped)??),
+                    Err(_) => return Err(ReplicaError::ReadTimeout(self.read_timeout)),
+                }
+            }
+            Consistency::AtLeast(index) => Some(index),
+            Consistency::Stale => None,
+        };
+        let mut applied = self.applied.clone();
+        if let Some(index) = index {
             let left = deadline.saturating_duration_since(Instant::now());
             let caught_up = async { applied.wait_for(|&a| a >= index).await.map(|_| ()) };
             match tokio::time::timeout(left, caught_up).await {
@@ -264,7 +284,9 @@ impl Replica {
                 Err(_) => return Err(ReplicaError::ReadTimeout(self.read_timeout)),
             }
         }
-        Ok(f(&self.state.read().expect("state lock")))
+        // The index is published after the state has it: the state is at least this far.
+        let seen = *applied.borrow();
+        Ok((f(&self.state.read().expect("state lock")), seen))
     }
 
     /// Runs `f` on this node's applied state as it is, without waiting (what

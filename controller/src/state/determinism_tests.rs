@@ -235,6 +235,10 @@ proptest! {
                 b = crate::codec::decode(&crate::codec::encode(&b)).unwrap();
             }
             prop_assert_eq!(&a, &b);
+            // The per-host sums kept through every change (and rebuilt by the restart) are
+            // what counting the records again gives.
+            prop_assert_eq!(a.instances.usage_kept(), &a.instances.usage_recounted());
+            prop_assert_eq!(b.instances.usage_kept(), &b.instances.usage_recounted());
         }
         // Whatever happened, no read-write disk has two users and no address two holders.
         for volume in a.volumes.values() {

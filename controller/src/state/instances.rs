@@ -193,27 +193,25 @@ impl State {
                 record.transition(InstanceState::Failed, at_ms, Some(reason));
             }
         }
-        self.instances.insert(id, record);
+        self.instances.insert(record);
         Ok(Outcome::InstanceCreated(id))
     }
 
     pub(super) fn kill_instance(&mut self, id: u64, at_ms: u64) -> Result<Outcome, Rejection> {
-        let instance = self
-            .instances
-            .get_mut(&id)
-            .ok_or(Rejection::UnknownInstance(id))?;
-        match instance.state {
-            InstanceState::Done => Err(Rejection::AlreadyDone(id)),
-            InstanceState::Stopping => Ok(Outcome::Unchanged),
-            InstanceState::Failed if instance.host_cleaned => {
-                instance.transition(InstanceState::Done, at_ms, None);
-                Ok(Outcome::Applied)
-            }
-            _ => {
-                instance.transition(InstanceState::Stopping, at_ms, None);
-                Ok(Outcome::Applied)
-            }
-        }
+        self.instances
+            .update(id, |instance| match instance.state {
+                InstanceState::Done => Err(Rejection::AlreadyDone(id)),
+                InstanceState::Stopping => Ok(Outcome::Unchanged),
+                InstanceState::Failed if instance.host_cleaned => {
+                    instance.transition(InstanceState::Done, at_ms, None);
+                    Ok(Outcome::Applied)
+                }
+                _ => {
+                    instance.transition(InstanceState::Stopping, at_ms, None);
+                    Ok(Outcome::Applied)
+                }
+            })
+            .ok_or(Rejection::UnknownInstance(id))?
     }
 
     pub(super) fn report_instance(
@@ -224,57 +222,16 @@ impl State {
         reason: Option<String>,
         at_ms: u64,
     ) -> Result<Outcome, Rejection> {
-        use InstanceState as S;
-        let instance = self
-            .instances
-            .get_mut(&id)
-            .ok_or(Rejection::UnknownInstance(id))?;
-        if instance.host.as_deref() != Some(host) {
-            return Err(Rejection::WrongHost {
-                id,
-                host: host.to_owned(),
-            });
-        }
-        let next = match (instance.state, actual) {
-            (S::Pending, ActualState::Booting) => Some((S::Booting, None)),
-            (S::Pending | S::Booting, ActualState::Running) => Some((S::Running, None)),
-            (S::Pending | S::Booting | S::Running, ActualState::Failed) => Some((
-                S::Failed,
-                Some(reason.unwrap_or_else(|| "failed on host".to_owned())),
-            )),
-            (S::Pending | S::Booting | S::Running, ActualState::Gone) => {
-                Some((S::Failed, Some("the host lost the domain".to_owned())))
-            }
-            (S::Stopping, ActualState::Gone) => Some((S::Done, None)),
-            (S::Failed, ActualState::Gone) if !instance.host_cleaned => {
-                instance.host_cleaned = true;
-                return Ok(Outcome::Applied);
-            }
-            _ => None,
-        };
-        match next {
-            Some((state, reason)) => {
-                if state == S::Failed || state == S::Done {
-                    // Gone already means nothing is left on the host.
-                    instance.host_cleaned = actual == ActualState::Gone;
-                }
-                instance.transition(state, at_ms, reason);
-                Ok(Outcome::Applied)
-            }
-            None => Ok(Outcome::Unchanged),
-        }
+        self.instances
+            .update(id, |instance| {
+                instance_reported(instance, host, actual, reason, at_ms)
+            })
+            .ok_or(Rejection::UnknownInstance(id))?
     }
 
     /// Capacity taken on `host` by the instances placed there.
     pub fn usage(&self, host: &str) -> Usage {
-        self.instances
-            .values()
-            .filter(|i| i.holds_capacity() && i.host.as_deref() == Some(host))
-            .fold(Usage::default(), |u, i| Usage {
-                vcpus: u.vcpus + i.vcpus,
-                memory_mib: u.memory_mib + i.memory_mib,
-                instances: u.instances + 1,
-            })
+        self.instances.usage(host)
     }
 
     /// Whether `host` can take one more instance of this size.
@@ -323,5 +280,51 @@ impl State {
                 })
             })
             .collect()
+    }
+}
+
+/// The rules of a host's report about one of its instances.
+fn instance_reported(
+    instance: &mut InstanceRecord,
+    host: &str,
+    actual: ActualState,
+    reason: Option<String>,
+    at_ms: u64,
+) -> Result<Outcome, Rejection> {
+    use InstanceState as S;
+    let id = instance.id;
+    if instance.host.as_deref() != Some(host) {
+        return Err(Rejection::WrongHost {
+            id,
+            host: host.to_owned(),
+        });
+    }
+    let next = match (instance.state, actual) {
+        (S::Pending, ActualState::Booting) => Some((S::Booting, None)),
+        (S::Pending | S::Booting, ActualState::Running) => Some((S::Running, None)),
+        (S::Pending | S::Booting | S::Running, ActualState::Failed) => Some((
+            S::Failed,
+            Some(reason.unwrap_or_else(|| "failed on host".to_owned())),
+        )),
+        (S::Pending | S::Booting | S::Running, ActualState::Gone) => {
+            Some((S::Failed, Some("the host lost the domain".to_owned())))
+        }
+        (S::Stopping, ActualState::Gone) => Some((S::Done, None)),
+        (S::Failed, ActualState::Gone) if !instance.host_cleaned => {
+            instance.host_cleaned = true;
+            return Ok(Outcome::Applied);
+        }
+        _ => None,
+    };
+    match next {
+        Some((state, reason)) => {
+            if state == S::Failed || state == S::Done {
+                // Gone already means nothing is left on the host.
+                instance.host_cleaned = actual == ActualState::Gone;
+            }
+            instance.transition(state, at_ms, reason);
+            Ok(Outcome::Applied)
+        }
+        None => Ok(Outcome::Unchanged),
     }
 }

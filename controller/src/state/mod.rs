@@ -5,6 +5,7 @@
 //! state.
 
 pub mod effects;
+mod instance_table;
 mod instances;
 pub mod ipam;
 pub mod keys;
@@ -19,6 +20,7 @@ use stratus_common::agent::{ActualState, ImageSpec};
 use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 
 pub use effects::{Effects, Event};
+pub use instance_table::InstanceTable;
 use instances::{GuestSetup, Placement};
 pub use instances::{InstanceRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
@@ -115,7 +117,7 @@ pub struct State {
     /// Images administrators asked hosts to keep cached: host -> disk SHA-256 -> image.
     #[serde(default)]
     pub precache: BTreeMap<String, BTreeMap<String, ImageSpec>>,
-    pub instances: BTreeMap<u64, InstanceRecord>,
+    pub instances: InstanceTable,
     pub next_instance_id: u64,
     /// Overcommit of vCPUs allowed by placement (set at bootstrap from the site config).
     pub cpu_allocation_ratio_percent: u32,

@@ -1,0 +1,248 @@
+//! The instances of the replicated state, by ID, with what each host's instances take kept
+//! beside them. Placement asks "what is used on this host" for every candidate host of every
+//! creation; scanning every instance for it made one placement cost O(hosts x instances). The
+//! table answers it from a per-host sum updated on each change instead.
+//!
+//! Reads see the records through `Deref` to the map; every change goes through [`insert`] or
+//! [`update`], which keep the sums right. The sums are derived: they are neither stored nor
+//! compared, and are rebuilt whenever a table is made from records (a snapshot, a decoded
+//! state).
+//!
+//! [`insert`]: InstanceTable::insert
+//! [`update`]: InstanceTable::update
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{InstanceRecord, Usage};
+
+#[derive(Debug, Clone, Default)]
+pub struct InstanceTable {
+    records: BTreeMap<u64, InstanceRecord>,
+    /// Host name -> the capacity its instances hold ([`InstanceRecord::holds_capacity`]).
+    usage: HashMap<String, Usage>,
+}
+
+impl InstanceTable {
+    /// Capacity taken on `host` by the instances placed there.
+    pub fn usage(&self, host: &str) -> Usage {
+        self.usage.get(host).copied().unwrap_or_default()
+    }
+
+    /// Adds (or replaces) the record of its ID.
+    pub fn insert(&mut self, record: InstanceRecord) {
+        let id = record.id;
+        self.count(&record, true);
+        if let Some(old) = self.records.insert(id, record) {
+            self.count(&old, false);
+        }
+    }
+
+    /// Changes the record of `id`, if there is one, and what it takes on its host with it.
+    pub fn update<R>(
+        &mut self,
+        id: u64,
+        change: impl FnOnce(&mut InstanceRecord) -> R,
+    ) -> Option<R> {
+        let record = self.records.get_mut(&id)?;
+        let before = (
+            record.host.clone(),
+            record.holds_capacity(),
+            record.vcpus,
+            record.memory_mib,
+        );
+        let result = change(record);
+        let after = (
+            record.host.clone(),
+            record.holds_capacity(),
+            record.vcpus,
+            record.memory_mib,
+        );
+        if before != after {
+            let (host, holds, vcpus, memory_mib) = before;
+            self.add(host.as_deref(), holds, vcpus, memory_mib, false);
+            let (host, holds, vcpus, memory_mib) = after;
+            self.add(host.as_deref(), holds, vcpus, memory_mib, true);
+        }
+        Some(result)
+    }
+
+    fn count(&mut self, record: &InstanceRecord, plus: bool) {
+        self.add(
+            record.host.as_deref(),
+            record.holds_capacity(),
+            record.vcpus,
+            record.memory_mib,
+            plus,
+        );
+    }
+
+    fn add(&mut self, host: Option<&str>, holds: bool, vcpus: u32, memory_mib: u64, plus: bool) {
+        let Some(host) = host.filter(|_| holds) else {
+            return;
+        };
+        let used = self.usage.entry(host.to_owned()).or_default();
+        if plus {
+            used.vcpus += vcpus;
+            used.memory_mib += memory_mib;
+            used.instances += 1;
+        } else {
+            used.vcpus -= vcpus;
+            used.memory_mib -= memory_mib;
+            used.instances -= 1;
+            if used.instances == 0 {
+                self.usage.remove(host);
+            }
+        }
+    }
+
+    /// The sums computed again from every record: what the kept ones must equal.
+    #[cfg(test)]
+    pub fn usage_recounted(&self) -> HashMap<String, Usage> {
+        self.records.values().cloned().collect::<Self>().usage
+    }
+
+    #[cfg(test)]
+    pub fn usage_kept(&self) -> &HashMap<String, Usage> {
+        &self.usage
+    }
+}
+
+impl Deref for InstanceTable {
+    type Target = BTreeMap<u64, InstanceRecord>;
+    fn deref(&self) -> &Self::Target {
+        &self.records
+    }
+}
+
+impl FromIterator<InstanceRecord> for InstanceTable {
+    fn from_iter<I: IntoIterator<Item = InstanceRecord>>(records: I) -> Self {
+        let mut table = Self::default();
+        for record in records {
+            table.insert(record);
+        }
+        table
+    }
+}
+
+impl From<BTreeMap<u64, InstanceRecord>> for InstanceTable {
+    fn from(records: BTreeMap<u64, InstanceRecord>) -> Self {
+        records.into_values().collect()
+    }
+}
+
+/// Two tables are equal when their records are (the sums follow from them).
+impl PartialEq for InstanceTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.records == other.records
+    }
+}
+
+/// Serialized as the map of records alone, as the state was before the sums were kept.
+impl Serialize for InstanceTable {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.records.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for InstanceTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::<u64, InstanceRecord>::deserialize(deserializer).map(Self::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stratus_common::agent::ImageSpec;
+    use stratus_common::api::{Artifact, Compression, DiskFormat, InstanceState};
+
+    use super::*;
+
+    fn record(id: u64, host: Option<&str>, vcpus: u32, memory_mib: u64) -> InstanceRecord {
+        InstanceRecord {
+            id,
+            name: format!("vm-{id}"),
+            owner: "alice".into(),
+            image: "appliance".into(),
+            image_spec: ImageSpec {
+                name: "appliance".into(),
+                format: DiskFormat::Qcow2,
+                disk: Artifact {
+                    locations: vec!["file:///images/appliance.qcow2".into()],
+                    sha256: "0".repeat(64),
+                    size: None,
+                    compression: Compression::default(),
+                },
+                kernel: None,
+                initrd: None,
+                cmdline: None,
+            },
+            instance_type: "t".into(),
+            vcpus,
+            memory_mib,
+            host: host.map(str::to_owned),
+            state: InstanceState::Pending,
+            reason: None,
+            created_ms: 0,
+            history: Vec::new(),
+            host_cleaned: false,
+            nics: Vec::new(),
+            ssh_key: None,
+            user_data: None,
+        }
+    }
+
+    #[test]
+    fn sums_follow_creations_and_ends() {
+        let mut t = InstanceTable::default();
+        t.insert(record(1, Some("a"), 2, 512));
+        t.insert(record(2, Some("a"), 1, 256));
+        t.insert(record(3, Some("b"), 4, 1024));
+        t.insert(record(4, None, 8, 4096));
+        let a = Usage {
+            vcpus: 3,
+            memory_mib: 768,
+            instances: 2,
+        };
+        assert_eq!(t.usage("a"), a);
+        assert_eq!(t.usage("c"), Usage::default());
+        // An instance that ends frees its room; one that goes on running keeps it.
+        t.update(1, |r| r.state = InstanceState::Done);
+        t.update(2, |r| r.state = InstanceState::Running);
+        assert_eq!(
+            t.usage("a"),
+            Usage {
+                vcpus: 1,
+                memory_mib: 256,
+                instances: 1
+            }
+        );
+        t.update(3, |r| r.state = InstanceState::Failed);
+        assert_eq!(t.usage("b"), Usage::default());
+        assert!(
+            !t.usage_kept().contains_key("b"),
+            "an empty host's sum is dropped"
+        );
+        assert_eq!(t.usage_kept(), &t.usage_recounted());
+        assert_eq!(t.update(99, |_| ()), None);
+    }
+
+    #[test]
+    fn replacing_a_record_counts_it_once_and_decoding_rebuilds_the_sums() {
+        let mut t = InstanceTable::default();
+        t.insert(record(1, Some("a"), 2, 512));
+        t.insert(record(1, Some("b"), 2, 512));
+        assert_eq!(t.usage("a"), Usage::default());
+        assert_eq!(t.usage("b").instances, 1);
+        let json = serde_json::to_string(&t).unwrap();
+        let back: InstanceTable = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.usage_kept(), t.usage_kept());
+        assert!(
+            json.starts_with("{\"1\":"),
+            "stored as the plain map: {json}"
+        );
+    }
+}
