@@ -33,10 +33,9 @@ impl InstanceTable {
 
     /// Adds (or replaces) the record of its ID.
     pub fn insert(&mut self, record: InstanceRecord) {
-        let id = record.id;
-        self.count(&record, true);
-        if let Some(old) = self.records.insert(id, record) {
-            self.count(&old, false);
+        tally(&mut self.usage, &record, true);
+        if let Some(old) = self.records.insert(record.id, record) {
+            tally(&mut self.usage, &old, false);
         }
     }
 
@@ -47,55 +46,10 @@ impl InstanceTable {
         change: impl FnOnce(&mut InstanceRecord) -> R,
     ) -> Option<R> {
         let record = self.records.get_mut(&id)?;
-        let before = (
-            record.host.clone(),
-            record.holds_capacity(),
-            record.vcpus,
-            record.memory_mib,
-        );
+        tally(&mut self.usage, record, false);
         let result = change(record);
-        let after = (
-            record.host.clone(),
-            record.holds_capacity(),
-            record.vcpus,
-            record.memory_mib,
-        );
-        if before != after {
-            let (host, holds, vcpus, memory_mib) = before;
-            self.add(host.as_deref(), holds, vcpus, memory_mib, false);
-            let (host, holds, vcpus, memory_mib) = after;
-            self.add(host.as_deref(), holds, vcpus, memory_mib, true);
-        }
+        tally(&mut self.usage, record, true);
         Some(result)
-    }
-
-    fn count(&mut self, record: &InstanceRecord, plus: bool) {
-        self.add(
-            record.host.as_deref(),
-            record.holds_capacity(),
-            record.vcpus,
-            record.memory_mib,
-            plus,
-        );
-    }
-
-    fn add(&mut self, host: Option<&str>, holds: bool, vcpus: u32, memory_mib: u64, plus: bool) {
-        let Some(host) = host.filter(|_| holds) else {
-            return;
-        };
-        let used = self.usage.entry(host.to_owned()).or_default();
-        if plus {
-            used.vcpus += vcpus;
-            used.memory_mib += memory_mib;
-            used.instances += 1;
-        } else {
-            used.vcpus -= vcpus;
-            used.memory_mib -= memory_mib;
-            used.instances -= 1;
-            if used.instances == 0 {
-                self.usage.remove(host);
-            }
-        }
     }
 
     /// The sums computed again from every record: what the kept ones must equal.
@@ -107,6 +61,29 @@ impl InstanceTable {
     #[cfg(test)]
     pub fn usage_kept(&self) -> &HashMap<String, Usage> {
         &self.usage
+    }
+}
+
+/// Adds what `record` takes on its host to the sums, or (`plus` false) takes it away.
+fn tally(usage: &mut HashMap<String, Usage>, record: &InstanceRecord, plus: bool) {
+    let Some(host) = record.host.as_deref().filter(|_| record.holds_capacity()) else {
+        return;
+    };
+    if plus {
+        if !usage.contains_key(host) {
+            usage.insert(host.to_owned(), Usage::default());
+        }
+        let used = usage.get_mut(host).expect("just inserted");
+        used.vcpus += record.vcpus;
+        used.memory_mib += record.memory_mib;
+        used.instances += 1;
+    } else if let Some(used) = usage.get_mut(host) {
+        used.vcpus -= record.vcpus;
+        used.memory_mib -= record.memory_mib;
+        used.instances -= 1;
+        if used.instances == 0 {
+            usage.remove(host);
+        }
     }
 }
 
