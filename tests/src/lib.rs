@@ -304,7 +304,11 @@ impl TestCloud {
             Some(self.spawn("stratus-controller", "controller.toml", "controller.log")?);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok((StatusCode::OK, cluster)) = self.get("admin", "/cluster") {
+            // Answering is not enough: a restarted node answers `/cluster` before it has
+            // won its election, and every other request needs a leader.
+            let answer = self.get("admin", "/cluster").ok();
+            if let Some((StatusCode::OK, cluster)) = answer.filter(|(_, c)| !c["leader"].is_null())
+            {
                 let id = cluster["cluster_id"]
                     .as_str()
                     .unwrap_or_default()
@@ -314,7 +318,7 @@ impl TestCloud {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "controller did not answer in 20 s; log:\n{}",
+                    "controller did not answer with a leader in 20 s; log:\n{}",
                     self.log("controller.log")
                 );
             }
