@@ -39,7 +39,11 @@ pub struct AgentConfig {
     /// Memory kept for the host itself, not offered to instances.
     pub reserved_memory_mib: u64,
     /// Bytes the image cache may hold before it evicts unused images (least recently used).
+    /// A download that declares no size never writes more than this.
     pub image_cache_bytes: u64,
+    /// The most bytes (after decompression) of an image artifact that declares no size; a
+    /// download stops there and the instance fails.
+    pub max_image_bytes: u64,
     /// Allow image locations that resolve to loopback addresses (tests, single-host sites).
     /// Link-local and cloud metadata addresses are always refused.
     pub allow_loopback_sources: bool,
@@ -79,6 +83,7 @@ impl Default for AgentConfig {
             probe_banner: "STRATUSLAB-APPLIANCE-READY".to_owned(),
             reserved_memory_mib: 512,
             image_cache_bytes: 50 << 30,
+            max_image_bytes: crate::images::download::DEFAULT_MAX_UNDECLARED_BYTES,
             allow_loopback_sources: false,
             file_location_roots: Vec::new(),
             network_netns: None,

@@ -134,6 +134,7 @@ async fn run() -> anyhow::Result<()> {
     let downloader = Downloader::new(SourcePolicy {
         allow_loopback: config.allow_loopback_sources,
         file_roots: config.file_location_roots.clone(),
+        max_undeclared_bytes: config.max_image_bytes,
     });
     let images = Arc::new(
         ImageCache::open(

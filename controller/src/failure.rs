@@ -19,6 +19,8 @@ pub enum Kind {
     NotFound,
     /// The request conflicts with the state (in use, exists, taken): 409.
     Conflict,
+    /// Refused for now to protect the service (too many failed logins): 429.
+    TooManyRequests,
     /// The control plane cannot serve it now (no leader, no quorum in time): 503.
     Unavailable,
 }
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Forbidden => "forbidden",
             Kind::NotFound => "not_found",
             Kind::Conflict => "conflict",
+            Kind::TooManyRequests => "too_many_requests",
             Kind::Unavailable => "unavailable",
         }
     }
@@ -44,6 +47,11 @@ pub trait Failure: std::error::Error + Send + Sync + 'static {
     /// The code clients match on; by default the kind's.
     fn code(&self) -> &'static str {
         self.kind().code()
+    }
+
+    /// How long the client should wait before trying again, when that is known.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        None
     }
 }
 
@@ -232,10 +240,42 @@ macro_rules! impl_failure {
                     _ => self.kind().code(),
                 }
             }
+
+            fn retry_after(&self) -> Option<std::time::Duration> {
+                #[allow(unreachable_patterns)]
+                match self {
+                    $( $ty::$wrap(e) => e.retry_after(), )*
+                    _ => None,
+                }
+            }
         }
     };
 }
 pub(crate) use impl_failure;
+
+impl Failure for crate::users::throttle::Throttled {
+    fn kind(&self) -> Kind {
+        Kind::TooManyRequests
+    }
+
+    fn code(&self) -> &'static str {
+        "too_many_failures"
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        Some(self.retry_after)
+    }
+}
+
+impl Failure for crate::users::passwords::PoolError {
+    fn kind(&self) -> Kind {
+        Kind::Unavailable
+    }
+
+    fn code(&self) -> &'static str {
+        "busy"
+    }
+}
 
 impl Failure for crate::marketplace::VerifyError {
     fn kind(&self) -> Kind {

@@ -128,6 +128,7 @@ async fn run() -> anyhow::Result<()> {
             marketplace,
             volumes: config.volumes.settings(),
             me,
+            login_failures: Default::default(),
         },
     ));
     let bootstrapped = replica
@@ -152,7 +153,8 @@ async fn run() -> anyhow::Result<()> {
         cluster = identity.cluster_id.as_deref().unwrap_or("(none yet: waiting to be added)"),
         "controller serving"
     );
-    let serve = axum::serve(listener, api::router(services))
+    let app = api::router(services).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let serve = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .into_future();
     tokio::select! {

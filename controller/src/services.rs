@@ -13,6 +13,7 @@ use crate::instances::Instances;
 use crate::networks::Networks;
 use crate::peer::Me;
 use crate::replica::Replica;
+use crate::users::throttle::FailureLimits;
 use crate::users::Users;
 use crate::volumes::{VolumeSettings, Volumes};
 
@@ -27,6 +28,8 @@ pub struct Settings {
     pub volumes: VolumeSettings,
     /// Who this node is to the other controllers.
     pub me: Me,
+    /// How many failed logins an account and a source address may have before they wait.
+    pub login_failures: FailureLimits,
 }
 
 pub struct Services {
@@ -64,7 +67,7 @@ impl Services {
             hosts.clone(),
         );
         Self {
-            users: Users::new(replica.clone()),
+            users: Users::new(replica.clone(), settings.login_failures),
             cluster: ClusterService::start(replica.clone(), settings.me),
             replica,
             images,
@@ -77,7 +80,7 @@ impl Services {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use stratus_common::agent::RegisterHost;
     use stratus_common::api::{
         Artifact, CreateImage, CreateInstance, CreateNetwork, DiskFormat, DomainType,
@@ -138,7 +141,7 @@ mod tests {
 
     /// A bootstrapped one-node cloud with a host and an image, and the given networks defined
     /// as from the configuration.
-    async fn cloud(dir: &std::path::Path, networks: &[CreateNetwork]) -> Services {
+    pub(crate) async fn cloud(dir: &std::path::Path, networks: &[CreateNetwork]) -> Services {
         let replica =
             Replica::start(ReplicaConfig::single(1, dir.join("raft.redb"), 1000)).unwrap();
         assert!(replica.wait_for_leader(Duration::from_secs(5)).await);
@@ -153,6 +156,7 @@ mod tests {
                     node_id: 1,
                     address: "127.0.0.1:1".into(),
                 },
+                login_failures: FailureLimits::default(),
             },
         );
         cloud

@@ -85,10 +85,15 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
 
 impl Appliance {
     /// The appliance as an image registration, its files fetched from `base` (a `file://`
-    /// directory URL or an `http://` server serving the appliance directory).
+    /// directory URL or an `http://` server serving the appliance directory), each with its
+    /// size declared.
     pub fn image_json(&self, name: &str, base: &str) -> Value {
-        let artifact =
-            |file: &str, sha: &str| json!({"locations": [format!("{base}/{file}")], "sha256": sha});
+        let artifact = |file: &str, sha: &str| {
+            let size = fs::metadata(self.dir().join(file))
+                .map(|m| m.len())
+                .expect("appliance file");
+            json!({"locations": [format!("{base}/{file}")], "sha256": sha, "size": size})
+        };
         json!({
             "name": name,
             "format": "qcow2",
@@ -424,6 +429,11 @@ impl TestCloud {
         }
     }
 
+    /// The running controller's process ID.
+    pub fn controller_pid(&self) -> u32 {
+        self.controller.as_ref().expect("controller running").id()
+    }
+
     /// Kills the agent without warning (SIGKILL), as a crash would.
     pub fn kill_agent(&mut self) {
         stop(self.agent.take(), libc::SIGKILL);
@@ -437,7 +447,8 @@ impl TestCloud {
         format!("http://127.0.0.1:{}/api/v1{path}", self.port)
     }
 
-    fn password(&self, user: &str) -> String {
+    /// The password [`TestCloud::create_user`] gives `user`.
+    pub fn password(&self, user: &str) -> String {
         if user == "admin" {
             self.admin_password.clone()
         } else {

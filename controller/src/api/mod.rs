@@ -5,6 +5,8 @@
 mod cluster;
 mod extract;
 pub mod forward;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,7 @@ use crate::failure::{Failure, InputError, Kind};
 use crate::instances::IDEMPOTENCY_HEADER;
 use crate::marketplace::Query as MarketplaceQuery;
 use crate::services::Services;
-use extract::{Agent, Body, User};
+use extract::{Agent, Body, JsonObject, User};
 
 type Shared = State<Arc<Services>>;
 
@@ -87,7 +89,57 @@ pub fn router(services: Arc<Services>) -> Router {
             forward::Forwarder::new(services.replica.clone()),
             forward::to_leader,
         ))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(services)
+}
+
+/// The longest error text of the framework's own that is carried into the JSON error.
+const FRAMEWORK_TEXT_LIMIT: usize = 4096;
+
+/// Every error the API returns is the JSON error shape, also the framework's own rejections
+/// that no handler saw (a path segment that is not UTF-8, a method the route does not have, a
+/// body over the limit): their text becomes the message, their status picks the code.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, FRAMEWORK_TEXT_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        s if s.is_server_error() => "unavailable",
+        _ => "bad_request",
+    };
+    let mut rendered = error_response(status, code, message);
+    // Keep what the framework said about the request (`Allow` on a 405, say).
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rendered.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rendered
 }
 
 impl IntoResponse for ApiFailure {
@@ -98,12 +150,20 @@ impl IntoResponse for ApiFailure {
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
+            Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
             tracing::warn!(error = %self.0, "request not served");
         }
-        error_response(status, self.0.code(), self.0.to_string())
+        let mut response = error_response(status, self.0.code(), self.0.to_string());
+        if let Some(wait) = self.0.retry_after() {
+            let secs = crate::users::throttle::whole_secs(wait);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -348,7 +408,7 @@ async fn list_images(
 async fn create_image(
     State(services): Shared,
     User(caller): User,
-    body: axum::body::Bytes,
+    JsonObject(body): JsonObject,
 ) -> Answer<Response> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| InputError::new("body", format!("not JSON: {e}")))?;
@@ -445,8 +505,9 @@ async fn host_desired(
     State(services): Shared,
     _: Agent,
     Path(name): Path<String>,
-    Query(query): Query<DesiredQuery>,
+    query: Result<Query<DesiredQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer<impl IntoResponse> {
+    let Query(query) = query.map_err(bad_query)?;
     let wait = Duration::from_secs(query.wait.min(60));
     Ok(Json(
         services.hosts.desired(&name, query.since, wait).await?,
