@@ -22,8 +22,14 @@ pub struct AgentConfig {
     /// (`http://ctl1:8440,http://ctl2:8440,http://ctl3:8440`): the agent moves to the next one
     /// when one cannot be reached or has no leader.
     pub controller: String,
-    /// File holding the site's agent token (shared with the controller).
-    pub token_file: PathBuf,
+    /// The site CA's certificate (PEM), copied from a controller: `https://` controllers are
+    /// checked against it.
+    pub ca_certificate: PathBuf,
+    /// A join token an administrator made for this host (`POST
+    /// /api/v1/hosts/{name}/join-tokens`): the agent enrols with it when it has no certificate,
+    /// or when the file holds a token it has not used yet. Its key and certificate are kept
+    /// under `<state_dir>/tls/`.
+    pub join_token_file: PathBuf,
     /// This host's name in the cloud; the system host name when absent.
     pub host_name: Option<String>,
     /// Where instance disks, console logs and the image cache live.
@@ -72,8 +78,9 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            controller: format!("http://{}", stratus_common::DEFAULT_LISTEN),
-            token_file: PathBuf::from("/etc/stratuslab/agent-token"),
+            controller: format!("https://{}", stratus_common::DEFAULT_LISTEN),
+            ca_certificate: PathBuf::from("/etc/stratuslab/ca.pem"),
+            join_token_file: PathBuf::from("/etc/stratuslab/join-token"),
             host_name: None,
             state_dir: PathBuf::from("/var/lib/stratuslab"),
             libvirt_uri: "qemu:///system".to_owned(),

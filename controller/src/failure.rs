@@ -6,6 +6,18 @@ use crate::marketplace::{RegistryError, ResolveError};
 use crate::replica::ReplicaError;
 use crate::state::{IpamError, Rejection, VolumeError};
 
+/// An error and its causes, as one line (for logs and for errors that carry another's text).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The broad class of a failure; the HTTP layer turns it into a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -190,6 +202,7 @@ impl Failure for Rejection {
             Rejection::Marketplace(e) => e.kind(),
             Rejection::Ipam(e) => e.kind(),
             Rejection::Volume(e) => e.kind(),
+            Rejection::Trust(e) => e.kind(),
             Rejection::UnknownType(_) => Kind::BadRequest,
             Rejection::UnknownInstance(_) | Rejection::UnknownHost(_) => Kind::NotFound,
             Rejection::NotPinned { .. } => Kind::NotFound,
@@ -208,6 +221,27 @@ impl Failure for Rejection {
             Rejection::Marketplace(e) => e.code(),
             Rejection::Ipam(e) => e.code(),
             Rejection::Volume(e) => e.code(),
+            Rejection::Trust(e) => e.code(),
+            _ => self.kind().code(),
+        }
+    }
+}
+
+impl Failure for crate::state::TrustError {
+    fn kind(&self) -> Kind {
+        use crate::state::TrustError as T;
+        match self {
+            T::JoinToken { .. } | T::NotInForce { .. } => Kind::Forbidden,
+            T::UnknownApiToken(_) | T::UnknownSubject(_) | T::UnknownUser(_) => Kind::NotFound,
+            T::SubjectTaken(_) => Kind::Conflict,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use crate::state::TrustError as T;
+        match self {
+            T::JoinToken { .. } => "join_token_invalid",
+            T::NotInForce { .. } => "certificate_revoked",
             _ => self.kind().code(),
         }
     }

@@ -18,6 +18,7 @@ pub mod marketplace;
 pub mod networks;
 pub mod peer;
 pub mod persist;
+pub mod pki;
 pub mod replica;
 pub mod scheduler;
 pub mod secrets;

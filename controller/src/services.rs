@@ -20,8 +20,8 @@ use crate::volumes::{VolumeSettings, Volumes};
 /// The site's settings the services need.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The agents' shared bearer token.
-    pub agent_token: String,
+    /// The site CA, on a controller that signs host certificates.
+    pub ca: Option<Arc<crate::pki::SiteCa>>,
     /// A host whose agent is silent this long gets no new work.
     pub host_timeout: Duration,
     pub marketplace: MarketplaceSettings,
@@ -30,10 +30,14 @@ pub struct Settings {
     pub me: Me,
     /// How many failed logins an account and a source address may have before they wait.
     pub login_failures: FailureLimits,
+    /// The TLS client configuration requests are passed to the leader with (this node's
+    /// certificate, the site CA); `None` forwards over plain HTTP (tests only).
+    pub forwarding_tls: Option<rustls::ClientConfig>,
 }
 
 pub struct Services {
     pub replica: Replica,
+    pub forwarding_tls: Option<rustls::ClientConfig>,
     pub users: Users,
     pub images: Arc<Images>,
     pub networks: Arc<Networks>,
@@ -51,7 +55,7 @@ impl Services {
         let hosts = Arc::new(Hosts::start(
             replica.clone(),
             images.clone(),
-            &settings.agent_token,
+            settings.ca,
             settings.host_timeout,
         ));
         let volumes = Arc::new(Volumes::new(
@@ -69,6 +73,7 @@ impl Services {
         Self {
             users: Users::new(replica.clone(), settings.login_failures),
             cluster: ClusterService::start(replica.clone(), settings.me),
+            forwarding_tls: settings.forwarding_tls,
             replica,
             images,
             networks,
@@ -148,15 +153,25 @@ pub(crate) mod tests {
         let cloud = Services::start(
             replica,
             Settings {
-                agent_token: "token".into(),
+                ca: Some(Arc::new(
+                    crate::pki::SiteCa::load_or_create(
+                        &dir.join("ca.pem"),
+                        &dir.join("ca.key"),
+                        true,
+                    )
+                    .unwrap()
+                    .0,
+                )),
                 host_timeout: Duration::from_secs(60),
                 marketplace: MarketplaceSettings::default(),
                 volumes: VolumeSettings::default(),
                 me: crate::peer::Me {
                     node_id: 1,
                     address: "127.0.0.1:1".into(),
+                    tls: None,
                 },
                 login_failures: FailureLimits::default(),
+                forwarding_tls: None,
             },
         );
         cloud
@@ -167,16 +182,22 @@ pub(crate) mod tests {
         cloud.networks.define_configured(networks).await.unwrap();
         cloud
             .hosts
-            .register(RegisterHost {
-                name: "node-1".into(),
-                vcpus: 64,
-                memory_mib: 65536,
-                disk_gib: 100,
-                domain_type: DomainType::Kvm,
-                arch: "x86_64".into(),
-                hypervisor: "QEMU".into(),
-                volume_pool_gib: None,
-            })
+            .register(
+                &crate::hosts::enrolment::HostIdentity {
+                    name: "node-1".into(),
+                    serial: "test".into(),
+                },
+                RegisterHost {
+                    name: "node-1".into(),
+                    vcpus: 64,
+                    memory_mib: 65536,
+                    disk_gib: 100,
+                    domain_type: DomainType::Kvm,
+                    arch: "x86_64".into(),
+                    hypervisor: "QEMU".into(),
+                    volume_pool_gib: None,
+                },
+            )
             .await
             .unwrap();
         let disk = Artifact {

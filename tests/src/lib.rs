@@ -4,6 +4,7 @@
 //! fails.
 
 pub mod cluster;
+pub mod hosts;
 pub mod image_server;
 pub mod pki;
 
@@ -206,7 +207,8 @@ pub struct TestCloud {
     agent: Option<Child>,
     /// A second host's agent (see [`TestCloud::start_second_agent`]).
     agent2: Option<Child>,
-    http: Client,
+    /// Trusts the site CA, once the controller made it.
+    http: std::sync::OnceLock<Client>,
     cluster_prefix: Option<String>,
 }
 
@@ -234,7 +236,7 @@ impl TestCloud {
         fs::write(
             dir.join("controller.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\npeer_listen = \"127.0.0.1:{peer_port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n{extra}\n",
+                "listen = \"127.0.0.1:{port}\"\npeer_listen = \"127.0.0.1:{peer_port}\"\nstate_dir = \"{d}/controller\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n{extra}\n",
                 d = dir.display()
             ),
         )?;
@@ -246,11 +248,10 @@ impl TestCloud {
         fs::write(
             dir.join("agent.toml"),
             format!(
-                "controller = \"http://127.0.0.1:{port}\"\ntoken_file = \"{d}/agent-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\nfile_location_roots = [\"{TEST_ROOT}\"]\n",
+                "controller = \"https://127.0.0.1:{port}\"\nca_certificate = \"{d}/controller/ca.pem\"\njoin_token_file = \"{d}/join-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\nfile_location_roots = [\"{TEST_ROOT}\"]\n",
                 d = dir.display()
             ),
         )?;
-        let http = Client::builder().timeout(Duration::from_secs(30)).build()?;
         let mut cloud = Self {
             dir,
             port,
@@ -259,7 +260,7 @@ impl TestCloud {
             controller: None,
             agent: None,
             agent2: None,
-            http,
+            http: std::sync::OnceLock::new(),
             cluster_prefix: None,
         };
         cloud.start_controller()?;
@@ -366,8 +367,23 @@ impl TestCloud {
         held
     }
 
+    /// Makes a join token for `host` as the administrator and writes it where its agent's
+    /// configuration says (`file`, under the cloud's directory).
+    pub fn write_join_token(&self, host: &str, file: &str) -> anyhow::Result<()> {
+        let (status, body) =
+            self.post("admin", &format!("/hosts/{host}/join-tokens"), &json!({}))?;
+        if status != StatusCode::CREATED {
+            bail!("join token for {host}: {status} {body}");
+        }
+        let token = body["token"].as_str().context("a token")?;
+        fs::write(self.dir.join(file), token)?;
+        Ok(())
+    }
+
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
         assert!(self.agent.is_none(), "agent already running");
+        let host = self.host_name.clone();
+        self.write_join_token(&host, "join-token")?;
         self.agent = Some(self.spawn("stratus-agent", "agent.toml", "agent.log")?);
         let host = self.host_name.clone();
         self.wait_registered(&host, "agent.log")
@@ -384,15 +400,21 @@ impl TestCloud {
     pub fn start_second_agent(&mut self, extra: &str) -> anyhow::Result<()> {
         assert!(self.agent2.is_none(), "second agent already running");
         let first = fs::read_to_string(self.dir.join("agent.toml"))?;
-        let replaced: Vec<String> = ["volume_pool", "nbd_listen", "host_name", "state_dir"]
-            .into_iter()
-            .map(str::to_owned)
-            .chain(
-                extra
-                    .lines()
-                    .filter_map(|l| Some(l.split_once('=')?.0.trim().to_owned())),
-            )
-            .collect();
+        let replaced: Vec<String> = [
+            "volume_pool",
+            "nbd_listen",
+            "host_name",
+            "state_dir",
+            "join_token_file",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            extra
+                .lines()
+                .filter_map(|l| Some(l.split_once('=')?.0.trim().to_owned())),
+        )
+        .collect();
         let mut lines: Vec<String> = first
             .lines()
             .filter(|l| {
@@ -404,8 +426,13 @@ impl TestCloud {
             .collect();
         lines.push(format!("host_name = \"{}\"", self.host2_name()));
         lines.push(format!("state_dir = \"{}/agent2\"", self.dir.display()));
+        lines.push(format!(
+            "join_token_file = \"{}/join-token-2\"",
+            self.dir.display()
+        ));
         lines.push(extra.to_owned());
         fs::write(self.dir.join("agent2.toml"), lines.join("\n") + "\n")?;
+        self.write_join_token(&self.host2_name(), "join-token-2")?;
         self.agent2 = Some(self.spawn("stratus-agent", "agent2.toml", "agent2.log")?);
         let host = self.host2_name();
         self.wait_registered(&host, "agent2.log")
@@ -444,7 +471,48 @@ impl TestCloud {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/api/v1{path}", self.port)
+        format!("https://127.0.0.1:{}/api/v1{path}", self.port)
+    }
+
+    /// The site CA the controller made at its first start.
+    pub fn ca_certificate(&self) -> PathBuf {
+        self.dir.join("controller/ca.pem")
+    }
+
+    /// The API's base URL, `https://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Enrols `host` with a join token the administrator makes now, as its agent would.
+    pub fn enrol_host(&self, host: &str) -> anyhow::Result<hosts::EnrolledHost> {
+        let token = hosts::join_token(self.http()?, &self.base(), &self.admin_password, host)?;
+        hosts::enrol(
+            &self.base(),
+            &fs::read(self.ca_certificate())?,
+            host,
+            &token,
+        )
+    }
+
+    /// An HTTP client trusting the site CA (only), without credentials.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(self.http()?.clone())
+    }
+
+    fn http(&self) -> anyhow::Result<&Client> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let pem = fs::read(self.ca_certificate())
+            .with_context(|| format!("{}", self.ca_certificate().display()))?;
+        let http = Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(self.http.get_or_init(|| http))
     }
 
     /// The password [`TestCloud::create_user`] gives `user`.
@@ -473,7 +541,7 @@ impl TestCloud {
 
     pub fn get(&self, user: &str, path: &str) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
-            self.http
+            self.http()?
                 .get(self.url(path))
                 .basic_auth(user, Some(self.password(user))),
         )
@@ -486,7 +554,7 @@ impl TestCloud {
         body: &Value,
     ) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
-            self.http
+            self.http()?
                 .post(self.url(path))
                 .basic_auth(user, Some(self.password(user)))
                 .json(body),
@@ -501,7 +569,7 @@ impl TestCloud {
         body: &str,
     ) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
-            self.http
+            self.http()?
                 .post(self.url(path))
                 .basic_auth(user, Some(self.password(user)))
                 .header("content-type", "application/json")
@@ -511,7 +579,7 @@ impl TestCloud {
 
     pub fn delete(&self, user: &str, path: &str) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
-            self.http
+            self.http()?
                 .delete(self.url(path))
                 .basic_auth(user, Some(self.password(user))),
         )
@@ -551,6 +619,7 @@ impl TestCloud {
             .args(args)
             .env("HOME", &self.dir)
             .env("STRATUSLAB_ENDPOINT", format!("127.0.0.1:{}", self.port))
+            .env("STRATUSLAB_CA_CERTIFICATE", self.ca_certificate())
             .env("STRATUSLAB_USERNAME", user)
             .env("STRATUSLAB_PASSWORD", self.password(user))
             .output()

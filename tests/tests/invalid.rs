@@ -111,10 +111,17 @@ fn invalid_requests_get_4xx_and_create_nothing() {
     );
 
     // Unauthenticated and wrong passwords.
-    let response = reqwest::blocking::get(cloud.url("/instances")).unwrap();
+    let response = cloud
+        .client()
+        .unwrap()
+        .get(cloud.url("/instances"))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert!(response.headers().contains_key("www-authenticate"));
-    let wrong = reqwest::blocking::Client::new()
+    let wrong = cloud
+        .client()
+        .unwrap()
         .get(cloud.url("/instances"))
         .basic_auth("alice", Some("wrong-password"))
         .send()
@@ -194,7 +201,7 @@ fn a_burst_of_wrong_passwords_is_throttled_in_bounded_memory_while_others_go_on(
     assert_eq!(cloud.get("bob", "/instances").unwrap().0, 200);
     let before = status_mib(pid, "VmRSS:");
 
-    let http = reqwest::blocking::Client::new();
+    let http = cloud.client().unwrap();
     let url = cloud.url("/instances");
     let done = Arc::new(AtomicBool::new(false));
     let bob = {

@@ -1,12 +1,14 @@
-//! Request extractors: HTTP Basic users, bearer-token agents, and JSON bodies whose errors come
-//! back as the API's JSON errors naming the field at fault. A body must be a JSON object sent
+//! Request extractors: users (client certificate, API token or HTTP Basic), host agents (by
+//! their host certificate), and JSON bodies whose errors come back as the API's JSON errors
+//! naming the field at fault. A body must be a JSON object sent
 //! as `application/json`: a form a cross-site page can send (`text/plain`) and an array that
 //! serde would read into a struct field by field are both refused.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -14,12 +16,16 @@ use axum::Json;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 
+use super::forward::{FORWARDED_CERTIFICATE, FORWARDED_FOR};
 use super::{error_response, ApiFailure};
-use crate::hosts::HostError;
+use crate::hosts::enrolment::HostIdentity;
+use crate::pki::tls::PeerCertificate;
+use crate::pki::{holder_of, Holder};
 use crate::services::Services;
 use crate::users::{Caller, UserError};
 
-/// An authenticated user.
+/// An authenticated user: by a client certificate an administrator mapped to the user (which
+/// takes precedence), by an API token (`Authorization: Bearer`), or by HTTP Basic.
 pub struct User(pub Caller);
 
 impl FromRequestParts<Arc<Services>> for User {
@@ -29,11 +35,34 @@ impl FromRequestParts<Arc<Services>> for User {
         parts: &mut Parts,
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
+        let origin = origin(parts);
+        let subject = origin
+            .certificate
+            .as_deref()
+            .and_then(|der| match holder_of(der) {
+                Some(Holder::User { subject }) => Some(subject),
+                _ => None,
+            });
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Some(subject) = subject {
+            match services.users.authenticate_certificate(&subject).await {
+                Ok(caller) => return Ok(User(caller)),
+                // Other credentials may still say who it is.
+                Err(UserError::UnmappedSubject(_)) if authorization.is_some() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+            return Ok(User(services.users.authenticate_token(token.trim()).await?));
+        }
         let (user, password) = basic_credentials(parts)?;
         Ok(User(
             services
                 .users
-                .authenticate(&user, &password, source(parts))
+                .authenticate(&user, &password, origin.address)
                 .await?,
         ))
     }
@@ -52,7 +81,10 @@ impl FromRequestParts<Arc<Services>> for LocalUser {
         parts: &mut Parts,
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
-        let (user, password) = basic_credentials(parts)?;
+        let Ok((user, password)) = basic_credentials(parts) else {
+            User::from_request_parts(parts, services).await?;
+            return Ok(LocalUser);
+        };
         services
             .users
             .authenticate_even_alone(&user, &password, source(parts))
@@ -61,12 +93,51 @@ impl FromRequestParts<Arc<Services>> for LocalUser {
     }
 }
 
-/// The address the request came from (the connection's peer), when the server recorded it.
-fn source(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts
+/// Where a request really came from: its connection's address and the certificate the
+/// connection presented or, on a request another controller forwarded (its connection holds a
+/// controller's certificate), what that controller said of its own client.
+pub struct Origin {
+    pub address: Option<IpAddr>,
+    pub certificate: Option<Arc<Vec<u8>>>,
+}
+
+pub fn origin(parts: &Parts) -> Origin {
+    let address = parts
         .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip())
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let certificate = parts
+        .extensions
+        .get::<PeerCertificate>()
+        .map(|c| c.0.clone());
+    let from_controller = certificate
+        .as_deref()
+        .is_some_and(|der| matches!(holder_of(der), Some(Holder::Controller(_))));
+    if !from_controller {
+        return Origin {
+            address,
+            certificate,
+        };
+    }
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    Origin {
+        address: header(FORWARDED_FOR)
+            .and_then(|v| v.parse().ok())
+            .or(address),
+        certificate: header(FORWARDED_CERTIFICATE)
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .map(Arc::new),
+    }
+}
+
+/// The address the request came from, when the server recorded it.
+fn source(parts: &Parts) -> Option<IpAddr> {
+    origin(parts).address
 }
 
 /// The user name and password of an HTTP Basic `Authorization` header.
@@ -87,8 +158,9 @@ fn basic_credentials(parts: &Parts) -> Result<(String, String), UserError> {
     Ok((user.to_owned(), password.to_owned()))
 }
 
-/// A host agent, authenticated by the site's agent token.
-pub struct Agent;
+/// A host agent, by the host certificate (in force) its connection presented, or that the
+/// controller which forwarded the request says its client presented.
+pub struct Agent(pub HostIdentity);
 
 impl FromRequestParts<Arc<Services>> for Agent {
     type Rejection = ApiFailure;
@@ -97,14 +169,32 @@ impl FromRequestParts<Arc<Services>> for Agent {
         parts: &mut Parts,
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(HostError::Unauthenticated)?;
-        services.hosts.authenticate_agent(token.trim())?;
-        Ok(Agent)
+        let certificate = origin(parts).certificate;
+        Ok(Agent(
+            services
+                .hosts
+                .identify(certificate.as_deref().map(Vec::as_slice))
+                .await?,
+        ))
+    }
+}
+
+/// An [`Agent`] if the request presented a host certificate in force, else nobody (a host
+/// enrolling with a join token has no certificate yet).
+pub struct MaybeAgent(pub Option<HostIdentity>);
+
+impl FromRequestParts<Arc<Services>> for MaybeAgent {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        services: &Arc<Services>,
+    ) -> Result<Self, Self::Rejection> {
+        let certificate = origin(parts).certificate;
+        let Some(der) = certificate else {
+            return Ok(MaybeAgent(None));
+        };
+        Ok(MaybeAgent(Some(services.hosts.identify(Some(&der)).await?)))
     }
 }
 

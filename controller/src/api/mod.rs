@@ -17,9 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use stratus_common::agent::{HostReport, RegisterHost};
+use stratus_common::agent::{CreateJoinToken, EnrolHost, HostReport, RegisterHost};
 use stratus_common::api::{
-    ApiError, CreateImage, CreateInstance, CreateNetwork, PrecacheImage, RegisterEndorser,
+    ApiError, CertificateSubject, CreateApiToken, CreateImage, CreateInstance, CreateNetwork,
+    PrecacheImage, RegisterEndorser,
 };
 use stratus_common::marketplace::{parse_timestamp, ImageKind};
 use stratus_common::volumes::{AttachVolume, CreateVolume, UpdateVolume};
@@ -28,7 +29,7 @@ use crate::failure::{Failure, InputError, Kind};
 use crate::instances::IDEMPOTENCY_HEADER;
 use crate::marketplace::Query as MarketplaceQuery;
 use crate::services::Services;
-use extract::{Agent, Body, JsonObject, User};
+use extract::{Agent, Body, JsonObject, MaybeAgent, User};
 
 type Shared = State<Arc<Services>>;
 
@@ -82,11 +83,22 @@ pub fn router(services: Arc<Services>) -> Router {
             axum::routing::delete(unpin_image),
         )
         .route("/api/v1/hosts/{name}/report", post(host_report))
+        .route("/api/v1/hosts/{name}/join-tokens", post(create_join_token))
+        .route(
+            "/api/v1/hosts/{name}/certificate",
+            post(enrol_host).delete(revoke_host),
+        )
         .route("/api/v1/users", get(list_users).post(create_user))
+        .route(
+            "/api/v1/users/{name}/certificate-subjects",
+            post(map_subject).delete(unmap_subject),
+        )
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .merge(cluster::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            forward::Forwarder::new(services.replica.clone()),
+            forward::Forwarder::new(services.replica.clone(), services.forwarding_tls.clone()),
             forward::to_leader,
         ))
         .layer(axum::middleware::map_response(json_errors))
@@ -484,10 +496,44 @@ async fn unpin_image(
 
 async fn register_host(
     State(services): Shared,
-    _: Agent,
+    Agent(host): Agent,
     Body(request): Body<RegisterHost>,
 ) -> Answer<impl IntoResponse> {
-    Ok(Json(services.hosts.register(request).await?))
+    Ok(Json(services.hosts.register(&host, request).await?))
+}
+
+async fn create_join_token(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+    Body(request): Body<CreateJoinToken>,
+) -> Answer<impl IntoResponse> {
+    let token = services
+        .hosts
+        .create_join_token(&caller, &name, request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+/// A host's certificate: with a join token (enrolment), or renewed over mutual TLS with the
+/// certificate in force.
+async fn enrol_host(
+    State(services): Shared,
+    MaybeAgent(renewing): MaybeAgent,
+    Path(name): Path<String>,
+    Body(request): Body<EnrolHost>,
+) -> Answer<impl IntoResponse> {
+    let certificate = services.hosts.enrol(&name, request, renewing).await?;
+    Ok((StatusCode::CREATED, Json(certificate)))
+}
+
+async fn revoke_host(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+) -> Answer<impl IntoResponse> {
+    services.hosts.revoke(&caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -503,24 +549,27 @@ struct DesiredQuery {
 
 async fn host_desired(
     State(services): Shared,
-    _: Agent,
+    Agent(host): Agent,
     Path(name): Path<String>,
     query: Result<Query<DesiredQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer<impl IntoResponse> {
     let Query(query) = query.map_err(bad_query)?;
     let wait = Duration::from_secs(query.wait.min(60));
     Ok(Json(
-        services.hosts.desired(&name, query.since, wait).await?,
+        services
+            .hosts
+            .desired(&host, &name, query.since, wait)
+            .await?,
     ))
 }
 
 async fn host_report(
     State(services): Shared,
-    _: Agent,
+    Agent(host): Agent,
     Path(name): Path<String>,
     Body(report): Body<HostReport>,
 ) -> Answer<impl IntoResponse> {
-    services.hosts.report(&name, report).await?;
+    services.hosts.report(&host, &name, report).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -551,4 +600,52 @@ async fn create_user(
 
 async fn list_users(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.users.list_users(&caller).await?))
+}
+
+async fn create_token(
+    State(services): Shared,
+    User(caller): User,
+    Body(request): Body<CreateApiToken>,
+) -> Answer<impl IntoResponse> {
+    let token = services.users.create_token(&caller, request).await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+async fn list_tokens(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.users.list_tokens(&caller).await?))
+}
+
+async fn revoke_token(
+    State(services): Shared,
+    User(caller): User,
+    Path(id): Path<String>,
+) -> Answer<impl IntoResponse> {
+    services.users.revoke_token(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn map_subject(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+    Body(request): Body<CertificateSubject>,
+) -> Answer<impl IntoResponse> {
+    services
+        .users
+        .map_subject(&caller, &name, &request.subject, false)
+        .await?;
+    Ok((StatusCode::CREATED, Json(request)))
+}
+
+async fn unmap_subject(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+    Body(request): Body<CertificateSubject>,
+) -> Answer<impl IntoResponse> {
+    services
+        .users
+        .map_subject(&caller, &name, &request.subject, true)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

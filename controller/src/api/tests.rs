@@ -189,13 +189,28 @@ async fn the_frameworks_own_rejections_are_json_errors() {
     let answered = api.get("/api/v1/images?limit=many", &admin, None).await;
     assert_error(&answered, StatusCode::BAD_REQUEST, "bad_request", "limit");
     let answered = api
+        .admin(
+            Method::DELETE,
+            "/api/v1/instances/1/volumes/x?force=maybe",
+            "",
+            "",
+        )
+        .await;
+    assert_error(&answered, StatusCode::BAD_REQUEST, "bad_request", "force");
+    // An agent route without a host certificate: refused before anything else is read.
+    let answered = api
         .get(
             "/api/v1/hosts/node-1/desired?since=yesterday",
             "Bearer token",
             None,
         )
         .await;
-    assert_error(&answered, StatusCode::BAD_REQUEST, "bad_request", "since");
+    assert_error(
+        &answered,
+        StatusCode::UNAUTHORIZED,
+        "host_certificate_required",
+        "join token",
+    );
     // A method the route does not have: 405 with what it does have.
     let answered = api.admin(Method::PUT, "/api/v1/instances", "", "").await;
     assert_error(
@@ -316,4 +331,53 @@ async fn failed_logins_are_limited_per_account_and_per_address_and_others_go_on(
         let answered = api.get("/api/v1/instances", &admin, from).await;
         assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
     }
+}
+
+#[tokio::test]
+async fn an_expired_api_token_is_refused_and_one_in_time_is_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Arc::new(crate::services::tests::cloud(dir.path(), &[]).await);
+    let api = Api {
+        router: router(services.clone()),
+        _dir: dir,
+    };
+    let now = crate::decide::now_ms();
+    for (secret, expires_ms) in [
+        ("stratus-api_old", now - 1),
+        ("stratus-api_new", now + 60_000),
+    ] {
+        services
+            .replica
+            .propose(crate::state::Command::CreateApiToken {
+                digest: crate::decide::secret_digest(secret),
+                token: crate::state::ApiToken {
+                    id: secret.into(),
+                    owner: "admin".into(),
+                    name: secret.into(),
+                    created_ms: now - 10_000,
+                    expires_ms: Some(expires_ms),
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let answered = api
+        .get("/api/v1/instances", "Bearer stratus-api_old", None)
+        .await;
+    assert_error(
+        &answered,
+        StatusCode::UNAUTHORIZED,
+        "token_invalid",
+        "unknown, revoked or expired",
+    );
+    let answered = api
+        .get("/api/v1/tokens", "Bearer stratus-api_new", None)
+        .await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+    assert_eq!(
+        answered.body.as_array().unwrap().len(),
+        2,
+        "an admin sees every token"
+    );
 }

@@ -5,6 +5,7 @@
 
 pub mod passwords;
 pub mod throttle;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -53,6 +54,15 @@ impl Caller {
 pub enum UserError {
     #[error("authentication required")]
     Unauthenticated,
+    #[error("the API token is not valid: unknown, revoked or expired")]
+    BadToken,
+    #[error(
+        "no user logs in with the certificate subject {0:?} (an administrator maps it: POST \
+         /api/v1/users/{{name}}/certificate-subjects)"
+    )]
+    UnmappedSubject(String),
+    #[error("a user may hold at most {0} API tokens; revoke one first")]
+    TooManyTokens(usize),
     #[error(transparent)]
     AdminOnly(#[from] AdminOnly),
     #[error(transparent)]
@@ -70,7 +80,13 @@ pub enum UserError {
 impl_failure!(UserError {
     delegate: [AdminOnly, Input, Rejected, Replica, Throttled, Passwords],
     own: [
-        UserError::Unauthenticated => Kind::Unauthenticated,
+        UserError::Unauthenticated | UserError::BadToken => Kind::Unauthenticated,
+        UserError::UnmappedSubject(_) => Kind::Unauthenticated,
+        UserError::TooManyTokens(_) => Kind::Conflict,
+    ],
+    codes: [
+        UserError::BadToken => "token_invalid",
+        UserError::UnmappedSubject(_) => "certificate_unmapped",
     ],
 });
 
