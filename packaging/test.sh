@@ -199,7 +199,7 @@ check_installed() {
         man -w "$name" >/dev/null 2>&1 || die "no man page for $name"
     done
     /usr/bin/stratus-describe-instance --help >/dev/null || die "stratus-describe-instance --help"
-    log "installed: user, directories, token, enabled units (not started), man pages"
+    log "installed: user, directories, enabled units (not started), man pages"
 }
 
 # ---- 3. run as the units say ----------------------------------------------------------------

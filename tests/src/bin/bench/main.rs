@@ -11,9 +11,12 @@
 //! - cluster: a 3-node controller cluster's write latency, placements and failover
 //!   (`cluster.rs`).
 //! - snapshot: the replicated state of 20,000 instances as a Raft snapshot (`snapshot.rs`).
+//! - tls: TLS's cost on a start, requests per second by way of logging in, memory through a
+//!   burst of wrong passwords (`tls.rs`).
 
 mod cluster;
 mod snapshot;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,8 +32,8 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 8] = [
-    "start", "overlay", "download", "storm", "network", "volumes", "cluster", "snapshot",
+const SECTIONS: [&str; 9] = [
+    "start", "overlay", "download", "storm", "network", "volumes", "cluster", "snapshot", "tls",
 ];
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -54,7 +57,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|snapshot]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|snapshot|tls]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
@@ -204,6 +207,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("cluster") {
         cluster::cluster_bench(args.rounds)?;
+    }
+    if run("tls") {
+        tls::tls_bench(args.rounds)?;
     }
     Ok(())
 }
