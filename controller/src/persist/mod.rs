@@ -178,21 +178,9 @@ macro_rules! stored_struct {
         }
     };
     ($(#[$meta:meta])* $stored:ident for $orig:path { $($field:ident: $ty:ty),* $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, bincode::Encode, bincode::Decode)]
-        pub struct $stored {
-            $(pub $field: $ty,)*
-        }
-
-        impl $crate::persist::Persist for $orig {
-            type Stored = $stored;
-            fn store(&self) -> $stored {
-                $stored { $($field: $crate::persist::Persist::store(&self.$field),)* }
-            }
-            fn load(stored: $stored) -> Result<Self, $crate::persist::FormatError> {
-                Ok(Self { $($field: $crate::persist::Persist::load(stored.$field)?,)* })
-            }
-        }
+        $crate::persist::stored_struct!(
+            $(#[$meta])* $stored for $orig { $($field: $ty),* } older {}
+        );
     };
 }
 

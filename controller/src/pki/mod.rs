@@ -255,29 +255,13 @@ impl SiteCa {
     /// naming `names` (IP addresses and DNS names) as its subject alternative names.
     pub fn issue_node(&self, node_id: u64, names: &[String]) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, ORGANIZATION);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, OU_CONTROLLER);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("controller-{node_id}"));
-        params.subject_alt_names = subject_alt_names(names)?;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = SystemTime::now();
-        params.not_before = datetime(now - BACKDATE);
-        params.not_after = datetime(now + NODE_VALIDITY);
-        params.serial_number = Some(random_serial());
+        let params = leaf(
+            OU_CONTROLLER,
+            &format!("controller-{node_id}"),
+            names,
+            SystemTime::now(),
+            NODE_VALIDITY,
+        )?;
         let certificate = params.signed_by(&key, &self.certificate, &self.key)?;
         Ok(Issued {
             certificate_pem: certificate.pem(),
@@ -298,34 +282,14 @@ impl SiteCa {
     ) -> Result<HostCertificate, PkiError> {
         let request = CertificateSigningRequestParams::from_pem(request_pem)
             .map_err(|e| PkiError::Request(e.to_string()))?;
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, ORGANIZATION);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, OU_HOST);
-        params.distinguished_name.push(DnType::CommonName, host);
         let mut all = vec![host.to_owned()];
         all.extend(names.iter().cloned());
-        params.subject_alt_names = subject_alt_names(&all)?;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        // A host is a client of the controller and of other hosts' NBD exports, and a server
-        // of its own exports.
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ClientAuth,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ];
+        let mut params = leaf(OU_HOST, host, &all, now, validity)?;
         let serial = random_serial();
         let serial_hex = stratus_common::hex::encode(serial.as_ref());
         params.serial_number = Some(serial);
-        params.not_before = datetime(now - BACKDATE);
-        let not_after = now + validity;
-        params.not_after = datetime(not_after);
         let certificate = params.signed_by(&request.public_key, &self.certificate, &self.key)?;
+        let not_after = now + validity;
         Ok(HostCertificate {
             certificate_pem: certificate.pem(),
             serial: serial_hex,
@@ -334,6 +298,40 @@ impl SiteCa {
                 .map_or(0, |d| d.as_millis() as u64),
         })
     }
+}
+
+/// The parameters of a certificate this CA issues to a controller node or a host: its role
+/// (organizational unit) and name, its alternative names, for both ends of TLS (a node serves
+/// the API and calls its peers; a host calls the controller and serves its NBD exports),
+/// valid from a little before `now` for `validity`.
+fn leaf(
+    role: &str,
+    name: &str,
+    names: &[String],
+    now: SystemTime,
+    validity: Duration,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, ORGANIZATION);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, role);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = subject_alt_names(names)?;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = datetime(now - BACKDATE);
+    params.not_after = datetime(now + validity);
+    params.serial_number = Some(random_serial());
+    Ok(params)
 }
 
 fn subject_alt_names(names: &[String]) -> Result<Vec<SanType>, PkiError> {
