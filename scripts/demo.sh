@@ -119,7 +119,8 @@ network_netns = "$NETNS"
 volume_pool = "$AGENT_STATE/volumes"
 nbd_listen = "127.0.0.1"
 EOF
-    for name in run-instance describe-instance kill-instance copy-config \
+    for name in run-instance describe-instance kill-instance stop-instance start-instance \
+        reboot-instance copy-config \
         create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
         describe-images; do
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"

@@ -157,7 +157,8 @@ async fn run() -> anyhow::Result<()> {
         domain_type,
         cluster_id.clone(),
         reports_tx.clone(),
-    );
+    )
+    .with_stop_timeout(Duration::from_secs(config.stop_timeout_secs));
     let storage = match (&pool, config.nbd_listen) {
         (Some(pool), Some(listen)) => {
             reconciler = reconciler.with_volume_pool(pool.clone());

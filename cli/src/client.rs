@@ -120,6 +120,24 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A change of an instance's power (the last segment of its route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    Stop,
+    Start,
+    Reboot,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Reboot => "reboot",
+        }
+    }
+}
+
 pub struct Client {
     http: reqwest::blocking::Client,
     /// URLs are built on the first; a request goes to `current` first.
@@ -185,6 +203,16 @@ impl Client {
             .primary()
             .api_url(&format!("/instances/{id}"));
         self.call(self.http.delete(url), Some(id))
+    }
+
+    /// `POST /instances/{id}/stop|start|reboot`: asks for the change; the answer shows the
+    /// instance PoweringOff, Starting or Rebooting.
+    pub fn power_instance(&self, id: u64, action: PowerAction) -> Result<Instance, ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/instances/{id}/{}", action.as_str()));
+        self.call(self.http.post(url), Some(id))
     }
 
     /// `GET /types`.

@@ -31,6 +31,7 @@ use commands::describe_endorsers::DescribeEndorsersArgs;
 use commands::describe_images::DescribeImagesArgs;
 use commands::kill::KillArgs;
 use commands::policy_image::PolicyImageArgs;
+use commands::power::PowerArgs;
 use commands::register_endorser::RegisterEndorserArgs;
 use commands::run::RunArgs;
 use commands::sign_metadata::SignMetadataArgs;
@@ -67,6 +68,12 @@ enum Command {
     DescribeInstance(DescribeArgs),
     /// Destroy virtual machine instances and release their resources
     KillInstance(KillArgs),
+    /// Power instances off, keeping their disk, addresses and persistent disks
+    StopInstance(PowerArgs),
+    /// Boot stopped instances again, on their host, from their own disk
+    StartInstance(PowerArgs),
+    /// Restart running instances (an ACPI request, the power cut after a timeout)
+    RebootInstance(PowerArgs),
     /// Create a persistent disk (volume) and print its UUID
     CreateVolume(CreateVolumeArgs),
     /// List your persistent disks and everyone's public ones
@@ -111,6 +118,15 @@ fn dispatch(
         Command::RunInstance(args) => commands::run::run(ctx, args, out),
         Command::DescribeInstance(args) => commands::describe::run(ctx, args, out, err),
         Command::KillInstance(args) => commands::kill::run(ctx, args, out, err),
+        Command::StopInstance(args) => {
+            commands::power::run(ctx, client::PowerAction::Stop, args, out, err)
+        }
+        Command::StartInstance(args) => {
+            commands::power::run(ctx, client::PowerAction::Start, args, out, err)
+        }
+        Command::RebootInstance(args) => {
+            commands::power::run(ctx, client::PowerAction::Reboot, args, out, err)
+        }
         Command::CreateVolume(args) => commands::volumes::create::run(ctx, args, out, err),
         Command::DescribeVolumes(args) => commands::volumes::describe::run(ctx, args, out, err),
         Command::UpdateVolume(args) => commands::volumes::update::run(ctx, args, out),

@@ -191,7 +191,8 @@ impl Failure for Rejection {
             | Rejection::ImageExists(_)
             | Rejection::EndorserExists(_)
             | Rejection::NoRoom { .. }
-            | Rejection::AlreadyDone(_) => Kind::Conflict,
+            | Rejection::AlreadyDone(_)
+            | Rejection::WrongState { .. } => Kind::Conflict,
         }
     }
 
@@ -200,6 +201,7 @@ impl Failure for Rejection {
             Rejection::Marketplace(e) => e.code(),
             Rejection::Ipam(e) => e.code(),
             Rejection::Volume(e) => e.code(),
+            Rejection::WrongState { .. } => "wrong_state",
             _ => self.kind().code(),
         }
     }

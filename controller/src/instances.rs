@@ -1,4 +1,4 @@
-//! Instance actions: run, describe, kill. Running one checks the request, resolves its image
+//! Instance actions: run, describe, stop, start, reboot, kill. Running one checks the request, resolves its image
 //! (site policy included), its network and disks, places it (next to its first disk if that
 //! host has room, else where the scheduler says) and proposes it; apply settles races for the
 //! last room on a host, and a refused placement is tried again against the new state.
@@ -16,7 +16,7 @@ use crate::images::{ImageError, Images};
 use crate::networks::{NetworkError, Networks};
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::scheduler;
-use crate::state::{instance_view, Command, Outcome, Rejection};
+use crate::state::{instance_view, Command, Outcome, PowerAction, Rejection};
 use crate::users::Caller;
 use crate::volumes::Volumes;
 
@@ -221,6 +221,25 @@ impl Instances {
             })
             .await??;
         tracing::info!(instance = id, by = %caller.name, "instance kill asked");
+        self.get(caller, id).await
+    }
+
+    /// Stops, starts or reboots an instance of the caller's (any, for an administrator).
+    pub async fn power(
+        &self,
+        caller: &Caller,
+        id: u64,
+        action: PowerAction,
+    ) -> Result<Instance, InstanceError> {
+        self.get(caller, id).await?;
+        self.replica
+            .propose(Command::PowerInstance {
+                id,
+                action,
+                at_ms: now_ms(),
+            })
+            .await??;
+        tracing::info!(instance = id, by = %caller.name, %action, "instance power change asked");
         self.get(caller, id).await
     }
 

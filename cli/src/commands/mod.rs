@@ -10,6 +10,7 @@ pub mod describe_endorsers;
 pub mod describe_images;
 pub mod kill;
 pub mod policy_image;
+pub mod power;
 pub mod register_endorser;
 pub mod run;
 pub mod sign_metadata;

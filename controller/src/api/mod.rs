@@ -5,6 +5,7 @@
 mod cluster;
 mod extract;
 pub mod forward;
+mod power;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/api/v1/hosts/{name}/report", post(host_report))
         .route("/api/v1/users", get(list_users).post(create_user))
         .merge(cluster::routes())
+        .merge(power::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             forward::Forwarder::new(services.replica.clone()),

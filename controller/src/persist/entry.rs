@@ -3,8 +3,8 @@
 
 use super::records::{
     ActualState, EndorserRecord, HostRecord, ImageRecord, ImageSpec, InstanceType, MemberRecord,
-    NetworkRecord, Quota, ReportedDisk, ReportedExport, UpdateVolume, UserRecord, VerifiedEntry,
-    VolumeRecord, VolumeReport,
+    NetworkRecord, PowerAction, Quota, ReportedDisk, ReportedExport, UpdateVolume, UserRecord,
+    VerifiedEntry, VolumeRecord, VolumeReport,
 };
 use super::{FormatError, Persist};
 use crate::state::{Command, MemberChange};
@@ -145,6 +145,11 @@ pub enum Entry {
         disk: ReportedDisk,
         at_ms: u64,
     },
+    PowerInstance {
+        id: u64,
+        action: PowerAction,
+        at_ms: u64,
+    },
 }
 
 persist_variants!(Entry for Command {
@@ -168,6 +173,7 @@ persist_variants!(Entry for Command {
     DetachVolume { volume, instance, caller, admin, force, stuck_after_ms, at_ms },
     ReportExport { host, export },
     ReportDisk { host, disk, at_ms },
+    PowerInstance { id, action, at_ms },
 });
 
 /// A membership change as a configuration-change entry's context stores it.

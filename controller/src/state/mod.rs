@@ -22,7 +22,7 @@ use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 pub use effects::{Effects, Event};
 pub use instance_table::InstanceTable;
 use instances::{GuestSetup, Placement};
-pub use instances::{InstanceRecord, Transition, Usage};
+pub use instances::{InstanceRecord, PowerAction, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
 pub use keys::{Keyed, Keys};
 pub use members::{MemberChange, MemberRecord};
@@ -206,6 +206,12 @@ pub enum Command {
         id: u64,
         at_ms: u64,
     },
+    /// Stop, start or reboot an instance (see [`PowerAction`]).
+    PowerInstance {
+        id: u64,
+        action: PowerAction,
+        at_ms: u64,
+    },
     /// What a host's agent reports of one of its instances.
     ReportInstance {
         host: String,
@@ -313,6 +319,12 @@ pub enum Rejection {
     },
     #[error("instance {0} is already Done")]
     AlreadyDone(u64),
+    #[error("instance {id} is {state}: only {} can be {}", action.accepted_from(), past(*action))]
+    WrongState {
+        id: u64,
+        state: stratus_common::api::InstanceState,
+        action: PowerAction,
+    },
     #[error("image {sha256} is not pinned on host {host}")]
     NotPinned { host: String, sha256: String },
     #[error("instance {id} is not placed on host {host}")]
@@ -480,6 +492,7 @@ impl State {
                 self.release_finished_volumes(id);
                 outcome
             }
+            Command::PowerInstance { id, action, at_ms } => self.power_instance(id, action, at_ms),
             Command::ReportInstance {
                 host,
                 id,
@@ -569,6 +582,15 @@ impl State {
     }
 }
 
+/// "stopped", "started", "rebooted": for [`Rejection::WrongState`]'s message.
+fn past(action: PowerAction) -> &'static str {
+    match action {
+        PowerAction::Stop => "stopped",
+        PowerAction::Start => "started",
+        PowerAction::Reboot => "rebooted",
+    }
+}
+
 /// The standard instance types, after the StratusLab client's list.
 pub fn standard_types() -> Vec<InstanceType> {
     [
@@ -593,6 +615,8 @@ pub fn standard_types() -> Vec<InstanceType> {
 mod determinism_tests;
 #[cfg(test)]
 mod effects_tests;
+#[cfg(test)]
+mod power_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
