@@ -120,7 +120,7 @@ volume_pool = "$AGENT_STATE/volumes"
 nbd_listen = "127.0.0.1"
 EOF
     for name in run-instance describe-instance kill-instance stop-instance start-instance \
-        reboot-instance copy-config \
+        reboot-instance console-instance copy-config \
         create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
         describe-images; do
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"

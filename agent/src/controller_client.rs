@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
 use stratus_common::api::ApiError;
+use stratus_common::observed::{HostObserved, ObservedAnswer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -169,6 +170,25 @@ impl ControllerClient {
         })
         .await?;
         Ok(())
+    }
+
+    /// Pushes what the host observed of its guests (console output, CPU use); the answer
+    /// names the consoles to send again.
+    pub async fn observed(
+        &self,
+        host: &str,
+        observed: &HostObserved,
+    ) -> Result<ObservedAnswer, ClientError> {
+        let path = format!("/hosts/{host}/observed");
+        let response = self
+            .send("observations", |c, base| {
+                c.http
+                    .post(Self::url(base, &path))
+                    .timeout(Duration::from_secs(30))
+                    .json(observed)
+            })
+            .await?;
+        response.json().await.map_err(|e| self.unreachable(e))
     }
 }
 

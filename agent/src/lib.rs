@@ -9,5 +9,6 @@ pub mod hypervisor;
 pub mod images;
 pub mod inventory;
 pub mod network;
+pub mod observe;
 pub mod reconcile;
 pub mod volumes;

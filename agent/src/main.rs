@@ -170,6 +170,13 @@ async fn run() -> anyhow::Result<()> {
     };
     let reconciler = Arc::new(reconciler);
     tokio::spawn(report_loop(client.clone(), host.clone(), reports_rx));
+    tokio::spawn(stratus_agent::observe::observe_loop(
+        client.clone(),
+        host.clone(),
+        InstanceDirs::new(&config.state_dir),
+        hv.clone(),
+        cluster_id.clone(),
+    ));
     let (desired_tx, mut desired_rx) = watch::channel::<Option<HostDesired>>(None);
     let poller = tokio::spawn(poll_loop(
         client.clone(),

@@ -80,7 +80,7 @@ impl InstanceDirs {
     }
 
     /// IDs of the instances that have a directory here.
-    fn instance_ids(&self) -> Vec<u64> {
+    pub fn instance_ids(&self) -> Vec<u64> {
         std::fs::read_dir(&self.root)
             .map(|dir| {
                 dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())

@@ -59,6 +59,8 @@ pub enum ClientError {
     BadResponse { endpoint: String, detail: String },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
+    #[error("cannot write the output: {0}")]
+    Output(String),
 }
 
 impl ClientError {
@@ -72,6 +74,7 @@ impl ClientError {
                 | Self::NoCredentials { .. }
                 | Self::BadResponse { .. }
                 | Self::Setup(_)
+                | Self::Output(_)
         )
     }
 }
@@ -213,6 +216,45 @@ impl Client {
             .primary()
             .api_url(&format!("/instances/{id}/{}", action.as_str()));
         self.call(self.http.post(url), Some(id))
+    }
+
+    /// `GET /instances/{id}/console[?follow=true]`: the instance's kept console output,
+    /// copied to `out` as it comes (with `follow`, until the instance ends or the cloud closes
+    /// the stream).
+    pub fn console(
+        &self,
+        id: u64,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/instances/{id}/console"));
+        let mut builder = self.http.get(url);
+        if follow {
+            // Followed output has no end to wait for: only the connection is timed.
+            builder = builder
+                .query(&[("follow", "true")])
+                .timeout(Duration::from_secs(u64::from(u32::MAX)));
+        }
+        let (endpoint, mut response) = self.respond(builder, Some(id))?;
+        let mut buffer = [0u8; 8192];
+        loop {
+            let read = std::io::Read::read(&mut response, &mut buffer).map_err(|e| {
+                ClientError::Unreachable {
+                    endpoint: endpoint.to_string(),
+                    cause: e.to_string(),
+                }
+            })?;
+            if read == 0 {
+                return Ok(());
+            }
+            // Written as it comes: a follower sees each line when the guest prints it.
+            out.write_all(&buffer[..read])
+                .and_then(|()| out.flush())
+                .map_err(|e| ClientError::Output(e.to_string()))?;
+        }
     }
 
     /// `GET /types`.
@@ -365,6 +407,21 @@ impl Client {
         builder: RequestBuilder,
         instance: Option<u64>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let (endpoint, response) = self.respond(builder, instance)?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .map_err(|e| self.transport_error(&endpoint, &e, &[]))?;
+        Ok((status, body.to_vec()))
+    }
+
+    /// Like [`Self::send`], but a success gives the endpoint that answered and the response
+    /// with its body still to read (a stream, for a followed console).
+    fn respond(
+        &self,
+        builder: RequestBuilder,
+        instance: Option<u64>,
+    ) -> Result<(Endpoint, Response), ClientError> {
         let builder = match &self.credentials {
             Some(c) => builder.basic_auth(&c.username, Some(&c.password)),
             None => builder,
@@ -400,10 +457,7 @@ impl Client {
             let status = response.status();
             if status.is_success() {
                 self.current.store(index, Ordering::Relaxed);
-                let body = response
-                    .bytes()
-                    .map_err(|e| self.transport_error(endpoint, &e, &refused))?;
-                return Ok((status, body.to_vec()));
+                return Ok((endpoint.clone(), response));
             }
             let error = self.error_answer(endpoint, status, instance, response);
             match &error {

@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::build_metadata::BuildMetadataArgs;
+use commands::console::ConsoleArgs;
 use commands::copy_config::CopyConfigArgs;
 use commands::deprecate_metadata::DeprecateMetadataArgs;
 use commands::describe::DescribeArgs;
@@ -74,6 +75,8 @@ enum Command {
     StartInstance(PowerArgs),
     /// Restart running instances (an ACPI request, the power cut after a timeout)
     RebootInstance(PowerArgs),
+    /// Print an instance's serial console output (--follow: as the guest writes it)
+    ConsoleInstance(ConsoleArgs),
     /// Create a persistent disk (volume) and print its UUID
     CreateVolume(CreateVolumeArgs),
     /// List your persistent disks and everyone's public ones
@@ -127,6 +130,7 @@ fn dispatch(
         Command::RebootInstance(args) => {
             commands::power::run(ctx, client::PowerAction::Reboot, args, out, err)
         }
+        Command::ConsoleInstance(args) => commands::console::run(ctx, args, out),
         Command::CreateVolume(args) => commands::volumes::create::run(ctx, args, out, err),
         Command::DescribeVolumes(args) => commands::volumes::describe::run(ctx, args, out, err),
         Command::UpdateVolume(args) => commands::volumes::update::run(ctx, args, out),

@@ -16,6 +16,7 @@ pub mod images;
 pub mod instances;
 pub mod marketplace;
 pub mod networks;
+pub mod observed;
 pub mod peer;
 pub mod persist;
 pub mod replica;

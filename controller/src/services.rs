@@ -11,6 +11,7 @@ use crate::hosts::Hosts;
 use crate::images::{Images, MarketplaceSettings};
 use crate::instances::Instances;
 use crate::networks::Networks;
+use crate::observed::Observed;
 use crate::peer::Me;
 use crate::replica::Replica;
 use crate::users::Users;
@@ -38,6 +39,8 @@ pub struct Services {
     pub volumes: Arc<Volumes>,
     pub instances: Instances,
     pub cluster: ClusterService,
+    /// Console output and CPU use the hosts push (not replicated).
+    pub observed: Arc<Observed>,
 }
 
 impl Services {
@@ -56,13 +59,15 @@ impl Services {
             hosts.clone(),
             settings.volumes,
         ));
+        let observed = Arc::new(Observed::new(replica.clone()));
         let instances = Instances::new(
             replica.clone(),
             images.clone(),
             networks.clone(),
             volumes.clone(),
             hosts.clone(),
-        );
+        )
+        .with_observed(observed.clone());
         Self {
             users: Users::new(replica.clone()),
             cluster: ClusterService::start(replica.clone(), settings.me),
@@ -72,6 +77,7 @@ impl Services {
             hosts,
             volumes,
             instances,
+            observed,
         }
     }
 }

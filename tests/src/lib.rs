@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod image_server;
+pub mod netlab;
 pub mod pki;
 
 use std::fs;
@@ -504,6 +505,26 @@ impl TestCloud {
                 .delete(self.url(path))
                 .basic_auth(user, Some(self.password(user))),
         )
+    }
+
+    /// `GET /instances/{id}/console?follow=true` as `user`: the open response, to read the
+    /// console as it streams (no overall timeout: the caller reads until it saw what it waits
+    /// for).
+    pub fn follow_console(
+        &self,
+        user: &str,
+        id: u64,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let response = Client::builder()
+            .timeout(None)
+            .build()?
+            .get(self.url(&format!("/instances/{id}/console?follow=true")))
+            .basic_auth(user, Some(self.password(user)))
+            .send()?;
+        if response.status() != StatusCode::OK {
+            bail!("console of instance {id}: {}", response.status());
+        }
+        Ok(response)
     }
 
     /// Creates a user whose password is `<name>-password`.

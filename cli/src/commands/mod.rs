@@ -3,6 +3,7 @@
 //! stopped it, if any, for `main` to print.
 
 pub mod build_metadata;
+pub mod console;
 pub mod copy_config;
 pub mod deprecate_metadata;
 pub mod describe;

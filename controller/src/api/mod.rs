@@ -3,6 +3,7 @@
 //! status their [`Failure`] kind gives.
 
 mod cluster;
+mod console;
 mod extract;
 pub mod forward;
 mod power;
@@ -84,6 +85,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/api/v1/users", get(list_users).post(create_user))
         .merge(cluster::routes())
         .merge(power::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             forward::Forwarder::new(services.replica.clone()),
