@@ -107,8 +107,13 @@ pub enum ReportEvent {
 const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a detach waits for the guest to release the device before leaving it to later
-/// passes (which only look, without asking again).
+/// passes (which only look, without asking again until [`DETACH_RETRY`]).
 const DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long after an unplug request the guest is asked again: a guest can miss a request
+/// (one made while it was still setting up the device just plugged in), and asking again is
+/// harmless (see `hypervisor/libvirt.rs`).
+const DETACH_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The host-side state of reconciliation; cheap to share between tasks.
 pub struct Reconciler {
@@ -125,6 +130,8 @@ pub struct Reconciler {
     volume_pool: Option<Arc<VolumePool>>,
     /// See [`DETACH_WAIT`].
     detach_wait: std::time::Duration,
+    /// See [`DETACH_RETRY`].
+    detach_retry: std::time::Duration,
     /// See [`STOP_TIMEOUT`].
     stop_timeout: std::time::Duration,
     /// This host's boot (the kernel's boot ID): a domain booted during it that is gone
@@ -160,8 +167,8 @@ struct Inner {
     disk_syncing: HashSet<u64>,
     /// The last state reported per (instance, volume).
     reported_disks: HashMap<(u64, String), DiskReport>,
-    /// Unplugs already asked of the guest, per (instance, target).
-    detach_requested: HashSet<(u64, String)>,
+    /// Unplugs already asked of the guest, per (instance, target), and when.
+    detach_requested: HashMap<(u64, String), std::time::Instant>,
 }
 
 /// How long a failed pre-cache waits before it is tried again.
@@ -213,6 +220,7 @@ impl Reconciler {
             reports,
             volume_pool: None,
             detach_wait: DETACH_WAIT,
+            detach_retry: DETACH_RETRY,
             stop_timeout: STOP_TIMEOUT,
             host_boot: power::host_boot(),
             inner: Mutex::new(Inner::default()),
@@ -222,6 +230,12 @@ impl Reconciler {
     /// How long an unplug waits for the guest before later passes take over.
     pub fn with_detach_wait(mut self, wait: std::time::Duration) -> Self {
         self.detach_wait = wait;
+        self
+    }
+
+    /// How long after an unplug request the guest is asked again.
+    pub fn with_detach_retry(mut self, retry: std::time::Duration) -> Self {
+        self.detach_retry = retry;
         self
     }
 
@@ -449,7 +463,7 @@ impl Reconciler {
                 .collect();
             inner
                 .detach_requested
-                .retain(|(id, target)| targets_wanted.contains(&(*id, target.as_str())));
+                .retain(|(id, target), _| targets_wanted.contains(&(*id, target.as_str())));
             // Pre-caches: fetch what is newly asked, let go of what is no longer asked.
             let asked: HashSet<&str> = desired
                 .precache
@@ -770,7 +784,8 @@ impl Reconciler {
                     .lock()
                     .expect("reconciler lock")
                     .detach_requested
-                    .contains(&key);
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() < self.detach_retry);
                 if asked {
                     continue;
                 }
@@ -782,7 +797,7 @@ impl Reconciler {
                     .lock()
                     .expect("reconciler lock")
                     .detach_requested
-                    .insert(key);
+                    .insert(key, std::time::Instant::now());
                 // Most guests release the device within a second: wait a little, so the
                 // user hears of it now rather than at the next pass.
                 let deadline = std::time::Instant::now() + self.detach_wait;

@@ -722,6 +722,27 @@ fn a_guest_that_keeps_the_disk_is_never_reported_detached_until_it_lets_go() {
 }
 
 #[test]
+fn a_guest_that_missed_the_unplug_request_is_asked_again_later() {
+    let mut rig = rig_with(|r| r.with_detach_retry(std::time::Duration::from_millis(200)));
+    let mut want = desired(&rig.image, &[(4, Desire::Run)]);
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &want);
+    pass(&rig, &want);
+    disk_events(&mut rig);
+    let domain = stratus_common::agent::domain_name(CLUSTER, 4);
+    rig.hv.set_guest_cooperates(&domain, false);
+    want.instances[0].disks[0].attach = false;
+    pass(&rig, &want);
+    assert_eq!(rig.hv.detached().len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    // This time the guest hears it.
+    rig.hv.set_guest_cooperates(&domain, true);
+    pass(&rig, &want);
+    assert_eq!(rig.hv.detached().len(), 2);
+    assert_eq!(disk_events(&mut rig), vec![(4, DiskReport::Detached, None)]);
+}
+
+#[test]
 fn a_failed_hot_plug_is_reported_with_its_reason() {
     let mut rig = rig();
     let mut want = desired(&rig.image, &[(4, Desire::Run)]);
