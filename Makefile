@@ -13,7 +13,7 @@ CLI_NAMES := run-instance describe-instance kill-instance stop-instance start-in
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
 	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume
 
-.PHONY: deps check-tools build release appliance demo stop test unit e2e bench install packages fmt clippy
+.PHONY: deps check-tools build release appliance demo stop test unit e2e libcloud bench install packages fmt clippy
 
 deps:
 	./scripts/install-deps.sh
@@ -43,16 +43,22 @@ test: deps check-tools appliance
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --exclude stratus-e2e
 	$(CARGO) test -p stratus-e2e --tests -- --test-threads=2
+	./scripts/libcloud.sh test
 	./packaging/build.sh --test-build
 	./packaging/test.sh
 
-# .deb and .rpm packages of the controller, the agent and the CLI into build/packages/
-# (packaging/README.md).
+# .deb and .rpm packages of the controller, the agent and the CLI, and the Libcloud driver's
+# wheel, into build/packages/ (packaging/README.md).
 packages: deps
 	./packaging/build.sh
 
 unit:
 	$(CARGO) test --workspace --exclude stratus-e2e
+
+# The Libcloud driver's unit and live tests (needs the binaries and the appliance).
+libcloud: deps appliance
+	$(CARGO) build --workspace --bins
+	./scripts/libcloud.sh test
 
 bench: deps release appliance
 	./target/release/stratus-bench --appliance $(APPLIANCE)

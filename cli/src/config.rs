@@ -1184,7 +1184,11 @@ endpoint = other.tld
         let f = ConfigFile::parse(crate::commands::copy_config::REFERENCE_CONFIG).unwrap();
         let r = resolve_with(&f, &env(&[("HOME", "/h")]), &CliOptions::default());
         assert!(r.endpoint.is_none(), "the endpoint is commented out");
-        assert_eq!((r.username, r.password), (None, None), "no placeholder credentials");
+        assert_eq!(
+            (r.username, r.password),
+            (None, None),
+            "no placeholder credentials"
+        );
         assert_eq!(r.section, None);
         // Uncommenting the example endpoint gives the local controller.
         let edited = crate::commands::copy_config::REFERENCE_CONFIG

@@ -77,10 +77,22 @@ impl NetLab {
     }
 
     pub fn cloud(&self, name: &str) -> TestCloud {
-        let mut cloud = TestCloud::start_with(name, &self.config).unwrap();
+        self.cloud_with(name, "", &[])
+    }
+
+    /// Like [`Self::cloud`], with more TOML for the controller's configuration and more
+    /// settings (key, TOML value) for the agent; `{dir}` in an agent value stands for the
+    /// cloud's directory.
+    pub fn cloud_with(&self, name: &str, controller: &str, agent: &[(&str, &str)]) -> TestCloud {
+        let mut cloud =
+            TestCloud::start_with(name, &format!("{}\n{controller}", self.config)).unwrap();
         cloud
             .set_agent_option("network_netns", &format!("\"{}\"", self.netns))
             .unwrap();
+        for (key, value) in agent {
+            let value = value.replace("{dir}", &cloud.dir.display().to_string());
+            cloud.set_agent_option(key, &value).unwrap();
+        }
         cloud.start_agent().unwrap();
         cloud.register_appliance("appliance").unwrap();
         cloud
