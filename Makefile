@@ -11,7 +11,8 @@ CLI_NAMES := run-instance describe-instance kill-instance stop-instance start-in
 	console-instance \
 	copy-config build-metadata sign-metadata \
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
-	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume
+	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
+	delete-image create-user describe-users update-user delete-user
 
 .PHONY: deps check-tools build release appliance demo stop test unit e2e libcloud bench install packages fmt clippy
 

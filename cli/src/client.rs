@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use stratus_common::api::{
     ApiError, CreateInstance, Endorser, ImageList, Instance, InstanceType, MarketplaceEntry,
-    PolicyVerdict, RegisterEndorser,
+    PolicyVerdict, RegisterEndorser, User,
 };
 use stratus_common::marketplace::{is_identifier, ImageKind, SignedMetadata};
 use stratus_common::volumes::{is_uuid, AttachVolume, CreateVolume, UpdateVolume, Volume};
@@ -339,6 +339,59 @@ impl Client {
         self.call(self.http.patch(url).json(update), None)
     }
 
+    /// `GET /users` (administrators).
+    pub fn list_users(&self) -> Result<Vec<User>, ClientError> {
+        self.call(
+            self.http.get(self.endpoints.primary().api_url("/users")),
+            None,
+        )
+    }
+
+    /// `POST /users` (administrators).
+    pub fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<User, ClientError> {
+        let body = serde_json::json!({"name": name, "password": password, "admin": admin});
+        let url = self.endpoints.primary().api_url("/users");
+        self.call(self.http.post(url).json(&body), None)
+    }
+
+    /// `PATCH /users/{name}` (administrators): a new password, the admin flag, or both.
+    pub fn update_user(
+        &self,
+        name: &str,
+        password: Option<&str>,
+        admin: Option<bool>,
+    ) -> Result<User, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(password) = password {
+            body.insert("password".into(), password.into());
+        }
+        if let Some(admin) = admin {
+            body.insert("admin".into(), admin.into());
+        }
+        let url = self.endpoints.primary().api_url(&user_path(name)?);
+        self.call(self.http.patch(url).json(&body), None)
+    }
+
+    /// `DELETE /users/{name}` (administrators).
+    pub fn delete_user(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.endpoints.primary().api_url(&user_path(name)?);
+        self.send(self.http.delete(url), None).map(drop)
+    }
+
+    /// `DELETE /images/{name}`: remove a site image (administrators).
+    pub fn delete_image(&self, name: &str) -> Result<(), ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/images/{}", path_name(name)?));
+        self.send(self.http.delete(url), None).map(drop)
+    }
+
     /// `DELETE /volumes/{id}` (its owner or an administrator).
     pub fn delete_volume(&self, id: &str) -> Result<(), ClientError> {
         let url = self.endpoints.primary().api_url(&volume_path(id)?);
@@ -553,6 +606,21 @@ fn check_uuid(id: &str) -> Result<(), ClientError> {
     } else {
         Err(ClientError::NotADiskUuid { id: id.to_owned() })
     }
+}
+
+/// `/users/{name}` for a valid account name.
+fn user_path(name: &str) -> Result<String, ClientError> {
+    Ok(format!("/users/{}", path_name(name)?))
+}
+
+/// A name as one path segment: the names the cloud accepts (letters, digits, `.`, `_`, `-`).
+fn path_name(name: &str) -> Result<&str, ClientError> {
+    stratus_common::names::validate_name("name", name).map_err(|e| ClientError::Api {
+        status: 400,
+        code: "bad_request".into(),
+        message: e.to_string(),
+    })?;
+    Ok(name)
 }
 
 fn volume_path(id: &str) -> Result<String, ClientError> {

@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 use commands::build_metadata::BuildMetadataArgs;
 use commands::console::ConsoleArgs;
 use commands::copy_config::CopyConfigArgs;
+use commands::delete_image::DeleteImageArgs;
 use commands::deprecate_metadata::DeprecateMetadataArgs;
 use commands::describe::DescribeArgs;
 use commands::describe_endorsers::DescribeEndorsersArgs;
@@ -37,6 +38,10 @@ use commands::register_endorser::RegisterEndorserArgs;
 use commands::run::RunArgs;
 use commands::sign_metadata::SignMetadataArgs;
 use commands::upload_metadata::UploadMetadataArgs;
+use commands::users::create::CreateUserArgs;
+use commands::users::delete::DeleteUserArgs;
+use commands::users::describe::DescribeUsersArgs;
+use commands::users::update::UpdateUserArgs;
 use commands::volumes::attach::AttachVolumeArgs;
 use commands::volumes::create::CreateVolumeArgs;
 use commands::volumes::delete::DeleteVolumeArgs;
@@ -109,6 +114,16 @@ enum Command {
     DescribeEndorsers(DescribeEndorsersArgs),
     /// Trust an endorser certificate directly (administrators)
     RegisterEndorser(RegisterEndorserArgs),
+    /// Remove site images (administrators; instances made from them keep them)
+    DeleteImage(DeleteImageArgs),
+    /// Create an account (administrators)
+    CreateUser(CreateUserArgs),
+    /// List the accounts (administrators)
+    DescribeUsers(DescribeUsersArgs),
+    /// Set an account's password or administrator flag (administrators)
+    UpdateUser(UpdateUserArgs),
+    /// Remove accounts (administrators)
+    DeleteUser(DeleteUserArgs),
 }
 
 fn dispatch(
@@ -146,6 +161,11 @@ fn dispatch(
         Command::DeprecateMetadata(args) => commands::deprecate_metadata::run(ctx, args, out, err),
         Command::DescribeEndorsers(args) => commands::describe_endorsers::run(ctx, args, out),
         Command::RegisterEndorser(args) => commands::register_endorser::run(ctx, args, out),
+        Command::DeleteImage(args) => commands::delete_image::run(ctx, args, out, err),
+        Command::CreateUser(args) => commands::users::create::run(ctx, args, out),
+        Command::DescribeUsers(args) => commands::users::describe::run(ctx, args, out),
+        Command::UpdateUser(args) => commands::users::update::run(ctx, args, out),
+        Command::DeleteUser(args) => commands::users::delete::run(ctx, args, out, err),
     }
 }
 

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use stratus_common::api::{
     Compression, DiskFormat, Endorser, Image, ImageList, Instance, InstanceState, InstanceType,
-    MarketplaceEntry, MarketplacePage, PolicyVerdict,
+    MarketplaceEntry, MarketplacePage, PolicyVerdict, User,
 };
 use stratus_common::marketplace::parse_timestamp;
 use stratus_common::time::guide_datetime;
@@ -292,6 +292,43 @@ pub fn render_disk(id: &str) -> String {
 /// `delete-volume`: one disk deleted.
 pub fn render_deleted(id: &str) -> String {
     format!("DELETED {}\n", one_line(id))
+}
+
+/// `create-user`: the account made, and the generated password if there is one (shown once).
+pub fn render_user_created(user: &User, generated: Option<&str>) -> String {
+    let mut text = format!("USER {}{}\n", one_line(&user.name), admin_mark(user));
+    if let Some(password) = generated {
+        text += &format!("PASSWORD {password}\n");
+    }
+    text
+}
+
+/// `update-user`: the account as it is now.
+pub fn render_user_updated(user: &User) -> String {
+    format!(
+        "UPDATED user {}{}\n",
+        one_line(&user.name),
+        admin_mark(user)
+    )
+}
+
+fn admin_mark(user: &User) -> &'static str {
+    if user.admin {
+        " (administrator)"
+    } else {
+        ""
+    }
+}
+
+/// `describe-users`: one account a line, administrators marked.
+pub fn render_users(users: &[User]) -> String {
+    let width = users.iter().map(|u| u.name.len()).max().unwrap_or(0).max(4) + 1;
+    let mut text = format!("{:<width$}admin\n", "name");
+    for user in users {
+        let admin = if user.admin { "yes" } else { "no" };
+        text += &format!("{:<width$}{admin}\n", one_line(&user.name));
+    }
+    text
 }
 
 /// `attach-volume`: one disk the guest now has.
@@ -681,6 +718,34 @@ id  state     vcpu memory    name            cpu% host/ip
                 &instance(7, InstanceState::PoweringOff)
             ),
             " :: Stopping instance 7 (now PoweringOff)\n"
+        );
+    }
+
+    #[test]
+    fn user_lines() {
+        let alice = User {
+            name: "alice".into(),
+            admin: false,
+        };
+        let root = User {
+            name: "root".into(),
+            admin: true,
+        };
+        assert_eq!(
+            render_user_created(&alice, Some("s3cret-pw")),
+            "USER alice\nPASSWORD s3cret-pw\n"
+        );
+        assert_eq!(
+            render_user_created(&root, None),
+            "USER root (administrator)\n"
+        );
+        assert_eq!(
+            render_user_updated(&root),
+            "UPDATED user root (administrator)\n"
+        );
+        assert_eq!(
+            render_users(&[alice, root]),
+            "name  admin\nalice no\nroot  yes\n"
         );
     }
 

@@ -155,6 +155,14 @@ pub struct Instance {
     pub cpu_percent: Option<u32>,
 }
 
+/// A user account as the API shows it (`GET /api/v1/users`, administrators).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// Administers the cloud.
+    pub admin: bool,
+}
+
 /// An instance type (size), as the user's guide lists them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstanceType {

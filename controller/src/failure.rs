@@ -183,7 +183,10 @@ impl Failure for Rejection {
             Rejection::Ipam(e) => e.kind(),
             Rejection::Volume(e) => e.kind(),
             Rejection::UnknownType(_) => Kind::BadRequest,
-            Rejection::UnknownInstance(_) | Rejection::UnknownHost(_) => Kind::NotFound,
+            Rejection::UnknownInstance(_)
+            | Rejection::UnknownHost(_)
+            | Rejection::UnknownUser(_)
+            | Rejection::UnknownImage(_) => Kind::NotFound,
             Rejection::NotPinned { .. } => Kind::NotFound,
             Rejection::WrongHost { .. } => Kind::Forbidden,
             Rejection::AlreadyBootstrapped
@@ -192,7 +195,9 @@ impl Failure for Rejection {
             | Rejection::EndorserExists(_)
             | Rejection::NoRoom { .. }
             | Rejection::AlreadyDone(_)
-            | Rejection::WrongState { .. } => Kind::Conflict,
+            | Rejection::WrongState { .. }
+            | Rejection::LastAdmin(_)
+            | Rejection::UserOwns { .. } => Kind::Conflict,
         }
     }
 

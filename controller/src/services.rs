@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::accounts::Accounts;
 use crate::cluster::ClusterService;
 use crate::hosts::Hosts;
 use crate::images::{Images, MarketplaceSettings};
@@ -33,6 +34,8 @@ pub struct Settings {
 pub struct Services {
     pub replica: Replica,
     pub users: Users,
+    /// Administrators' changes to existing accounts.
+    pub accounts: Accounts,
     pub images: Arc<Images>,
     pub networks: Arc<Networks>,
     pub hosts: Arc<Hosts>,
@@ -70,6 +73,7 @@ impl Services {
         .with_observed(observed.clone());
         Self {
             users: Users::new(replica.clone()),
+            accounts: Accounts::new(replica.clone()),
             cluster: ClusterService::start(replica.clone(), settings.me),
             replica,
             images,

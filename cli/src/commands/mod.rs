@@ -5,6 +5,7 @@
 pub mod build_metadata;
 pub mod console;
 pub mod copy_config;
+pub mod delete_image;
 pub mod deprecate_metadata;
 pub mod describe;
 pub mod describe_endorsers;
@@ -16,6 +17,7 @@ pub mod register_endorser;
 pub mod run;
 pub mod sign_metadata;
 pub mod upload_metadata;
+pub mod users;
 pub mod volumes;
 
 use std::io::Write;

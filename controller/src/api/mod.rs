@@ -2,6 +2,7 @@
 //! one of the [`Services`] and its result into JSON; errors are JSON `{code, message}` with the
 //! status their [`Failure`] kind gives.
 
+mod accounts;
 mod cluster;
 mod console;
 mod extract;
@@ -86,6 +87,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(cluster::routes())
         .merge(power::routes())
         .merge(console::routes())
+        .merge(accounts::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             forward::Forwarder::new(services.replica.clone()),

@@ -150,6 +150,17 @@ pub enum Entry {
         action: PowerAction,
         at_ms: u64,
     },
+    DeleteUser {
+        name: String,
+    },
+    UpdateUser {
+        name: String,
+        password_hash: Option<String>,
+        admin: Option<bool>,
+    },
+    DeleteImage {
+        name: String,
+    },
 }
 
 persist_variants!(Entry for Command {
@@ -174,6 +185,9 @@ persist_variants!(Entry for Command {
     ReportExport { host, export },
     ReportDisk { host, disk, at_ms },
     PowerInstance { id, action, at_ms },
+    DeleteUser { name },
+    UpdateUser { name, password_hash, admin },
+    DeleteImage { name },
 });
 
 /// A membership change as a configuration-change entry's context stores it.

@@ -163,6 +163,9 @@ impl Before {
             }
             Command::Bootstrap { .. }
             | Command::CreateUser(_)
+            | Command::DeleteUser { .. }
+            | Command::UpdateUser { .. }
+            | Command::DeleteImage { .. }
             | Command::RegisterImage(_)
             | Command::AppendEntry { .. }
             | Command::RegisterEndorser(_)

@@ -10,6 +10,7 @@ mod instances;
 pub mod ipam;
 pub mod keys;
 pub mod members;
+mod users;
 mod views;
 pub mod volumes;
 
@@ -155,6 +156,20 @@ pub enum Command {
         first_member: Option<MemberRecord>,
     },
     CreateUser(UserRecord),
+    /// Remove an account (an administrator asked; see `state/users.rs` for when it may go).
+    DeleteUser {
+        name: String,
+    },
+    /// Change an account's password (its argon2 hash, made before proposing) or admin flag.
+    UpdateUser {
+        name: String,
+        password_hash: Option<String>,
+        admin: Option<bool>,
+    },
+    /// Remove a site image (instances made from it keep what they resolved).
+    DeleteImage {
+        name: String,
+    },
     RegisterHost(HostRecord),
     RegisterImage(ImageRecord),
     /// A Marketplace entry whose signature and dates were verified before proposing.
@@ -301,6 +316,18 @@ pub enum Rejection {
     UserExists(String),
     #[error("image {0} already exists")]
     ImageExists(String),
+    #[error("site image {0} not found")]
+    UnknownImage(String),
+    #[error("user {0} not found")]
+    UnknownUser(String),
+    #[error("user {0} is the last administrator")]
+    LastAdmin(String),
+    #[error("user {name} still owns {instances} instance(s) and {volumes} volume(s): kill and delete them first")]
+    UserOwns {
+        name: String,
+        instances: usize,
+        volumes: usize,
+    },
     #[error("endorser certificate {0} is already registered")]
     EndorserExists(String),
     #[error(transparent)]
@@ -386,6 +413,16 @@ impl State {
                 self.users.insert(user.name.clone(), user);
                 Ok(Outcome::Applied)
             }
+            Command::DeleteUser { name } => self.delete_user(&name),
+            Command::UpdateUser {
+                name,
+                password_hash,
+                admin,
+            } => self.update_user(&name, password_hash, admin),
+            Command::DeleteImage { name } => match self.images.remove(&name) {
+                Some(_) => Ok(Outcome::Applied),
+                None => Err(Rejection::UnknownImage(name)),
+            },
             Command::RegisterHost(mut host) => {
                 if let Some(known) = self.hosts.get(&host.name) {
                     // A re-registration keeps the original registration time.
