@@ -211,9 +211,7 @@ class StratusLabDriverTests(unittest.TestCase, LibcloudDriverChecks):
         self.assertTrue(self.driver.stop_node(node))
         self.assertTrue(self.driver.start_node(node))
         paths = [url for m, url, _, _ in StratusLabMockHttp.requests if m == "POST"]
-        self.assertEqual(
-            [p.rsplit("/", 1)[1] for p in paths], ["reboot", "stop", "start"]
-        )
+        self.assertEqual(" ".join(p.rsplit("/", 1)[1] for p in paths), "reboot stop start")
 
     def test_an_action_in_the_wrong_state_raises_the_clouds_message(self):
         StratusLabMockHttp.type = "WRONG_STATE"
