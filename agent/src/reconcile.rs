@@ -363,6 +363,8 @@ impl Reconciler {
         unknown.sort();
         let mut actions = Vec::new();
         let mut reports = Vec::new();
+        // Disks unplugged from a stopped instance: no guest holds them.
+        let mut released = Vec::new();
         {
             let mut inner = self.inner.lock().expect("reconciler lock");
             if unknown != inner.unknown {
@@ -431,6 +433,15 @@ impl Reconciler {
                         }
                     }
                     Desire::Stop => {
+                        if !ours.contains_key(&id) {
+                            released.extend(
+                                instance
+                                    .disks
+                                    .iter()
+                                    .filter(|d| !d.attach)
+                                    .map(|d| (id, d.clone())),
+                            );
+                        }
                         let left = ours.contains_key(&id) || self.dirs.holds_run(id);
                         if left || inner.reported.get(&id) != Some(&ActualState::Stopped) {
                             inner.in_flight.insert(id);
@@ -504,6 +515,9 @@ impl Reconciler {
         }
         for (id, state, reason) in reports {
             self.report(id, state, reason);
+        }
+        for (id, disk) in released {
+            self.report_disk(id, &disk, DiskReport::Detached, None);
         }
         actions
     }

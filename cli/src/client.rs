@@ -10,6 +10,7 @@ use reqwest::blocking::{Request, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+pub use stratus_common::api::PowerAction;
 use stratus_common::api::{
     ApiError, CreateInstance, Endorser, ImageList, Instance, InstanceType, MarketplaceEntry,
     PolicyVerdict, RegisterEndorser, User,
@@ -120,24 +121,6 @@ impl std::fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("password", &"<hidden>")
             .finish()
-    }
-}
-
-/// A change of an instance's power (the last segment of its route).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerAction {
-    Stop,
-    Start,
-    Reboot,
-}
-
-impl PowerAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Start => "start",
-            Self::Reboot => "reboot",
-        }
     }
 }
 

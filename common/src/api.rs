@@ -72,6 +72,43 @@ impl std::fmt::Display for InstanceState {
     }
 }
 
+/// A change of a placed instance's power, asked by its owner or an administrator
+/// (`POST /api/v1/instances/{id}/stop|start|reboot`: the route's last segment).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum PowerAction {
+    /// Power the guest off and keep everything (Running -> PoweringOff -> Stopped).
+    Stop,
+    /// Boot a Stopped instance again, on its host, from its own disk.
+    Start,
+    /// Restart a Running guest.
+    Reboot,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Reboot => "reboot",
+        }
+    }
+
+    /// The states the action is accepted in, as a user reads it.
+    pub fn accepted_from(self) -> &'static str {
+        match self {
+            Self::Stop => "a Pending, Booting, Starting, Rebooting or Running instance",
+            Self::Start => "a Stopped instance",
+            Self::Reboot => "a Running instance",
+        }
+    }
+}
+
+impl std::fmt::Display for PowerAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `POST /api/v1/instances`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -15,22 +15,10 @@ use stratus_e2e::{TestCloud, BANNER};
 
 const BOOT: Duration = Duration::from_secs(120);
 
-/// At every boot: finds the mark it wrote at the end of its root disk on its first boot
-/// (`DISK-KEPT <mark>`), or writes one (`DISK-MARKED <mark>`).
-const MARK_SCRIPT: &str = r#"#!/bin/sh
-size=$(blockdev --getsize64 /dev/vda)
-last=$((size / 512 - 1))
-found=$(dd if=/dev/vda bs=512 skip=$last count=1 2>/dev/null | head -c 19)
-case "$found" in
-STRATUS-MARK-*) echo "DISK-KEPT $found" ;;
-*)
-    mark="STRATUS-MARK-$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    printf '%s' "$mark" | dd of=/dev/vda bs=512 seek=$last count=1 conv=notrunc,sync 2>/dev/null
-    sync
-    echo "DISK-MARKED $mark"
-    ;;
-esac
-"#;
+/// User data that, at every boot, finds the mark it wrote at the end of its root disk on its
+/// first boot (`DISK-KEPT <mark>`), or writes one (`DISK-MARKED <mark>`). Shared with the
+/// Libcloud driver's live tests.
+const MARK_SCRIPT: &str = include_str!("../guest/disk-mark.sh");
 
 /// The instance's console as its owner reads it through the API.
 fn console(cloud: &TestCloud, user: &str, id: u64) -> String {

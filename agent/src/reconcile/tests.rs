@@ -294,7 +294,15 @@ fn a_domain_that_vanishes_after_running_is_reported_stopped_not_restarted() {
     assert!(reason.unwrap().contains("powered off"));
     assert!(rig.dirs.disk(2).exists(), "its disk is kept");
     // Nor by an agent restarted in the same host boot.
-    let again = Reconciler::new(
+    let again = restarted(&rig, mpsc::unbounded_channel().0);
+    let domains = rig.hv.list().unwrap();
+    assert!(again.plan(&want, &domains, again.epoch()).is_empty());
+}
+
+/// A new reconciler over the rig's host (hypervisor, cache, instance directories), as a
+/// restarted agent has.
+fn restarted(rig: &Rig, reports: mpsc::UnboundedSender<ReportEvent>) -> Reconciler {
+    Reconciler::new(
         rig.hv.clone(),
         rig.cache.clone(),
         Network::new(rig.links.clone(), rig.filter.clone(), Default::default()),
@@ -302,10 +310,8 @@ fn a_domain_that_vanishes_after_running_is_reported_stopped_not_restarted() {
         rig.dirs.clone(),
         DomainType::Qemu,
         CLUSTER.into(),
-        mpsc::unbounded_channel().0,
-    );
-    let domains = rig.hv.list().unwrap();
-    assert!(again.plan(&want, &domains, again.epoch()).is_empty());
+        reports,
+    )
 }
 
 #[test]
@@ -318,17 +324,7 @@ fn a_domain_gone_with_a_host_reboot_is_started_again_on_its_disk() {
         .remove_domain(&stratus_common::agent::domain_name(CLUSTER, 3));
     // The agent of the host's next boot.
     let (tx, mut events) = mpsc::unbounded_channel();
-    let after_reboot = Reconciler::new(
-        rig.hv.clone(),
-        rig.cache.clone(),
-        Network::new(rig.links.clone(), rig.filter.clone(), Default::default()),
-        None,
-        rig.dirs.clone(),
-        DomainType::Qemu,
-        CLUSTER.into(),
-        tx,
-    )
-    .with_host_boot("another-boot");
+    let after_reboot = restarted(&rig, tx).with_host_boot("another-boot");
     let domains = rig.hv.list().unwrap();
     let actions = after_reboot.plan(&want, &domains, after_reboot.epoch());
     assert!(
@@ -451,6 +447,24 @@ fn a_reboot_powers_off_and_boots_the_same_disk_once_per_generation() {
     // Done for this generation: the next passes leave it running.
     assert!(pass(&rig, &reboot).is_empty());
     assert_eq!(rig.hv.created().len(), 2);
+}
+
+#[test]
+fn a_disk_unplugged_from_a_stopped_instance_is_released_at_once() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[(24, Desire::Run)]);
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &want);
+    want.instances[0].desire = Desire::Stop;
+    pass(&rig, &want);
+    disk_events(&mut rig);
+    want.instances[0].disks[0].attach = false;
+    pass(&rig, &want);
+    assert_eq!(
+        disk_events(&mut rig),
+        vec![(24, DiskReport::Detached, None)]
+    );
+    assert!(rig.hv.detached().is_empty(), "no guest to ask");
 }
 
 #[test]

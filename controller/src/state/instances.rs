@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
-use stratus_common::api::InstanceState;
+use stratus_common::api::{InstanceState, PowerAction};
 use stratus_common::network::NicSpec;
 
 use super::{HostRecord, IpamError, NicRecord, Outcome, Rejection, State};
@@ -89,42 +89,6 @@ impl InstanceRecord {
             at_ms,
             reason,
         });
-    }
-}
-
-/// A change of a placed instance's power asked by its owner (or an administrator).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub enum PowerAction {
-    /// Power the guest off and keep everything (Running -> PoweringOff -> Stopped).
-    Stop,
-    /// Boot a Stopped instance again, on its host, from its own disk.
-    Start,
-    /// Restart a Running guest.
-    Reboot,
-}
-
-impl PowerAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Start => "start",
-            Self::Reboot => "reboot",
-        }
-    }
-
-    /// The states the action is accepted in, as a user reads it.
-    pub fn accepted_from(self) -> &'static str {
-        match self {
-            Self::Stop => "a Pending, Booting, Starting, Rebooting or Running instance",
-            Self::Start => "a Stopped instance",
-            Self::Reboot => "a Running instance",
-        }
-    }
-}
-
-impl std::fmt::Display for PowerAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -23,10 +23,11 @@ use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 pub use effects::{Effects, Event};
 pub use instance_table::InstanceTable;
 use instances::{GuestSetup, Placement};
-pub use instances::{InstanceRecord, PowerAction, Transition, Usage};
+pub use instances::{InstanceRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
 pub use keys::{Keyed, Keys};
 pub use members::{MemberChange, MemberRecord};
+pub use stratus_common::api::PowerAction;
 pub use views::{
     endorser_view, entry_view, host_view, image_view, instance_view, network_view, volume_view,
 };

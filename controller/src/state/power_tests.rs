@@ -4,25 +4,11 @@
 use stratus_common::agent::{ActualState, Desire};
 use stratus_common::api::InstanceState;
 
-use super::tests::bootstrapped;
+use super::tests::{bootstrapped, create};
 use super::*;
 
 fn running(s: &mut State, ty: &str) -> u64 {
-    let Ok(Outcome::InstanceCreated(id)) = s.apply(Command::CreateInstance {
-        owner: "alice".into(),
-        name: None,
-        image: "appliance".into(),
-        image_spec: s.images["appliance"].spec(),
-        instance_type: ty.into(),
-        host: Some("h1".into()),
-        failure: None,
-        at_ms: 10,
-        network: None,
-        ssh_key: None,
-        user_data: None,
-        volumes: Vec::new(),
-        idempotency_key: None,
-    }) else {
+    let Ok(Outcome::InstanceCreated(id)) = create(s, ty, Some("h1")) else {
         panic!("not created");
     };
     report(s, id, ActualState::Running, None).unwrap();

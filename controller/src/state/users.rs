@@ -126,22 +126,8 @@ mod tests {
     fn a_user_who_owns_an_instance_is_not_removed_until_it_is_done() {
         let mut s = bootstrapped();
         alice(&mut s);
-        s.apply(Command::CreateInstance {
-            owner: "alice".into(),
-            name: None,
-            image: "appliance".into(),
-            image_spec: s.images["appliance"].spec(),
-            instance_type: "m1.small".into(),
-            host: Some("h1".into()),
-            failure: None,
-            at_ms: 10,
-            network: None,
-            ssh_key: None,
-            user_data: None,
-            volumes: Vec::new(),
-            idempotency_key: None,
-        })
-        .unwrap();
+        // The tests' instances belong to alice.
+        super::super::tests::create(&mut s, "m1.small", Some("h1")).unwrap();
         let before = s.clone();
         let refused = s
             .apply(Command::DeleteUser {

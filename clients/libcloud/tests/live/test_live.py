@@ -6,6 +6,7 @@ running a script over SSH (from inside the namespace) with Ed25519 and RSA keys.
 
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from libcloud.compute.base import NodeAuthSSHKey
@@ -17,20 +18,8 @@ from testcloud import Relay, run_in_netns
 
 BOOT = 180
 
-MARK = r"""#!/bin/sh
-size=$(blockdev --getsize64 /dev/vda)
-last=$((size / 512 - 1))
-found=$(dd if=/dev/vda bs=512 skip=$last count=1 2>/dev/null | head -c 19)
-case "$found" in
-STRATUS-MARK-*) echo "DISK-KEPT $found" ;;
-*)
-    mark="STRATUS-MARK-$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    printf '%s' "$mark" | dd of=/dev/vda bs=512 seek=$last count=1 conv=notrunc,sync 2>/dev/null
-    sync
-    echo "DISK-MARKED $mark"
-    ;;
-esac
-"""
+# User data that finds (DISK-KEPT) or writes (DISK-MARKED) a mark at the end of the root disk.
+MARK = (Path(__file__).resolve().parents[4] / "tests" / "guest" / "disk-mark.sh").read_text()
 
 
 def wait_for(what, check, timeout=BOOT):
