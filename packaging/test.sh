@@ -30,6 +30,9 @@ readonly LIBVIRT=qemu:///system
 # The appliance where the QEMU user can read it.
 readonly IMAGES=/var/lib/stratuslab-pkgtest
 readonly BANNER=STRATUSLAB-APPLIANCE-READY
+# The agent names its host by the system host name (its first label), as an unedited agent.toml says.
+HOST=$(uname -n)
+readonly HOST=${HOST%%.*}
 WORK=
 PIDS=()
 CLUSTER=
@@ -154,7 +157,7 @@ compare_scripts() {
     rpm_scripts=$(rpm -qp --scripts "$rpm")
     case $name in
     stratuslab-controller) want=("stratuslab" "install -d -m 0700 -o stratuslab -g stratuslab /var/lib/stratuslab/controller"
-        "install -d -m 0755 -o root -g root /var/lib/stratuslab" "/etc/stratuslab/agent-token" "enable") ;;
+        "install -d -m 0755 -o root -g root /var/lib/stratuslab" "enable") ;;
     stratuslab-agent) want=("install -d -m 0755 -o root -g root /var/lib/stratuslab" "enable") ;;
     *) want=() ;;
     esac
@@ -184,8 +187,6 @@ check_installed() {
     [[ $(mode_owner /var/lib/stratuslab) == "755 root:root" ]] || die "/var/lib/stratuslab is $(mode_owner /var/lib/stratuslab)"
     [[ $(mode_owner /var/lib/stratuslab/controller) == "700 stratuslab:stratuslab" ]] ||
         die "/var/lib/stratuslab/controller is $(mode_owner /var/lib/stratuslab/controller)"
-    [[ $(mode_owner /etc/stratuslab/agent-token) == "640 root:stratuslab" ]] ||
-        die "/etc/stratuslab/agent-token is $(mode_owner /etc/stratuslab/agent-token)"
     local unit
     for unit in stratus-controller stratus-agent; do
         [[ -L /etc/systemd/system/multi-user.target.wants/$unit.service ]] || die "$unit is not enabled"
@@ -226,7 +227,7 @@ start_unit() { # UNIT: in the background as its User=, with its UMask=; its pid 
 admin_password() { cat /var/lib/stratuslab/controller/admin-password; }
 
 api() { # METHOD PATH [JSON]
-    local args=(-fsS --max-time 10 -u "admin:$(admin_password)" -X "$1" "http://$API/api/v1$2")
+    local args=(-fsS --max-time 10 --cacert /var/lib/stratuslab/controller/ca.pem -u "admin:$(admin_password)" -X "$1" "https://$API/api/v1$2")
     [[ $# -ge 3 ]] && args+=(-H 'content-type: application/json' -d "$3")
     curl "${args[@]}"
 }
@@ -248,7 +249,7 @@ peer_listen = "$PEER"
 EOF
     prepend /etc/stratuslab/agent.toml <<EOF
 # Edited by the administrator (packaging test).
-controller = "http://$API"
+controller = "https://$API"
 domain_type = "qemu"
 file_location_roots = ["$IMAGES"]
 EOF
@@ -259,6 +260,14 @@ start_daemons() {
     start_unit stratus-controller
     wait_for 30 "the controller's API" api GET /cluster
     CLUSTER=$(api GET /cluster | sed -n 's/.*"cluster_id":"\([^"]*\)".*/\1/p')
+    # As the install guide says: the site CA's certificate, copied to every agent host, and a
+    # join token for the host.
+    install -m 0644 /var/lib/stratuslab/controller/ca.pem /etc/stratuslab/ca.pem
+    (
+        umask 077
+        api POST "/hosts/$HOST/join-tokens" '{}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' >/etc/stratuslab/join-token
+    )
+    [[ -s /etc/stratuslab/join-token ]] || die "no join token for host $HOST"
     start_unit stratus-agent
     wait_for 60 "the agent to register" host_up
 }
@@ -286,6 +295,7 @@ run_vm() {
     cat >"$WORK/stratuslab-user.cfg" <<EOF
 [default]
 endpoint = $API
+ca_certificate = /etc/stratuslab/ca.pem
 username = admin
 password = $(admin_password)
 EOF

@@ -34,6 +34,9 @@ readonly ENDPOINTS
 readonly BIN=${STRATUS_BIN_DIR:-$ROOT/target/release}
 readonly APPLIANCE=$ROOT/build/appliance
 readonly BANNER=STRATUSLAB-APPLIANCE-READY
+# The demo host's name in the cloud (what its join token is made for).
+HOST_NAME=$(uname -n)
+readonly HOST_NAME=${HOST_NAME%%.*}
 # The demo's network: its bridge (same name on the host and in the namespace, joined by the
 # agent's veth pair <bridge>-v0/-v1) and the namespace holding the gateway address.
 readonly NETNS=stratusdemo
@@ -73,7 +76,7 @@ live_endpoint() {
 }
 
 api() { # METHOD PATH [JSON]
-    local args=(-sS --max-time 10 -u "admin:$(admin_password)" -X "$1" "http://$(live_endpoint)/api/v1$2")
+    local args=(-sS --max-time 10 --cacert "$DEMO/ca.pem" -u "admin:$(admin_password)" -X "$1" "https://$(live_endpoint)/api/v1$2")
     [[ $# -ge 3 ]] && args+=(-H 'content-type: application/json' -d "$3")
     curl "${args[@]}"
 }
@@ -96,8 +99,11 @@ listen = "$(api_of "$n")"
 peer_listen = "$(peer_of "$n")"
 join = $( ((n == 1)) && echo false || echo true)
 state_dir = "$DEMO/controller-$n"
-agent_token_file = "$DEMO/agent-token"
 admin_password_file = "$DEMO/admin-password"
+
+[tls]
+ca_certificate = "$DEMO/ca.pem"
+ca_key = "$DEMO/ca.key"
 
 [[networks]]
 name = "public"
@@ -105,11 +111,13 @@ cidr = "$SUBNET.0/24"
 gateway = "$SUBNET.1"
 bridge = "$BRIDGE"
 EOF
-        agents+="${agents:+,}http://$(api_of "$n")"
+        agents+="${agents:+,}https://$(api_of "$n")"
     done
     cat >"$DEMO/agent.toml" <<EOF
 controller = "$agents"
-token_file = "$DEMO/agent-token"
+ca_certificate = "$DEMO/ca.pem"
+join_token_file = "$DEMO/join-token"
+host_name = "$HOST_NAME"
 state_dir = "$AGENT_STATE"
 domain_type = "auto"
 file_location_roots = ["$AGENT_STATE/images"]
@@ -157,6 +165,7 @@ write_user_config() {
     cat >"$DEMO/stratuslab-user.cfg" <<EOF
 [default]
 endpoint = $ENDPOINTS
+ca_certificate = $DEMO/ca.pem
 username = admin
 password = $(admin_password)
 user_public_key_file = $DEMO/id_ed25519.pub
@@ -175,18 +184,18 @@ start_controller() { # NODE
 start_daemons() {
     start_controller 1
     wait_for 20 "controller node 1" test -s "$DEMO/admin-password"
-    wait_for 20 "controller node 1's API" curl -fsS -u "admin:$(admin_password)" "http://$ENDPOINT/api/v1/cluster"
+    wait_for 20 "controller node 1's API" curl -fsS --cacert "$DEMO/ca.pem" -u "admin:$(admin_password)" "https://$ENDPOINT/api/v1/cluster"
     local n
     for ((n = 2; n <= NODES; n++)); do
         start_controller "$n"
         # A node waiting to be added answers (401: it has no users yet) once it listens.
-        wait_for 20 "controller node $n's API" curl -sS -o /dev/null "http://$(api_of "$n")/api/v1/cluster"
+        wait_for 20 "controller node $n's API" curl -sS -o /dev/null --cacert "$DEMO/ca.pem" "https://$(api_of "$n")/api/v1/cluster"
         if ! api GET /cluster/members | grep -q "\"id\":$n,"; then
             log "adding controller node $n to the cluster"
             api POST /cluster/members "{\"id\":$n,\"address\":\"$(peer_of "$n")\",\"api_address\":\"$(api_of "$n")\"}" >/dev/null
         fi
         wait_for 60 "controller node $n to be a voter" bash -c \
-            "curl -fsS -u admin:$(admin_password) http://$ENDPOINT/api/v1/cluster/members | grep -q '\"id\":$n,[^}]*\"role\":\"\(voter\|leader\)\"'"
+            "curl -fsS --cacert $DEMO/ca.pem -u admin:$(admin_password) https://$ENDPOINT/api/v1/cluster/members | grep -q '\"id\":$n,[^}]*\"role\":\"\(voter\|leader\)\"'"
     done
     if ((NODES > 1)); then
         log "controller cluster of $NODES: $(api GET /cluster | sed -n 's/.*"leader":\([0-9]*\).*/leader node \1/p')"
@@ -194,11 +203,15 @@ start_daemons() {
     write_user_config
     api GET /cluster | sed -n 's/.*"cluster_id":"\([^"]*\)".*/\1/p' >"$DEMO/cluster-id"
     if ! alive "$DEMO/agent.pid"; then
+        # As an administrator would: a one-time join token the agent enrols with.
+        api POST "/hosts/$HOST_NAME/join-tokens" '{}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' >"$DEMO/join-token"
+        [[ -s $DEMO/join-token ]] || die "no join token for host $HOST_NAME"
+        chmod 0600 "$DEMO/join-token"
         log "starting the agent (domain type probe: up to a minute the first time)"
         nohup "$BIN/stratus-agent" --config "$DEMO/agent.toml" >>"$DEMO/agent.log" 2>&1 &
         echo $! >"$DEMO/agent.pid"
         wait_for 120 "the agent to register" bash -c \
-            "curl -fsS -u admin:$(admin_password) http://$ENDPOINT/api/v1/hosts | grep -q '\"status\":\"up\"'"
+            "curl -fsS --cacert $DEMO/ca.pem -u admin:$(admin_password) https://$ENDPOINT/api/v1/hosts | grep -q '\"status\":\"up\"'"
     fi
 }
 
@@ -230,7 +243,7 @@ start() {
         id=$(sed -n 's/.*(vm ID: \([0-9]*\)).*/\1/p' <<<"$out" | head -1)
         [[ -n $id ]] || die "stratus-run-instance printed no vm ID"
     fi
-    wait_for 120 "instance $id to be Running" bash -c "curl -fsS -u admin:$(admin_password) http://$ENDPOINT/api/v1/instances/$id | grep -q '\"state\":\"Running\"'"
+    wait_for 120 "instance $id to be Running" bash -c "curl -fsS --cacert $DEMO/ca.pem -u admin:$(admin_password) https://$ENDPOINT/api/v1/instances/$id | grep -q '\"state\":\"Running\"'"
     wait_for 120 "the banner of instance $id" grep -q "$BANNER" "$AGENT_STATE/instances/$id/console.log"
     log "instance $id is Running:"
     cli describe-instance "$id"
@@ -261,8 +274,8 @@ The demo cloud is running. Try:
   stratus-reboot-instance $id; stratus-console-instance -f $id   # the guest boots again
   stratus-stop-instance $id; stratus-start-instance $id          # same host, disk and address
   stratus-kill-instance $id
-  curl -u admin:\$(cat $DEMO/admin-password) http://$ENDPOINT/api/v1/hosts
-  curl -u admin:\$(cat $DEMO/admin-password) http://$ENDPOINT/api/v1/cluster
+  curl --cacert $DEMO/ca.pem -u admin:\$(cat $DEMO/admin-password) https://$ENDPOINT/api/v1/hosts
+  curl --cacert $DEMO/ca.pem -u admin:\$(cat $DEMO/admin-password) https://$ENDPOINT/api/v1/cluster
 Logs: $DEMO/controller-*.log $DEMO/agent.log
 Stop it all with: make stop
 EOF

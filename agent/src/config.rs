@@ -22,8 +22,14 @@ pub struct AgentConfig {
     /// (`http://ctl1:8440,http://ctl2:8440,http://ctl3:8440`): the agent moves to the next one
     /// when one cannot be reached or has no leader.
     pub controller: String,
-    /// File holding the site's agent token (shared with the controller).
-    pub token_file: PathBuf,
+    /// The site CA's certificate (PEM), copied from a controller: `https://` controllers are
+    /// checked against it.
+    pub ca_certificate: PathBuf,
+    /// A join token an administrator made for this host (`POST
+    /// /api/v1/hosts/{name}/join-tokens`): the agent enrols with it when it has no certificate,
+    /// or when the file holds a token it has not used yet. Its key and certificate are kept
+    /// under `<state_dir>/tls/`.
+    pub join_token_file: PathBuf,
     /// This host's name in the cloud; the system host name when absent.
     pub host_name: Option<String>,
     /// Where instance disks, console logs and the image cache live.
@@ -39,7 +45,11 @@ pub struct AgentConfig {
     /// Memory kept for the host itself, not offered to instances.
     pub reserved_memory_mib: u64,
     /// Bytes the image cache may hold before it evicts unused images (least recently used).
+    /// A download that declares no size never writes more than this.
     pub image_cache_bytes: u64,
+    /// The most bytes (after decompression) of an image artifact that declares no size; a
+    /// download stops there and the instance fails.
+    pub max_image_bytes: u64,
     /// Allow image locations that resolve to loopback addresses (tests, single-host sites).
     /// Link-local and cloud metadata addresses are always refused.
     pub allow_loopback_sources: bool,
@@ -71,8 +81,9 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            controller: format!("http://{}", stratus_common::DEFAULT_LISTEN),
-            token_file: PathBuf::from("/etc/stratuslab/agent-token"),
+            controller: format!("https://{}", stratus_common::DEFAULT_LISTEN),
+            ca_certificate: PathBuf::from("/etc/stratuslab/ca.pem"),
+            join_token_file: PathBuf::from("/etc/stratuslab/join-token"),
             host_name: None,
             state_dir: PathBuf::from("/var/lib/stratuslab"),
             libvirt_uri: "qemu:///system".to_owned(),
@@ -82,6 +93,7 @@ impl Default for AgentConfig {
             probe_banner: "STRATUSLAB-APPLIANCE-READY".to_owned(),
             reserved_memory_mib: 512,
             image_cache_bytes: 50 << 30,
+            max_image_bytes: crate::images::download::DEFAULT_MAX_UNDECLARED_BYTES,
             allow_loopback_sources: false,
             file_location_roots: Vec::new(),
             network_netns: None,

@@ -2,16 +2,22 @@
 //! between the controller nodes of a cluster.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
+use stratus_common::agent::{
+    EnrolHost, HostCertificate, HostDesired, HostReport, RegisterHost, Registered,
+};
 use stratus_common::api::ApiError;
 use stratus_common::observed::{HostObserved, ObservedAnswer};
 
+use crate::identity::Identity;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("TLS client set-up")]
+    Setup(#[source] reqwest::Error),
     #[error("controller unreachable at {url}")]
     Unreachable {
         url: String,
@@ -29,25 +35,41 @@ pub enum ClientError {
 /// A client for the controller: one endpoint, or the controller nodes of a cluster. A call
 /// goes to the node that answered last; when it cannot be reached or has no leader (503), the
 /// next one is tried (a controller forwards an agent's calls to its leader, so any node will
-/// do).
+/// do). Over TLS it trusts the site CA only and presents the host's certificate, which a
+/// renewal replaces while the client is in use.
 #[derive(Clone)]
 pub struct ControllerClient {
-    http: reqwest::Client,
+    http: Arc<RwLock<reqwest::Client>>,
+    ca_pem: Option<Arc<Vec<u8>>>,
     bases: Arc<Vec<String>>,
     current: Arc<AtomicUsize>,
-    token: String,
+}
+
+impl ClientError {
+    /// Whether trying again later may succeed: no controller reachable, or none could serve
+    /// it now (no leader).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Refused { status, .. } => status.is_server_error(),
+            ClientError::Setup(_) => false,
+        }
+    }
 }
 
 impl ControllerClient {
-    pub fn new(bases: &[String], token: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .expect("HTTP client");
+    /// A client for the controllers at `bases`; `https://` ones are checked against the site
+    /// CA `ca_pem` (and nothing else), and `identity` is presented to them.
+    pub fn new(
+        bases: &[String],
+        ca_pem: Option<&[u8]>,
+        identity: Option<&Identity>,
+    ) -> Result<Self, ClientError> {
         assert!(!bases.is_empty(), "at least one controller endpoint");
-        Self {
-            http,
+        let ca_pem = ca_pem.map(|pem| Arc::new(pem.to_vec()));
+        Ok(Self {
+            http: Arc::new(RwLock::new(Self::build(ca_pem.as_deref(), identity)?)),
+            ca_pem,
             bases: Arc::new(
                 bases
                     .iter()
@@ -55,8 +77,41 @@ impl ControllerClient {
                     .collect(),
             ),
             current: Arc::new(AtomicUsize::new(0)),
-            token: token.to_owned(),
+        })
+    }
+
+    fn build(
+        ca_pem: Option<&Vec<u8>>,
+        identity: Option<&Identity>,
+    ) -> Result<reqwest::Client, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(pem) = ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem).map_err(ClientError::Setup)?;
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca);
         }
+        if let Some(identity) = identity {
+            let pem = format!("{}\n{}", identity.certificate_pem, identity.key_pem);
+            let identity =
+                reqwest::Identity::from_pem(pem.as_bytes()).map_err(ClientError::Setup)?;
+            builder = builder.identity(identity);
+        }
+        builder.build().map_err(ClientError::Setup)
+    }
+
+    /// From now on, presents `identity` (a renewed certificate) to the controllers.
+    pub fn set_identity(&self, identity: &Identity) -> Result<(), ClientError> {
+        let http = Self::build(self.ca_pem.as_deref(), Some(identity))?;
+        *self.http.write().expect("client lock") = http;
+        Ok(())
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.read().expect("client lock").clone()
     }
 
     /// Sends the request `build` makes for a base URL to the controller nodes in turn, from
@@ -64,7 +119,7 @@ impl ControllerClient {
     async fn send(
         &self,
         what: &'static str,
-        build: impl Fn(&Self, &str) -> reqwest::RequestBuilder,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
         let start = self.current.load(Ordering::Relaxed);
         let mut last = None;
@@ -72,7 +127,7 @@ impl ControllerClient {
             let index = (start + step) % self.bases.len();
             let base = &self.bases[index];
             let more = step + 1 < self.bases.len();
-            match build(self, base).bearer_auth(&self.token).send().await {
+            match build(&self.http(), base).send().await {
                 Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE && more => {
                     last = Some(Self::check(what, response).await.err());
                 }
@@ -129,11 +184,28 @@ impl ControllerClient {
         }
     }
 
+    /// Asks for a host certificate: with a join token (enrolment) or, without one, over the
+    /// certificate in force (renewal).
+    pub async fn enrol(
+        &self,
+        host: &str,
+        request: &EnrolHost,
+    ) -> Result<HostCertificate, ClientError> {
+        let path = format!("/hosts/{host}/certificate");
+        let response = self
+            .send("certificate request", |http, base| {
+                http.post(Self::url(base, &path))
+                    .timeout(Duration::from_secs(30))
+                    .json(request)
+            })
+            .await?;
+        response.json().await.map_err(|e| self.unreachable(e))
+    }
+
     pub async fn register(&self, host: &RegisterHost) -> Result<Registered, ClientError> {
         let response = self
-            .send("registration", |c, base| {
-                c.http
-                    .post(Self::url(base, "/hosts"))
+            .send("registration", |http, base| {
+                http.post(Self::url(base, "/hosts"))
                     .timeout(Duration::from_secs(30))
                     .json(host)
             })
@@ -150,9 +222,8 @@ impl ControllerClient {
     ) -> Result<HostDesired, ClientError> {
         let path = format!("/hosts/{host}/desired");
         let response = self
-            .send("desired state", |c, base| {
-                c.http
-                    .get(Self::url(base, &path))
+            .send("desired state", |http, base| {
+                http.get(Self::url(base, &path))
                     .query(&[("since", since), ("wait", wait.as_secs())])
                     .timeout(wait + Duration::from_secs(15))
             })
@@ -162,9 +233,8 @@ impl ControllerClient {
 
     pub async fn report(&self, host: &str, report: &HostReport) -> Result<(), ClientError> {
         let path = format!("/hosts/{host}/report");
-        self.send("report", |c, base| {
-            c.http
-                .post(Self::url(base, &path))
+        self.send("report", |http, base| {
+            http.post(Self::url(base, &path))
                 .timeout(Duration::from_secs(30))
                 .json(report)
         })
@@ -181,9 +251,8 @@ impl ControllerClient {
     ) -> Result<ObservedAnswer, ClientError> {
         let path = format!("/hosts/{host}/observed");
         let response = self
-            .send("observations", |c, base| {
-                c.http
-                    .post(Self::url(base, &path))
+            .send("observations", |http, base| {
+                http.post(Self::url(base, &path))
                     .timeout(Duration::from_secs(30))
                     .json(observed)
             })
@@ -242,7 +311,7 @@ mod tests {
         )])
         .await;
         let (good, seen_good) = canned(vec![("204 No Content", ""), ("204 No Content", "")]).await;
-        let client = ControllerClient::new(&[dead(), leaderless, good], "token");
+        let client = ControllerClient::new(&[dead(), leaderless, good], None, None).unwrap();
         client.report("h1", &report()).await.unwrap();
         // The node that answered is asked first next time.
         client.report("h1", &report()).await.unwrap();
@@ -260,7 +329,7 @@ mod tests {
             r#"{"code":"unauthenticated","message":"bad agent token"}"#,
         )])
         .await;
-        let client = ControllerClient::new(&[refusing, dead()], "token");
+        let client = ControllerClient::new(&[refusing, dead()], None, None).unwrap();
         let err = client.report("h1", &report()).await.unwrap_err();
         assert!(err.to_string().contains("bad agent token"), "{err}");
         assert_eq!(seen.await.unwrap().len(), 1);

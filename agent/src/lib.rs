@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod controller_client;
 pub mod hypervisor;
+pub mod identity;
 pub mod images;
 pub mod inventory;
 pub mod network;

@@ -12,6 +12,7 @@ use stratus_agent::config::AgentConfig;
 use stratus_agent::controller_client::{ClientError, ControllerClient};
 use stratus_agent::hypervisor::probe::{resolve_domain_type, ProbeGuest};
 use stratus_agent::hypervisor::{Hypervisor, LibvirtHypervisor};
+use stratus_agent::identity::{self, IdentityStore};
 use stratus_agent::images::cache::ImageCache;
 use stratus_agent::images::download::{Downloader, SourcePolicy};
 use stratus_agent::inventory;
@@ -68,10 +69,6 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = load_config(&args.config)?;
     init_tracing(&config.log_format);
-    let token = std::fs::read_to_string(&config.token_file)
-        .with_context(|| format!("agent token {}", config.token_file.display()))?
-        .trim()
-        .to_owned();
     let host = match &config.host_name {
         Some(name) => name.clone(),
         None => system_host_name()?,
@@ -127,13 +124,39 @@ async fn run() -> anyhow::Result<()> {
     };
     tracing::info!(host = %host, domain_type = domain_type.as_str(), vcpus = inv.vcpus, memory_mib = inv.memory_mib, "agent starting");
 
-    let client = ControllerClient::new(&config.controllers(), &token);
+    let tls_needed = config
+        .controllers()
+        .iter()
+        .any(|c| c.starts_with("https://"));
+    let ca_pem = if tls_needed {
+        Some(std::fs::read(&config.ca_certificate).with_context(|| {
+            format!(
+                "ca_certificate {} (the site CA, copied from a controller's state directory)",
+                config.ca_certificate.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let client = ControllerClient::new(&config.controllers(), ca_pem.as_deref(), None)
+        .context("controller client")?;
+    let store = IdentityStore::new(config.state_dir.join("tls"));
+    let identity = identity::establish(&client, &store, &host, &config.join_token_file)
+        .await
+        .context("host identity")?;
+    tokio::spawn(identity::renew_forever(
+        client.clone(),
+        store,
+        host.clone(),
+        identity,
+    ));
     let cluster_id = register(&client, &registration).await;
     tracing::info!(cluster = %cluster_id, "registered with the controller");
 
     let downloader = Downloader::new(SourcePolicy {
         allow_loopback: config.allow_loopback_sources,
         file_roots: config.file_location_roots.clone(),
+        max_undeclared_bytes: config.max_image_bytes,
     });
     let images = Arc::new(
         ImageCache::open(

@@ -62,6 +62,17 @@ pub enum ClientError {
     Setup(String),
     #[error("cannot write the output: {0}")]
     Output(String),
+    #[error(
+        "cannot verify the cloud endpoint {endpoint}: {cause}; its certificate must chain to \
+         {trusted} (set ca_certificate in the configuration file, STRATUSLAB_CA_CERTIFICATE or \
+         --ca-certificate to the site CA)"
+    )]
+    Untrusted {
+        endpoint: String,
+        cause: String,
+        /// What was trusted: the configured CA file, or the system's roots.
+        trusted: String,
+    },
 }
 
 impl ClientError {
@@ -71,6 +82,7 @@ impl ClientError {
         matches!(
             self,
             Self::Unreachable { .. }
+                | Self::Untrusted { .. }
                 | Self::AuthenticationFailed { .. }
                 | Self::NoCredentials { .. }
                 | Self::BadResponse { .. }
@@ -124,8 +136,28 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// How the client checks the cloud's TLS certificate, and the certificate it presents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// The CA (PEM) the cloud's certificate must chain to; the system's roots when absent.
+    pub ca_certificate: Option<std::path::PathBuf>,
+    /// A client certificate and its (unencrypted) key, PEM, to log in with: it takes
+    /// precedence over a username and password.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Tls {
+    fn trusted(&self) -> String {
+        match &self.ca_certificate {
+            Some(path) => format!("the CA in {}", path.display()),
+            None => "one of the system's root CAs".into(),
+        }
+    }
+}
+
 pub struct Client {
     http: reqwest::blocking::Client,
+    tls: Tls,
     /// URLs are built on the first; a request goes to `current` first.
     endpoints: Endpoints,
     /// The endpoint that answered last.
@@ -137,16 +169,53 @@ impl Client {
     pub fn new(
         endpoints: impl Into<Endpoints>,
         credentials: Option<Credentials>,
+        tls: &Tls,
     ) -> Result<Self, ClientError> {
         let endpoints = endpoints.into();
-        let http = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("stratus-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("stratus-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &tls.ca_certificate {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Setup(format!("ca_certificate {}: {e}", path.display()))
+            })?;
+            let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                ClientError::Setup(format!(
+                    "ca_certificate {}: {}",
+                    path.display(),
+                    deepest_cause(&e)
+                ))
+            })?;
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca);
+        }
+        if let Some((certificate, key)) = &tls.identity {
+            let read = |path: &std::path::Path, what: &str| {
+                std::fs::read(path)
+                    .map_err(|e| ClientError::Setup(format!("{what} {}: {e}", path.display())))
+            };
+            let mut pem = read(certificate, "pem_certificate")?;
+            pem.push(b'\n');
+            pem.extend(read(key, "pem_key")?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClientError::Setup(format!(
+                    "pem_certificate {} with pem_key {}: {} (the key must be unencrypted PEM)",
+                    certificate.display(),
+                    key.display(),
+                    deepest_cause(&e)
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Setup(deepest_cause(&e)))?;
         Ok(Self {
             http,
+            tls: tls.clone(),
             endpoints,
             current: AtomicUsize::new(0),
             credentials,
@@ -553,6 +622,13 @@ impl Client {
         error: &reqwest::Error,
         refused: &[String],
     ) -> ClientError {
+        if let Some(refusal) = certificate_refusal(error) {
+            return ClientError::Untrusted {
+                endpoint: endpoint.to_string(),
+                cause: refusal,
+                trusted: self.tls.trusted(),
+            };
+        }
         let mut cause = if error.is_timeout() {
             "no answer in time (timed out)".to_string()
         } else {
@@ -566,6 +642,27 @@ impl Client {
             cause,
         }
     }
+}
+
+/// The reason the TLS handshake refused the server's certificate, if that is why `error`
+/// happened (found among its causes, as rustls reported it).
+fn certificate_refusal(error: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(rustls::Error::InvalidCertificate(why)) =
+            current.downcast_ref::<rustls::Error>()
+        {
+            return Some(format!("its certificate was refused ({why:?})"));
+        }
+        // An I/O error's `source` skips the error it wraps (which may wrap another).
+        cause = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+    }
+    None
 }
 
 /// `request`, sent to `to` instead of `from` (the URL's path and query kept).
@@ -670,7 +767,7 @@ mod tests {
                 seen
             });
             Self {
-                endpoint: Endpoint::parse(&format!("127.0.0.1:{port}")).unwrap(),
+                endpoint: Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
                 handle,
             }
         }
@@ -706,7 +803,7 @@ mod tests {
             "401 Unauthorized",
             r#"{"code":"unauthorized","message":"bad credentials"}"#,
         )]);
-        let client = Client::new(server.endpoint.clone(), alice()).unwrap();
+        let client = Client::new(server.endpoint.clone(), alice(), &Tls::default()).unwrap();
         let err = client.list_instances().unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -737,7 +834,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        Endpoint::parse(&format!("127.0.0.1:{port}")).unwrap()
+        Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap()
     }
 
     fn ttylinux() -> CreateInstance {
@@ -764,7 +861,12 @@ mod tests {
             http_response("200 OK", INSTANCE_5507),
             http_response("200 OK", INSTANCE_5507),
         ]);
-        let client = Client::new(endpoints(&[&dead, &server.endpoint]), alice()).unwrap();
+        let client = Client::new(
+            endpoints(&[&dead, &server.endpoint]),
+            alice(),
+            &Tls::default(),
+        )
+        .unwrap();
         let body = ttylinux();
         assert_eq!(client.create_instance(&body).unwrap().id, 5507);
         // The node that answered is asked first from then on.
@@ -794,8 +896,12 @@ mod tests {
             r#"{"code":"no_leader","message":"no controller is leader now; retry shortly"}"#,
         )]);
         let good = CannedServer::start(vec![http_response("200 OK", INSTANCE_5507)]);
-        let client =
-            Client::new(endpoints(&[&leaderless.endpoint, &good.endpoint]), alice()).unwrap();
+        let client = Client::new(
+            endpoints(&[&leaderless.endpoint, &good.endpoint]),
+            alice(),
+            &Tls::default(),
+        )
+        .unwrap();
         assert_eq!(client.get_instance(5507).unwrap().id, 5507);
         assert_eq!(leaderless.requests().len(), 1);
         assert_eq!(good.requests().len(), 1);
@@ -806,7 +912,12 @@ mod tests {
             r#"{"code":"conflict","message":"network w1 exists"}"#,
         )]);
         let unused = dead_endpoint();
-        let client = Client::new(endpoints(&[&refusing.endpoint, &unused]), alice()).unwrap();
+        let client = Client::new(
+            endpoints(&[&refusing.endpoint, &unused]),
+            alice(),
+            &Tls::default(),
+        )
+        .unwrap();
         let err = client.list_types().unwrap_err();
         assert_eq!(err.to_string(), "network w1 exists");
         assert_eq!(refusing.requests().len(), 1);
@@ -819,8 +930,12 @@ mod tests {
             r#"{"code":"no_leader","message":"leadership is moving; retry"}"#,
         )]);
         let good = CannedServer::start(vec![http_response("201 Created", INSTANCE_5507)]);
-        let client =
-            Client::new(endpoints(&[&leaderless.endpoint, &good.endpoint]), alice()).unwrap();
+        let client = Client::new(
+            endpoints(&[&leaderless.endpoint, &good.endpoint]),
+            alice(),
+            &Tls::default(),
+        )
+        .unwrap();
         let body = ttylinux();
         assert_eq!(client.create_instance(&body).unwrap().id, 5507);
         let key = |request: &str| -> String {
@@ -839,7 +954,7 @@ mod tests {
     #[test]
     fn when_every_node_is_down_the_message_names_each() {
         let (a, b) = (dead_endpoint(), dead_endpoint());
-        let client = Client::new(endpoints(&[&a, &b]), alice()).unwrap();
+        let client = Client::new(endpoints(&[&a, &b]), alice(), &Tls::default()).unwrap();
         let message = client.list_types().unwrap_err().to_string();
         assert!(
             message.starts_with(&format!("cannot reach the cloud endpoint {b}: ")),
@@ -856,8 +971,8 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let endpoint = Endpoint::parse(&format!("127.0.0.1:{port}")).unwrap();
-        let client = Client::new(endpoint, alice()).unwrap();
+        let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let client = Client::new(endpoint, alice(), &Tls::default()).unwrap();
         let err = client.list_types().unwrap_err();
         let message = err.to_string();
         let expected = format!("cannot reach the cloud endpoint http://127.0.0.1:{port}: ");
@@ -872,7 +987,7 @@ mod tests {
     #[test]
     fn created_instance_renders_as_in_the_guide() {
         let server = CannedServer::start(vec![http_response("201 Created", INSTANCE_5507)]);
-        let client = Client::new(server.endpoint.clone(), alice()).unwrap();
+        let client = Client::new(server.endpoint.clone(), alice(), &Tls::default()).unwrap();
         let request = CreateInstance {
             image: "ttylinux".into(),
             instance_type: Some("m1.small".into()),
@@ -911,7 +1026,7 @@ mod tests {
             http_response("502 Bad Gateway", "<html>oops</html>"),
             http_response("200 OK", "[{\"not\":\"a type\"}]"),
         ]);
-        let client = Client::new(server.endpoint.clone(), alice()).unwrap();
+        let client = Client::new(server.endpoint.clone(), alice(), &Tls::default()).unwrap();
         let err = client.get_instance(42).unwrap_err();
         assert_eq!(err.to_string(), "instance 42 not found");
         assert!(!err.is_fatal());
@@ -941,7 +1056,7 @@ mod tests {
             "401 Unauthorized",
             r#"{"code":"unauthorized","message":"who are you"}"#,
         )]);
-        let client = Client::new(server.endpoint.clone(), None).unwrap();
+        let client = Client::new(server.endpoint.clone(), None, &Tls::default()).unwrap();
         let err = client.list_types().unwrap_err();
         assert!(
             err.to_string()
@@ -965,7 +1080,7 @@ mod tests {
                 r#"{"code":"not_found","message":"no Marketplace entry for image Y1eUkuvLYkdEPIbC0IkhELmre4o"}"#,
             ),
         ]);
-        let client = Client::new(server.endpoint.clone(), None).unwrap();
+        let client = Client::new(server.endpoint.clone(), None, &Tls::default()).unwrap();
         let list = client
             .list_images(&ImageQuery {
                 identifier: Some("a b&c".into()),
@@ -1025,7 +1140,7 @@ mod tests {
                 &format!(r#"{{"code":"not_found","message":"disk {DISK} not found"}}"#),
             ),
         ]);
-        let client = Client::new(server.endpoint.clone(), alice()).unwrap();
+        let client = Client::new(server.endpoint.clone(), alice(), &Tls::default()).unwrap();
         client.delete_volume(DISK).unwrap();
         assert_eq!(client.detach_volume(7, DISK, true).unwrap(), volume);
         assert_eq!(client.list_volumes().unwrap(), vec![volume]);
@@ -1055,5 +1170,70 @@ mod tests {
     fn credentials_debug_hides_the_password() {
         let text = format!("{:?}", alice().unwrap());
         assert!(!text.contains("wrong"), "{text}");
+    }
+
+    /// A TLS server on loopback with a certificate of `ca` for 127.0.0.1, answering one
+    /// handshake (or failing it) and then closing.
+    fn tls_server(ca: &stratus_controller::pki::SiteCa) -> (u16, std::thread::JoinHandle<()>) {
+        use rustls_pki_types::pem::PemObject;
+        use std::sync::Arc;
+        let issued = ca.issue_node(1, &["127.0.0.1".into()]).unwrap();
+        let chain =
+            rustls_pki_types::CertificateDer::pem_slice_iter(issued.certificate_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let mut tls = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            while tls.is_handshaking() {
+                if tls.complete_io(&mut tcp).is_err() {
+                    return;
+                }
+            }
+        });
+        (port, handle)
+    }
+
+    #[test]
+    fn a_server_whose_certificate_the_configured_ca_did_not_sign_is_refused_as_untrusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            stratus_controller::pki::SiteCa::load_or_create(
+                &dir.path().join(name).join("ca.pem"),
+                &dir.path().join(name).join("ca.key"),
+                true,
+            )
+            .unwrap()
+            .0
+        };
+        let (theirs, ours) = (make("theirs"), make("ours"));
+        let (port, server) = tls_server(&theirs);
+        let tls = Tls {
+            ca_certificate: Some(dir.path().join("ours/ca.pem")),
+            identity: None,
+        };
+        let endpoint = Endpoint::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let client = Client::new(endpoint, alice(), &tls).unwrap();
+        let err = client.list_instances().unwrap_err();
+        server.join().unwrap();
+        let ClientError::Untrusted { cause, trusted, .. } = &err else {
+            panic!("not refused as untrusted: {err:?}");
+        };
+        assert_eq!(cause, "its certificate was refused (UnknownIssuer)");
+        assert!(trusted.ends_with("ours/ca.pem"), "{trusted}");
+        assert!(err.is_fatal());
+        drop(ours);
     }
 }

@@ -35,6 +35,7 @@ pub const ENV_PASSWORD: &str = "STRATUSLAB_PASSWORD";
 pub const ENV_KEY: &str = "STRATUSLAB_KEY";
 pub const ENV_PEM_CERTIFICATE: &str = "STRATUSLAB_PEM_CERTIFICATE";
 pub const ENV_PEM_KEY: &str = "STRATUSLAB_PEM_KEY";
+pub const ENV_CA_CERTIFICATE: &str = "STRATUSLAB_CA_CERTIFICATE";
 pub const ENV_P12_CERTIFICATE: &str = "STRATUSLAB_P12_CERTIFICATE";
 pub const ENV_P12_PASSWORD: &str = "STRATUSLAB_P12_PASSWORD";
 
@@ -59,6 +60,7 @@ pub mod keys {
     pub const PEM_KEY: &str = "pem_key";
     pub const P12_CERTIFICATE: &str = "p12_certificate";
     pub const P12_PASSWORD: &str = "p12_password";
+    pub const CA_CERTIFICATE: &str = "ca_certificate";
 }
 
 /// The environment as the resolution sees it: variable name to value. Only `HOME` and the
@@ -127,6 +129,11 @@ pub struct CliOptions {
     /// SSH public key file pushed to instances [env: STRATUSLAB_KEY] [default: ~/.ssh/id_rsa.pub]
     #[arg(long = "key", global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
+
+    /// The CA that signed the cloud's certificate (PEM), instead of the system's
+    /// [env: STRATUSLAB_CA_CERTIFICATE]
+    #[arg(long = "ca-certificate", global = true, value_name = "FILE")]
+    pub ca_certificate: Option<PathBuf>,
 
     /// PEM certificate [env: STRATUSLAB_PEM_CERTIFICATE] [default: ~/.globus/usercert.pem]
     #[arg(long = "pem-cert", global = true, value_name = "FILE")]
@@ -327,6 +334,8 @@ pub struct ResolvedConfig {
     pub p12_certificate: Option<Sourced<PathBuf>>,
     /// PKCS#12 password, if configured.
     pub p12_password: Option<Sourced<String>>,
+    /// The CA the cloud's TLS certificate must chain to; the system's roots when absent.
+    pub ca_certificate: Option<PathBuf>,
 }
 
 impl ResolvedConfig {
@@ -566,8 +575,15 @@ pub fn resolve(
         })
     };
 
+    let ca_certificate = cli.ca_certificate.clone().or_else(|| {
+        env_value(env, ENV_CA_CERTIFICATE)
+            .or_else(|| from_file(keys::CA_CERTIFICATE))
+            .map(|p| expand_home(p, home))
+    });
+
     Ok(ResolvedConfig {
         config_path: config_path.to_path_buf(),
+        ca_certificate,
         pem_certificate,
         pem_key,
         p12_certificate,
@@ -651,7 +667,7 @@ endpoint = other.tld
             &env(&[("HOME", "/home/u")]),
             &CliOptions::default(),
         );
-        assert_eq!(endpoint(&r), "http://default.example.org:8440");
+        assert_eq!(endpoint(&r), "https://default.example.org:8440");
         assert_eq!(r.username.as_deref(), Some("alice"));
         assert_eq!(r.password.as_deref(), Some("secret"));
         assert_eq!(r.section, None);
@@ -670,7 +686,7 @@ endpoint = other.tld
             .insert("selected_section".into(), "fav-cloud".into());
         let r = resolve_with(&f, &env(&[("HOME", "/home/u")]), &CliOptions::default());
         assert_eq!(r.section.as_deref(), Some("fav-cloud"));
-        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(endpoint(&r), "https://favorit-cloud.tld:9000");
         assert_eq!(r.username.as_deref(), Some("clouduser"));
         // Not in the section: falls back to [default].
         assert_eq!(r.password.as_deref(), Some("secret"));
@@ -697,7 +713,7 @@ endpoint = other.tld
         };
         let r = resolve_with(&f, &env(&[(ENV_SECTION, "fav-cloud")]), &cli);
         assert_eq!(r.section.as_deref(), Some("other"));
-        assert_eq!(endpoint(&r), "http://other.tld:8440");
+        assert_eq!(endpoint(&r), "https://other.tld:8440");
 
         // -S default means "no named section".
         let cli = CliOptions {
@@ -706,7 +722,7 @@ endpoint = other.tld
         };
         let r = resolve_with(&f, &Env::new(), &cli);
         assert_eq!(r.section, None);
-        assert_eq!(endpoint(&r), "http://default.example.org:8440");
+        assert_eq!(endpoint(&r), "https://default.example.org:8440");
     }
 
     #[test]
@@ -731,7 +747,7 @@ endpoint = other.tld
             (ENV_KEY, "/env/key.pub"),
         ]);
         let r = resolve_with(&file(), &e, &CliOptions::default());
-        assert_eq!(endpoint(&r), "http://env.example.org:1");
+        assert_eq!(endpoint(&r), "https://env.example.org:1");
         assert_eq!(r.username.as_deref(), Some("env-user"));
         assert_eq!(r.password.as_deref(), Some("env-pass"));
         assert_eq!(r.user_public_key_file, Some(PathBuf::from("/env/key.pub")));
@@ -759,7 +775,7 @@ endpoint = other.tld
         };
         let r = resolve_with(&file(), &e, &cli);
         assert_eq!(r.username.as_deref(), Some("env-user"));
-        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(endpoint(&r), "https://favorit-cloud.tld:9000");
     }
 
     #[test]
@@ -770,7 +786,7 @@ endpoint = other.tld
             ..Default::default()
         };
         let r = resolve_with(&file(), &e, &cli);
-        assert_eq!(endpoint(&r), "http://default.example.org:8440");
+        assert_eq!(endpoint(&r), "https://default.example.org:8440");
         assert_eq!(r.username.as_deref(), Some("cli-user"));
         assert_eq!(r.password.as_deref(), Some("env-pass"));
     }
@@ -779,7 +795,7 @@ endpoint = other.tld
     fn empty_env_values_count_as_unset() {
         let e = env(&[(ENV_ENDPOINT, ""), (ENV_SECTION, "")]);
         let r = resolve_with(&file(), &e, &CliOptions::default());
-        assert_eq!(endpoint(&r), "http://default.example.org:8440");
+        assert_eq!(endpoint(&r), "https://default.example.org:8440");
     }
 
     #[test]
@@ -812,7 +828,7 @@ endpoint = other.tld
         // Not configured anywhere: the controller's endpoint, wherever that came from.
         let f = ConfigFile::parse("endpoint = cloud.example.org\n").unwrap();
         let r = resolve_with(&f, &Env::new(), &CliOptions::default());
-        assert_eq!(marketplace(&r), "http://cloud.example.org:8440");
+        assert_eq!(marketplace(&r), "https://cloud.example.org:8440");
         let cli = CliOptions {
             endpoint: Some("https://cli.example.org:9443".into()),
             ..Default::default()
@@ -827,7 +843,7 @@ endpoint = other.tld
             ]),
             &CliOptions::default(),
         );
-        assert_eq!(marketplace(&r), "http://env.example.org:8440");
+        assert_eq!(marketplace(&r), "https://env.example.org:8440");
 
         // Neither: the cloud endpoint's message.
         let r = resolve_with(&ConfigFile::default(), &Env::new(), &CliOptions::default());
@@ -846,7 +862,7 @@ endpoint = other.tld
             ..Default::default()
         };
         let r = resolve_with(&file(), &Env::new(), &cli);
-        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(endpoint(&r), "https://favorit-cloud.tld:9000");
         assert_eq!(marketplace(&r), "https://marketplace.stratuslab.eu:8440");
 
         let mut f = file();
@@ -855,11 +871,11 @@ endpoint = other.tld
             .unwrap()
             .insert("marketplace_endpoint".into(), "mp.favorit-cloud.tld".into());
         let r = resolve_with(&f, &Env::new(), &cli);
-        assert_eq!(marketplace(&r), "http://mp.favorit-cloud.tld:8440");
+        assert_eq!(marketplace(&r), "https://mp.favorit-cloud.tld:8440");
 
         let e = env(&[(ENV_MARKETPLACE_ENDPOINT, "env-mp.example.org:1")]);
         let r = resolve_with(&f, &e, &cli);
-        assert_eq!(marketplace(&r), "http://env-mp.example.org:1");
+        assert_eq!(marketplace(&r), "https://env-mp.example.org:1");
 
         let cli = CliOptions {
             section: Some("fav-cloud".into()),
@@ -869,7 +885,7 @@ endpoint = other.tld
         let r = resolve_with(&f, &e, &cli);
         assert_eq!(marketplace(&r), "http://cli-mp.example.org:8440/prefix");
         // The cloud endpoint is unaffected.
-        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(endpoint(&r), "https://favorit-cloud.tld:9000");
     }
 
     #[test]
@@ -887,7 +903,7 @@ endpoint = other.tld
     fn pdisk_endpoint_is_the_cloud_endpoint_unless_configured() {
         let f = ConfigFile::parse("endpoint = cloud.example.org\n").unwrap();
         let r = resolve_with(&f, &Env::new(), &CliOptions::default());
-        assert_eq!(pdisk(&r), "http://cloud.example.org:8440");
+        assert_eq!(pdisk(&r), "https://cloud.example.org:8440");
         let cli = CliOptions {
             endpoint: Some("https://cli.example.org:9443".into()),
             ..Default::default()
@@ -899,7 +915,7 @@ endpoint = other.tld
             &env(&[(ENV_ENDPOINT, "env.example.org"), (ENV_PDISK_ENDPOINT, "")]),
             &CliOptions::default(),
         );
-        assert_eq!(pdisk(&r), "http://env.example.org:8440");
+        assert_eq!(pdisk(&r), "https://env.example.org:8440");
 
         // Neither: the cloud endpoint's message.
         let r = resolve_with(&ConfigFile::default(), &Env::new(), &CliOptions::default());
@@ -918,8 +934,8 @@ endpoint = other.tld
             ..Default::default()
         };
         let r = resolve_with(&file(), &Env::new(), &cli);
-        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
-        assert_eq!(pdisk(&r), "http://pdisk.example.org:8440");
+        assert_eq!(endpoint(&r), "https://favorit-cloud.tld:9000");
+        assert_eq!(pdisk(&r), "https://pdisk.example.org:8440");
 
         let mut f = file();
         f.sections.get_mut("fav-cloud").unwrap().insert(
@@ -931,7 +947,7 @@ endpoint = other.tld
 
         let e = env(&[(ENV_PDISK_ENDPOINT, "env-pdisk.example.org:1")]);
         let r = resolve_with(&f, &e, &cli);
-        assert_eq!(pdisk(&r), "http://env-pdisk.example.org:1");
+        assert_eq!(pdisk(&r), "https://env-pdisk.example.org:1");
 
         let cli = CliOptions {
             section: Some("fav-cloud".into()),
@@ -939,9 +955,9 @@ endpoint = other.tld
             ..Default::default()
         };
         let r = resolve_with(&f, &e, &cli);
-        assert_eq!(pdisk(&r), "http://cli-pdisk.example.org:2");
+        assert_eq!(pdisk(&r), "https://cli-pdisk.example.org:2");
         // The other endpoints are unaffected.
-        assert_eq!(endpoint(&r), "http://favorit-cloud.tld:9000");
+        assert_eq!(endpoint(&r), "https://favorit-cloud.tld:9000");
         assert_eq!(marketplace(&r), "https://marketplace.stratuslab.eu:8440");
 
         let e = env(&[(ENV_PDISK_ENDPOINT, "ftp://pdisk")]);
@@ -1195,7 +1211,7 @@ endpoint = other.tld
             .replace("#endpoint = 127.0.0.1:8440", "endpoint = 127.0.0.1:8440");
         let f = ConfigFile::parse(&edited).unwrap();
         let r = resolve_with(&f, &env(&[("HOME", "/h")]), &CliOptions::default());
-        assert_eq!(endpoint(&r), "http://127.0.0.1:8440");
+        assert_eq!(endpoint(&r), "https://127.0.0.1:8440");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The cloud endpoint as users write it (`host`, `host:port`, or an `http://` / `https://` URL)
-//! turned into one normal form the HTTP client can put URLs together from.
+//! turned into one normal form the HTTP client can put URLs together from. Without a scheme it
+//! is `https`: the controller's API is TLS (plain HTTP only where a site enabled it, on
+//! loopback, and then only when the URL says `http://`).
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -71,7 +73,7 @@ impl Endpoint {
                     })
                 }
             },
-            None => (Scheme::Http, text),
+            None => (Scheme::Https, text),
         };
         if rest.contains(['?', '#']) {
             return Err(EndpointError::QueryOrFragment {
@@ -231,15 +233,15 @@ mod tests {
 
     #[test]
     fn bare_host_gets_http_and_the_default_port() {
-        assert_eq!(base("cloud.example.org"), "http://cloud.example.org:8440");
-        assert_eq!(base("127.0.0.1"), "http://127.0.0.1:8440");
-        assert_eq!(base("  localhost  "), "http://localhost:8440");
+        assert_eq!(base("cloud.example.org"), "https://cloud.example.org:8440");
+        assert_eq!(base("127.0.0.1"), "https://127.0.0.1:8440");
+        assert_eq!(base("  localhost  "), "https://localhost:8440");
     }
 
     #[test]
     fn host_and_port() {
-        assert_eq!(base("127.0.0.1:9000"), "http://127.0.0.1:9000");
-        assert_eq!(base("Cloud.Example.org:80"), "http://cloud.example.org:80");
+        assert_eq!(base("127.0.0.1:9000"), "https://127.0.0.1:9000");
+        assert_eq!(base("Cloud.Example.org:80"), "https://cloud.example.org:80");
     }
 
     #[test]
@@ -262,14 +264,14 @@ mod tests {
             "https://proxy.example.org:8440/stratus"
         );
         assert_eq!(base("http://h:1/api/v1"), "http://h:1");
-        assert_eq!(base("h:1/p/api/v1/"), "http://h:1/p");
+        assert_eq!(base("h:1/p/api/v1/"), "https://h:1/p");
     }
 
     #[test]
     fn ipv6_literals() {
-        assert_eq!(base("[::1]"), "http://[::1]:8440");
-        assert_eq!(base("[::1]:9000"), "http://[::1]:9000");
-        assert_eq!(base("::1"), "http://[::1]:8440");
+        assert_eq!(base("[::1]"), "https://[::1]:8440");
+        assert_eq!(base("[::1]:9000"), "https://[::1]:9000");
+        assert_eq!(base("::1"), "https://[::1]:8440");
         assert_eq!(base("https://[fe80::1]:443"), "https://[fe80::1]:443");
     }
 
@@ -278,7 +280,7 @@ mod tests {
         let ep = Endpoint::parse("127.0.0.1").unwrap();
         assert_eq!(
             ep.api_url("/instances/7"),
-            "http://127.0.0.1:8440/api/v1/instances/7"
+            "https://127.0.0.1:8440/api/v1/instances/7"
         );
         let ep = Endpoint::parse("https://p.example/x").unwrap();
         assert_eq!(
@@ -289,16 +291,16 @@ mod tests {
 
     #[test]
     fn a_list_names_every_controller_node() {
-        let list = Endpoints::parse(" ctl1, ctl2:9000 ,https://ctl3/ ,").unwrap();
+        let list = Endpoints::parse(" ctl1, ctl2:9000 ,http://ctl3/ ,").unwrap();
         let urls: Vec<String> = list.all().iter().map(Endpoint::base_url).collect();
         assert_eq!(
             urls,
-            ["http://ctl1:8440", "http://ctl2:9000", "https://ctl3:8440"]
+            ["https://ctl1:8440", "https://ctl2:9000", "http://ctl3:8440"]
         );
         assert_eq!(list.primary().host, "ctl1");
         assert_eq!(
             list.to_string(),
-            "http://ctl1:8440, http://ctl2:9000, https://ctl3:8440"
+            "https://ctl1:8440, https://ctl2:9000, http://ctl3:8440"
         );
         assert_eq!(Endpoints::parse(" , "), Err(EndpointError::Empty));
         assert!(matches!(

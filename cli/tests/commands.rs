@@ -140,10 +140,7 @@ fn wrong_password_is_one_error_line() {
         "kill-instance",
         &["1", "2"],
         &[
-            (
-                "STRATUSLAB_ENDPOINT",
-                &format!("http://{}/", server.address),
-            ),
+            ("STRATUSLAB_ENDPOINT", &format!("{}/", server.address)),
             ("STRATUSLAB_USERNAME", "alice"),
             ("STRATUSLAB_PASSWORD", "wrong"),
         ],
@@ -152,7 +149,7 @@ fn wrong_password_is_one_error_line() {
     assert_eq!(
         stderr(&out),
         format!(
-            "[ERROR] authentication failed for user alice at http://{}\n",
+            "[ERROR] authentication failed for user alice at {}\n",
             server.address
         )
     );

@@ -26,6 +26,51 @@ pub struct RegisterHost {
     pub volume_pool_gib: Option<u64>,
 }
 
+/// `POST /api/v1/hosts/{name}/join-tokens` (administrators): a one-time token a new host
+/// enrols with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// How long the token may be used, in seconds (default an hour, at most a week).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A join token, shown once: only its digest is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinTokenCreated {
+    pub host: String,
+    pub token: String,
+    /// RFC 3339.
+    pub expires: String,
+}
+
+/// `POST /api/v1/hosts/{name}/certificate`: a host asks for a certificate, with a join token
+/// (enrolment) or with its certificate in force (renewal, over mutual TLS).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolHost {
+    /// A PKCS#10 certificate request (PEM) for the host's new key; only its key is used.
+    pub csr: String,
+    /// The join token an administrator made for this host; absent for a renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
+}
+
+/// A host's certificate, signed by the site CA.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostCertificate {
+    pub host: String,
+    /// PEM.
+    pub certificate: String,
+    /// The site CA's certificate, PEM.
+    pub ca_certificate: String,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// End of validity, RFC 3339.
+    pub not_after: String,
+}
+
 /// The answer to a registration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Registered {

@@ -544,3 +544,43 @@ pub struct Nic {
     /// Its MAC address, derived from the address.
     pub mac: String,
 }
+
+/// `POST /api/v1/tokens`: an API token for the caller, to use as `Authorization: Bearer`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiToken {
+    /// What the user calls it (e.g. the machine or script using it).
+    pub name: String,
+    /// Seconds it lasts; without it, until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// An API token as listed (never the secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiTokenView {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    /// RFC 3339.
+    pub created: String,
+    /// RFC 3339; absent: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// A new API token: the secret is shown this once (only its digest is kept).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiTokenCreated {
+    #[serde(flatten)]
+    pub view: ApiTokenView,
+    pub token: String,
+}
+
+/// `POST /api/v1/users/{name}/certificate-subjects` (administrators): a certificate subject
+/// (RFC 4514, as `openssl x509 -subject -nameopt RFC2253` prints it) the user logs in with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSubject {
+    pub subject: String,
+}

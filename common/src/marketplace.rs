@@ -241,6 +241,12 @@ fn check_text(field: &str, value: &str, max: usize, required: bool) -> Result<()
     if value.chars().any(char::is_control) {
         return Err(field_error(field, "must not contain control characters"));
     }
+    if value.chars().any(crate::names::is_bidi_control) {
+        return Err(field_error(
+            field,
+            "must not contain bidirectional formatting characters",
+        ));
+    }
     Ok(())
 }
 

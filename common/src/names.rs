@@ -38,6 +38,47 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Why a free text (a tag, a description, a command line) was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TextError {
+    #[error("{field}: at most {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+    #[error("{field}: control characters are not allowed (found U+{found:04X})")]
+    Control { field: &'static str, found: u32 },
+    #[error("{field}: bidirectional formatting characters are not allowed (found U+{found:04X})")]
+    Bidi { field: &'static str, found: u32 },
+}
+
+/// Whether `c` changes the direction text is shown in (the "Trojan Source" characters): a name
+/// or tag holding one can show an operator something other than what it is.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks a free text users choose (tags, descriptions, kernel command lines): at most `max`
+/// bytes, no control characters (tabs and newlines included) and no bidirectional formatting
+/// characters. `field` names the input in the error.
+pub fn validate_text(field: &'static str, text: &str, max: usize) -> Result<(), TextError> {
+    if text.len() > max {
+        return Err(TextError::TooLong { field, max });
+    }
+    for c in text.chars() {
+        if c.is_control() {
+            return Err(TextError::Control {
+                field,
+                found: c as u32,
+            });
+        }
+        if is_bidi_control(c) {
+            return Err(TextError::Bidi {
+                field,
+                found: c as u32,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks a lowercase hex SHA-256 digest.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
@@ -89,6 +130,36 @@ mod tests {
             Err(NameError::TooLong { field: "name" })
         );
         assert!(validate_name("name", "é").is_err());
+    }
+
+    #[test]
+    fn texts_refuse_controls_and_direction_overrides() {
+        assert_eq!(validate_text("tag", "my disk — ünïcode ok", 64), Ok(()));
+        assert_eq!(
+            validate_text("tag", "a\nb", 64),
+            Err(TextError::Control {
+                field: "tag",
+                found: 0x0a
+            })
+        );
+        for c in ['\u{202E}', '\u{2066}', '\u{200F}', '\u{061C}'] {
+            let err = validate_text("tag", &format!("invoice{c}fdp.exe"), 64).unwrap_err();
+            assert_eq!(
+                err,
+                TextError::Bidi {
+                    field: "tag",
+                    found: c as u32
+                }
+            );
+            assert!(err.to_string().starts_with("tag: bidirectional"), "{err}");
+        }
+        assert_eq!(
+            validate_text("tag", &"x".repeat(65), 64),
+            Err(TextError::TooLong {
+                field: "tag",
+                max: 64
+            })
+        );
     }
 
     #[test]

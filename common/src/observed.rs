@@ -1,6 +1,6 @@
 //! What hosts observe of their guests and push to the controller outside the replicated
 //! state: the serial console's output and recent CPU use. `POST /api/v1/hosts/{name}/observed`
-//! (agent token) carries a [`HostObserved`]; the answer ([`ObservedAnswer`]) asks for console
+//! (the host's own certificate) carries a [`HostObserved`]; the answer ([`ObservedAnswer`]) asks for console
 //! bytes the controller lacks (after a controller restart or a leader change).
 
 use serde::{Deserialize, Serialize};

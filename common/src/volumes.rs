@@ -208,15 +208,10 @@ pub fn is_target(s: &str) -> bool {
     b.len() == 3 && &b[..2] == b"vd" && (b'b'..=b'z').contains(&b[2])
 }
 
-/// Checks a tag: printable, no control characters, at most [`MAX_TAG_LEN`] bytes.
-pub fn validate_tag(tag: &str) -> Result<(), String> {
-    if tag.len() > MAX_TAG_LEN {
-        return Err(format!("tag: at most {MAX_TAG_LEN} bytes"));
-    }
-    if tag.chars().any(char::is_control) {
-        return Err("tag: control characters are not allowed".into());
-    }
-    Ok(())
+/// Checks a tag: at most [`MAX_TAG_LEN`] bytes, no control or bidirectional formatting
+/// characters.
+pub fn validate_tag(tag: &str) -> Result<(), crate::names::TextError> {
+    crate::names::validate_text("tag", tag, MAX_TAG_LEN)
 }
 
 #[cfg(test)]
@@ -256,9 +251,13 @@ mod tests {
     fn tags_are_checked() {
         assert!(validate_tag("myprivate-disk").is_ok());
         assert!(validate_tag("with space é").is_ok());
-        assert!(validate_tag("bad\nline").unwrap_err().starts_with("tag:"));
+        assert!(validate_tag("bad\nline")
+            .unwrap_err()
+            .to_string()
+            .starts_with("tag:"));
         assert!(validate_tag(&"x".repeat(65))
             .unwrap_err()
+            .to_string()
             .starts_with("tag:"));
     }
 

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use crate::failure::{impl_failure, AdminOnly, InputError};
 use crate::replica::{Replica, ReplicaError};
 use crate::state::{Command, Rejection};
-use crate::users::{hash_password, Caller, UserView};
+use crate::users::passwords::PasswordPool;
+use crate::users::{Caller, UserView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -19,13 +20,13 @@ pub enum AccountError {
     Rejected(#[from] Rejection),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
-    #[error("password hashing failed")]
-    Hashing,
+    #[error("password hashing: {0}")]
+    Hashing(#[from] crate::users::passwords::PoolError),
 }
 
 impl_failure!(AccountError {
     delegate: [AdminOnly, Input, Rejected, Replica],
-    own: [AccountError::Hashing => Kind::Unavailable],
+    own: [AccountError::Hashing(_) => Kind::Unavailable],
 });
 
 /// `PATCH /api/v1/users/{name}`: what to change (at least one field).
@@ -42,11 +43,17 @@ pub struct UpdateUser {
 
 pub struct Accounts {
     replica: Replica,
+    /// Hashes new passwords: one thread, a short queue (administrators' changes are rare; the
+    /// bounded pool keeps argon2's memory bounded, see `users/passwords.rs`).
+    passwords: std::sync::Arc<PasswordPool>,
 }
 
 impl Accounts {
     pub fn new(replica: Replica) -> Self {
-        Self { replica }
+        Self {
+            replica,
+            passwords: PasswordPool::start(1, 8),
+        }
     }
 
     pub async fn update(
@@ -63,11 +70,7 @@ impl Accounts {
             Some(password) if password.len() < 8 => {
                 return Err(InputError::new("password", "must be at least 8 characters").into())
             }
-            Some(password) => Some(
-                tokio::task::spawn_blocking(move || hash_password(&password))
-                    .await
-                    .map_err(|_| AccountError::Hashing)?,
-            ),
+            Some(password) => Some(self.passwords.hash(&password).await?),
             None => None,
         };
         self.replica

@@ -7,10 +7,12 @@
 //! would apply differently) and what does not match its checksum (a damaged disk), with a
 //! message saying so, instead of skipping it and diverging from its peers.
 //!
-//! The payload is what the state-machine version says: version 2 (this build) writes the
-//! stored types of [`crate::persist`] with bincode 2; version 1 wrote the in-memory types as
-//! JSON, and values from before framing are bare JSON. Both older forms are still read, so a
-//! store written by an older controller opens after an upgrade. A rolling upgrade therefore
+//! The payload is what the state-machine version says: version 3 (this build: trust, that is
+//! join tokens, host certificates, API tokens, certificate subjects) and version 2 write the
+//! stored types of [`crate::persist`] with bincode 2, a version-2 snapshot read through its
+//! frozen form; version 1 wrote the in-memory types as JSON, and values from before framing
+//! are bare JSON. Every older form is still read, so a store written by an older controller
+//! opens after an upgrade. A rolling upgrade therefore
 //! upgrades the followers first and the leader last: an old follower refuses (and halts on)
 //! the entries of a newer leader rather than applying what it does not understand.
 
@@ -22,7 +24,7 @@ use crate::persist::{self, FormatError, Persist};
 /// The version of the state machine's commands and state this build writes and understands.
 /// Bump it when a command's meaning or the stored format changes, so that older nodes refuse
 /// the new entries.
-pub const STATE_MACHINE_VERSION: u16 = 2;
+pub const STATE_MACHINE_VERSION: u16 = 3;
 
 /// The last version whose payload was JSON.
 const LAST_JSON_VERSION: u16 = 1;
@@ -89,7 +91,7 @@ pub fn decode<T: Persist + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecErr
     if found <= LAST_JSON_VERSION {
         return Ok(serde_json::from_slice(payload)?);
     }
-    Ok(persist::from_bytes(payload)?)
+    Ok(T::load_payload(found, payload)?)
 }
 
 #[cfg(test)]

@@ -37,8 +37,6 @@ pub struct ControllerConfig {
     pub admin_password: Option<String>,
     /// Defaults to `<state_dir>/admin-password`.
     pub admin_password_file: Option<PathBuf>,
-    /// The shared secret agents present. Generated (mode 0600) when the file does not exist.
-    pub agent_token_file: PathBuf,
     /// vCPU overcommit placement allows (memory is never overcommitted).
     pub cpu_allocation_ratio: f64,
     /// A host whose agent has not been in touch for this long is `down` and gets no new
@@ -56,6 +54,32 @@ pub struct ControllerConfig {
     pub networks: Vec<CreateNetwork>,
     /// `[volumes]`: persistent disk quotas and limits.
     pub volumes: VolumesConfig,
+    /// `[tls]`: the site CA, this node's certificate names, and plain HTTP.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: the API and the peer links are TLS, with certificates of the site CA every
+/// controller of a cluster shares.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The site CA's certificate (PEM); `<state_dir>/ca.pem` when absent. A new cluster's
+    /// first node makes the CA when neither it nor its key exists; a joining node needs the
+    /// first node's (copied, same paths).
+    pub ca_certificate: Option<PathBuf>,
+    /// The CA's private key (PEM, readable by the controller only); `<state_dir>/ca.key`.
+    pub ca_key: Option<PathBuf>,
+    /// More names (DNS names or IP addresses) clients reach this node by, for its certificate;
+    /// its listen and advertised addresses, `localhost` and `127.0.0.1` are always in it.
+    pub names: Vec<String>,
+    /// PEM bundle of the CAs whose client certificates users may log in with (e.g. a grid's
+    /// IGTF bundle), besides the site CA; an administrator maps each subject to a user.
+    pub user_ca_file: Option<PathBuf>,
+    /// Also serve the API over plain HTTP on this address (users only: agents need TLS).
+    pub plain_listen: Option<SocketAddr>,
+    /// Allow `plain_listen` on an address other than loopback (passwords then cross the
+    /// network in clear).
+    pub allow_plain_http: bool,
 }
 
 /// `[volumes]`: per-user quotas, the largest disk, and how long a guest may take to release a
@@ -120,7 +144,6 @@ impl Default for ControllerConfig {
             admin_user: "admin".to_owned(),
             admin_password: None,
             admin_password_file: None,
-            agent_token_file: PathBuf::from("/etc/stratuslab/agent-token"),
             cpu_allocation_ratio: 4.0,
             host_timeout_secs: 60,
             snapshot_every: 1000,
@@ -128,6 +151,7 @@ impl Default for ControllerConfig {
             marketplace: MarketplaceConfig::default(),
             networks: Vec::new(),
             volumes: VolumesConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -161,6 +185,13 @@ pub enum ConfigError {
     Network { index: usize, message: String },
     #[error("volumes.{0} must be at least 1")]
     Volumes(&'static str),
+    #[error(
+        "tls.plain_listen {0} is not a loopback address: passwords would cross the network in \
+         clear (set tls.allow_plain_http = true to allow it anyway)"
+    )]
+    PlainHttp(SocketAddr),
+    #[error("tls.plain_listen must differ from listen and peer_listen ({0})")]
+    PlainSameListen(SocketAddr),
 }
 
 impl ControllerConfig {
@@ -214,6 +245,14 @@ impl ControllerConfig {
                 return Err(ConfigError::Volumes(key));
             }
         }
+        if let Some(plain) = self.tls.plain_listen {
+            if plain == self.listen || plain == self.peer_listen {
+                return Err(ConfigError::PlainSameListen(plain));
+            }
+            if !plain.ip().is_loopback() && !self.tls.allow_plain_http {
+                return Err(ConfigError::PlainHttp(plain));
+            }
+        }
         // Defining them on a scratch pool finds bad, duplicate and overlapping networks alike.
         let mut scratch = Ipam::default();
         for (index, definition) in self.networks.iter().enumerate() {
@@ -232,6 +271,42 @@ impl ControllerConfig {
             })?;
         }
         Ok(())
+    }
+
+    /// The site CA's certificate file.
+    pub fn ca_certificate(&self) -> PathBuf {
+        self.tls
+            .ca_certificate
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("ca.pem"))
+    }
+
+    /// The site CA's key file.
+    pub fn ca_key(&self) -> PathBuf {
+        self.tls
+            .ca_key
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("ca.key"))
+    }
+
+    /// The names this node's certificate carries: its addresses as others reach them,
+    /// `localhost`, loopback, and `tls.names`.
+    pub fn certificate_names(&self) -> Vec<String> {
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        for address in [
+            self.listen,
+            self.api_address(),
+            self.peer_listen,
+            self.peer_address(),
+        ] {
+            if !address.ip().is_unspecified() {
+                names.push(address.ip().to_string());
+            }
+        }
+        names.extend(self.tls.names.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names
     }
 
     pub fn admin_password_file(&self) -> PathBuf {
@@ -257,6 +332,25 @@ mod tests {
         );
         let c: ControllerConfig = toml::from_str("listen = '127.0.0.1:9000'\nnode_id = 1").unwrap();
         assert_eq!(c.listen.port(), 9000);
+        let c: ControllerConfig = toml::from_str("[tls]\nplain_listen = '192.0.2.1:8080'").unwrap();
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::PlainHttp("192.0.2.1:8080".parse().unwrap())
+        );
+        assert!(err.to_string().contains("allow_plain_http"), "{err}");
+        let c: ControllerConfig =
+            toml::from_str("[tls]\nplain_listen = '192.0.2.1:8080'\nallow_plain_http = true")
+                .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        let c: ControllerConfig =
+            toml::from_str("[tls]\nplain_listen = '127.0.0.1:8438'\nnames = ['ctl1.example.org']")
+                .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            c.certificate_names(),
+            ["localhost", "127.0.0.1", "ctl1.example.org"]
+        );
     }
 
     const NETWORKS: &str = r#"

@@ -6,6 +6,18 @@ use crate::marketplace::{RegistryError, ResolveError};
 use crate::replica::ReplicaError;
 use crate::state::{IpamError, Rejection, VolumeError};
 
+/// An error and its causes, as one line (for logs and for errors that carry another's text).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The broad class of a failure; the HTTP layer turns it into a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -19,6 +31,8 @@ pub enum Kind {
     NotFound,
     /// The request conflicts with the state (in use, exists, taken): 409.
     Conflict,
+    /// Refused for now to protect the service (too many failed logins): 429.
+    TooManyRequests,
     /// The control plane cannot serve it now (no leader, no quorum in time): 503.
     Unavailable,
 }
@@ -32,6 +46,7 @@ impl Kind {
             Kind::Forbidden => "forbidden",
             Kind::NotFound => "not_found",
             Kind::Conflict => "conflict",
+            Kind::TooManyRequests => "too_many_requests",
             Kind::Unavailable => "unavailable",
         }
     }
@@ -44,6 +59,11 @@ pub trait Failure: std::error::Error + Send + Sync + 'static {
     /// The code clients match on; by default the kind's.
     fn code(&self) -> &'static str {
         self.kind().code()
+    }
+
+    /// How long the client should wait before trying again, when that is known.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        None
     }
 }
 
@@ -182,6 +202,7 @@ impl Failure for Rejection {
             Rejection::Marketplace(e) => e.kind(),
             Rejection::Ipam(e) => e.kind(),
             Rejection::Volume(e) => e.kind(),
+            Rejection::Trust(e) => e.kind(),
             Rejection::UnknownType(_) => Kind::BadRequest,
             Rejection::UnknownInstance(_)
             | Rejection::UnknownHost(_)
@@ -207,6 +228,27 @@ impl Failure for Rejection {
             Rejection::Ipam(e) => e.code(),
             Rejection::Volume(e) => e.code(),
             Rejection::WrongState { .. } => "wrong_state",
+            Rejection::Trust(e) => e.code(),
+            _ => self.kind().code(),
+        }
+    }
+}
+
+impl Failure for crate::state::TrustError {
+    fn kind(&self) -> Kind {
+        use crate::state::TrustError as T;
+        match self {
+            T::JoinToken { .. } | T::NotInForce { .. } => Kind::Forbidden,
+            T::UnknownApiToken(_) | T::UnknownSubject(_) | T::UnknownUser(_) => Kind::NotFound,
+            T::SubjectTaken(_) => Kind::Conflict,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use crate::state::TrustError as T;
+        match self {
+            T::JoinToken { .. } => "join_token_invalid",
+            T::NotInForce { .. } => "certificate_revoked",
             _ => self.kind().code(),
         }
     }
@@ -239,10 +281,42 @@ macro_rules! impl_failure {
                     _ => self.kind().code(),
                 }
             }
+
+            fn retry_after(&self) -> Option<std::time::Duration> {
+                #[allow(unreachable_patterns)]
+                match self {
+                    $( $ty::$wrap(e) => e.retry_after(), )*
+                    _ => None,
+                }
+            }
         }
     };
 }
 pub(crate) use impl_failure;
+
+impl Failure for crate::users::throttle::Throttled {
+    fn kind(&self) -> Kind {
+        Kind::TooManyRequests
+    }
+
+    fn code(&self) -> &'static str {
+        "too_many_failures"
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        Some(self.retry_after)
+    }
+}
+
+impl Failure for crate::users::passwords::PoolError {
+    fn kind(&self) -> Kind {
+        Kind::Unavailable
+    }
+
+    fn code(&self) -> &'static str {
+        "busy"
+    }
+}
 
 impl Failure for crate::marketplace::VerifyError {
     fn kind(&self) -> Kind {

@@ -9,7 +9,7 @@ use stratus_common::api::{
 use stratus_common::artifact::validate_artifact;
 use stratus_common::certificate::read_certificate;
 use stratus_common::marketplace::{image_spec, ImageKind, SignedMetadata};
-use stratus_common::names::validate_name;
+use stratus_common::names::{validate_name, validate_text};
 
 use crate::decide::now_ms;
 use crate::failure::{impl_failure, AdminOnly, InputError};
@@ -298,9 +298,8 @@ impl Images {
             return Err(InputError::new("initrd", "needs a kernel").into());
         }
         if let Some(cmdline) = &request.cmdline {
-            if cmdline.len() > 2048 || cmdline.chars().any(char::is_control) {
-                return Err(InputError::new("cmdline", "at most 2048 printable characters").into());
-            }
+            validate_text("cmdline", cmdline, 2048)
+                .map_err(|e| InputError::named("cmdline", e.to_string()))?;
         }
         let record = ImageRecord {
             name: request.name.clone(),

@@ -20,6 +20,7 @@ pub mod networks;
 pub mod observed;
 pub mod peer;
 pub mod persist;
+pub mod pki;
 pub mod replica;
 pub mod scheduler;
 pub mod secrets;

@@ -1,6 +1,5 @@
 //! `stratus-controller`: starts the Raft node, bootstraps a new cluster, serves the HTTP API.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +10,14 @@ use stratus_controller::command_line::Args;
 use stratus_controller::config::ControllerConfig;
 use stratus_controller::images::MarketplaceSettings;
 use stratus_controller::marketplace::TrustStore;
-use stratus_controller::peer::{Directory, GrpcTransport, Me, PeerService};
+use stratus_controller::peer::{self, Directory, GrpcTransport, Me, PeerService};
+use stratus_controller::pki::tls::{self, NodeTls};
+use stratus_controller::pki::SiteCa;
 use stratus_controller::replica::{Consistency, Replica, ReplicaConfig};
 use stratus_controller::services::{Services, Settings};
 use stratus_controller::state::MemberRecord;
 use stratus_controller::{api, secrets};
+use tokio_rustls::TlsAcceptor;
 
 fn load_config(args: &Args) -> anyhow::Result<ControllerConfig> {
     let mut config = match std::fs::read_to_string(&args.config) {
@@ -63,15 +65,42 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = load_config(&args)?;
     init_tracing(&config.log_format);
+    let shutdown = shutdown_on_signal();
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("state directory {}", config.state_dir.display()))?;
-    let agent_token = secrets::read_or_create(&config.agent_token_file)
-        .with_context(|| format!("agent token {}", config.agent_token_file.display()))?;
+
+    // The site CA: made by a new cluster's first node, taken from the first node by the
+    // others; this node's certificate is made from it at every start.
+    let store = config.state_dir.join("raft.redb");
+    let may_create = !config.join && !store.exists();
+    let (ca, _) = SiteCa::load_or_create(&config.ca_certificate(), &config.ca_key(), may_create)?;
+    let ca = Arc::new(ca);
+    let tls = Arc::new(NodeTls {
+        ca_pem: ca.certificate_pem().to_owned(),
+        node: ca
+            .issue_node(config.node_id, &config.certificate_names())
+            .context("this node's certificate")?,
+        user_roots: match &config.tls.user_ca_file {
+            Some(file) => {
+                let pem = std::fs::read_to_string(file)
+                    .with_context(|| format!("tls.user_ca_file {}", file.display()))?;
+                stratus_controller::pki::pem_certificates(&pem)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("tls.user_ca_file {}", file.display()))?
+            }
+            None => Vec::new(),
+        },
+    });
+    let api_tls = TlsAcceptor::from(tls.api_server_config().context("TLS for the API")?);
+    let forwarding_tls = tls
+        .node_client_config()
+        .context("TLS for forwarding to the leader")?;
 
     // Raft, with its peers over gRPC.
     let me = Me {
         node_id: config.node_id,
         address: config.peer_address().to_string(),
+        tls: Some(tls.clone()),
     };
     let directory = Directory::default();
     let transport = GrpcTransport::new(me.clone(), directory.clone());
@@ -103,10 +132,12 @@ async fn run() -> anyhow::Result<()> {
     );
     let peer_server = tokio::spawn(
         tonic::transport::Server::builder()
+            .tls_config(peer::server_tls(&tls))
+            .context("TLS for the peer listener")?
             .add_service(peers.into_server())
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(peer_listener),
-                shutdown_signal(),
+                stopping(&shutdown),
             ),
     );
 
@@ -123,11 +154,13 @@ async fn run() -> anyhow::Result<()> {
     let services = Arc::new(Services::start(
         replica.clone(),
         Settings {
-            agent_token,
+            ca: Some(ca.clone()),
             host_timeout: Duration::from_secs(config.host_timeout_secs),
             marketplace,
             volumes: config.volumes.settings(),
             me,
+            login_failures: Default::default(),
+            forwarding_tls: Some(forwarding_tls),
         },
     ));
     let bootstrapped = replica
@@ -144,25 +177,38 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
+    let plain = match config.tls.plain_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("tls.plain_listen on {address}"))?,
+        ),
+        None => None,
+    };
     let identity = replica.identity();
     tracing::info!(
         listen = %config.listen,
         peer_listen = %config.peer_listen,
+        plain_listen = ?config.tls.plain_listen,
         node = config.node_id,
         cluster = identity.cluster_id.as_deref().unwrap_or("(none yet: waiting to be added)"),
-        "controller serving"
+        "controller serving (TLS)"
     );
-    let serve = axum::serve(listener, api::router(services))
-        .with_graceful_shutdown(shutdown_signal())
-        .into_future();
+    let app = api::router(services);
+    let plain_server = plain
+        .map(|listener| tokio::spawn(tls::serve(listener, None, app.clone(), stopping(&shutdown))));
+    let serve = tls::serve(listener, Some(api_tls), app, stopping(&shutdown));
     tokio::select! {
-        served = serve => served.context("HTTP server")?,
+        () = serve => {}
         // A controller whose Raft node stopped must not go on answering: exit with why, so
         // the service manager restarts it (or the admin sees what to do).
         reason = replica.halted() => {
             peer_server.abort();
             anyhow::bail!("the raft node stopped: {reason}");
         }
+    }
+    if let Some(plain_server) = plain_server {
+        let _ = plain_server.await;
     }
     peer_server.abort();
     replica.shutdown();
@@ -233,11 +279,27 @@ async fn define_networks(services: Arc<Services>, networks: Vec<CreateNetwork>) 
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// A watch that turns true on SIGTERM or SIGINT, for every server to stop on.
+fn shutdown_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Completes once the shutdown watch turned true.
+fn stopping(
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
+    let mut shutdown = shutdown.clone();
+    async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
     }
 }

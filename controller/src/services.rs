@@ -15,24 +15,31 @@ use crate::networks::Networks;
 use crate::observed::Observed;
 use crate::peer::Me;
 use crate::replica::Replica;
+use crate::users::throttle::FailureLimits;
 use crate::users::Users;
 use crate::volumes::{VolumeSettings, Volumes};
 
 /// The site's settings the services need.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The agents' shared bearer token.
-    pub agent_token: String,
+    /// The site CA, on a controller that signs host certificates.
+    pub ca: Option<Arc<crate::pki::SiteCa>>,
     /// A host whose agent is silent this long gets no new work.
     pub host_timeout: Duration,
     pub marketplace: MarketplaceSettings,
     pub volumes: VolumeSettings,
     /// Who this node is to the other controllers.
     pub me: Me,
+    /// How many failed logins an account and a source address may have before they wait.
+    pub login_failures: FailureLimits,
+    /// The TLS client configuration requests are passed to the leader with (this node's
+    /// certificate, the site CA); `None` forwards over plain HTTP (tests only).
+    pub forwarding_tls: Option<rustls::ClientConfig>,
 }
 
 pub struct Services {
     pub replica: Replica,
+    pub forwarding_tls: Option<rustls::ClientConfig>,
     pub users: Users,
     /// Administrators' changes to existing accounts.
     pub accounts: Accounts,
@@ -54,7 +61,7 @@ impl Services {
         let hosts = Arc::new(Hosts::start(
             replica.clone(),
             images.clone(),
-            &settings.agent_token,
+            settings.ca,
             settings.host_timeout,
         ));
         let volumes = Arc::new(Volumes::new(
@@ -72,9 +79,10 @@ impl Services {
         )
         .with_observed(observed.clone());
         Self {
-            users: Users::new(replica.clone()),
+            users: Users::new(replica.clone(), settings.login_failures),
             accounts: Accounts::new(replica.clone()),
             cluster: ClusterService::start(replica.clone(), settings.me),
+            forwarding_tls: settings.forwarding_tls,
             replica,
             images,
             networks,
@@ -87,7 +95,7 @@ impl Services {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use stratus_common::agent::RegisterHost;
     use stratus_common::api::{
         Artifact, CreateImage, CreateInstance, CreateNetwork, DiskFormat, DomainType,
@@ -148,21 +156,32 @@ mod tests {
 
     /// A bootstrapped one-node cloud with a host and an image, and the given networks defined
     /// as from the configuration.
-    async fn cloud(dir: &std::path::Path, networks: &[CreateNetwork]) -> Services {
+    pub(crate) async fn cloud(dir: &std::path::Path, networks: &[CreateNetwork]) -> Services {
         let replica =
             Replica::start(ReplicaConfig::single(1, dir.join("raft.redb"), 1000)).unwrap();
         assert!(replica.wait_for_leader(Duration::from_secs(5)).await);
         let cloud = Services::start(
             replica,
             Settings {
-                agent_token: "token".into(),
+                ca: Some(Arc::new(
+                    crate::pki::SiteCa::load_or_create(
+                        &dir.join("ca.pem"),
+                        &dir.join("ca.key"),
+                        true,
+                    )
+                    .unwrap()
+                    .0,
+                )),
                 host_timeout: Duration::from_secs(60),
                 marketplace: MarketplaceSettings::default(),
                 volumes: VolumeSettings::default(),
                 me: crate::peer::Me {
                     node_id: 1,
                     address: "127.0.0.1:1".into(),
+                    tls: None,
                 },
+                login_failures: FailureLimits::default(),
+                forwarding_tls: None,
             },
         );
         cloud
@@ -173,16 +192,22 @@ mod tests {
         cloud.networks.define_configured(networks).await.unwrap();
         cloud
             .hosts
-            .register(RegisterHost {
-                name: "node-1".into(),
-                vcpus: 64,
-                memory_mib: 65536,
-                disk_gib: 100,
-                domain_type: DomainType::Kvm,
-                arch: "x86_64".into(),
-                hypervisor: "QEMU".into(),
-                volume_pool_gib: None,
-            })
+            .register(
+                &crate::hosts::enrolment::HostIdentity {
+                    name: "node-1".into(),
+                    serial: "test".into(),
+                },
+                RegisterHost {
+                    name: "node-1".into(),
+                    vcpus: 64,
+                    memory_mib: 65536,
+                    disk_gib: 100,
+                    domain_type: DomainType::Kvm,
+                    arch: "x86_64".into(),
+                    hypervisor: "QEMU".into(),
+                    volume_pool_gib: None,
+                },
+            )
             .await
             .unwrap();
         let disk = Artifact {

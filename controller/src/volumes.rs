@@ -131,7 +131,7 @@ impl Volumes {
             .into());
         }
         let tag = request.tag.unwrap_or_default();
-        validate_tag(&tag).map_err(|m| InputError::named("tag", m))?;
+        validate_tag(&tag).map_err(|e| InputError::named("tag", e.to_string()))?;
         // The storage host with the most room among those up.
         let up = self.hosts.up(caller.reads()).await?;
         let host = self
@@ -242,7 +242,7 @@ impl Volumes {
     ) -> Result<Volume, VolumeActionError> {
         check_uuid("id", id)?;
         if let Some(tag) = &update.tag {
-            validate_tag(tag).map_err(|m| InputError::named("tag", m))?;
+            validate_tag(tag).map_err(|e| InputError::named("tag", e.to_string()))?;
         }
         self.replica
             .propose(Command::UpdateVolume {

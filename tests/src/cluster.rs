@@ -53,6 +53,17 @@ fn nft_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An HTTP client trusting the site CA `ca_pem` only.
+fn client(ca_pem: &[u8], timeout: Duration, connect: Duration) -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem)?)
+        .timeout(timeout)
+        .connect_timeout(connect)
+        .build()?)
+}
+
 fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     let mut full = vec!["netns", "exec", ns, "ip"];
     full.extend_from_slice(args);
@@ -90,6 +101,8 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, Node>,
     pub admin_password: String,
     http: Client,
+    /// The site CA's certificate, PEM.
+    ca_pem: Vec<u8>,
     /// A host agent (in the test's own namespace) naming every node, once started.
     agent: Option<Child>,
     pub host_name: String,
@@ -109,6 +122,13 @@ impl TestCluster {
         let dir = PathBuf::from(TEST_ROOT).join(format!("{name}-{tag}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("agent"))?;
+        // The site CA every node shares (as a site copies the first node's to the others).
+        let (ca, _) = stratus_controller::pki::SiteCa::load_or_create(
+            &dir.join("ca.pem"),
+            &dir.join("ca.key"),
+            true,
+        )?;
+        let ca_pem = ca.certificate_pem().as_bytes().to_vec();
         // The qemu user reads instance files under it.
         set_mode(std::path::Path::new(TEST_ROOT), 0o755)?;
         set_mode(&dir, 0o755)?;
@@ -123,10 +143,8 @@ impl TestCluster {
             subnet: subnet.clone(),
             nodes: BTreeMap::new(),
             admin_password: format!("admin-pw-{tag}"),
-            http: Client::builder()
-                .timeout(Duration::from_secs(15))
-                .connect_timeout(Duration::from_secs(1))
-                .build()?,
+            http: client(&ca_pem, Duration::from_secs(15), Duration::from_secs(1))?,
+            ca_pem,
         };
         // Built step by step so that Drop removes whatever was made if a step fails.
         ip(&["netns", "add", &cluster.switch])?;
@@ -207,8 +225,9 @@ impl TestCluster {
             node.dir.join("controller.toml"),
             format!(
                 "node_id = {id}\nlisten = \"{api}\"\npeer_listen = \"{peer}\"\njoin = {join}\n\
-                 state_dir = \"{nd}/state\"\nagent_token_file = \"{d}/agent-token\"\n\
-                 admin_password = \"{pw}\"\n{snapshots}{extra}\n",
+                 state_dir = \"{nd}/state\"\n\
+                 admin_password = \"{pw}\"\n{snapshots}{extra}\n\
+                 [tls]\nca_certificate = \"{d}/ca.pem\"\nca_key = \"{d}/ca.key\"\n",
                 api = node.api(),
                 peer = node.peer(),
                 nd = node.dir.display(),
@@ -331,8 +350,13 @@ impl TestCluster {
         fs::read_to_string(self.nodes[&id].dir.join("controller.log")).unwrap_or_default()
     }
 
+    /// A client of the nodes' APIs (trusting the site CA) with these timeouts.
+    pub fn client(&self, timeout: Duration, connect: Duration) -> anyhow::Result<Client> {
+        client(&self.ca_pem, timeout, connect)
+    }
+
     pub fn url(&self, id: u64, path: &str) -> String {
-        format!("http://{}/api/v1{path}", self.nodes[&id].api())
+        format!("https://{}/api/v1{path}", self.nodes[&id].api())
     }
 
     fn answer(response: reqwest::blocking::Response) -> anyhow::Result<(StatusCode, Value)> {
@@ -519,16 +543,31 @@ impl TestCluster {
 impl TestCluster {
     /// Starts a host agent that knows every node, and waits until the cluster sees its host up.
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
+        // As an administrator would: a join token for the host, through any node.
+        let first = *self.nodes.keys().next().expect("a node");
+        let (status, body, _) = self.post(
+            first,
+            &format!("/hosts/{}/join-tokens", self.host_name),
+            &serde_json::json!({}),
+        )?;
+        if status != StatusCode::CREATED {
+            bail!("join token: {status} {body}");
+        }
+        fs::write(
+            self.dir.join("join-token"),
+            body["token"].as_str().context("a token")?,
+        )?;
         let controllers: Vec<String> = self
             .nodes
             .values()
-            .map(|n| format!("http://{}", n.api()))
+            .map(|n| format!("https://{}", n.api()))
             .collect();
         let d = self.dir.display();
         fs::write(
             self.dir.join("agent.toml"),
             format!(
-                "controller = \"{}\"\ntoken_file = \"{d}/agent-token\"\nhost_name = \"{}\"\n\
+                "controller = \"{}\"\nca_certificate = \"{d}/ca.pem\"\n\
+                 join_token_file = \"{d}/join-token\"\nhost_name = \"{}\"\n\
                  state_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\n\
                  poll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\n\
                  file_location_roots = [\"{TEST_ROOT}\"]\n",

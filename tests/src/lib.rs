@@ -4,6 +4,7 @@
 //! fails.
 
 pub mod cluster;
+pub mod hosts;
 pub mod image_server;
 pub mod netlab;
 pub mod pki;
@@ -86,10 +87,15 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
 
 impl Appliance {
     /// The appliance as an image registration, its files fetched from `base` (a `file://`
-    /// directory URL or an `http://` server serving the appliance directory).
+    /// directory URL or an `http://` server serving the appliance directory), each with its
+    /// size declared.
     pub fn image_json(&self, name: &str, base: &str) -> Value {
-        let artifact =
-            |file: &str, sha: &str| json!({"locations": [format!("{base}/{file}")], "sha256": sha});
+        let artifact = |file: &str, sha: &str| {
+            let size = fs::metadata(self.dir().join(file))
+                .map(|m| m.len())
+                .expect("appliance file");
+            json!({"locations": [format!("{base}/{file}")], "sha256": sha, "size": size})
+        };
         json!({
             "name": name,
             "format": "qcow2",
@@ -202,7 +208,8 @@ pub struct TestCloud {
     agent: Option<Child>,
     /// A second host's agent (see [`TestCloud::start_second_agent`]).
     agent2: Option<Child>,
-    http: Client,
+    /// Trusts the site CA, once the controller made it.
+    http: std::sync::OnceLock<Client>,
     cluster_prefix: Option<String>,
 }
 
@@ -230,7 +237,7 @@ impl TestCloud {
         fs::write(
             dir.join("controller.toml"),
             format!(
-                "listen = \"127.0.0.1:{port}\"\npeer_listen = \"127.0.0.1:{peer_port}\"\nstate_dir = \"{d}/controller\"\nagent_token_file = \"{d}/agent-token\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n{extra}\n",
+                "listen = \"127.0.0.1:{port}\"\npeer_listen = \"127.0.0.1:{peer_port}\"\nstate_dir = \"{d}/controller\"\nadmin_password = \"{admin_password}\"\nsnapshot_every = 50\ncpu_allocation_ratio = 16.0\n{extra}\n",
                 d = dir.display()
             ),
         )?;
@@ -242,11 +249,10 @@ impl TestCloud {
         fs::write(
             dir.join("agent.toml"),
             format!(
-                "controller = \"http://127.0.0.1:{port}\"\ntoken_file = \"{d}/agent-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\nfile_location_roots = [\"{TEST_ROOT}\"]\n",
+                "controller = \"https://127.0.0.1:{port}\"\nca_certificate = \"{d}/controller/ca.pem\"\njoin_token_file = \"{d}/join-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\nfile_location_roots = [\"{TEST_ROOT}\"]\n",
                 d = dir.display()
             ),
         )?;
-        let http = Client::builder().timeout(Duration::from_secs(30)).build()?;
         let mut cloud = Self {
             dir,
             port,
@@ -255,7 +261,7 @@ impl TestCloud {
             controller: None,
             agent: None,
             agent2: None,
-            http,
+            http: std::sync::OnceLock::new(),
             cluster_prefix: None,
         };
         cloud.start_controller()?;
@@ -362,8 +368,23 @@ impl TestCloud {
         held
     }
 
+    /// Makes a join token for `host` as the administrator and writes it where its agent's
+    /// configuration says (`file`, under the cloud's directory).
+    pub fn write_join_token(&self, host: &str, file: &str) -> anyhow::Result<()> {
+        let (status, body) =
+            self.post("admin", &format!("/hosts/{host}/join-tokens"), &json!({}))?;
+        if status != StatusCode::CREATED {
+            bail!("join token for {host}: {status} {body}");
+        }
+        let token = body["token"].as_str().context("a token")?;
+        fs::write(self.dir.join(file), token)?;
+        Ok(())
+    }
+
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
         assert!(self.agent.is_none(), "agent already running");
+        let host = self.host_name.clone();
+        self.write_join_token(&host, "join-token")?;
         self.agent = Some(self.spawn("stratus-agent", "agent.toml", "agent.log")?);
         let host = self.host_name.clone();
         self.wait_registered(&host, "agent.log")
@@ -380,15 +401,21 @@ impl TestCloud {
     pub fn start_second_agent(&mut self, extra: &str) -> anyhow::Result<()> {
         assert!(self.agent2.is_none(), "second agent already running");
         let first = fs::read_to_string(self.dir.join("agent.toml"))?;
-        let replaced: Vec<String> = ["volume_pool", "nbd_listen", "host_name", "state_dir"]
-            .into_iter()
-            .map(str::to_owned)
-            .chain(
-                extra
-                    .lines()
-                    .filter_map(|l| Some(l.split_once('=')?.0.trim().to_owned())),
-            )
-            .collect();
+        let replaced: Vec<String> = [
+            "volume_pool",
+            "nbd_listen",
+            "host_name",
+            "state_dir",
+            "join_token_file",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            extra
+                .lines()
+                .filter_map(|l| Some(l.split_once('=')?.0.trim().to_owned())),
+        )
+        .collect();
         let mut lines: Vec<String> = first
             .lines()
             .filter(|l| {
@@ -400,8 +427,13 @@ impl TestCloud {
             .collect();
         lines.push(format!("host_name = \"{}\"", self.host2_name()));
         lines.push(format!("state_dir = \"{}/agent2\"", self.dir.display()));
+        lines.push(format!(
+            "join_token_file = \"{}/join-token-2\"",
+            self.dir.display()
+        ));
         lines.push(extra.to_owned());
         fs::write(self.dir.join("agent2.toml"), lines.join("\n") + "\n")?;
+        self.write_join_token(&self.host2_name(), "join-token-2")?;
         self.agent2 = Some(self.spawn("stratus-agent", "agent2.toml", "agent2.log")?);
         let host = self.host2_name();
         self.wait_registered(&host, "agent2.log")
@@ -425,6 +457,11 @@ impl TestCloud {
         }
     }
 
+    /// The running controller's process ID.
+    pub fn controller_pid(&self) -> u32 {
+        self.controller.as_ref().expect("controller running").id()
+    }
+
     /// Kills the agent without warning (SIGKILL), as a crash would.
     pub fn kill_agent(&mut self) {
         stop(self.agent.take(), libc::SIGKILL);
@@ -435,10 +472,52 @@ impl TestCloud {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/api/v1{path}", self.port)
+        format!("https://127.0.0.1:{}/api/v1{path}", self.port)
     }
 
-    fn password(&self, user: &str) -> String {
+    /// The site CA the controller made at its first start.
+    pub fn ca_certificate(&self) -> PathBuf {
+        self.dir.join("controller/ca.pem")
+    }
+
+    /// The API's base URL, `https://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Enrols `host` with a join token the administrator makes now, as its agent would.
+    pub fn enrol_host(&self, host: &str) -> anyhow::Result<hosts::EnrolledHost> {
+        let token = hosts::join_token(self.http()?, &self.base(), &self.admin_password, host)?;
+        hosts::enrol(
+            &self.base(),
+            &fs::read(self.ca_certificate())?,
+            host,
+            &token,
+        )
+    }
+
+    /// An HTTP client trusting the site CA (only), without credentials.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(self.http()?.clone())
+    }
+
+    fn http(&self) -> anyhow::Result<&Client> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let pem = fs::read(self.ca_certificate())
+            .with_context(|| format!("{}", self.ca_certificate().display()))?;
+        let http = Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(self.http.get_or_init(|| http))
+    }
+
+    /// The password [`TestCloud::create_user`] gives `user`.
+    pub fn password(&self, user: &str) -> String {
         if user == "admin" {
             self.admin_password.clone()
         } else {
@@ -463,7 +542,7 @@ impl TestCloud {
 
     pub fn get(&self, user: &str, path: &str) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
-            self.http
+            self.http()?
                 .get(self.url(path))
                 .basic_auth(user, Some(self.password(user))),
         )
@@ -476,7 +555,7 @@ impl TestCloud {
         body: &Value,
     ) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
-            self.http
+            self.http()?
                 .post(self.url(path))
                 .basic_auth(user, Some(self.password(user)))
                 .json(body),
@@ -491,7 +570,7 @@ impl TestCloud {
         body: &str,
     ) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
-            self.http
+            self.http()?
                 .post(self.url(path))
                 .basic_auth(user, Some(self.password(user)))
                 .header("content-type", "application/json")
@@ -501,7 +580,7 @@ impl TestCloud {
 
     pub fn delete(&self, user: &str, path: &str) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
-            self.http
+            self.http()?
                 .delete(self.url(path))
                 .basic_auth(user, Some(self.password(user))),
         )
@@ -515,7 +594,11 @@ impl TestCloud {
         user: &str,
         id: u64,
     ) -> anyhow::Result<reqwest::blocking::Response> {
+        let pem = fs::read(self.ca_certificate())?;
         let response = Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
             .timeout(None)
             .build()?
             .get(self.url(&format!("/instances/{id}/console?follow=true")))
@@ -561,6 +644,7 @@ impl TestCloud {
             .args(args)
             .env("HOME", &self.dir)
             .env("STRATUSLAB_ENDPOINT", format!("127.0.0.1:{}", self.port))
+            .env("STRATUSLAB_CA_CERTIFICATE", self.ca_certificate())
             .env("STRATUSLAB_USERNAME", user)
             .env("STRATUSLAB_PASSWORD", self.password(user))
             .output()

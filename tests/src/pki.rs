@@ -1,5 +1,5 @@
-//! A throwaway PKI for Marketplace tests: a site CA, endorser certificates it issues, and
-//! self-signed endorsers, written as PEM files into a test's directory.
+//! A throwaway PKI for Marketplace and login tests: a CA, endorser and user certificates it
+//! issues, and self-signed endorsers, written as PEM files into a test's directory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -122,6 +122,23 @@ impl TestPki {
         let key = KeyPair::generate()?;
         let cert = endorser_params(email, 2060)?.signed_by(&key, &self.ca_cert, &self.ca_key)?;
         self.write(email, &cert, &key)
+    }
+
+    /// A user's client certificate (TLS client authentication) issued by the CA, named `name`.
+    pub fn user(&self, name: &str) -> anyhow::Result<Signer> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "StratusLab Test");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = date_time_ymd(2024, 1, 1);
+        params.not_after = date_time_ymd(2060, 1, 1);
+        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key)?;
+        self.write(name, &cert, &key)
     }
 
     /// A self-signed endorser certificate (trusted only once registered).

@@ -25,6 +25,7 @@ fn stratus(
         .env("STRATUSLAB_ENDPOINT", format!("127.0.0.1:{}", cloud.port))
         .env("STRATUSLAB_USERNAME", user)
         .env("STRATUSLAB_PASSWORD", password)
+        .env("STRATUSLAB_CA_CERTIFICATE", cloud.ca_certificate())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -93,7 +94,9 @@ fn administrators_manage_users_and_site_images_from_the_command_line() {
 
     // Bad input names the field and changes nothing.
     let patch = |body: serde_json::Value| {
-        let response = reqwest::blocking::Client::new()
+        let response = cloud
+            .client()
+            .unwrap()
             .patch(cloud.url("/users/carol"))
             .basic_auth("admin", Some(&admin_pw))
             .json(&body)

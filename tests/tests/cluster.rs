@@ -181,18 +181,16 @@ impl Load {
                 apis.clone(),
                 password.clone(),
             );
+            let http = cluster
+                .client(Duration::from_secs(10), Duration::from_millis(500))
+                .unwrap();
             move || {
-                let http = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .connect_timeout(Duration::from_millis(500))
-                    .build()
-                    .unwrap();
                 let ids: Vec<u64> = apis.keys().copied().collect();
                 let (mut k, mut target, mut retried) = (1000u32, 0usize, false);
                 while !stop.load(Ordering::SeqCst) {
                     let id = ids[target % ids.len()];
                     let answer = http
-                        .post(format!("http://{}/api/v1/networks", apis[&id]))
+                        .post(format!("https://{}/api/v1/networks", apis[&id]))
                         .basic_auth("admin", Some(&password))
                         .json(&network(k))
                         .send();
@@ -214,15 +212,14 @@ impl Load {
         });
         let observer = std::thread::spawn({
             let (stop, leaders) = (stop.clone(), leaders.clone());
+            let http = cluster
+                .client(Duration::from_secs(1), Duration::from_secs(1))
+                .unwrap();
             move || {
-                let http = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(1))
-                    .build()
-                    .unwrap();
                 while !stop.load(Ordering::SeqCst) {
                     for api in apis.values() {
                         let seen = http
-                            .get(format!("http://{api}/api/v1/cluster"))
+                            .get(format!("https://{api}/api/v1/cluster"))
                             .basic_auth("admin", Some(&password))
                             .send()
                             .and_then(|r| r.json::<Value>());

@@ -1,5 +1,6 @@
 //! Images through the host's cache, served over HTTP on loopback: checksums are enforced, bad
-//! images never enter the cache, concurrent starts share one download, a download cut short by
+//! images (a wrong checksum, a backing file, a format other than declared, a decompression
+//! bomb) never enter the cache, concurrent starts share one download, a download cut short by
 //! a crash is never used, and eviction never takes a base that an instance uses.
 
 use std::process::Command;
@@ -63,6 +64,63 @@ fn a_corrupted_image_fails_with_checksum_mismatch_and_nothing_enters_the_cache()
     assert!(
         !cloud.cached().contains(&a.sha256),
         "the bad disk is not in the cache"
+    );
+    assert_eq!(tmp_files(&cloud), 0, "no partial file left");
+    assert!(cloud.domains().is_empty());
+}
+
+#[test]
+fn a_gzip_bomb_and_a_disk_of_another_format_than_declared_fail_and_leave_nothing_cached() {
+    let mut cloud = TestCloud::start("bomb").unwrap();
+    // Images that declare no size may have 64 MiB here.
+    cloud
+        .set_agent_option("max_image_bytes", "67108864")
+        .unwrap();
+    cloud.start_agent().unwrap();
+    let (server, a) = appliance_server();
+    // 1 GiB of zeros is about 1 MiB of gzip.
+    let bomb = cloud.dir.join("bomb.raw.gz");
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bomb).unwrap(),
+        flate2::Compression::best(),
+    );
+    let zeros = vec![0u8; 1 << 20];
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    for _ in 0..1024 {
+        std::io::Write::write_all(&mut encoder, &zeros).unwrap();
+        sha2::Digest::update(&mut hasher, &zeros);
+    }
+    encoder.finish().unwrap();
+    let bomb_sha = stratus_common::hex::encode(sha2::Digest::finalize(hasher));
+    server.serve_file("/bomb.raw.gz", &bomb);
+    let mut image = a.image_json("bomb", &server.base());
+    image["format"] = json!("raw");
+    image["disk"] = json!({"locations": [server.url("/bomb.raw.gz")], "sha256": bomb_sha, "compression": "gzip"});
+    cloud.register_image(&image).unwrap();
+    // The appliance's qcow2 disk, declared raw.
+    let mut image = a.image_json("liar", &server.base());
+    image["format"] = json!("raw");
+    cloud.register_image(&image).unwrap();
+
+    let vm = cloud
+        .run_instance("admin", json!({"image": "bomb", "type": "t1.micro"}))
+        .unwrap();
+    let reason = wait_failed(&cloud, vm.id);
+    assert_eq!(
+        reason,
+        "image larger than 67108864 bytes, the most accepted for an image that declares no size (max_image_bytes)"
+    );
+    let vm = cloud
+        .run_instance("admin", json!({"image": "liar", "type": "t1.micro"}))
+        .unwrap();
+    assert_eq!(
+        wait_failed(&cloud, vm.id),
+        "image format mismatch: declared raw, found qcow2"
+    );
+    assert!(
+        !cloud.cached().contains(&a.sha256) && !cloud.cached().contains(&bomb_sha),
+        "neither disk is in the cache: {:?}",
+        cloud.cached()
     );
     assert_eq!(tmp_files(&cloud), 0, "no partial file left");
     assert!(cloud.domains().is_empty());
@@ -195,7 +253,8 @@ fn eviction_never_removes_a_base_in_use() {
     let raw_sha = sha256_file(&raw).unwrap();
     let mut image = a.image_json("appliance-raw", &format!("file://{}", a.dir().display()));
     image["format"] = json!("raw");
-    image["disk"] = json!({"locations": [format!("file://{}", raw.display())], "sha256": raw_sha});
+    let size = std::fs::metadata(&raw).unwrap().len();
+    image["disk"] = json!({"locations": [format!("file://{}", raw.display())], "sha256": raw_sha, "size": size});
     cloud.register_image(&image).unwrap();
 
     let first = cloud

@@ -78,6 +78,7 @@ fn cli(cloud: &TestCloud, name: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .env("HOME", &cloud.dir)
         .env("STRATUSLAB_ENDPOINT", format!("127.0.0.1:{}", cloud.port))
+        .env("STRATUSLAB_CA_CERTIFICATE", cloud.ca_certificate())
         .env("STRATUSLAB_USERNAME", "admin")
         .env("STRATUSLAB_PASSWORD", &cloud.admin_password)
         .output()
@@ -135,21 +136,63 @@ fn the_guide_workflow_through_the_cli() {
 }
 
 #[test]
-fn a_wrong_password_and_an_unreachable_endpoint_are_told_plainly() {
+fn a_wrong_password_a_wrong_ca_and_an_unreachable_endpoint_are_told_plainly() {
     let cloud = TestCloud::start("cli-errors").unwrap();
-    let out = Command::new(bin_dir().join("stratus"))
-        .args(["describe-instance"])
-        .env("HOME", &cloud.dir)
-        .env("STRATUSLAB_ENDPOINT", format!("127.0.0.1:{}", cloud.port))
-        .env("STRATUSLAB_USERNAME", "admin")
-        .env("STRATUSLAB_PASSWORD", "not-the-password")
-        .output()
-        .unwrap();
+    let describe = |ca: Option<&std::path::Path>, password: &str| {
+        let mut command = Command::new(bin_dir().join("stratus"));
+        command
+            .args(["describe-instance"])
+            .env("HOME", &cloud.dir)
+            .env("STRATUSLAB_ENDPOINT", format!("127.0.0.1:{}", cloud.port))
+            .env("STRATUSLAB_USERNAME", "admin")
+            .env("STRATUSLAB_PASSWORD", password);
+        if let Some(ca) = ca {
+            command.env("STRATUSLAB_CA_CERTIFICATE", ca);
+        }
+        command.output().unwrap()
+    };
+    // The endpoint is TLS: with the site CA the CLI works.
+    let out = describe(Some(&cloud.ca_certificate()), &cloud.admin_password);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another CA (another site's), or the system's roots, do not vouch for it.
+    let other = cloud.dir.join("other-ca");
+    stratus_controller::pki::SiteCa::load_or_create(
+        &other.join("ca.pem"),
+        &other.join("ca.key"),
+        true,
+    )
+    .unwrap();
+    let out = describe(Some(&other.join("ca.pem")), &cloud.admin_password);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         format!(
-            "[ERROR] authentication failed for user admin at http://127.0.0.1:{}",
+            "[ERROR] cannot verify the cloud endpoint https://127.0.0.1:{}: its certificate was \
+             refused (UnknownIssuer); its certificate must chain to the CA in {} (set \
+             ca_certificate in the configuration file, STRATUSLAB_CA_CERTIFICATE or \
+             --ca-certificate to the site CA)",
+            cloud.port,
+            other.join("ca.pem").display()
+        )
+    );
+    let out = describe(None, &cloud.admin_password);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("its certificate must chain to one of the system's root CAs"),
+        "{err}"
+    );
+
+    let out = describe(Some(&cloud.ca_certificate()), "not-the-password");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "[ERROR] authentication failed for user admin at https://127.0.0.1:{}",
             cloud.port
         )
     );
@@ -170,7 +213,7 @@ fn a_wrong_password_and_an_unreachable_endpoint_are_told_plainly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with(&format!(
-            "[ERROR] cannot reach the cloud endpoint http://127.0.0.1:{port}"
+            "[ERROR] cannot reach the cloud endpoint https://127.0.0.1:{port}"
         )),
         "{err}"
     );

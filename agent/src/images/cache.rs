@@ -4,8 +4,10 @@
 //! - A file is published (renamed into `sha256/`) only after its content was hashed, checked
 //!   and fsynced in `tmp/`; `tmp/` is emptied at start-up, so a crash mid-download leaves
 //!   nothing usable behind.
-//! - Disks must be standalone raw or qcow2 (checked by our own header inspector before they are
-//!   published): a qcow2 with a backing file or an external data file never enters.
+//! - Disks must be standalone raw or qcow2 of the format they are declared to be (checked by our
+//!   own header inspector before they are published): a qcow2 with a backing file or an
+//!   external data file, or a disk whose content is not its declared format, never enters.
+//! - A download that declares no size may not write more than the cache's budget.
 //! - Single flight: concurrent `ensure` calls for one missing artifact wait for one download.
 //! - Reference counts: an artifact used by an instance is never evicted; the others are evicted
 //!   least recently used once the cache exceeds its byte budget.
@@ -16,7 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use stratus_common::api::Artifact;
+use stratus_common::api::{Artifact, DiskFormat};
 use stratus_common::names::is_sha256_hex;
 
 use super::download::{DownloadError, Downloader};
@@ -139,8 +141,13 @@ impl ImageCache {
     }
 
     /// Makes sure the artifact is in the cache and returns its path; downloads it at most once
-    /// however many callers ask at the same time.
-    pub fn ensure(&self, artifact: &Artifact, is_disk: bool) -> Result<PathBuf, CacheError> {
+    /// however many callers ask at the same time. `disk` is the format a disk is declared to
+    /// be (`None` for kernels and initrds).
+    pub fn ensure(
+        &self,
+        artifact: &Artifact,
+        disk: Option<DiskFormat>,
+    ) -> Result<PathBuf, CacheError> {
         let sha = artifact.sha256.as_str();
         if !is_sha256_hex(sha) {
             return Err(CacheError::Unusable(format!("invalid sha256 {sha:?}")));
@@ -176,7 +183,7 @@ impl ImageCache {
                 Err(reason) => Err(CacheError::Shared(reason.clone())),
             };
         }
-        let result = self.download(artifact, is_disk);
+        let result = self.download(artifact, disk);
         {
             let mut inner = self.inner.lock().expect("cache lock");
             inner.in_flight.remove(sha);
@@ -204,7 +211,7 @@ impl ImageCache {
     }
 
     /// Downloads into `tmp/`, checks, publishes; returns the size.
-    fn download(&self, artifact: &Artifact, is_disk: bool) -> Result<u64, CacheError> {
+    fn download(&self, artifact: &Artifact, disk: Option<DiskFormat>) -> Result<u64, CacheError> {
         let sha = &artifact.sha256;
         let tmp = self
             .root
@@ -212,15 +219,15 @@ impl ImageCache {
             .join(format!("{sha}.{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         let started = std::time::Instant::now();
-        let got = match self.downloader.fetch(artifact, &tmp) {
+        let got = match self.downloader.fetch(artifact, &tmp, self.budget_bytes) {
             Ok(got) => got,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 return Err(e.into());
             }
         };
-        if is_disk {
-            if let Err(reason) = standalone_disk(&tmp) {
+        if let Some(declared) = disk {
+            if let Err(reason) = standalone_disk(&tmp, declared) {
                 let _ = fs::remove_file(&tmp);
                 return Err(CacheError::Unusable(reason));
             }
@@ -324,18 +331,19 @@ impl ImageCache {
     }
 }
 
-/// A disk may enter the cache only as a standalone raw or qcow2 image.
-fn standalone_disk(path: &Path) -> Result<(), String> {
+/// A disk may enter the cache only as a standalone raw or qcow2 image of its declared format.
+fn standalone_disk(path: &Path, declared: DiskFormat) -> Result<(), String> {
     let info = qcow2::inspect(path).map_err(|e| {
         format!(
             "cannot inspect the image: {}",
             crate::reconcile::error_chain(&e)
         )
     })?;
-    match info.format {
-        DetectedFormat::Raw | DetectedFormat::Qcow2 => {}
+    let found = match info.format {
+        DetectedFormat::Raw => DiskFormat::Raw,
+        DetectedFormat::Qcow2 => DiskFormat::Qcow2,
         other => return Err(format!("image format {} is not allowed", other.as_str())),
-    }
+    };
     if let Some(backing) = info.backing_file {
         return Err(format!(
             "image has a backing file ({backing}); base images must be standalone"
@@ -344,7 +352,19 @@ fn standalone_disk(path: &Path) -> Result<(), String> {
     if info.external_data_file {
         return Err("image uses an external data file".into());
     }
+    if found != declared {
+        return Err(format_mismatch(declared, found));
+    }
     Ok(())
+}
+
+/// The reason a disk whose content is not its declared format is refused.
+pub fn format_mismatch(declared: DiskFormat, found: DiskFormat) -> String {
+    format!(
+        "image format mismatch: declared {}, found {}",
+        declared.as_str(),
+        found.as_str()
+    )
 }
 
 fn set_mode(path: &Path, mode: u32) -> io::Result<()> {

@@ -1,7 +1,8 @@
 //! Fetching one artifact into a file: tries the locations in order (with a retry each for
 //! transient failures), streams the body through the declared decompressor, hashes and writes
 //! in the same pass, fsyncs, and checks size and SHA-256. The caller publishes the file only if
-//! this returns `Ok`.
+//! this returns `Ok`. Nothing is written past a bound: the declared size, or, for an artifact
+//! that declares none, the site's maximum; so a decompression bomb stops at the bound.
 //!
 //! Where a location may point is restricted: an `http(s)` host is resolved first and every
 //! address checked (loopback, link-local, cloud metadata and unspecified addresses are refused
@@ -18,13 +19,28 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use stratus_common::api::{Artifact, Compression};
 
-/// Where artifacts may come from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where artifacts may come from, and how large they may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePolicy {
     /// Allow `http(s)` locations that resolve to loopback addresses (tests, single-host sites).
     pub allow_loopback: bool,
     /// Directories `file://` locations may read from (none by default).
     pub file_roots: Vec<PathBuf>,
+    /// The most bytes (after decompression) an artifact that declares no size may have.
+    pub max_undeclared_bytes: u64,
+}
+
+/// [`SourcePolicy::max_undeclared_bytes`] unless configured: 32 GiB.
+pub const DEFAULT_MAX_UNDECLARED_BYTES: u64 = 32 << 30;
+
+impl Default for SourcePolicy {
+    fn default() -> Self {
+        Self {
+            allow_loopback: false,
+            file_roots: Vec::new(),
+            max_undeclared_bytes: DEFAULT_MAX_UNDECLARED_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +63,8 @@ pub enum DownloadError {
     SizeMismatch { declared: u64, got: u64 },
     #[error("image larger than its declared {declared} bytes")]
     TooLarge { declared: u64 },
+    #[error("image larger than {limit} bytes, {why}")]
+    OverLimit { limit: u64, why: &'static str },
     #[error("writing {path}")]
     Write {
         path: PathBuf,
@@ -86,6 +104,36 @@ pub fn address_refusal(ip: IpAddr, allow_loopback: bool) -> Option<&'static str>
     }
 }
 
+/// The most bytes a download may write, and where that bound comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Declared(u64),
+    Undeclared(u64),
+    Room(u64),
+}
+
+impl Limit {
+    fn bytes(self) -> u64 {
+        match self {
+            Limit::Declared(n) | Limit::Undeclared(n) | Limit::Room(n) => n,
+        }
+    }
+
+    fn exceeded(self) -> DownloadError {
+        match self {
+            Limit::Declared(declared) => DownloadError::TooLarge { declared },
+            Limit::Undeclared(limit) => DownloadError::OverLimit {
+                limit,
+                why: "the most accepted for an image that declares no size (max_image_bytes)",
+            },
+            Limit::Room(limit) => DownloadError::OverLimit {
+                limit,
+                why: "the room of the image cache",
+            },
+        }
+    }
+}
+
 /// An opened location: the body and, for http, the declared length.
 struct Opened {
     body: Box<dyn Read + Send>,
@@ -110,12 +158,19 @@ impl Downloader {
         &self.policy
     }
 
-    /// Fetches `artifact` into `target` (created, must not exist), trying each location.
-    pub fn fetch(&self, artifact: &Artifact, target: &Path) -> Result<Downloaded, DownloadError> {
+    /// Fetches `artifact` into `target` (created, must not exist), trying each location; an
+    /// artifact that declares no size may not exceed `room` (what the cache can take).
+    pub fn fetch(
+        &self,
+        artifact: &Artifact,
+        target: &Path,
+        room: u64,
+    ) -> Result<Downloaded, DownloadError> {
+        let limit = self.limit(artifact, room);
         let mut failures = Vec::new();
         for location in &artifact.locations {
             for attempt in 0..2 {
-                match self.fetch_one(location, artifact, target) {
+                match self.fetch_one(location, artifact, target, limit) {
                     Ok(bytes) => {
                         return Ok(Downloaded {
                             bytes,
@@ -144,6 +199,7 @@ impl Downloader {
                 DownloadError::ChecksumMismatch
                     | DownloadError::SizeMismatch { .. }
                     | DownloadError::TooLarge { .. }
+                    | DownloadError::OverLimit { .. }
             )
         });
         match (content, failures.len()) {
@@ -156,6 +212,16 @@ impl Downloader {
                     .collect::<Vec<_>>()
                     .join("; "),
             )),
+        }
+    }
+
+    /// The most bytes `artifact` may have: its declared size, or else the site's maximum for
+    /// undeclared sizes and never more than `room`.
+    fn limit(&self, artifact: &Artifact, room: u64) -> Limit {
+        match artifact.size {
+            Some(declared) => Limit::Declared(declared),
+            None if room < self.policy.max_undeclared_bytes => Limit::Room(room),
+            None => Limit::Undeclared(self.policy.max_undeclared_bytes),
         }
     }
 
@@ -244,6 +310,7 @@ impl Downloader {
         location: &str,
         artifact: &Artifact,
         target: &Path,
+        limit: Limit,
     ) -> Result<u64, DownloadError> {
         let opened = self.open(location)?;
         let failed = |e: io::Error| DownloadError::Fetch {
@@ -290,10 +357,8 @@ impl Downloader {
                 Err(e) => return Err(failed(e)),
             };
             total += n as u64;
-            if let Some(declared) = artifact.size {
-                if total > declared {
-                    return Err(DownloadError::TooLarge { declared });
-                }
+            if total > limit.bytes() {
+                return Err(limit.exceeded());
             }
             hasher.update(&buf[..n]);
             file.write_all(&buf[..n]).map_err(write_err)?;
@@ -350,8 +415,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
         let d = Downloader::new(SourcePolicy {
-            allow_loopback: false,
             file_roots: vec![dir.path().to_owned()],
+            ..SourcePolicy::default()
         });
         for compression in [
             Compression::None,
@@ -367,7 +432,7 @@ mod tests {
                 &content,
                 compression,
             );
-            let got = d.fetch(&a, &target).unwrap();
+            let got = d.fetch(&a, &target, u64::MAX).unwrap();
             assert_eq!(got.bytes, content.len() as u64);
             assert_eq!(std::fs::read(&target).unwrap(), content, "{compression:?}");
         }
@@ -380,8 +445,8 @@ mod tests {
         std::fs::write(dir.path().join("bad"), b"a corrupted one").unwrap();
         std::fs::write(dir.path().join("good"), &good).unwrap();
         let d = Downloader::new(SourcePolicy {
-            allow_loopback: false,
             file_roots: vec![dir.path().to_owned()],
+            ..SourcePolicy::default()
         });
         let bad_only = artifact(
             vec![format!("file://{}/bad", dir.path().display())],
@@ -392,12 +457,12 @@ mod tests {
         let mut sized = bad_only.clone();
         sized.size = None;
         assert!(matches!(
-            d.fetch(&sized, &target),
+            d.fetch(&sized, &target, u64::MAX),
             Err(DownloadError::ChecksumMismatch)
         ));
         assert!(!target.exists());
         assert!(matches!(
-            d.fetch(&bad_only, &target),
+            d.fetch(&bad_only, &target, u64::MAX),
             Err(DownloadError::TooLarge { declared: 14 })
         ));
         let fallback = artifact(
@@ -409,7 +474,7 @@ mod tests {
             Compression::None,
         );
         assert_eq!(
-            d.fetch(&fallback, &target).unwrap().location,
+            d.fetch(&fallback, &target, u64::MAX).unwrap().location,
             fallback.locations[1]
         );
         assert_eq!(std::fs::read(&target).unwrap(), good);
@@ -419,14 +484,14 @@ mod tests {
     fn file_locations_outside_the_roots_and_forbidden_addresses_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = Downloader::new(SourcePolicy {
-            allow_loopback: false,
             file_roots: vec![dir.path().join("images")],
+            ..SourcePolicy::default()
         });
         let a = artifact(vec!["file:///etc/hostname".into()], b"x", Compression::None);
-        let err = d.fetch(&a, &dir.path().join("o")).unwrap_err();
+        let err = d.fetch(&a, &dir.path().join("o"), u64::MAX).unwrap_err();
         assert!(err.to_string().contains("file_location_roots"), "{err}");
         let a = artifact(vec!["http://127.0.0.1:9/x".into()], b"x", Compression::None);
-        let err = d.fetch(&a, &dir.path().join("o")).unwrap_err();
+        let err = d.fetch(&a, &dir.path().join("o"), u64::MAX).unwrap_err();
         assert!(err.to_string().contains("loopback"), "{err}");
         let a = artifact(
             vec!["http://169.254.169.254/latest".into()],
@@ -434,10 +499,45 @@ mod tests {
             Compression::None,
         );
         assert!(d
-            .fetch(&a, &dir.path().join("o"))
+            .fetch(&a, &dir.path().join("o"), u64::MAX)
             .unwrap_err()
             .to_string()
             .contains("metadata"));
+    }
+
+    #[test]
+    fn a_decompression_bomb_stops_at_the_bound_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 MiB of zeros, gzip'd to about 64 KiB.
+        let zeros = vec![0u8; 64 << 20];
+        let bomb = dir.path().join("bomb.gz");
+        std::fs::write(&bomb, compressed(&zeros, Compression::Gzip)).unwrap();
+        let d = Downloader::new(SourcePolicy {
+            file_roots: vec![dir.path().to_owned()],
+            max_undeclared_bytes: 1 << 20,
+            ..SourcePolicy::default()
+        });
+        let mut a = artifact(
+            vec![format!("file://{}", bomb.display())],
+            &zeros,
+            Compression::Gzip,
+        );
+        a.size = None;
+        let target = dir.path().join("out");
+        let err = d.fetch(&a, &target, u64::MAX).unwrap_err();
+        assert!(
+            matches!(err, DownloadError::OverLimit { limit: 1048576, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("max_image_bytes"), "{err}");
+        assert!(!target.exists());
+        // The cache's room bounds it too.
+        let err = d.fetch(&a, &target, 4096).unwrap_err();
+        assert!(err.to_string().contains("room of the image cache"), "{err}");
+        assert!(!target.exists());
+        // Declared, it is held to its declaration only (the cache evicts to make room).
+        a.size = Some(zeros.len() as u64);
+        assert_eq!(d.fetch(&a, &target, 4096).unwrap().bytes, 64 << 20);
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub struct PreparedImage {
 /// is declared to be. Errors are the reason a user sees on the Failed instance.
 pub fn prepare(cache: &ImageCache, spec: &ImageSpec) -> Result<PreparedImage, String> {
     let chain = |e: &dyn std::error::Error| crate::reconcile::error_chain(e);
-    let disk = cache.ensure(&spec.disk, true).map_err(|e| chain(&e))?;
+    let disk = cache
+        .ensure(&spec.disk, Some(spec.format))
+        .map_err(|e| chain(&e))?;
     let info =
         qcow2::inspect(&disk).map_err(|e| format!("cannot inspect the image: {}", chain(&e)))?;
     let found = match info.format {
@@ -39,19 +41,17 @@ pub fn prepare(cache: &ImageCache, spec: &ImageSpec) -> Result<PreparedImage, St
         DetectedFormat::Raw => DiskFormat::Raw,
         other => return Err(format!("image format {} is not allowed", other.as_str())),
     };
+    // Checked before the download was published; a disk already cached under the same
+    // checksum may have been declared otherwise by another image.
     if found != spec.format {
-        return Err(format!(
-            "image format mismatch: declared {}, found {}",
-            spec.format.as_str(),
-            found.as_str()
-        ));
+        return Err(cache::format_mismatch(spec.format, found));
     }
     let mut digests = vec![spec.disk.sha256.clone()];
     let mut fetch =
         |artifact: &Option<stratus_common::api::Artifact>| -> Result<Option<PathBuf>, String> {
             match artifact {
                 Some(a) => {
-                    let path = cache.ensure(a, false).map_err(|e| chain(&e))?;
+                    let path = cache.ensure(a, None).map_err(|e| chain(&e))?;
                     digests.push(a.sha256.clone());
                     Ok(Some(path))
                 }

@@ -55,8 +55,8 @@ fn rig_with(adjust: impl FnOnce(Reconciler) -> Reconciler) -> Rig {
     let (tx, events) = mpsc::unbounded_channel();
     let dirs = InstanceDirs::new(&dir.path().join("state"));
     let downloader = Downloader::new(SourcePolicy {
-        allow_loopback: false,
         file_roots: vec![dir.path().join("src")],
+        ..SourcePolicy::default()
     });
     let cache =
         Arc::new(ImageCache::open(&dir.path().join("state/images"), u64::MAX, downloader).unwrap());

@@ -49,7 +49,11 @@ impl Context {
     pub fn client(&self) -> anyhow::Result<Client> {
         let resolved = self.resolve()?;
         let endpoint = resolved.endpoint()?.clone();
-        Ok(Client::new(endpoint, credentials(&resolved))?)
+        Ok(Client::new(
+            endpoint,
+            credentials(&resolved),
+            &tls(&resolved),
+        )?)
     }
 
     /// A client for the Marketplace (the cloud endpoint unless `marketplace_endpoint` is
@@ -67,14 +71,41 @@ impl Context {
             username,
             password: resolved.pdisk_password.clone().unwrap_or_default(),
         });
-        Ok(Client::new(endpoint, credentials)?)
+        Ok(Client::new(endpoint, credentials, &tls(&resolved))?)
     }
 }
 
 /// A Marketplace client from settings already resolved.
 pub fn marketplace_client(resolved: &ResolvedConfig) -> anyhow::Result<Client> {
     let endpoint = resolved.marketplace_endpoint()?.clone();
-    Ok(Client::new(endpoint, credentials(resolved))?)
+    Ok(Client::new(
+        endpoint,
+        credentials(resolved),
+        &tls(resolved),
+    )?)
+}
+
+/// How the client checks the cloud's certificate, and the client certificate it presents: the
+/// configured `pem_certificate` and `pem_key` (the guide's defaults under `~/.globus` only when
+/// configured, since a grid certificate the site does not trust would fail the handshake).
+fn tls(resolved: &ResolvedConfig) -> crate::client::Tls {
+    let configured = |s: &Option<config::Sourced<std::path::PathBuf>>| {
+        s.as_ref()
+            .filter(|s| s.source != config::Source::Default)
+            .map(|s| s.value.clone())
+    };
+    let identity = configured(&resolved.pem_certificate).map(|certificate| {
+        let key = resolved
+            .pem_key
+            .as_ref()
+            .map(|k| k.value.clone())
+            .unwrap_or_else(|| certificate.clone());
+        (certificate, key)
+    });
+    crate::client::Tls {
+        ca_certificate: resolved.ca_certificate.clone(),
+        identity,
+    }
 }
 
 fn credentials(resolved: &ResolvedConfig) -> Option<Credentials> {

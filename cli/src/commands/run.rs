@@ -198,6 +198,7 @@ mod tests {
             pem_key: None,
             p12_certificate: None,
             p12_password: None,
+            ca_certificate: None,
         }
     }
 

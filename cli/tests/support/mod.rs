@@ -25,7 +25,7 @@ pub struct CannedServer {
 impl CannedServer {
     pub fn start(responses: Vec<String>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
+        let address = format!("http://{}", listener.local_addr().unwrap());
         let handle = thread::spawn(move || {
             let mut seen = Vec::new();
             for response in responses {
@@ -85,7 +85,7 @@ pub fn assert_unreachable(out: &Output, port: u16) {
     let err = stderr(out);
     assert!(
         err.starts_with(&format!(
-            "[ERROR] cannot reach the cloud endpoint http://127.0.0.1:{port}: "
+            "[ERROR] cannot reach the cloud endpoint https://127.0.0.1:{port}: "
         )),
         "{err}"
     );

@@ -8,6 +8,7 @@ Run as root after ``cargo build --workspace --bins``:
 
 import base64
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -22,7 +23,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 class Recorder:
     def __init__(self, cloud):
-        self.base = f"http://{cloud.endpoint}/api/v1"
+        self.base = f"{cloud.endpoint}/api/v1"
+        self.tls = ssl.create_default_context(cafile=cloud.ca_certificate)
         self.user, self.password = cloud.username, cloud.password
 
     def call(self, method, path, body=None, password=None):
@@ -33,7 +35,7 @@ class Recorder:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=60, context=self.tls) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()

@@ -43,7 +43,7 @@ def test_the_selected_section_wins_over_default(home):
 def test_a_named_section_and_default_alone(home):
     c = config.load("default", env(home))
     assert c.section is None
-    assert c.endpoints == [config.Endpoint(False, "default.example.org", 8440)]
+    assert c.endpoints == [config.Endpoint(True, "default.example.org", 8440)]
     c = config.load("other", env(home))
     assert [e.port for e in c.endpoints] == [8440, 8441]
     assert c.username == "alice"
@@ -57,10 +57,12 @@ def test_the_environment_wins_over_the_file(home):
             STRATUSLAB_USER_CONFIG_SECTION="other",
             STRATUSLAB_ENDPOINT="127.0.0.1:1234",
             STRATUSLAB_PASSWORD="from-env",
+            STRATUSLAB_CA_CERTIFICATE="/site/ca.pem",
         ),
     )
+    assert c.ca_certificate == "/site/ca.pem"
     assert c.section == "other"
-    assert c.endpoints == [config.Endpoint(False, "127.0.0.1", 1234)]
+    assert c.endpoints == [config.Endpoint(True, "127.0.0.1", 1234)]
     assert c.password == "from-env"
 
 

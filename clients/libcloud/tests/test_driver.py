@@ -120,6 +120,7 @@ class StratusLabDriverTests(unittest.TestCase, LibcloudDriverChecks):
         config = Path(self.home.name) / "user.cfg"
         config.write_text(
             "[default]\nendpoint = 127.0.0.1:8440\nusername = alice\npassword = pw\n"
+            "ca_certificate = /site/ca.pem\n"
             "[other-cloud]\nendpoint = https://cloud.example.org\n"
         )
         self.environ = dict(os.environ)
@@ -145,6 +146,11 @@ class StratusLabDriverTests(unittest.TestCase, LibcloudDriverChecks):
             if m == method and url.split("?")[0].endswith(path):
                 return (json.loads(body) if body else None), headers
         raise AssertionError(f"no {method} {path} in {StratusLabMockHttp.requests}")
+
+    def test_https_to_the_endpoint_verified_with_the_configured_site_ca(self):
+        self.driver.list_nodes()
+        self.assertEqual(StratusLabMockHttp.hosts[-1], "https://127.0.0.1:8440")
+        self.assertEqual(self.driver.connection.connection.ca_cert, "/site/ca.pem")
 
     def test_nodes_have_libcloud_states_and_their_addresses(self):
         [node] = self.driver.list_nodes()

@@ -56,6 +56,7 @@ class LiveCloud:
             "endpoint": self.endpoint,
             "username": self.username,
             "password": self.password,
+            "ca_certificate": self.ca_certificate,
         }
         values.update(extra)
         path = Path(home) / ".stratuslab" / "stratuslab-user.cfg"

@@ -2,7 +2,7 @@
 //! /api/v1/instances/{id}/console` (owner or administrator) answers the kept output (the
 //! last 256 KiB) as `text/plain`; with `?follow=true` the answer goes on streaming new output
 //! as it comes, until the instance is Done or Failed or the client goes. Hosts push to
-//! `POST /api/v1/hosts/{name}/observed` (agent token).
+//! `POST /api/v1/hosts/{name}/observed` (their own name only, as their certificate says).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,9 +102,11 @@ impl Follow {
 
 async fn host_observed(
     State(services): Shared,
-    _: Agent,
+    Agent(host): Agent,
     Path(name): Path<String>,
     Body(observed): Body<HostObserved>,
 ) -> Answer<impl IntoResponse> {
+    // A host speaks only for itself (its certificate names it).
+    host.require(&name)?;
     Ok(Json(services.observed.accept(&name, observed).await?))
 }

@@ -1,23 +1,31 @@
-//! Request extractors: HTTP Basic users, bearer-token agents, and JSON bodies whose errors come
-//! back as the API's JSON errors naming the field at fault.
+//! Request extractors: users (client certificate, API token or HTTP Basic), host agents (by
+//! their host certificate), and JSON bodies whose errors come back as the API's JSON errors
+//! naming the field at fault. A body must be a JSON object sent
+//! as `application/json`: a form a cross-site page can send (`text/plain`) and an array that
+//! serde would read into a struct field by field are both refused.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 
+use super::forward::{FORWARDED_CERTIFICATE, FORWARDED_FOR};
 use super::{error_response, ApiFailure};
-use crate::hosts::HostError;
+use crate::hosts::enrolment::HostIdentity;
+use crate::pki::tls::PeerCertificate;
+use crate::pki::{holder_of, Holder};
 use crate::services::Services;
 use crate::users::{Caller, UserError};
 
-/// An authenticated user.
+/// An authenticated user: by a client certificate an administrator mapped to the user (which
+/// takes precedence), by an API token (`Authorization: Bearer`), or by HTTP Basic.
 pub struct User(pub Caller);
 
 impl FromRequestParts<Arc<Services>> for User {
@@ -27,8 +35,36 @@ impl FromRequestParts<Arc<Services>> for User {
         parts: &mut Parts,
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
+        let origin = origin(parts);
+        let subject = origin
+            .certificate
+            .as_deref()
+            .and_then(|der| match holder_of(der) {
+                Some(Holder::User { subject }) => Some(subject),
+                _ => None,
+            });
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Some(subject) = subject {
+            match services.users.authenticate_certificate(&subject).await {
+                Ok(caller) => return Ok(User(caller)),
+                // Other credentials may still say who it is.
+                Err(UserError::UnmappedSubject(_)) if authorization.is_some() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+            return Ok(User(services.users.authenticate_token(token.trim()).await?));
+        }
         let (user, password) = basic_credentials(parts)?;
-        Ok(User(services.users.authenticate(&user, &password).await?))
+        Ok(User(
+            services
+                .users
+                .authenticate(&user, &password, origin.address)
+                .await?,
+        ))
     }
 }
 
@@ -45,13 +81,63 @@ impl FromRequestParts<Arc<Services>> for LocalUser {
         parts: &mut Parts,
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
-        let (user, password) = basic_credentials(parts)?;
+        let Ok((user, password)) = basic_credentials(parts) else {
+            User::from_request_parts(parts, services).await?;
+            return Ok(LocalUser);
+        };
         services
             .users
-            .authenticate_even_alone(&user, &password)
+            .authenticate_even_alone(&user, &password, source(parts))
             .await?;
         Ok(LocalUser)
     }
+}
+
+/// Where a request really came from: its connection's address and the certificate the
+/// connection presented or, on a request another controller forwarded (its connection holds a
+/// controller's certificate), what that controller said of its own client.
+pub struct Origin {
+    pub address: Option<IpAddr>,
+    pub certificate: Option<Arc<Vec<u8>>>,
+}
+
+pub fn origin(parts: &Parts) -> Origin {
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let certificate = parts
+        .extensions
+        .get::<PeerCertificate>()
+        .map(|c| c.0.clone());
+    let from_controller = certificate
+        .as_deref()
+        .is_some_and(|der| matches!(holder_of(der), Some(Holder::Controller(_))));
+    if !from_controller {
+        return Origin {
+            address,
+            certificate,
+        };
+    }
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    Origin {
+        address: header(FORWARDED_FOR)
+            .and_then(|v| v.parse().ok())
+            .or(address),
+        certificate: header(FORWARDED_CERTIFICATE)
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .map(Arc::new),
+    }
+}
+
+/// The address the request came from, when the server recorded it.
+fn source(parts: &Parts) -> Option<IpAddr> {
+    origin(parts).address
 }
 
 /// The user name and password of an HTTP Basic `Authorization` header.
@@ -72,8 +158,9 @@ fn basic_credentials(parts: &Parts) -> Result<(String, String), UserError> {
     Ok((user.to_owned(), password.to_owned()))
 }
 
-/// A host agent, authenticated by the site's agent token.
-pub struct Agent;
+/// A host agent, by the host certificate (in force) its connection presented, or that the
+/// controller which forwarded the request says its client presented.
+pub struct Agent(pub HostIdentity);
 
 impl FromRequestParts<Arc<Services>> for Agent {
     type Rejection = ApiFailure;
@@ -82,36 +169,104 @@ impl FromRequestParts<Arc<Services>> for Agent {
         parts: &mut Parts,
         services: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(HostError::Unauthenticated)?;
-        services.hosts.authenticate_agent(token.trim())?;
-        Ok(Agent)
+        let certificate = origin(parts).certificate;
+        Ok(Agent(
+            services
+                .hosts
+                .identify(certificate.as_deref().map(Vec::as_slice))
+                .await?,
+        ))
     }
 }
 
-/// A JSON request body.
+/// An [`Agent`] if the request presented a host certificate in force, else nobody (a host
+/// enrolling with a join token has no certificate yet).
+pub struct MaybeAgent(pub Option<HostIdentity>);
+
+impl FromRequestParts<Arc<Services>> for MaybeAgent {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        services: &Arc<Services>,
+    ) -> Result<Self, Self::Rejection> {
+        let certificate = origin(parts).certificate;
+        let Some(der) = certificate else {
+            return Ok(MaybeAgent(None));
+        };
+        Ok(MaybeAgent(Some(services.hosts.identify(Some(&der)).await?)))
+    }
+}
+
+/// A JSON object request body, read into `T`.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
+        let JsonObject(bytes) = JsonObject::from_request(request, state).await?;
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+            // serde's message names the field: "unknown field `foo`", "missing field `image`".
+            Err(rejection) => Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
+            )),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> Response {
-    let status = match rejection {
-        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        _ => StatusCode::BAD_REQUEST,
+/// The bytes of a request body that is a JSON object sent as `application/json` (or a
+/// `+json` type), for handlers that look at it before choosing a type.
+pub struct JsonObject(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !json_content_type(request.headers()) {
+            return Err(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "body: Content-Type must be application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let status = rejection.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "payload_too_large"
+                } else {
+                    "bad_request"
+                };
+                error_response(status, code, format!("body: {}", rejection.body_text()))
+            })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "body: must be a JSON object".into(),
+            ));
+        }
+        Ok(JsonObject(bytes))
+    }
+}
+
+/// `application/json`, with parameters or not, or any `application/...+json`.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
     };
-    // serde's message names the field: "unknown field `foo`", "missing field `image`".
-    error_response(status, "bad_request", rejection.body_text()).into_response()
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
 }

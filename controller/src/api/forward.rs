@@ -8,24 +8,38 @@
 //! while a leader is reachable and answers with what it knows itself when none is (when an
 //! operator needs it most). A request forwarded once is never forwarded again: if leadership
 //! moved meanwhile, it fails with 503 and the client retries.
+//!
+//! Forwarding is TLS with this node's certificate, so the leader knows the request came from a
+//! controller and takes from it where the request really came from: the client's address and
+//! the certificate its connection presented (a host's), in headers the leader honours only
+//! from a controller.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
+use base64::Engine as _;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::error_response;
+use crate::pki::tls::PeerCertificate;
 use crate::replica::{Consistency, Replica};
 
 /// Set on a request one node forwarded to another (its value: the forwarding node's ID).
 pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-stratus-forwarded-by");
+/// On a forwarded request: the address the client connected from.
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-stratus-forwarded-for");
+/// On a forwarded request: the certificate the client's connection presented (base64 DER).
+pub const FORWARDED_CERTIFICATE: HeaderName =
+    HeaderName::from_static("x-stratus-forwarded-certificate");
 /// Set on every answer: the ID of the node that served it.
 pub const SERVED_BY: HeaderName = HeaderName::from_static("x-stratus-node");
 
@@ -43,17 +57,39 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 pub struct Forwarder {
     replica: Replica,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: &'static str,
 }
 
 impl Forwarder {
-    pub fn new(replica: Replica) -> Arc<Self> {
+    /// Forwards over TLS with `tls` (a client configuration presenting this node's
+    /// certificate); over plain HTTP without it (tests of plain links only).
+    pub fn new(replica: Replica, tls: Option<rustls::ClientConfig>) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match tls {
+            Some(config) => builder.with_tls_config(config).https_only(),
+            // Never used for https: it trusts nothing.
+            None => builder
+                .with_tls_config(
+                    rustls::ClientConfig::builder_with_provider(crate::pki::tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .expect("the provider supports the default versions")
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
+                .https_or_http(),
+        }
+        .enable_http1()
+        .wrap_connector(connector);
         Arc::new(Self {
             replica,
             client: Client::builder(TokioExecutor::new()).build(connector),
+            scheme,
         })
     }
 }
@@ -169,7 +205,7 @@ impl Forwarder {
             .map(|p| p.as_str())
             .unwrap_or("/")
             .to_owned();
-        let uri: Uri = match format!("http://{address}{path}").parse() {
+        let uri: Uri = match format!("{}://{address}{path}", self.scheme).parse() {
             Ok(uri) => uri,
             Err(_) => {
                 return unavailable(
@@ -184,6 +220,21 @@ impl Forwarder {
         }
         parts.headers.remove(header::HOST);
         parts.headers.insert(FORWARDED_BY, HeaderValue::from(me));
+        // What the leader must know of the client, which it cannot see itself; whatever the
+        // client sent under these names is replaced.
+        parts.headers.remove(FORWARDED_FOR);
+        parts.headers.remove(FORWARDED_CERTIFICATE);
+        if let Some(ConnectInfo(remote)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            if let Ok(value) = HeaderValue::from_str(&remote.ip().to_string()) {
+                parts.headers.insert(FORWARDED_FOR, value);
+            }
+        }
+        if let Some(PeerCertificate(der)) = parts.extensions.get::<PeerCertificate>() {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(der.as_slice());
+            if let Ok(value) = HeaderValue::from_str(&encoded) {
+                parts.headers.insert(FORWARDED_CERTIFICATE, value);
+            }
+        }
         match self.client.request(Request::from_parts(parts, body)).await {
             Ok(answer) => {
                 let (mut parts, body) = answer.into_parts();

@@ -8,6 +8,8 @@ mod console;
 mod extract;
 pub mod forward;
 mod power;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +20,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use stratus_common::agent::{HostReport, RegisterHost};
+use stratus_common::agent::{CreateJoinToken, EnrolHost, HostReport, RegisterHost};
 use stratus_common::api::{
-    ApiError, CreateImage, CreateInstance, CreateNetwork, PrecacheImage, RegisterEndorser,
+    ApiError, CertificateSubject, CreateApiToken, CreateImage, CreateInstance, CreateNetwork,
+    PrecacheImage, RegisterEndorser,
 };
 use stratus_common::marketplace::{parse_timestamp, ImageKind};
 use stratus_common::volumes::{AttachVolume, CreateVolume, UpdateVolume};
@@ -29,7 +32,7 @@ use crate::failure::{Failure, InputError, Kind};
 use crate::instances::IDEMPOTENCY_HEADER;
 use crate::marketplace::Query as MarketplaceQuery;
 use crate::services::Services;
-use extract::{Agent, Body, User};
+use extract::{Agent, Body, JsonObject, MaybeAgent, User};
 
 type Shared = State<Arc<Services>>;
 
@@ -83,17 +86,78 @@ pub fn router(services: Arc<Services>) -> Router {
             axum::routing::delete(unpin_image),
         )
         .route("/api/v1/hosts/{name}/report", post(host_report))
+        .route("/api/v1/hosts/{name}/join-tokens", post(create_join_token))
+        .route(
+            "/api/v1/hosts/{name}/certificate",
+            post(enrol_host).delete(revoke_host),
+        )
         .route("/api/v1/users", get(list_users).post(create_user))
+        .route(
+            "/api/v1/users/{name}/certificate-subjects",
+            post(map_subject).delete(unmap_subject),
+        )
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .merge(cluster::routes())
         .merge(power::routes())
         .merge(console::routes())
         .merge(accounts::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            forward::Forwarder::new(services.replica.clone()),
+            forward::Forwarder::new(services.replica.clone(), services.forwarding_tls.clone()),
             forward::to_leader,
         ))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(services)
+}
+
+/// The longest error text of the framework's own that is carried into the JSON error.
+const FRAMEWORK_TEXT_LIMIT: usize = 4096;
+
+/// Every error the API returns is the JSON error shape, also the framework's own rejections
+/// that no handler saw (a path segment that is not UTF-8, a method the route does not have, a
+/// body over the limit): their text becomes the message, their status picks the code.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, FRAMEWORK_TEXT_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        s if s.is_server_error() => "unavailable",
+        _ => "bad_request",
+    };
+    let mut rendered = error_response(status, code, message);
+    // Keep what the framework said about the request (`Allow` on a 405, say).
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rendered.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rendered
 }
 
 impl IntoResponse for ApiFailure {
@@ -104,12 +168,20 @@ impl IntoResponse for ApiFailure {
             Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
+            Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
             tracing::warn!(error = %self.0, "request not served");
         }
-        error_response(status, self.0.code(), self.0.to_string())
+        let mut response = error_response(status, self.0.code(), self.0.to_string());
+        if let Some(wait) = self.0.retry_after() {
+            let secs = crate::users::throttle::whole_secs(wait);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -354,7 +426,7 @@ async fn list_images(
 async fn create_image(
     State(services): Shared,
     User(caller): User,
-    body: axum::body::Bytes,
+    JsonObject(body): JsonObject,
 ) -> Answer<Response> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| InputError::new("body", format!("not JSON: {e}")))?;
@@ -430,10 +502,44 @@ async fn unpin_image(
 
 async fn register_host(
     State(services): Shared,
-    _: Agent,
+    Agent(host): Agent,
     Body(request): Body<RegisterHost>,
 ) -> Answer<impl IntoResponse> {
-    Ok(Json(services.hosts.register(request).await?))
+    Ok(Json(services.hosts.register(&host, request).await?))
+}
+
+async fn create_join_token(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+    Body(request): Body<CreateJoinToken>,
+) -> Answer<impl IntoResponse> {
+    let token = services
+        .hosts
+        .create_join_token(&caller, &name, request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+/// A host's certificate: with a join token (enrolment), or renewed over mutual TLS with the
+/// certificate in force.
+async fn enrol_host(
+    State(services): Shared,
+    MaybeAgent(renewing): MaybeAgent,
+    Path(name): Path<String>,
+    Body(request): Body<EnrolHost>,
+) -> Answer<impl IntoResponse> {
+    let certificate = services.hosts.enrol(&name, request, renewing).await?;
+    Ok((StatusCode::CREATED, Json(certificate)))
+}
+
+async fn revoke_host(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+) -> Answer<impl IntoResponse> {
+    services.hosts.revoke(&caller, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -449,23 +555,27 @@ struct DesiredQuery {
 
 async fn host_desired(
     State(services): Shared,
-    _: Agent,
+    Agent(host): Agent,
     Path(name): Path<String>,
-    Query(query): Query<DesiredQuery>,
+    query: Result<Query<DesiredQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer<impl IntoResponse> {
+    let Query(query) = query.map_err(bad_query)?;
     let wait = Duration::from_secs(query.wait.min(60));
     Ok(Json(
-        services.hosts.desired(&name, query.since, wait).await?,
+        services
+            .hosts
+            .desired(&host, &name, query.since, wait)
+            .await?,
     ))
 }
 
 async fn host_report(
     State(services): Shared,
-    _: Agent,
+    Agent(host): Agent,
     Path(name): Path<String>,
     Body(report): Body<HostReport>,
 ) -> Answer<impl IntoResponse> {
-    services.hosts.report(&name, report).await?;
+    services.hosts.report(&host, &name, report).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -496,4 +606,52 @@ async fn create_user(
 
 async fn list_users(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.users.list_users(&caller).await?))
+}
+
+async fn create_token(
+    State(services): Shared,
+    User(caller): User,
+    Body(request): Body<CreateApiToken>,
+) -> Answer<impl IntoResponse> {
+    let token = services.users.create_token(&caller, request).await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+async fn list_tokens(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
+    Ok(Json(services.users.list_tokens(&caller).await?))
+}
+
+async fn revoke_token(
+    State(services): Shared,
+    User(caller): User,
+    Path(id): Path<String>,
+) -> Answer<impl IntoResponse> {
+    services.users.revoke_token(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn map_subject(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+    Body(request): Body<CertificateSubject>,
+) -> Answer<impl IntoResponse> {
+    services
+        .users
+        .map_subject(&caller, &name, &request.subject, false)
+        .await?;
+    Ok((StatusCode::CREATED, Json(request)))
+}
+
+async fn unmap_subject(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+    Body(request): Body<CertificateSubject>,
+) -> Answer<impl IntoResponse> {
+    services
+        .users
+        .map_subject(&caller, &name, &request.subject, true)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

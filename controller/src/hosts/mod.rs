@@ -1,8 +1,10 @@
-//! Hosts and the agent protocol: agents authenticate, register their host, long-poll for its
-//! desired state (woken only when it changed, see [`wakeups`]) and report what runs. This
-//! module also owns host liveness ([`liveness`]), what administrators see of hosts, and the
-//! images pinned in their caches.
+//! Hosts and the agent protocol: agents enrol and prove who they are with a host certificate
+//! ([`enrolment`]), register their host, long-poll for its desired state (woken only when it
+//! changed, see [`wakeups`]) and report what runs, each only for its own host. This module also
+//! owns host liveness ([`liveness`]), what administrators see of hosts, and the images pinned
+//! in their caches.
 
+pub mod enrolment;
 pub mod liveness;
 pub mod wakeups;
 
@@ -10,7 +12,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
 use stratus_common::api::Host;
 use stratus_common::names::validate_name;
@@ -21,13 +22,28 @@ use crate::images::{ImageError, Images};
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::state::{host_view, Command, Event, HostRecord, Rejection, State};
 use crate::users::Caller;
+use enrolment::HostIdentity;
 use liveness::Liveness;
 use wakeups::Wakeups;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("authentication required")]
-    Unauthenticated,
+    #[error(
+        "a host must present its certificate over TLS (an agent gets one by enrolling with a \
+         join token an administrator made: POST /api/v1/hosts/{{name}}/join-tokens)"
+    )]
+    NoCertificate,
+    #[error("the certificate presented is not a host certificate of this site")]
+    NotAHostCertificate,
+    #[error(
+        "host {host}'s certificate {serial} is not in force (revoked or expired): enrol again \
+         with a new join token"
+    )]
+    Revoked { host: String, serial: String },
+    #[error("host {holder}'s certificate cannot act for host {host}")]
+    OtherHost { holder: String, host: String },
+    #[error("this controller holds no CA key to sign host certificates with")]
+    NoSigner,
     #[error(transparent)]
     AdminOnly(#[from] AdminOnly),
     #[error(transparent)]
@@ -47,21 +63,24 @@ pub enum HostError {
 impl_failure!(HostError {
     delegate: [AdminOnly, Input, Rejected, Replica, Image],
     own: [
-        HostError::Unauthenticated => Kind::Unauthenticated,
+        HostError::NoCertificate | HostError::Revoked { .. } => Kind::Unauthenticated,
+        HostError::NotAHostCertificate | HostError::OtherHost { .. } => Kind::Forbidden,
+        HostError::NoSigner => Kind::Unavailable,
         HostError::NotRegistered(_) | HostError::NotFound(_) => Kind::NotFound,
+    ],
+    codes: [
+        HostError::NoCertificate => "host_certificate_required",
+        HostError::Revoked { .. } => "certificate_revoked",
+        HostError::OtherHost { .. } => "other_host",
     ],
 });
 
 pub struct Hosts {
     replica: Replica,
     images: Arc<Images>,
-    agent_token_digest: [u8; 32],
+    signer: enrolment::Signer,
     liveness: Arc<Liveness>,
     wakeups: Arc<Wakeups>,
-}
-
-fn digest(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
 }
 
 impl Hosts {
@@ -70,7 +89,7 @@ impl Hosts {
     pub fn start(
         replica: Replica,
         images: Arc<Images>,
-        agent_token: &str,
+        signer: enrolment::Signer,
         host_timeout: Duration,
     ) -> Self {
         let liveness = Arc::new(Liveness::new(host_timeout));
@@ -93,18 +112,8 @@ impl Hosts {
             wakeups: Wakeups::start(replica.clone()),
             replica,
             images,
-            agent_token_digest: digest(agent_token),
+            signer,
             liveness,
-        }
-    }
-
-    /// Checks an agent's bearer token.
-    pub fn authenticate_agent(&self, token: &str) -> Result<(), HostError> {
-        // Comparing digests keeps the comparison's time independent of the secret's content.
-        if digest(token) == self.agent_token_digest {
-            Ok(())
-        } else {
-            Err(HostError::Unauthenticated)
         }
     }
 
@@ -122,9 +131,15 @@ impl Hosts {
         self.liveness.holding(sha256)
     }
 
-    pub async fn register(&self, request: RegisterHost) -> Result<Registered, HostError> {
+    /// Registers the host `identity` names (a host registers only itself).
+    pub async fn register(
+        &self,
+        identity: &HostIdentity,
+        request: RegisterHost,
+    ) -> Result<Registered, HostError> {
         validate_name("name", &request.name)
             .map_err(|e| InputError::named("name", e.to_string()))?;
+        identity.require(&request.name)?;
         if request.vcpus == 0 || request.memory_mib == 0 {
             return Err(InputError::new("vcpus", "vcpus and memory_mib must be positive").into());
         }
@@ -167,10 +182,12 @@ impl Hosts {
     /// The host's desired state, once its version is above `since` or `wait` has passed.
     pub async fn desired(
         &self,
+        identity: &HostIdentity,
         host: &str,
         since: u64,
         wait: Duration,
     ) -> Result<HostDesired, HostError> {
+        identity.require(host)?;
         self.require_registered(host).await?;
         self.liveness.touch(host, None, None);
         let mut version = self.wakeups.watch(host);
@@ -184,7 +201,13 @@ impl Hosts {
     }
 
     /// Records what a host reports; only changes are proposed.
-    pub async fn report(&self, host: &str, report: HostReport) -> Result<(), HostError> {
+    pub async fn report(
+        &self,
+        identity: &HostIdentity,
+        host: &str,
+        report: HostReport,
+    ) -> Result<(), HostError> {
+        identity.require(host)?;
         self.require_registered(host).await?;
         self.liveness
             .touch(host, Some(report.unknown_domains), report.images);

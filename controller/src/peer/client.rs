@@ -16,6 +16,7 @@ use super::generated::peer_client::PeerClient;
 use super::snapshot;
 use super::wire::{self, RaftFrame};
 use super::{Directory, Me};
+use crate::pki::tls::NodeTls;
 use crate::replica::{Replica, Transport};
 
 /// Messages queued for one peer before new ones are dropped.
@@ -27,8 +28,33 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// A snapshot call that has not finished in this long failed.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub async fn connect(address: &str) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(format!("http://{address}"))?
+/// A channel to the peer listener at `address` (`host:port`): mutual TLS with this node's
+/// certificate when `tls` is given, the peer's checked against the site CA and its address.
+pub async fn connect(
+    address: &str,
+    tls: Option<&NodeTls>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match tls {
+        Some(tls) => {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            let host = address
+                .rsplit_once(':')
+                .map_or(address, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            Endpoint::from_shared(format!("https://{address}"))?.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                    .identity(Identity::from_pem(
+                        &tls.node.certificate_pem,
+                        &tls.node.key_pem,
+                    ))
+                    .domain_name(host),
+            )?
+        }
+        None => Endpoint::from_shared(format!("http://{address}"))?,
+    };
+    endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
@@ -177,9 +203,9 @@ impl Inner {
             .address(replica, to)
             .await
             .ok_or_else(|| format!("no address known for node {to}"))?;
-        connect(&address)
+        connect(&address, self.me.tls.as_deref())
             .await
-            .map_err(|e| format!("{address}: {e}"))
+            .map_err(|e| format!("{address}: {}", crate::failure::error_chain(&e)))
     }
 }
 

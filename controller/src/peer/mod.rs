@@ -4,7 +4,9 @@
 //! messages, a snapshot goes in checksummed chunks on a call of its own. [`PeerService`]
 //! receives them. Every call names the caller's cluster, node ID and store incarnation: a peer
 //! of another cluster, or a member that came back with an empty disk under its old ID, is
-//! refused with a message saying what to do.
+//! refused with a message saying what to do. The links are mutual TLS with the site CA's
+//! controller certificates: a caller must hold the certificate of the node it says it is (a
+//! host's certificate, though of the same CA, is refused).
 
 mod client;
 mod server;
@@ -22,6 +24,7 @@ use std::sync::{Arc, RwLock};
 pub use client::GrpcTransport;
 pub use server::PeerService;
 
+use crate::pki::tls::NodeTls;
 use crate::replica::{Consistency, Replica};
 
 /// Where each peer is reached: the replicated member records first, then what peers said of
@@ -67,6 +70,20 @@ pub struct Me {
     pub node_id: u64,
     /// Where peers reach this node.
     pub address: String,
+    /// This node's TLS identity and the site CA; `None` only in tests of plain links.
+    pub tls: Option<Arc<NodeTls>>,
+}
+
+/// The peer listener's TLS: this node's certificate, and callers must present one of the
+/// site CA's.
+pub fn server_tls(tls: &NodeTls) -> tonic::transport::ServerTlsConfig {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            &tls.node.certificate_pem,
+            &tls.node.key_pem,
+        ))
+        .client_ca_root(Certificate::from_pem(&tls.ca_pem))
 }
 
 /// Calls the node at `address` that is to join as `node_id` and has it adopt `cluster_id`;
@@ -81,7 +98,7 @@ pub async fn invite(
         .identity()
         .cluster_id
         .ok_or(InviteError::NoCluster)?;
-    let channel = client::connect(address)
+    let channel = client::connect(address, me.tls.as_deref())
         .await
         .map_err(|e| InviteError::Unreachable {
             address: address.to_owned(),

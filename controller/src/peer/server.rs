@@ -11,6 +11,7 @@ use super::generated::peer_server::{Peer, PeerServer};
 use super::snapshot::Receiving;
 use super::wire::{self, Done, JoinReply, JoinRequest, RaftFrame, SnapshotChunk};
 use super::{Directory, Me};
+use crate::pki::{holder_of, Holder};
 use crate::replica::{Consistency, Replica, StorageError};
 
 /// The largest gRPC message a peer may send (a Raft append is bounded at 1 MiB per message
@@ -56,6 +57,28 @@ impl PeerService {
         checked
     }
 
+    /// Over TLS, the caller's certificate must be a controller's of the site CA (a host's
+    /// is refused) and, when `from` is given, node `from`'s.
+    fn check_certificate<T>(&self, request: &Request<T>, from: Option<u64>) -> Result<(), Status> {
+        if self.me.tls.is_none() {
+            return Ok(());
+        }
+        let certificate = request
+            .peer_certs()
+            .and_then(|chain| chain.first().map(|c| c.to_vec()))
+            .ok_or_else(|| Status::unauthenticated("a peer must present its certificate"))?;
+        match (holder_of(&certificate), from) {
+            (Some(Holder::Controller(id)), Some(from)) if id == from => Ok(()),
+            (Some(Holder::Controller(_)), None) => Ok(()),
+            (Some(Holder::Controller(id)), Some(from)) => Err(Status::permission_denied(format!(
+                "the caller says it is node {from} but holds node {id}'s certificate"
+            ))),
+            _ => Err(Status::permission_denied(
+                "the caller's certificate is not a controller's of this site",
+            )),
+        }
+    }
+
     async fn check_caller<T>(&self, request: &Request<T>) -> Result<u64, Status> {
         let meta = request.metadata();
         let text = |key: &str| -> Result<String, Status> {
@@ -70,6 +93,7 @@ impl PeerService {
                 .map_err(|_| Status::invalid_argument(format!("{key} is not a node ID")))
         };
         let (from, to) = (number(wire::FROM)?, number(wire::TO)?);
+        self.check_certificate(request, Some(from))?;
         if to != self.me.node_id {
             return Err(Status::failed_precondition(format!(
                 "this controller is node {}, not node {to}",
@@ -149,6 +173,10 @@ fn refused(error: StorageError) -> Status {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        if let Err(status) = self.check_certificate(&request, None) {
+            tracing::warn!(reason = status.message(), "invitation refused");
+            return Err(status);
+        }
         let meta = request.metadata();
         let from_address = meta
             .get(wire::FROM_ADDRESS)

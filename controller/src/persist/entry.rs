@@ -2,9 +2,9 @@
 //! membership change a configuration-change entry carries.
 
 use super::records::{
-    ActualState, EndorserRecord, HostRecord, ImageRecord, ImageSpec, InstanceType, MemberRecord,
-    NetworkRecord, PowerAction, Quota, ReportedDisk, ReportedExport, UpdateVolume, UserRecord,
-    VerifiedEntry, VolumeRecord, VolumeReport,
+    ActualState, ApiToken, CertificateGrant, EndorserRecord, HostRecord, ImageRecord, ImageSpec,
+    InstanceType, JoinToken, MemberRecord, NetworkRecord, PowerAction, Quota, ReportedDisk,
+    ReportedExport, UpdateVolume, UserRecord, VerifiedEntry, VolumeRecord, VolumeReport,
 };
 use super::{FormatError, Persist};
 use crate::state::{Command, MemberChange};
@@ -145,6 +145,35 @@ pub enum Entry {
         disk: ReportedDisk,
         at_ms: u64,
     },
+    // State-machine version 3.
+    CreateJoinToken {
+        digest: String,
+        token: JoinToken,
+    },
+    IssueHostCertificate {
+        host: String,
+        serial: String,
+        not_after_ms: u64,
+        grant: CertificateGrant,
+        at_ms: u64,
+    },
+    RevokeHost {
+        host: String,
+    },
+    CreateApiToken {
+        digest: String,
+        token: ApiToken,
+    },
+    RevokeApiToken {
+        id: String,
+        caller: String,
+        admin: bool,
+    },
+    MapCertificateSubject {
+        subject: String,
+        user: Option<String>,
+    },
+    // After state-machine version 3: the instance life-cycle, accounts, site images.
     PowerInstance {
         id: u64,
         action: PowerAction,
@@ -184,6 +213,12 @@ persist_variants!(Entry for Command {
     DetachVolume { volume, instance, caller, admin, force, stuck_after_ms, at_ms },
     ReportExport { host, export },
     ReportDisk { host, disk, at_ms },
+    CreateJoinToken { digest, token },
+    IssueHostCertificate { host, serial, not_after_ms, grant, at_ms },
+    RevokeHost { host },
+    CreateApiToken { digest, token },
+    RevokeApiToken { id, caller, admin },
+    MapCertificateSubject { subject, user },
     PowerInstance { id, action, at_ms },
     DeleteUser { name },
     UpdateUser { name, password_hash, admin },

@@ -37,6 +37,13 @@ pub trait Persist: Sized {
     type Stored: bincode::Encode + bincode::Decode<()>;
     fn store(&self) -> Self::Stored;
     fn load(stored: Self::Stored) -> Result<Self, FormatError>;
+
+    /// The value a payload written by state-machine `version` (bincode, version 2 or later)
+    /// holds. A type whose stored form changed since reads the older forms here.
+    fn load_payload(version: u16, payload: &[u8]) -> Result<Self, FormatError> {
+        let _ = version;
+        from_bytes(payload)
+    }
 }
 
 /// The bincode configuration of every stored value: little-endian, variable-length integers.
@@ -51,11 +58,16 @@ pub fn to_bytes<T: Persist>(value: &T) -> Vec<u8> {
 
 /// The value whose stored form `bytes` hold, all of them.
 pub fn from_bytes<T: Persist>(bytes: &[u8]) -> Result<T, FormatError> {
-    let (stored, used) = bincode::decode_from_slice::<T::Stored, _>(bytes, config())?;
+    T::load(decode_all(bytes)?)
+}
+
+/// The stored value `bytes` hold, all of them.
+fn decode_all<S: bincode::Decode<()>>(bytes: &[u8]) -> Result<S, FormatError> {
+    let (stored, used) = bincode::decode_from_slice::<S, _>(bytes, config())?;
     if used != bytes.len() {
         return Err(FormatError::Trailing(bytes.len() - used));
     }
-    T::load(stored)
+    Ok(stored)
 }
 
 /// Types stored as they are: their bincode encoding is fixed by bincode itself.
@@ -132,8 +144,39 @@ where
     }
 }
 
-/// A stored struct: every field with its stored type, converted field by field.
+/// A stored struct: every field with its stored type, converted field by field. `older`
+/// names the frozen stored forms of earlier state-machine versions (each convertible into the
+/// current one), read when a payload of that version is loaded.
 macro_rules! stored_struct {
+    ($(#[$meta:meta])* $stored:ident for $orig:path { $($field:ident: $ty:ty),* $(,)? }
+     older { $($version:literal => $old:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, bincode::Encode, bincode::Decode)]
+        pub struct $stored {
+            $(pub $field: $ty,)*
+        }
+
+        impl $crate::persist::Persist for $orig {
+            type Stored = $stored;
+            fn store(&self) -> $stored {
+                $stored { $($field: $crate::persist::Persist::store(&self.$field),)* }
+            }
+            fn load(stored: $stored) -> Result<Self, $crate::persist::FormatError> {
+                Ok(Self { $($field: $crate::persist::Persist::load(stored.$field)?,)* })
+            }
+            fn load_payload(
+                version: u16,
+                payload: &[u8],
+            ) -> Result<Self, $crate::persist::FormatError> {
+                match version {
+                    $($version => Self::load($stored::from(
+                        $crate::persist::decode_older::<$old>(payload)?,
+                    )),)*
+                    _ => $crate::persist::from_bytes(payload),
+                }
+            }
+        }
+    };
     ($(#[$meta:meta])* $stored:ident for $orig:path { $($field:ident: $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, bincode::Encode, bincode::Decode)]
@@ -180,3 +223,8 @@ macro_rules! stored_enum {
 }
 
 pub(crate) use {stored_enum, stored_struct};
+
+/// A payload in the frozen stored form of an earlier state-machine version.
+pub fn decode_older<S: bincode::Decode<()>>(payload: &[u8]) -> Result<S, FormatError> {
+    decode_all(payload)
+}

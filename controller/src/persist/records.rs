@@ -258,6 +258,51 @@ stored_struct!(VolumeRecord for state::VolumeRecord {
 
 stored_struct!(Quota for state::Quota { max_volumes: u32, max_gib: u64 });
 
+stored_struct!(JoinToken for state::trust::JoinToken {
+    host: String,
+    created_ms: u64,
+    expires_ms: u64,
+    by: String,
+});
+
+stored_struct!(ApiToken for state::trust::ApiToken {
+    id: String,
+    owner: String,
+    name: String,
+    created_ms: u64,
+    expires_ms: Option<u64>,
+});
+
+stored_struct!(Trust for state::trust::Trust {
+    join_tokens: BTreeMap<String, JoinToken>,
+    host_certificates: BTreeMap<String, BTreeMap<String, u64>>,
+    api_tokens: BTreeMap<String, ApiToken>,
+    certificate_subjects: BTreeMap<String, String>,
+});
+
+/// How a new host certificate is paid for.
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+pub enum CertificateGrant {
+    JoinToken(String),
+    Renewal(String),
+}
+
+impl Persist for state::trust::CertificateGrant {
+    type Stored = CertificateGrant;
+    fn store(&self) -> CertificateGrant {
+        match self {
+            Self::JoinToken(d) => CertificateGrant::JoinToken(d.clone()),
+            Self::Renewal(s) => CertificateGrant::Renewal(s.clone()),
+        }
+    }
+    fn load(stored: CertificateGrant) -> Result<Self, FormatError> {
+        Ok(match stored {
+            CertificateGrant::JoinToken(d) => Self::JoinToken(d),
+            CertificateGrant::Renewal(s) => Self::Renewal(s),
+        })
+    }
+}
+
 stored_struct!(MemberRecord for state::MemberRecord {
     id: u64,
     address: String,

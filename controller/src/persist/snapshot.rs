@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::records::{
     EndorserRecord, HostRecord, ImageRecord, ImageSpec, InstanceRecord, InstanceType, Ipam, Keys,
-    MemberRecord, StoredEntry, UserRecord, VolumeRecord,
+    MemberRecord, StoredEntry, Trust, UserRecord, VolumeRecord,
 };
 use super::stored_struct;
 use crate::state::State;
@@ -28,5 +28,59 @@ stored_struct!(
         members: BTreeMap<u64, MemberRecord>,
         instance_keys: Keys<u64>,
         volume_keys: Keys<String>,
+        // State-machine version 3.
+        trust: Trust,
     }
+    older { 2 => SnapshotV2 }
 );
+
+/// The snapshot of state-machine version 2 (before [`Snapshot::trust`]), as it was written:
+/// frozen, read only to open a store an older controller wrote.
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+pub struct SnapshotV2 {
+    pub cluster_id: String,
+    pub users: BTreeMap<String, UserRecord>,
+    pub hosts: BTreeMap<String, HostRecord>,
+    pub types: BTreeMap<String, InstanceType>,
+    pub images: BTreeMap<String, ImageRecord>,
+    pub marketplace: Vec<StoredEntry>,
+    pub endorsers: BTreeMap<String, EndorserRecord>,
+    pub precache: BTreeMap<String, BTreeMap<String, ImageSpec>>,
+    pub instances: BTreeMap<u64, InstanceRecord>,
+    pub next_instance_id: u64,
+    pub cpu_allocation_ratio_percent: u32,
+    pub ipam: Ipam,
+    pub volumes: BTreeMap<String, VolumeRecord>,
+    pub members: BTreeMap<u64, MemberRecord>,
+    pub instance_keys: Keys<u64>,
+    pub volume_keys: Keys<String>,
+}
+
+impl From<SnapshotV2> for Snapshot {
+    fn from(v2: SnapshotV2) -> Self {
+        Snapshot {
+            cluster_id: v2.cluster_id,
+            users: v2.users,
+            hosts: v2.hosts,
+            types: v2.types,
+            images: v2.images,
+            marketplace: v2.marketplace,
+            endorsers: v2.endorsers,
+            precache: v2.precache,
+            instances: v2.instances,
+            next_instance_id: v2.next_instance_id,
+            cpu_allocation_ratio_percent: v2.cpu_allocation_ratio_percent,
+            ipam: v2.ipam,
+            volumes: v2.volumes,
+            members: v2.members,
+            instance_keys: v2.instance_keys,
+            volume_keys: v2.volume_keys,
+            trust: Trust {
+                join_tokens: BTreeMap::new(),
+                host_certificates: BTreeMap::new(),
+                api_tokens: BTreeMap::new(),
+                certificate_subjects: BTreeMap::new(),
+            },
+        }
+    }
+}

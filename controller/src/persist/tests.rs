@@ -13,11 +13,13 @@ use base64::Engine as _;
 use stratus_common::api::InstanceType;
 use stratus_common::marketplace::SignedMetadata;
 
+use super::snapshot::SnapshotV2;
+use super::Persist;
 use crate::codec;
 use crate::marketplace::{TrustPath, VerifiedEntry};
 use crate::state::{
-    Command, EndorserRecord, HostRecord, ImageRecord, MemberChange, MemberRecord, NetworkRecord,
-    Quota, State, UserRecord, VolumeRecord,
+    ApiToken, CertificateGrant, Command, EndorserRecord, HostRecord, ImageRecord, JoinToken,
+    MemberChange, MemberRecord, NetworkRecord, Quota, State, UserRecord, VolumeRecord,
 };
 
 const VOLUME: &str = "11111111-1111-4111-8111-111111111111";
@@ -265,6 +267,106 @@ fn commands() -> Vec<Command> {
     ]
 }
 
+/// The commands of state-machine version 3: trust.
+fn trust_commands() -> Vec<Command> {
+    vec![
+        Command::CreateJoinToken {
+            digest: "aa".repeat(32),
+            token: JoinToken {
+                host: "h1".into(),
+                created_ms: 20,
+                expires_ms: 3_600_020,
+                by: "admin".into(),
+            },
+        },
+        Command::IssueHostCertificate {
+            host: "h1".into(),
+            serial: "0102".into(),
+            not_after_ms: 90_000_000,
+            grant: CertificateGrant::JoinToken("aa".repeat(32)),
+            at_ms: 21,
+        },
+        Command::IssueHostCertificate {
+            host: "h1".into(),
+            serial: "0304".into(),
+            not_after_ms: 95_000_000,
+            grant: CertificateGrant::Renewal("0102".into()),
+            at_ms: 22,
+        },
+        Command::CreateJoinToken {
+            digest: "bb".repeat(32),
+            token: JoinToken {
+                host: "h2".into(),
+                created_ms: 23,
+                expires_ms: 3_600_023,
+                by: "admin".into(),
+            },
+        },
+        Command::CreateApiToken {
+            digest: "cc".repeat(32),
+            token: ApiToken {
+                id: "tok-1".into(),
+                owner: "alice".into(),
+                name: "ci".into(),
+                created_ms: 24,
+                expires_ms: Some(86_400_024),
+            },
+        },
+        Command::CreateApiToken {
+            digest: "dd".repeat(32),
+            token: ApiToken {
+                id: "tok-2".into(),
+                owner: "alice".into(),
+                name: "laptop".into(),
+                created_ms: 25,
+                expires_ms: None,
+            },
+        },
+        Command::RevokeApiToken {
+            id: "tok-2".into(),
+            caller: "alice".into(),
+            admin: false,
+        },
+        Command::MapCertificateSubject {
+            subject: "CN=Alice,O=Example".into(),
+            user: Some("alice".into()),
+        },
+        Command::RevokeHost { host: "h2".into() },
+    ]
+}
+
+/// The state the commands of version 2 and 3 make.
+fn state_v3() -> State {
+    let mut s = state();
+    for command in trust_commands() {
+        s.apply(command).unwrap();
+    }
+    s
+}
+
+/// `state` in the frozen stored form of version 2 (which has no trust).
+fn as_v2(state: &State) -> SnapshotV2 {
+    let stored = state.store();
+    SnapshotV2 {
+        cluster_id: stored.cluster_id,
+        users: stored.users,
+        hosts: stored.hosts,
+        types: stored.types,
+        images: stored.images,
+        marketplace: stored.marketplace,
+        endorsers: stored.endorsers,
+        precache: stored.precache,
+        instances: stored.instances,
+        next_instance_id: stored.next_instance_id,
+        cpu_allocation_ratio_percent: stored.cpu_allocation_ratio_percent,
+        ipam: stored.ipam,
+        volumes: stored.volumes,
+        members: stored.members,
+        instance_keys: stored.instance_keys,
+        volume_keys: stored.volume_keys,
+    }
+}
+
 /// The state the commands make, with a second instance still holding its address and disk.
 fn state() -> State {
     let mut s = State::default();
@@ -292,7 +394,7 @@ fn state() -> State {
 
 #[test]
 fn every_command_comes_back_as_it_went() {
-    for command in commands() {
+    for command in commands().into_iter().chain(trust_commands()) {
         let bytes = codec::encode(&command);
         let back: Command = codec::decode(&bytes).unwrap();
         assert_eq!(back, command);
@@ -316,6 +418,24 @@ fn a_state_with_every_kind_of_record_comes_back_as_it_went() {
     // The same state read from version 1's JSON (stores written before this format).
     let json: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
     assert_eq!(json, s);
+    let s = state_v3();
+    assert_eq!(s.trust.join_tokens.len(), 0, "h1's was used, h2's revoked");
+    assert_eq!(s.trust.host_certificates["h1"].len(), 2);
+    assert_eq!(s.trust.api_tokens.len(), 1);
+    assert_eq!(s.trust.certificate_subjects.len(), 1);
+    let back: State = codec::decode(&codec::encode(&s)).unwrap();
+    assert_eq!(back, s);
+}
+
+#[test]
+fn a_snapshot_of_version_2_is_read_as_a_state_without_trust() {
+    let s = state();
+    let payload = bincode::encode_to_vec(as_v2(&s), super::config()).unwrap();
+    let back = State::load_payload(2, &payload).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.trust, Default::default());
+    // Read as version 3 it is short of its trust, and refused.
+    assert!(State::load_payload(3, &payload).is_err());
 }
 
 #[test]
@@ -417,15 +537,16 @@ fn trailing_or_missing_bytes_are_refused() {
     ));
 }
 
-/// The stored format of state-machine version 2 is frozen: these digests change only when the
-/// bytes do, and then the change needs a new version (and decoding of this one kept).
+/// The stored formats of state-machine versions 2 and 3 are frozen: these digests change only
+/// when the bytes do, and then the change needs a new version (and decoding of this one kept).
 #[test]
 fn the_stored_format_has_not_changed() {
     let mut log = Sha256::new();
     for command in commands() {
         log.update(super::to_bytes(&command));
     }
-    let snapshot = Sha256::digest(super::to_bytes(&state()));
+    let snapshot =
+        Sha256::digest(bincode::encode_to_vec(as_v2(&state()), super::config()).unwrap());
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
         hex(&log.finalize()),
@@ -435,6 +556,26 @@ fn the_stored_format_has_not_changed() {
     assert_eq!(
         hex(&snapshot),
         "6f1fad2bc547fbf9cd16d19eba2800801d5130d45c86be6d8c6f9b72b21ba7dd",
+        "the snapshot's stored format changed"
+    );
+}
+
+#[test]
+fn the_stored_format_of_version_3_has_not_changed() {
+    let mut log = Sha256::new();
+    for command in trust_commands() {
+        log.update(super::to_bytes(&command));
+    }
+    let snapshot = Sha256::digest(super::to_bytes(&state_v3()));
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        hex(&log.finalize()),
+        "5dbd71a12e8808bcd43c2952c88bb0bae4969a9261a5660f0e69ebbf67a78504",
+        "the log entries' stored format changed"
+    );
+    assert_eq!(
+        hex(&snapshot),
+        "92a781257dd1a51470aeb5edf5e24280bd5b9171cdbd3a360b561a47e3438201",
         "the snapshot's stored format changed"
     );
 }

@@ -26,6 +26,7 @@ use super::{
     ReplicaConfig, ReplicaError, StartError, Transport,
 };
 use crate::codec;
+use crate::failure::error_chain;
 use crate::state::{Command, Event, State};
 
 /// How often the Raft clock ticks: heartbeats every 3 ticks (150 ms), an election after 10 to
@@ -149,18 +150,6 @@ pub(super) fn start(
         storage,
         identity,
     })
-}
-
-/// An error and its causes, as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Who proposed an entry: the node, and which start of its process (numbers restart with the

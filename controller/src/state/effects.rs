@@ -44,6 +44,15 @@ pub enum Event {
     NetworkDefined {
         name: String,
     },
+    /// A host got a certificate: enrolled with a join token, or renewed.
+    HostCertified {
+        host: String,
+        renewal: bool,
+    },
+    /// A host's certificates and join tokens were taken out of force.
+    HostRevoked {
+        host: String,
+    },
     /// An image was pinned in (or unpinned from) a host's cache.
     ImagePinned {
         host: String,
@@ -161,6 +170,10 @@ impl Before {
             Command::RegisterHost(host) => {
                 hosts.insert(host.name.clone());
             }
+            // A revoked host's long-poll ends now, to be refused on its next call.
+            Command::RevokeHost { host } => {
+                hosts.insert(host.clone());
+            }
             Command::Bootstrap { .. }
             | Command::CreateUser(_)
             | Command::DeleteUser { .. }
@@ -169,7 +182,12 @@ impl Before {
             | Command::RegisterImage(_)
             | Command::AppendEntry { .. }
             | Command::RegisterEndorser(_)
-            | Command::DefineNetwork(_) => {}
+            | Command::DefineNetwork(_)
+            | Command::CreateJoinToken { .. }
+            | Command::IssueHostCertificate { .. }
+            | Command::CreateApiToken { .. }
+            | Command::RevokeApiToken { .. }
+            | Command::MapCertificateSubject { .. } => {}
         }
         instances.sort_unstable();
         instances.dedup();
@@ -349,6 +367,11 @@ fn announcement(command: &Command) -> Option<Announce> {
             sha256: sha256.clone(),
             pinned: false,
         },
+        Command::IssueHostCertificate { host, grant, .. } => Event::HostCertified {
+            host: host.clone(),
+            renewal: matches!(grant, super::CertificateGrant::Renewal(_)),
+        },
+        Command::RevokeHost { host } => Event::HostRevoked { host: host.clone() },
         _ => return None,
     };
     Some(Announce::Event(event))

@@ -10,6 +10,7 @@ mod instances;
 pub mod ipam;
 pub mod keys;
 pub mod members;
+pub mod trust;
 mod users;
 mod views;
 pub mod volumes;
@@ -28,6 +29,7 @@ pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
 pub use keys::{Keyed, Keys};
 pub use members::{MemberChange, MemberRecord};
 pub use stratus_common::api::PowerAction;
+pub use trust::{ApiToken, CertificateGrant, JoinToken, Trust, TrustError};
 pub use views::{
     endorser_view, entry_view, host_view, image_view, instance_view, network_view, volume_view,
 };
@@ -139,6 +141,9 @@ pub struct State {
     /// Idempotency keys of volume creations, per owner: the volume each one made.
     #[serde(default)]
     pub volume_keys: Keys<String>,
+    /// Join tokens, host certificates in force, API tokens, certificate subjects.
+    #[serde(default)]
+    pub trust: Trust,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
@@ -294,6 +299,38 @@ pub enum Command {
         disk: stratus_common::agent::ReportedDisk,
         at_ms: u64,
     },
+    /// A host's one-time join token, by its digest, made by an administrator.
+    CreateJoinToken {
+        digest: String,
+        token: JoinToken,
+    },
+    /// A host certificate the CA signed before proposing, put in force if `grant` pays.
+    IssueHostCertificate {
+        host: String,
+        serial: String,
+        not_after_ms: u64,
+        grant: CertificateGrant,
+        at_ms: u64,
+    },
+    /// Every certificate and join token of `host` out of force.
+    RevokeHost {
+        host: String,
+    },
+    /// A user's API token, by its digest.
+    CreateApiToken {
+        digest: String,
+        token: ApiToken,
+    },
+    RevokeApiToken {
+        id: String,
+        caller: String,
+        admin: bool,
+    },
+    /// A certificate subject a user logs in with (`None`: no user any more).
+    MapCertificateSubject {
+        subject: String,
+        user: Option<String>,
+    },
 }
 
 /// What a successfully applied command produced.
@@ -361,6 +398,8 @@ pub enum Rejection {
     Ipam(#[from] IpamError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 impl State {
@@ -604,6 +643,38 @@ impl State {
             )?),
             Command::ReportExport { host, export } => Ok(self.report_export(&host, export)?),
             Command::ReportDisk { host, disk, at_ms } => Ok(self.report_disk(&host, disk, at_ms)?),
+            Command::CreateJoinToken { digest, token } => {
+                self.trust.create_join_token(digest, token);
+                Ok(Outcome::Applied)
+            }
+            Command::IssueHostCertificate {
+                host,
+                serial,
+                not_after_ms,
+                grant,
+                at_ms,
+            } => {
+                self.trust
+                    .issue_host_certificate(&host, serial, not_after_ms, grant, at_ms)?;
+                Ok(Outcome::Applied)
+            }
+            Command::RevokeHost { host } => Ok(if self.trust.revoke_host(&host) {
+                Outcome::Applied
+            } else {
+                Outcome::Unchanged
+            }),
+            Command::CreateApiToken { digest, token } => {
+                self.trust.create_api_token(digest, token);
+                Ok(Outcome::Applied)
+            }
+            Command::RevokeApiToken { id, caller, admin } => {
+                self.trust.revoke_api_token(&id, &caller, admin)?;
+                Ok(Outcome::Applied)
+            }
+            Command::MapCertificateSubject { subject, user } => {
+                self.trust.map_subject(subject, user, &self.users)?;
+                Ok(Outcome::Applied)
+            }
         }
     }
 

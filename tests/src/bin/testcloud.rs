@@ -46,7 +46,8 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "endpoint": format!("127.0.0.1:{}", cloud.port),
+            "endpoint": cloud.base(),
+            "ca_certificate": cloud.ca_certificate(),
             "username": "alice",
             "password": "alice-password",
             "admin_password": cloud.admin_password,

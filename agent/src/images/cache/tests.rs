@@ -2,7 +2,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use sha2::{Digest, Sha256};
-use stratus_common::api::{Artifact, Compression};
+use stratus_common::api::{Artifact, Compression, DiskFormat};
 
 use super::*;
 use crate::images::download::SourcePolicy;
@@ -13,8 +13,8 @@ fn hex(bytes: &[u8]) -> String {
 
 fn cache(dir: &Path, budget: u64) -> ImageCache {
     let downloader = Downloader::new(SourcePolicy {
-        allow_loopback: false,
         file_roots: vec![dir.join("src")],
+        ..SourcePolicy::default()
     });
     ImageCache::open(&dir.join("cache"), budget, downloader).unwrap()
 }
@@ -43,18 +43,18 @@ fn an_artifact_is_fetched_once_and_then_served_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let c = cache(dir.path(), u64::MAX);
     let a = source(dir.path(), "disk.raw", &vec![1u8; 4096]);
-    let path = c.ensure(&a, true).unwrap();
+    let path = c.ensure(&a, Some(DiskFormat::Raw)).unwrap();
     assert_eq!(path, dir.path().join("cache/sha256").join(&a.sha256));
     assert_eq!(std::fs::read(&path).unwrap(), vec![1u8; 4096]);
     // Even with the source gone, the cached copy serves.
     std::fs::remove_file(dir.path().join("src/disk.raw")).unwrap();
-    assert_eq!(c.ensure(&a, true).unwrap(), path);
+    assert_eq!(c.ensure(&a, Some(DiskFormat::Raw)).unwrap(), path);
     assert_eq!(c.stats().downloads, 1);
     // A restart finds it again.
     drop(c);
     let c = cache(dir.path(), u64::MAX);
     assert_eq!(c.held(), vec![a.sha256.clone()]);
-    assert_eq!(c.ensure(&a, true).unwrap(), path);
+    assert_eq!(c.ensure(&a, Some(DiskFormat::Raw)).unwrap(), path);
     assert_eq!(c.stats().downloads, 0);
 }
 
@@ -70,7 +70,7 @@ fn concurrent_ensures_of_one_missing_artifact_download_it_once() {
             let (c, a, barrier) = (c.clone(), a.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                c.ensure(&a, true).unwrap()
+                c.ensure(&a, Some(DiskFormat::Raw)).unwrap()
             })
         })
         .collect();
@@ -85,7 +85,7 @@ fn a_corrupted_image_is_refused_and_leaves_nothing() {
     let c = cache(dir.path(), u64::MAX);
     let mut a = source(dir.path(), "disk.raw", b"corrupted bytes!");
     a.sha256 = hex(b"original bytes!!");
-    let err = c.ensure(&a, true).unwrap_err();
+    let err = c.ensure(&a, Some(DiskFormat::Raw)).unwrap_err();
     assert_eq!(
         crate::reconcile::error_chain(&err),
         "image checksum mismatch"
@@ -127,8 +127,31 @@ fn a_qcow2_with_a_backing_file_never_enters() {
     assert!(tmp_is_empty(dir.path()));
 }
 
+#[test]
+fn a_disk_that_is_not_its_declared_format_never_enters() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    let qcow2 = dir.path().join("src/disk.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", qcow2.to_str().unwrap(), "1M"])
+        .status()
+        .unwrap()
+        .success());
+    let a = source(dir.path(), "disk.qcow2", &std::fs::read(&qcow2).unwrap());
+    let c = cache(dir.path(), u64::MAX);
+    let err = crate::reconcile::error_chain(&c.ensure(&a, Some(DiskFormat::Raw)).unwrap_err());
+    assert_eq!(err, "image format mismatch: declared raw, found qcow2");
+    assert!(!c.path(&a.sha256).exists());
+    assert_eq!(c.stats().entries, 0);
+    assert!(tmp_is_empty(dir.path()));
+    // Declared rightly, the same bytes enter.
+    assert!(c.ensure(&a, Some(DiskFormat::Qcow2)).is_ok());
+}
+
 fn c_ensure(dir: &Path, a: &Artifact) -> CacheError {
-    cache(dir, u64::MAX).ensure(a, true).unwrap_err()
+    cache(dir, u64::MAX)
+        .ensure(a, Some(DiskFormat::Raw))
+        .unwrap_err()
 }
 
 #[test]
@@ -148,10 +171,10 @@ fn eviction_takes_the_least_recently_used_and_never_one_in_use() {
     let a = source(dir.path(), "a", &[1u8; 1000]);
     let b = source(dir.path(), "b", &[2u8; 1000]);
     let d = source(dir.path(), "d", &[3u8; 1000]);
-    c.ensure(&a, false).unwrap();
-    c.ensure(&b, false).unwrap();
+    c.ensure(&a, None).unwrap();
+    c.ensure(&b, None).unwrap();
     c.acquire(&a.sha256);
-    c.ensure(&d, false).unwrap();
+    c.ensure(&d, None).unwrap();
     // 3000 bytes over a 2500 budget: a is the oldest but in use, so b goes.
     assert_eq!(c.evict(), vec![b.sha256.clone()]);
     assert!(c.path(&a.sha256).exists());

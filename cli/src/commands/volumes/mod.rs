@@ -70,7 +70,9 @@ impl From<TypeArg> for VolumeType {
 
 /// A tag from the command line, checked as the cloud will.
 pub fn parse_tag(value: &str) -> Result<String, String> {
-    validate_tag(value).map(|()| value.to_owned())
+    validate_tag(value)
+        .map(|()| value.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Why one disk of a command's list failed.

@@ -88,6 +88,9 @@ class StratusLabNodeDriver(NodeDriver):
         )
         self.connection.request_path = endpoint.path
 
+    def _ex_connection_class_kwargs(self):
+        return {"ca_certificate": self.user_config.ca_certificate}
+
     # ---- sizes, locations, images ---------------------------------------------------------
 
     def list_sizes(self, location=None):

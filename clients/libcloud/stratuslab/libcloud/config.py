@@ -4,8 +4,10 @@ The INI file ``~/.stratuslab/stratuslab-user.cfg`` (or ``$STRATUSLAB_CONFIG``) h
 ``[default]`` section and named sections; a named section's values win over ``[default]``'s,
 and ``STRATUSLAB_*`` environment variables win over the file. The section is the one the
 driver is given, else ``$STRATUSLAB_USER_CONFIG_SECTION``, else ``selected_section`` of
-``[default]``. Endpoints are ``host``, ``host:port`` or ``http(s)://`` URLs (port 8440 unless
-given), or a comma-separated list of them (the controller nodes of one cloud).
+``[default]``. Endpoints are ``host``, ``host:port`` or ``http(s)://`` URLs (HTTPS and port
+8440 unless given), or a comma-separated list of them (the controller nodes of one cloud);
+``ca_certificate`` names the site CA the controller's certificate must chain to (else the
+system's trusted roots).
 """
 
 import configparser
@@ -29,6 +31,7 @@ ENVIRONMENT = {
     "pdisk_password": "STRATUSLAB_PDISK_PASSWORD",
     "marketplace_endpoint": "STRATUSLAB_MARKETPLACE_ENDPOINT",
     "user_public_key_file": "STRATUSLAB_KEY",
+    "ca_certificate": "STRATUSLAB_CA_CERTIFICATE",
 }
 
 
@@ -51,7 +54,7 @@ class Endpoint:
         if not text:
             raise ConfigError("the endpoint is empty")
         if "://" not in text:
-            text = "http://" + text
+            text = "https://" + text
         parts = urlsplit(text)
         if parts.scheme.lower() not in ("http", "https"):
             raise ConfigError(f"endpoint {text!r}: unsupported scheme (use http or https)")
@@ -85,6 +88,8 @@ class UserConfig:
     username: Optional[str]
     password: Optional[str]
     public_key_file: Optional[str]
+    #: The site CA file the controller's certificate must chain to (None: the system's roots).
+    ca_certificate: Optional[str] = None
     values: Dict[str, str] = field(default_factory=dict)
 
 
@@ -162,5 +167,6 @@ def load(section: Optional[str] = None, environ=None) -> UserConfig:
         username=values.get("username"),
         password=values.get("password"),
         public_key_file=key,
+        ca_certificate=values.get("ca_certificate"),
         values=values,
     )

@@ -52,6 +52,17 @@ class StratusLabConnection(ConnectionUserAndKey):
     password)."""
 
     responseCls = StratusLabResponse
+    def __init__(self, *args, ca_certificate=None, **kwargs):
+        #: The site CA file to verify the controller's certificate with (None: the system's
+        #: trusted roots).
+        self.ca_certificate = ca_certificate
+        super().__init__(*args, **kwargs)
+
+    def connect(self, *args, **kwargs):
+        connection = super().connect(*args, **kwargs)
+        if self.ca_certificate:
+            self.connection.ca_cert = self.ca_certificate
+        return connection
 
     def add_default_headers(self, headers):
         credentials = f"{self.user_id}:{self.key}".encode("utf-8")

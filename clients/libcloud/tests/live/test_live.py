@@ -143,7 +143,7 @@ def test_deploy_node_runs_a_script_over_ssh(configured, cloud, tmp_path, key_typ
         ["ssh-keygen", "-q", "-t", key_type, "-N", "", "-f", str(key)], check=True
     )
     public = key.with_suffix(".pub").read_text()
-    relay = Relay(cloud.netns, int(cloud.endpoint.rsplit(":", 1)[1]))
+    relay = Relay(cloud.netns, int(cloud.endpoint.rstrip("/").rsplit(":", 1)[1]))
     try:
         # The driver runs inside the cloud's network namespace, where the guests are: its
         # API calls go through the relay to the controller, its SSH straight to the guest.

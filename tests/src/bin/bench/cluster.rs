@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 use stratus_e2e::cluster::{TestCluster, WAIT};
+use stratus_e2e::hosts;
 
 use crate::{ms, percentile, report};
 
@@ -117,20 +118,22 @@ pub fn cluster_bench(rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates instances from 16 client threads through the leader, on 100 hosts registered with
-/// the agents' token; prints placements per second.
+/// Creates instances from 16 client threads through the leader, on 100 hosts, each enrolled
+/// and registered with its own certificate; prints placements per second.
 fn placements(cluster: &TestCluster, leader: u64) -> anyhow::Result<()> {
-    let token = std::fs::read_to_string(cluster.dir.join("agent-token"))?;
     let api = cluster.nodes[&leader].api();
-    let http = reqwest::blocking::Client::new();
+    let http = cluster.client(Duration::from_secs(30), Duration::from_secs(5))?;
+    let ca_pem = std::fs::read(cluster.dir.join("ca.pem"))?;
+    let base = format!("https://{api}");
     for h in 0..100 {
-        let answer = http
-            .post(format!("http://{api}/api/v1/hosts"))
-            .bearer_auth(token.trim())
-            .json(
-                &json!({"name": format!("bench-host-{h}"), "vcpus": 64, "memory_mib": 262144,
-                "disk_gib": 1000, "domain_type": "qemu", "arch": "x86_64", "hypervisor": "bench"}),
-            )
+        let name = format!("bench-host-{h}");
+        let token = hosts::join_token(&http, &base, &cluster.admin_password, &name)?;
+        let host = hosts::enrol(&base, &ca_pem, &name, &token)?;
+        let answer = host
+            .client
+            .post(format!("https://{api}/api/v1/hosts"))
+            .json(&json!({"name": name, "vcpus": 64, "memory_mib": 262144,
+                "disk_gib": 1000, "domain_type": "qemu", "arch": "x86_64", "hypervisor": "bench"}))
             .send()?;
         anyhow::ensure!(
             answer.status().is_success(),
@@ -143,7 +146,7 @@ fn placements(cluster: &TestCluster, leader: u64) -> anyhow::Result<()> {
     for _ in 0..50 {
         let started = Instant::now();
         let answer = http
-            .post(format!("http://{api}/api/v1/instances"))
+            .post(format!("https://{api}/api/v1/instances"))
             .basic_auth("admin", Some(&cluster.admin_password))
             .json(&json!({"image": "appliance", "type": "t1.micro"}))
             .send()?;
@@ -155,12 +158,11 @@ fn placements(cluster: &TestCluster, leader: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let (api, password) = (api.clone(), cluster.admin_password.clone());
+            let (api, password, http) = (api.clone(), cluster.admin_password.clone(), http.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
-                let http = reqwest::blocking::Client::new();
                 for _ in 0..each {
                     let answer = http
-                        .post(format!("http://{api}/api/v1/instances"))
+                        .post(format!("https://{api}/api/v1/instances"))
                         .basic_auth("admin", Some(&password))
                         .json(&json!({"image": "appliance", "type": "t1.micro"}))
                         .send()?;

@@ -565,7 +565,7 @@ fn download_bench() -> anyhow::Result<()> {
         for round in 0..3 {
             let downloader = Downloader::new(SourcePolicy {
                 allow_loopback: true,
-                file_roots: Vec::new(),
+                ..SourcePolicy::default()
             });
             let cache_dir = root.join(format!(
                 "stratus-bench-cache-{}-{round}",
@@ -573,7 +573,7 @@ fn download_bench() -> anyhow::Result<()> {
             ));
             let cache = ImageCache::open(&cache_dir, u64::MAX, downloader)?;
             let started = Instant::now();
-            let result = cache.ensure(&artifact, true);
+            let result = cache.ensure(&artifact, Some(stratus_common::api::DiskFormat::Raw));
             samples.push(started.elapsed());
             std::fs::remove_dir_all(&cache_dir)?;
             result?;

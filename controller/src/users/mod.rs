@@ -1,14 +1,17 @@
 //! Users and authentication: accounts (passwords kept only as argon2 hashes), HTTP Basic
-//! checks with a per-user cache of the last verified password, and the first administrator
-//! of a new cluster.
+//! checks with a per-user cache of the last verified password, run on a bounded pool
+//! ([`passwords`]) behind limits on failures per account and per source ([`throttle`]), and
+//! the first administrator of a new cluster.
+
+pub mod passwords;
+pub mod throttle;
+pub mod tokens;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use stratus_common::names::validate_name;
 
@@ -16,6 +19,8 @@ use crate::decide;
 use crate::failure::{impl_failure, AdminOnly, InputError};
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::state::{Command, MemberRecord, Rejection, UserRecord};
+use passwords::{PasswordPool, PoolError};
+use throttle::{FailureLimits, Throttle, Throttled};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,15 @@ impl Caller {
 pub enum UserError {
     #[error("authentication required")]
     Unauthenticated,
+    #[error("the API token is not valid: unknown, revoked or expired")]
+    BadToken,
+    #[error(
+        "no user logs in with the certificate subject {0:?} (an administrator maps it: POST \
+         /api/v1/users/{{name}}/certificate-subjects)"
+    )]
+    UnmappedSubject(String),
+    #[error("a user may hold at most {0} API tokens; revoke one first")]
+    TooManyTokens(usize),
     #[error(transparent)]
     AdminOnly(#[from] AdminOnly),
     #[error(transparent)]
@@ -57,15 +71,22 @@ pub enum UserError {
     Rejected(#[from] Rejection),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
-    #[error("password hashing failed")]
-    Hashing,
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    #[error(transparent)]
+    Passwords(#[from] PoolError),
 }
 
 impl_failure!(UserError {
-    delegate: [AdminOnly, Input, Rejected, Replica],
+    delegate: [AdminOnly, Input, Rejected, Replica, Throttled, Passwords],
     own: [
-        UserError::Unauthenticated => Kind::Unauthenticated,
-        UserError::Hashing => Kind::Unavailable,
+        UserError::Unauthenticated | UserError::BadToken => Kind::Unauthenticated,
+        UserError::UnmappedSubject(_) => Kind::Unauthenticated,
+        UserError::TooManyTokens(_) => Kind::Conflict,
+    ],
+    codes: [
+        UserError::BadToken => "token_invalid",
+        UserError::UnmappedSubject(_) => "certificate_unmapped",
     ],
 });
 
@@ -81,34 +102,21 @@ pub struct Users {
     /// Passwords already verified against a user's current hash, as SHA-256 digests, so only the
     /// first request of a session pays for argon2.
     verified: Mutex<HashMap<String, (String, [u8; 32])>>,
+    passwords: Arc<PasswordPool>,
+    throttle: Throttle,
 }
 
 fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
-/// Hashes a password with argon2id and a random salt.
-pub fn hash_password(password: &str) -> String {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 hash")
-        .to_string()
-}
-
-/// argon2 is deliberately slow: keep it off the async workers.
-async fn hash_off_thread(password: &str) -> Result<String, UserError> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| UserError::Hashing)
-}
-
 impl Users {
-    pub fn new(replica: Replica) -> Self {
+    pub fn new(replica: Replica, limits: FailureLimits) -> Self {
         Self {
             replica,
             verified: Mutex::new(HashMap::new()),
+            passwords: PasswordPool::for_this_host(),
+            throttle: Throttle::new(limits),
         }
     }
 
@@ -133,7 +141,7 @@ impl Users {
             cluster_id: cluster_id.unwrap_or_else(decide::uuid),
             admin: UserRecord {
                 name: admin_user.to_owned(),
-                password_hash: hash_off_thread(admin_password).await?,
+                password_hash: self.passwords.hash(admin_password).await?,
                 admin: true,
                 created_ms: decide::now_ms(),
             },
@@ -147,10 +155,15 @@ impl Users {
         }
     }
 
-    /// Checks a username and password (HTTP Basic) against the users as the cluster has them
-    /// now (a linearizable read).
-    pub async fn authenticate(&self, user: &str, password: &str) -> Result<Caller, UserError> {
-        self.authenticate_with(Consistency::Linearizable, user, password)
+    /// Checks a username and password (HTTP Basic) from `source` against the users as the
+    /// cluster has them now (a linearizable read).
+    pub async fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Caller, UserError> {
+        self.authenticate_with(Consistency::Linearizable, user, password, source)
             .await
     }
 
@@ -161,10 +174,11 @@ impl Users {
         &self,
         user: &str,
         password: &str,
+        source: Option<IpAddr>,
     ) -> Result<Caller, UserError> {
-        match self.authenticate(user, password).await {
+        match self.authenticate(user, password, source).await {
             Err(UserError::Replica(_)) => {
-                self.authenticate_with(Consistency::Stale, user, password)
+                self.authenticate_with(Consistency::Stale, user, password, source)
                     .await
             }
             other => other,
@@ -176,35 +190,35 @@ impl Users {
         consistency: Consistency,
         user: &str,
         password: &str,
+        source: Option<IpAddr>,
     ) -> Result<Caller, UserError> {
         let (record, seen) = self
             .replica
             .read_seen(consistency, |s| s.users.get(user).cloned())
             .await?;
-        let record = record.ok_or(UserError::Unauthenticated)?;
         let presented = digest(password);
-        {
+        if let Some(record) = &record {
             let cache = self.verified.lock().expect("cache lock");
             if let Some((hash, known)) = cache.get(user) {
                 if *hash == record.password_hash && *known == presented {
                     return Ok(Caller {
-                        name: record.name,
+                        name: record.name.clone(),
                         admin: record.admin,
                         seen,
                     });
                 }
             }
         }
-        let (hash, password) = (record.password_hash.clone(), password.to_owned());
-        let verified = tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash).map_err(|_| UserError::Unauthenticated)?;
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .map_err(|_| UserError::Unauthenticated)
-        })
-        .await
-        .map_err(|_| UserError::Hashing)?;
-        verified?;
+        // An argon2 run is needed: it counts against the failure limits until it succeeds, and
+        // an unknown user costs the same run as a wrong password.
+        let attempt = self.throttle.attempt(user, source, Instant::now())?;
+        let hash = record.as_ref().map(|r| r.password_hash.clone());
+        if !self.passwords.verify(hash, password).await? {
+            tracing::info!(user, source = ?source, "failed login");
+            return Err(UserError::Unauthenticated);
+        }
+        self.throttle.succeeded(attempt, Instant::now());
+        let record = record.expect("only a known user's password verifies");
         self.verified
             .lock()
             .expect("cache lock")
@@ -230,7 +244,7 @@ impl Users {
         }
         let record = UserRecord {
             name: name.to_owned(),
-            password_hash: hash_off_thread(password).await?,
+            password_hash: self.passwords.hash(password).await?,
             admin,
             created_ms: decide::now_ms(),
         };
@@ -255,22 +269,5 @@ impl Users {
                     .collect()
             })
             .await?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_hash_and_verify() {
-        let hash = hash_password("correct horse");
-        let parsed = PasswordHash::new(&hash).unwrap();
-        assert!(Argon2::default()
-            .verify_password(b"correct horse", &parsed)
-            .is_ok());
-        assert!(Argon2::default()
-            .verify_password(b"wrong", &parsed)
-            .is_err());
     }
 }
