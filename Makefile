@@ -7,11 +7,14 @@
 CARGO ?= cargo
 APPLIANCE := build/appliance
 BINDIR ?= /usr/local/bin
-CLI_NAMES := run-instance describe-instance kill-instance copy-config build-metadata sign-metadata \
+CLI_NAMES := run-instance describe-instance kill-instance stop-instance start-instance reboot-instance \
+	console-instance \
+	copy-config build-metadata sign-metadata \
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
-	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume
+	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
+	delete-image create-user describe-users update-user delete-user
 
-.PHONY: deps check-tools build release appliance demo stop test unit e2e bench install packages fmt clippy
+.PHONY: deps check-tools build release appliance demo stop test unit e2e libcloud bench install packages fmt clippy
 
 deps:
 	./scripts/install-deps.sh
@@ -41,16 +44,22 @@ test: deps check-tools appliance
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --exclude stratus-e2e
 	$(CARGO) test -p stratus-e2e --tests -- --test-threads=2
+	./scripts/libcloud.sh test
 	./packaging/build.sh --test-build
 	./packaging/test.sh
 
-# .deb and .rpm packages of the controller, the agent and the CLI into build/packages/
-# (packaging/README.md).
+# .deb and .rpm packages of the controller, the agent and the CLI, and the Libcloud driver's
+# wheel, into build/packages/ (packaging/README.md).
 packages: deps
 	./packaging/build.sh
 
 unit:
 	$(CARGO) test --workspace --exclude stratus-e2e
+
+# The Libcloud driver's unit and live tests (needs the binaries and the appliance).
+libcloud: deps appliance
+	$(CARGO) build --workspace --bins
+	./scripts/libcloud.sh test
 
 bench: deps release appliance
 	./target/release/stratus-bench --appliance $(APPLIANCE)

@@ -30,6 +30,10 @@
 #                           ignored when the cidata network-config configures a NIC)
 #   appliance.gw=ADDR       default gateway (with appliance.ip)
 # An ACPI power-button press (virsh shutdown) powers the guest off.
+# Virtio disks get /dev/disk/by-id/virtio-<serial> links, as udev makes them
+# (at boot, and on hot-plug and unplug through busybox mdev -d), and dropbear
+# serves SFTP (openssh-sftp-server's sftp-server), which Libcloud's
+# deploy_node uses to copy its scripts.
 #
 # Caching: OUT_DIR holds a stamp with the hash of this script; when the stamp
 # matches and the outputs are intact, the script exits at once. The build runs
@@ -59,6 +63,8 @@ readonly REQUIRED_MODULES=(virtio virtio_ring virtio_pci_modern_dev virtio_pci_l
 readonly DROPBEAR_PKGS=(dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g)
 # e2fsprogs (mke2fs, e2fsck) and the packages holding its shared libraries.
 readonly E2FS_PKGS=(e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1)
+# The SFTP server dropbear runs for the sftp subsystem (needs only libc).
+readonly SFTP_PKGS=(openssh-sftp-server)
 readonly OPTIONAL_MODULES=(button evdev)
 
 log() { printf '%s: %s\n' "$PROG" "$*"; }
@@ -201,6 +207,13 @@ while [ "$(count_vd)" -lt "$nvblk" ] && [ "$i" -lt 50 ]; do
     sleep 0.1
     i=$((i + 1))
 done
+
+# /dev/disk/by-id/virtio-<serial>, as udev makes them: for the disks there now,
+# then for hot-plugged ones (mdev -d runs /lib/mdev/by-id on their uevents).
+for b in /sys/block/vd*; do
+    [ -e "$b" ] && ACTION=add MDEV=${b##*/} /lib/mdev/by-id
+done
+mdev -d
 
 # --- cloud-init NoCloud (see appliance/README.md for the accepted formats) ---
 
@@ -666,6 +679,32 @@ done
 INIT
 }
 
+# write_by_id_links INITRAMFS: /etc/mdev.conf and the script it runs for virtio
+# disks, keeping /dev/disk/by-id/virtio-<serial> as udev does.
+write_by_id_links() {
+    mkdir -p "$1/lib/mdev"
+    printf '%s\n' 'vd[a-z]+ 0:0 660 */lib/mdev/by-id' >"$1/etc/mdev.conf"
+    cat >"$1/lib/mdev/by-id" <<'EOF'
+#!/bin/sh
+# Run by mdev (and /init at boot) with ACTION and MDEV (e.g. vdb): keeps
+# /dev/disk/by-id/virtio-<serial> pointing at the disk, as udev does.
+mkdir -p /dev/disk/by-id
+case $ACTION in
+add)
+    serial=$(cat "/sys/block/$MDEV/serial" 2>/dev/null)
+    [ -n "$serial" ] && ln -sfn "../../$MDEV" "/dev/disk/by-id/virtio-$serial"
+    ;;
+remove)
+    for link in /dev/disk/by-id/virtio-*; do
+        [ "$(readlink "$link")" = "../../$MDEV" ] && rm -f "$link"
+    done
+    ;;
+esac
+exit 0
+EOF
+    chmod 0755 "$1/lib/mdev/by-id"
+}
+
 write_poweroff_handler() {
     cat >"$1" <<'EOF'
 #!/bin/sh
@@ -684,7 +723,8 @@ download_packages() {
     meta=$(apt-cache show --no-all-versions "$META_PKG" 2>/dev/null) || true
     kpkg=$(sed -n 's/^Depends: .*\(linux-image-[0-9][^ ,]*\) (= \([^)]*\)).*/\1=\2/p' <<<"$meta" | head -n1)
     [[ -n $kpkg ]] || die "cannot resolve the kernel package behind $META_PKG (run apt-get update?)"
-    local pkgs=("$META_PKG" "$kpkg" busybox-static "${DROPBEAR_PKGS[@]}" "${E2FS_PKGS[@]}")
+    local pkgs=("$META_PKG" "$kpkg" busybox-static "${DROPBEAR_PKGS[@]}" "${E2FS_PKGS[@]}"
+        "${SFTP_PKGS[@]}")
     log "downloading ${pkgs[*]}"
     local apt_opts=(-q)
     # As root, apt drops privileges to _apt, which cannot write into our
@@ -784,6 +824,9 @@ install_dropbear() {
     local root=$1 initramfs=$2
     mkdir -p "$initramfs/etc/dropbear"
     install_dynamic "$root" "$initramfs" "${DROPBEAR_PKGS[*]}" usr/sbin/dropbear usr/bin/dropbearkey
+    # Dropbear runs /usr/lib/sftp-server for the sftp subsystem (Debian's link to it).
+    install_dynamic "$root" "$initramfs" "${SFTP_PKGS[*]} libc6" usr/lib/openssh/sftp-server
+    ln -sf openssh/sftp-server "$initramfs/usr/lib/sftp-server"
     printf 'root:x:0:0:root:/root:/bin/sh\n' >"$initramfs/etc/passwd"
     printf 'root:*:19723:0:99999:7:::\n' >"$initramfs/etc/shadow"
     printf 'root:x:0:\n' >"$initramfs/etc/group"
@@ -911,6 +954,7 @@ build() {
     find "$initramfs/dev" -type f -delete
     write_init "$initramfs/init"
     write_poweroff_handler "$initramfs/etc/acpi/PWRF/00000080"
+    write_by_id_links "$initramfs"
     chmod 0755 "$initramfs/init" "$initramfs/etc/acpi/PWRF/00000080"
     make_initrd "$initramfs" "$stage/initrd.img"
 

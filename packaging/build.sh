@@ -10,7 +10,8 @@
 #   3. docgen writes the man pages, shell completions and stratus-* links into
 #      build/packages/gen/<part>/ (the packages' metadata in agent/, controller/ and cli/Cargo.toml
 #      takes them from there);
-#   4. one .deb (and .rpm) per daemon and the CLI into DIR (default build/packages/).
+#   4. one .deb (and .rpm) per daemon and the CLI into DIR (default build/packages/), and the
+#      Libcloud driver's wheel (scripts/libcloud.sh wheel).
 #
 # --version overrides the package version (the upgrade test builds a second, higher one);
 # --deb-only skips the .rpm files; --test-build packages the binaries of the everyday dev build
@@ -120,9 +121,11 @@ main() {
         [[ $DEB_ONLY == 1 ]] && continue
         cargo generate-rpm --profile "$PROFILE" -p "$package" "${rpm_version[@]}" --output "$OUT/"
     done
+    # The Libcloud driver, as a Python wheel (its virtualenv has the build tools, from PyPI).
+    "$ROOT/scripts/libcloud.sh" wheel "$OUT" >/dev/null
     log "built into ${OUT#"$ROOT"/}:"
     local file
-    for file in "$OUT"/*.deb "$OUT"/*.rpm; do
+    for file in "$OUT"/*.deb "$OUT"/*.rpm "$OUT"/*.whl; do
         [[ -e $file ]] && printf '  %s\n' "${file##*/}"
     done
     return 0

@@ -12,7 +12,9 @@
 #   4. an upgrade to packages of a higher version while the VM runs: the configuration the
 #      admin edited is kept, the daemons restarted from the new files find their state (the
 #      instance is still listed) and the VM still runs (same libvirt domain ID and QEMU pid);
-#   5. remove and purge: nothing is left but the stratuslab user (Debian keeps system users).
+#   5. remove and purge: nothing is left but the stratuslab user (Debian keeps system users);
+#   6. the Libcloud driver's wheel installs into a fresh virtualenv (Libcloud and paramiko from
+#      PyPI) and registers its driver.
 #
 # It refuses to run on a host where StratusLab is installed or configured. Everything it makes
 # (packages, daemons, domains, files, the user) is removed at the end, also on failure.
@@ -370,6 +372,22 @@ purge() {
     log "removed and purged: nothing left but the stratuslab user, which owns no file"
 }
 
+check_wheel() {
+    local wheel venv=$WORK/wheel-venv
+    wheel=$(compgen -G "$PACKAGES_DIR/stratuslab_libcloud_drivers-*.whl" | head -n1)
+    [[ -n $wheel ]] || die "no Libcloud driver wheel: run make packages"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$wheel" ||
+        die "the Libcloud driver's wheel does not install"
+    "$venv/bin/python" - <<'PY' || die "the installed wheel does not register the driver"
+import stratuslab.libcloud.stratuslab_driver
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import Provider
+assert get_driver(Provider.STRATUSLAB).__name__ == "StratusLabNodeDriver"
+PY
+    log "the Libcloud driver's wheel installs and registers Provider.STRATUSLAB"
+}
+
 main() {
     [[ $(id -u) -eq 0 ]] || die "must run as root"
     [[ -f $APPLIANCE/image.json ]] || die "the appliance is missing: run make appliance"
@@ -394,6 +412,7 @@ main() {
     run_vm
     upgrade
     purge
+    check_wheel
     log "passed"
 }
 

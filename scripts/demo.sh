@@ -127,9 +127,10 @@ network_netns = "$NETNS"
 volume_pool = "$AGENT_STATE/volumes"
 nbd_listen = "127.0.0.1"
 EOF
-    for name in run-instance describe-instance kill-instance copy-config \
+    for name in run-instance describe-instance kill-instance stop-instance start-instance \
+        reboot-instance console-instance copy-config \
         create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
-        describe-images; do
+        describe-images delete-image create-user describe-users update-user delete-user; do
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"
     done
     # The appliance where the qemu user can read it, whatever the checkout's permissions.
@@ -270,9 +271,10 @@ The demo cloud is running. Try:
   stratus-attach-volume -i $id <uuid>                # ATTACHED <uuid> in VM $id on /dev/vdb
   stratus-describe-volumes
   stratus-detach-volume -i $id <uuid>
+  stratus-reboot-instance $id; stratus-console-instance -f $id   # the guest boots again
+  stratus-stop-instance $id; stratus-start-instance $id          # same host, disk and address
   stratus-kill-instance $id
   curl --cacert $DEMO/ca.pem -u admin:\$(cat $DEMO/admin-password) https://$ENDPOINT/api/v1/hosts
-  tail -f $AGENT_STATE/instances/$id/console.log
   curl --cacert $DEMO/ca.pem -u admin:\$(cat $DEMO/admin-password) https://$ENDPOINT/api/v1/cluster
 Logs: $DEMO/controller-*.log $DEMO/agent.log
 Stop it all with: make stop

@@ -48,7 +48,8 @@ ping                    iputils-ping                 network tests, appliance ch
 openssl                 openssl                      CLI tests (a PKCS#12 file)
 curl                    curl                         demo.sh
 shfmt                   shfmt                        check-tools.py (parses the shell scripts)
-python3                 python3                      check-tools.py
+python3                 python3                      check-tools.py, scripts/libcloud.sh (the virtualenv of the driver)
+-                       python3-venv                 scripts/libcloud.sh (python3 -m venv, with pip)
 make                    make                         .ci/run, the commands of README
 gzip                    gzip                         packaging/build.sh (man pages)
 lintian                 lintian                      packaging/test.sh (the .deb files)

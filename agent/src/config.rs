@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub poll_wait_secs: u64,
     /// How often libvirt is checked for domains that stopped on their own.
     pub resync_secs: u64,
+    /// How long a stop or reboot waits for the guest to power off after the ACPI request
+    /// before cutting its power.
+    pub stop_timeout_secs: u64,
     /// Log format: `text` or `json`.
     pub log_format: String,
     /// A directory holding persistent disks: set on the hosts that store volumes.
@@ -98,6 +101,7 @@ impl Default for AgentConfig {
             uplink_vlan: None,
             poll_wait_secs: 30,
             resync_secs: 5,
+            stop_timeout_secs: 60,
             log_format: "text".to_owned(),
             volume_pool: None,
             nbd_listen: None,
@@ -117,6 +121,8 @@ pub enum ConfigError {
     PollWait,
     #[error("resync_secs must be at least 1")]
     Resync,
+    #[error("stop_timeout_secs must be at least 1")]
+    StopTimeout,
     #[error("file_location_roots must be absolute paths")]
     FileRoots,
     #[error("probe_kernel and probe_initrd go together")]
@@ -164,6 +170,9 @@ impl AgentConfig {
         }
         if self.resync_secs == 0 {
             return Err(ConfigError::Resync);
+        }
+        if self.stop_timeout_secs == 0 {
+            return Err(ConfigError::StopTimeout);
         }
         if self.file_location_roots.iter().any(|r| !r.is_absolute()) {
             return Err(ConfigError::FileRoots);

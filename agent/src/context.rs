@@ -149,6 +149,7 @@ mod tests {
 
     fn instance() -> DesiredInstance {
         DesiredInstance {
+            generation: 0,
             id: 42,
             desire: Desire::Run,
             vcpus: 1,

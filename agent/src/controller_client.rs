@@ -10,6 +10,7 @@ use stratus_common::agent::{
     EnrolHost, HostCertificate, HostDesired, HostReport, RegisterHost, Registered,
 };
 use stratus_common::api::ApiError;
+use stratus_common::observed::{HostObserved, ObservedAnswer};
 
 use crate::identity::Identity;
 
@@ -239,6 +240,24 @@ impl ControllerClient {
         })
         .await?;
         Ok(())
+    }
+
+    /// Pushes what the host observed of its guests (console output, CPU use); the answer
+    /// names the consoles to send again.
+    pub async fn observed(
+        &self,
+        host: &str,
+        observed: &HostObserved,
+    ) -> Result<ObservedAnswer, ClientError> {
+        let path = format!("/hosts/{host}/observed");
+        let response = self
+            .send("observations", |http, base| {
+                http.post(Self::url(base, &path))
+                    .timeout(Duration::from_secs(30))
+                    .json(observed)
+            })
+            .await?;
+        response.json().await.map_err(|e| self.unreachable(e))
     }
 }
 

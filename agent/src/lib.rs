@@ -10,5 +10,6 @@ pub mod identity;
 pub mod images;
 pub mod inventory;
 pub mod network;
+pub mod observe;
 pub mod reconcile;
 pub mod volumes;

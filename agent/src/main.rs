@@ -180,7 +180,8 @@ async fn run() -> anyhow::Result<()> {
         domain_type,
         cluster_id.clone(),
         reports_tx.clone(),
-    );
+    )
+    .with_stop_timeout(Duration::from_secs(config.stop_timeout_secs));
     let storage = match (&pool, config.nbd_listen) {
         (Some(pool), Some(listen)) => {
             reconciler = reconciler.with_volume_pool(pool.clone());
@@ -192,6 +193,13 @@ async fn run() -> anyhow::Result<()> {
     };
     let reconciler = Arc::new(reconciler);
     tokio::spawn(report_loop(client.clone(), host.clone(), reports_rx));
+    tokio::spawn(stratus_agent::observe::observe_loop(
+        client.clone(),
+        host.clone(),
+        InstanceDirs::new(&config.state_dir),
+        hv.clone(),
+        cluster_id.clone(),
+    ));
     let (desired_tx, mut desired_rx) = watch::channel::<Option<HostDesired>>(None);
     let poller = tokio::spawn(poll_loop(
         client.clone(),

@@ -1,7 +1,9 @@
 //! Reconciliation: compares what the controller wants this host to run with what libvirt runs,
-//! and acts: start what should run, destroy (and clean up after) what should be gone, report
-//! what it sees. It never guesses: a domain of this cluster that no instance accounts for is
-//! reported, not killed; a domain is destroyed only when the controller asks.
+//! and acts: start what should run, power off (keeping its files) what should be stopped,
+//! reboot what was asked to, destroy (and clean up after) what should be gone, report what it
+//! sees. It never guesses: a domain of this cluster that no instance accounts for is reported,
+//! not killed; a domain is destroyed only when the controller asks (or, after a power-off
+//! request timed out, to stop or reboot it as asked).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -78,7 +80,7 @@ impl InstanceDirs {
     }
 
     /// IDs of the instances that have a directory here.
-    fn instance_ids(&self) -> Vec<u64> {
+    pub fn instance_ids(&self) -> Vec<u64> {
         std::fs::read_dir(&self.root)
             .map(|dir| {
                 dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -100,9 +102,18 @@ pub enum ReportEvent {
     Disk(ReportedDisk),
 }
 
+/// How long a stop or reboot waits for the guest to power off after the ACPI request before
+/// cutting the power.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How long a detach waits for the guest to release the device before leaving it to later
-/// passes (which only look, without asking again).
+/// passes (which only look, without asking again until [`DETACH_RETRY`]).
 const DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long after an unplug request the guest is asked again: a guest can miss a request
+/// (one made while it was still setting up the device just plugged in), and asking again is
+/// harmless (see `hypervisor/libvirt.rs`).
+const DETACH_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The host-side state of reconciliation; cheap to share between tasks.
 pub struct Reconciler {
@@ -119,6 +130,13 @@ pub struct Reconciler {
     volume_pool: Option<Arc<VolumePool>>,
     /// See [`DETACH_WAIT`].
     detach_wait: std::time::Duration,
+    /// See [`DETACH_RETRY`].
+    detach_retry: std::time::Duration,
+    /// See [`STOP_TIMEOUT`].
+    stop_timeout: std::time::Duration,
+    /// This host's boot (the kernel's boot ID): a domain booted during it that is gone
+    /// stopped by itself; one booted during an earlier boot went with the host.
+    host_boot: String,
     inner: Mutex<Inner>,
 }
 
@@ -149,8 +167,8 @@ struct Inner {
     disk_syncing: HashSet<u64>,
     /// The last state reported per (instance, volume).
     reported_disks: HashMap<(u64, String), DiskReport>,
-    /// Unplugs already asked of the guest, per (instance, target).
-    detach_requested: HashSet<(u64, String)>,
+    /// Unplugs already asked of the guest, per (instance, target), and when.
+    detach_requested: HashMap<(u64, String), std::time::Instant>,
 }
 
 /// How long a failed pre-cache waits before it is tried again.
@@ -161,6 +179,10 @@ const PRECACHE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 pub enum Action {
     Start(Box<DesiredInstance>),
     Destroy(u64),
+    /// Power the guest off (ACPI, then the power cut after the timeout) and keep its files.
+    Stop(u64),
+    /// Power the guest off as for a stop, then boot it again for its new generation.
+    Reboot(Box<DesiredInstance>),
     /// Fetch an image an administrator asked for ahead of time, and keep it.
     Precache(Box<stratus_common::agent::ImageSpec>),
     /// Bring a running instance's persistent disks to what is desired: hot-plug, unplug, or
@@ -198,6 +220,9 @@ impl Reconciler {
             reports,
             volume_pool: None,
             detach_wait: DETACH_WAIT,
+            detach_retry: DETACH_RETRY,
+            stop_timeout: STOP_TIMEOUT,
+            host_boot: power::host_boot(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -205,6 +230,24 @@ impl Reconciler {
     /// How long an unplug waits for the guest before later passes take over.
     pub fn with_detach_wait(mut self, wait: std::time::Duration) -> Self {
         self.detach_wait = wait;
+        self
+    }
+
+    /// How long after an unplug request the guest is asked again.
+    pub fn with_detach_retry(mut self, retry: std::time::Duration) -> Self {
+        self.detach_retry = retry;
+        self
+    }
+
+    /// How long a stop or reboot waits for the guest to power off before cutting the power.
+    pub fn with_stop_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// The host boot this agent runs in (tests pretend another boot to play a host reboot).
+    pub fn with_host_boot(mut self, boot: &str) -> Self {
+        self.host_boot = boot.to_owned();
         self
     }
 
@@ -320,6 +363,8 @@ impl Reconciler {
         unknown.sort();
         let mut actions = Vec::new();
         let mut reports = Vec::new();
+        // Disks unplugged from a stopped instance: no guest holds them.
+        let mut released = Vec::new();
         {
             let mut inner = self.inner.lock().expect("reconciler lock");
             if unknown != inner.unknown {
@@ -338,6 +383,12 @@ impl Reconciler {
                 }
                 match instance.desire {
                     Desire::Run => match ours.get(&id).map(|d| d.state) {
+                        Some(RunState::Running)
+                            if self.dirs.booted_generation(id) < instance.generation =>
+                        {
+                            inner.in_flight.insert(id);
+                            actions.push(Action::Reboot(Box::new(instance.clone())));
+                        }
                         Some(RunState::Running) => {
                             inner.seen_running.insert(id);
                             reports.push((id, ActualState::Running, None));
@@ -356,11 +407,11 @@ impl Reconciler {
                                 Some(format!("the domain is {state:?}")),
                             ));
                         }
-                        None if inner.seen_running.contains(&id) => {
+                        None if self.stopped_by_itself(&inner, instance) => {
                             reports.push((
                                 id,
-                                ActualState::Failed,
-                                Some("the guest stopped (powered off or crashed)".into()),
+                                ActualState::Stopped,
+                                Some("the guest powered off (or its emulator stopped)".into()),
                             ));
                         }
                         None if inner.reported.get(&id) == Some(&ActualState::Failed) => {}
@@ -379,6 +430,22 @@ impl Reconciler {
                         if present || inner.reported.get(&id) != Some(&ActualState::Gone) {
                             inner.in_flight.insert(id);
                             actions.push(Action::Destroy(id));
+                        }
+                    }
+                    Desire::Stop => {
+                        if !ours.contains_key(&id) {
+                            released.extend(
+                                instance
+                                    .disks
+                                    .iter()
+                                    .filter(|d| !d.attach)
+                                    .map(|d| (id, d.clone())),
+                            );
+                        }
+                        let left = ours.contains_key(&id) || self.dirs.holds_run(id);
+                        if left || inner.reported.get(&id) != Some(&ActualState::Stopped) {
+                            inner.in_flight.insert(id);
+                            actions.push(Action::Stop(id));
                         }
                     }
                 }
@@ -407,7 +474,7 @@ impl Reconciler {
                 .collect();
             inner
                 .detach_requested
-                .retain(|(id, target)| targets_wanted.contains(&(*id, target.as_str())));
+                .retain(|(id, target), _| targets_wanted.contains(&(*id, target.as_str())));
             // Pre-caches: fetch what is newly asked, let go of what is no longer asked.
             let asked: HashSet<&str> = desired
                 .precache
@@ -449,6 +516,9 @@ impl Reconciler {
         for (id, state, reason) in reports {
             self.report(id, state, reason);
         }
+        for (id, disk) in released {
+            self.report_disk(id, &disk, DiskReport::Detached, None);
+        }
         actions
     }
 
@@ -483,6 +553,36 @@ impl Reconciler {
                     }
                     Err(reason) => {
                         tracing::warn!(%reason, "start failed");
+                        self.report(instance.id, ActualState::Failed, Some(reason));
+                    }
+                }
+                instance.id
+            }
+            Action::Stop(id) => {
+                let _guard = tracing::info_span!("instance", id).entered();
+                match self.stop(id) {
+                    Ok(reason) => {
+                        tracing::info!(reason = reason.as_deref(), "instance stopped");
+                        self.inner
+                            .lock()
+                            .expect("reconciler lock")
+                            .seen_running
+                            .remove(&id);
+                        self.report(id, ActualState::Stopped, reason);
+                    }
+                    Err(reason) => tracing::warn!(%reason, "stop failed; will retry"),
+                }
+                id
+            }
+            Action::Reboot(instance) => {
+                let _guard = tracing::info_span!("instance", id = instance.id).entered();
+                match self.reboot(&instance) {
+                    Ok(()) => {
+                        tracing::info!("instance rebooted");
+                        self.report(instance.id, ActualState::Running, None);
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%reason, "reboot failed");
                         self.report(instance.id, ActualState::Failed, Some(reason));
                     }
                 }
@@ -537,6 +637,9 @@ impl Reconciler {
         self.report(id, ActualState::Booting, None);
         let image = prepare(&self.images, &instance.image)?;
         let dir = self.dirs.dir(id);
+        // A directory kept from an earlier run (a stopped instance, a host reboot) holds the
+        // guest's disk: a failed start must leave it as it was.
+        let fresh = !dir.exists();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         // A directory left by an earlier start was counted when the agent started.
@@ -547,9 +650,11 @@ impl Reconciler {
             self.images.acquire(digest);
         }
         let undo = |why: String| {
-            let _ = std::fs::remove_dir_all(&dir);
-            for digest in &image.digests {
-                self.images.release(digest);
+            if fresh {
+                let _ = std::fs::remove_dir_all(&dir);
+                for digest in &image.digests {
+                    self.images.release(digest);
+                }
             }
             why
         };
@@ -639,6 +744,14 @@ impl Reconciler {
         for guard in guards {
             guard.keep();
         }
+        if let Err(e) = self
+            .dirs
+            .record_boot(id, instance.generation, &self.host_boot)
+        {
+            // Without the record a later disappearance looks like a host reboot (the
+            // instance is started again rather than reported stopped): worth a warning only.
+            tracing::warn!(error = %e, "cannot record the domain's boot");
+        }
         Ok(())
     }
 
@@ -685,7 +798,8 @@ impl Reconciler {
                     .lock()
                     .expect("reconciler lock")
                     .detach_requested
-                    .contains(&key);
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() < self.detach_retry);
                 if asked {
                     continue;
                 }
@@ -697,7 +811,7 @@ impl Reconciler {
                     .lock()
                     .expect("reconciler lock")
                     .detach_requested
-                    .insert(key);
+                    .insert(key, std::time::Instant::now());
                 // Most guests release the device within a second: wait a little, so the
                 // user hears of it now rather than at the next pass.
                 let deadline = std::time::Instant::now() + self.detach_wait;
@@ -753,6 +867,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+mod power;
 pub mod storage;
 
 #[cfg(test)]

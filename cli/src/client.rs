@@ -10,9 +10,10 @@ use reqwest::blocking::{Request, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+pub use stratus_common::api::PowerAction;
 use stratus_common::api::{
     ApiError, CreateInstance, Endorser, ImageList, Instance, InstanceType, MarketplaceEntry,
-    PolicyVerdict, RegisterEndorser,
+    PolicyVerdict, RegisterEndorser, User,
 };
 use stratus_common::marketplace::{is_identifier, ImageKind, SignedMetadata};
 use stratus_common::volumes::{is_uuid, AttachVolume, CreateVolume, UpdateVolume, Volume};
@@ -59,6 +60,8 @@ pub enum ClientError {
     BadResponse { endpoint: String, detail: String },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
+    #[error("cannot write the output: {0}")]
+    Output(String),
     #[error(
         "cannot verify the cloud endpoint {endpoint}: {cause}; its certificate must chain to \
          {trusted} (set ca_certificate in the configuration file, STRATUSLAB_CA_CERTIFICATE or \
@@ -84,6 +87,7 @@ impl ClientError {
                 | Self::NoCredentials { .. }
                 | Self::BadResponse { .. }
                 | Self::Setup(_)
+                | Self::Output(_)
         )
     }
 }
@@ -256,6 +260,55 @@ impl Client {
         self.call(self.http.delete(url), Some(id))
     }
 
+    /// `POST /instances/{id}/stop|start|reboot`: asks for the change; the answer shows the
+    /// instance PoweringOff, Starting or Rebooting.
+    pub fn power_instance(&self, id: u64, action: PowerAction) -> Result<Instance, ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/instances/{id}/{}", action.as_str()));
+        self.call(self.http.post(url), Some(id))
+    }
+
+    /// `GET /instances/{id}/console[?follow=true]`: the instance's kept console output,
+    /// copied to `out` as it comes (with `follow`, until the instance ends or the cloud closes
+    /// the stream).
+    pub fn console(
+        &self,
+        id: u64,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/instances/{id}/console"));
+        let mut builder = self.http.get(url);
+        if follow {
+            // Followed output has no end to wait for: only the connection is timed.
+            builder = builder
+                .query(&[("follow", "true")])
+                .timeout(Duration::from_secs(u64::from(u32::MAX)));
+        }
+        let (endpoint, mut response) = self.respond(builder, Some(id))?;
+        let mut buffer = [0u8; 8192];
+        loop {
+            let read = std::io::Read::read(&mut response, &mut buffer).map_err(|e| {
+                ClientError::Unreachable {
+                    endpoint: endpoint.to_string(),
+                    cause: e.to_string(),
+                }
+            })?;
+            if read == 0 {
+                return Ok(());
+            }
+            // Written as it comes: a follower sees each line when the guest prints it.
+            out.write_all(&buffer[..read])
+                .and_then(|()| out.flush())
+                .map_err(|e| ClientError::Output(e.to_string()))?;
+        }
+    }
+
     /// `GET /types`.
     pub fn list_types(&self) -> Result<Vec<InstanceType>, ClientError> {
         self.call(
@@ -338,6 +391,59 @@ impl Client {
         self.call(self.http.patch(url).json(update), None)
     }
 
+    /// `GET /users` (administrators).
+    pub fn list_users(&self) -> Result<Vec<User>, ClientError> {
+        self.call(
+            self.http.get(self.endpoints.primary().api_url("/users")),
+            None,
+        )
+    }
+
+    /// `POST /users` (administrators).
+    pub fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<User, ClientError> {
+        let body = serde_json::json!({"name": name, "password": password, "admin": admin});
+        let url = self.endpoints.primary().api_url("/users");
+        self.call(self.http.post(url).json(&body), None)
+    }
+
+    /// `PATCH /users/{name}` (administrators): a new password, the admin flag, or both.
+    pub fn update_user(
+        &self,
+        name: &str,
+        password: Option<&str>,
+        admin: Option<bool>,
+    ) -> Result<User, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(password) = password {
+            body.insert("password".into(), password.into());
+        }
+        if let Some(admin) = admin {
+            body.insert("admin".into(), admin.into());
+        }
+        let url = self.endpoints.primary().api_url(&user_path(name)?);
+        self.call(self.http.patch(url).json(&body), None)
+    }
+
+    /// `DELETE /users/{name}` (administrators).
+    pub fn delete_user(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.endpoints.primary().api_url(&user_path(name)?);
+        self.send(self.http.delete(url), None).map(drop)
+    }
+
+    /// `DELETE /images/{name}`: remove a site image (administrators).
+    pub fn delete_image(&self, name: &str) -> Result<(), ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/images/{}", path_name(name)?));
+        self.send(self.http.delete(url), None).map(drop)
+    }
+
     /// `DELETE /volumes/{id}` (its owner or an administrator).
     pub fn delete_volume(&self, id: &str) -> Result<(), ClientError> {
         let url = self.endpoints.primary().api_url(&volume_path(id)?);
@@ -406,6 +512,21 @@ impl Client {
         builder: RequestBuilder,
         instance: Option<u64>,
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let (endpoint, response) = self.respond(builder, instance)?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .map_err(|e| self.transport_error(&endpoint, &e, &[]))?;
+        Ok((status, body.to_vec()))
+    }
+
+    /// Like [`Self::send`], but a success gives the endpoint that answered and the response
+    /// with its body still to read (a stream, for a followed console).
+    fn respond(
+        &self,
+        builder: RequestBuilder,
+        instance: Option<u64>,
+    ) -> Result<(Endpoint, Response), ClientError> {
         let builder = match &self.credentials {
             Some(c) => builder.basic_auth(&c.username, Some(&c.password)),
             None => builder,
@@ -441,10 +562,7 @@ impl Client {
             let status = response.status();
             if status.is_success() {
                 self.current.store(index, Ordering::Relaxed);
-                let body = response
-                    .bytes()
-                    .map_err(|e| self.transport_error(endpoint, &e, &refused))?;
-                return Ok((status, body.to_vec()));
+                return Ok((endpoint.clone(), response));
             }
             let error = self.error_answer(endpoint, status, instance, response);
             match &error {
@@ -568,6 +686,21 @@ fn check_uuid(id: &str) -> Result<(), ClientError> {
     } else {
         Err(ClientError::NotADiskUuid { id: id.to_owned() })
     }
+}
+
+/// `/users/{name}` for a valid account name.
+fn user_path(name: &str) -> Result<String, ClientError> {
+    Ok(format!("/users/{}", path_name(name)?))
+}
+
+/// A name as one path segment: the names the cloud accepts (letters, digits, `.`, `_`, `-`).
+fn path_name(name: &str) -> Result<&str, ClientError> {
+    stratus_common::names::validate_name("name", name).map_err(|e| ClientError::Api {
+        status: 400,
+        code: "bad_request".into(),
+        message: e.to_string(),
+    })?;
+    Ok(name)
 }
 
 fn volume_path(id: &str) -> Result<String, ClientError> {

@@ -1196,11 +1196,22 @@ endpoint = other.tld
     }
 
     #[test]
-    fn reference_file_parses_and_resolves() {
+    fn reference_file_parses_and_configures_nothing_until_edited() {
         let f = ConfigFile::parse(crate::commands::copy_config::REFERENCE_CONFIG).unwrap();
         let r = resolve_with(&f, &env(&[("HOME", "/h")]), &CliOptions::default());
-        assert_eq!(endpoint(&r), "https://127.0.0.1:8440");
+        assert!(r.endpoint.is_none(), "the endpoint is commented out");
+        assert_eq!(
+            (r.username, r.password),
+            (None, None),
+            "no placeholder credentials"
+        );
         assert_eq!(r.section, None);
+        // Uncommenting the example endpoint gives the local controller.
+        let edited = crate::commands::copy_config::REFERENCE_CONFIG
+            .replace("#endpoint = 127.0.0.1:8440", "endpoint = 127.0.0.1:8440");
+        let f = ConfigFile::parse(&edited).unwrap();
+        let r = resolve_with(&f, &env(&[("HOME", "/h")]), &CliOptions::default());
+        assert_eq!(endpoint(&r), "https://127.0.0.1:8440");
     }
 
     #[test]

@@ -24,17 +24,24 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::build_metadata::BuildMetadataArgs;
+use commands::console::ConsoleArgs;
 use commands::copy_config::CopyConfigArgs;
+use commands::delete_image::DeleteImageArgs;
 use commands::deprecate_metadata::DeprecateMetadataArgs;
 use commands::describe::DescribeArgs;
 use commands::describe_endorsers::DescribeEndorsersArgs;
 use commands::describe_images::DescribeImagesArgs;
 use commands::kill::KillArgs;
 use commands::policy_image::PolicyImageArgs;
+use commands::power::PowerArgs;
 use commands::register_endorser::RegisterEndorserArgs;
 use commands::run::RunArgs;
 use commands::sign_metadata::SignMetadataArgs;
 use commands::upload_metadata::UploadMetadataArgs;
+use commands::users::create::CreateUserArgs;
+use commands::users::delete::DeleteUserArgs;
+use commands::users::describe::DescribeUsersArgs;
+use commands::users::update::UpdateUserArgs;
 use commands::volumes::attach::AttachVolumeArgs;
 use commands::volumes::create::CreateVolumeArgs;
 use commands::volumes::delete::DeleteVolumeArgs;
@@ -67,6 +74,14 @@ enum Command {
     DescribeInstance(DescribeArgs),
     /// Destroy virtual machine instances and release their resources
     KillInstance(KillArgs),
+    /// Power instances off, keeping their disk, addresses and persistent disks
+    StopInstance(PowerArgs),
+    /// Boot stopped instances again, on their host, from their own disk
+    StartInstance(PowerArgs),
+    /// Restart running instances (an ACPI request, the power cut after a timeout)
+    RebootInstance(PowerArgs),
+    /// Print an instance's serial console output (--follow: as the guest writes it)
+    ConsoleInstance(ConsoleArgs),
     /// Create a persistent disk (volume) and print its UUID
     CreateVolume(CreateVolumeArgs),
     /// List your persistent disks and everyone's public ones
@@ -99,6 +114,16 @@ enum Command {
     DescribeEndorsers(DescribeEndorsersArgs),
     /// Trust an endorser certificate directly (administrators)
     RegisterEndorser(RegisterEndorserArgs),
+    /// Remove site images (administrators; instances made from them keep them)
+    DeleteImage(DeleteImageArgs),
+    /// Create an account (administrators)
+    CreateUser(CreateUserArgs),
+    /// List the accounts (administrators)
+    DescribeUsers(DescribeUsersArgs),
+    /// Set an account's password or administrator flag (administrators)
+    UpdateUser(UpdateUserArgs),
+    /// Remove accounts (administrators)
+    DeleteUser(DeleteUserArgs),
 }
 
 fn dispatch(
@@ -111,6 +136,16 @@ fn dispatch(
         Command::RunInstance(args) => commands::run::run(ctx, args, out),
         Command::DescribeInstance(args) => commands::describe::run(ctx, args, out, err),
         Command::KillInstance(args) => commands::kill::run(ctx, args, out, err),
+        Command::StopInstance(args) => {
+            commands::power::run(ctx, client::PowerAction::Stop, args, out, err)
+        }
+        Command::StartInstance(args) => {
+            commands::power::run(ctx, client::PowerAction::Start, args, out, err)
+        }
+        Command::RebootInstance(args) => {
+            commands::power::run(ctx, client::PowerAction::Reboot, args, out, err)
+        }
+        Command::ConsoleInstance(args) => commands::console::run(ctx, args, out),
         Command::CreateVolume(args) => commands::volumes::create::run(ctx, args, out, err),
         Command::DescribeVolumes(args) => commands::volumes::describe::run(ctx, args, out, err),
         Command::UpdateVolume(args) => commands::volumes::update::run(ctx, args, out),
@@ -126,6 +161,11 @@ fn dispatch(
         Command::DeprecateMetadata(args) => commands::deprecate_metadata::run(ctx, args, out, err),
         Command::DescribeEndorsers(args) => commands::describe_endorsers::run(ctx, args, out),
         Command::RegisterEndorser(args) => commands::register_endorser::run(ctx, args, out),
+        Command::DeleteImage(args) => commands::delete_image::run(ctx, args, out, err),
+        Command::CreateUser(args) => commands::users::create::run(ctx, args, out),
+        Command::DescribeUsers(args) => commands::users::describe::run(ctx, args, out),
+        Command::UpdateUser(args) => commands::users::update::run(ctx, args, out),
+        Command::DeleteUser(args) => commands::users::delete::run(ctx, args, out, err),
     }
 }
 

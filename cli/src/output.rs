@@ -7,7 +7,7 @@
 use serde::Serialize;
 use stratus_common::api::{
     Compression, DiskFormat, Endorser, Image, ImageList, Instance, InstanceState, InstanceType,
-    MarketplaceEntry, MarketplacePage, PolicyVerdict,
+    MarketplaceEntry, MarketplacePage, PolicyVerdict, User,
 };
 use stratus_common::marketplace::parse_timestamp;
 use stratus_common::time::guide_datetime;
@@ -73,6 +73,19 @@ pub fn render_json<T: Serialize + ?Sized>(value: &T) -> String {
 pub fn render_kill(instance: &Instance) -> String {
     step(&format!(
         "Killing instance {} (now {})",
+        instance.id, instance.state
+    ))
+}
+
+/// One `stop-instance`, `start-instance` or `reboot-instance` confirmation.
+pub fn render_power(action: crate::client::PowerAction, instance: &Instance) -> String {
+    let verb = match action {
+        crate::client::PowerAction::Stop => "Stopping",
+        crate::client::PowerAction::Start => "Starting",
+        crate::client::PowerAction::Reboot => "Rebooting",
+    };
+    step(&format!(
+        "{verb} instance {} (now {})",
         instance.id, instance.state
     ))
 }
@@ -281,6 +294,43 @@ pub fn render_deleted(id: &str) -> String {
     format!("DELETED {}\n", one_line(id))
 }
 
+/// `create-user`: the account made, and the generated password if there is one (shown once).
+pub fn render_user_created(user: &User, generated: Option<&str>) -> String {
+    let mut text = format!("USER {}{}\n", one_line(&user.name), admin_mark(user));
+    if let Some(password) = generated {
+        text += &format!("PASSWORD {password}\n");
+    }
+    text
+}
+
+/// `update-user`: the account as it is now.
+pub fn render_user_updated(user: &User) -> String {
+    format!(
+        "UPDATED user {}{}\n",
+        one_line(&user.name),
+        admin_mark(user)
+    )
+}
+
+fn admin_mark(user: &User) -> &'static str {
+    if user.admin {
+        " (administrator)"
+    } else {
+        ""
+    }
+}
+
+/// `describe-users`: one account a line, administrators marked.
+pub fn render_users(users: &[User]) -> String {
+    let width = users.iter().map(|u| u.name.len()).max().unwrap_or(0).max(4) + 1;
+    let mut text = format!("{:<width$}admin\n", "name");
+    for user in users {
+        let admin = if user.admin { "yes" } else { "no" };
+        text += &format!("{:<width$}{admin}\n", one_line(&user.name));
+    }
+    text
+}
+
 /// `attach-volume`: one disk the guest now has.
 pub fn render_attached(id: &str, instance: u64, device: &str) -> String {
     format!(
@@ -363,23 +413,24 @@ pub fn render_volumes(volumes: &[Volume]) -> String {
 
 /// Column labels and minimum widths of `describe-instance`, as the original client's table
 /// (which grew a column to one more than its longest value). The last column is not padded.
-const INSTANCE_COLUMNS: [(&str, usize); 6] = [
+const INSTANCE_COLUMNS: [(&str, usize); 7] = [
     ("id", 4),
     ("state", 10),
     ("vcpu", 5),
     ("memory", 10),
     ("name", 16),
-    ("host", 0),
+    ("cpu%", 5),
+    ("host/ip", 0),
 ];
 
-/// The `describe-instance` table. Memory is in KiB as in the guide (131072 for 128 MiB); an
-/// instance that Failed gets its reason on the next line, indented under the state. The last
-/// column is the guide's `host/ip`: the instance's address, what a user connects to, or where
-/// it has none (no site network) the host it was placed on; it is headed `host` when no
-/// instance listed has an address, so the table of a cloud without networks reads as before.
-/// An instance's persistent disks follow its row, one line each, indented like a reason.
+/// The `describe-instance` table, with the guide's columns. Memory is in KiB as in the guide
+/// (131072 for 128 MiB); `cpu%` is the guest's recent CPU use (`-` when not measured: not
+/// running, or no recent figure from its host). The last column is the guide's `host/ip`: the
+/// instance's address, what a user connects to, or where it has none (no site network) the
+/// host it was placed on. An instance that Failed or Stopped gets its reason on the next
+/// line, indented under the state, and each persistent disk a line of its own.
 pub fn render_instance_table(instances: &[Instance]) -> String {
-    let rows: Vec<[String; 6]> = instances
+    let rows: Vec<[String; 7]> = instances
         .iter()
         .map(|i| {
             [
@@ -388,6 +439,8 @@ pub fn render_instance_table(instances: &[Instance]) -> String {
                 i.vcpus.to_string(),
                 i.memory_mib.saturating_mul(1024).to_string(),
                 i.name.clone(),
+                i.cpu_percent
+                    .map_or_else(|| "-".to_string(), |p| p.to_string()),
                 i.ip.clone()
                     .or_else(|| i.host.clone())
                     .unwrap_or_else(|| "-".to_string()),
@@ -402,7 +455,7 @@ pub fn render_instance_table(instances: &[Instance]) -> String {
             (*min).max(longest + 1)
         })
         .collect();
-    let line = |cells: [&str; 6]| {
+    let line = |cells: [&str; 7]| {
         let mut text = String::new();
         for (c, cell) in cells.iter().enumerate() {
             if c + 1 == cells.len() {
@@ -415,14 +468,12 @@ pub fn render_instance_table(instances: &[Instance]) -> String {
         text
     };
 
-    let mut header = INSTANCE_COLUMNS.map(|(label, _)| label);
-    if instances.iter().any(|i| i.ip.is_some()) {
-        header[5] = "host/ip";
-    }
-    let mut out = line(header);
+    let mut out = line(INSTANCE_COLUMNS.map(|(label, _)| label));
     for (instance, row) in instances.iter().zip(&rows) {
-        out += &line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
-        if let (InstanceState::Failed, Some(reason)) = (instance.state, &instance.reason) {
+        out += &line(std::array::from_fn(|c| row[c].as_str()));
+        if let (InstanceState::Failed | InstanceState::Stopped, Some(reason)) =
+            (instance.state, &instance.reason)
+        {
             let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
             out += &format!("{:indent$}{reason}\n", "", indent = widths[0]);
         }
@@ -491,6 +542,7 @@ pub(crate) mod tests {
             nics: Vec::new(),
             ip: None,
             disks: Vec::new(),
+            cpu_percent: None,
         }
     }
 
@@ -531,10 +583,10 @@ pub(crate) mod tests {
         assert_eq!(
             render_instance_table(&[running, plain, instance(13, InstanceState::Running)]),
             "\
-id   state     vcpu memory    name            host/ip
-5507 Running   1    131072    vm-5507         134.158.75.75
-12   Pending   1    131072    vm-12           -
-13   Running   1    131072    vm-13           node-1
+id   state     vcpu memory    name            cpu% host/ip
+5507 Running   1    131072    vm-5507         -    134.158.75.75
+12   Pending   1    131072    vm-12           -    -
+13   Running   1    131072    vm-13           -    node-1
 "
         );
     }
@@ -605,6 +657,7 @@ id   state     vcpu memory    name            host/ip
     fn instance_table_has_the_guides_columns_and_kib() {
         let mut running = instance(5507, InstanceState::Running);
         running.host = Some("vm-75.lal.stratuslab.eu".into());
+        running.cpu_percent = Some(4);
         let mut pending = instance(12, InstanceState::Pending);
         pending.host = None;
         pending.vcpus = 2;
@@ -612,9 +665,9 @@ id   state     vcpu memory    name            host/ip
         assert_eq!(
             render_instance_table(&[running, pending]),
             "\
-id   state     vcpu memory    name            host
-5507 Running   1    131072    vm-5507         vm-75.lal.stratuslab.eu
-12   Pending   2    2097152   vm-12           -
+id   state     vcpu memory    name            cpu% host/ip
+5507 Running   1    131072    vm-5507         4    vm-75.lal.stratuslab.eu
+12   Pending   2    2097152   vm-12           -    -
 "
         );
     }
@@ -626,8 +679,8 @@ id   state     vcpu memory    name            host
         assert_eq!(
             render_instance_table(&[i]),
             "\
-id     state     vcpu memory    name                        host
-123456 Running   1    131072    a-rather-long-instance-name node-1
+id     state     vcpu memory    name                        cpu% host/ip
+123456 Running   1    131072    a-rather-long-instance-name -    node-1
 "
         );
     }
@@ -640,10 +693,59 @@ id     state     vcpu memory    name                        host
         assert_eq!(
             render_instance_table(&[failed]),
             "\
-id  state     vcpu memory    name            host
-9   Failed    1    131072    vm-9            -
+id  state     vcpu memory    name            cpu% host/ip
+9   Failed    1    131072    vm-9            -    -
     no host has room for m1.xlarge
 "
+        );
+    }
+
+    #[test]
+    fn stopped_instances_show_why_under_the_row() {
+        let mut stopped = instance(7, InstanceState::Stopped);
+        stopped.reason = Some("the guest powered off".into());
+        assert_eq!(
+            render_instance_table(&[stopped]),
+            "\
+id  state     vcpu memory    name            cpu% host/ip
+7   Stopped   1    131072    vm-7            -    node-1
+    the guest powered off
+"
+        );
+        assert_eq!(
+            render_power(
+                crate::client::PowerAction::Stop,
+                &instance(7, InstanceState::PoweringOff)
+            ),
+            " :: Stopping instance 7 (now PoweringOff)\n"
+        );
+    }
+
+    #[test]
+    fn user_lines() {
+        let alice = User {
+            name: "alice".into(),
+            admin: false,
+        };
+        let root = User {
+            name: "root".into(),
+            admin: true,
+        };
+        assert_eq!(
+            render_user_created(&alice, Some("s3cret-pw")),
+            "USER alice\nPASSWORD s3cret-pw\n"
+        );
+        assert_eq!(
+            render_user_created(&root, None),
+            "USER root (administrator)\n"
+        );
+        assert_eq!(
+            render_user_updated(&root),
+            "UPDATED user root (administrator)\n"
+        );
+        assert_eq!(
+            render_users(&[alice, root]),
+            "name  admin\nalice no\nroot  yes\n"
         );
     }
 
@@ -651,7 +753,7 @@ id  state     vcpu memory    name            host
     fn empty_instance_table_is_the_header() {
         assert_eq!(
             render_instance_table(&[]),
-            "id  state     vcpu memory    name            host\n"
+            "id  state     vcpu memory    name            cpu% host/ip\n"
         );
     }
 
@@ -1082,11 +1184,11 @@ c1.xlarge       4 CPU   2048 MiB     20 GiB
         assert_eq!(
             render_instance_table(&[with_disks, instance(4, InstanceState::Running)]),
             "\
-id  state     vcpu memory    name            host
-3   Running   1    131072    vm-3            node-1
+id  state     vcpu memory    name            cpu% host/ip
+3   Running   1    131072    vm-3            -    node-1
     disk 9c5a2c03-8243-4a1b-a248-0f0d22d948c2 on /dev/vdb (attached)
     disk 5822c376-9ce1-434e-95d1-cdaa240cd47c on /dev/vdc (detaching)
-4   Running   1    131072    vm-4            node-1
+4   Running   1    131072    vm-4            -    node-1
 "
         );
     }

@@ -98,8 +98,8 @@ fn describe_shows_the_table_and_an_error_for_an_unknown_id() {
     );
     assert_eq!(
         stdout(&out),
-        "id   state     vcpu memory    name            host\n\
-         5507 Running   1    131072    vm-5507         node-1\n"
+        "id   state     vcpu memory    name            cpu% host/ip\n\
+         5507 Running   1    131072    vm-5507         -    node-1\n"
     );
     assert_eq!(stderr(&out), "[ERROR] instance 42 not found\n");
     assert_eq!(out.status.code(), Some(1));

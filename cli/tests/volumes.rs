@@ -753,8 +753,8 @@ fn describe_instance_shows_the_disks_under_the_row() {
     assert_eq!(
         stdout(&out),
         format!(
-            "id  state     vcpu memory    name            host\n\
-             3   Running   1    131072    vm-3            node-1\n    \
+            "id  state     vcpu memory    name            cpu% host/ip\n\
+             3   Running   1    131072    vm-3            -    node-1\n    \
              disk {PRIVATE} on /dev/vdb (attached)\n"
         )
     );

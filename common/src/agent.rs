@@ -154,6 +154,9 @@ pub enum Desire {
     Run,
     /// It should be gone: destroy the domain and remove everything made for it.
     Destroy,
+    /// It should not run, but keep everything: power the guest off (an ACPI request, the power
+    /// cut after a timeout) and keep its directory (disk, console log) for a later start.
+    Stop,
 }
 
 /// One instance the controller placed on this host.
@@ -161,6 +164,11 @@ pub enum Desire {
 pub struct DesiredInstance {
     pub id: u64,
     pub desire: Desire,
+    /// How many starts and reboots were asked of this instance so far. A host whose domain
+    /// was booted for an older generation restarts it (a reboot); one whose domain of the
+    /// current generation vanished on its own reports it Stopped (the guest powered off).
+    #[serde(default)]
+    pub generation: u64,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub image: ImageSpec,
@@ -208,6 +216,8 @@ pub enum ActualState {
     Failed,
     /// Destroyed and cleaned up, as asked.
     Gone,
+    /// Powered off (as asked, or by the guest itself); its disk and files are kept.
+    Stopped,
 }
 
 /// One instance's actual state.

@@ -13,7 +13,10 @@ pub struct ApiError {
 }
 
 /// The lifecycle a user follows: Pending -> Booting -> Running -> Stopping -> Done, or Failed
-/// (with a reason) from any state before Done.
+/// (with a reason) from any state before Done. A Running instance can be powered off
+/// (PoweringOff -> Stopped: it keeps its host, disk, addresses and persistent disks), started
+/// again (Starting -> Running, on the same host with the same data) and rebooted (Rebooting ->
+/// Running). New states are added at the end: the order is part of the stored format.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InstanceState {
     /// Accepted and placed on a host; the host has not started it yet.
@@ -28,6 +31,17 @@ pub enum InstanceState {
     Done,
     /// Could not be started or was lost; `reason` says why.
     Failed,
+    /// Powered off (asked, or the guest shut itself down; `reason` says which): nothing runs,
+    /// but the instance keeps its host reservation, disk, addresses and persistent disks.
+    Stopped,
+    /// A stop was asked; the host asks the guest to power off (and cuts the power after a
+    /// timeout).
+    PoweringOff,
+    /// A start of a Stopped instance was asked; the host boots it again from its own disk.
+    Starting,
+    /// A reboot was asked; the host restarts the guest (an ACPI power-off request, the power
+    /// cut after a timeout, then a boot from the same disk).
+    Rebooting,
 }
 
 impl InstanceState {
@@ -44,11 +58,52 @@ impl InstanceState {
             Self::Stopping => "Stopping",
             Self::Done => "Done",
             Self::Failed => "Failed",
+            Self::Stopped => "Stopped",
+            Self::PoweringOff => "PoweringOff",
+            Self::Starting => "Starting",
+            Self::Rebooting => "Rebooting",
         }
     }
 }
 
 impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A change of a placed instance's power, asked by its owner or an administrator
+/// (`POST /api/v1/instances/{id}/stop|start|reboot`: the route's last segment).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum PowerAction {
+    /// Power the guest off and keep everything (Running -> PoweringOff -> Stopped).
+    Stop,
+    /// Boot a Stopped instance again, on its host, from its own disk.
+    Start,
+    /// Restart a Running guest.
+    Reboot,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Reboot => "reboot",
+        }
+    }
+
+    /// The states the action is accepted in, as a user reads it.
+    pub fn accepted_from(self) -> &'static str {
+        match self {
+            Self::Stop => "a Pending, Booting, Starting, Rebooting or Running instance",
+            Self::Start => "a Stopped instance",
+            Self::Reboot => "a Running instance",
+        }
+    }
+}
+
+impl std::fmt::Display for PowerAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -130,6 +185,19 @@ pub struct Instance {
     /// Its persistent disks (see `GET /api/v1/volumes` for whether a detaching one is stuck).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<crate::volumes::InstanceDisk>,
+    /// The guest's recent CPU use in whole percent of one host CPU (as `top` shows it: up to
+    /// 100 per vCPU), as its host last measured it; absent when it is not running or the node
+    /// answering has no recent measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+}
+
+/// A user account as the API shows it (`GET /api/v1/users`, administrators).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// Administers the cloud.
+    pub admin: bool,
 }
 
 /// An instance type (size), as the user's guide lists them.

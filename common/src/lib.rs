@@ -10,6 +10,7 @@ pub mod hex;
 pub mod marketplace;
 pub mod names;
 pub mod network;
+pub mod observed;
 pub mod time;
 pub mod volumes;
 

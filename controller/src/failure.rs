@@ -204,7 +204,10 @@ impl Failure for Rejection {
             Rejection::Volume(e) => e.kind(),
             Rejection::Trust(e) => e.kind(),
             Rejection::UnknownType(_) => Kind::BadRequest,
-            Rejection::UnknownInstance(_) | Rejection::UnknownHost(_) => Kind::NotFound,
+            Rejection::UnknownInstance(_)
+            | Rejection::UnknownHost(_)
+            | Rejection::UnknownUser(_)
+            | Rejection::UnknownImage(_) => Kind::NotFound,
             Rejection::NotPinned { .. } => Kind::NotFound,
             Rejection::WrongHost { .. } => Kind::Forbidden,
             Rejection::AlreadyBootstrapped
@@ -212,7 +215,10 @@ impl Failure for Rejection {
             | Rejection::ImageExists(_)
             | Rejection::EndorserExists(_)
             | Rejection::NoRoom { .. }
-            | Rejection::AlreadyDone(_) => Kind::Conflict,
+            | Rejection::AlreadyDone(_)
+            | Rejection::WrongState { .. }
+            | Rejection::LastAdmin(_)
+            | Rejection::UserOwns { .. } => Kind::Conflict,
         }
     }
 
@@ -221,6 +227,7 @@ impl Failure for Rejection {
             Rejection::Marketplace(e) => e.code(),
             Rejection::Ipam(e) => e.code(),
             Rejection::Volume(e) => e.code(),
+            Rejection::WrongState { .. } => "wrong_state",
             Rejection::Trust(e) => e.code(),
             _ => self.kind().code(),
         }

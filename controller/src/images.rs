@@ -271,6 +271,19 @@ impl Images {
     }
 
     /// Registers a site image (administrators only).
+    /// Removes a site image (administrators): new instances can no longer name it; those
+    /// made from it keep the image they resolved at their creation.
+    pub async fn delete(&self, caller: &Caller, name: &str) -> Result<(), ImageError> {
+        caller.require_admin("remove site images")?;
+        self.replica
+            .propose(Command::DeleteImage {
+                name: name.to_owned(),
+            })
+            .await??;
+        tracing::info!(image = %name, by = %caller.name, "site image removed");
+        Ok(())
+    }
+
     pub async fn create(&self, caller: &Caller, request: CreateImage) -> Result<Image, ImageError> {
         caller.require_admin("register site images")?;
         validate_name("name", &request.name)

@@ -1,4 +1,4 @@
-//! Instance actions: run, describe, kill. Running one checks the request, resolves its image
+//! Instance actions: run, describe, stop, start, reboot, kill. Running one checks the request, resolves its image
 //! (site policy included), its network and disks, places it (next to its first disk if that
 //! host has room, else where the scheduler says) and proposes it; apply settles races for the
 //! last room on a host, and a refused placement is tried again against the new state.
@@ -14,9 +14,10 @@ use crate::guest::{validate_ssh_key, validate_user_data};
 use crate::hosts::Hosts;
 use crate::images::{ImageError, Images};
 use crate::networks::{NetworkError, Networks};
+use crate::observed::Observed;
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::scheduler;
-use crate::state::{instance_view, Command, Outcome, Rejection};
+use crate::state::{instance_view, Command, Outcome, PowerAction, Rejection};
 use crate::users::Caller;
 use crate::volumes::Volumes;
 
@@ -63,6 +64,8 @@ pub struct Instances {
     networks: Arc<Networks>,
     volumes: Arc<Volumes>,
     hosts: Arc<Hosts>,
+    /// Where the guests' CPU use comes from.
+    observed: Option<Arc<Observed>>,
 }
 
 impl Instances {
@@ -79,7 +82,25 @@ impl Instances {
             networks,
             volumes,
             hosts,
+            observed: None,
         }
+    }
+
+    /// Instances are shown with their guests' CPU use as their hosts push it.
+    pub fn with_observed(mut self, observed: Arc<Observed>) -> Self {
+        self.observed = Some(observed);
+        self
+    }
+
+    /// The view with what the hosts measured of the guest, while it runs.
+    fn with_usage(&self, mut instance: Instance) -> Instance {
+        if instance.state == stratus_common::api::InstanceState::Running {
+            instance.cpu_percent = self
+                .observed
+                .as_ref()
+                .and_then(|o| o.cpu_percent(instance.id));
+        }
+        instance
     }
 
     /// Creates an instance. With an idempotency key (the `Idempotency-Key` header), a creation
@@ -187,7 +208,7 @@ impl Instances {
     }
 
     pub async fn list(&self, caller: &Caller) -> Result<Vec<Instance>, InstanceError> {
-        Ok(self
+        let instances: Vec<Instance> = self
             .replica
             .read(caller.reads(), |s| {
                 s.instances
@@ -196,7 +217,8 @@ impl Instances {
                     .map(|i| instance_view(s, i))
                     .collect()
             })
-            .await?)
+            .await?;
+        Ok(instances.into_iter().map(|i| self.with_usage(i)).collect())
     }
 
     /// One instance; another user's instance is "not found", as if it did not exist.
@@ -209,6 +231,7 @@ impl Instances {
                     .map(|i| instance_view(s, i))
             })
             .await?
+            .map(|i| self.with_usage(i))
             .ok_or(InstanceError::NotFound(id))
     }
 
@@ -221,6 +244,25 @@ impl Instances {
             })
             .await??;
         tracing::info!(instance = id, by = %caller.name, "instance kill asked");
+        self.get(caller, id).await
+    }
+
+    /// Stops, starts or reboots an instance of the caller's (any, for an administrator).
+    pub async fn power(
+        &self,
+        caller: &Caller,
+        id: u64,
+        action: PowerAction,
+    ) -> Result<Instance, InstanceError> {
+        self.get(caller, id).await?;
+        self.replica
+            .propose(Command::PowerInstance {
+                id,
+                action,
+                at_ms: now_ms(),
+            })
+            .await??;
+        tracing::info!(instance = id, by = %caller.name, %action, "instance power change asked");
         self.get(caller, id).await
     }
 

@@ -3,6 +3,7 @@
 //! resource on top of it ([`services`]); placement ([`scheduler`]); and the HTTP API that users,
 //! the CLI and the agents talk to ([`api`]).
 
+pub mod accounts;
 pub mod api;
 pub mod cluster;
 pub mod codec;
@@ -16,6 +17,7 @@ pub mod images;
 pub mod instances;
 pub mod marketplace;
 pub mod networks;
+pub mod observed;
 pub mod peer;
 pub mod persist;
 pub mod pki;

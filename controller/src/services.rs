@@ -6,11 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::accounts::Accounts;
 use crate::cluster::ClusterService;
 use crate::hosts::Hosts;
 use crate::images::{Images, MarketplaceSettings};
 use crate::instances::Instances;
 use crate::networks::Networks;
+use crate::observed::Observed;
 use crate::peer::Me;
 use crate::replica::Replica;
 use crate::users::throttle::FailureLimits;
@@ -39,12 +41,16 @@ pub struct Services {
     pub replica: Replica,
     pub forwarding_tls: Option<rustls::ClientConfig>,
     pub users: Users,
+    /// Administrators' changes to existing accounts.
+    pub accounts: Accounts,
     pub images: Arc<Images>,
     pub networks: Arc<Networks>,
     pub hosts: Arc<Hosts>,
     pub volumes: Arc<Volumes>,
     pub instances: Instances,
     pub cluster: ClusterService,
+    /// Console output and CPU use the hosts push (not replicated).
+    pub observed: Arc<Observed>,
 }
 
 impl Services {
@@ -63,15 +69,18 @@ impl Services {
             hosts.clone(),
             settings.volumes,
         ));
+        let observed = Arc::new(Observed::new(replica.clone()));
         let instances = Instances::new(
             replica.clone(),
             images.clone(),
             networks.clone(),
             volumes.clone(),
             hosts.clone(),
-        );
+        )
+        .with_observed(observed.clone());
         Self {
             users: Users::new(replica.clone(), settings.login_failures),
+            accounts: Accounts::new(replica.clone()),
             cluster: ClusterService::start(replica.clone(), settings.me),
             forwarding_tls: settings.forwarding_tls,
             replica,
@@ -80,6 +89,7 @@ impl Services {
             hosts,
             volumes,
             instances,
+            observed,
         }
     }
 }

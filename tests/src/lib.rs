@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod hosts;
 pub mod image_server;
+pub mod netlab;
 pub mod pki;
 
 use std::fs;
@@ -583,6 +584,30 @@ impl TestCloud {
                 .delete(self.url(path))
                 .basic_auth(user, Some(self.password(user))),
         )
+    }
+
+    /// `GET /instances/{id}/console?follow=true` as `user`: the open response, to read the
+    /// console as it streams (no overall timeout: the caller reads until it saw what it waits
+    /// for).
+    pub fn follow_console(
+        &self,
+        user: &str,
+        id: u64,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let pem = fs::read(self.ca_certificate())?;
+        let response = Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .timeout(None)
+            .build()?
+            .get(self.url(&format!("/instances/{id}/console?follow=true")))
+            .basic_auth(user, Some(self.password(user)))
+            .send()?;
+        if response.status() != StatusCode::OK {
+            bail!("console of instance {id}: {}", response.status());
+        }
+        Ok(response)
     }
 
     /// Creates a user whose password is `<name>-password`.

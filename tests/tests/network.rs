@@ -4,132 +4,15 @@
 //! tap, anti-spoofing chain, ISO or lease behind when killed. A guest that sends frames with a
 //! forged source MAC or IP (told to by its user data) is not heard by a second VM.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use stratus_common::api::InstanceState;
+use stratus_e2e::netlab::{run, ssh, ssh_key, NetLab};
 use stratus_e2e::TestCloud;
 
 const BOOT: Duration = Duration::from_secs(120);
-
-fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cmd).args(args).output().unwrap()
-}
-
-/// Deletes the namespace and the root-side bridge and veth the test's network used.
-struct NetGuard {
-    netns: String,
-    bridge: String,
-}
-
-impl Drop for NetGuard {
-    fn drop(&mut self) {
-        let _ = run("ip", &["link", "del", &format!("{}-v0", self.bridge)]);
-        let _ = run("ip", &["link", "del", &self.bridge]);
-        let _ = run("ip", &["netns", "del", &self.netns]);
-    }
-}
-
-/// A test network: a namespace holding the bridge's far side with the gateway address.
-struct NetLab {
-    _guard: NetGuard,
-    netns: String,
-    subnet: u32,
-    /// The controller's `[[networks]]` entry for it.
-    config: String,
-}
-
-impl NetLab {
-    fn new(tag: u32, prefix_len: u8) -> Self {
-        let pid = std::process::id();
-        let subnet = (10 + pid % 200 + tag) % 250;
-        let (netns, bridge) = (
-            format!("slnet{tag}x{pid}"),
-            format!("sb{tag}x{}", pid % 100_000),
-        );
-        let guard = NetGuard {
-            netns: netns.clone(),
-            bridge: bridge.clone(),
-        };
-        assert!(run("ip", &["netns", "add", &netns]).status.success());
-        assert!(run(
-            "ip",
-            &["-n", &netns, "link", "add", &bridge, "type", "bridge"]
-        )
-        .status
-        .success());
-        let gateway = format!("10.251.{subnet}.1");
-        let cidr = format!("{gateway}/{prefix_len}");
-        assert!(
-            run("ip", &["-n", &netns, "addr", "add", &cidr, "dev", &bridge])
-                .status
-                .success()
-        );
-        assert!(run("ip", &["-n", &netns, "link", "set", &bridge, "up"])
-            .status
-            .success());
-        let config = format!(
-            "[[networks]]\nname = \"public\"\ncidr = \"10.251.{subnet}.0/{prefix_len}\"\ngateway = \"{gateway}\"\nbridge = \"{bridge}\"\n"
-        );
-        Self {
-            _guard: guard,
-            netns,
-            subnet,
-            config,
-        }
-    }
-
-    fn cloud(&self, name: &str) -> TestCloud {
-        let mut cloud = TestCloud::start_with(name, &self.config).unwrap();
-        cloud
-            .set_agent_option("network_netns", &format!("\"{}\"", self.netns))
-            .unwrap();
-        cloud.start_agent().unwrap();
-        cloud.register_appliance("appliance").unwrap();
-        cloud
-    }
-}
-
-/// A fresh ed25519 key pair in the cloud's directory; returns the private key's path.
-fn ssh_key(cloud: &TestCloud) -> PathBuf {
-    let key = cloud.dir.join("id_ed25519");
-    assert!(run(
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()]
-    )
-    .status
-    .success());
-    key
-}
-
-/// `ssh root@ip command` with `key`, run inside the test's namespace.
-fn ssh(netns: &str, key: &Path, ip: &str, command: &str) -> std::process::Output {
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            netns,
-            "ssh",
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            &format!("root@{ip}"),
-            command,
-        ],
-    )
-}
 
 /// Waits for a whole console line of instance `id` containing `needle`; returns it.
 fn wait_console(cloud: &TestCloud, id: u64, needle: &str, timeout: Duration) -> String {

@@ -118,16 +118,14 @@ fn wait_disks(cloud: &TestCloud, id: u64, expected: &str, timeout: Duration) {
     }
 }
 
-/// A guest script: finds the disk whose serial is `serial`, then runs `body` with `$dev` set.
+/// A guest script: finds the disk whose serial is `serial` by its stable name, as the README
+/// tells users to (`/dev/disk/by-id/virtio-<serial>`), then runs `body` with `$dev` set.
 fn with_disk(serial: &str, body: &str) -> String {
     format!(
         "#!/bin/sh\n\
          dev=\n\
          for i in $(seq 1 300); do\n\
-           for b in /sys/block/vd*; do\n\
-             [ \"$(cat $b/serial 2>/dev/null)\" = \"{serial}\" ] && dev=/dev/${{b##*/}}\n\
-           done\n\
-           [ -n \"$dev\" ] && break\n\
+           [ -b /dev/disk/by-id/virtio-{serial} ] && dev=$(readlink -f /dev/disk/by-id/virtio-{serial}) && break\n\
            sleep 0.1\n\
          done\n\
          [ -n \"$dev\" ] || {{ echo NODISK; exit 1; }}\n\
@@ -137,11 +135,12 @@ fn with_disk(serial: &str, body: &str) -> String {
 }
 
 /// A guest script printing `DISKS <serials>` (sorted; `DISKS` alone for none) whenever the set
-/// of its persistent disks changes.
+/// of its persistent disks' `/dev/disk/by-id/virtio-<serial>` links changes (made and removed
+/// on hot-plug and unplug, as udev does).
 const WATCH_DISKS: &str = "#!/bin/sh\n\
     last=x\n\
     while :; do\n\
-      now=$(for b in /sys/block/vd*; do [ \"${b##*/}\" = vda ] || echo \"$(cat $b/serial 2>/dev/null)\"; done | sort | tr '\\n' ' ')\n\
+      now=$(for l in /dev/disk/by-id/virtio-*; do [ -b \"$l\" ] && echo \"${l##*/virtio-}\"; done | sort | tr '\\n' ' ')\n\
       if [ \"$now\" != \"$last\" ]; then echo \"DISKS $now\" | sed 's/ *$//'; last=$now; fi\n\
       sleep 0.05\n\
     done\n";

@@ -16,6 +16,7 @@ pub enum FakeCall {
     List,
     Create(Box<DomainSpec>),
     Destroy(String),
+    Shutdown(String),
     Info,
     AttachDisk { domain: String, disk: DomainDisk },
     DetachDisk { domain: String, target: String },
@@ -36,6 +37,10 @@ struct State {
     attach_failure: Option<String>,
     /// Domains whose guest ignores unplug requests.
     uncooperative: BTreeSet<String>,
+    /// Domains whose guest ignores power-off requests.
+    deaf: BTreeSet<String>,
+    /// CPU time of each domain, as the test sets it.
+    cpu_time: BTreeMap<String, u64>,
 }
 
 /// Domains live in a map; `create` validates the spec exactly as the real one does (by
@@ -76,6 +81,8 @@ impl FakeHypervisor {
                 disks: BTreeMap::new(),
                 attach_failure: None,
                 uncooperative: BTreeSet::new(),
+                deaf: BTreeSet::new(),
+                cpu_time: BTreeMap::new(),
             }),
         }
     }
@@ -183,6 +190,34 @@ impl FakeHypervisor {
             .is_some_and(|d| d.remove(target).is_some())
     }
 
+    /// Whether the domain's guest powers off when asked to (the default: at once, its
+    /// domain going away). A guest that does not keeps running until destroyed.
+    pub fn set_guest_powers_off(&self, domain: &str, powers_off: bool) {
+        let mut state = self.state();
+        if powers_off {
+            state.deaf.remove(domain);
+        } else {
+            state.deaf.insert(domain.to_owned());
+        }
+    }
+
+    /// The names passed to every `shutdown` call, oldest first.
+    pub fn shut_down(&self) -> Vec<String> {
+        self.state()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                FakeCall::Shutdown(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sets the CPU time (nanoseconds) the domain has used.
+    pub fn set_cpu_time(&self, domain: &str, nanoseconds: u64) {
+        self.state().cpu_time.insert(domain.to_owned(), nanoseconds);
+    }
+
     /// While set, every `attach_disk` fails with this message.
     pub fn fail_attaches(&self, reason: Option<&str>) {
         self.state().attach_failure = reason.map(str::to_owned);
@@ -279,6 +314,31 @@ impl Hypervisor for FakeHypervisor {
         }
         state.disks.remove(name);
         Ok(state.domains.remove(name).is_some())
+    }
+
+    fn shutdown(&self, name: &str) -> Result<bool, HypervisorError> {
+        let mut state = self.state();
+        state.calls.push(FakeCall::Shutdown(name.to_owned()));
+        if !state.domains.contains_key(name) {
+            return Ok(false);
+        }
+        if !state.deaf.contains(name) {
+            state.disks.remove(name);
+            state.domains.remove(name);
+        }
+        Ok(true)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, HypervisorError> {
+        Ok(self.state().domains.contains_key(name))
+    }
+
+    fn cpu_time(&self, name: &str) -> Result<Option<u64>, HypervisorError> {
+        let state = self.state();
+        Ok(state
+            .domains
+            .contains_key(name)
+            .then(|| state.cpu_time.get(name).copied().unwrap_or(0)))
     }
 
     fn info(&self) -> Result<HypervisorInfo, HypervisorError> {

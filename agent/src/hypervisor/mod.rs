@@ -205,6 +205,17 @@ pub trait Hypervisor: Send + Sync {
     /// `Ok(false)` when no domain of that name was running.
     fn destroy(&self, name: &str) -> Result<bool, HypervisorError>;
 
+    /// Asks the guest to power off (an ACPI power-button press). Success does not mean it
+    /// did: a cooperating guest shuts down and its (transient) domain then goes away, which
+    /// [`Self::exists`] tells. `Ok(false)` when no domain of that name runs.
+    fn shutdown(&self, name: &str) -> Result<bool, HypervisorError>;
+
+    /// Whether a domain of that name exists (a transient domain exists while it runs).
+    fn exists(&self, name: &str) -> Result<bool, HypervisorError>;
+
+    /// CPU time the domain has used so far, in nanoseconds; `None` when no such domain runs.
+    fn cpu_time(&self, name: &str) -> Result<Option<u64>, HypervisorError>;
+
     fn info(&self) -> Result<HypervisorInfo, HypervisorError>;
 
     /// Hot-plugs `disk` into the running domain (live only: domains are transient). Already

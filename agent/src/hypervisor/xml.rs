@@ -267,11 +267,13 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
                             Ok(())
                         })?;
                 }
+                // append: a stopped and started (or rebooted) instance keeps its earlier
+                // output, so the console log only grows while the instance exists.
                 w.create_element("serial")
                     .with_attribute(("type", "file"))
                     .write_inner_content(|w| {
                         w.create_element("source")
-                            .with_attribute(("path", console))
+                            .with_attributes([("path", console), ("append", "on")])
                             .write_empty()?;
                         w.create_element("target")
                             .with_attribute(("port", "0"))
@@ -282,7 +284,7 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
                     .with_attribute(("type", "file"))
                     .write_inner_content(|w| {
                         w.create_element("source")
-                            .with_attribute(("path", console))
+                            .with_attributes([("path", console), ("append", "on")])
                             .write_empty()?;
                         w.create_element("target")
                             .with_attributes([("type", "serial"), ("port", "0")])

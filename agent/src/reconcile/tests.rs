@@ -28,6 +28,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(|r| r)
+}
+
+/// A rig whose reconciler `adjust` sets up further.
+fn rig_with(adjust: impl FnOnce(Reconciler) -> Reconciler) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("src/base.raw");
     std::fs::create_dir_all(base.parent().unwrap()).unwrap();
@@ -72,6 +77,7 @@ fn rig() -> Rig {
         crate::volumes::pool::VolumePool::open(&dir.path().join("state/volumes")).unwrap(),
     ))
     .with_detach_wait(std::time::Duration::from_millis(100));
+    let reconciler = adjust(reconciler);
     Rig {
         _dir: dir,
         hv,
@@ -94,6 +100,7 @@ fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired {
             .map(|&(id, desire)| DesiredInstance {
                 id,
                 desire,
+                generation: 0,
                 vcpus: 1,
                 memory_mib: 128,
                 image: image.clone(),
@@ -271,19 +278,214 @@ fn a_libvirt_failure_fails_the_start_and_removes_the_overlay() {
 }
 
 #[test]
-fn a_domain_that_vanishes_after_running_is_reported_failed_not_restarted() {
+fn a_domain_that_vanishes_after_running_is_reported_stopped_not_restarted() {
     let mut rig = rig();
     let want = desired(&rig.image, &[(2, Desire::Run)]);
     pass(&rig, &want);
     drain(&mut rig);
+    // The guest powers itself off: its transient domain goes away.
     assert!(rig
         .hv
         .remove_domain(&stratus_common::agent::domain_name(CLUSTER, 2)));
     assert!(pass(&rig, &want).is_empty());
     assert_eq!(rig.hv.created().len(), 1, "not restarted");
     let (_, state, reason) = drain(&mut rig).pop().unwrap();
+    assert_eq!(state, ActualState::Stopped);
+    assert!(reason.unwrap().contains("powered off"));
+    assert!(rig.dirs.disk(2).exists(), "its disk is kept");
+    // Nor by an agent restarted in the same host boot.
+    let again = restarted(&rig, mpsc::unbounded_channel().0);
+    let domains = rig.hv.list().unwrap();
+    assert!(again.plan(&want, &domains, again.epoch()).is_empty());
+}
+
+/// A new reconciler over the rig's host (hypervisor, cache, instance directories), as a
+/// restarted agent has.
+fn restarted(rig: &Rig, reports: mpsc::UnboundedSender<ReportEvent>) -> Reconciler {
+    Reconciler::new(
+        rig.hv.clone(),
+        rig.cache.clone(),
+        Network::new(rig.links.clone(), rig.filter.clone(), Default::default()),
+        None,
+        rig.dirs.clone(),
+        DomainType::Qemu,
+        CLUSTER.into(),
+        reports,
+    )
+}
+
+#[test]
+fn a_domain_gone_with_a_host_reboot_is_started_again_on_its_disk() {
+    let mut rig = rig();
+    let want = desired(&rig.image, &[(3, Desire::Run)]);
+    pass(&rig, &want);
+    std::fs::write(rig.dirs.disk(3), b"the guest's data").unwrap();
+    rig.hv
+        .remove_domain(&stratus_common::agent::domain_name(CLUSTER, 3));
+    // The agent of the host's next boot.
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let after_reboot = restarted(&rig, tx).with_host_boot("another-boot");
+    let domains = rig.hv.list().unwrap();
+    let actions = after_reboot.plan(&want, &domains, after_reboot.epoch());
+    assert!(
+        matches!(actions.as_slice(), [Action::Start(_)]),
+        "{actions:?}"
+    );
+    after_reboot.execute(actions[0].clone());
+    assert_eq!(rig.hv.created().len(), 2);
+    assert_eq!(
+        std::fs::read(rig.dirs.disk(3)).unwrap(),
+        b"the guest's data"
+    );
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        if let ReportEvent::Instance(r) = event {
+            last = Some(r.state);
+        }
+    }
+    assert_eq!(last, Some(ActualState::Running));
+    drain(&mut rig);
+}
+
+fn at_generation(mut want: HostDesired, desire: Desire, generation: u64) -> HostDesired {
+    want.instances[0].desire = desire;
+    want.instances[0].generation = generation;
+    want
+}
+
+#[test]
+fn a_stop_powers_the_guest_off_and_keeps_its_disk_and_a_start_boots_it_again() {
+    let mut rig = rig();
+    let want = with_nic(&rig.image, 20);
+    let name = stratus_common::agent::domain_name(CLUSTER, 20);
+    pass(&rig, &want);
+    assert_eq!(rig.links.taps().len(), 1);
+    std::fs::write(rig.dirs.disk(20), b"the guest's data").unwrap();
+    drain(&mut rig);
+
+    let stop = at_generation(want.clone(), Desire::Stop, 0);
+    let actions = pass(&rig, &stop);
+    assert_eq!(actions, vec![Action::Stop(20)]);
+    assert_eq!(rig.hv.shut_down(), vec![name.clone()]);
+    assert!(
+        rig.hv.destroyed().is_empty(),
+        "the guest powered off by itself"
+    );
+    assert!(rig.hv.domains().is_empty());
+    assert!(rig.links.taps().is_empty(), "its tap went with it");
+    assert_eq!(drain(&mut rig), vec![(20, ActualState::Stopped, None)]);
+    assert!(
+        pass(&rig, &stop).is_empty(),
+        "nothing more to do while stopped"
+    );
+    assert_eq!(
+        std::fs::read(rig.dirs.disk(20)).unwrap(),
+        b"the guest's data"
+    );
+
+    let start = at_generation(want, Desire::Run, 1);
+    let actions = pass(&rig, &start);
+    assert!(
+        matches!(actions.as_slice(), [Action::Start(_)]),
+        "{actions:?}"
+    );
+    let created = rig.hv.created();
+    assert_eq!(created.len(), 2);
+    assert_eq!(created[1].disk, rig.dirs.disk(20), "the same disk");
+    assert_eq!(created[1].nics, created[0].nics, "the same tap and MAC");
+    assert_eq!(rig.links.taps().len(), 1);
+    assert_eq!(
+        std::fs::read(rig.dirs.disk(20)).unwrap(),
+        b"the guest's data"
+    );
+    let states: Vec<ActualState> = drain(&mut rig).into_iter().map(|r| r.1).collect();
+    assert_eq!(states, [ActualState::Booting, ActualState::Running]);
+    assert!(pass(&rig, &start).is_empty());
+}
+
+#[test]
+fn a_guest_deaf_to_the_power_off_request_has_its_power_cut_after_the_timeout() {
+    let mut rig = rig_with(|r| r.with_stop_timeout(std::time::Duration::from_millis(300)));
+    let want = desired(&rig.image, &[(21, Desire::Run)]);
+    let name = stratus_common::agent::domain_name(CLUSTER, 21);
+    pass(&rig, &want);
+    rig.hv.set_guest_powers_off(&name, false);
+    drain(&mut rig);
+    let started = std::time::Instant::now();
+    pass(&rig, &at_generation(want, Desire::Stop, 0));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(rig.hv.destroyed(), vec![name]);
+    let (_, state, reason) = drain(&mut rig).pop().unwrap();
+    assert_eq!(state, ActualState::Stopped);
+    assert!(reason.unwrap().contains("power was cut"));
+    assert!(rig.dirs.disk(21).exists());
+}
+
+#[test]
+fn a_reboot_powers_off_and_boots_the_same_disk_once_per_generation() {
+    let mut rig = rig();
+    let want = desired(&rig.image, &[(22, Desire::Run)]);
+    let name = stratus_common::agent::domain_name(CLUSTER, 22);
+    pass(&rig, &want);
+    std::fs::write(rig.dirs.disk(22), b"kept across the reboot").unwrap();
+    drain(&mut rig);
+
+    let reboot = at_generation(want, Desire::Run, 1);
+    let actions = pass(&rig, &reboot);
+    assert!(
+        matches!(actions.as_slice(), [Action::Reboot(_)]),
+        "{actions:?}"
+    );
+    assert_eq!(rig.hv.shut_down(), vec![name]);
+    assert_eq!(rig.hv.created().len(), 2);
+    assert_eq!(
+        std::fs::read(rig.dirs.disk(22)).unwrap(),
+        b"kept across the reboot"
+    );
+    let states: Vec<ActualState> = drain(&mut rig).into_iter().map(|r| r.1).collect();
+    assert_eq!(states, [ActualState::Booting, ActualState::Running]);
+    // Done for this generation: the next passes leave it running.
+    assert!(pass(&rig, &reboot).is_empty());
+    assert_eq!(rig.hv.created().len(), 2);
+}
+
+#[test]
+fn a_disk_unplugged_from_a_stopped_instance_is_released_at_once() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[(24, Desire::Run)]);
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &want);
+    want.instances[0].desire = Desire::Stop;
+    pass(&rig, &want);
+    disk_events(&mut rig);
+    want.instances[0].disks[0].attach = false;
+    pass(&rig, &want);
+    assert_eq!(
+        disk_events(&mut rig),
+        vec![(24, DiskReport::Detached, None)]
+    );
+    assert!(rig.hv.detached().is_empty(), "no guest to ask");
+}
+
+#[test]
+fn a_failed_start_of_a_stopped_instance_keeps_its_disk() {
+    let mut rig = rig();
+    let want = desired(&rig.image, &[(23, Desire::Run)]);
+    pass(&rig, &want);
+    std::fs::write(rig.dirs.disk(23), b"precious").unwrap();
+    pass(&rig, &at_generation(want.clone(), Desire::Stop, 0));
+    drain(&mut rig);
+    rig.hv.fail_creates(Some("no room at the inn"));
+    pass(&rig, &at_generation(want, Desire::Run, 1));
+    let (_, state, reason) = drain(&mut rig).pop().unwrap();
     assert_eq!(state, ActualState::Failed);
-    assert!(reason.unwrap().contains("stopped"));
+    assert!(reason.unwrap().contains("no room at the inn"));
+    assert_eq!(std::fs::read(rig.dirs.disk(23)).unwrap(), b"precious");
+    assert_eq!(
+        rig.cache.refs(&rig.image.disk.sha256),
+        1,
+        "still held by its disk"
+    );
 }
 
 #[test]
@@ -530,6 +732,27 @@ fn a_guest_that_keeps_the_disk_is_never_reported_detached_until_it_lets_go() {
     assert_eq!(rig.hv.detached().len(), 1);
     assert!(rig.hv.release_disk(&domain, "vdb"));
     pass(&rig, &want);
+    assert_eq!(disk_events(&mut rig), vec![(4, DiskReport::Detached, None)]);
+}
+
+#[test]
+fn a_guest_that_missed_the_unplug_request_is_asked_again_later() {
+    let mut rig = rig_with(|r| r.with_detach_retry(std::time::Duration::from_millis(200)));
+    let mut want = desired(&rig.image, &[(4, Desire::Run)]);
+    want.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &want);
+    pass(&rig, &want);
+    disk_events(&mut rig);
+    let domain = stratus_common::agent::domain_name(CLUSTER, 4);
+    rig.hv.set_guest_cooperates(&domain, false);
+    want.instances[0].disks[0].attach = false;
+    pass(&rig, &want);
+    assert_eq!(rig.hv.detached().len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    // This time the guest hears it.
+    rig.hv.set_guest_cooperates(&domain, true);
+    pass(&rig, &want);
+    assert_eq!(rig.hv.detached().len(), 2);
     assert_eq!(disk_events(&mut rig), vec![(4, DiskReport::Detached, None)]);
 }
 

@@ -3,17 +3,21 @@
 //! stopped it, if any, for `main` to print.
 
 pub mod build_metadata;
+pub mod console;
 pub mod copy_config;
+pub mod delete_image;
 pub mod deprecate_metadata;
 pub mod describe;
 pub mod describe_endorsers;
 pub mod describe_images;
 pub mod kill;
 pub mod policy_image;
+pub mod power;
 pub mod register_endorser;
 pub mod run;
 pub mod sign_metadata;
 pub mod upload_metadata;
+pub mod users;
 pub mod volumes;
 
 use std::io::Write;

@@ -2,7 +2,8 @@
 //! (same method, path, headers and body) and its answer passed back. That is every write, so
 //! the leader decides with one clock and one view of host liveness, and every agent and host
 //! route, so heartbeats, long-polls and placement all meet at the leader. Reads stay on the
-//! node that got them (linearizable through ReadIndex), except the cluster view: only the
+//! node that got them (linearizable through ReadIndex), except an instance's console (kept
+//! in memory where the hosts push it: at the leader) and the cluster view: only the
 //! leader knows every member's match index, lag and last contact, so a follower passes it on
 //! while a leader is reachable and answers with what it knows itself when none is (when an
 //! operator needs it most). A request forwarded once is never forwarded again: if leadership
@@ -93,10 +94,12 @@ impl Forwarder {
     }
 }
 
-/// Whether only the leader should serve this request.
+/// Whether only the leader should serve this request. An instance's console is kept where its
+/// host pushes it, which the host routes make the leader.
 fn needs_leader(method: &Method, path: &str) -> bool {
     let read = method == Method::GET || method == Method::HEAD;
-    !read || path == "/api/v1/hosts" || path.starts_with("/api/v1/hosts/")
+    let console = path.starts_with("/api/v1/instances/") && path.ends_with("/console");
+    !read || console || path == "/api/v1/hosts" || path.starts_with("/api/v1/hosts/")
 }
 
 /// Whether the leader answers this request best, but this node may answer it without one.
@@ -266,6 +269,7 @@ mod tests {
         assert!(needs_leader(&Method::GET, "/api/v1/hosts"));
         assert!(needs_leader(&Method::GET, "/api/v1/hosts/node-1/desired"));
         assert!(!needs_leader(&Method::GET, "/api/v1/instances"));
+        assert!(needs_leader(&Method::GET, "/api/v1/instances/3/console"));
         assert!(!needs_leader(&Method::GET, "/api/v1/hostsfoo"));
         assert!(!needs_leader(&Method::GET, "/api/v1/cluster"));
     }

@@ -2,9 +2,12 @@
 //! one of the [`Services`] and its result into JSON; errors are JSON `{code, message}` with the
 //! status their [`Failure`] kind gives.
 
+mod accounts;
 mod cluster;
+mod console;
 mod extract;
 pub mod forward;
+mod power;
 #[cfg(test)]
 mod tests;
 
@@ -96,6 +99,9 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .merge(cluster::routes())
+        .merge(power::routes())
+        .merge(console::routes())
+        .merge(accounts::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             forward::Forwarder::new(services.replica.clone(), services.forwarding_tls.clone()),

@@ -3,8 +3,8 @@
 
 use super::records::{
     ActualState, ApiToken, CertificateGrant, EndorserRecord, HostRecord, ImageRecord, ImageSpec,
-    InstanceType, JoinToken, MemberRecord, NetworkRecord, Quota, ReportedDisk, ReportedExport,
-    UpdateVolume, UserRecord, VerifiedEntry, VolumeRecord, VolumeReport,
+    InstanceType, JoinToken, MemberRecord, NetworkRecord, PowerAction, Quota, ReportedDisk,
+    ReportedExport, UpdateVolume, UserRecord, VerifiedEntry, VolumeRecord, VolumeReport,
 };
 use super::{FormatError, Persist};
 use crate::state::{Command, MemberChange};
@@ -173,6 +173,23 @@ pub enum Entry {
         subject: String,
         user: Option<String>,
     },
+    // After state-machine version 3: the instance life-cycle, accounts, site images.
+    PowerInstance {
+        id: u64,
+        action: PowerAction,
+        at_ms: u64,
+    },
+    DeleteUser {
+        name: String,
+    },
+    UpdateUser {
+        name: String,
+        password_hash: Option<String>,
+        admin: Option<bool>,
+    },
+    DeleteImage {
+        name: String,
+    },
 }
 
 persist_variants!(Entry for Command {
@@ -202,6 +219,10 @@ persist_variants!(Entry for Command {
     CreateApiToken { digest, token },
     RevokeApiToken { id, caller, admin },
     MapCertificateSubject { subject, user },
+    PowerInstance { id, action, at_ms },
+    DeleteUser { name },
+    UpdateUser { name, password_hash, admin },
+    DeleteImage { name },
 });
 
 /// A membership change as a configuration-change entry's context stores it.

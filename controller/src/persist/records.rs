@@ -14,9 +14,10 @@ stored_enum!(DiskFormat for api::DiskFormat { Qcow2, Raw });
 stored_enum!(Compression for api::Compression { None, Gzip, Xz, Zstd });
 stored_enum!(DomainType for api::DomainType { Kvm, Qemu });
 stored_enum!(InstanceState for api::InstanceState {
-    Pending, Booting, Running, Stopping, Done, Failed,
+    Pending, Booting, Running, Stopping, Done, Failed, Stopped, PoweringOff, Starting, Rebooting,
 });
-stored_enum!(ActualState for agent::ActualState { Booting, Running, Failed, Gone });
+stored_enum!(ActualState for agent::ActualState { Booting, Running, Failed, Gone, Stopped });
+stored_enum!(PowerAction for api::PowerAction { Stop, Start, Reboot });
 stored_enum!(VolumeReport for agent::VolumeReport { Ready, Failed, Deleted });
 stored_enum!(DiskReport for agent::DiskReport { Attached, Detached, Failed });
 stored_enum!(VolumeType for vol::VolumeType { DataRw, DataRo });

@@ -128,7 +128,9 @@ impl Before {
                 instances.push(state.next_instance_id.max(1));
                 volumes.extend(disks.iter().map(|(id, _)| id.clone()));
             }
-            Command::KillInstance { id, .. } | Command::ReportInstance { id, .. } => {
+            Command::KillInstance { id, .. }
+            | Command::PowerInstance { id, .. }
+            | Command::ReportInstance { id, .. } => {
                 instances.push(*id);
                 volumes.extend(state.volumes_of_instance(*id));
             }
@@ -174,6 +176,9 @@ impl Before {
             }
             Command::Bootstrap { .. }
             | Command::CreateUser(_)
+            | Command::DeleteUser { .. }
+            | Command::UpdateUser { .. }
+            | Command::DeleteImage { .. }
             | Command::RegisterImage(_)
             | Command::AppendEntry { .. }
             | Command::RegisterEndorser(_)

@@ -1,10 +1,10 @@
 //! Instances in the replicated state: their records and history, the rules of their life
-//! (created Pending on a host with room or Failed with the reason, killed, reported by their
-//! host), the capacity they take, and what each host is asked to run.
+//! (created Pending on a host with room or Failed with the reason, stopped, started, rebooted,
+//! killed, reported by their host), the capacity they take, and what each host is asked to run.
 
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
-use stratus_common::api::InstanceState;
+use stratus_common::api::{InstanceState, PowerAction};
 use stratus_common::network::NicSpec;
 
 use super::{HostRecord, IpamError, NicRecord, Outcome, Rejection, State};
@@ -67,10 +67,22 @@ impl InstanceRecord {
         }
     }
 
+    /// How many starts and reboots were asked of it: the history's Starting and Rebooting
+    /// entries (the history is its record, so this needs no stored field of its own).
+    pub fn generation(&self) -> u64 {
+        self.history
+            .iter()
+            .filter(|t| matches!(t.state, InstanceState::Starting | InstanceState::Rebooting))
+            .count() as u64
+    }
+
     pub(super) fn transition(&mut self, state: InstanceState, at_ms: u64, reason: Option<String>) {
         self.state = state;
-        if state == InstanceState::Failed {
-            self.reason = reason.clone();
+        match state {
+            InstanceState::Failed | InstanceState::Stopped => self.reason = reason.clone(),
+            // Done keeps the reason of the Failed or Stopped it came from.
+            InstanceState::Done => {}
+            _ => self.reason = None,
         }
         self.history.push(Transition {
             state,
@@ -214,6 +226,33 @@ impl State {
             .ok_or(Rejection::UnknownInstance(id))?
     }
 
+    /// Stops, starts or reboots instance `id`; refused (409) in a state the action does not
+    /// apply to, and a repeated stop of an instance already powering off changes nothing.
+    pub(super) fn power_instance(
+        &mut self,
+        id: u64,
+        action: PowerAction,
+        at_ms: u64,
+    ) -> Result<Outcome, Rejection> {
+        use InstanceState as S;
+        self.instances
+            .update(id, |instance| {
+                let next = match (action, instance.state) {
+                    (PowerAction::Stop, S::PoweringOff) => return Ok(Outcome::Unchanged),
+                    (
+                        PowerAction::Stop,
+                        S::Pending | S::Booting | S::Starting | S::Rebooting | S::Running,
+                    ) => S::PoweringOff,
+                    (PowerAction::Start, S::Stopped) => S::Starting,
+                    (PowerAction::Reboot, S::Running) => S::Rebooting,
+                    (_, state) => return Err(Rejection::WrongState { id, state, action }),
+                };
+                instance.transition(next, at_ms, None);
+                Ok(Outcome::Applied)
+            })
+            .ok_or(Rejection::UnknownInstance(id))?
+    }
+
     pub(super) fn report_instance(
         &mut self,
         host: &str,
@@ -259,9 +298,12 @@ impl State {
             .filter(|i| i.host.as_deref() == Some(host))
             .filter_map(|i| {
                 let desire = match i.state {
-                    InstanceState::Pending | InstanceState::Booting | InstanceState::Running => {
-                        Desire::Run
-                    }
+                    InstanceState::Pending
+                    | InstanceState::Booting
+                    | InstanceState::Running
+                    | InstanceState::Starting
+                    | InstanceState::Rebooting => Desire::Run,
+                    InstanceState::PoweringOff | InstanceState::Stopped => Desire::Stop,
                     InstanceState::Stopping => Desire::Destroy,
                     InstanceState::Failed if !i.host_cleaned => Desire::Destroy,
                     InstanceState::Failed | InstanceState::Done => return None,
@@ -269,6 +311,7 @@ impl State {
                 Some(DesiredInstance {
                     id: i.id,
                     desire,
+                    generation: i.generation(),
                     vcpus: i.vcpus,
                     memory_mib: i.memory_mib,
                     image: i.image_spec.clone(),
@@ -301,14 +344,36 @@ fn instance_reported(
     }
     let next = match (instance.state, actual) {
         (S::Pending, ActualState::Booting) => Some((S::Booting, None)),
-        (S::Pending | S::Booting, ActualState::Running) => Some((S::Running, None)),
+        (S::Pending | S::Booting | S::Starting | S::Rebooting, ActualState::Running) => {
+            Some((S::Running, None))
+        }
         (S::Pending | S::Booting | S::Running, ActualState::Failed) => Some((
             S::Failed,
             Some(reason.unwrap_or_else(|| "failed on host".to_owned())),
         )),
-        (S::Pending | S::Booting | S::Running, ActualState::Gone) => {
-            Some((S::Failed, Some("the host lost the domain".to_owned())))
-        }
+        // A failed start (or the start half of a reboot) keeps everything: the instance is
+        // Stopped, with the reason, and can be started again.
+        (S::Starting | S::Rebooting, ActualState::Failed) => Some((
+            S::Stopped,
+            Some(format!(
+                "the start failed: {}",
+                reason.unwrap_or_else(|| "failed on host".to_owned())
+            )),
+        )),
+        (
+            S::Pending | S::Booting | S::Running | S::Starting | S::Rebooting | S::PoweringOff,
+            ActualState::Stopped,
+        ) => Some((S::Stopped, reason)),
+        (
+            S::Pending
+            | S::Booting
+            | S::Running
+            | S::Starting
+            | S::Rebooting
+            | S::PoweringOff
+            | S::Stopped,
+            ActualState::Gone,
+        ) => Some((S::Failed, Some("the host lost the domain".to_owned()))),
         (S::Stopping, ActualState::Gone) => Some((S::Done, None)),
         (S::Failed, ActualState::Gone) if !instance.host_cleaned => {
             instance.host_cleaned = true;

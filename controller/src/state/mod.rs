@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod keys;
 pub mod members;
 pub mod trust;
+mod users;
 mod views;
 pub mod volumes;
 
@@ -27,6 +28,7 @@ pub use instances::{InstanceRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
 pub use keys::{Keyed, Keys};
 pub use members::{MemberChange, MemberRecord};
+pub use stratus_common::api::PowerAction;
 pub use trust::{ApiToken, CertificateGrant, JoinToken, Trust, TrustError};
 pub use views::{
     endorser_view, entry_view, host_view, image_view, instance_view, network_view, volume_view,
@@ -160,6 +162,20 @@ pub enum Command {
         first_member: Option<MemberRecord>,
     },
     CreateUser(UserRecord),
+    /// Remove an account (an administrator asked; see `state/users.rs` for when it may go).
+    DeleteUser {
+        name: String,
+    },
+    /// Change an account's password (its argon2 hash, made before proposing) or admin flag.
+    UpdateUser {
+        name: String,
+        password_hash: Option<String>,
+        admin: Option<bool>,
+    },
+    /// Remove a site image (instances made from it keep what they resolved).
+    DeleteImage {
+        name: String,
+    },
     RegisterHost(HostRecord),
     RegisterImage(ImageRecord),
     /// A Marketplace entry whose signature and dates were verified before proposing.
@@ -209,6 +225,12 @@ pub enum Command {
     },
     KillInstance {
         id: u64,
+        at_ms: u64,
+    },
+    /// Stop, start or reboot an instance (see [`PowerAction`]).
+    PowerInstance {
+        id: u64,
+        action: PowerAction,
         at_ms: u64,
     },
     /// What a host's agent reports of one of its instances.
@@ -332,6 +354,18 @@ pub enum Rejection {
     UserExists(String),
     #[error("image {0} already exists")]
     ImageExists(String),
+    #[error("site image {0} not found")]
+    UnknownImage(String),
+    #[error("user {0} not found")]
+    UnknownUser(String),
+    #[error("user {0} is the last administrator")]
+    LastAdmin(String),
+    #[error("user {name} still owns {instances} instance(s) and {volumes} volume(s): kill and delete them first")]
+    UserOwns {
+        name: String,
+        instances: usize,
+        volumes: usize,
+    },
     #[error("endorser certificate {0} is already registered")]
     EndorserExists(String),
     #[error(transparent)]
@@ -350,6 +384,12 @@ pub enum Rejection {
     },
     #[error("instance {0} is already Done")]
     AlreadyDone(u64),
+    #[error("instance {id} is {state}: only {} can be {}", action.accepted_from(), past(*action))]
+    WrongState {
+        id: u64,
+        state: stratus_common::api::InstanceState,
+        action: PowerAction,
+    },
     #[error("image {sha256} is not pinned on host {host}")]
     NotPinned { host: String, sha256: String },
     #[error("instance {id} is not placed on host {host}")]
@@ -413,6 +453,16 @@ impl State {
                 self.users.insert(user.name.clone(), user);
                 Ok(Outcome::Applied)
             }
+            Command::DeleteUser { name } => self.delete_user(&name),
+            Command::UpdateUser {
+                name,
+                password_hash,
+                admin,
+            } => self.update_user(&name, password_hash, admin),
+            Command::DeleteImage { name } => match self.images.remove(&name) {
+                Some(_) => Ok(Outcome::Applied),
+                None => Err(Rejection::UnknownImage(name)),
+            },
             Command::RegisterHost(mut host) => {
                 if let Some(known) = self.hosts.get(&host.name) {
                     // A re-registration keeps the original registration time.
@@ -519,6 +569,7 @@ impl State {
                 self.release_finished_volumes(id);
                 outcome
             }
+            Command::PowerInstance { id, action, at_ms } => self.power_instance(id, action, at_ms),
             Command::ReportInstance {
                 host,
                 id,
@@ -640,6 +691,15 @@ impl State {
     }
 }
 
+/// "stopped", "started", "rebooted": for [`Rejection::WrongState`]'s message.
+fn past(action: PowerAction) -> &'static str {
+    match action {
+        PowerAction::Stop => "stopped",
+        PowerAction::Start => "started",
+        PowerAction::Reboot => "rebooted",
+    }
+}
+
 /// The standard instance types, after the StratusLab client's list.
 pub fn standard_types() -> Vec<InstanceType> {
     [
@@ -664,6 +724,8 @@ pub fn standard_types() -> Vec<InstanceType> {
 mod determinism_tests;
 #[cfg(test)]
 mod effects_tests;
+#[cfg(test)]
+mod power_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub(super) fn bootstrapped() -> State {
     s
 }
 
-fn create(s: &mut State, ty: &str, host: Option<&str>) -> Result<Outcome, Rejection> {
+pub(super) fn create(s: &mut State, ty: &str, host: Option<&str>) -> Result<Outcome, Rejection> {
     s.apply(Command::CreateInstance {
         owner: "alice".into(),
         name: None,

@@ -65,6 +65,7 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
                 state: a.state,
             })
             .collect(),
+        cpu_percent: None,
     }
 }
 

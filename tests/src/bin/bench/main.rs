@@ -374,6 +374,7 @@ fn network_bench(rounds: usize) -> anyhow::Result<()> {
     for i in 0..rounds.max(50) {
         let id = 900_000 + i as u64;
         let instance = stratus_common::agent::DesiredInstance {
+            generation: 0,
             id,
             desire: stratus_common::agent::Desire::Run,
             vcpus: 1,

@@ -1,0 +1,1 @@
+"""StratusLab clients for other ecosystems (the Libcloud driver is ``stratuslab.libcloud``)."""

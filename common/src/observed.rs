@@ -1,0 +1,56 @@
+//! What hosts observe of their guests and push to the controller outside the replicated
+//! state: the serial console's output and recent CPU use. `POST /api/v1/hosts/{name}/observed`
+//! (the host's own certificate) carries a [`HostObserved`]; the answer ([`ObservedAnswer`]) asks for console
+//! bytes the controller lacks (after a controller restart or a leader change).
+
+use serde::{Deserialize, Serialize};
+
+/// The most console output a controller keeps per instance, and the most one chunk carries.
+pub const CONSOLE_KEEP_BYTES: u64 = 256 * 1024;
+
+/// `POST /api/v1/hosts/{name}/observed`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostObserved {
+    /// New console output (or, with empty `data`, where each console stands).
+    #[serde(default)]
+    pub consoles: Vec<ConsoleChunk>,
+    /// CPU use of the running guests.
+    #[serde(default)]
+    pub usage: Vec<GuestUsage>,
+}
+
+/// Bytes of an instance's console log from `offset` on (its position in the log, which only
+/// grows while the instance exists).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleChunk {
+    pub instance: u64,
+    pub offset: u64,
+    /// The bytes, base64 (standard alphabet, padded): a console is not always UTF-8.
+    pub data: String,
+}
+
+/// An instance's recent CPU use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestUsage {
+    pub instance: u64,
+    /// Percent of one host CPU over the last measurement interval (up to 100 per vCPU).
+    pub cpu_percent: u32,
+}
+
+/// The controller's answer to a push.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObservedAnswer {
+    /// Consoles to send again from an earlier offset.
+    #[serde(default)]
+    pub resend: Vec<ConsoleResend>,
+}
+
+/// Send instance `instance`'s console again from `from`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConsoleResend {
+    pub instance: u64,
+    pub from: u64,
+}
