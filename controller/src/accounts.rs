@@ -43,17 +43,14 @@ pub struct UpdateUser {
 
 pub struct Accounts {
     replica: Replica,
-    /// Hashes new passwords: one thread, a short queue (administrators' changes are rare; the
-    /// bounded pool keeps argon2's memory bounded, see `users/passwords.rs`).
+    /// Hashes new passwords: the controller's one bounded password pool (see
+    /// `users/passwords.rs`), shared with logins.
     passwords: std::sync::Arc<PasswordPool>,
 }
 
 impl Accounts {
-    pub fn new(replica: Replica) -> Self {
-        Self {
-            replica,
-            passwords: PasswordPool::start(1, 8),
-        }
+    pub fn new(replica: Replica, passwords: std::sync::Arc<PasswordPool>) -> Self {
+        Self { replica, passwords }
     }
 
     pub async fn update(

@@ -8,7 +8,8 @@
 //! message saying so, instead of skipping it and diverging from its peers.
 //!
 //! The payload is what the state-machine version says: version 3 (this build: trust, that is
-//! join tokens, host certificates, API tokens, certificate subjects) and version 2 write the
+//! join tokens, host certificates, API tokens, certificate subjects; the power commands and
+//! Stopped states of the instance life-cycle; account changes) and version 2 write the
 //! stored types of [`crate::persist`] with bincode 2, a version-2 snapshot read through its
 //! frozen form; version 1 wrote the in-memory types as JSON, and values from before framing
 //! are bare JSON. Every older form is still read, so a store written by an older controller

@@ -78,9 +78,10 @@ impl Services {
             hosts.clone(),
         )
         .with_observed(observed.clone());
+        let users = Users::new(replica.clone(), settings.login_failures);
         Self {
-            users: Users::new(replica.clone(), settings.login_failures),
-            accounts: Accounts::new(replica.clone()),
+            accounts: Accounts::new(replica.clone(), users.password_pool()),
+            users,
             cluster: ClusterService::start(replica.clone(), settings.me),
             forwarding_tls: settings.forwarding_tls,
             replica,

@@ -60,12 +60,21 @@ impl Hosts {
             return Err(HostError::NotAHostCertificate);
         };
         let now = now_ms();
-        let in_force = self
-            .replica
-            .read(Consistency::Stale, |s| {
-                s.trust.certificate_in_force(&name, &serial, now)
-            })
-            .await?;
+        // This node's own view first (cheap, and right but for the last milliseconds); a
+        // certificate it does not know in force yet (just issued, or this node just became
+        // leader) is looked up again at the cluster's latest.
+        let mut in_force = false;
+        for consistency in [Consistency::Stale, Consistency::Linearizable] {
+            in_force = self
+                .replica
+                .read(consistency, |s| {
+                    s.trust.certificate_in_force(&name, &serial, now)
+                })
+                .await?;
+            if in_force {
+                break;
+            }
+        }
         if !in_force {
             return Err(HostError::Revoked { host: name, serial });
         }

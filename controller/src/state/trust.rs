@@ -122,6 +122,12 @@ impl Trust {
         certificates || tokens != self.join_tokens.len()
     }
 
+    /// Forgets what a deleted user logged in with: their API tokens and certificate subjects.
+    pub fn forget_user(&mut self, user: &str) {
+        self.api_tokens.retain(|_, t| t.owner != user);
+        self.certificate_subjects.retain(|_, u| u != user);
+    }
+
     pub fn create_api_token(&mut self, digest: String, token: ApiToken) {
         self.api_tokens.insert(digest, token);
     }
@@ -274,5 +280,44 @@ mod tests {
             )
             .is_err());
         assert!(!trust.revoke_host("node-1"));
+    }
+
+    #[test]
+    fn a_deleted_user_leaves_no_token_or_certificate_subject_behind() {
+        use crate::state::{Command, State, UserRecord};
+        let mut state = State::default();
+        state
+            .apply(Command::CreateUser(UserRecord {
+                name: "alice".into(),
+                password_hash: "x".into(),
+                admin: false,
+                created_ms: 0,
+            }))
+            .unwrap();
+        state
+            .apply(Command::CreateApiToken {
+                digest: "d".into(),
+                token: ApiToken {
+                    id: "t".into(),
+                    owner: "alice".into(),
+                    name: "ci".into(),
+                    created_ms: 0,
+                    expires_ms: None,
+                },
+            })
+            .unwrap();
+        state
+            .apply(Command::MapCertificateSubject {
+                subject: "CN=Alice".into(),
+                user: Some("alice".into()),
+            })
+            .unwrap();
+        state
+            .apply(Command::DeleteUser {
+                name: "alice".into(),
+            })
+            .unwrap();
+        assert!(state.trust.api_tokens.is_empty());
+        assert!(state.trust.certificate_subjects.is_empty());
     }
 }

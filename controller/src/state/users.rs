@@ -30,6 +30,7 @@ impl State {
             });
         }
         self.users.remove(name);
+        self.trust.forget_user(name);
         Ok(Outcome::Applied)
     }
 

@@ -111,6 +111,11 @@ fn digest(s: &str) -> [u8; 32] {
 }
 
 impl Users {
+    /// The pool passwords are hashed and checked on, for whoever else hashes passwords.
+    pub fn password_pool(&self) -> Arc<PasswordPool> {
+        self.passwords.clone()
+    }
+
     pub fn new(replica: Replica, limits: FailureLimits) -> Self {
         Self {
             replica,

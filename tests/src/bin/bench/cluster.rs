@@ -135,11 +135,8 @@ fn placements(cluster: &TestCluster, leader: u64) -> anyhow::Result<()> {
             .json(&json!({"name": name, "vcpus": 64, "memory_mib": 262144,
                 "disk_gib": 1000, "domain_type": "qemu", "arch": "x86_64", "hypervisor": "bench"}))
             .send()?;
-        anyhow::ensure!(
-            answer.status().is_success(),
-            "host {h}: {}",
-            answer.status()
-        );
+        let status = answer.status();
+        anyhow::ensure!(status.is_success(), "host {h}: {status} {}", answer.text()?);
     }
     cluster.register_appliance(leader, "appliance")?;
     let mut one = Vec::new();
