@@ -12,7 +12,7 @@ CLI_NAMES := run-instance describe-instance kill-instance stop-instance start-in
 	copy-config build-metadata sign-metadata \
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
 	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
-	delete-image create-user describe-users update-user delete-user
+	delete-image create-user describe-users update-user delete-user create-join-token revoke-host
 
 .PHONY: deps check-tools build release appliance demo stop test unit e2e libcloud bench install packages fmt clippy
 

@@ -130,7 +130,8 @@ EOF
     for name in run-instance describe-instance kill-instance stop-instance start-instance \
         reboot-instance console-instance copy-config \
         create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
-        describe-images delete-image create-user describe-users update-user delete-user; do
+        describe-images delete-image create-user describe-users update-user delete-user \
+        create-join-token revoke-host; do
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"
     done
     # The appliance where the qemu user can read it, whatever the checkout's permissions.

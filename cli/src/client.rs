@@ -436,6 +436,31 @@ impl Client {
     }
 
     /// `DELETE /images/{name}`: remove a site image (administrators).
+    /// `POST /hosts/{name}/join-tokens` (administrators): a one-time token the host enrols
+    /// with, valid `ttl` seconds (the cloud's default without it).
+    pub fn create_join_token(
+        &self,
+        host: &str,
+        ttl: Option<u64>,
+    ) -> Result<stratus_common::agent::JoinTokenCreated, ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/hosts/{}/join-tokens", path_name(host)?));
+        let body = stratus_common::agent::CreateJoinToken { ttl_secs: ttl };
+        self.call(self.http.post(url).json(&body), None)
+    }
+
+    /// `DELETE /hosts/{name}/certificate` (administrators): every certificate of the host out
+    /// of force.
+    pub fn revoke_host(&self, host: &str) -> Result<(), ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("/hosts/{}/certificate", path_name(host)?));
+        self.send(self.http.delete(url), None).map(drop)
+    }
+
     pub fn delete_image(&self, name: &str) -> Result<(), ClientError> {
         let url = self
             .endpoints

@@ -31,6 +31,8 @@ use commands::deprecate_metadata::DeprecateMetadataArgs;
 use commands::describe::DescribeArgs;
 use commands::describe_endorsers::DescribeEndorsersArgs;
 use commands::describe_images::DescribeImagesArgs;
+use commands::hosts::join_token::CreateJoinTokenArgs;
+use commands::hosts::revoke::RevokeHostArgs;
 use commands::kill::KillArgs;
 use commands::policy_image::PolicyImageArgs;
 use commands::power::PowerArgs;
@@ -124,6 +126,10 @@ enum Command {
     UpdateUser(UpdateUserArgs),
     /// Remove accounts (administrators)
     DeleteUser(DeleteUserArgs),
+    /// Make a one-time token a new hypervisor host enrols with (administrators)
+    CreateJoinToken(CreateJoinTokenArgs),
+    /// Take every certificate of hosts out of force (administrators)
+    RevokeHost(RevokeHostArgs),
 }
 
 fn dispatch(
@@ -166,6 +172,8 @@ fn dispatch(
         Command::DescribeUsers(args) => commands::users::describe::run(ctx, args, out),
         Command::UpdateUser(args) => commands::users::update::run(ctx, args, out),
         Command::DeleteUser(args) => commands::users::delete::run(ctx, args, out, err),
+        Command::CreateJoinToken(args) => commands::hosts::join_token::run(ctx, args, out),
+        Command::RevokeHost(args) => commands::hosts::revoke::run(ctx, args, out, err),
     }
 }
 

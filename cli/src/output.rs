@@ -294,6 +294,21 @@ pub fn render_deleted(id: &str) -> String {
     format!("DELETED {}\n", one_line(id))
 }
 
+/// `create-join-token`: the token (shown this once) and until when it may be used.
+pub fn render_join_token(token: &stratus_common::agent::JoinTokenCreated) -> String {
+    format!(
+        "JOIN-TOKEN {} for host {} (until {})\n",
+        one_line(&token.token),
+        one_line(&token.host),
+        one_line(&token.expires)
+    )
+}
+
+/// `revoke-host`: a host whose certificates are out of force.
+pub fn render_revoked(host: &str) -> String {
+    format!("REVOKED host {}\n", one_line(host))
+}
+
 /// `create-user`: the account made, and the generated password if there is one (shown once).
 pub fn render_user_created(user: &User, generated: Option<&str>) -> String {
     let mut text = format!("USER {}{}\n", one_line(&user.name), admin_mark(user));

@@ -202,6 +202,40 @@ fn a_host_acts_only_for_itself_and_only_with_a_certificate_in_force() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(desired(&cloud, &c.client, "host-c").0, 200);
 
+    // The administrator's commands: a join token for a new host, and revoking it.
+    let out = cloud.stratus("admin", &["create-join-token", "host-e", "--ttl", "600"]);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = printed
+        .strip_prefix("JOIN-TOKEN ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(printed.contains(" for host host-e (until "), "{printed}");
+    let e = hosts::enrol(&cloud.base(), &ca, "host-e", token).unwrap();
+    assert_eq!(register(&cloud, &e.client, "host-e").0, 200);
+    let out = cloud.stratus("admin", &["revoke-host", "host-e"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "REVOKED host host-e\n"
+    );
+    assert_refused(
+        desired(&cloud, &e.client, "host-e"),
+        401,
+        "certificate_revoked",
+        "host-e",
+    );
+    let out = cloud.stratus("mallory", &["create-join-token", "host-f"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only an administrator may make join tokens"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A certificate of another CA does not even get through the TLS handshake.
     let other = cloud.dir.join("other-ca");
     let (other_ca, _) = stratus_controller::pki::SiteCa::load_or_create(
