@@ -558,6 +558,7 @@ pub(crate) mod tests {
             ip: None,
             disks: Vec::new(),
             cpu_percent: None,
+            changes: Vec::new(),
         }
     }
 
@@ -1052,6 +1053,7 @@ c1.xlarge       4 CPU   2048 MiB     20 GiB
             serial: id.chars().take(20).collect(),
             users: 0,
             attachments: Vec::new(),
+            changes: Vec::new(),
         }
     }
 

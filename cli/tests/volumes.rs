@@ -41,6 +41,7 @@ fn volume(id: &str) -> Volume {
         serial: id.chars().take(20).collect(),
         users: 0,
         attachments: Vec::new(),
+        changes: Vec::new(),
     }
 }
 

@@ -220,6 +220,19 @@ pub enum ActualState {
     Stopped,
 }
 
+impl ActualState {
+    /// The name the protocol uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Booting => "booting",
+            Self::Running => "running",
+            Self::Failed => "failed",
+            Self::Gone => "gone",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// One instance's actual state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportedInstance {
@@ -272,6 +285,17 @@ pub enum VolumeReport {
     Deleted,
 }
 
+impl VolumeReport {
+    /// The name the protocol uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
 /// An export listening for its attachment's host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportedExport {
@@ -299,6 +323,17 @@ pub enum DiskReport {
     Detached,
     /// Plugging it in failed (see `reason`); the guest does not have it.
     Failed,
+}
+
+impl DiskReport {
+    /// The name the protocol uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attached => "attached",
+            Self::Detached => "detached",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// The libvirt domain name of an instance: unique per cluster and per host, made only of

@@ -190,6 +190,19 @@ pub struct Instance {
     /// answering has no recent measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<u32>,
+    /// Who changed it and how (the audit trail), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+}
+
+/// A change made to an object: when, by whom (a user, `user (token NAME)`,
+/// `user (certificate)`, or `host NAME`) and what.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Change {
+    /// RFC 3339.
+    pub at: String,
+    pub by: String,
+    pub action: String,
 }
 
 /// A user account as the API shows it (`GET /api/v1/users`, administrators).
@@ -355,6 +368,9 @@ pub struct Host {
     /// GiB of volumes it stores.
     #[serde(default)]
     pub volume_pool_used_gib: u64,
+    /// Who changed it and how (the audit trail), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
 }
 
 /// `POST /api/v1/hosts/{name}/images` (admin): fetch an image onto a host ahead of time.

@@ -163,6 +163,9 @@ pub struct Volume {
     /// How many instances use it.
     pub users: usize,
     pub attachments: Vec<VolumeAttachment>,
+    /// Who changed it and how (the audit trail), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<crate::api::Change>,
 }
 
 /// `POST /api/v1/instances/{id}/volumes`: hot-plug a volume into a running instance.

@@ -71,11 +71,11 @@ impl Accounts {
             None => None,
         };
         self.replica
-            .propose(Command::UpdateUser {
+            .propose(caller.by(Command::UpdateUser {
                 name: name.to_owned(),
                 password_hash,
                 admin: update.admin,
-            })
+            }))
             .await??;
         tracing::info!(user = %name, by = %caller.name, admin = ?update.admin, "user changed");
         let admin = self
@@ -95,9 +95,9 @@ impl Accounts {
             return Err(InputError::new("name", "you cannot remove your own account").into());
         }
         self.replica
-            .propose(Command::DeleteUser {
+            .propose(caller.by(Command::DeleteUser {
                 name: name.to_owned(),
-            })
+            }))
             .await??;
         tracing::info!(user = %name, by = %caller.name, "user removed");
         Ok(())

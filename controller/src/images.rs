@@ -162,7 +162,7 @@ impl Images {
             entry: Box::new(verified),
             uploaded_ms: now,
         };
-        let Outcome::EntryAppended(seq) = self.replica.propose(command).await?? else {
+        let Outcome::EntryAppended(seq) = self.replica.propose(caller.by(command)).await?? else {
             return Err(ImageError::Vanished("the entry"));
         };
         tracing::info!(%identifier, endorser = %email, seq, by = %caller.name, "marketplace entry uploaded");
@@ -251,7 +251,7 @@ impl Images {
         };
         let sha = record.cert_sha256.clone();
         self.replica
-            .propose(Command::RegisterEndorser(record))
+            .propose(caller.by(Command::RegisterEndorser(record)))
             .await??;
         self.replica
             .read(Consistency::Stale, |s| {
@@ -276,9 +276,9 @@ impl Images {
     pub async fn delete(&self, caller: &Caller, name: &str) -> Result<(), ImageError> {
         caller.require_admin("remove site images")?;
         self.replica
-            .propose(Command::DeleteImage {
+            .propose(caller.by(Command::DeleteImage {
                 name: name.to_owned(),
-            })
+            }))
             .await??;
         tracing::info!(image = %name, by = %caller.name, "site image removed");
         Ok(())
@@ -312,7 +312,7 @@ impl Images {
             created_ms: now_ms(),
         };
         self.replica
-            .propose(Command::RegisterImage(record))
+            .propose(caller.by(Command::RegisterImage(record)))
             .await??;
         self.replica
             .read(Consistency::Stale, |s| {

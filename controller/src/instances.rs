@@ -191,7 +191,7 @@ impl Instances {
                 volumes: volumes.clone(),
                 idempotency_key: idempotency_key.clone(),
             };
-            match self.replica.propose(command).await? {
+            match self.replica.propose(caller.by(command)).await? {
                 Ok(Outcome::InstanceCreated(id)) => {
                     tracing::info!(instance = id, owner = %caller.name, "instance created");
                     return self
@@ -238,10 +238,10 @@ impl Instances {
     pub async fn kill(&self, caller: &Caller, id: u64) -> Result<Instance, InstanceError> {
         self.get(caller, id).await?;
         self.replica
-            .propose(Command::KillInstance {
+            .propose(caller.by(Command::KillInstance {
                 id,
                 at_ms: now_ms(),
-            })
+            }))
             .await??;
         tracing::info!(instance = id, by = %caller.name, "instance kill asked");
         self.get(caller, id).await
@@ -256,11 +256,11 @@ impl Instances {
     ) -> Result<Instance, InstanceError> {
         self.get(caller, id).await?;
         self.replica
-            .propose(Command::PowerInstance {
+            .propose(caller.by(Command::PowerInstance {
                 id,
                 action,
                 at_ms: now_ms(),
-            })
+            }))
             .await??;
         tracing::info!(instance = id, by = %caller.name, %action, "instance power change asked");
         self.get(caller, id).await

@@ -78,7 +78,7 @@ impl Networks {
         let name = record.name.clone();
         match self
             .replica
-            .propose(Command::DefineNetwork(record))
+            .propose(caller.by(Command::DefineNetwork(record)))
             .await??
         {
             Outcome::Applied => {

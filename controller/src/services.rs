@@ -115,6 +115,7 @@ pub(crate) mod tests {
             name: "admin".into(),
             admin: true,
             seen: 0,
+            via: Default::default(),
         }
     }
 
@@ -123,6 +124,7 @@ pub(crate) mod tests {
             name: "alice".into(),
             admin: false,
             seen: 0,
+            via: Default::default(),
         }
     }
 
@@ -431,6 +433,7 @@ pub(crate) mod tests {
             name: "bob".into(),
             admin: false,
             seen: 0,
+            via: Default::default(),
         };
         let theirs = cloud
             .instances

@@ -163,11 +163,11 @@ impl Volumes {
         };
         let outcome = self
             .replica
-            .propose(Command::CreateVolume {
+            .propose(caller.by(Command::CreateVolume {
                 record: Box::new(record),
                 quota: self.settings.quota,
                 idempotency_key,
-            })
+            }))
             .await??;
         // The volume made: this one, or the one a concurrent retry with the same key made.
         let id = match outcome {
@@ -202,7 +202,7 @@ impl Volumes {
             .volumes
             .get(id)
             .filter(|v| v.visible_to(&caller.name, caller.admin))
-            .map(|v| volume_view(v, now, self.stuck_after_ms()))
+            .map(|v| volume_view(state, v, now, self.stuck_after_ms()))
     }
 
     /// The caller's volumes and everyone's public ones (an administrator sees all).
@@ -219,7 +219,7 @@ impl Volumes {
                 volumes.sort_by_key(|v| (v.created_ms, v.id.clone()));
                 volumes
                     .into_iter()
-                    .map(|v| volume_view(v, now, self.stuck_after_ms()))
+                    .map(|v| volume_view(s, v, now, self.stuck_after_ms()))
                     .collect()
             })
             .await?)
@@ -245,12 +245,12 @@ impl Volumes {
             validate_tag(tag).map_err(|e| InputError::named("tag", e.to_string()))?;
         }
         self.replica
-            .propose(Command::UpdateVolume {
+            .propose(caller.by(Command::UpdateVolume {
                 id: id.to_owned(),
                 caller: caller.name.clone(),
                 admin: caller.admin,
                 update,
-            })
+            }))
             .await??;
         self.get(caller, id).await
     }
@@ -259,11 +259,11 @@ impl Volumes {
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<(), VolumeActionError> {
         check_uuid("id", id)?;
         self.replica
-            .propose(Command::DeleteVolume {
+            .propose(caller.by(Command::DeleteVolume {
                 id: id.to_owned(),
                 caller: caller.name.clone(),
                 admin: caller.admin,
-            })
+            }))
             .await??;
         tracing::info!(volume = %id, by = %caller.name, "volume deletion asked");
         Ok(())
@@ -294,14 +294,14 @@ impl Volumes {
         check_uuid("volume", volume)?;
         self.require_instance(caller, instance).await?;
         self.replica
-            .propose(Command::AttachVolume {
+            .propose(caller.by(Command::AttachVolume {
                 volume: volume.to_owned(),
                 instance,
                 caller: caller.name.clone(),
                 admin: caller.admin,
                 export: export_name(),
                 at_ms: now_ms(),
-            })
+            }))
             .await??;
         tracing::info!(%volume, instance, by = %caller.name, "volume attach asked");
         self.get(caller, volume).await
@@ -318,7 +318,7 @@ impl Volumes {
         check_uuid("volume", volume)?;
         self.require_instance(caller, instance).await?;
         self.replica
-            .propose(Command::DetachVolume {
+            .propose(caller.by(Command::DetachVolume {
                 volume: volume.to_owned(),
                 instance,
                 caller: caller.name.clone(),
@@ -326,7 +326,7 @@ impl Volumes {
                 force,
                 stuck_after_ms: self.stuck_after_ms(),
                 at_ms: now_ms(),
-            })
+            }))
             .await??;
         if force {
             tracing::warn!(%volume, instance, by = %caller.name, "stuck attachment forced off");

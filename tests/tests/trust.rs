@@ -110,6 +110,26 @@ fn a_host_acts_only_for_itself_and_only_with_a_certificate_in_force() {
     let after = host_view(&cloud, "host-b");
     assert_eq!(after["unknown_domains"], before["unknown_domains"]);
     assert_eq!(after["vcpus"], 4);
+    // Its trail: the administrator's join token, its enrolment and registration, by itself.
+    let trail: Vec<(String, String)> = after["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["by"].as_str().unwrap().to_owned(),
+                c["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(trail[0], ("admin".to_owned(), "join token".to_owned()));
+    assert_eq!(trail[1].0, "host host-b");
+    assert!(
+        trail[1].1.starts_with("enrolled: certificate "),
+        "{trail:?}"
+    );
+    assert_eq!(trail[2], ("host host-b".to_owned(), "register".to_owned()));
+    assert_eq!(trail.len(), 3, "{trail:?}");
     // For itself, it may.
     let (status, own) = desired(&cloud, &a.client, "host-a");
     assert_eq!(status, 200, "{own}");
@@ -295,6 +315,24 @@ fn users_log_in_with_a_mapped_certificate_or_a_token_and_a_revoked_token_fails()
     let token = made["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("stratus-api_"), "{token}");
     assert_eq!(bearer(&token, "/instances").0, 200);
+    // What it does is recorded as done with it (no host here: the instance is made Failed).
+    cloud.register_appliance("appliance").unwrap();
+    let (status, vm) = answer(
+        hosts::client(&ca, None)
+            .unwrap()
+            .post(cloud.url("/instances"))
+            .bearer_auth(&token)
+            .json(&json!({"image": "appliance"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 201, "{vm}");
+    let (_, vm) = cloud
+        .get("alice", &format!("/instances/{}", vm["id"]))
+        .unwrap();
+    assert_eq!(vm["owner"], "alice");
+    assert_eq!(vm["changes"][0]["by"], "alice (token ci)", "{vm}");
+    assert_eq!(vm["changes"][0]["action"], "create", "{vm}");
     let (status, listed) = bearer(&token, "/tokens");
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed.as_array().unwrap().len(), 1);

@@ -32,7 +32,21 @@ pub struct HostIdentity {
     pub serial: String,
 }
 
+/// `command`, as asked for by host `host` now (recorded in the audit log of what it changes).
+pub fn by_host(host: &str, command: Command) -> Command {
+    Command::By {
+        actor: format!("host {host}"),
+        at_ms: now_ms(),
+        command: Box::new(command),
+    }
+}
+
 impl HostIdentity {
+    /// `command`, as asked for by this host now.
+    pub fn by(&self, command: Command) -> Command {
+        by_host(&self.name, command)
+    }
+
     /// Fails unless this identity is `host`'s: a host acts only for itself.
     pub fn require(&self, host: &str) -> Result<(), HostError> {
         if self.name == host {
@@ -104,7 +118,7 @@ impl Hosts {
         let created_ms = now_ms();
         let expires_ms = created_ms + ttl.as_millis() as u64;
         self.replica
-            .propose(Command::CreateJoinToken {
+            .propose(caller.by(Command::CreateJoinToken {
                 digest: secret_digest(&token),
                 token: JoinToken {
                     host: host.to_owned(),
@@ -112,7 +126,7 @@ impl Hosts {
                     expires_ms,
                     by: caller.name.clone(),
                 },
-            })
+            }))
             .await??;
         tracing::info!(host, by = %caller.name, "join token made");
         Ok(JoinTokenCreated {
@@ -147,13 +161,16 @@ impl Hosts {
         let renewal = matches!(grant, CertificateGrant::Renewal(_));
         // The certificate counts only once this is applied: refused, it was never in force.
         self.replica
-            .propose(Command::IssueHostCertificate {
-                host: host.to_owned(),
-                serial: issued.serial.clone(),
-                not_after_ms: issued.not_after_ms,
-                grant,
-                at_ms: now_ms(),
-            })
+            .propose(by_host(
+                host,
+                Command::IssueHostCertificate {
+                    host: host.to_owned(),
+                    serial: issued.serial.clone(),
+                    not_after_ms: issued.not_after_ms,
+                    grant,
+                    at_ms: now_ms(),
+                },
+            ))
             .await??;
         tracing::info!(host, serial = %issued.serial, renewal, "host certificate issued");
         Ok(HostCertificate {
@@ -169,9 +186,9 @@ impl Hosts {
     pub async fn revoke(&self, caller: &Caller, host: &str) -> Result<(), HostError> {
         caller.require_admin("revoke hosts")?;
         self.replica
-            .propose(Command::RevokeHost {
+            .propose(caller.by(Command::RevokeHost {
                 host: host.to_owned(),
-            })
+            }))
             .await??;
         tracing::info!(host, by = %caller.name, "host certificates revoked");
         Ok(())

@@ -155,7 +155,7 @@ impl Hosts {
             volume_pool_gib: request.volume_pool_gib,
         };
         self.replica
-            .propose(Command::RegisterHost(record))
+            .propose(identity.by(Command::RegisterHost(record)))
             .await??;
         self.liveness.touch(&request.name, None, None);
         tracing::info!(host = %request.name, "host registered");
@@ -219,7 +219,7 @@ impl Hosts {
                 reason: item.reason,
                 at_ms: now_ms(),
             };
-            match self.replica.propose(command).await? {
+            match self.replica.propose(identity.by(command)).await? {
                 Ok(_) => {}
                 Err(r @ (Rejection::UnknownInstance(_) | Rejection::WrongHost { .. })) => {
                     tracing::warn!(host, error = %r, "report about an instance the host does not hold");
@@ -250,7 +250,7 @@ impl Hosts {
             });
         }
         for command in commands {
-            match self.replica.propose(command).await? {
+            match self.replica.propose(identity.by(command)).await? {
                 Ok(_) => {}
                 Err(r @ Rejection::Volume(_)) => {
                     tracing::warn!(host, error = %r, "volume report not applied");
@@ -313,10 +313,10 @@ impl Hosts {
             .resolve(Consistency::Linearizable, image)
             .await?;
         self.replica
-            .propose(Command::Precache {
+            .propose(caller.by(Command::Precache {
                 host: host.to_owned(),
                 spec,
-            })
+            }))
             .await??;
         self.get(host).await
     }
@@ -333,7 +333,7 @@ impl Hosts {
             host: host.to_owned(),
             sha256: sha256.to_owned(),
         };
-        self.replica.propose(command).await??;
+        self.replica.propose(caller.by(command)).await??;
         self.get(host).await
     }
 }

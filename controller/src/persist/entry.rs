@@ -58,7 +58,7 @@ pub enum Entry {
     RegisterHost(HostRecord),
     RegisterImage(ImageRecord),
     AppendEntry {
-        entry: VerifiedEntry,
+        entry: Box<VerifiedEntry>,
         uploaded_ms: u64,
     },
     RegisterEndorser(EndorserRecord),
@@ -98,7 +98,7 @@ pub enum Entry {
         at_ms: u64,
     },
     CreateVolume {
-        record: VolumeRecord,
+        record: Box<VolumeRecord>,
         quota: Quota,
         idempotency_key: Option<String>,
     },
@@ -190,6 +190,11 @@ pub enum Entry {
     DeleteImage {
         name: String,
     },
+    By {
+        actor: String,
+        at_ms: u64,
+        command: Box<Entry>,
+    },
 }
 
 persist_variants!(Entry for Command {
@@ -223,6 +228,7 @@ persist_variants!(Entry for Command {
     DeleteUser { name },
     UpdateUser { name, password_hash, admin },
     DeleteImage { name },
+    By { actor, at_ms, command },
 });
 
 /// A membership change as a configuration-change entry's context stores it.

@@ -106,13 +106,15 @@ impl<T: Persist> Persist for Vec<T> {
     }
 }
 
+/// Boxed in memory, boxed stored (bincode writes a box as what it holds: the bytes are the
+/// same as unboxed, and a stored type may hold itself).
 impl<T: Persist> Persist for Box<T> {
-    type Stored = T::Stored;
+    type Stored = Box<T::Stored>;
     fn store(&self) -> Self::Stored {
-        (**self).store()
+        Box::new((**self).store())
     }
     fn load(stored: Self::Stored) -> Result<Self, FormatError> {
-        T::load(stored).map(Box::new)
+        T::load(*stored).map(Box::new)
     }
 }
 

@@ -258,6 +258,16 @@ stored_struct!(VolumeRecord for state::VolumeRecord {
 
 stored_struct!(Quota for state::Quota { max_volumes: u32, max_gib: u64 });
 
+stored_struct!(Change for state::audit::Change {
+    at_ms: u64,
+    by: String,
+    action: String,
+});
+
+stored_struct!(AuditLog for state::audit::AuditLog {
+    objects: BTreeMap<String, Vec<Change>>,
+});
+
 stored_struct!(JoinToken for state::trust::JoinToken {
     host: String,
     created_ms: u64,

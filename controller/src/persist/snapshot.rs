@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::records::{
-    EndorserRecord, HostRecord, ImageRecord, ImageSpec, InstanceRecord, InstanceType, Ipam, Keys,
-    MemberRecord, StoredEntry, Trust, UserRecord, VolumeRecord,
+    AuditLog, EndorserRecord, HostRecord, ImageRecord, ImageSpec, InstanceRecord, InstanceType,
+    Ipam, Keys, MemberRecord, StoredEntry, Trust, UserRecord, VolumeRecord,
 };
 use super::stored_struct;
 use crate::state::State;
@@ -30,6 +30,7 @@ stored_struct!(
         volume_keys: Keys<String>,
         // State-machine version 3.
         trust: Trust,
+        audit: AuditLog,
     }
     older { 2 => SnapshotV2 }
 );
@@ -80,6 +81,9 @@ impl From<SnapshotV2> for Snapshot {
                 host_certificates: BTreeMap::new(),
                 api_tokens: BTreeMap::new(),
                 certificate_subjects: BTreeMap::new(),
+            },
+            audit: AuditLog {
+                objects: BTreeMap::new(),
             },
         }
     }

@@ -327,11 +327,19 @@ fn trust_commands() -> Vec<Command> {
             caller: "alice".into(),
             admin: false,
         },
-        Command::MapCertificateSubject {
-            subject: "CN=Alice,O=Example".into(),
-            user: Some("alice".into()),
+        Command::By {
+            actor: "admin (certificate)".into(),
+            at_ms: 26,
+            command: Box::new(Command::MapCertificateSubject {
+                subject: "CN=Alice,O=Example".into(),
+                user: Some("alice".into()),
+            }),
         },
-        Command::RevokeHost { host: "h2".into() },
+        Command::By {
+            actor: "admin (token ops)".into(),
+            at_ms: 27,
+            command: Box::new(Command::RevokeHost { host: "h2".into() }),
+        },
     ]
 }
 
@@ -423,6 +431,8 @@ fn a_state_with_every_kind_of_record_comes_back_as_it_went() {
     assert_eq!(s.trust.host_certificates["h1"].len(), 2);
     assert_eq!(s.trust.api_tokens.len(), 1);
     assert_eq!(s.trust.certificate_subjects.len(), 1);
+    assert_eq!(s.audit.of("user/alice")[0].by, "admin (certificate)");
+    assert_eq!(s.audit.of("host/h2")[0].action, "revoke");
     let back: State = codec::decode(&codec::encode(&s)).unwrap();
     assert_eq!(back, s);
 }
@@ -584,12 +594,12 @@ fn the_stored_format_of_version_3_has_not_changed() {
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
         hex(&log.finalize()),
-        "9a6e5f8acc1ddbfb15e1de069b12c0224d1eaf947ff92dba9166d846c4b2cae9",
+        "01f611fa357056ff8f188310699d7ba855f9b0739c6f713a43392ea7c22560b4",
         "the log entries' stored format changed"
     );
     assert_eq!(
         hex(&snapshot),
-        "4727fe59e71ca87440d63c82a2e5f37dde6825dae86394e2c34dec28b4e9e66a",
+        "590113efe604e0b38b60d00d1da1c058b2b65b29977ad376ec3420cb786ede81",
         "the snapshot's stored format changed"
     );
 }

@@ -4,6 +4,7 @@
 //! carried in the command, so every replica (and every replay after a restart) reaches the same
 //! state.
 
+pub mod audit;
 pub mod effects;
 mod instance_table;
 mod instances;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use stratus_common::agent::{ActualState, ImageSpec};
 use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 
+pub use audit::{AuditLog, Change};
 pub use effects::{Effects, Event};
 pub use instance_table::InstanceTable;
 use instances::{GuestSetup, Placement};
@@ -144,6 +146,9 @@ pub struct State {
     /// Join tokens, host certificates in force, API tokens, certificate subjects.
     #[serde(default)]
     pub trust: Trust,
+    /// Who changed what, per object.
+    #[serde(default)]
+    pub audit: AuditLog,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
@@ -331,6 +336,23 @@ pub enum Command {
         subject: String,
         user: Option<String>,
     },
+    /// `command`, asked for by `actor` (a user, by password, token or certificate, or a host)
+    /// at `at_ms`: applied as it is, and recorded in the audit log of the objects it changed.
+    By {
+        actor: String,
+        at_ms: u64,
+        command: Box<Command>,
+    },
+}
+
+impl Command {
+    /// The command itself, out of any [`Command::By`] around it.
+    pub fn inner(&self) -> &Command {
+        match self {
+            Command::By { command, .. } => command.inner(),
+            other => other,
+        }
+    }
 }
 
 /// What a successfully applied command produced.
@@ -418,7 +440,7 @@ impl State {
         &mut self,
         command: Command,
     ) -> (Result<Outcome, Rejection>, Effects) {
-        let before = effects::Before::capture(self, &command);
+        let before = effects::Before::capture(self, command.inner());
         let result = self.apply_command(command);
         let effects = before.diff(self, &result);
         (result, effects)
@@ -674,6 +696,17 @@ impl State {
             Command::MapCertificateSubject { subject, user } => {
                 self.trust.map_subject(subject, user, &self.users)?;
                 Ok(Outcome::Applied)
+            }
+            Command::By {
+                actor,
+                at_ms,
+                command,
+            } => {
+                let described = audit::describe(self, &command);
+                let outcome = self.apply_command(*command)?;
+                self.audit
+                    .record_applied(described, &outcome, &actor, at_ms);
+                Ok(outcome)
             }
         }
     }

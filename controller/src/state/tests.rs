@@ -54,7 +54,13 @@ pub(super) fn bootstrapped() -> State {
 }
 
 pub(super) fn create(s: &mut State, ty: &str, host: Option<&str>) -> Result<Outcome, Rejection> {
-    s.apply(Command::CreateInstance {
+    let command = creation(s, ty, host);
+    s.apply(command)
+}
+
+/// Alice's creation of an instance of type `ty` placed on `host` (Failed when none).
+pub(super) fn creation(s: &State, ty: &str, host: Option<&str>) -> Command {
+    Command::CreateInstance {
         owner: "alice".into(),
         name: None,
         image: "appliance".into(),
@@ -70,7 +76,7 @@ pub(super) fn create(s: &mut State, ty: &str, host: Option<&str>) -> Result<Outc
         user_data: None,
         volumes: Vec::new(),
         idempotency_key: None,
-    })
+    }
 }
 
 fn report(s: &mut State, id: u64, state: ActualState) -> Result<Outcome, Rejection> {

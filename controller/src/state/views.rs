@@ -66,13 +66,34 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
             })
             .collect(),
         cpu_percent: None,
+        changes: changes(state, &super::audit::key("instance", record.id)),
     }
+}
+
+/// The audit trail of `object` as the API shows it.
+pub fn changes(state: &State, object: &str) -> Vec<stratus_common::api::Change> {
+    state
+        .audit
+        .of(object)
+        .iter()
+        .map(|c| stratus_common::api::Change {
+            at: rfc3339_ms(c.at_ms),
+            by: c.by.clone(),
+            action: c.action.clone(),
+        })
+        .collect()
 }
 
 /// A volume as the API shows it; an attachment Detaching for `stuck_after_ms` or more by
 /// `now_ms` shows as Stuck.
-pub fn volume_view(record: &VolumeRecord, now_ms: u64, stuck_after_ms: u64) -> Volume {
+pub fn volume_view(
+    state: &State,
+    record: &VolumeRecord,
+    now_ms: u64,
+    stuck_after_ms: u64,
+) -> Volume {
     Volume {
+        changes: changes(state, &super::audit::key("volume", &record.id)),
         id: record.id.clone(),
         owner: record.owner.clone(),
         tag: record.tag.clone(),
@@ -164,6 +185,7 @@ pub fn host_view(
         precache: Vec::new(),
         volume_pool_gib: record.volume_pool_gib,
         volume_pool_used_gib: state.pool_used_gib(&record.name),
+        changes: changes(state, &super::audit::key("host", &record.name)),
     }
 }
 

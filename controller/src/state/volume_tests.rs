@@ -498,7 +498,7 @@ fn a_stuck_detach_is_forced_only_after_the_timeout() {
         attachment_states(&s, V1),
         vec![(id, AttachmentState::Detaching)]
     );
-    let view = volume_view(&s.volumes[V1], 61_000, 60_000);
+    let view = volume_view(&s, &s.volumes[V1], 61_000, 60_000);
     assert_eq!(view.attachments[0].state, AttachmentState::Stuck);
     detach(&mut s, V1, id, true, 61_000).unwrap();
     assert!(s.volumes[V1].attachments.is_empty());

@@ -29,9 +29,41 @@ pub struct Caller {
     pub admin: bool,
     /// The applied index this node's state was at when the caller was authenticated.
     pub seen: u64,
+    /// How the caller proved who it is.
+    pub via: Via,
+}
+
+/// How a caller logged in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Via {
+    #[default]
+    Password,
+    /// An API token, by the name its owner gave it.
+    Token(String),
+    Certificate,
 }
 
 impl Caller {
+    /// Who the audit log says made a change: the user, and the token or certificate when
+    /// the change was made with one.
+    pub fn actor(&self) -> String {
+        match &self.via {
+            Via::Password => self.name.clone(),
+            Via::Token(name) => format!("{} (token {name})", self.name),
+            Via::Certificate => format!("{} (certificate)", self.name),
+        }
+    }
+
+    /// `command`, as asked for by this caller now (recorded in the audit log of what it
+    /// changes).
+    pub fn by(&self, command: Command) -> Command {
+        Command::By {
+            actor: self.actor(),
+            at_ms: decide::now_ms(),
+            command: Box::new(command),
+        }
+    }
+
     /// How fresh the reads made for this caller's request are: at least what its
     /// authentication saw, which was linearizable (ReadIndex) unless the cluster could not
     /// answer. So one ReadIndex round serves a whole request, however many reads it makes.
@@ -210,6 +242,7 @@ impl Users {
                         name: record.name.clone(),
                         admin: record.admin,
                         seen,
+                        via: Via::Password,
                     });
                 }
             }
@@ -232,6 +265,7 @@ impl Users {
             name: record.name,
             admin: record.admin,
             seen,
+            via: Via::Password,
         })
     }
 
@@ -253,7 +287,9 @@ impl Users {
             admin,
             created_ms: decide::now_ms(),
         };
-        self.replica.propose(Command::CreateUser(record)).await??;
+        self.replica
+            .propose(caller.by(Command::CreateUser(record)))
+            .await??;
         Ok(UserView {
             name: name.to_owned(),
             admin,

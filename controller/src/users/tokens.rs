@@ -6,7 +6,7 @@ use stratus_common::api::{ApiTokenCreated, ApiTokenView, CreateApiToken};
 use stratus_common::names::validate_text;
 use stratus_common::time::rfc3339_ms;
 
-use super::{Caller, UserError, Users};
+use super::{Caller, UserError, Users, Via};
 use crate::decide::{now_ms, secret, secret_digest, uuid};
 use crate::failure::InputError;
 use crate::replica::Consistency;
@@ -40,11 +40,16 @@ impl Users {
                 }
                 s.users
                     .get(&token.owner)
-                    .map(|user| (user.name.clone(), user.admin))
+                    .map(|user| (user.name.clone(), user.admin, token.name.clone()))
             })
             .await?;
-        let (name, admin) = found.ok_or(UserError::BadToken)?;
-        Ok(Caller { name, admin, seen })
+        let (name, admin, token) = found.ok_or(UserError::BadToken)?;
+        Ok(Caller {
+            name,
+            admin,
+            seen,
+            via: Via::Token(token),
+        })
     }
 
     /// The user an administrator mapped the certificate subject `subject` to.
@@ -57,7 +62,12 @@ impl Users {
             })
             .await?;
         let (name, admin) = found.ok_or_else(|| UserError::UnmappedSubject(subject.to_owned()))?;
-        Ok(Caller { name, admin, seen })
+        Ok(Caller {
+            name,
+            admin,
+            seen,
+            via: Via::Certificate,
+        })
     }
 
     /// Makes an API token for the caller; its secret is in the answer only.
@@ -99,10 +109,10 @@ impl Users {
                 .map(|secs| created_ms.saturating_add(secs.saturating_mul(1000))),
         };
         self.replica
-            .propose(Command::CreateApiToken {
+            .propose(caller.by(Command::CreateApiToken {
                 digest: secret_digest(&secret),
                 token: token.clone(),
-            })
+            }))
             .await??;
         Ok(ApiTokenCreated {
             view: view(&token),
@@ -130,11 +140,11 @@ impl Users {
     /// Revokes a token the caller owns (any, for an administrator).
     pub async fn revoke_token(&self, caller: &Caller, id: &str) -> Result<(), UserError> {
         self.replica
-            .propose(Command::RevokeApiToken {
+            .propose(caller.by(Command::RevokeApiToken {
                 id: id.to_owned(),
                 caller: caller.name.clone(),
                 admin: caller.admin,
-            })
+            }))
             .await??;
         Ok(())
     }
@@ -170,10 +180,10 @@ impl Users {
             }
         }
         self.replica
-            .propose(Command::MapCertificateSubject {
+            .propose(caller.by(Command::MapCertificateSubject {
                 subject: subject.to_owned(),
                 user: (!remove).then(|| user.to_owned()),
-            })
+            }))
             .await??;
         Ok(())
     }
