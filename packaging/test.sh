@@ -30,6 +30,8 @@ readonly LIBVIRT=qemu:///system
 # The appliance where the QEMU user can read it.
 readonly IMAGES=/var/lib/stratuslab-pkgtest
 readonly BANNER=STRATUSLAB-APPLIANCE-READY
+# libvirt's NBD certificate directory, where the agent installs its client certificate.
+readonly LIBVIRT_NBD=/etc/pki/qemu
 # The agent names its host by the system host name (its first label), as an unedited agent.toml says.
 HOST=$(uname -n)
 readonly HOST=${HOST%%.*}
@@ -74,6 +76,8 @@ cleanup() {
     getent passwd stratuslab >/dev/null && userdel stratuslab
     getent group stratuslab >/dev/null && groupdel stratuslab
     rm -rf /etc/stratuslab /var/lib/stratuslab "$IMAGES" "$WORK"
+    rm -f "$LIBVIRT_NBD"/{ca-cert,client-cert,client-key}.pem
+    rmdir "$LIBVIRT_NBD" /etc/pki 2>/dev/null
     ((status == 0)) || log "cleaned up after the failure"
     exit "$status"
 }
@@ -270,6 +274,11 @@ start_daemons() {
     [[ -s /etc/stratuslab/join-token ]] || die "no join token for host $HOST"
     start_unit stratus-agent
     wait_for 60 "the agent to register" host_up
+    # Its certificate is QEMU's NBD client certificate, the key readable by QEMU's group only.
+    cmp -s "$LIBVIRT_NBD/client-cert.pem" /var/lib/stratuslab/tls/host.pem || die "the agent did not install its NBD client certificate in $LIBVIRT_NBD"
+    cmp -s "$LIBVIRT_NBD/ca-cert.pem" /etc/stratuslab/ca.pem || die "no site CA in $LIBVIRT_NBD"
+    [[ $(mode_owner "$LIBVIRT_NBD/client-key.pem") == "640 root:libvirt-qemu" ]] || die "$LIBVIRT_NBD/client-key.pem is $(mode_owner "$LIBVIRT_NBD/client-key.pem")"
+    log "the agent installed its NBD client certificate for libvirt ($LIBVIRT_NBD, key 640 root:libvirt-qemu)"
 }
 
 register_image() {
@@ -357,7 +366,7 @@ purge() {
     while read -r file; do
         [[ -n $file && ! -d $file && ( -e $file || -L $file ) ]] && left+=("$file")
     done <<<"$files"
-    for file in /etc/stratuslab /var/lib/stratuslab /etc/systemd/system/multi-user.target.wants/stratus-controller.service \
+    for file in /etc/stratuslab /var/lib/stratuslab "$LIBVIRT_NBD" /etc/systemd/system/multi-user.target.wants/stratus-controller.service \
         /etc/systemd/system/multi-user.target.wants/stratus-agent.service /usr/lib/systemd/system/stratus-controller.service \
         /usr/lib/systemd/system/stratus-agent.service; do
         [[ -e $file || -L $file ]] && left+=("$file")
@@ -397,6 +406,7 @@ main() {
         ! installed "$name" || die "$name is installed on this host: the test would remove it"
     done
     [[ ! -e /etc/stratuslab && ! -e /var/lib/stratuslab ]] || die "/etc/stratuslab or /var/lib/stratuslab exists: not a host for this test"
+    [[ ! -e $LIBVIRT_NBD ]] || die "$LIBVIRT_NBD exists: not a host for this test (the agent installs its NBD client certificate there)"
     getent passwd stratuslab >/dev/null && die "a stratuslab user exists: not a host for this test"
     WORK=$(mktemp -d)
     trap cleanup EXIT

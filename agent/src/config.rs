@@ -76,6 +76,15 @@ pub struct AgentConfig {
     /// The address this host's NBD exports listen on, and other hosts connect to, for
     /// instances on other hosts using its volumes. Required with `volume_pool`.
     pub nbd_listen: Option<std::net::IpAddr>,
+    /// libvirt's NBD certificate directory (`nbd_tls_x509_cert_dir` of `qemu.conf`, which
+    /// falls back to `default_tls_x509_cert_dir`, `/etc/pki/qemu`): the agent installs the
+    /// host's certificate there as QEMU's NBD client certificate, so this host's guests reach
+    /// disks on other hosts over TLS. Empty: not installed (another agent sharing this
+    /// libvirt installs it).
+    pub nbd_client_tls_dir: PathBuf,
+    /// The group QEMU runs as, which must read the client key there. Empty: `libvirt-qemu`
+    /// or `qemu`, whichever the system has (else root only).
+    pub nbd_client_key_group: String,
 }
 
 impl Default for AgentConfig {
@@ -105,6 +114,8 @@ impl Default for AgentConfig {
             log_format: "text".to_owned(),
             volume_pool: None,
             nbd_listen: None,
+            nbd_client_tls_dir: PathBuf::from("/etc/pki/qemu"),
+            nbd_client_key_group: String::new(),
         }
     }
 }
@@ -135,6 +146,8 @@ pub enum ConfigError {
         "nbd_listen must be set with volume_pool (the address other hosts reach its disks at)"
     )]
     NbdListen,
+    #[error("nbd_client_tls_dir must be an absolute path (or empty)")]
+    NbdClientTlsDir,
 }
 
 impl AgentConfig {
@@ -183,6 +196,11 @@ impl AgentConfig {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::LogFormat(self.log_format.clone()));
         }
+        if !(self.nbd_client_tls_dir.as_os_str().is_empty()
+            || self.nbd_client_tls_dir.is_absolute())
+        {
+            return Err(ConfigError::NbdClientTlsDir);
+        }
         if let Some(pool) = &self.volume_pool {
             if !pool.is_absolute() {
                 return Err(ConfigError::VolumePool);
@@ -227,6 +245,10 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::VolumePool));
         let c: AgentConfig =
             toml::from_str("volume_pool = '/srv/volumes'\nnbd_listen = '10.0.0.2'").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        let c: AgentConfig = toml::from_str("nbd_client_tls_dir = 'pki'").unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::NbdClientTlsDir));
+        let c: AgentConfig = toml::from_str("nbd_client_tls_dir = ''").unwrap();
         assert_eq!(c.validate(), Ok(()));
     }
 }

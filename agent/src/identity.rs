@@ -144,12 +144,14 @@ pub async fn establish(
 }
 
 /// Renews the host's certificate whenever two thirds of its life have passed, forever: a new
-/// key, a request over the certificate in force, then both saved and presented.
+/// key, a request over the certificate in force, then both saved and presented, and handed
+/// to `renewed` (which installs it where QEMU reads it).
 pub async fn renew_forever(
     client: ControllerClient,
     store: IdentityStore,
     host: String,
     mut identity: Identity,
+    renewed_hook: impl Fn(&Identity) + Send + 'static,
 ) {
     loop {
         let due = identity.not_before + (identity.not_after - identity.not_before) * 2 / 3;
@@ -181,6 +183,7 @@ pub async fn renew_forever(
                     not_after = renewed.not_after,
                     "host certificate renewed"
                 );
+                renewed_hook(&renewed);
                 identity = renewed;
             }
             Err(e) => tracing::warn!(host, error = %e, "a renewed certificate could not be kept"),

@@ -18,6 +18,7 @@ use stratus_agent::images::download::{Downloader, SourcePolicy};
 use stratus_agent::inventory;
 use stratus_agent::reconcile::storage::Storage;
 use stratus_agent::reconcile::{InstanceDirs, Reconciler, ReportEvent};
+use stratus_agent::volumes::credentials::{ClientCredentials, QemuCredentials, ServerCredentials};
 use stratus_agent::volumes::nbd::NbdExports;
 use stratus_agent::volumes::pool::VolumePool;
 use stratus_common::agent::{
@@ -144,11 +145,25 @@ async fn run() -> anyhow::Result<()> {
     let identity = identity::establish(&client, &store, &host, &config.join_token_file)
         .await
         .context("host identity")?;
+    let credentials = qemu_credentials(&config, ca_pem.as_deref())?;
+    if let Some(credentials) = &credentials {
+        credentials
+            .install(&identity)
+            .context("NBD TLS credentials")?;
+    }
+    let server_credentials = credentials.as_ref().and_then(|c| c.server.clone());
     tokio::spawn(identity::renew_forever(
         client.clone(),
         store,
         host.clone(),
         identity,
+        move |renewed| {
+            if let Some(credentials) = &credentials {
+                if let Err(e) = credentials.install(renewed) {
+                    tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot install the renewed certificate for NBD");
+                }
+            }
+        },
     ));
     let cluster_id = register(&client, &registration).await;
     tracing::info!(cluster = %cluster_id, "registered with the controller");
@@ -185,8 +200,14 @@ async fn run() -> anyhow::Result<()> {
     let storage = match (&pool, config.nbd_listen) {
         (Some(pool), Some(listen)) => {
             reconciler = reconciler.with_volume_pool(pool.clone());
-            let exports = NbdExports::open(&config.state_dir.join("exports"), listen)
-                .context("NBD exports")?;
+            let exports = NbdExports::open(
+                &config.state_dir.join("exports"),
+                listen,
+                server_credentials
+                    .clone()
+                    .unwrap_or_else(|| ServerCredentials::new(server_credentials_dir(&config))),
+            )
+            .context("NBD exports")?;
             Some(Arc::new(Storage::new(pool.clone(), exports, reports_tx)))
         }
         _ => None,
@@ -252,6 +273,52 @@ async fn run() -> anyhow::Result<()> {
     poller.abort();
     tracing::info!("agent stopped; domains left running");
     Ok(())
+}
+
+fn server_credentials_dir(config: &AgentConfig) -> PathBuf {
+    config.state_dir.join("tls/nbd-server")
+}
+
+/// Where the host's certificate goes for QEMU: the NBD server's credentials on a storage
+/// host, the NBD client's in libvirt's directory unless switched off. `None` without the
+/// site CA (a controller reached over plain HTTP and no `ca_certificate`): then exports
+/// cannot start and remote disks cannot be reached, which the log says now.
+fn qemu_credentials(
+    config: &AgentConfig,
+    ca_pem: Option<&[u8]>,
+) -> anyhow::Result<Option<QemuCredentials>> {
+    let ca = match ca_pem {
+        Some(pem) => Some(pem.to_vec()),
+        None => std::fs::read(&config.ca_certificate).ok(),
+    };
+    let Some(ca) = ca else {
+        tracing::warn!(ca_certificate = %config.ca_certificate.display(),
+            "no site CA: NBD exports and remote disks (TLS) are unavailable");
+        return Ok(None);
+    };
+    let ca_pem = String::from_utf8(ca).context("ca_certificate is not PEM text")?;
+    let server = config
+        .volume_pool
+        .as_ref()
+        .map(|_| ServerCredentials::new(server_credentials_dir(config)));
+    let client = if config.nbd_client_tls_dir.as_os_str().is_empty() {
+        None
+    } else {
+        let group = Some(config.nbd_client_key_group.as_str()).filter(|g| !g.is_empty());
+        Some(
+            ClientCredentials::new(
+                config.nbd_client_tls_dir.clone(),
+                group,
+                config.state_dir.join("tls/nbd-client-dir"),
+            )
+            .context("nbd_client_key_group")?,
+        )
+    };
+    Ok(Some(QemuCredentials {
+        ca_pem,
+        server,
+        client,
+    }))
 }
 
 /// Registers, retrying until the controller answers; returns the cluster ID.

@@ -288,10 +288,16 @@ impl Reconciler {
                 })?;
                 DiskSource::File(pool.path(&disk.volume).map_err(|e| error_chain(&e))?)
             }
-            DiskLocation::Nbd { host, port, export } => DiskSource::Nbd {
+            DiskLocation::Nbd {
+                host,
+                port,
+                export,
+                tls_server,
+            } => DiskSource::Nbd {
                 host: host.clone(),
                 port: *port,
                 export: export.clone(),
+                tls_server: tls_server.clone(),
             },
         };
         Ok(Some(DomainDisk {

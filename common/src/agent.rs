@@ -116,6 +116,10 @@ pub struct DesiredExport {
     pub name: String,
     pub volume: String,
     pub read_only: bool,
+    /// The host whose instance uses it: the export opens only for a client presenting that
+    /// host's certificate (empty from a controller that predates it: not served).
+    #[serde(default)]
+    pub client: String,
 }
 
 /// A persistent disk of an instance, as its host must present it to the guest.
@@ -141,6 +145,10 @@ pub enum DiskLocation {
         host: String,
         port: u16,
         export: String,
+        /// The storage host's name: the connection is TLS and the server must present that
+        /// host's certificate (absent from a controller that predates it: plain NBD).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_server: Option<String>,
     },
     /// On another host, whose export is not ready yet.
     Pending,

@@ -11,6 +11,7 @@ pub mod marketplace;
 pub mod names;
 pub mod network;
 pub mod observed;
+pub mod subjects;
 pub mod time;
 pub mod volumes;
 

@@ -249,7 +249,7 @@ impl TestCloud {
         fs::write(
             dir.join("agent.toml"),
             format!(
-                "controller = \"https://127.0.0.1:{port}\"\nca_certificate = \"{d}/controller/ca.pem\"\njoin_token_file = \"{d}/join-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\nfile_location_roots = [\"{TEST_ROOT}\"]\n",
+                "controller = \"https://127.0.0.1:{port}\"\nca_certificate = \"{d}/controller/ca.pem\"\njoin_token_file = \"{d}/join-token\"\nhost_name = \"{host_name}\"\nstate_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\npoll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\nfile_location_roots = [\"{TEST_ROOT}\"]\nnbd_client_tls_dir = \"\"\n",
                 d = dir.display()
             ),
         )?;
@@ -950,6 +950,49 @@ fn stop(child: Option<Child>, signal: i32) {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// libvirt's NBD certificate directory on this machine (`qemu.conf` as Debian ships it).
+pub const LIBVIRT_NBD_DIR: &str = "/etc/pki/qemu";
+
+/// Saves what libvirt's NBD certificate directory holds, for a test whose agent installs its
+/// client certificate there (test agents do not, unless told: `nbd_client_tls_dir`), and
+/// puts it back on drop: the files as they were, the directories it did not have removed.
+/// One such test runs at a time.
+pub struct SavedNbdClientDir {
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+    made_dirs: Vec<PathBuf>,
+}
+
+impl SavedNbdClientDir {
+    pub fn save() -> Self {
+        let dir = Path::new(LIBVIRT_NBD_DIR);
+        Self {
+            files: ["ca-cert.pem", "client-cert.pem", "client-key.pem"]
+                .iter()
+                .map(|f| (dir.join(f), fs::read(dir.join(f)).ok()))
+                .collect(),
+            made_dirs: dir
+                .ancestors()
+                .take_while(|d| !d.exists())
+                .map(Path::to_path_buf)
+                .collect(),
+        }
+    }
+}
+
+impl Drop for SavedNbdClientDir {
+    fn drop(&mut self) {
+        for (path, before) in &self.files {
+            let _ = match before {
+                Some(bytes) => fs::write(path, bytes),
+                None => fs::remove_file(path),
+            };
+        }
+        for dir in &self.made_dirs {
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
 

@@ -255,8 +255,16 @@ fn the_guides_disk_workflow_keeps_data_across_vms() {
 fn the_guides_disk_workflow_works_from_another_host_over_nbd() {
     // The storage host takes no instances (it offers less memory than the smallest type), so
     // every VM runs on the second host and reaches its disk over NBD.
+    // The second host's agent gives this libvirt its client certificate, as on a compute
+    // host; what the directory held before comes back when the test ends.
+    let _libvirt_client = stratus_e2e::SavedNbdClientDir::save();
     let mut cloud = cloud_offering("volumes-nbd", "", Some(64));
-    cloud.start_second_agent("reserved_memory_mib = 0").unwrap();
+    cloud
+        .start_second_agent(&format!(
+            "reserved_memory_mib = 0\nnbd_client_tls_dir = \"{}\"",
+            stratus_e2e::LIBVIRT_NBD_DIR
+        ))
+        .unwrap();
     let (status, hosts) = cloud.get("admin", "/hosts").unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(hosts.as_array().unwrap().len(), 2);
@@ -307,6 +315,7 @@ fn guide_workflow_remote(cloud: &TestCloud) {
     let second = run_vm(cloud, "alice", &[&disk], &read);
     assert_eq!(wait_console(cloud, second, "READ", BOOT), "READ Over_NBD");
     wait_disks(cloud, second, &format!("DISKS {}", serial(&disk)), BOOT);
+    exports_open_only_for_their_host(cloud);
     let extra = create_volume(cloud, "alice", &["--size=1", "--tag=hot"]);
     let id = second.to_string();
     let (ok, out, err) = cli(cloud, "alice", &["attach-volume", "-i", &id, &extra]);
@@ -347,6 +356,94 @@ fn guide_workflow_remote(cloud: &TestCloud) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The storage host's running export (there is one, for the second host's instance), as
+/// (name, port) from its record.
+fn the_export(cloud: &TestCloud) -> (String, u16) {
+    let dir = cloud.dir.join("agent/exports");
+    let records: Vec<Value> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(record["client"], cloud.host2_name().as_str(), "{record}");
+    (
+        record["export"].as_str().unwrap().to_owned(),
+        record["port"].as_u64().unwrap() as u16,
+    )
+}
+
+/// Opens the export as `qemu-img` holding the certificate and key of the agent whose state
+/// directory is `agent_dir`; the client's error when refused.
+fn open_export_as(
+    cloud: &TestCloud,
+    agent_dir: &str,
+    export: &str,
+    port: u16,
+) -> Result<(), String> {
+    let creds = cloud.dir.join(format!("{agent_dir}-nbd-client"));
+    std::fs::create_dir_all(&creds).unwrap();
+    let tls = cloud.dir.join(agent_dir).join("tls");
+    std::fs::copy(
+        cloud.dir.join("controller/ca.pem"),
+        creds.join("ca-cert.pem"),
+    )
+    .unwrap();
+    std::fs::copy(tls.join("host.pem"), creds.join("client-cert.pem")).unwrap();
+    std::fs::copy(tls.join("host.key"), creds.join("client-key.pem")).unwrap();
+    let out = std::process::Command::new("qemu-img")
+        .args([
+            "info",
+            "--object",
+            &format!(
+                "tls-creds-x509,id=tls0,dir={},endpoint=client",
+                creds.display()
+            ),
+            "--image-opts",
+            &format!(
+                "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={port},\
+                 export={export},tls-creds=tls0,tls-hostname={}",
+                cloud.host_name
+            ),
+        ])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The issue's test: an export opened with another host's certificate (here the storage
+/// host's own, a valid certificate of the same site) is refused, and so is a client with no
+/// certificate; the host of the instance it serves opens it, and its guest keeps its disk
+/// (the caller goes on using it).
+fn exports_open_only_for_their_host(cloud: &TestCloud) {
+    let (export, port) = the_export(cloud);
+    open_export_as(cloud, "agent2", &export, port).expect("the rightful host opens its export");
+    let err = open_export_as(cloud, "agent", &export, port).unwrap_err();
+    assert!(err.contains("Could not open"), "{err}");
+    let log =
+        std::fs::read_to_string(cloud.dir.join(format!("agent/exports/{export}.log"))).unwrap();
+    assert!(
+        log.contains(&format!(
+            "authz check for CN={},O=StratusLab,OU=stratuslab-host is denied",
+            cloud.host_name
+        )),
+        "{log}"
+    );
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", &format!("nbd://127.0.0.1:{port}/{export}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS negotiation required"), "{err}");
 }
 
 /// How many processes name `needle` on their command line.

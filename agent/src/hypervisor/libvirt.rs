@@ -179,10 +179,11 @@ impl LibvirtHypervisor {
     }
 }
 
-/// Whether the live definition already holds `disk` as it is (same target, same source).
+/// Whether the live definition already holds `disk` (same target, same disk).
 fn has_disk(live: &[LiveDisk], disk: &DomainDisk) -> bool {
-    live.iter()
-        .any(|l| l.target == disk.target && l.source.as_ref() == Some(&disk.source))
+    live.iter().any(|l| {
+        l.target == disk.target && l.source.as_ref().is_some_and(|s| s.same_disk(&disk.source))
+    })
 }
 
 /// What `virDomainDetachDeviceFlags` needs to find a disk: libvirt matches disks by target
@@ -452,6 +453,7 @@ mod tests {
     use super::*;
     use crate::hypervisor::{parse_instance_tag, DiskSource, InstanceTag};
     use crate::images::qcow2;
+    use crate::volumes::test_pki::{LibvirtClient, TestPki};
     use crate::volumes::{NbdError, NbdExports, VolumePool};
     use std::path::PathBuf;
     use std::process::Command;
@@ -552,6 +554,7 @@ mod tests {
                     host: "192.0.2.1".into(),
                     port: 10809,
                     export: "exp-b".into(),
+                    tls_server: Some("storage-1".into()),
                 },
             },
         ];
@@ -620,6 +623,8 @@ mod tests {
         name: String,
         dir: PathBuf,
         exports: Option<NbdExports>,
+        /// The NBD client identity in libvirt's directory, put back after the domain went.
+        libvirt_client: Option<LibvirtClient>,
     }
 
     impl Drop for SystemGuard {
@@ -654,6 +659,7 @@ mod tests {
             name: name.clone(),
             dir: dir.clone(),
             exports: None,
+            libvirt_client: None,
         };
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -708,6 +714,7 @@ mod tests {
             name: name.clone(),
             dir: dir.clone(),
             exports: None,
+            libvirt_client: None,
         };
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -727,6 +734,20 @@ mod tests {
         })
     }
 
+    const STORAGE_HOST: &str = "unit-storage";
+    const CLIENT_HOST: &str = "unit-compute";
+
+    /// NBD exports over TLS as a storage host serves them, and this libvirt's QEMU holding
+    /// the client host's certificate (until the guard is dropped), as on a compute host.
+    fn tls_exports(guard: &mut SystemGuard) -> &NbdExports {
+        let pki = TestPki::new();
+        let server = pki.server(&guard.dir.join("tls/nbd-server"), STORAGE_HOST);
+        guard.libvirt_client = Some(LibvirtClient::install(&pki, CLIENT_HOST, &guard.dir));
+        guard.exports.insert(
+            NbdExports::open(&guard.dir.join("nbd"), "127.0.0.1".parse().unwrap(), server).unwrap(),
+        )
+    }
+
     const VOLUME_A: &str = "0a0a0a0a-0000-4000-8000-000000000001";
     const VOLUME_B: &str = "0b0b0b0b-0000-4000-8000-000000000002";
 
@@ -741,12 +762,10 @@ mod tests {
         let pool = VolumePool::open(&guard.dir.join("pool")).unwrap();
         pool.create(VOLUME_A, 16 << 20).unwrap();
         pool.create(VOLUME_B, 8 << 20).unwrap();
-        let exports = guard.exports.insert(
-            NbdExports::open(&guard.dir.join("nbd"), "127.0.0.1".parse().unwrap()).unwrap(),
-        );
+        let exports = tls_exports(&mut guard);
         let export = format!("unit-{}-b", std::process::id());
         let endpoint = exports
-            .start(&export, &pool.path(VOLUME_B).unwrap(), false)
+            .start(&export, &pool.path(VOLUME_B).unwrap(), false, CLIENT_HOST)
             .unwrap();
         let local = file_disk("vdb", &pool.path(VOLUME_A).unwrap());
         let remote = DomainDisk {
@@ -757,6 +776,7 @@ mod tests {
                 host: endpoint.host.clone(),
                 port: endpoint.port,
                 export: export.clone(),
+                tls_server: Some(STORAGE_HOST.into()),
             },
         };
 
@@ -764,7 +784,12 @@ mod tests {
         hv.create(&s).unwrap();
         assert_eq!(hv.disk_targets(&s.name).unwrap(), ["vdb"]);
         // The running guest's disk is locked by QEMU: no writable export of it elsewhere.
-        match exports.start("unit-locked", &pool.path(VOLUME_A).unwrap(), false) {
+        match exports.start(
+            "unit-locked",
+            &pool.path(VOLUME_A).unwrap(),
+            false,
+            CLIENT_HOST,
+        ) {
             Err(NbdError::Exited { stderr, .. }) => assert!(stderr.contains("lock"), "{stderr}"),
             other => panic!("exporting a disk in use: {other:?}"),
         }
@@ -799,7 +824,12 @@ mod tests {
         hv.detach_disk(&s.name, "vdc").unwrap();
         // With the domain gone the volume can be exported writable again.
         let again = exports
-            .start("unit-unlocked", &pool.path(VOLUME_A).unwrap(), false)
+            .start(
+                "unit-unlocked",
+                &pool.path(VOLUME_A).unwrap(),
+                false,
+                CLIENT_HOST,
+            )
             .unwrap();
         assert!(again.port > 0);
     }
@@ -815,12 +845,10 @@ mod tests {
         pool.create(VOLUME_A, 16 << 20).unwrap();
         pool.create(VOLUME_B, 8 << 20).unwrap();
         let disk = file_disk("vdb", &pool.path(VOLUME_A).unwrap());
-        let exports = guard.exports.insert(
-            NbdExports::open(&guard.dir.join("nbd"), "127.0.0.1".parse().unwrap()).unwrap(),
-        );
+        let exports = tls_exports(&mut guard);
         let export = format!("unit-{}-unplug", std::process::id());
         let endpoint = exports
-            .start(&export, &pool.path(VOLUME_B).unwrap(), true)
+            .start(&export, &pool.path(VOLUME_B).unwrap(), true, CLIENT_HOST)
             .unwrap();
         let remote = DomainDisk {
             target: "vdc".into(),
@@ -830,6 +858,7 @@ mod tests {
                 host: endpoint.host.clone(),
                 port: endpoint.port,
                 export,
+                tls_server: Some(STORAGE_HOST.into()),
             },
         };
 

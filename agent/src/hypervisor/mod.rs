@@ -77,7 +77,33 @@ pub enum DiskSource {
         host: String,
         port: u16,
         export: String,
+        /// Over TLS, the server presenting the certificate of this host name; `None`: plain
+        /// (an export made before TLS).
+        tls_server: Option<String>,
     },
+}
+
+impl DiskSource {
+    /// Whether both name the same disk (same file, or same export at the same place),
+    /// however the connection to it is secured: a disk plugged in over plain NBD before an
+    /// upgrade is the disk the controller now describes with TLS.
+    pub fn same_disk(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::File(a), Self::File(b)) => a == b,
+            (
+                Self::Nbd {
+                    host, port, export, ..
+                },
+                Self::Nbd {
+                    host: h,
+                    port: p,
+                    export: e,
+                    ..
+                },
+            ) => host == h && port == p && export == e,
+            _ => false,
+        }
+    }
 }
 
 /// One network interface of a domain: the tap the agent made for it, and the guest's MAC.

@@ -348,9 +348,17 @@ fn check_disk(disk: &DomainDisk) -> Result<(), XmlError> {
         DiskSource::File(path) => {
             path_str("volume file", path)?;
         }
-        DiskSource::Nbd { host, port, export } => {
+        DiskSource::Nbd {
+            host,
+            port,
+            export,
+            tls_server,
+        } => {
             if !is_host(host) {
                 return Err(XmlError::InvalidHost(host.clone()));
+            }
+            if let Some(server) = tls_server.as_ref().filter(|s| !is_host(s)) {
+                return Err(XmlError::InvalidHost(server.clone()));
             }
             if *port == 0 {
                 return Err(XmlError::InvalidPort);
@@ -377,6 +385,9 @@ fn check_disk(disk: &DomainDisk) -> Result<(), XmlError> {
 /// - read-only disks get `<readonly/>`; libvirt then shares their locks, so several
 ///   instances may read one volume. Writable ones are never `<shareable/>`: a volume is
 ///   written by one instance at a time, and QEMU's image locking enforces that.
+/// - NBD over TLS (`tls='yes'`) with the client certificate of libvirt's NBD certificate
+///   directory, the server's certificate checked against the storage host's name
+///   (`tlsHostname`) rather than the address the export listens on.
 /// - a serial, because guests name disks in the order they find them and the serial is the
 ///   stable name (`/dev/disk/by-id/virtio-<serial>`).
 fn write_disk<W: io::Write>(w: &mut Writer<W>, disk: &DomainDisk) -> io::Result<()> {
@@ -404,7 +415,12 @@ fn write_disk<W: io::Write>(w: &mut Writer<W>, disk: &DomainDisk) -> io::Result<
                         .with_attribute(("file", file))
                         .write_empty()?;
                 }
-                DiskSource::Nbd { host, port, export } => {
+                DiskSource::Nbd {
+                    host,
+                    port,
+                    export,
+                    tls_server,
+                } => {
                     w.create_element("driver")
                         .with_attributes([
                             ("name", "qemu"),
@@ -414,14 +430,19 @@ fn write_disk<W: io::Write>(w: &mut Writer<W>, disk: &DomainDisk) -> io::Result<
                         ])
                         .write_empty()?;
                     let port = port.to_string();
-                    w.create_element("source")
-                        .with_attributes([("protocol", "nbd"), ("name", export.as_str())])
-                        .write_inner_content(|w| {
-                            w.create_element("host")
-                                .with_attributes([("name", host.as_str()), ("port", port.as_str())])
-                                .write_empty()?;
-                            Ok(())
-                        })?;
+                    let mut source = w
+                        .create_element("source")
+                        .with_attributes([("protocol", "nbd"), ("name", export.as_str())]);
+                    if let Some(server) = tls_server {
+                        source = source
+                            .with_attributes([("tls", "yes"), ("tlsHostname", server.as_str())]);
+                    }
+                    source.write_inner_content(|w| {
+                        w.create_element("host")
+                            .with_attributes([("name", host.as_str()), ("port", port.as_str())])
+                            .write_empty()?;
+                        Ok(())
+                    })?;
                 }
             }
             w.create_element("target")
@@ -461,6 +482,8 @@ struct DiskFields {
     file: Option<String>,
     protocol: Option<String>,
     export: Option<String>,
+    tls: Option<String>,
+    tls_hostname: Option<String>,
     host: Option<String>,
     port: Option<String>,
 }
@@ -482,6 +505,10 @@ impl DiskFields {
                         .as_deref()
                         .map_or(Some(10809), |p| p.parse().ok())?,
                     export,
+                    tls_server: match self.tls.as_deref() {
+                        Some("yes") => self.tls_hostname.or(Some(String::new())),
+                        _ => None,
+                    },
                 }),
                 _ => None,
             },
@@ -521,6 +548,8 @@ pub(crate) fn parse_disks(xml: &str) -> Result<Vec<LiveDisk>, XmlError> {
                             d.file = attribute(&e, b"file");
                             d.protocol = attribute(&e, b"protocol");
                             d.export = attribute(&e, b"name");
+                            d.tls = attribute(&e, b"tls");
+                            d.tls_hostname = attribute(&e, b"tlsHostname");
                         }
                     }
                     (["domain", "devices", "disk", "source"], b"host") => {
@@ -769,6 +798,7 @@ mod tests {
                 host: host.into(),
                 port: 10809,
                 export: export.into(),
+                tls_server: Some("storage-1".into()),
             },
         }
     }
@@ -1004,6 +1034,8 @@ mod tests {
         assert_eq!(v("disk/source@name"), Some("exp-Ab_9"));
         assert_eq!(v("disk/source/host@name"), Some("storage-1.example.org"));
         assert_eq!(v("disk/source/host@port"), Some("10809"));
+        assert_eq!(v("disk/source@tls"), Some("yes"));
+        assert_eq!(v("disk/source@tlsHostname"), Some("storage-1"));
         assert_eq!(v("disk/target@dev"), Some("vdz"));
         assert!(xml.contains("<readonly/>"), "{xml}");
         // What the hypervisor reads back is what was written.
@@ -1017,6 +1049,22 @@ mod tests {
         for host in ["10.1.2.3", "::1", "fe80::1", "host.", "a-b.c"] {
             assert!(disk_xml(&nbd_disk("vdb", host, "e")).is_ok(), "{host}");
         }
+        // An export made before TLS is written (and read back) plain.
+        let mut plain = nbd_disk("vdz", "10.0.0.2", "e");
+        if let DiskSource::Nbd { tls_server, .. } = &mut plain.source {
+            *tls_server = None;
+        }
+        let xml = disk_xml(&plain).unwrap();
+        assert!(!xml.contains("tls"), "{xml}");
+        let live = parse_disks(&format!("<domain><devices>{xml}</devices></domain>")).unwrap();
+        assert_eq!(live[0].source.as_ref(), Some(&plain.source));
+        // It is still the same disk as the one described with TLS.
+        assert!(plain
+            .source
+            .same_disk(&nbd_disk("vdz", "10.0.0.2", "e").source));
+        assert!(!plain
+            .source
+            .same_disk(&nbd_disk("vdz", "10.0.0.2", "f").source));
     }
 
     #[test]
@@ -1124,8 +1172,16 @@ mod tests {
             host: "h".into(),
             port: 0,
             export: "e".into(),
+            tls_server: None,
         };
         assert!(matches!(disk_xml(&d), Err(XmlError::InvalidPort)));
+        d.source = DiskSource::Nbd {
+            host: "h".into(),
+            port: 1,
+            export: "e".into(),
+            tls_server: Some("a b'".into()),
+        };
+        assert!(matches!(disk_xml(&d), Err(XmlError::InvalidHost(h)) if h == "a b'"));
     }
 
     #[test]
@@ -1164,7 +1220,7 @@ mod tests {
       <serial>vol-nbd</serial>
     </disk>
     <disk type='network' device='disk'>
-      <source protocol='nbd' name='noport'><host name='h'/></source>
+      <source protocol='nbd' name='noport' tls='yes' tlsHostname='storage-2'><host name='h'/></source>
       <target dev='vdd' bus='virtio'/>
     </disk>
     <disk type='block' device='disk'>
@@ -1186,7 +1242,8 @@ mod tests {
             Some(DiskSource::Nbd {
                 host: "127.0.0.1".into(),
                 port: 52491,
-                export: "myexport".into()
+                export: "myexport".into(),
+                tls_server: None,
             })
         );
         assert_eq!(
@@ -1194,7 +1251,8 @@ mod tests {
             Some(DiskSource::Nbd {
                 host: "h".into(),
                 port: 10809,
-                export: "noport".into()
+                export: "noport".into(),
+                tls_server: Some("storage-2".into()),
             })
         );
         assert_eq!(disks[4].source, None);

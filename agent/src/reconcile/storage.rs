@@ -125,7 +125,10 @@ impl Storage {
                     continue;
                 }
             };
-            match self.exports.start(&export.name, &path, export.read_only) {
+            match self
+                .exports
+                .start(&export.name, &path, export.read_only, &export.client)
+            {
                 Ok(endpoint) => {
                     let at = (endpoint.host.clone(), endpoint.port);
                     let mut reported = self.reported.lock().expect("storage lock");

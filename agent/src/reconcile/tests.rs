@@ -686,11 +686,12 @@ fn an_instance_waits_for_the_export_of_a_remote_disk() {
         host: "127.0.0.1".into(),
         port: 10809,
         export: "sl-abc".into(),
+        tls_server: Some("storage-1".into()),
     };
     pass(&rig, &want);
     assert!(matches!(
         &rig.hv.created()[0].disks[0].source,
-        DiskSource::Nbd { port: 10809, .. }
+        DiskSource::Nbd { port: 10809, tls_server: Some(server), .. } if server == "storage-1"
     ));
 }
 

@@ -20,9 +20,14 @@
 //!   `qemu-storage-daemon` with that export's pid file and export arguments
 //!   (`/proc/<pid>/cmdline`), and drops the others. Only recorded pids are ever signalled.
 //!
-//! The export name is the only secret between the two hosts: NBD has no authentication, and
-//! a client that reaches the port can list the (single) export's name, so the port must be
-//! reachable only from the hosts that need it.
+//! - Trust: every export is served over TLS with the host's certificate (see
+//!   [`super::credentials`]), and opens only for the client host it was made for: the
+//!   daemon verifies the client's certificate against the site CA and checks its subject
+//!   against an authorization list of that one host (`authz-simple`). A client without a
+//!   certificate, with another CA's, or with another host's is refused during the handshake
+//!   (the daemon's log says which subject was denied). Exports a previous version started
+//!   without TLS are adopted as they are, so a running guest keeps its disk across the
+//!   upgrade; they end with their attachment.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -38,6 +43,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use super::credentials::ServerCredentials;
 
 /// The NBD server program, found on `PATH`.
 pub const PROGRAM: &str = "qemu-storage-daemon";
@@ -76,6 +83,10 @@ pub enum NbdError {
     InvalidName(String),
     #[error("NBD listen address {0} is unspecified: clients need an address to connect to")]
     UnspecifiedListen(IpAddr),
+    #[error("NBD export {name}: {client:?} is not a host name")]
+    InvalidClient { name: String, client: String },
+    #[error("no TLS credentials in {0} yet: the host's certificate is installed there first")]
+    NoCredentials(PathBuf),
     #[error("{0} is not an absolute UTF-8 path")]
     InvalidPath(PathBuf),
     #[error("{0} is not a regular file")]
@@ -86,6 +97,8 @@ pub enum NbdError {
         path: PathBuf,
         read_only: bool,
     },
+    #[error("export {name} already opens for host {client}")]
+    OtherClient { name: String, client: String },
     #[error("{path} is already exported by {export}, and one of the two is writable")]
     InUse { path: PathBuf, export: String },
     #[error("cannot listen on {addr}")]
@@ -133,6 +146,9 @@ struct Record {
     pid: u32,
     host: String,
     port: u16,
+    /// The only host it opens for, over TLS; `None`: a plain export a previous version made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
 }
 
 impl Record {
@@ -150,6 +166,7 @@ impl Record {
 pub struct NbdExports {
     dir: PathBuf,
     listen: IpAddr,
+    credentials: ServerCredentials,
     exports: Mutex<BTreeMap<String, Record>>,
 }
 
@@ -157,8 +174,13 @@ impl NbdExports {
     /// Opens the state directory (created 0700 if missing), adopts the exports whose daemon
     /// still runs, drops the records of the others, and stops daemons whose start never
     /// completed (a pid file but no record: the agent died in between). New exports listen
-    /// on `listen`, which is also the host clients are told to connect to.
-    pub fn open(state_dir: &Path, listen: IpAddr) -> Result<Self, NbdError> {
+    /// on `listen`, which is also the host clients are told to connect to, and present the
+    /// certificate in `credentials`.
+    pub fn open(
+        state_dir: &Path,
+        listen: IpAddr,
+        credentials: ServerCredentials,
+    ) -> Result<Self, NbdError> {
         if listen.is_unspecified() {
             return Err(NbdError::UnspecifiedListen(listen));
         }
@@ -172,6 +194,7 @@ impl NbdExports {
         let this = Self {
             dir,
             listen,
+            credentials,
             exports: Mutex::new(BTreeMap::new()),
         };
         let mut adopted = BTreeMap::new();
@@ -321,13 +344,25 @@ impl NbdExports {
         self.remove_files(export)
     }
 
-    /// Serves the raw file at `path` as export `name` on a fresh port, read-only if asked.
-    /// Idempotent: an export of that name already serving that file the same way is
-    /// returned as it is; one serving something else is a [`NbdError::Conflict`]. A failed
-    /// start leaves no process and no record.
-    pub fn start(&self, name: &str, path: &Path, read_only: bool) -> Result<NbdEndpoint, NbdError> {
+    /// Serves the raw file at `path` as export `name` on a fresh port, read-only if asked,
+    /// over TLS to host `client` only. Idempotent: an export of that name already serving
+    /// that file the same way is returned as it is; one serving something else is a
+    /// [`NbdError::Conflict`]. A failed start leaves no process and no record.
+    pub fn start(
+        &self,
+        name: &str,
+        path: &Path,
+        read_only: bool,
+        client: &str,
+    ) -> Result<NbdEndpoint, NbdError> {
         if !is_export_name(name) {
             return Err(NbdError::InvalidName(name.to_owned()));
+        }
+        if stratus_common::names::validate_name("client", client).is_err() {
+            return Err(NbdError::InvalidClient {
+                name: name.to_owned(),
+                client: client.to_owned(),
+            });
         }
         let path_text = path
             .to_str()
@@ -337,7 +372,23 @@ impl NbdExports {
         if let Some(record) = exports.get(name) {
             if self.runs(record) {
                 if record.path == path && record.read_only == read_only {
-                    return Ok(record.endpoint());
+                    match record.client.as_deref() {
+                        Some(c) if c == client => return Ok(record.endpoint()),
+                        Some(c) => {
+                            return Err(NbdError::OtherClient {
+                                name: name.to_owned(),
+                                client: c.to_owned(),
+                            })
+                        }
+                        None => {
+                            tracing::warn!(
+                                export = name,
+                                "export started without TLS by a previous version: kept \
+                                 for its guest until its attachment ends"
+                            );
+                            return Ok(record.endpoint());
+                        }
+                    }
                 }
                 return Err(NbdError::Conflict {
                     name: name.to_owned(),
@@ -364,6 +415,14 @@ impl NbdExports {
             });
         }
         self.remove_files(name)?;
+        if !self.credentials.installed() {
+            return Err(NbdError::NoCredentials(self.credentials.dir().to_owned()));
+        }
+        let credentials_dir = self
+            .credentials
+            .dir()
+            .to_str()
+            .ok_or_else(|| NbdError::InvalidPath(self.credentials.dir().to_owned()))?;
 
         let meta = std::fs::metadata(path).map_err(io_error("inspect", path))?;
         if !meta.is_file() {
@@ -393,12 +452,16 @@ impl NbdExports {
         let pid_path = self.pid_path(name);
         let mut command = Command::new(PROGRAM);
         command
+            .arg("--object")
+            .arg(tls_object_arg(credentials_dir))
+            .arg("--object")
+            .arg(authz_object_arg(client))
             .arg("--blockdev")
             .arg(file_node_arg(path_text, read_only, direct))
             .arg("--blockdev")
             .arg(format_node_arg(read_only))
             .arg("--nbd-server")
-            .arg(format!("addr.type=fd,addr.str={LISTEN_FD}"))
+            .arg(server_arg())
             .arg("--export")
             .arg(export_arg(name, read_only))
             .arg("--pidfile")
@@ -432,10 +495,11 @@ impl NbdExports {
             pid,
             host: self.listen.to_string(),
             port,
+            client: Some(client.to_owned()),
         };
         self.write_record(&record)?;
         starting.keep();
-        tracing::info!(export = name, pid, port, path = %path.display(), read_only,
+        tracing::info!(export = name, pid, port, path = %path.display(), read_only, client,
             elapsed = ?started.elapsed(), "NBD export started");
         let endpoint = record.endpoint();
         exports.insert(name.to_owned(), record);
@@ -562,6 +626,40 @@ fn hand_over_listener(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The daemon's TLS credentials: the host's certificate, and client certificates verified
+/// against the site CA.
+fn tls_object_arg(dir: &str) -> String {
+    json!({
+        "qom-type": "tls-creds-x509",
+        "id": "tls",
+        "dir": dir,
+        "endpoint": "server",
+        "verify-peer": true,
+    })
+    .to_string()
+}
+
+/// Who may connect: the one host whose instance uses the export, by its certificate's
+/// subject.
+fn authz_object_arg(client: &str) -> String {
+    json!({
+        "qom-type": "authz-simple",
+        "id": "authz",
+        "identity": stratus_common::subjects::host_dn(client),
+    })
+    .to_string()
+}
+
+/// The NBD server: on the inherited socket, TLS required, the authorization list checked.
+fn server_arg() -> String {
+    json!({
+        "addr": {"type": "fd", "str": LISTEN_FD.to_string()},
+        "tls-creds": "tls",
+        "tls-authz": "authz",
+    })
+    .to_string()
 }
 
 /// The daemon's protocol node: the file. `discard: unmap` lets guest trims punch holes.
@@ -697,6 +795,11 @@ mod tests {
 
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+    /// Server credentials in `dir/tls`, not installed.
+    fn no_credentials(dir: &tempfile::TempDir) -> ServerCredentials {
+        ServerCredentials::new(dir.path().join("tls"))
+    }
+
     #[test]
     fn export_names_are_checked() {
         assert!(is_export_name("a"));
@@ -715,6 +818,26 @@ mod tests {
         ] {
             assert!(!is_export_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn exports_require_tls_and_the_one_client_hosts_certificate() {
+        let tls: serde_json::Value = serde_json::from_str(&tls_object_arg("/s/tls,x")).unwrap();
+        assert_eq!(tls["qom-type"], "tls-creds-x509");
+        assert_eq!(tls["dir"], "/s/tls,x");
+        assert_eq!(tls["endpoint"], "server");
+        assert_eq!(tls["verify-peer"], true);
+        let authz: serde_json::Value = serde_json::from_str(&authz_object_arg("node-2")).unwrap();
+        assert_eq!(authz["qom-type"], "authz-simple");
+        assert_eq!(
+            authz["identity"],
+            "CN=node-2,O=StratusLab,OU=stratuslab-host"
+        );
+        let server: serde_json::Value = serde_json::from_str(&server_arg()).unwrap();
+        assert_eq!(server["addr"]["type"], "fd");
+        assert_eq!(server["addr"]["str"], LISTEN_FD.to_string());
+        assert_eq!(server["tls-creds"], tls["id"]);
+        assert_eq!(server["tls-authz"], authz["id"]);
     }
 
     #[test]
@@ -739,7 +862,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for addr in [IpAddr::V4(Ipv4Addr::UNSPECIFIED), "::".parse().unwrap()] {
             assert!(matches!(
-                NbdExports::open(dir.path(), addr),
+                NbdExports::open(dir.path(), addr, no_credentials(&dir)),
                 Err(NbdError::UnspecifiedListen(_))
             ));
         }
@@ -749,7 +872,7 @@ mod tests {
     fn bad_starts_leave_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("nbd");
-        let exports = NbdExports::open(&state, LOCALHOST).unwrap();
+        let exports = NbdExports::open(&state, LOCALHOST, no_credentials(&dir)).unwrap();
         assert_eq!(
             std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
             0o700
@@ -757,19 +880,37 @@ mod tests {
         let file = dir.path().join("v.raw");
         std::fs::write(&file, [0u8; 512]).unwrap();
         assert!(matches!(
-            exports.start("a/b", &file, false),
+            exports.start("a/b", &file, false, "node-2"),
             Err(NbdError::InvalidName(_))
         ));
+        for client in ["", "a,b", "CN=x", "-x", "a b"] {
+            assert!(matches!(
+                exports.start("e", &file, false, client),
+                Err(NbdError::InvalidClient { .. })
+            ));
+        }
         assert!(matches!(
-            exports.start("e", Path::new("v.raw"), false),
+            exports.start("e", Path::new("v.raw"), false, "node-2"),
             Err(NbdError::InvalidPath(_))
         ));
+        // Before the host's certificate is installed nothing is served.
         assert!(matches!(
-            exports.start("e", &dir.path().join("missing.raw"), false),
+            exports.start("e", &file, false, "node-2"),
+            Err(NbdError::NoCredentials(_))
+        ));
+        super::super::credentials::ServerCredentials::new(dir.path().join("tls"))
+            .install(super::super::credentials::Pems {
+                ca: "CA",
+                certificate: "C",
+                key: "K",
+            })
+            .unwrap();
+        assert!(matches!(
+            exports.start("e", &dir.path().join("missing.raw"), false, "node-2"),
             Err(NbdError::Io { .. })
         ));
         assert!(matches!(
-            exports.start("e", dir.path(), false),
+            exports.start("e", dir.path(), false, "node-2"),
             Err(NbdError::NotAFile(_))
         ));
         assert!(matches!(exports.stop("a b"), Err(NbdError::InvalidName(_))));
@@ -792,6 +933,7 @@ mod tests {
                 pid,
                 host: "127.0.0.1".into(),
                 port: 10809,
+                client: None,
             };
             std::fs::write(
                 dir.path().join(format!("{export}.json")),
@@ -808,7 +950,8 @@ mod tests {
         std::fs::write(dir.path().join("orphan.pid"), format!("{}\n", sleeper.id())).unwrap();
         std::fs::write(dir.path().join(".x.json.tmp"), "").unwrap();
 
-        let exports = NbdExports::open(dir.path(), LOCALHOST).unwrap();
+        let creds = tempfile::tempdir().unwrap();
+        let exports = NbdExports::open(dir.path(), LOCALHOST, no_credentials(&creds)).unwrap();
         assert!(exports.list().is_empty());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         assert!(sleeper.try_wait().unwrap().is_none(), "sleep was signalled");

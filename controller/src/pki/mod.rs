@@ -17,16 +17,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, Certificate, CertificateParams, CertificateSigningRequestParams,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 use x509_parser::prelude::FromDer;
 
-/// The organizational unit of controller node certificates.
-pub const OU_CONTROLLER: &str = "stratuslab-controller";
-/// The organizational unit of host certificates.
-pub const OU_HOST: &str = "stratuslab-host";
-const ORGANIZATION: &str = "StratusLab";
+use stratus_common::subjects::ORGANIZATION;
+pub use stratus_common::subjects::{OU_CONTROLLER, OU_HOST};
 
 /// How long a controller node's certificate lasts (it is made again at every start).
 const NODE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -315,13 +313,17 @@ fn leaf(
     validity: Duration,
 ) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
+    // The subject's attributes in the order certificates have always had them (common name
+    // first): QEMU's NBD authorization lists match the subject as a string in this order
+    // (`stratus_common::subjects::host_dn`).
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
     params
         .distinguished_name
         .push(DnType::OrganizationName, ORGANIZATION);
     params
         .distinguished_name
         .push(DnType::OrganizationalUnitName, role);
-    params.distinguished_name.push(DnType::CommonName, name);
     params.subject_alt_names = subject_alt_names(names)?;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,

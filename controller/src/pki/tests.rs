@@ -109,6 +109,26 @@ fn a_host_certificate_names_the_host_whatever_the_request_asked() {
         })
     );
     assert_eq!(issued.serial.len(), 32);
+    // The subject, attribute by attribute in the certificate's order, is what an NBD
+    // export's authorization list of this host names.
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+    let subject: Vec<String> = parsed
+        .subject()
+        .iter_attributes()
+        .map(|a| {
+            let short = match a.attr_type().to_id_string().as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                other => panic!("unexpected attribute {other}"),
+            };
+            format!("{short}={}", a.as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        subject.join(","),
+        stratus_common::subjects::host_dn("node-7")
+    );
     verifies_as_server(&ca, &issued.certificate_pem, "node-7").unwrap();
     verifies_as_server(&ca, &issued.certificate_pem, "192.0.2.7").unwrap();
     assert!(verifies_as_server(&ca, &issued.certificate_pem, "evil.example.org").is_err());

@@ -336,6 +336,8 @@ fn launch_disks_attach_local_or_over_an_export() {
     let exports = s.storage_desired_for_host("h1").1;
     assert_eq!(exports.len(), 1);
     assert_eq!(exports[0].volume, V2);
+    // It opens only for the host of the instance it serves.
+    assert_eq!(exports[0].client, "h2");
     s.apply(Command::ReportExport {
         host: "h1".into(),
         export: ReportedExport {
@@ -350,7 +352,9 @@ fn launch_disks_attach_local_or_over_an_export() {
         DiskLocation::Nbd {
             host: "127.0.0.1".into(),
             port: 10809,
-            export: exports[0].name.clone()
+            export: exports[0].name.clone(),
+            // Over TLS, the server checked to be the storage host.
+            tls_server: Some("h1".into()),
         }
     );
     disk_report(&mut s, "h1", local, V1, DiskReport::Attached);

@@ -590,11 +590,17 @@ impl State {
                 present,
             });
             for attachment in &volume.attachments {
-                if let Some(export) = &attachment.export {
+                // The export opens only for the host of the instance it serves.
+                let client = self
+                    .instances
+                    .get(&attachment.instance)
+                    .and_then(|i| i.host.clone());
+                if let (Some(export), Some(client)) = (&attachment.export, client) {
                     exports.push(DesiredExport {
                         name: export.name.clone(),
                         volume: volume.id.clone(),
                         read_only: attachment.read_only,
+                        client,
                     });
                 }
             }
@@ -622,6 +628,7 @@ impl State {
                         host: host.clone(),
                         port: *port,
                         export: name.clone(),
+                        tls_server: Some(volume.host.clone()),
                     },
                     Some(ExportRecord { endpoint: None, .. }) => DiskLocation::Pending,
                 },
