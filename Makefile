@@ -8,7 +8,7 @@ CARGO ?= cargo
 APPLIANCE := build/appliance
 BINDIR ?= /usr/local/bin
 CLI_NAMES := run-instance describe-instance kill-instance stop-instance start-instance reboot-instance \
-	console-instance \
+	console-instance events \
 	copy-config build-metadata sign-metadata \
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
 	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \

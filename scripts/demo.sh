@@ -126,9 +126,11 @@ probe_initrd = "$AGENT_STATE/images/appliance/initrd.img"
 network_netns = "$NETNS"
 volume_pool = "$AGENT_STATE/volumes"
 nbd_listen = "127.0.0.1"
+# One host: every disk is local, so libvirt's NBD client directory is left alone.
+nbd_client_tls_dir = ""
 EOF
     for name in run-instance describe-instance kill-instance stop-instance start-instance \
-        reboot-instance console-instance copy-config \
+        reboot-instance console-instance events copy-config \
         create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
         describe-images delete-image create-user describe-users update-user delete-user \
         create-join-token revoke-host; do

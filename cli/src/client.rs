@@ -15,6 +15,7 @@ use stratus_common::api::{
     ApiError, CreateInstance, Endorser, ImageList, Instance, InstanceType, MarketplaceEntry,
     PolicyVerdict, RegisterEndorser, User,
 };
+use stratus_common::events::{EventEnvelope, SseParser};
 use stratus_common::marketplace::{is_identifier, ImageKind, SignedMetadata};
 use stratus_common::volumes::{is_uuid, AttachVolume, CreateVolume, UpdateVolume, Volume};
 use thiserror::Error;
@@ -76,6 +77,15 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether trying again later may work: the cloud could not be reached, or had no leader.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Api { status, code, .. } => code == "no_leader" || *status >= 500,
+            _ => false,
+        }
+    }
+
     /// True when the failure concerns the whole endpoint (unreachable, credentials refused, not
     /// speaking our API), so a command working through a list of IDs should stop, not go on.
     pub fn is_fatal(&self) -> bool {
@@ -306,6 +316,68 @@ impl Client {
             out.write_all(&buffer[..read])
                 .and_then(|()| out.flush())
                 .map_err(|e| ClientError::Output(e.to_string()))?;
+        }
+    }
+
+    /// `GET /events`: the events `query` asks for, each handed to `on` as it comes. With
+    /// `follow`, the stream is followed until `on` fails or the cloud refuses it: a stream
+    /// that ends (its controller went away) is opened again, on any endpoint, from where it
+    /// stood (`Last-Event-ID`, which the stream gives as it starts and with every event), so
+    /// nothing is missed and nothing repeated.
+    pub fn events(
+        &self,
+        query: &[(&str, String)],
+        follow: bool,
+        on: &mut dyn FnMut(EventEnvelope) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        let mut position: Option<String> = None;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let builder = self
+                .http
+                .get(self.endpoints.primary().api_url("/events"))
+                .query(&[("follow", follow.to_string())])
+                // A followed stream has no end to wait for: only the connection is timed.
+                .timeout(Duration::from_secs(u64::from(u32::MAX)));
+            let builder = match &position {
+                // Resumed: the same filters, from where the stream stood.
+                Some(id) => builder.header("Last-Event-ID", id.as_str()).query(
+                    &query
+                        .iter()
+                        .filter(|(k, _)| matches!(*k, "types" | "object"))
+                        .collect::<Vec<_>>(),
+                ),
+                None => builder.query(query),
+            };
+            let (endpoint, response) = match self.respond(builder, None) {
+                Ok(answer) => answer,
+                Err(e) if follow && position.is_some() && e.is_transient() => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            delay = Duration::from_millis(200);
+            let mut parser = SseParser::default();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(response)) {
+                // A broken connection ends this stream like a closed one.
+                let Ok(line) = line else { break };
+                let message = parser.line(&line);
+                if let Some(id) = parser.last_id() {
+                    position = Some(id.to_owned());
+                }
+                let Some(message) = message else { continue };
+                let event: EventEnvelope =
+                    serde_json::from_str(&message.data).map_err(|e| ClientError::BadResponse {
+                        endpoint: endpoint.to_string(),
+                        detail: format!("an event that is not an event envelope: {e}"),
+                    })?;
+                on(event)?;
+            }
+            if !follow {
+                return Ok(());
+            }
         }
     }
 

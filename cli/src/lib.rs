@@ -31,6 +31,7 @@ use commands::deprecate_metadata::DeprecateMetadataArgs;
 use commands::describe::DescribeArgs;
 use commands::describe_endorsers::DescribeEndorsersArgs;
 use commands::describe_images::DescribeImagesArgs;
+use commands::events::EventsArgs;
 use commands::hosts::join_token::CreateJoinTokenArgs;
 use commands::hosts::revoke::RevokeHostArgs;
 use commands::kill::KillArgs;
@@ -84,6 +85,8 @@ enum Command {
     RebootInstance(PowerArgs),
     /// Print an instance's serial console output (--follow: as the guest writes it)
     ConsoleInstance(ConsoleArgs),
+    /// Print what happened in the cloud (--follow: as it happens)
+    Events(EventsArgs),
     /// Create a persistent disk (volume) and print its UUID
     CreateVolume(CreateVolumeArgs),
     /// List your persistent disks and everyone's public ones
@@ -152,6 +155,7 @@ fn dispatch(
             commands::power::run(ctx, client::PowerAction::Reboot, args, out, err)
         }
         Command::ConsoleInstance(args) => commands::console::run(ctx, args, out),
+        Command::Events(args) => commands::events::run(ctx, args, out),
         Command::CreateVolume(args) => commands::volumes::create::run(ctx, args, out, err),
         Command::DescribeVolumes(args) => commands::volumes::describe::run(ctx, args, out, err),
         Command::UpdateVolume(args) => commands::volumes::update::run(ctx, args, out),

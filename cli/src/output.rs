@@ -9,6 +9,7 @@ use stratus_common::api::{
     Compression, DiskFormat, Endorser, Image, ImageList, Instance, InstanceState, InstanceType,
     MarketplaceEntry, MarketplacePage, PolicyVerdict, User,
 };
+use stratus_common::events::EventEnvelope;
 use stratus_common::marketplace::parse_timestamp;
 use stratus_common::time::guide_datetime;
 use stratus_common::volumes::{Volume, VolumeState};
@@ -70,6 +71,36 @@ pub fn render_json<T: Serialize + ?Sized>(value: &T) -> String {
 }
 
 /// One `kill-instance` confirmation.
+/// One value on one line (`--json` of a stream: one object per line).
+pub fn render_json_line<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("our types serialize") + "\n"
+}
+
+/// One event: time, sequence number, type, object, then owner, host and details as
+/// `key=value`.
+pub fn render_event(event: &EventEnvelope) -> String {
+    let mut line = format!(
+        "{} {:>10} {:<24} {}",
+        event.time,
+        event.seq,
+        event.kind,
+        event.object.key()
+    );
+    for (key, value) in [("owner", &event.owner), ("host", &event.host)] {
+        if let Some(value) = value {
+            line += &format!(" {key}={value}");
+        }
+    }
+    for (key, value) in &event.details {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        line += &format!(" {key}={}", one_line(&text));
+    }
+    line + "\n"
+}
+
 pub fn render_kill(instance: &Instance) -> String {
     step(&format!(
         "Killing instance {} (now {})",
@@ -536,6 +567,29 @@ pub fn render_types_table(types: &[InstanceType]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_one_line_with_its_details() {
+        let event: EventEnvelope = serde_json::from_value(serde_json::json!({
+            "seq": 90001,
+            "time": "2026-12-07T05:30:00.123Z",
+            "type": "instance-failed",
+            "object": {"kind": "instance", "id": "5"},
+            "owner": "alice",
+            "host": "node-1",
+            "details": {"state": "Failed", "reason": "the guest\ncrashed"},
+        }))
+        .unwrap();
+        assert_eq!(
+            render_event(&event),
+            "2026-12-07T05:30:00.123Z      90001 instance-failed          instance/5 owner=alice \
+             host=node-1 reason=the guest crashed state=Failed\n"
+        );
+        assert_eq!(
+            serde_json::from_str::<EventEnvelope>(render_json_line(&event).trim_end()).unwrap(),
+            event
+        );
+    }
 
     /// An instance as the API would show it, for rendering tests.
     pub(crate) fn instance(id: u64, state: InstanceState) -> Instance {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod artifact;
 #[cfg(feature = "x509")]
 pub mod certificate;
+pub mod events;
 pub mod hex;
 pub mod marketplace;
 pub mod names;

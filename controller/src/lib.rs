@@ -10,6 +10,7 @@ pub mod codec;
 pub mod command_line;
 pub mod config;
 pub mod decide;
+pub mod events;
 pub mod failure;
 pub mod guest;
 pub mod hosts;

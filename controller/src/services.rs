@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::accounts::Accounts;
 use crate::cluster::ClusterService;
+use crate::events::EventHub;
 use crate::hosts::Hosts;
 use crate::images::{Images, MarketplaceSettings};
 use crate::instances::Instances;
@@ -51,6 +52,8 @@ pub struct Services {
     pub cluster: ClusterService,
     /// Console output and CPU use the hosts push (not replicated).
     pub observed: Arc<Observed>,
+    /// Every applied change as a numbered event, for the event stream.
+    pub events: Arc<EventHub>,
 }
 
 impl Services {
@@ -64,6 +67,7 @@ impl Services {
             settings.ca,
             settings.host_timeout,
         ));
+        let events = EventHub::start(&replica, settings.volumes.detach_timeout);
         let volumes = Arc::new(Volumes::new(
             replica.clone(),
             hosts.clone(),
@@ -80,6 +84,7 @@ impl Services {
         .with_observed(observed.clone());
         let users = Users::new(replica.clone(), settings.login_failures);
         Self {
+            events,
             accounts: Accounts::new(replica.clone(), users.password_pool()),
             users,
             cluster: ClusterService::start(replica.clone(), settings.me),

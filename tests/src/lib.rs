@@ -4,6 +4,7 @@
 //! fails.
 
 pub mod cluster;
+pub mod events;
 pub mod hosts;
 pub mod image_server;
 pub mod netlab;
@@ -586,21 +587,27 @@ impl TestCloud {
         )
     }
 
+    /// An HTTP client trusting the site CA, with no overall timeout: for answers that stream
+    /// (the caller reads until it saw what it waits for).
+    pub fn streaming_client(&self) -> anyhow::Result<Client> {
+        let pem = fs::read(self.ca_certificate())?;
+        Ok(Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .timeout(None)
+            .build()?)
+    }
+
     /// `GET /instances/{id}/console?follow=true` as `user`: the open response, to read the
-    /// console as it streams (no overall timeout: the caller reads until it saw what it waits
-    /// for).
+    /// console as it streams.
     pub fn follow_console(
         &self,
         user: &str,
         id: u64,
     ) -> anyhow::Result<reqwest::blocking::Response> {
-        let pem = fs::read(self.ca_certificate())?;
-        let response = Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
-            .timeout(None)
-            .build()?
+        let response = self
+            .streaming_client()?
             .get(self.url(&format!("/instances/{id}/console?follow=true")))
             .basic_auth(user, Some(self.password(user)))
             .send()?;

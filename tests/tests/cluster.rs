@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use stratus_common::events::EventEnvelope;
 use stratus_e2e::cluster::{TestCluster, WAIT};
+use stratus_e2e::events::EventStream;
 
 /// Node 1 starts the cluster; nodes 2..=n join through the members API.
 fn formed(name: &str, n: u64) -> TestCluster {
@@ -282,6 +284,72 @@ impl Load {
         }
         acknowledged.len()
     }
+}
+
+/// The event stream of node `id` (administrator), from `last` if given.
+fn events_on(cluster: &TestCluster, id: u64, query: &str, last: Option<u64>) -> EventStream {
+    let http = cluster
+        .client(Duration::from_secs(3600), Duration::from_secs(5))
+        .unwrap();
+    EventStream::connect(
+        &http,
+        &cluster.url(id, &format!("/events{query}")),
+        "admin",
+        &cluster.admin_password,
+        last,
+    )
+    .unwrap()
+}
+
+fn seqs(events: &[EventEnvelope]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+/// Every node numbers the same changes the same, so a client whose node went away resumes
+/// on another from its last event: nothing missed, nothing twice.
+#[test]
+fn events_are_numbered_alike_on_every_node_and_a_client_resumes_on_another() {
+    let mut cluster = formed("cluster-events", 3);
+    let leader = cluster.wait_leader(WAIT).unwrap();
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let mut a = events_on(&cluster, followers[0], "?types=network-", None);
+    let mut b = events_on(&cluster, followers[1], "?types=network-", None);
+    for k in 1..=3 {
+        let (status, body, _) = cluster
+            .post(followers[0], "/networks", &network(k))
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let on_a = a.until(WAIT, |e| e.object.id == "w3").unwrap();
+    let on_b = b.until(WAIT, |e| e.object.id == "w3").unwrap();
+    assert_eq!(on_a.len(), 3);
+    assert_eq!(seqs(&on_a), seqs(&on_b));
+    assert_eq!(on_a, on_b);
+
+    // The leader dies; more changes come while the client of the first follower is away.
+    let last = on_a.last().unwrap().seq;
+    drop(a);
+    cluster.kill(leader);
+    cluster.wait_leader(WAIT).unwrap();
+    for k in 4..=5 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body, _) = cluster
+                .post(followers[1], "/networks", &network(k))
+                .unwrap();
+            if status == StatusCode::CREATED {
+                break;
+            }
+            assert!(Instant::now() < deadline, "network w{k}: {status} {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let on_b = b.until(WAIT, |e| e.object.id == "w5").unwrap();
+    // Resumed on the other survivor: exactly what it missed.
+    let mut resumed = events_on(&cluster, followers[1], "?types=network-", Some(last));
+    let missed = resumed.until(WAIT, |e| e.object.id == "w5").unwrap();
+    assert_eq!(missed, on_b);
+    assert!(missed[0].seq > last);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use stratus_common::api::InstanceState;
+use stratus_e2e::events::EventStream;
 use stratus_e2e::TestCloud;
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -581,6 +582,13 @@ fn a_guest_that_does_not_release_a_disk_keeps_it_detaching_then_stuck() {
         .unwrap();
     cloud.wait_banner(vm.id, BOOT).unwrap();
     let id = vm.id.to_string();
+    let mut events = EventStream::open(
+        &cloud,
+        "alice",
+        &format!("?object=volume/{disk}&types=volume-"),
+        None,
+    )
+    .unwrap();
     let (ok, _, err) = cli(&cloud, "alice", &["attach-volume", "-i", &id, &disk]);
     assert!(ok, "{err}");
     let (ok, _, err) = cli(
@@ -593,6 +601,21 @@ fn a_guest_that_does_not_release_a_disk_keeps_it_detaching_then_stuck() {
     let view = volume(&cloud, "alice", &disk);
     assert_eq!(view["attachments"][0]["state"], "stuck", "{view}");
     assert_eq!(view["users"], 1);
+    // The event stream told of each step, and of the disk getting stuck.
+    let told = events
+        .until(Duration::from_secs(30), |e| e.kind == "volume-stuck")
+        .unwrap();
+    let kinds: Vec<&str> = told.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "volume-attaching",
+            "volume-attached",
+            "volume-detaching",
+            "volume-stuck"
+        ]
+    );
+    assert_eq!(told[3].details["instance"], vm.id);
     // Nobody else gets it meanwhile.
     let other = run_vm(&cloud, "alice", &[], "#!/bin/sh\ntrue\n");
     let (status, _) = cloud

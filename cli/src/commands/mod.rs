@@ -10,6 +10,7 @@ pub mod deprecate_metadata;
 pub mod describe;
 pub mod describe_endorsers;
 pub mod describe_images;
+pub mod events;
 pub mod hosts;
 pub mod kill;
 pub mod policy_image;

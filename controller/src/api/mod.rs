@@ -5,6 +5,7 @@
 mod accounts;
 mod cluster;
 mod console;
+mod events;
 mod extract;
 pub mod forward;
 mod power;
@@ -101,6 +102,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(cluster::routes())
         .merge(power::routes())
         .merge(console::routes())
+        .merge(events::routes())
         .merge(accounts::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

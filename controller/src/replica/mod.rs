@@ -160,6 +160,9 @@ pub struct Applied {
     /// The state was replaced by a snapshot from the leader: anything may have changed, and
     /// the events of the entries it covers are not known here.
     pub reset: bool,
+    /// When each entry's command was asked for, for the entries that say (by index): their
+    /// events' time, the same on every node.
+    pub times: std::collections::BTreeMap<u64, u64>,
 }
 
 type ProposeReply = oneshot::Sender<Result<Result<Outcome, Rejection>, ReplicaError>>;

@@ -494,6 +494,7 @@ impl Runner {
             events: Vec::new(),
             hosts,
             reset: true,
+            times: Default::default(),
         }));
         Ok(())
     }
@@ -545,6 +546,9 @@ impl Runner {
                 .events
                 .extend(effects.events.into_iter().map(|e| (entry.index, e)));
             round.hosts.extend(effects.hosts);
+            if let Some(at_ms) = effects.at_ms {
+                round.times.insert(entry.index, at_ms);
+            }
             if let Some(reply) = waiting {
                 // Whoever hears its change was applied sees the applied index include it.
                 self.applied_tx.send_replace(self.applied);
@@ -724,6 +728,7 @@ impl Runner {
                 events: vec![(self.applied, Event::LeaderChanged { leader, term })],
                 hosts: Default::default(),
                 reset: false,
+                times: Default::default(),
             }));
         }
     }

@@ -81,6 +81,8 @@ pub enum Event {
         volume: String,
         owner: String,
         instance: u64,
+        /// The instance's owner (a public disk may be attached to another user's instance).
+        instance_owner: Option<String>,
         target: String,
         state: Option<AttachmentState>,
     },
@@ -101,6 +103,9 @@ pub struct Effects {
     pub events: Vec<Event>,
     /// Hosts whose desired state (instances, disks, exports, pinned images) may have changed.
     pub hosts: BTreeSet<String>,
+    /// When the command was asked for, if it says (a [`Command::By`]): the same on every
+    /// replica, unlike the moment each applies it.
+    pub at_ms: Option<u64>,
 }
 
 /// The records a command may change, as they were before it applied.
@@ -301,6 +306,7 @@ fn volume_events(
     }
     let attachments =
         |v: Option<&VolumeRecord>| v.map(|v| v.attachments.clone()).unwrap_or_default();
+    let instance_owner = |id: u64| state.instances.get(&id).map(|i| i.owner.clone());
     let (old, new) = (attachments(before), attachments(after));
     for a in &new {
         let previous = old.iter().find(|o| o.instance == a.instance);
@@ -309,6 +315,7 @@ fn volume_events(
                 volume: id.to_owned(),
                 owner: record.owner.clone(),
                 instance: a.instance,
+                instance_owner: instance_owner(a.instance),
                 target: a.target.clone(),
                 state: Some(a.state),
             });
@@ -322,6 +329,7 @@ fn volume_events(
             volume: id.to_owned(),
             owner: record.owner.clone(),
             instance: o.instance,
+            instance_owner: instance_owner(o.instance),
             target: o.target.clone(),
             state: None,
         });

@@ -196,6 +196,7 @@ fn a_volume_life_names_the_storage_host_and_the_instances_host() {
         volume: V1.into(),
         owner: "alice".into(),
         instance: 1,
+        instance_owner: Some("alice".into()),
         target: "vdb".into(),
         state,
     };

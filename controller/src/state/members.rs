@@ -88,6 +88,7 @@ impl State {
                 change: change.clone(),
             }],
             hosts: Default::default(),
+            at_ms: None,
         }
     }
 }

@@ -441,8 +441,15 @@ impl State {
         command: Command,
     ) -> (Result<Outcome, Rejection>, Effects) {
         let before = effects::Before::capture(self, command.inner());
+        let at_ms = match &command {
+            Command::By { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        };
         let result = self.apply_command(command);
-        let effects = before.diff(self, &result);
+        let mut effects = before.diff(self, &result);
+        if !effects.events.is_empty() {
+            effects.at_ms = at_ms;
+        }
         (result, effects)
     }
 
