@@ -15,6 +15,7 @@
 //!   burst of wrong passwords (`tls.rs`).
 
 mod cluster;
+mod events;
 mod snapshot;
 mod tls;
 
@@ -32,8 +33,9 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "start", "overlay", "download", "storm", "network", "volumes", "cluster", "snapshot", "tls",
+    "events",
 ];
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -57,7 +59,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|snapshot|tls]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|snapshot|tls|events]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
@@ -210,6 +212,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("tls") {
         tls::tls_bench(args.rounds)?;
+    }
+    if run("events") {
+        events::events_bench(args.rounds)?;
     }
     Ok(())
 }
