@@ -133,10 +133,21 @@ install_packages() {
     done < <(missing_packages)
     args+=("qemu-system-x86=$qs" "qemu-system-common=$qs" "qemu-utils=$qu")
     log "apt-get install ${args[*]}"
+    # Packages must not start their own services here (prometheus would listen on :9090; this
+    # script starts what the tests need itself): invoke-rc.d asks policy-rc.d, which forbids
+    # it for the time of the install unless the machine already has one.
+    local policy=/usr/sbin/policy-rc.d made_policy=
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# install-deps.sh: no service starts during its apt-get install\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        made_policy=1
+    fi
+    local status=0
     apt-get install -y -q --no-install-recommends --allow-downgrades -o DPkg::Lock::Timeout=300 \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${args[@]}" >/dev/null ||
-        die "apt-get install failed (re-run 'apt-get install ${args[*]}' to see why)"
+        "${args[@]}" >/dev/null || status=$?
+    [[ -z $made_policy ]] || rm -f "$policy"
+    ((status == 0)) || die "apt-get install failed (re-run 'apt-get install ${args[*]}' to see why)"
 
     unmet=$(unmet_requirements)
     [[ -z $unmet ]] || die "packages still unmet after apt-get install: $unmet"

@@ -63,4 +63,5 @@ setpriv                 util-linux                   packaging/test.sh (a daemon
 userdel                 passwd                       packaging/test.sh (removes the user the packages made)
 groupdel                passwd                       packaging/test.sh
 dpkg-deb                dpkg                         packaging/test.sh
+prometheus              prometheus                   tests/tests/metrics.rs (scrapes a controller)
 '

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::Histogram;
 use stratus_common::api::{CreateInstance, Instance, InstanceType};
 use stratus_common::names::validate_name;
 
@@ -66,6 +67,8 @@ pub struct Instances {
     hosts: Arc<Hosts>,
     /// Where the guests' CPU use comes from.
     observed: Option<Arc<Observed>>,
+    /// How long choosing a host took.
+    placement_seconds: Histogram,
 }
 
 impl Instances {
@@ -83,7 +86,13 @@ impl Instances {
             volumes,
             hosts,
             observed: None,
+            placement_seconds: crate::metrics::latency_histogram(),
         }
+    }
+
+    /// How long choosing a host for each new instance took, in seconds.
+    pub fn placement_seconds(&self) -> Histogram {
+        self.placement_seconds.clone()
     }
 
     /// Instances are shown with their guests' CPU use as their hosts push it.
@@ -149,6 +158,7 @@ impl Instances {
             let up = self.hosts.up(caller.reads()).await?;
             let holding = self.hosts.holding(&image_spec.disk.sha256);
             let first_disk = volumes.first().map(|(id, _)| id.as_str());
+            let placing = std::time::Instant::now();
             let placement = self
                 .replica
                 .read(caller.reads(), |s| {
@@ -172,6 +182,8 @@ impl Instances {
                     })
                 })
                 .await??;
+            self.placement_seconds
+                .observe(placing.elapsed().as_secs_f64());
             let (host, failure) = match placement {
                 Ok(host) => (Some(host), None),
                 Err(reason) => (None, Some(reason)),

@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod images;
 pub mod instances;
 pub mod marketplace;
+pub mod metrics;
 pub mod networks;
 pub mod observed;
 pub mod peer;

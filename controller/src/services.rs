@@ -12,6 +12,7 @@ use crate::events::EventHub;
 use crate::hosts::Hosts;
 use crate::images::{Images, MarketplaceSettings};
 use crate::instances::Instances;
+use crate::metrics::Metrics;
 use crate::networks::Networks;
 use crate::observed::Observed;
 use crate::peer::Me;
@@ -54,6 +55,8 @@ pub struct Services {
     pub observed: Arc<Observed>,
     /// Every applied change as a numbered event, for the event stream.
     pub events: Arc<EventHub>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Services {
@@ -83,7 +86,9 @@ impl Services {
         )
         .with_observed(observed.clone());
         let users = Users::new(replica.clone(), settings.login_failures);
+        let metrics = Metrics::start(&replica, instances.placement_seconds());
         Self {
+            metrics,
             events,
             accounts: Accounts::new(replica.clone(), users.password_pool()),
             users,

@@ -8,6 +8,7 @@ mod console;
 mod events;
 mod extract;
 pub mod forward;
+mod metrics;
 mod power;
 #[cfg(test)]
 mod tests;
@@ -104,6 +105,11 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(console::routes())
         .merge(events::routes())
         .merge(accounts::routes())
+        .merge(metrics::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            metrics::timed,
+        ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             forward::Forwarder::new(services.replica.clone(), services.forwarding_tls.clone()),

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::codec;
@@ -136,6 +137,8 @@ pub struct RaftStatus {
     /// Why the node stopped, if it met something it cannot go on from (a log entry it cannot
     /// apply, a storage failure). A node that stopped serves nothing.
     pub halted: Option<String>,
+    /// The size of this node's latest state-machine snapshot (0: none yet).
+    pub snapshot_bytes: u64,
 }
 
 /// The leader's view of one peer.
@@ -196,6 +199,7 @@ pub struct Replica {
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     storage: storage::DurableStorage,
     identity: Arc<RwLock<Identity>>,
+    proposal_seconds: Histogram,
 }
 
 /// How many applied rounds a slow subscriber may fall behind before it is told it lagged.
@@ -227,6 +231,7 @@ impl Replica {
             thread: Arc::new(std::sync::Mutex::new(Some(started.thread))),
             storage: started.storage,
             identity: Arc::new(RwLock::new(started.identity)),
+            proposal_seconds: crate::metrics::latency_histogram(),
         })
     }
 
@@ -237,13 +242,25 @@ impl Replica {
         command: Command,
     ) -> Result<Result<Outcome, Rejection>, ReplicaError> {
         let (tx, rx) = oneshot::channel();
+        let started = std::time::Instant::now();
         self.inputs
             .send(Input::Propose(Box::new(command), tx))
             .map_err(|_| ReplicaError::Stopped)?;
-        match tokio::time::timeout(self.propose_timeout, rx).await {
+        let answer = match tokio::time::timeout(self.propose_timeout, rx).await {
             Ok(answer) => answer.map_err(|_| ReplicaError::Stopped)?,
             Err(_) => Err(ReplicaError::ProposalTimeout(self.propose_timeout)),
+        };
+        // Committed and applied (accepted or refused by the state machine) on this node.
+        if answer.is_ok() {
+            self.proposal_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
+        answer
+    }
+
+    /// How long proposals took to be committed and applied here, in seconds.
+    pub fn proposal_seconds(&self) -> Histogram {
+        self.proposal_seconds.clone()
     }
 
     /// Runs `f` on the state, as fresh as `consistency` asks.

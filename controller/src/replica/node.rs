@@ -72,6 +72,10 @@ pub(super) fn start(
         ),
         None => (State::default(), 0),
     };
+    let snapshot_bytes = recovered
+        .snapshot
+        .as_ref()
+        .map_or(0, |s| s.data.len() as u64);
     let raft_config = raft::Config {
         id: config.node_id,
         election_tick: 10,
@@ -96,6 +100,7 @@ pub(super) fn start(
         node_id: config.node_id,
         voters: config.voters.clone(),
         applied_index: applied,
+        snapshot_bytes,
         ..Default::default()
     });
     let (inputs, rx) = mpsc::channel();
@@ -123,6 +128,7 @@ pub(super) fn start(
         heard: HashMap::new(),
         applied,
         last_snapshot: applied,
+        snapshot_bytes,
         snapshot_every: config.snapshot_every.max(1),
         known_leader: (None, 0),
         removed: false,
@@ -210,6 +216,8 @@ struct Runner {
     heard: HashMap<u64, Instant>,
     applied: u64,
     last_snapshot: u64,
+    /// The size of the latest snapshot, for the status.
+    snapshot_bytes: u64,
     snapshot_every: u64,
     /// The leader and term last announced to subscribers.
     known_leader: (Option<u64>, u64),
@@ -467,6 +475,7 @@ impl Runner {
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StartError> {
         let index = snapshot.get_metadata().index;
         let state = codec::decode::<State>(&snapshot.data)?;
+        self.snapshot_bytes = snapshot.data.len() as u64;
         self.storage.install_snapshot(&snapshot)?;
         *self.state.write().expect("state lock") = state;
         tracing::info!(index, "installed a snapshot from the leader");
@@ -568,6 +577,7 @@ impl Runner {
     /// Saves the state as of the applied index and compacts the log up to it.
     fn take_snapshot(&mut self) -> Result<(), StartError> {
         let data = codec::encode(&*self.state.read().expect("state lock"));
+        self.snapshot_bytes = data.len() as u64;
         self.storage.save_snapshot(self.applied, data)?;
         self.last_snapshot = self.applied;
         Ok(())
@@ -706,6 +716,7 @@ impl Runner {
             learners: conf.learners,
             peers,
             halted: None,
+            snapshot_bytes: self.snapshot_bytes,
         };
         let term = next.term;
         self.status.send_if_modified(|status| {

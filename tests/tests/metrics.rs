@@ -1,0 +1,181 @@
+//! The controller's `/metrics`, scraped by a real Prometheus (Debian's `prometheus`, started
+//! by the test on loopback with its own data directory, stopped by pid): the scrape is up over
+//! HTTPS with the site CA and an administrator's password, and what Prometheus stored is what
+//! happened (this node leads, one host up, one instance Pending, the POST that made it timed
+//! under its route template). Only administrators may read the metrics.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use stratus_e2e::TestCloud;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A Prometheus server this test started, killed (by its pid) when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts Prometheus scraping the cloud's controller every second.
+fn prometheus(cloud: &TestCloud) -> Prometheus {
+    let dir = cloud.dir.join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: stratus\n    scheme: https\n    \
+             tls_config:\n      ca_file: {ca}\n    \
+             basic_auth:\n      username: admin\n      password: {password}\n    \
+             static_configs:\n      - targets: ['{target}']\n",
+            ca = cloud.ca_certificate().display(),
+            password = cloud.password("admin"),
+            target = cloud.base().trim_start_matches("https://"),
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("prometheus (Debian's package; scripts/install-deps.sh installs it)");
+    Prometheus { child, port }
+}
+
+impl Prometheus {
+    fn api(&self, http: &Client, path: &str, query: &[(&str, &str)]) -> Option<Value> {
+        let response = http
+            .get(format!("http://127.0.0.1:{}/api/v1/{path}", self.port))
+            .query(query)
+            .send()
+            .ok()?;
+        response.json().ok()
+    }
+
+    /// The value of `query`'s single sample once Prometheus has one that `want` accepts.
+    fn wait_value(&self, http: &Client, query: &str, want: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + WAIT;
+        let mut last = Value::Null;
+        loop {
+            if let Some(answer) = self.api(http, "query", &[("query", query)]) {
+                let value = answer["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok());
+                if let Some(value) = value.filter(|v| want(*v)) {
+                    return value;
+                }
+                last = answer;
+            }
+            assert!(Instant::now() < deadline, "{query}: {last}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn prometheus_scrapes_what_happened_and_only_admins_read_metrics() {
+    let cloud = TestCloud::start("metrics").unwrap();
+    cloud.create_user("alice").unwrap();
+    let host = cloud.enrol_host("metrics-host").unwrap();
+    let registered = host
+        .client
+        .post(cloud.url("/hosts"))
+        .json(
+            &json!({"name": "metrics-host", "vcpus": 4, "memory_mib": 4096, "disk_gib": 10,
+                      "domain_type": "qemu", "arch": "x86_64", "hypervisor": "test"}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::OK);
+    cloud.register_appliance("appliance").unwrap();
+    let vm = cloud
+        .run_instance("alice", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    assert_eq!(vm.host.as_deref(), Some("metrics-host"));
+
+    // The page itself: Prometheus's text format, administrators only.
+    let http = cloud.client().unwrap();
+    let metrics_url = format!("{}/metrics", cloud.base());
+    let page = http
+        .get(&metrics_url)
+        .basic_auth("admin", Some(cloud.password("admin")))
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = page.text().unwrap();
+    for line in [
+        "# TYPE stratus_raft_proposal_seconds histogram",
+        "# TYPE stratus_http_request_duration_seconds histogram",
+        "# TYPE stratus_placement_seconds histogram",
+        "stratus_instances{state=\"Pending\"} 1",
+        "stratus_hosts{status=\"up\"} 1",
+        "stratus_raft_leader 1",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    let denied = http
+        .get(&metrics_url)
+        .basic_auth("alice", Some(cloud.password("alice")))
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let body: Value = denied.json().unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("metrics"),
+        "{body}"
+    );
+    let anonymous = http.get(&metrics_url).send().unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    // A real Prometheus scrapes it and stores what happened.
+    let server = prometheus(&cloud);
+    let local = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    server.wait_value(&local, "up{job=\"stratus\"}", |v| v == 1.0);
+    server.wait_value(&local, "stratus_raft_leader", |v| v == 1.0);
+    server.wait_value(&local, "stratus_hosts{status=\"up\"}", |v| v == 1.0);
+    server.wait_value(&local, "stratus_instances{state=\"Pending\"}", |v| v == 1.0);
+    let posts = server.wait_value(
+        &local,
+        "stratus_http_request_duration_seconds_count{route=\"/api/v1/instances\",method=\"POST\",status=\"201\"}",
+        |v| v >= 1.0,
+    );
+    assert_eq!(posts, 1.0);
+    server.wait_value(&local, "stratus_placement_seconds_count", |v| v == 1.0);
+    server.wait_value(&local, "stratus_raft_proposal_seconds_count", |v| v >= 4.0);
+}
