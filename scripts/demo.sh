@@ -279,6 +279,9 @@ The demo cloud is running. Try:
   stratus-kill-instance $id
   curl --cacert $DEMO/ca.pem -u admin:\$(cat $DEMO/admin-password) https://$ENDPOINT/api/v1/hosts
   curl --cacert $DEMO/ca.pem -u admin:\$(cat $DEMO/admin-password) https://$ENDPOINT/api/v1/cluster
+  stratus-events -f                                  # what happens, as it happens
+Dashboard: https://$ENDPOINT/ as admin, password $(cat "$DEMO/admin-password")
+  (the site CA is $DEMO/ca.pem: import it in the browser, or accept the warning)
 Logs: $DEMO/controller-*.log $DEMO/agent.log
 Stop it all with: make stop
 EOF

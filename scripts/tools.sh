@@ -64,4 +64,7 @@ userdel                 passwd                       packaging/test.sh (removes 
 groupdel                passwd                       packaging/test.sh
 dpkg-deb                dpkg                         packaging/test.sh
 prometheus              prometheus                   tests/tests/metrics.rs (scrapes a controller)
+chromium                chromium                     tests/tests/dashboard.rs (the dashboard in a real browser)
+chromedriver            chromium-driver              tests/tests/dashboard.rs (WebDriver)
+certutil                libnss3-tools                tests/tests/dashboard.rs (the browser trusts the site CA)
 '

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod codec;
 pub mod command_line;
 pub mod config;
+pub mod dashboard;
 pub mod decide;
 pub mod events;
 pub mod failure;

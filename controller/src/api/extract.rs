@@ -58,6 +58,12 @@ impl FromRequestParts<Arc<Services>> for User {
         if let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) {
             return Ok(User(services.users.authenticate_token(token.trim()).await?));
         }
+        // The web pages' session: an API token in a SameSite=Strict cookie, so no other site's
+        // page can make a browser send it (and API bodies must be JSON, which a form cannot
+        // send without a CORS preflight this API never grants).
+        if let (None, Some(token)) = (authorization, session_cookie(parts)) {
+            return Ok(User(services.users.authenticate_token(&token).await?));
+        }
         let (user, password) = basic_credentials(parts)?;
         Ok(User(
             services
@@ -136,7 +142,24 @@ pub fn origin(parts: &Parts) -> Origin {
 }
 
 /// The address the request came from, when the server recorded it.
-fn source(parts: &Parts) -> Option<IpAddr> {
+/// The name of the web pages' session cookie.
+pub const SESSION_COOKIE: &str = "stratus_session";
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+pub fn source(parts: &Parts) -> Option<IpAddr> {
     origin(parts).address
 }
 

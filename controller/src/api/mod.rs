@@ -6,7 +6,7 @@ mod accounts;
 mod cluster;
 mod console;
 mod events;
-mod extract;
+pub(crate) mod extract;
 pub mod forward;
 mod metrics;
 mod power;
@@ -36,7 +36,7 @@ use crate::marketplace::Query as MarketplaceQuery;
 use crate::services::Services;
 use extract::{Agent, Body, JsonObject, MaybeAgent, User};
 
-type Shared = State<Arc<Services>>;
+pub(crate) type Shared = State<Arc<Services>>;
 
 /// Any service's error, rendered by its kind and code.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl<E: Failure> From<E> for ApiFailure {
     }
 }
 
-type Answer<T> = Result<T, ApiFailure>;
+pub(crate) type Answer<T> = Result<T, ApiFailure>;
 
 /// The whole API.
 pub fn router(services: Arc<Services>) -> Router {
@@ -106,6 +106,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(events::routes())
         .merge(accounts::routes())
         .merge(metrics::routes())
+        .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             services.clone(),
             metrics::timed,
@@ -127,11 +128,12 @@ const FRAMEWORK_TEXT_LIMIT: usize = 4096;
 /// body over the limit): their text becomes the message, their status picks the code.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
+    // JSON already, or one of the web pages (which answer their errors as pages).
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -168,17 +170,22 @@ async fn json_errors(response: Response) -> Response {
     rendered
 }
 
+/// The HTTP status of a failure of this kind.
+pub(crate) fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::BadRequest => StatusCode::BAD_REQUEST,
+        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        let status = match self.0.kind() {
-            Kind::BadRequest => StatusCode::BAD_REQUEST,
-            Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
-            Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
+        let status = status_of(self.0.kind());
         if status.is_server_error() {
             tracing::warn!(error = %self.0, "request not served");
         }

@@ -203,6 +203,14 @@ impl EventHub {
     pub fn horizon(&self) -> u64 {
         self.lock().horizon
     }
+
+    /// Where the stream stands now: a client that starts from here gets every later event.
+    pub fn position(&self) -> u64 {
+        let ring = self.lock();
+        ring.events
+            .back()
+            .map_or(ring.horizon, |e| e.envelope.seq.max(ring.horizon))
+    }
 }
 
 /// Every [`STUCK_CHECK`], the attachments `detaching` for `stuck_after` or longer that were

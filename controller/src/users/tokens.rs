@@ -84,13 +84,15 @@ impl Users {
         if request.expires_in_secs == Some(0) {
             return Err(InputError::new("expires_in_secs", "must be at least 1").into());
         }
+        let now = now_ms();
+        // Expired ones (dashboard sessions, say) no longer count.
         let held = self
             .replica
             .read(caller.reads(), |s| {
                 s.trust
                     .api_tokens
                     .values()
-                    .filter(|t| t.owner == caller.name)
+                    .filter(|t| t.owner == caller.name && t.expires_ms.is_none_or(|end| end > now))
                     .count()
             })
             .await?;
@@ -98,7 +100,7 @@ impl Users {
             return Err(UserError::TooManyTokens(MAX_TOKENS_PER_USER));
         }
         let secret = secret("stratus-api");
-        let created_ms = now_ms();
+        let created_ms = now;
         let token = ApiToken {
             id: uuid(),
             owner: caller.name.clone(),

@@ -1,0 +1,229 @@
+//! The administrators' dashboard, served by every controller node at `/`: one page with the
+//! controller group (members, leader, term, lag), the hosts, the instances and the latest
+//! activity, rendered on the server (maud, escaped) and kept current in the browser from the
+//! event stream (`assets/dashboard.js`, no framework, no build step).
+//!
+//! - **Login.** `GET /login` is a form; `POST /login` checks the password like the API does
+//!   (the same bounded pool and failure limits) and starts a session: an API token named
+//!   `dashboard`, lasting [`SESSION_SECS`], kept replicated (so it survives a leader change)
+//!   and sent back as an `HttpOnly; Secure; SameSite=Strict` cookie. `POST /logout` revokes
+//!   it. A user who is not an administrator is refused the page (403).
+//! - **Cross-site requests.** The cookie is never sent by another site's page (SameSite
+//!   Strict), and the login form also refuses a request whose `Origin` is another site.
+
+mod page;
+
+use std::sync::Arc;
+
+use axum::extract::{Form, FromRequest, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use stratus_common::api::CreateApiToken;
+
+use crate::api::extract::{origin, session_cookie, SESSION_COOKIE};
+use crate::api::{status_of, Answer, Shared};
+use crate::failure::{Failure, Kind};
+use crate::replica::Consistency;
+use crate::services::Services;
+use crate::users::Caller;
+
+/// How long a dashboard session lasts.
+pub const SESSION_SECS: u64 = 12 * 3600;
+/// The name of the API token a session is.
+const SESSION_TOKEN_NAME: &str = "dashboard";
+
+pub fn routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/ui/dashboard.js", get(script))
+        .route("/ui/dashboard.css", get(style))
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("assets/dashboard.js"),
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("assets/dashboard.css"),
+    )
+}
+
+/// An HTML answer with the headers every page gets: no caching, no framing, no sniffing,
+/// scripts and styles from this origin only.
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, Html(body)).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+        (
+            "content-security-policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Request parts holding `headers`, for the API's extractors' helpers.
+fn parts_of(headers: &HeaderMap) -> axum::http::request::Parts {
+    let mut parts = axum::http::Request::new(()).into_parts().0;
+    parts.headers = headers.clone();
+    parts
+}
+
+/// The caller of the session cookie, if it is one in force.
+async fn session(services: &Services, headers: &HeaderMap) -> Option<Caller> {
+    let token = session_cookie(&parts_of(headers))?;
+    services.users.authenticate_token(&token).await.ok()
+}
+
+async fn dashboard(State(services): Shared, headers: HeaderMap) -> Answer<Response> {
+    let Some(caller) = session(&services, &headers).await else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    if !caller.admin {
+        return Ok(html(
+            StatusCode::FORBIDDEN,
+            page::refused(&caller.name).into_string(),
+        ));
+    }
+    let view = page::Overview {
+        cluster: services.cluster.view().await?,
+        hosts: services.hosts.list(&caller).await?,
+        instances: services.instances.list(&caller).await?,
+        activity: services
+            .events
+            .latest(page::ACTIVITY, |e| e.visible_to(&caller))
+            .iter()
+            .map(|e| e.envelope.clone())
+            .collect(),
+        position: services.events.position(),
+        user: caller.name.clone(),
+    };
+    Ok(html(StatusCode::OK, page::overview(&view).into_string()))
+}
+
+async fn login_form() -> Response {
+    html(StatusCode::OK, page::login(None).into_string())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+async fn login(State(services): Shared, request: axum::extract::Request) -> Answer<Response> {
+    let (parts, body) = request.into_parts();
+    if !same_origin(&parts.headers) {
+        return Ok(html(
+            StatusCode::FORBIDDEN,
+            page::login(Some("This form can only be sent from this site.")).into_string(),
+        ));
+    }
+    // The client's address as the API's own login sees it (for the per-source limits).
+    let source = origin(&parts).address;
+    let request = axum::extract::Request::from_parts(parts, body);
+    let Ok(Form(form)) = Form::<LoginForm>::from_request(request, &()).await else {
+        return Ok(html(
+            StatusCode::BAD_REQUEST,
+            page::login(Some("Give a user name and a password.")).into_string(),
+        ));
+    };
+    let caller = match services
+        .users
+        .authenticate(&form.username, &form.password, source)
+        .await
+    {
+        Ok(caller) => caller,
+        Err(e) => {
+            let status = status_of(e.kind());
+            let message = match e.kind() {
+                Kind::Unauthenticated => "Wrong user name or password.".to_owned(),
+                _ => e.to_string(),
+            };
+            return Ok(html(status, page::login(Some(&message)).into_string()));
+        }
+    };
+    let created = services
+        .users
+        .create_token(
+            &caller,
+            CreateApiToken {
+                name: SESSION_TOKEN_NAME.into(),
+                expires_in_secs: Some(SESSION_SECS),
+            },
+        )
+        .await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; Max-Age={SESSION_SECS}; HttpOnly; Secure; SameSite=Strict",
+        created.token
+    );
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("a token is visible ASCII"),
+    );
+    Ok(response)
+}
+
+/// Ends the session: its token is revoked and the cookie cleared.
+async fn logout(State(services): Shared, headers: HeaderMap) -> Answer<Response> {
+    if let (Some(caller), Some(id)) = (
+        session(&services, &headers).await,
+        session_token_id(&services, &headers).await,
+    ) {
+        services.users.revoke_token(&caller, &id).await?;
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "stratus_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+        ),
+    );
+    Ok(response)
+}
+
+/// The ID of the token the session cookie holds.
+async fn session_token_id(services: &Services, headers: &HeaderMap) -> Option<String> {
+    let secret = session_cookie(&parts_of(headers))?;
+    let digest = crate::decide::secret_digest(&secret);
+    services
+        .replica
+        .read(Consistency::Linearizable, |s| {
+            s.trust.api_tokens.get(&digest).map(|t| t.id.clone())
+        })
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether the request's `Origin`, if it has one, is this very site.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
