@@ -15,6 +15,7 @@
 //!   burst of wrong passwords (`tls.rs`).
 
 mod cluster;
+mod dashboard;
 mod events;
 mod snapshot;
 mod tls;
@@ -33,9 +34,18 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 10] = [
-    "start", "overlay", "download", "storm", "network", "volumes", "cluster", "snapshot", "tls",
+const SECTIONS: [&str; 11] = [
+    "start",
+    "overlay",
+    "download",
+    "storm",
+    "network",
+    "volumes",
+    "cluster",
+    "snapshot",
+    "tls",
     "events",
+    "dashboard",
 ];
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -59,7 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|snapshot|tls|events]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|snapshot|tls|events|dashboard]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
@@ -215,6 +225,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("events") {
         events::events_bench(args.rounds)?;
+    }
+    if run("dashboard") {
+        dashboard::dashboard_bench()?;
     }
     Ok(())
 }
