@@ -5,8 +5,8 @@
 //! and replaces key and certificate together, each written whole before it is renamed in.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -305,23 +305,10 @@ impl IdentityStore {
 }
 
 fn write_replacing(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_error(&tmp))?;
-    file.write_all(contents).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_error(path))?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(dir))?;
-    }
-    Ok(())
+    crate::durable::replace(path, contents, mode, None).map_err(|e| IdentityError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod command_line;
 pub mod config;
 pub mod context;
 pub mod controller_client;
+pub mod durable;
 pub mod hypervisor;
 pub mod identity;
 pub mod images;

@@ -563,6 +563,7 @@ impl TestCluster {
             .map(|n| format!("https://{}", n.api()))
             .collect();
         let d = self.dir.display();
+        // Like every test agent, it leaves libvirt's NBD client directory alone.
         fs::write(
             self.dir.join("agent.toml"),
             format!(
@@ -570,7 +571,8 @@ impl TestCluster {
                  join_token_file = \"{d}/join-token\"\nhost_name = \"{}\"\n\
                  state_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\n\
                  poll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\n\
-                 file_location_roots = [\"{TEST_ROOT}\"]\n",
+                 file_location_roots = [\"{TEST_ROOT}\"]\n\
+                 nbd_client_tls_dir = \"\"\n",
                 controllers.join(","),
                 self.host_name,
             ),

@@ -7,12 +7,12 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use stratus_e2e::TestCloud;
+use stratus_e2e::{free_port, Spawned, TestCloud};
 
 const BOOT: Duration = Duration::from_secs(120);
 const SOON: Duration = Duration::from_secs(30);
@@ -20,24 +20,9 @@ const SOON: Duration = Duration::from_secs(30);
 /// chromedriver with a home of its own (its chromium's NSS database trusts the site CA),
 /// killed by its pid when dropped.
 struct Driver {
-    child: Child,
+    _process: Spawned,
     port: u16,
     home: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -73,7 +58,11 @@ fn driver(ca: &Path) -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver (Debian's chromium-driver; scripts/install-deps.sh installs it)");
-    let driver = Driver { child, port, home };
+    let driver = Driver {
+        _process: Spawned(child),
+        port,
+        home,
+    };
     let deadline = Instant::now() + SOON;
     while TcpListener::bind(("127.0.0.1", port)).is_ok() {
         assert!(Instant::now() < deadline, "chromedriver did not listen");

@@ -4,36 +4,20 @@
 //! happened (this node leads, one host up, one instance Pending, the POST that made it timed
 //! under its route template). Only administrators may read the metrics.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use stratus_e2e::TestCloud;
+use stratus_e2e::{free_port, Spawned, TestCloud};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A Prometheus server this test started, killed (by its pid) when dropped.
 struct Prometheus {
-    child: Child,
+    _process: Spawned,
     port: u16,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts Prometheus scraping the cloud's controller every second.
@@ -68,7 +52,10 @@ fn prometheus(cloud: &TestCloud) -> Prometheus {
         .stderr(log)
         .spawn()
         .expect("prometheus (Debian's package; scripts/install-deps.sh installs it)");
-    Prometheus { child, port }
+    Prometheus {
+        _process: Spawned(child),
+        port,
+    }
 }
 
 impl Prometheus {

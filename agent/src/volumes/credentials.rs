@@ -18,8 +18,8 @@
 //! each file is written whole under a temporary name and renamed in.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why credentials could not be installed.
@@ -179,9 +179,8 @@ fn make_dir(dir: &Path, mode: u32) -> Result<(), CredentialsError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io_error(dir))
 }
 
-/// Writes `contents` whole under a temporary name (mode and group set before any byte is
-/// written), fsyncs it, renames it over `path` and fsyncs the directory. Unchanged contents
-/// are left alone.
+/// Writes `contents` durably and whole ([`crate::durable::replace`]); unchanged contents with
+/// the same mode and group are left alone.
 fn write_file(
     path: &Path,
     contents: &str,
@@ -197,34 +196,12 @@ fn write_file(
             return Ok(());
         }
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_error(&tmp))?;
-    if let Some(gid) = gid {
-        std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(io_error(&tmp))?;
-    }
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_error(&tmp))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_error(path))?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(dir))?;
-    }
-    Ok(())
+    crate::durable::replace(path, contents.as_bytes(), mode, gid).map_err(|e| {
+        CredentialsError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@
     time.textContent = event.time;
     const type = document.createElement("span");
     type.className = "type";
-    type.textContent = event.kind || event.type;
+    type.textContent = event.type;
     const object = document.createElement("span");
     object.className = "object";
     object.textContent = `${event.object.kind}/${event.object.id}`;
