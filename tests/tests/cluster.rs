@@ -59,8 +59,23 @@ fn a_three_node_cluster_forms_and_any_node_answers() {
     let leader = cluster.wait_leader(WAIT).unwrap();
     assert_eq!(leader, 1, "the first node leads until something happens");
 
-    // Every node shows the same members; the leader shows their progress.
-    let (_, view) = cluster.get(1, "/cluster").unwrap();
+    // Every node shows the same members; the leader shows their progress (once it heard from
+    // each: a voter promoted a moment ago may not have answered yet).
+    let deadline = Instant::now() + WAIT;
+    let view = loop {
+        let (_, view) = cluster.get(1, "/cluster").unwrap();
+        let heard = view["members"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().all(|m| m["last_contact_ms"].is_u64()));
+        if heard {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never heard from every member: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let members = view["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{view}");
     for m in members {
