@@ -3,7 +3,9 @@
 //! through an NSS database of its own (so the page is reached over the real TLS endpoint).
 //! A wrong password and a user who is not an administrator are refused; an administrator sees
 //! a VM started through the CLI appear and turn Running, then Done when killed, without the
-//! page being reloaded. The test saves a screenshot (`target/tmp/dashboard.png`).
+//! page being reloaded; with three controller nodes, a dashboard opened on a follower keeps
+//! updating when the leader is killed. The test saves a screenshot
+//! (`target/tmp/dashboard.png`).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+use stratus_e2e::cluster::{TestCluster, WAIT};
 use stratus_e2e::{free_port, Spawned, TestCloud};
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -238,6 +241,97 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
             activity.contains(&format!("instance-done instance/{id}")),
             "{activity}"
         );
+        browser.close().await.unwrap();
+    });
+}
+
+/// With three controller nodes, a dashboard opened on a follower keeps updating when the
+/// leader is killed: its event stream is served by the node the page came from, the session
+/// is a replicated token, and the page learns of the new leader from the stream.
+#[test]
+fn the_dashboard_on_a_follower_keeps_updating_across_a_leader_kill() {
+    let mut cluster = TestCluster::new("dashboard-cluster", 3).unwrap();
+    for id in 1..=3 {
+        cluster.configure(id, id != 1, "").unwrap();
+    }
+    cluster.form(3).unwrap();
+    let leader = cluster.wait_leader(WAIT).unwrap();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let base = format!("https://{}", cluster.nodes[&follower].api());
+    let driver = driver(&cluster.dir.join("ca.pem"));
+    // The cluster's helpers block (reqwest's blocking client): they run between the browser's
+    // async steps, never inside them.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let browser = runtime.block_on(async {
+        let browser = browser(&driver).await;
+        log_in(&browser, &base, "admin", &cluster.admin_password).await;
+        if browser
+            .wait()
+            .at_most(SOON)
+            .for_element(Locator::Css("#connection[data-state='live']"))
+            .await
+            .is_err()
+        {
+            let url = browser.current_url().await.unwrap();
+            let source = browser.source().await.unwrap();
+            panic!("the dashboard did not go live at {url}:\n{source}");
+        }
+        browser
+            .execute("window.stillTheSamePage = 7; return 1;", vec![])
+            .await
+            .unwrap();
+        browser
+    });
+
+    cluster.kill(leader);
+    let next = cluster.wait_leader(WAIT).unwrap();
+    assert_ne!(next, leader);
+    // The page shows the new leader, told by the stream.
+    runtime.block_on(async {
+        let shown = format!("node {next}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = browser
+                .find(Locator::Id("leader"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text == shown {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page shows {text:?}, not {shown:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // And the changes made under the new leader.
+    let (status, body, _) = cluster
+        .post(
+            follower,
+            "/networks",
+            &json!({"name": "after-kill", "cidr": "10.99.0.0/24", "gateway": "10.99.0.1",
+                    "bridge": "bafter"}),
+        )
+        .unwrap();
+    assert_eq!(status.as_u16(), 201, "{body}");
+    runtime.block_on(async {
+        browser
+            .wait()
+            .at_most(SOON)
+            .for_element(Locator::XPath(
+                "//ol[@id='activity-list']/li[contains(., 'network-defined network/after-kill')]",
+            ))
+            .await
+            .unwrap();
+        let mark = browser
+            .execute("return window.stillTheSamePage;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(mark, json!(7), "the page was reloaded");
         browser.close().await.unwrap();
     });
 }

@@ -16,7 +16,7 @@ use axum::Json;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 
-use super::forward::{FORWARDED_CERTIFICATE, FORWARDED_FOR};
+use super::forward::{FORWARDED_CERTIFICATE, FORWARDED_FOR, FORWARDED_HOST};
 use super::{error_response, ApiFailure};
 use crate::hosts::enrolment::HostIdentity;
 use crate::pki::tls::PeerCertificate;
@@ -105,6 +105,8 @@ impl FromRequestParts<Arc<Services>> for LocalUser {
 pub struct Origin {
     pub address: Option<IpAddr>,
     pub certificate: Option<Arc<Vec<u8>>>,
+    /// The `Host` the client asked for.
+    pub host: Option<String>,
 }
 
 pub fn origin(parts: &Parts) -> Origin {
@@ -119,19 +121,21 @@ pub fn origin(parts: &Parts) -> Origin {
     let from_controller = certificate
         .as_deref()
         .is_some_and(|der| matches!(holder_of(der), Some(Holder::Controller(_))));
-    if !from_controller {
-        return Origin {
-            address,
-            certificate,
-        };
-    }
     let header = |name| {
         parts
             .headers
             .get(name)
             .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
     };
+    if !from_controller {
+        return Origin {
+            address,
+            certificate,
+            host: header(header::HOST).map(str::to_owned),
+        };
+    }
     Origin {
+        host: header(FORWARDED_HOST).map(str::to_owned),
         address: header(FORWARDED_FOR)
             .and_then(|v| v.parse().ok())
             .or(address),

@@ -37,6 +37,8 @@ use crate::replica::{Consistency, Replica};
 pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-stratus-forwarded-by");
 /// On a forwarded request: the address the client connected from.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-stratus-forwarded-for");
+/// On a forwarded request: the `Host` the client asked for (the node it reached).
+pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-stratus-forwarded-host");
 /// On a forwarded request: the certificate the client's connection presented (base64 DER).
 pub const FORWARDED_CERTIFICATE: HeaderName =
     HeaderName::from_static("x-stratus-forwarded-certificate");
@@ -218,12 +220,15 @@ impl Forwarder {
         for name in HOP_BY_HOP {
             parts.headers.remove(name);
         }
-        parts.headers.remove(header::HOST);
-        parts.headers.insert(FORWARDED_BY, HeaderValue::from(me));
         // What the leader must know of the client, which it cannot see itself; whatever the
         // client sent under these names is replaced.
         parts.headers.remove(FORWARDED_FOR);
         parts.headers.remove(FORWARDED_CERTIFICATE);
+        match parts.headers.remove(header::HOST) {
+            Some(host) => parts.headers.insert(FORWARDED_HOST, host),
+            None => parts.headers.remove(FORWARDED_HOST),
+        };
+        parts.headers.insert(FORWARDED_BY, HeaderValue::from(me));
         if let Some(ConnectInfo(remote)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
             if let Ok(value) = HeaderValue::from_str(&remote.ip().to_string()) {
                 parts.headers.insert(FORWARDED_FOR, value);

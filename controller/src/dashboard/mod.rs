@@ -129,14 +129,15 @@ struct LoginForm {
 
 async fn login(State(services): Shared, request: axum::extract::Request) -> Answer<Response> {
     let (parts, body) = request.into_parts();
-    if !same_origin(&parts.headers) {
+    let client = origin(&parts);
+    if !same_origin(&parts.headers, client.host.as_deref()) {
         return Ok(html(
             StatusCode::FORBIDDEN,
             page::login(Some("This form can only be sent from this site.")).into_string(),
         ));
     }
     // The client's address as the API's own login sees it (for the per-source limits).
-    let source = origin(&parts).address;
+    let source = client.address;
     let request = axum::extract::Request::from_parts(parts, body);
     let Ok(Form(form)) = Form::<LoginForm>::from_request(request, &()).await else {
         return Ok(html(
@@ -213,17 +214,47 @@ async fn session_token_id(services: &Services, headers: &HeaderMap) -> Option<St
         .flatten()
 }
 
-/// Whether the request's `Origin`, if it has one, is this very site.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether the request's `Origin`, if it has one, is the site the client asked for (`host`:
+/// its `Host`, or the one a controller that passed the request on says it had).
+fn same_origin(headers: &HeaderMap, host: Option<&str>) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let host = host.unwrap_or_default();
     origin
         .strip_prefix("https://")
         .or_else(|| origin.strip_prefix("http://"))
         .is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_origin(origin: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_login_form_is_taken_only_from_the_site_the_client_asked_for() {
+        let host = Some("ctl1.example.org:8440");
+        assert!(same_origin(&with_origin(None), host));
+        assert!(same_origin(
+            &with_origin(Some("https://ctl1.example.org:8440")),
+            host
+        ));
+        assert!(!same_origin(
+            &with_origin(Some("https://evil.example")),
+            host
+        ));
+        assert!(!same_origin(&with_origin(Some("null")), host));
+        assert!(!same_origin(
+            &with_origin(Some("https://ctl1.example.org:8440")),
+            None
+        ));
+    }
 }
