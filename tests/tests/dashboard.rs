@@ -112,13 +112,19 @@ async fn log_in(browser: &Client, base: &str, user: &str, password: &str) {
     form.submit().await.unwrap();
 }
 
-async fn error_text(browser: &Client) -> String {
+/// The first element matching `css`, once there is one (at most `timeout`).
+async fn wait_css(browser: &Client, css: &str, timeout: Duration) -> fantoccini::elements::Element {
     browser
         .wait()
-        .at_most(SOON)
-        .for_element(Locator::Css("p.error"))
+        .at_most(timeout)
+        .for_element(Locator::Css(css))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("no {css} within {timeout:?}: {e}"))
+}
+
+async fn error_text(browser: &Client) -> String {
+    wait_css(browser, "p.error", SOON)
+        .await
         .text()
         .await
         .unwrap()
@@ -160,21 +166,11 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
             .click()
             .await
             .unwrap();
-        browser
-            .wait()
-            .at_most(SOON)
-            .for_element(Locator::Css("form[action='/login']"))
-            .await
-            .unwrap();
+        wait_css(&browser, "form[action='/login']", SOON).await;
 
         // The administrator's dashboard, following the event stream.
         log_in(&browser, &base, "admin", &cloud.password("admin")).await;
-        browser
-            .wait()
-            .at_most(SOON)
-            .for_element(Locator::Css("#connection[data-state='live']"))
-            .await
-            .unwrap();
+        wait_css(&browser, "#connection[data-state='live']", SOON).await;
         let host = browser
             .find(Locator::Css(&format!(
                 "tr[data-host='{}']",
@@ -195,12 +191,7 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
         // A VM started through the CLI appears and turns Running.
         let id = vm_id(&cloud.stratus("alice", &["run-instance", "appliance", "-t", "t1.micro"]));
         let row = format!("tr[data-id='{id}']");
-        browser
-            .wait()
-            .at_most(BOOT)
-            .for_element(Locator::Css(&format!("{row}[data-state='Running']")))
-            .await
-            .unwrap();
+        wait_css(&browser, &format!("{row}[data-state='Running']"), BOOT).await;
         let owner = browser
             .find(Locator::Css(&format!("{row} td.owner")))
             .await
@@ -219,12 +210,7 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
         // Killed: Done, still without a reload; the activity log tells it.
         let out = cloud.stratus("alice", &["kill-instance", &id.to_string()]);
         assert!(out.status.success(), "{out:?}");
-        browser
-            .wait()
-            .at_most(BOOT)
-            .for_element(Locator::Css(&format!("{row}[data-state='Done']")))
-            .await
-            .unwrap();
+        wait_css(&browser, &format!("{row}[data-state='Done']"), BOOT).await;
         let mark = browser
             .execute("return window.stillTheSamePage;", vec![])
             .await
