@@ -85,6 +85,15 @@ pub struct AgentConfig {
     /// The group QEMU runs as, which must read the client key there. Empty: `libvirt-qemu`
     /// or `qemu`, whichever the system has (else root only).
     pub nbd_client_key_group: String,
+    /// Where the host's metrics are served (`GET /metrics`, Prometheus text format): HTTPS
+    /// with the host's certificate (issued by the site CA, reloaded when renewed). Absent:
+    /// not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the metrics over plain HTTP instead: only on a loopback `metrics_listen`.
+    pub metrics_plain_http: bool,
+    /// The bearer token every scrape must present (`Authorization: Bearer <token>`), in a
+    /// file only root may read (mode 600); read at start.
+    pub metrics_token_file: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -116,6 +125,9 @@ impl Default for AgentConfig {
             nbd_listen: None,
             nbd_client_tls_dir: PathBuf::from("/etc/pki/qemu"),
             nbd_client_key_group: String::new(),
+            metrics_listen: None,
+            metrics_plain_http: false,
+            metrics_token_file: PathBuf::from("/etc/stratuslab/metrics-token"),
         }
     }
 }
@@ -148,6 +160,15 @@ pub enum ConfigError {
     NbdListen,
     #[error("nbd_client_tls_dir must be an absolute path (or empty)")]
     NbdClientTlsDir,
+    #[error(
+        "metrics_plain_http: {0} is not a loopback address; plain HTTP would carry the token \
+         and the metrics across the network (serve them over HTTPS, the default)"
+    )]
+    MetricsPlainHttp(std::net::SocketAddr),
+    #[error("metrics_plain_http needs metrics_listen")]
+    MetricsPlainWithoutListen,
+    #[error("metrics_token_file must be an absolute path")]
+    MetricsTokenFile,
 }
 
 impl AgentConfig {
@@ -201,6 +222,16 @@ impl AgentConfig {
         {
             return Err(ConfigError::NbdClientTlsDir);
         }
+        match self.metrics_listen {
+            Some(addr) if self.metrics_plain_http && !addr.ip().is_loopback() => {
+                return Err(ConfigError::MetricsPlainHttp(addr));
+            }
+            None if self.metrics_plain_http => return Err(ConfigError::MetricsPlainWithoutListen),
+            _ => {}
+        }
+        if !self.metrics_token_file.is_absolute() {
+            return Err(ConfigError::MetricsTokenFile);
+        }
         if let Some(pool) = &self.volume_pool {
             if !pool.is_absolute() {
                 return Err(ConfigError::VolumePool);
@@ -250,5 +281,26 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::NbdClientTlsDir));
         let c: AgentConfig = toml::from_str("nbd_client_tls_dir = ''").unwrap();
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn metrics_go_over_plain_http_only_on_loopback() {
+        let c: AgentConfig = toml::from_str("metrics_listen = '0.0.0.0:9464'").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        let c: AgentConfig =
+            toml::from_str("metrics_listen = '10.0.0.2:9464'\nmetrics_plain_http = true").unwrap();
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::MetricsPlainHttp("10.0.0.2:9464".parse().unwrap())
+        );
+        assert!(err.to_string().contains("not a loopback address"), "{err}");
+        let c: AgentConfig =
+            toml::from_str("metrics_listen = '[::1]:9464'\nmetrics_plain_http = true").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        let c: AgentConfig = toml::from_str("metrics_plain_http = true").unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::MetricsPlainWithoutListen));
+        let c: AgentConfig = toml::from_str("metrics_token_file = 'token'").unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::MetricsTokenFile));
     }
 }

@@ -181,6 +181,7 @@ mod tests {
             user_data: None,
             hostname: "Web_1.example".into(),
             disks: Vec::new(),
+            accepted_at_ms: None,
         }
     }
 

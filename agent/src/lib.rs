@@ -10,6 +10,7 @@ pub mod hypervisor;
 pub mod identity;
 pub mod images;
 pub mod inventory;
+pub mod metrics;
 pub mod network;
 pub mod observe;
 pub mod reconcile;

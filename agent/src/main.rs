@@ -16,6 +16,8 @@ use stratus_agent::identity::{self, IdentityStore};
 use stratus_agent::images::cache::ImageCache;
 use stratus_agent::images::download::{Downloader, SourcePolicy};
 use stratus_agent::inventory;
+use stratus_agent::metrics::server::{self as metrics_server, BearerToken, HostCertificate};
+use stratus_agent::metrics::AgentMetrics;
 use stratus_agent::reconcile::storage::Storage;
 use stratus_agent::reconcile::{InstanceDirs, Reconciler, ReportEvent};
 use stratus_agent::volumes::credentials::{ClientCredentials, QemuCredentials, ServerCredentials};
@@ -145,6 +147,19 @@ async fn run() -> anyhow::Result<()> {
     let identity = identity::establish(&client, &store, &host, &config.join_token_file)
         .await
         .context("host identity")?;
+    // The metrics listener's token and certificate, checked before anything else starts.
+    let metrics_token = match config.metrics_listen {
+        Some(_) => Some(Arc::new(
+            BearerToken::read(&config.metrics_token_file).context("host metrics")?,
+        )),
+        None => None,
+    };
+    let metrics_certificate = match config.metrics_listen {
+        Some(_) if !config.metrics_plain_http => Some(Arc::new(
+            HostCertificate::new(&identity).context("host metrics")?,
+        )),
+        _ => None,
+    };
     let credentials = qemu_credentials(&config, ca_pem.as_deref())?;
     if let Some(credentials) = &credentials {
         credentials
@@ -157,10 +172,23 @@ async fn run() -> anyhow::Result<()> {
         store,
         host.clone(),
         identity,
-        move |renewed| {
-            if let Some(credentials) = &credentials {
-                if let Err(e) = credentials.install(renewed) {
-                    tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot install the renewed certificate for NBD");
+        {
+            let metrics_certificate = metrics_certificate.clone();
+            move |renewed| {
+                if let Some(certificate) = &metrics_certificate {
+                    match certificate.replace(renewed) {
+                        Ok(()) => {
+                            tracing::info!("the metrics listener presents the renewed certificate")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot present the renewed certificate for metrics")
+                        }
+                    }
+                }
+                if let Some(credentials) = &credentials {
+                    if let Err(e) = credentials.install(renewed) {
+                        tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot install the renewed certificate for NBD");
+                    }
                 }
             }
         },
@@ -188,7 +216,7 @@ async fn run() -> anyhow::Result<()> {
     });
     let mut reconciler = Reconciler::new(
         hv.clone(),
-        images,
+        images.clone(),
         network,
         config.network_netns.clone(),
         InstanceDirs::new(&config.state_dir),
@@ -222,6 +250,28 @@ async fn run() -> anyhow::Result<()> {
         cluster_id.clone(),
     ));
     let (desired_tx, mut desired_rx) = watch::channel::<Option<HostDesired>>(None);
+    if let (Some(addr), Some(token)) = (config.metrics_listen, metrics_token) {
+        let listener = metrics_server::bind(addr).await?;
+        let acceptor = match &metrics_certificate {
+            Some(certificate) => {
+                Some(metrics_server::tls_acceptor(certificate.clone()).context("host metrics")?)
+            }
+            None => None,
+        };
+        let metrics = Arc::new(AgentMetrics::new(
+            hv.clone(),
+            cluster_id.clone(),
+            images.clone(),
+            desired_rx.clone(),
+            reconciler.timings(),
+        ));
+        tracing::info!(%addr, tls = acceptor.is_some(), "serving the host's metrics at /metrics");
+        tokio::spawn(metrics_server::serve(
+            listener,
+            acceptor,
+            metrics_server::router(metrics, token),
+        ));
+    }
     let poller = tokio::spawn(poll_loop(
         client.clone(),
         host.clone(),

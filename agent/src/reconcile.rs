@@ -22,6 +22,7 @@ use crate::hypervisor::{
 };
 use crate::images::cache::ImageCache;
 use crate::images::{prepare, qcow2};
+use crate::metrics::Timings;
 use crate::network::{tap_name, Network, NicPlan};
 use crate::volumes::pool::VolumePool;
 
@@ -137,6 +138,8 @@ pub struct Reconciler {
     /// This host's boot (the kernel's boot ID): a domain booted during it that is gone
     /// stopped by itself; one booted during an earlier boot went with the host.
     host_boot: String,
+    /// The latencies this host's metrics show, observed here.
+    timings: Timings,
     inner: Mutex<Inner>,
 }
 
@@ -169,6 +172,9 @@ struct Inner {
     reported_disks: HashMap<(u64, String), DiskReport>,
     /// Unplugs already asked of the guest, per (instance, target), and when.
     detach_requested: HashMap<(u64, String), std::time::Instant>,
+    /// When the first unplug request of each pending detach was made (the detach latency
+    /// runs from there to the guest releasing the device).
+    detach_started: HashMap<(u64, String), std::time::Instant>,
 }
 
 /// How long a failed pre-cache waits before it is tried again.
@@ -223,6 +229,7 @@ impl Reconciler {
             detach_retry: DETACH_RETRY,
             stop_timeout: STOP_TIMEOUT,
             host_boot: power::host_boot(),
+            timings: Timings::default(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -249,6 +256,11 @@ impl Reconciler {
     pub fn with_host_boot(mut self, boot: &str) -> Self {
         self.host_boot = boot.to_owned();
         self
+    }
+
+    /// The latencies observed by this reconciler (for the host's metrics).
+    pub fn timings(&self) -> &Timings {
+        &self.timings
     }
 
     /// Local persistent disks are files in this pool.
@@ -481,6 +493,9 @@ impl Reconciler {
             inner
                 .detach_requested
                 .retain(|(id, target), _| targets_wanted.contains(&(*id, target.as_str())));
+            inner
+                .detach_started
+                .retain(|(id, target), _| targets_wanted.contains(&(*id, target.as_str())));
             // Pre-caches: fetch what is newly asked, let go of what is no longer asked.
             let asked: HashSet<&str> = desired
                 .precache
@@ -682,6 +697,7 @@ impl Reconciler {
             )?;
         }
         // NICs: bridge, anti-spoofing rules, then the tap, each undone if a later step fails.
+        let network_started = std::time::Instant::now();
         let mut guards = Vec::new();
         let mut nics = Vec::new();
         for (index, nic) in instance.nics.iter().enumerate() {
@@ -711,6 +727,11 @@ impl Reconciler {
                 tap,
                 mac: nic.mac.clone(),
             });
+        }
+        if !nics.is_empty() {
+            self.timings
+                .network_setup
+                .observe(network_started.elapsed().as_secs_f64());
         }
         let taps: Vec<&str> = nics.iter().map(|n| n.tap.as_str()).collect();
         std::fs::write(self.dirs.taps(id), taps.join("\n"))
@@ -744,9 +765,14 @@ impl Reconciler {
             cidata: Some(cidata),
             disks,
         };
+        // A generation booted before (the host rebooted since) was measured then.
+        let first_boot = self.dirs.booted_for(id) != Some(instance.generation);
         self.hv
             .create(&spec)
             .map_err(|e| undo(format!("libvirt: {}", error_chain(&e))))?;
+        if let Some(accepted_at_ms) = instance.accepted_at_ms.filter(|_| first_boot) {
+            self.timings.observe_running(accepted_at_ms);
+        }
         for guard in guards {
             guard.keep();
         }
@@ -781,10 +807,19 @@ impl Reconciler {
                     continue;
                 }
                 let plugged = match self.domain_disk(disk) {
-                    Ok(Some(d)) => self
-                        .hv
-                        .attach_disk(&domain, &d)
-                        .map_err(|e| format!("libvirt: {}", error_chain(&e))),
+                    Ok(Some(d)) => {
+                        let asked = std::time::Instant::now();
+                        let plugged = self
+                            .hv
+                            .attach_disk(&domain, &d)
+                            .map_err(|e| format!("libvirt: {}", error_chain(&e)));
+                        if plugged.is_ok() {
+                            self.timings
+                                .disk_attach
+                                .observe(asked.elapsed().as_secs_f64());
+                        }
+                        plugged
+                    }
                     Ok(None) => continue,
                     Err(reason) => Err(reason),
                 };
@@ -796,6 +831,7 @@ impl Reconciler {
                     }
                 }
             } else if !here {
+                self.detach_done(id, disk);
                 self.report_disk(id, disk, DiskReport::Detached, None);
             } else {
                 let key = (id, disk.target.clone());
@@ -813,17 +849,19 @@ impl Reconciler {
                     tracing::warn!(volume = %disk.volume, error = %error_chain(&e), "unplug request failed; will retry");
                     continue;
                 }
-                self.inner
-                    .lock()
-                    .expect("reconciler lock")
-                    .detach_requested
-                    .insert(key, std::time::Instant::now());
+                {
+                    let mut inner = self.inner.lock().expect("reconciler lock");
+                    let now = std::time::Instant::now();
+                    inner.detach_started.entry(key.clone()).or_insert(now);
+                    inner.detach_requested.insert(key, now);
+                }
                 // Most guests release the device within a second: wait a little, so the
                 // user hears of it now rather than at the next pass.
                 let deadline = std::time::Instant::now() + self.detach_wait;
                 while std::time::Instant::now() < deadline {
                     match self.hv.disk_targets(&domain) {
                         Ok(targets) if !targets.contains(&disk.target) => {
+                            self.detach_done(id, disk);
                             self.report_disk(id, disk, DiskReport::Detached, None);
                             break;
                         }
@@ -832,6 +870,22 @@ impl Reconciler {
                     }
                 }
             }
+        }
+    }
+
+    /// The guest released a disk it was asked to unplug: how long that took, from the first
+    /// request.
+    fn detach_done(&self, id: u64, disk: &DesiredDisk) {
+        let started = self
+            .inner
+            .lock()
+            .expect("reconciler lock")
+            .detach_started
+            .remove(&(id, disk.target.clone()));
+        if let Some(started) = started {
+            self.timings
+                .disk_detach
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 

@@ -195,6 +195,11 @@ pub struct DesiredInstance {
     /// Persistent disks: attached at start, hot-plugged or unplugged while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DesiredDisk>,
+    /// When the API accepted the request this generation answers (the instance's creation,
+    /// or its latest start or reboot), milliseconds since the Unix epoch: the host measures
+    /// from it the time to the guest running (its metrics). Absent from older controllers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at_ms: Option<u64>,
 }
 
 /// What a host needs to know of an image to boot from it.

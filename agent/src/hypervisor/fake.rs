@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::xml::{disk_xml, domain_xml, XmlError};
 use super::{
-    DomainDisk, DomainInfo, DomainSpec, Hypervisor, HypervisorError, HypervisorInfo, InstanceTag,
-    RunState,
+    DomainDisk, DomainInfo, DomainSpec, GuestStats, Hypervisor, HypervisorError, HypervisorInfo,
+    InstanceTag, RunState,
 };
 
 /// One call made to a [`FakeHypervisor`], in order.
@@ -41,6 +41,8 @@ struct State {
     deaf: BTreeSet<String>,
     /// CPU time of each domain, as the test sets it.
     cpu_time: BTreeMap<String, u64>,
+    /// Counters of each domain, as the test sets them.
+    guest_stats: BTreeMap<String, GuestStats>,
 }
 
 /// Domains live in a map; `create` validates the spec exactly as the real one does (by
@@ -83,6 +85,7 @@ impl FakeHypervisor {
                 uncooperative: BTreeSet::new(),
                 deaf: BTreeSet::new(),
                 cpu_time: BTreeMap::new(),
+                guest_stats: BTreeMap::new(),
             }),
         }
     }
@@ -214,6 +217,12 @@ impl FakeHypervisor {
     }
 
     /// Sets the CPU time (nanoseconds) the domain has used.
+    /// What [`Hypervisor::guest_stats`] answers for the domain while it exists (its CPU time
+    /// set by [`Self::set_cpu_time`] and nothing else, if this is not called).
+    pub fn set_guest_stats(&self, domain: &str, stats: GuestStats) {
+        self.state().guest_stats.insert(domain.to_owned(), stats);
+    }
+
     pub fn set_cpu_time(&self, domain: &str, nanoseconds: u64) {
         self.state().cpu_time.insert(domain.to_owned(), nanoseconds);
     }
@@ -339,6 +348,19 @@ impl Hypervisor for FakeHypervisor {
             .domains
             .contains_key(name)
             .then(|| state.cpu_time.get(name).copied().unwrap_or(0)))
+    }
+
+    fn guest_stats(&self, name: &str) -> Result<Option<GuestStats>, HypervisorError> {
+        let state = self.state();
+        if !state.domains.contains_key(name) {
+            return Ok(None);
+        }
+        Ok(Some(state.guest_stats.get(name).cloned().unwrap_or_else(
+            || GuestStats {
+                cpu_ns: state.cpu_time.get(name).copied().unwrap_or(0),
+                ..GuestStats::default()
+            },
+        )))
     }
 
     fn info(&self) -> Result<HypervisorInfo, HypervisorError> {

@@ -28,11 +28,12 @@ use virt::error::ErrorNumber;
 use virt::sys;
 
 use super::xml::{
-    disk_xml, domain_xml, parse_capabilities, parse_disks, parse_metadata_element, LiveDisk,
-    XmlError, INSTANCE_NAMESPACE,
+    disk_xml, domain_xml, parse_capabilities, parse_disks, parse_metadata_element,
+    parse_stat_devices, LiveDisk, XmlError, INSTANCE_NAMESPACE,
 };
 use super::{
-    DomainDisk, DomainInfo, DomainSpec, Hypervisor, HypervisorError, HypervisorInfo, RunState,
+    BlockStats, DomainDisk, DomainInfo, DomainSpec, GuestStats, Hypervisor, HypervisorError,
+    HypervisorInfo, InterfaceStats, RunState,
 };
 
 /// A connection to a libvirt driver (`qemu:///system` on a host, `test:///default` in tests).
@@ -313,6 +314,96 @@ impl Hypervisor for LibvirtHypervisor {
                 source,
             }),
         }
+    }
+
+    fn guest_stats(&self, name: &str) -> Result<Option<GuestStats>, HypervisorError> {
+        let conn = self.conn()?;
+        let Some(dom) = Self::lookup(&conn, name)? else {
+            return Ok(None);
+        };
+        let failed = |action: &'static str| {
+            move |source| HypervisorError::Domain {
+                action,
+                name: name.to_owned(),
+                source,
+            }
+        };
+        // A domain that goes away between the calls below is simply not there any more.
+        let gone = |e: &virt::error::Error| is_no_domain(e);
+        let info = match dom.get_info() {
+            Ok(info) => info,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(failed("read the CPU and memory of")(e)),
+        };
+        let xml = match dom.get_xml_desc(0) {
+            Ok(xml) => xml,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(failed("read the live definition of")(e)),
+        };
+        let devices = parse_stat_devices(&xml).map_err(|source| HypervisorError::LiveXml {
+            name: name.to_owned(),
+            source,
+        })?;
+        let mut stats = GuestStats {
+            cpu_ns: info.cpu_time,
+            vcpus: info.nr_virt_cpu,
+            memory_bytes: info.memory.saturating_mul(1024),
+            ..GuestStats::default()
+        };
+        // Memory figures beyond the allocation come from QEMU (resident set) and the guest's
+        // balloon driver; a guest without one simply reports fewer.
+        match dom.memory_stats(0) {
+            Ok(figures) => {
+                for figure in figures {
+                    let bytes = Some(figure.val.saturating_mul(1024));
+                    match figure.tag {
+                        sys::VIR_DOMAIN_MEMORY_STAT_RSS => stats.rss_bytes = bytes,
+                        sys::VIR_DOMAIN_MEMORY_STAT_USABLE => stats.usable_bytes = bytes,
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => tracing::debug!(domain = name, error = %e, "no memory statistics"),
+        }
+        // libvirt reports -1 for a counter the driver does not keep.
+        let count = |v: i64| u64::try_from(v).unwrap_or(0);
+        for device in devices.disks {
+            match dom.get_block_stats(&device) {
+                Ok(b) => stats.disks.push(BlockStats {
+                    read_bytes: count(b.rd_bytes),
+                    written_bytes: count(b.wr_bytes),
+                    reads: count(b.rd_req),
+                    writes: count(b.wr_req),
+                    device,
+                }),
+                Err(e) if gone(&e) => return Ok(None),
+                // A disk unplugged since the definition was read.
+                Err(e) => {
+                    tracing::debug!(domain = name, %device, error = %e, "no block statistics")
+                }
+            }
+        }
+        for interface in devices.interfaces {
+            match dom.interface_stats(&interface) {
+                Ok(i) => stats.interfaces.push(InterfaceStats {
+                    receive_bytes: count(i.rx_bytes),
+                    transmit_bytes: count(i.tx_bytes),
+                    receive_packets: count(i.rx_packets),
+                    transmit_packets: count(i.tx_packets),
+                    receive_errors: count(i.rx_errs),
+                    transmit_errors: count(i.tx_errs),
+                    receive_drops: count(i.rx_drop),
+                    transmit_drops: count(i.tx_drop),
+                    interface,
+                }),
+                Err(e) if gone(&e) => return Ok(None),
+                Err(e) => {
+                    tracing::debug!(domain = name, %interface, error = %e, "no interface statistics")
+                }
+            }
+        }
+        Ok(Some(stats))
     }
 
     fn info(&self) -> Result<HypervisorInfo, HypervisorError> {
@@ -953,9 +1044,15 @@ mod tests {
             .unwrap();
         assert!(hv.exists(&name).unwrap());
         assert!(hv.cpu_time(&name).unwrap().is_some());
+        let stats = hv.guest_stats(&name).unwrap().expect("a running domain");
+        assert!(stats.memory_bytes > 0, "{stats:?}");
+        assert!(stats.vcpus >= 1, "{stats:?}");
+        let disks: Vec<&str> = stats.disks.iter().map(|d| d.device.as_str()).collect();
+        assert_eq!(disks, ["vda"], "{stats:?}");
         assert!(hv.shutdown(&name).unwrap());
         assert!(!hv.exists(&name).unwrap());
         assert_eq!(hv.cpu_time(&name).unwrap(), None);
+        assert_eq!(hv.guest_stats(&name).unwrap(), None);
         assert!(!hv.shutdown(&name).unwrap());
         assert!(!hv.exists("nul\0name").unwrap());
     }

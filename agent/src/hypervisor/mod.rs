@@ -140,6 +140,49 @@ pub struct DomainInfo {
     pub state: RunState,
 }
 
+/// What libvirt counts of one running guest, for the host's metrics. Counters are since the
+/// domain started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GuestStats {
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
+    pub vcpus: u32,
+    /// Memory given to the guest now, in bytes.
+    pub memory_bytes: u64,
+    /// Memory the QEMU process holds in host RAM (resident set), when libvirt reports it.
+    pub rss_bytes: Option<u64>,
+    /// Memory the guest reports usable (its balloon driver), when it does.
+    pub usable_bytes: Option<u64>,
+    /// Per disk of the live definition (CD-ROMs included), by target (`vda`, `hdc`, ...).
+    pub disks: Vec<BlockStats>,
+    /// Per network interface, by its host-side device (the tap).
+    pub interfaces: Vec<InterfaceStats>,
+}
+
+/// One disk's I/O since the domain started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockStats {
+    pub device: String,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// One interface's traffic, as the guest sees it (received: sent to the guest).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceStats {
+    pub interface: String,
+    pub receive_bytes: u64,
+    pub transmit_bytes: u64,
+    pub receive_packets: u64,
+    pub transmit_packets: u64,
+    pub receive_errors: u64,
+    pub transmit_errors: u64,
+    pub receive_drops: u64,
+    pub transmit_drops: u64,
+}
+
 /// What the host's hypervisor is, for registration and for choosing the domain type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HypervisorInfo {
@@ -241,6 +284,10 @@ pub trait Hypervisor: Send + Sync {
 
     /// CPU time the domain has used so far, in nanoseconds; `None` when no such domain runs.
     fn cpu_time(&self, name: &str) -> Result<Option<u64>, HypervisorError>;
+
+    /// The domain's CPU, memory, disk and network counters, read in-process from libvirt;
+    /// `None` when no such domain runs.
+    fn guest_stats(&self, name: &str) -> Result<Option<GuestStats>, HypervisorError>;
 
     fn info(&self) -> Result<HypervisorInfo, HypervisorError>;
 

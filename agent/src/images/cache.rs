@@ -68,15 +68,25 @@ struct Inner {
     in_flight: HashMap<String, Arc<Flight>>,
     clock: u64,
     downloads: u64,
+    hits: u64,
+    misses: u64,
+    download_bytes: u64,
 }
 
-/// Counters for the benchmarks and the host's report.
+/// Counters for the benchmarks, the host's report and its metrics. The counts are of this
+/// process's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
     pub entries: usize,
     pub bytes: u64,
     /// Downloads started by this process.
     pub downloads: u64,
+    /// [`ImageCache::ensure`] calls that found the artifact cached.
+    pub hits: u64,
+    /// Calls that did not: each started a download or waited for one under way.
+    pub misses: u64,
+    /// Bytes of the artifacts downloaded and published (after decompression).
+    pub download_bytes: u64,
 }
 
 pub struct ImageCache {
@@ -158,8 +168,10 @@ impl ImageCache {
             let now = inner.clock;
             if let Some(entry) = inner.entries.get_mut(sha) {
                 entry.last_used = now;
+                inner.hits += 1;
                 return Ok(self.path(sha));
             }
+            inner.misses += 1;
             match inner.in_flight.get(sha) {
                 Some(flight) => (flight.clone(), false),
                 None => {
@@ -188,6 +200,7 @@ impl ImageCache {
             let mut inner = self.inner.lock().expect("cache lock");
             inner.in_flight.remove(sha);
             if let Ok(bytes) = &result {
+                inner.download_bytes += *bytes;
                 inner.clock += 1;
                 let last_used = inner.clock;
                 inner.entries.insert(
@@ -321,12 +334,20 @@ impl ImageCache {
             .map_or(0, |e| e.refs)
     }
 
+    /// The bytes the cache may hold before it evicts unused artifacts.
+    pub fn budget_bytes(&self) -> u64 {
+        self.budget_bytes
+    }
+
     pub fn stats(&self) -> CacheStats {
         let inner = self.inner.lock().expect("cache lock");
         CacheStats {
             entries: inner.entries.len(),
             bytes: inner.entries.values().map(|e| e.bytes).sum(),
             downloads: inner.downloads,
+            hits: inner.hits,
+            misses: inner.misses,
+            download_bytes: inner.download_bytes,
         }
     }
 }

@@ -41,6 +41,11 @@ impl InstanceDirs {
         Some((generation.parse().ok()?, boot.to_owned()))
     }
 
+    /// The generation the domain last booted was booted for, if one was recorded.
+    pub(super) fn booted_for(&self, id: u64) -> Option<u64> {
+        self.read_boot(id).map(|(generation, _)| generation)
+    }
+
     /// The generation the running domain was booted for (0 when none was recorded, as for
     /// domains started before generations existed).
     pub(super) fn booted_generation(&self, id: u64) -> u64 {

@@ -109,6 +109,7 @@ fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired {
                 user_data: None,
                 hostname: format!("vm-{id}"),
                 disks: Vec::new(),
+                accepted_at_ms: None,
             })
             .collect(),
         precache: Vec::new(),
@@ -772,4 +773,66 @@ fn a_failed_hot_plug_is_reported_with_its_reason() {
     assert!(events[0].2.as_deref().unwrap().contains("no PCI slot"));
     // Not retried behind the controller's back.
     assert!(pass(&rig, &want).is_empty());
+}
+
+#[test]
+fn latencies_are_observed_once_per_generation_network_set_up_and_disk_change() {
+    let mut rig = rig();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut want = with_nic(&rig.image, 30);
+    want.instances[0].accepted_at_ms = Some(now_ms - 1_500);
+    pass(&rig, &want);
+    let timings = rig.reconciler.timings().clone();
+    assert_eq!(timings.accepted_to_running.count(), 1);
+    let waited = timings.accepted_to_running.sum();
+    assert!((1.5..60.0).contains(&waited), "{waited}");
+    assert_eq!(timings.network_setup.count(), 1);
+    // Running already: later passes observe nothing more.
+    pass(&rig, &want);
+    assert_eq!(timings.accepted_to_running.count(), 1);
+
+    // The same generation booted again after a host reboot was measured the first time.
+    rig.hv
+        .remove_domain(&stratus_common::agent::domain_name(CLUSTER, 30));
+    let (tx, _events) = mpsc::unbounded_channel();
+    let after_reboot = restarted(&rig, tx).with_host_boot("another-boot");
+    let domains = rig.hv.list().unwrap();
+    for action in after_reboot.plan(&want, &domains, after_reboot.epoch()) {
+        after_reboot.execute(action);
+    }
+    assert_eq!(rig.hv.created().len(), 2);
+    assert_eq!(after_reboot.timings().accepted_to_running.count(), 0);
+    assert_eq!(after_reboot.timings().network_setup.count(), 1);
+
+    // A reboot is a new generation, timed from its own acceptance.
+    let mut reboot = at_generation(want, Desire::Run, 1);
+    reboot.instances[0].accepted_at_ms = Some(now_ms);
+    pass(&rig, &reboot);
+    assert_eq!(rig.hv.created().len(), 3);
+    assert_eq!(timings.accepted_to_running.count(), 2);
+
+    // One hot-plug, one unplug that the guest completes on a later pass.
+    drain(&mut rig);
+    reboot.instances[0].disks = vec![disk("vdb", DiskLocation::Local, true)];
+    pass(&rig, &reboot);
+    assert_eq!(timings.disk_attach.count(), 1);
+    let domain = stratus_common::agent::domain_name(CLUSTER, 30);
+    rig.hv.set_guest_cooperates(&domain, false);
+    reboot.instances[0].disks[0].attach = false;
+    pass(&rig, &reboot);
+    assert_eq!(timings.disk_detach.count(), 0, "not released yet");
+    assert!(rig.hv.release_disk(&domain, "vdb"));
+    pass(&rig, &reboot);
+    assert_eq!(
+        disk_events(&mut rig),
+        vec![
+            (30, DiskReport::Attached, None),
+            (30, DiskReport::Detached, None)
+        ]
+    );
+    assert_eq!(timings.disk_detach.count(), 1);
+    assert_eq!(timings.disk_attach.count(), 1);
 }

@@ -76,6 +76,16 @@ impl InstanceRecord {
             .count() as u64
     }
 
+    /// When the API accepted the request the current generation answers: the latest start
+    /// or reboot, else the creation.
+    pub fn accepted_at_ms(&self) -> u64 {
+        self.history
+            .iter()
+            .rev()
+            .find(|t| matches!(t.state, InstanceState::Starting | InstanceState::Rebooting))
+            .map_or(self.created_ms, |t| t.at_ms)
+    }
+
     pub(super) fn transition(&mut self, state: InstanceState, at_ms: u64, reason: Option<String>) {
         self.state = state;
         match state {
@@ -320,6 +330,7 @@ impl State {
                     user_data: i.user_data.clone(),
                     hostname: i.name.clone(),
                     disks: self.disks_for_instance(i),
+                    accepted_at_ms: Some(i.accepted_at_ms()),
                 })
             })
             .collect()

@@ -112,6 +112,14 @@ fn instance_runs_through_its_lifecycle() {
     );
     assert_eq!(s.instances[&1].name, "vm-1");
     assert_eq!(s.desired_for_host("h1")[0].desire, Desire::Run);
+    // The host measures from the API's acceptance: the creation, later the latest start or
+    // reboot (the request its generation answers).
+    let created = s.instances[&1].created_ms;
+    assert_eq!(s.desired_for_host("h1")[0].accepted_at_ms, Some(created));
+    let mut later = s.instances[&1].clone();
+    later.transition(InstanceState::Rebooting, created + 500, None);
+    later.transition(InstanceState::Running, created + 900, None);
+    assert_eq!(later.accepted_at_ms(), created + 500);
     // The host is told the image as it was resolved at creation.
     assert_eq!(
         s.desired_for_host("h1")[0].image,

@@ -49,7 +49,10 @@ fn an_artifact_is_fetched_once_and_then_served_from_the_cache() {
     // Even with the source gone, the cached copy serves.
     std::fs::remove_file(dir.path().join("src/disk.raw")).unwrap();
     assert_eq!(c.ensure(&a, Some(DiskFormat::Raw)).unwrap(), path);
-    assert_eq!(c.stats().downloads, 1);
+    let stats = c.stats();
+    assert_eq!(stats.downloads, 1);
+    assert_eq!((stats.misses, stats.hits), (1, 1));
+    assert_eq!((stats.download_bytes, stats.bytes), (4096, 4096));
     // A restart finds it again.
     drop(c);
     let c = cache(dir.path(), u64::MAX);
@@ -76,7 +79,11 @@ fn concurrent_ensures_of_one_missing_artifact_download_it_once() {
         .collect();
     let paths: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(paths.iter().all(|p| p == &paths[0]));
-    assert_eq!(c.stats().downloads, 1);
+    let stats = c.stats();
+    assert_eq!(stats.downloads, 1);
+    // Every caller found it missing (some waited for the one download); none found it there.
+    assert_eq!(stats.misses + stats.hits, 20);
+    assert_eq!(stats.download_bytes, 64 << 20);
 }
 
 #[test]

@@ -408,6 +408,7 @@ fn network_bench(rounds: usize) -> anyhow::Result<()> {
             user_data: None,
             hostname: format!("bench-{i}"),
             disks: Vec::new(),
+            accepted_at_ms: None,
         };
         let nic = &instance.nics[0];
         let tap = format!("sbn{i}n0");
