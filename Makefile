@@ -43,6 +43,7 @@ stop:
 test: deps check-tools appliance
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --exclude stratus-e2e
+	./scripts/schemathesis.sh venv
 	$(CARGO) test -p stratus-e2e --tests -- --test-threads=2
 	./scripts/libcloud.sh test
 	./packaging/build.sh --test-build

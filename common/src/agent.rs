@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{Artifact, DiskFormat, DomainType};
 
 /// `POST /api/v1/hosts`: what an agent tells about its host when it starts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterHost {
@@ -28,6 +29,7 @@ pub struct RegisterHost {
 
 /// `POST /api/v1/hosts/{name}/join-tokens` (administrators): a one-time token a new host
 /// enrols with.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinToken {
@@ -37,6 +39,7 @@ pub struct CreateJoinToken {
 }
 
 /// A join token, shown once: only its digest is kept.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JoinTokenCreated {
     pub host: String,
@@ -47,6 +50,7 @@ pub struct JoinTokenCreated {
 
 /// `POST /api/v1/hosts/{name}/certificate`: a host asks for a certificate, with a join token
 /// (enrolment) or with its certificate in force (renewal, over mutual TLS).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolHost {
@@ -58,6 +62,7 @@ pub struct EnrolHost {
 }
 
 /// A host's certificate, signed by the site CA.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostCertificate {
     pub host: String,
@@ -72,6 +77,7 @@ pub struct HostCertificate {
 }
 
 /// The answer to a registration.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Registered {
     /// The cluster's ID; domains carry it so two clouds on one host never mix their domains.
@@ -79,6 +85,7 @@ pub struct Registered {
 }
 
 /// What the controller wants an agent's host to run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostDesired {
     /// Grows with every change of the controller's state; pass it back as `since` to wait for
@@ -100,6 +107,7 @@ pub struct HostDesired {
 }
 
 /// A volume the host's pool should hold, or no longer hold.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DesiredVolume {
     /// Its UUID (also its file name in the pool).
@@ -110,6 +118,7 @@ pub struct DesiredVolume {
 }
 
 /// An NBD export of a volume for one attachment.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DesiredExport {
     /// The export's name: random, decided by the controller, known only to the two hosts.
@@ -123,6 +132,7 @@ pub struct DesiredExport {
 }
 
 /// A persistent disk of an instance, as its host must present it to the guest.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DesiredDisk {
     pub volume: String,
@@ -135,6 +145,7 @@ pub struct DesiredDisk {
 }
 
 /// Where the host finds a persistent disk.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum DiskLocation {
@@ -155,6 +166,7 @@ pub enum DiskLocation {
 }
 
 /// What should happen to one instance on the host.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Desire {
@@ -168,6 +180,7 @@ pub enum Desire {
 }
 
 /// One instance the controller placed on this host.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DesiredInstance {
     pub id: u64,
@@ -203,6 +216,7 @@ pub struct DesiredInstance {
 }
 
 /// What a host needs to know of an image to boot from it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageSpec {
     /// The image's name or Marketplace identifier (for messages only).
@@ -218,6 +232,7 @@ pub struct ImageSpec {
 }
 
 /// The state of one instance as its host sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ActualState {
@@ -247,6 +262,7 @@ impl ActualState {
 }
 
 /// One instance's actual state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportedInstance {
     pub id: u64,
@@ -256,6 +272,7 @@ pub struct ReportedInstance {
 }
 
 /// `POST /api/v1/hosts/{name}/report`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HostReport {
@@ -279,6 +296,7 @@ pub struct HostReport {
 }
 
 /// What a storage host did with a volume.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportedVolume {
     pub id: String,
@@ -287,6 +305,7 @@ pub struct ReportedVolume {
     pub reason: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeReport {
@@ -310,6 +329,7 @@ impl VolumeReport {
 }
 
 /// An export listening for its attachment's host.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportedExport {
     pub name: String,
@@ -318,6 +338,7 @@ pub struct ReportedExport {
 }
 
 /// What happened to one persistent disk of an instance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportedDisk {
     pub instance: u64,
@@ -327,6 +348,7 @@ pub struct ReportedDisk {
     pub reason: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskReport {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The JSON body of every error response.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiError {
     /// A stable machine-readable code, e.g. `unknown_image`, `not_found`, `no_leader`.
@@ -17,6 +18,7 @@ pub struct ApiError {
 /// (PoweringOff -> Stopped: it keeps its host, disk, addresses and persistent disks), started
 /// again (Starting -> Running, on the same host with the same data) and rebooted (Rebooting ->
 /// Running). New states are added at the end: the order is part of the stored format.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InstanceState {
     /// Accepted and placed on a host; the host has not started it yet.
@@ -74,6 +76,7 @@ impl std::fmt::Display for InstanceState {
 
 /// A change of a placed instance's power, asked by its owner or an administrator
 /// (`POST /api/v1/instances/{id}/stop|start|reboot`: the route's last segment).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum PowerAction {
     /// Power the guest off and keep everything (Running -> PoweringOff -> Stopped).
@@ -110,6 +113,8 @@ impl std::fmt::Display for PowerAction {
 }
 
 /// `POST /api/v1/instances`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"image": "appliance", "type": "t1.micro", "name": "web-1"})))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
@@ -120,6 +125,7 @@ pub struct CreateInstance {
     pub instance_type: Option<String>,
     /// An optional display name (letters, digits, `.`, `_`, `-`); defaults to `vm-<id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
     pub name: Option<String>,
     /// The site network to attach the instance to; `public` when absent and the site defines
     /// it, else the instance gets no network interface.
@@ -138,6 +144,7 @@ pub struct CreateInstance {
 }
 
 /// One state change of an instance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StateChange {
     pub state: InstanceState,
@@ -149,6 +156,7 @@ pub struct StateChange {
 }
 
 /// An instance as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Instance {
     /// Small integer ID, unique for the life of the cloud.
@@ -197,6 +205,7 @@ pub struct Instance {
 
 /// A change made to an object: when, by whom (a user, `user (token NAME)`,
 /// `user (certificate)`, or `host NAME`) and what.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Change {
     /// RFC 3339.
@@ -206,6 +215,7 @@ pub struct Change {
 }
 
 /// A user account as the API shows it (`GET /api/v1/users`, administrators).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct User {
     pub name: String,
@@ -214,6 +224,7 @@ pub struct User {
 }
 
 /// An instance type (size), as the user's guide lists them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstanceType {
     pub name: String,
@@ -224,6 +235,7 @@ pub struct InstanceType {
 }
 
 /// Disk image formats accepted for images.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
@@ -241,6 +253,7 @@ impl DiskFormat {
 }
 
 /// Compression of a file as it is downloaded; hosts decompress while they hash and write.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
@@ -263,6 +276,7 @@ impl Compression {
 }
 
 /// A file a host fetches into its content-addressed cache: an image disk, a kernel, an initrd.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
@@ -279,6 +293,7 @@ pub struct Artifact {
 }
 
 /// `POST /api/v1/images`: register an image (admin only; the signed Marketplace comes later).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateImage {
@@ -300,6 +315,7 @@ pub struct CreateImage {
 }
 
 /// An image as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Image {
     pub name: String,
@@ -316,6 +332,7 @@ pub struct Image {
 }
 
 /// The hypervisor domain type a host runs guests with.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum DomainType {
@@ -335,6 +352,7 @@ impl DomainType {
 }
 
 /// A hypervisor host as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Host {
     pub name: String,
@@ -374,6 +392,7 @@ pub struct Host {
 }
 
 /// `POST /api/v1/hosts/{name}/images` (admin): fetch an image onto a host ahead of time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PrecacheImage {
@@ -382,6 +401,7 @@ pub struct PrecacheImage {
 }
 
 /// What a controller node is in the Raft group.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberRole {
@@ -392,6 +412,7 @@ pub enum MemberRole {
 }
 
 /// A member of the controller's Raft group.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterMember {
     pub id: u64,
@@ -410,6 +431,7 @@ pub struct ClusterMember {
 }
 
 /// `GET /api/v1/cluster`: the Raft group as this node sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Cluster {
     /// Random ID chosen when the cluster was first created.
@@ -425,6 +447,7 @@ pub struct Cluster {
 
 /// `POST /api/v1/cluster/members`: add a controller node (it must be running with
 /// `join = true`). It joins as a learner and is promoted to voter once it caught up.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
@@ -436,6 +459,7 @@ pub struct AddMember {
 }
 
 /// A Marketplace entry as the API shows it: signed metadata and who vouched for it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MarketplaceEntry {
     /// Upload order, unique in the registry.
@@ -456,6 +480,7 @@ pub struct MarketplaceEntry {
 }
 
 /// One page of Marketplace entries.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MarketplacePage {
     pub items: Vec<MarketplaceEntry>,
@@ -466,6 +491,7 @@ pub struct MarketplacePage {
 }
 
 /// `GET /api/v1/images`: the site's own images and a page of the Marketplace.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageList {
     /// Images registered by the site's administrators (unsigned).
@@ -475,6 +501,7 @@ pub struct ImageList {
 }
 
 /// `GET /api/v1/images/{identifier}/policy`: may this image run here, and from which entry.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PolicyVerdict {
     pub identifier: String,
@@ -491,6 +518,7 @@ pub struct PolicyVerdict {
 }
 
 /// `POST /api/v1/endorsers` (admin): trust one endorser certificate directly.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterEndorser {
@@ -499,6 +527,7 @@ pub struct RegisterEndorser {
 }
 
 /// A registered endorser.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Endorser {
     pub subject: String,
@@ -514,10 +543,13 @@ pub struct Endorser {
 
 /// `POST /api/v1/networks` (admin), and a `[[networks]]` table of the controller's config: a
 /// site network instances can be attached to.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "private", "cidr": "192.0.2.0/28", "gateway": "192.0.2.1", "bridge": "br-private"})))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNetwork {
     /// Unique network name (letters, digits, `.`, `_`, `-`), e.g. `public` or `private`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
     pub name: String,
     /// The IPv4 network addresses are leased from, e.g. `192.0.2.0/24` (/8 to /30).
     pub cidr: String,
@@ -535,6 +567,7 @@ pub struct CreateNetwork {
 }
 
 /// A site network as the API shows it, with its address usage.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Network {
     pub name: String,
@@ -551,6 +584,7 @@ pub struct Network {
 }
 
 /// One network interface of an instance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Nic {
     /// The site network it is on.
@@ -562,17 +596,22 @@ pub struct Nic {
 }
 
 /// `POST /api/v1/tokens`: an API token for the caller, to use as `Authorization: Bearer`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "ci", "expires_in_secs": 86400})))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
     /// What the user calls it (e.g. the machine or script using it).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub name: String,
-    /// Seconds it lasts; without it, until revoked.
+    /// Seconds it lasts (1 to ten years); without it, until revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 315_360_000))]
     pub expires_in_secs: Option<u64>,
 }
 
 /// An API token as listed (never the secret).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiTokenView {
     pub id: String,
@@ -586,6 +625,7 @@ pub struct ApiTokenView {
 }
 
 /// A new API token: the secret is shown this once (only its digest is kept).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiTokenCreated {
     #[serde(flatten)]
@@ -595,6 +635,7 @@ pub struct ApiTokenCreated {
 
 /// `POST /api/v1/users/{name}/certificate-subjects` (administrators): a certificate subject
 /// (RFC 4514, as `openssl x509 -subject -nameopt RFC2253` prints it) the user logs in with.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSubject {

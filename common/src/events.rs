@@ -13,6 +13,7 @@ pub const EVENTS_LOST: &str = "events-lost";
 pub const EVENTS_PER_ENTRY: u64 = 10_000;
 
 /// One event.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EventEnvelope {
     /// Increasing, the same on every controller node for the same change (the SSE `id`).
@@ -35,6 +36,7 @@ pub struct EventEnvelope {
 }
 
 /// What an event is about: `instance` `5`, `volume` `<uuid>`, `host` `node-1`, ...
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EventObject {
     pub kind: String,

@@ -36,6 +36,7 @@ pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
 pub const MAX_CHAIN_LEN: usize = 5;
 
 /// What an image is for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageKind {
@@ -56,6 +57,7 @@ impl ImageKind {
 
 /// Checksums of the image after decompression: what a host has on disk once it has fetched and
 /// decompressed the file at a location.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Checksums {
@@ -72,6 +74,8 @@ pub struct Checksums {
 
 /// Who vouches for the image. Both values must match the certificate the entry is signed with, so
 /// a reader can trust them without looking at the certificate.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = EntryEndorser))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Endorser {
@@ -86,6 +90,7 @@ pub struct Endorser {
 }
 
 /// The signed content of a Marketplace entry: one endorser's statement about one image.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ImageMetadata {
@@ -522,6 +527,7 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
 // ---------------------------------------------------------------------------------------------
 
 /// The signature algorithms an entry may be signed with (JWS `alg` values, RFC 7518).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub enum JwsAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256 (RSA keys of 2048 bits or more).
@@ -544,6 +550,7 @@ impl JwsAlgorithm {
 
 /// The JWS protected header. Only these two parameters are accepted, so nothing outside the
 /// signature's reach (or unknown to verifiers, like `crit`) can change what an entry means.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct JwsHeader {
@@ -588,6 +595,7 @@ impl JwsHeader {
 /// `payload` is the base64url of the exact JSON bytes of an [`ImageMetadata`]; verifiers parse
 /// the metadata from those bytes as signed, never from a re-serialisation, so whitespace or key
 /// order chosen by the signer cannot matter.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SignedMetadata {

@@ -258,6 +258,7 @@ pub fn validate_network(definition: &CreateNetwork) -> Result<ValidNetwork, Netw
 
 /// What a host needs to plug one instance NIC and configure the guest's address (meant for the
 /// agent protocol's `DesiredInstance`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NicSpec {
     /// The site network's name.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const CONSOLE_KEEP_BYTES: u64 = 256 * 1024;
 
 /// `POST /api/v1/hosts/{name}/observed`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HostObserved {
@@ -22,6 +23,7 @@ pub struct HostObserved {
 
 /// Bytes of an instance's console log from `offset` on (its position in the log, which only
 /// grows while the instance exists).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleChunk {
@@ -32,6 +34,7 @@ pub struct ConsoleChunk {
 }
 
 /// An instance's recent CPU use.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct GuestUsage {
@@ -41,6 +44,7 @@ pub struct GuestUsage {
 }
 
 /// The controller's answer to a push.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ObservedAnswer {
     /// Consoles to send again from an earlier offset.
@@ -49,6 +53,7 @@ pub struct ObservedAnswer {
 }
 
 /// Send instance `instance`'s console again from `from`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConsoleResend {
     pub instance: u64,

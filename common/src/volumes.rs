@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TAG_LEN: usize = 64;
 
 /// `POST /api/v1/volumes`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"size": 1, "tag": "scratch"})))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     /// Size in GiB (at least 1).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub size: u64,
     /// A free-form label shown by describe (printable, at most 64 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,6 +31,7 @@ pub struct CreateVolume {
 }
 
 /// `PATCH /api/v1/volumes/{id}` (the owner or an administrator): what to change.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateVolume {
@@ -41,6 +45,7 @@ pub struct UpdateVolume {
 }
 
 /// How guests may use a volume.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub enum VolumeType {
     /// A read-write data disk: attached to at most one instance at a time.
@@ -78,6 +83,7 @@ impl std::str::FromStr for VolumeType {
 }
 
 /// Where a volume is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeState {
@@ -92,6 +98,7 @@ pub enum VolumeState {
 }
 
 /// Where an attachment is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachmentState {
@@ -118,6 +125,7 @@ impl AttachmentState {
 }
 
 /// One instance using a volume.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VolumeAttachment {
     pub instance: u64,
@@ -137,6 +145,7 @@ pub struct VolumeAttachment {
 }
 
 /// A volume as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Volume {
     /// Its UUID.
@@ -169,6 +178,7 @@ pub struct Volume {
 }
 
 /// `POST /api/v1/instances/{id}/volumes`: hot-plug a volume into a running instance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AttachVolume {
@@ -177,6 +187,7 @@ pub struct AttachVolume {
 }
 
 /// One persistent disk of an instance, as the instance view shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstanceDisk {
     pub volume: String,

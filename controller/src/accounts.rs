@@ -30,11 +30,12 @@ impl_failure!(AccountError {
 });
 
 /// `PATCH /api/v1/users/{name}`: what to change (at least one field).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// A new password, at least 8 characters (kept only as an argon2 hash).
     #[serde(default)]
+    #[schema(min_length = 8)]
     pub password: Option<String>,
     /// Make the account an administrator (`true`) or not (`false`).
     #[serde(default)]
@@ -64,7 +65,7 @@ impl Accounts {
             return Err(InputError::new("body", "name a password or admin to change").into());
         }
         let password_hash = match update.password {
-            Some(password) if password.len() < 8 => {
+            Some(password) if password.chars().count() < crate::users::MIN_PASSWORD_CHARS => {
                 return Err(InputError::new("password", "must be at least 8 characters").into())
             }
             Some(password) => Some(self.passwords.hash(&password).await?),

@@ -56,6 +56,46 @@ pub struct ControllerConfig {
     pub volumes: VolumesConfig,
     /// `[tls]`: the site CA, this node's certificate names, and plain HTTP.
     pub tls: TlsConfig,
+    /// `[logins]`: how many failed logins an account and an address may have before they wait.
+    pub logins: LoginsConfig,
+}
+
+/// `[logins]`: failed logins allowed in a burst for one account and for one source address,
+/// and how fast each allowance comes back (one failure every so many seconds). Beyond them a
+/// login is answered 429 with `Retry-After`, without checking the password.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginsConfig {
+    pub failures_per_account: u32,
+    pub account_refill_secs: u64,
+    pub failures_per_source: u32,
+    pub source_refill_secs: u64,
+}
+
+impl Default for LoginsConfig {
+    fn default() -> Self {
+        let d = crate::users::throttle::FailureLimits::default();
+        Self {
+            failures_per_account: d.per_account.burst,
+            account_refill_secs: d.per_account.refill_every.as_secs(),
+            failures_per_source: d.per_source.burst,
+            source_refill_secs: d.per_source.refill_every.as_secs(),
+        }
+    }
+}
+
+impl LoginsConfig {
+    pub fn limits(&self) -> crate::users::throttle::FailureLimits {
+        use crate::users::throttle::{Budget, FailureLimits};
+        let budget = |burst: u32, secs: u64| Budget {
+            burst: burst.max(1),
+            refill_every: std::time::Duration::from_secs(secs.max(1)),
+        };
+        FailureLimits {
+            per_account: budget(self.failures_per_account, self.account_refill_secs),
+            per_source: budget(self.failures_per_source, self.source_refill_secs),
+        }
+    }
 }
 
 /// `[tls]`: the API and the peer links are TLS, with certificates of the site CA every
@@ -152,6 +192,7 @@ impl Default for ControllerConfig {
             networks: Vec::new(),
             volumes: VolumesConfig::default(),
             tls: TlsConfig::default(),
+            logins: LoginsConfig::default(),
         }
     }
 }

@@ -159,7 +159,7 @@ async fn run() -> anyhow::Result<()> {
             marketplace,
             volumes: config.volumes.settings(),
             me,
-            login_failures: Default::default(),
+            login_failures: config.logins.limits(),
             forwarding_tls: Some(forwarding_tls),
         },
     ));

@@ -7,23 +7,25 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, patch};
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Body, User};
 use super::{Answer, Shared};
 use crate::accounts::UpdateUser;
+use crate::users::UserView;
 use crate::services::Services;
 
-pub fn routes() -> Router<Arc<Services>> {
-    Router::new()
-        .route(
-            "/api/v1/users/{name}",
-            patch(update_user).delete(delete_user),
-        )
-        .route("/api/v1/images/{name}", delete(delete_image))
+pub fn routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::new()
+        .routes(routes!(update_user, delete_user))
+        .routes(routes!(delete_image))
 }
 
+#[utoipa::path(patch, path = "/api/v1/users/{name}", tag = "users", request_body = UpdateUser,
+    params(("name" = String, Path, description = "The user's name")),
+    responses((status = OK, body = UserView)))]
 async fn update_user(
     State(services): Shared,
     User(caller): User,
@@ -35,6 +37,9 @@ async fn update_user(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users",
+    params(("name" = String, Path, description = "The user's name")),
+    responses((status = NO_CONTENT, description = "Removed")))]
 async fn delete_user(
     State(services): Shared,
     User(caller): User,
@@ -44,6 +49,9 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/api/v1/images/{name}", tag = "images",
+    params(("name" = String, Path, description = "The site image's name")),
+    responses((status = NO_CONTENT, description = "Removed")))]
 async fn delete_image(
     State(services): Shared,
     User(caller): User,

@@ -11,10 +11,11 @@ use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
-use stratus_common::observed::HostObserved;
+use stratus_common::observed::{HostObserved, ObservedAnswer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use tokio::sync::watch;
 
 use super::extract::{Agent, Body, User};
@@ -25,19 +26,22 @@ use crate::users::Caller;
 /// How often a follower with nothing new checks that the instance still exists.
 const FOLLOW_CHECK: Duration = Duration::from_secs(2);
 
-pub fn routes() -> Router<Arc<Services>> {
-    Router::new()
-        .route("/api/v1/instances/{id}/console", get(console))
-        .route("/api/v1/hosts/{name}/observed", post(host_observed))
+pub fn routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::new()
+        .routes(routes!(console))
+        .routes(routes!(host_observed))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default, deny_unknown_fields)]
 struct ConsoleQuery {
     /// Keep the answer open and stream new output as it comes.
     follow: bool,
 }
 
+#[utoipa::path(get, path = "/api/v1/instances/{id}/console", tag = "instances", params(("id" = u64, Path, description = "The instance's ID"), ConsoleQuery),
+    responses((status = OK, description = "The serial console's kept output (the last 256 KiB); with `follow`, new output streams on", body = String, content_type = "text/plain")))]
 async fn console(
     State(services): Shared,
     User(caller): User,
@@ -100,6 +104,10 @@ impl Follow {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/hosts/{name}/observed", tag = "agents", request_body = HostObserved,
+    params(("name" = String, Path, description = "The host's name (its certificate's)")),
+    security(("host_certificate" = [])),
+    responses((status = OK, body = ObservedAnswer)))]
 async fn host_observed(
     State(services): Shared,
     Agent(host): Agent,

@@ -20,8 +20,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use futures_util::stream;
 use serde::Deserialize;
 use stratus_common::events::EventEnvelope;
@@ -40,11 +40,12 @@ const MAX_LAST: usize = 1000;
 /// How often an idle stream sends a comment, so proxies and clients see it alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub fn routes() -> Router<Arc<Services>> {
-    Router::new().route("/api/v1/events", get(events))
+pub fn routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default, deny_unknown_fields)]
 struct EventsQuery {
     since: Option<u64>,
@@ -141,6 +142,9 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, InputError> {
         .ok_or_else(|| InputError::new("Last-Event-ID", "must be an event's sequence number"))
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (what a reconnecting browser sends)")),
+    responses((status = OK, description = "Server-sent events: `id` the sequence number, `event` the type, `data` the envelope", body = EventEnvelope, content_type = "text/event-stream")))]
 async fn events(
     State(services): Shared,
     User(caller): User,

@@ -8,17 +8,19 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::User;
 use super::{Answer, Shared};
 use crate::services::Services;
 
-pub fn routes() -> Router<Arc<Services>> {
-    Router::new().route("/metrics", get(metrics))
+pub fn routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "monitoring",
+    responses((status = OK, description = "Prometheus text format 0.0.4 (administrators)", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 async fn metrics(State(services): Shared, User(caller): User) -> Answer<Response> {
     caller.require_admin("read the metrics")?;
     let text = services.metrics.render(&services).await?;

@@ -9,6 +9,7 @@ mod events;
 pub(crate) mod extract;
 pub mod forward;
 mod metrics;
+pub mod openapi;
 mod power;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,6 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use stratus_common::agent::{CreateJoinToken, EnrolHost, HostReport, RegisterHost};
@@ -28,12 +28,21 @@ use stratus_common::api::{
     PrecacheImage, RegisterEndorser,
 };
 use stratus_common::marketplace::{parse_timestamp, ImageKind};
-use stratus_common::volumes::{AttachVolume, CreateVolume, UpdateVolume};
+use stratus_common::agent::{HostCertificate, HostDesired, JoinTokenCreated, Registered};
+use stratus_common::api::{
+    ApiTokenCreated, ApiTokenView, Endorser, Host, Image, ImageList, Instance, InstanceType,
+    MarketplaceEntry, Network, PolicyVerdict,
+};
+use stratus_common::marketplace::SignedMetadata;
+use stratus_common::volumes::{AttachVolume, CreateVolume, UpdateVolume, Volume};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::failure::{Failure, InputError, Kind};
 use crate::instances::IDEMPOTENCY_HEADER;
 use crate::marketplace::Query as MarketplaceQuery;
 use crate::services::Services;
+use crate::users::UserView;
 use extract::{Agent, Body, JsonObject, MaybeAgent, User};
 
 pub(crate) type Shared = State<Arc<Services>>;
@@ -50,63 +59,46 @@ impl<E: Failure> From<E> for ApiFailure {
 
 pub(crate) type Answer<T> = Result<T, ApiFailure>;
 
-/// The whole API.
-pub fn router(services: Arc<Services>) -> Router {
-    Router::new()
-        .route(
-            "/api/v1/instances",
-            get(list_instances).post(create_instance),
-        )
-        .route(
-            "/api/v1/instances/{id}",
-            get(get_instance).delete(kill_instance),
-        )
-        .route("/api/v1/instances/{id}/volumes", post(attach_volume))
-        .route(
-            "/api/v1/instances/{id}/volumes/{volume}",
-            axum::routing::delete(detach_volume),
-        )
-        .route("/api/v1/volumes", get(list_volumes).post(create_volume))
-        .route(
-            "/api/v1/volumes/{id}",
-            get(get_volume).patch(update_volume).delete(delete_volume),
-        )
-        .route("/api/v1/types", get(list_types))
-        .route("/api/v1/networks", get(list_networks).post(create_network))
-        .route("/api/v1/networks/{name}", get(get_network))
-        .route("/api/v1/images", get(list_images).post(create_image))
-        .route("/api/v1/images/{identifier}/policy", get(image_policy))
-        .route(
-            "/api/v1/endorsers",
-            get(list_endorsers).post(register_endorser),
-        )
-        .route("/api/v1/hosts", get(list_hosts).post(register_host))
-        .route("/api/v1/hosts/{name}/desired", get(host_desired))
-        .route("/api/v1/hosts/{name}/images", post(precache_image))
-        .route(
-            "/api/v1/hosts/{name}/images/{sha256}",
-            axum::routing::delete(unpin_image),
-        )
-        .route("/api/v1/hosts/{name}/report", post(host_report))
-        .route("/api/v1/hosts/{name}/join-tokens", post(create_join_token))
-        .route(
-            "/api/v1/hosts/{name}/certificate",
-            post(enrol_host).delete(revoke_host),
-        )
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route(
-            "/api/v1/users/{name}/certificate-subjects",
-            post(map_subject).delete(unmap_subject),
-        )
-        .route("/api/v1/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
+/// The API's routes, each registered with its entry in the OpenAPI document (`openapi.rs`).
+/// Routes are added here only through `routes!`, which is what keeps the two in step.
+pub(crate) fn api_routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(list_instances, create_instance))
+        .routes(routes!(get_instance, kill_instance))
+        .routes(routes!(attach_volume))
+        .routes(routes!(detach_volume))
+        .routes(routes!(list_volumes, create_volume))
+        .routes(routes!(get_volume, update_volume, delete_volume))
+        .routes(routes!(list_types))
+        .routes(routes!(list_networks, create_network))
+        .routes(routes!(get_network))
+        .routes(routes!(list_images, create_image))
+        .routes(routes!(image_policy))
+        .routes(routes!(list_endorsers, register_endorser))
+        .routes(routes!(list_hosts, register_host))
+        .routes(routes!(host_desired))
+        .routes(routes!(precache_image))
+        .routes(routes!(unpin_image))
+        .routes(routes!(host_report))
+        .routes(routes!(create_join_token))
+        .routes(routes!(enrol_host, revoke_host))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(map_subject, unmap_subject))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(openapi::document))
         .merge(cluster::routes())
         .merge(power::routes())
         .merge(console::routes())
         .merge(events::routes())
         .merge(accounts::routes())
         .merge(metrics::routes())
-        .merge(crate::dashboard::routes())
+}
+
+/// The whole HTTP service: the API and the dashboard's pages.
+pub fn router(services: Arc<Services>) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    api.merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             services.clone(),
             metrics::timed,
@@ -236,10 +228,15 @@ fn bad_query(rejection: axum::extract::rejection::QueryRejection) -> InputError 
     InputError::new("query", rejection.body_text())
 }
 
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
+    responses((status = OK, description = "The caller's instances (every instance, to an administrator)", body = Vec<Instance>)))]
 async fn list_instances(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.instances.list(&caller).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstance,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create return the first answer instead of creating twice (visible ASCII)")),
+    responses((status = CREATED, description = "Accepted and placed (Pending until its host runs it)", body = Instance)))]
 async fn create_instance(
     State(services): Shared,
     User(caller): User,
@@ -251,6 +248,8 @@ async fn create_instance(
     Ok((StatusCode::CREATED, Json(instance)))
 }
 
+#[utoipa::path(get, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = u64, Path, description = "The instance's ID")),
+    responses((status = OK, description = "The instance, with its state history", body = Instance)))]
 async fn get_instance(
     State(services): Shared,
     User(caller): User,
@@ -261,6 +260,8 @@ async fn get_instance(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = u64, Path, description = "The instance's ID")),
+    responses((status = OK, description = "The instance, now being killed (Done once its host has destroyed it)", body = Instance)))]
 async fn kill_instance(
     State(services): Shared,
     User(caller): User,
@@ -271,10 +272,15 @@ async fn kill_instance(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/volumes", tag = "volumes",
+    responses((status = OK, description = "The caller's volumes and the public ones", body = Vec<Volume>)))]
 async fn list_volumes(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.volumes.list(&caller).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/volumes", tag = "volumes", request_body = CreateVolume,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried create return the first answer instead of creating twice (visible ASCII)")),
+    responses((status = CREATED, description = "The volume, being created on its storage host", body = Volume)))]
 async fn create_volume(
     State(services): Shared,
     User(caller): User,
@@ -299,6 +305,9 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, In
     Ok(Some(key.to_owned()))
 }
 
+#[utoipa::path(get, path = "/api/v1/volumes/{id}", tag = "volumes",
+    params(("id" = String, Path, description = "The volume's UUID")),
+    responses((status = OK, body = Volume)))]
 async fn get_volume(
     State(services): Shared,
     User(caller): User,
@@ -307,6 +316,9 @@ async fn get_volume(
     Ok(Json(services.volumes.get(&caller, &id).await?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/volumes/{id}", tag = "volumes", request_body = UpdateVolume,
+    params(("id" = String, Path, description = "The volume's UUID")),
+    responses((status = OK, description = "The volume as updated", body = Volume)))]
 async fn update_volume(
     State(services): Shared,
     User(caller): User,
@@ -316,6 +328,9 @@ async fn update_volume(
     Ok(Json(services.volumes.update(&caller, &id, update).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/volumes/{id}", tag = "volumes",
+    params(("id" = String, Path, description = "The volume's UUID")),
+    responses((status = NO_CONTENT, description = "Deleted (its storage host removes the file)")))]
 async fn delete_volume(
     State(services): Shared,
     User(caller): User,
@@ -325,6 +340,9 @@ async fn delete_volume(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/instances/{id}/volumes", tag = "volumes", request_body = AttachVolume,
+    params(("id" = u64, Path, description = "The instance's ID")),
+    responses((status = ACCEPTED, description = "Attaching: the volume's attachment turns `attached` once the guest has the disk", body = Volume)))]
 async fn attach_volume(
     State(services): Shared,
     User(caller): User,
@@ -338,13 +356,17 @@ async fn attach_volume(
     Ok((StatusCode::ACCEPTED, Json(volume)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default, deny_unknown_fields)]
 struct DetachQuery {
     /// Free a stuck attachment although the guest has not released the device.
     force: bool,
 }
 
+#[utoipa::path(delete, path = "/api/v1/instances/{id}/volumes/{volume}", tag = "volumes",
+    params(("id" = u64, Path, description = "The instance's ID"), ("volume" = String, Path, description = "The volume's UUID"), DetachQuery),
+    responses((status = ACCEPTED, description = "Detaching: the attachment goes once the guest has released the disk", body = Volume)))]
 async fn detach_volume(
     State(services): Shared,
     User(caller): User,
@@ -359,14 +381,21 @@ async fn detach_volume(
     Ok((StatusCode::ACCEPTED, Json(volume)))
 }
 
+#[utoipa::path(get, path = "/api/v1/types", tag = "instances",
+    responses((status = OK, description = "The instance types (CPU and memory sizes)", body = Vec<InstanceType>)))]
 async fn list_types(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.instances.types().await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/networks", tag = "networks",
+    responses((status = OK, body = Vec<Network>)))]
 async fn list_networks(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.networks.list().await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/networks/{name}", tag = "networks",
+    params(("name" = String, Path, description = "The network's name")),
+    responses((status = OK, body = Network)))]
 async fn get_network(
     State(services): Shared,
     User(_): User,
@@ -375,6 +404,8 @@ async fn get_network(
     Ok(Json(services.networks.get(&name).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/networks", tag = "networks", request_body = CreateNetwork,
+    responses((status = CREATED, body = Network)))]
 async fn create_network(
     State(services): Shared,
     User(caller): User,
@@ -387,7 +418,8 @@ async fn create_network(
 }
 
 /// Query parameters of `GET /api/v1/images`, for the Marketplace part.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default, deny_unknown_fields)]
 struct ImagesQuery {
     identifier: Option<String>,
@@ -427,6 +459,8 @@ impl ImagesQuery {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/images", tag = "images", params(ImagesQuery),
+    responses((status = OK, description = "Site images and the Marketplace entries that match", body = ImageList)))]
 async fn list_images(
     State(services): Shared,
     User(_): User,
@@ -436,8 +470,29 @@ async fn list_images(
     Ok(Json(services.images.list(&query.into_query()?).await?))
 }
 
+/// The body of `POST /api/v1/images`: one of two.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only its schema is used: the handler tells the two apart itself.
+enum CreateImageBody {
+    Signed(SignedMetadata),
+    Site(CreateImage),
+}
+
+/// What `POST /api/v1/images` created: one of two.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only its schema is used.
+enum CreatedImage {
+    Entry(Box<MarketplaceEntry>),
+    Site(Box<Image>),
+}
+
 /// `POST /api/v1/images`: a signed Marketplace entry (a JWS envelope, from anyone the site's
 /// trust accepts), or an administrator's unsigned site image registration.
+#[utoipa::path(post, path = "/api/v1/images", tag = "images",
+    request_body(content = CreateImageBody, description = "A signed Marketplace entry (a JWS envelope with `payload` and `signature`), or an administrator's site image"),
+    responses((status = CREATED, description = "The Marketplace entry, or the site image", body = CreatedImage)))]
 async fn create_image(
     State(services): Shared,
     User(caller): User,
@@ -458,6 +513,9 @@ async fn create_image(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/images/{identifier}/policy", tag = "images",
+    params(("identifier" = String, Path, description = "The image's Marketplace identifier")),
+    responses((status = OK, description = "Whether this site's policy lets instances run the image, and why", body = PolicyVerdict)))]
 async fn image_policy(
     State(services): Shared,
     User(_): User,
@@ -466,10 +524,14 @@ async fn image_policy(
     Ok(Json(services.images.policy_verdict(&identifier).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/endorsers", tag = "images",
+    responses((status = OK, body = Vec<Endorser>)))]
 async fn list_endorsers(State(services): Shared, User(_): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.images.list_endorsers().await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/endorsers", tag = "images", request_body = RegisterEndorser,
+    responses((status = CREATED, body = Endorser)))]
 async fn register_endorser(
     State(services): Shared,
     User(caller): User,
@@ -486,10 +548,15 @@ async fn register_endorser(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts",
+    responses((status = OK, body = Vec<Host>)))]
 async fn list_hosts(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.hosts.list(&caller).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/hosts/{name}/images", tag = "hosts", request_body = PrecacheImage,
+    params(("name" = String, Path, description = "The host's name")),
+    responses((status = ACCEPTED, description = "The host, with the image pinned in its cache", body = Host)))]
 async fn precache_image(
     State(services): Shared,
     User(caller): User,
@@ -507,6 +574,9 @@ async fn precache_image(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v1/hosts/{name}/images/{sha256}", tag = "hosts",
+    params(("name" = String, Path, description = "The host's name"), ("sha256" = String, Path, description = "The image's SHA-256 (hex)")),
+    responses((status = OK, description = "The host, with the image no longer pinned", body = Host)))]
 async fn unpin_image(
     State(services): Shared,
     User(caller): User,
@@ -515,6 +585,9 @@ async fn unpin_image(
     Ok(Json(services.hosts.unpin(&caller, &name, &sha256).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/hosts", tag = "agents", request_body = RegisterHost,
+    security(("host_certificate" = [])),
+    responses((status = OK, body = Registered)))]
 async fn register_host(
     State(services): Shared,
     Agent(host): Agent,
@@ -523,6 +596,9 @@ async fn register_host(
     Ok(Json(services.hosts.register(&host, request).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/hosts/{name}/join-tokens", tag = "hosts", request_body = CreateJoinToken,
+    params(("name" = String, Path, description = "The host's name")),
+    responses((status = CREATED, description = "A one-time token the host's agent enrols with", body = JoinTokenCreated)))]
 async fn create_join_token(
     State(services): Shared,
     User(caller): User,
@@ -538,6 +614,11 @@ async fn create_join_token(
 
 /// A host's certificate: with a join token (enrolment), or renewed over mutual TLS with the
 /// certificate in force.
+#[utoipa::path(post, path = "/api/v1/hosts/{name}/certificate", tag = "agents", request_body = EnrolHost,
+    params(("name" = String, Path, description = "The host's name")),
+    security((), ("host_certificate" = [])),
+    responses((status = CREATED, description = "The host's certificate, issued for a join token or renewed", body = HostCertificate),
+        (status = UNAUTHORIZED, description = "Neither a valid join token nor the host's certificate", body = ApiError)))]
 async fn enrol_host(
     State(services): Shared,
     MaybeAgent(renewing): MaybeAgent,
@@ -548,6 +629,9 @@ async fn enrol_host(
     Ok((StatusCode::CREATED, Json(certificate)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/hosts/{name}/certificate", tag = "hosts",
+    params(("name" = String, Path, description = "The host's name")),
+    responses((status = NO_CONTENT, description = "The host's certificate is revoked")))]
 async fn revoke_host(
     State(services): Shared,
     User(caller): User,
@@ -557,17 +641,26 @@ async fn revoke_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// The longest a host's long poll may wait for a change.
+const MAX_DESIRED_WAIT_SECS: u64 = 60;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DesiredQuery {
     /// Answer once the state version is above this.
     #[serde(default)]
     since: u64,
-    /// Longest wait in seconds (capped at 60).
+    /// Longest wait in seconds (at most 60).
     #[serde(default)]
+    #[param(maximum = 60)]
     wait: u64,
 }
 
+#[utoipa::path(get, path = "/api/v1/hosts/{name}/desired", tag = "agents",
+    params(("name" = String, Path, description = "The host's name (its certificate's)"), DesiredQuery),
+    security(("host_certificate" = [])),
+    responses((status = OK, description = "What the host should run (a long poll)", body = HostDesired)))]
 async fn host_desired(
     State(services): Shared,
     Agent(host): Agent,
@@ -575,7 +668,14 @@ async fn host_desired(
     query: Result<Query<DesiredQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer<impl IntoResponse> {
     let Query(query) = query.map_err(bad_query)?;
-    let wait = Duration::from_secs(query.wait.min(60));
+    if query.wait > MAX_DESIRED_WAIT_SECS {
+        return Err(InputError::new(
+            "wait",
+            format!("at most {MAX_DESIRED_WAIT_SECS} seconds"),
+        )
+        .into());
+    }
+    let wait = Duration::from_secs(query.wait);
     Ok(Json(
         services
             .hosts
@@ -584,6 +684,10 @@ async fn host_desired(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/hosts/{name}/report", tag = "agents", request_body = HostReport,
+    params(("name" = String, Path, description = "The host's name (its certificate's)")),
+    security(("host_certificate" = [])),
+    responses((status = NO_CONTENT, description = "Recorded")))]
 async fn host_report(
     State(services): Shared,
     Agent(host): Agent,
@@ -595,18 +699,23 @@ async fn host_report(
 }
 
 /// `POST /api/v1/users`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "bob", "password": "correct horse battery"}))]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
     /// Login name (letters, digits, `.`, `_`, `-`).
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     name: String,
     /// At least 8 characters; stored only as an argon2 hash.
+    #[schema(min_length = 8)]
     password: String,
     /// Whether the user administers the cloud.
     #[serde(default)]
     admin: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+    responses((status = CREATED, body = UserView)))]
 async fn create_user(
     State(services): Shared,
     User(caller): User,
@@ -619,10 +728,14 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = OK, body = Vec<UserView>)))]
 async fn list_users(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.users.list_users(&caller).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "users", request_body = CreateApiToken,
+    responses((status = CREATED, description = "The token: its secret is shown this once", body = ApiTokenCreated)))]
 async fn create_token(
     State(services): Shared,
     User(caller): User,
@@ -632,10 +745,15 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(token)))
 }
 
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "users",
+    responses((status = OK, description = "The caller's tokens (never their secrets)", body = Vec<ApiTokenView>)))]
 async fn list_tokens(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
     Ok(Json(services.users.list_tokens(&caller).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "users",
+    params(("id" = String, Path, description = "The token's ID")),
+    responses((status = NO_CONTENT, description = "Revoked")))]
 async fn revoke_token(
     State(services): Shared,
     User(caller): User,
@@ -645,6 +763,9 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/users/{name}/certificate-subjects", tag = "users", request_body = CertificateSubject,
+    params(("name" = String, Path, description = "The user's name")),
+    responses((status = CREATED, description = "Client certificates with this subject now log in as the user", body = CertificateSubject)))]
 async fn map_subject(
     State(services): Shared,
     User(caller): User,
@@ -658,6 +779,9 @@ async fn map_subject(
     Ok((StatusCode::CREATED, Json(request)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/{name}/certificate-subjects", tag = "users", request_body = CertificateSubject,
+    params(("name" = String, Path, description = "The user's name")),
+    responses((status = NO_CONTENT, description = "The subject no longer logs in")))]
 async fn unmap_subject(
     State(services): Shared,
     User(caller): User,

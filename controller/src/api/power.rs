@@ -8,19 +8,21 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
+use stratus_common::api::Instance;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::User;
 use super::{instance_id, Answer, Shared};
 use crate::services::Services;
 use crate::state::PowerAction;
 
-pub fn routes() -> Router<Arc<Services>> {
-    Router::new()
-        .route("/api/v1/instances/{id}/stop", post(stop))
-        .route("/api/v1/instances/{id}/start", post(start))
-        .route("/api/v1/instances/{id}/reboot", post(reboot))
+pub fn routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::new()
+        .routes(routes!(stop))
+        .routes(routes!(start))
+        .routes(routes!(reboot))
 }
 
 async fn power(
@@ -36,6 +38,8 @@ async fn power(
     Ok((StatusCode::ACCEPTED, Json(instance)))
 }
 
+#[utoipa::path(post, path = "/api/v1/instances/{id}/stop", tag = "instances", params(("id" = u64, Path, description = "The instance's ID")),
+    responses((status = ACCEPTED, description = "Stopping (its host powers the guest off, keeping its disks)", body = Instance)))]
 async fn stop(
     State(services): Shared,
     User(caller): User,
@@ -44,6 +48,8 @@ async fn stop(
     power(&services, &caller, &id, PowerAction::Stop).await
 }
 
+#[utoipa::path(post, path = "/api/v1/instances/{id}/start", tag = "instances", params(("id" = u64, Path, description = "The instance's ID")),
+    responses((status = ACCEPTED, description = "Starting a Stopped instance again on its host", body = Instance)))]
 async fn start(
     State(services): Shared,
     User(caller): User,
@@ -52,6 +58,8 @@ async fn start(
     power(&services, &caller, &id, PowerAction::Start).await
 }
 
+#[utoipa::path(post, path = "/api/v1/instances/{id}/reboot", tag = "instances", params(("id" = u64, Path, description = "The instance's ID")),
+    responses((status = ACCEPTED, description = "Rebooting", body = Instance)))]
 async fn reboot(
     State(services): Shared,
     User(caller): User,

@@ -381,3 +381,160 @@ async fn an_expired_api_token_is_refused_and_one_in_time_is_its_owner() {
         "an admin sees every token"
     );
 }
+
+#[tokio::test]
+async fn passwords_are_counted_in_characters_and_token_lifetimes_are_bounded() {
+    let api = Api::new().await;
+    let json = "application/json";
+    // Five characters, eleven bytes: too short, as the message says.
+    let body = json!({"name": "bob", "password": "ééé:z"}).to_string();
+    let answered = api.admin(Method::POST, "/api/v1/users", json, &body).await;
+    assert_error(
+        &answered,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "password: must be at least 8 characters",
+    );
+    let body = json!({"password": "ééé:z"}).to_string();
+    let answered = api
+        .admin(Method::PATCH, "/api/v1/users/admin", json, &body)
+        .await;
+    assert_error(
+        &answered,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "password: must be at least 8 characters",
+    );
+    // Eight characters of any script are enough.
+    let body = json!({"name": "bob", "password": "пароль12"}).to_string();
+    let answered = api.admin(Method::POST, "/api/v1/users", json, &body).await;
+    assert_eq!(answered.status, StatusCode::CREATED, "{}", answered.body);
+    // A lifetime past ten years (here, one that would end in the year 584 million) is refused.
+    for secs in [0_u64, crate::users::tokens::MAX_TOKEN_LIFETIME_SECS + 1, 1 << 63] {
+        let body = json!({"name": "ci", "expires_in_secs": secs}).to_string();
+        let answered = api.admin(Method::POST, "/api/v1/tokens", json, &body).await;
+        assert_error(
+            &answered,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expires_in_secs: must be 1 to 315360000",
+        );
+    }
+    let answered = api
+        .get("/api/v1/tokens", &basic("admin", "password1"), None)
+        .await;
+    assert_eq!(answered.body, json!([]), "nothing was made");
+}
+
+/// Every operation of the OpenAPI document reaches its handler through the router (the
+/// request is refused by the handler's own authentication or input checks, never by the
+/// router as an unknown path or method).
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let api = Api::new().await;
+    let document: Value = serde_json::from_str(openapi::document_json()).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        let uri = path
+            .replace("{id}", "1")
+            .replace("{volume}", "v")
+            .replace("{name}", "node-1")
+            .replace("{sha256}", &"0".repeat(64))
+            .replace("{identifier}", "x");
+        assert!(!uri.contains('{'), "a path parameter the test does not fill: {path}");
+        for method in item.as_object().unwrap().keys() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let request = Api::request(method.clone(), &uri, None)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(HttpBody::from("{}"))
+                .unwrap();
+            let response = api.router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {text}");
+            assert!(
+                !text.contains("no such API resource"),
+                "{method} {path} is documented but not routed"
+            );
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 51, "operations in the document");
+}
+
+/// The document is whole: every `$ref` resolves, every operation has an ID of its own, a
+/// tag the document describes, a success answer, and the error shape for its failures.
+#[test]
+fn the_openapi_document_is_whole() {
+    let document: Value = serde_json::from_str(openapi::document_json()).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    fn refs<'a>(value: &'a Value, into: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    into.push(r);
+                }
+                map.values().for_each(|v| refs(v, into));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, into)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&document, &mut all);
+    for r in &all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r} is not a schema reference"));
+        assert!(schemas.contains_key(name), "{r} does not resolve");
+    }
+    let tags: Vec<&str> = openapi::TAGS.iter().map(|(name, _)| *name).collect();
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operation ID {id} twice");
+            let tag = operation["tags"][0].as_str().unwrap_or_default();
+            assert!(tags.contains(&tag), "{method} {path}: tag {tag:?}");
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path} has no success answer"
+            );
+            assert_eq!(
+                responses["400"]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ApiError",
+                "{method} {path}"
+            );
+            assert!(operation["security"].is_array(), "{method} {path}");
+        }
+    }
+}
+
+/// Routes are added to the API only through utoipa-axum's `routes!` (which documents them):
+/// no module of the API calls axum's own `route`, so nothing is served undocumented.
+#[test]
+fn the_api_is_routed_only_through_its_document() {
+    for (file, source) in [
+        ("mod.rs", include_str!("mod.rs")),
+        ("accounts.rs", include_str!("accounts.rs")),
+        ("cluster.rs", include_str!("cluster.rs")),
+        ("console.rs", include_str!("console.rs")),
+        ("events.rs", include_str!("events.rs")),
+        ("metrics.rs", include_str!("metrics.rs")),
+        ("openapi.rs", include_str!("openapi.rs")),
+        ("power.rs", include_str!("power.rs")),
+    ] {
+        for pattern in [".route(", "axum::routing::", ".nest("] {
+            assert!(
+                !source.contains(pattern),
+                "api/{file} uses {pattern} directly: register the route with routes!()"
+            );
+        }
+    }
+}

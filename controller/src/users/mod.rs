@@ -7,6 +7,9 @@ pub mod passwords;
 pub mod throttle;
 pub mod tokens;
 
+/// The shortest password an account may have, in characters (not bytes).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -123,7 +126,7 @@ impl_failure!(UserError {
 });
 
 /// A user as the API shows it (never with the password hash).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub name: String,
     pub admin: bool,
@@ -278,7 +281,7 @@ impl Users {
     ) -> Result<UserView, UserError> {
         caller.require_admin("create users")?;
         validate_name("name", name).map_err(|e| InputError::named("name", e.to_string()))?;
-        if password.len() < 8 {
+        if password.chars().count() < MIN_PASSWORD_CHARS {
             return Err(InputError::new("password", "must be at least 8 characters").into());
         }
         let record = UserRecord {

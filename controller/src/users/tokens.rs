@@ -14,6 +14,8 @@ use crate::state::{ApiToken, Command};
 
 /// The longest a token name may be, in bytes.
 const MAX_TOKEN_NAME: usize = 64;
+/// The longest lifetime a token may be given (ten years); without one it lasts until revoked.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 /// The most tokens a user may hold.
 const MAX_TOKENS_PER_USER: usize = 32;
 
@@ -81,8 +83,15 @@ impl Users {
         if request.name.trim().is_empty() {
             return Err(InputError::new("name", "must not be empty").into());
         }
-        if request.expires_in_secs == Some(0) {
-            return Err(InputError::new("expires_in_secs", "must be at least 1").into());
+        if request
+            .expires_in_secs
+            .is_some_and(|secs| !(1..=MAX_TOKEN_LIFETIME_SECS).contains(&secs))
+        {
+            return Err(InputError::new(
+                "expires_in_secs",
+                format!("must be 1 to {MAX_TOKEN_LIFETIME_SECS} (ten years)"),
+            )
+            .into());
         }
         let now = now_ms();
         // Expired ones (dashboard sessions, say) no longer count.
