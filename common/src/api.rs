@@ -125,7 +125,10 @@ pub struct CreateInstance {
     pub instance_type: Option<String>,
     /// An optional display name (letters, digits, `.`, `_`, `-`); defaults to `vm-<id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    )]
     pub name: Option<String>,
     /// The site network to attach the instance to; `public` when absent and the site defines
     /// it, else the instance gets no network interface.
@@ -549,7 +552,10 @@ pub struct Endorser {
 #[serde(deny_unknown_fields)]
 pub struct CreateNetwork {
     /// Unique network name (letters, digits, `.`, `_`, `-`), e.g. `public` or `private`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    )]
     pub name: String,
     /// The IPv4 network addresses are leased from, e.g. `192.0.2.0/24` (/8 to /30).
     pub cidr: String,

@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod image_server;
 pub mod netlab;
 pub mod pki;
+pub mod prometheus;
 
 use std::fs;
 use std::net::TcpListener;
@@ -507,6 +508,33 @@ impl TestCloud {
             host,
             &token,
         )
+    }
+
+    /// Enrols `host` and registers it, as its agent would, offering `vcpus` and `memory_mib`
+    /// (a host on paper: no agent runs for it, so its instances stay Pending).
+    pub fn enrol_and_register(
+        &self,
+        host: &str,
+        vcpus: u32,
+        memory_mib: u64,
+    ) -> anyhow::Result<hosts::EnrolledHost> {
+        let enrolled = self.enrol_host(host)?;
+        let registered = enrolled
+            .client
+            .post(self.url("/hosts"))
+            .json(
+                &serde_json::json!({"name": host, "vcpus": vcpus, "memory_mib": memory_mib,
+                "disk_gib": 10, "domain_type": "qemu", "arch": "x86_64", "hypervisor": "test"}),
+            )
+            .send()?;
+        if registered.status() != StatusCode::OK {
+            bail!(
+                "registering {host}: {} {}",
+                registered.status(),
+                registered.text()?
+            );
+        }
+        Ok(enrolled)
     }
 
     /// An HTTP client trusting the site CA (only), without credentials.

@@ -9,7 +9,6 @@
 //! refused with a JSON 401; plain HTTP gets no answer.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
@@ -17,27 +16,18 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use stratus_common::api::InstanceState;
 use stratus_e2e::netlab::NetLab;
-use stratus_e2e::{free_port, Spawned, TestCloud};
+use stratus_e2e::prometheus::Prometheus;
+use stratus_e2e::{free_port, TestCloud};
 
-const WAIT: Duration = Duration::from_secs(60);
 const BOOT: Duration = Duration::from_secs(180);
 
-/// A Prometheus server this test started, killed (by its pid) when dropped.
-struct Prometheus {
-    _process: Spawned,
-    port: u16,
-}
-
-/// Starts Prometheus scraping the agent's metrics every second.
+/// Starts Prometheus scraping the agent's metrics.
 fn prometheus(cloud: &TestCloud, metrics_port: u16, token_file: &std::path::Path) -> Prometheus {
-    let dir = cloud.dir.join("prometheus");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: agent\n    scheme: https\n    \
+    Prometheus::start(
+        &cloud.dir.join("prometheus"),
+        "agent",
+        &format!(
+            "    scheme: https\n    \
              tls_config:\n      ca_file: {ca}\n      server_name: {host}\n    \
              authorization:\n      type: Bearer\n      credentials_file: {token}\n    \
              static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n",
@@ -46,73 +36,6 @@ fn prometheus(cloud: &TestCloud, metrics_port: u16, token_file: &std::path::Path
             token = token_file.display(),
         ),
     )
-    .unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("prometheus (Debian's package; scripts/install-deps.sh installs it)");
-    Prometheus {
-        _process: Spawned(child),
-        port,
-    }
-}
-
-impl Prometheus {
-    /// The samples of `query` now.
-    fn query(&self, http: &Client, query: &str) -> Option<Value> {
-        let response = http
-            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
-            .query(&[("query", query)])
-            .send()
-            .ok()?;
-        response.json().ok()
-    }
-
-    /// The value of `query`'s single sample once Prometheus has one that `want` accepts.
-    fn wait_value(&self, http: &Client, query: &str, want: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + WAIT;
-        let mut last = Value::Null;
-        loop {
-            if let Some(answer) = self.query(http, query) {
-                let value = answer["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse::<f64>().ok());
-                if let Some(value) = value.filter(|v| want(*v)) {
-                    return value;
-                }
-                last = answer;
-            }
-            assert!(Instant::now() < deadline, "{query}: {last}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The label sets of `query`'s samples once there are `count` of them.
-    fn wait_series(&self, http: &Client, query: &str, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        let mut last = Value::Null;
-        loop {
-            if let Some(answer) = self.query(http, query) {
-                if let Some(series) = answer["data"]["result"].as_array() {
-                    if series.len() == count {
-                        return series.iter().map(|s| s["metric"].clone()).collect();
-                    }
-                }
-                last = answer;
-            }
-            assert!(Instant::now() < deadline, "{query}: {last}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 /// Waits until the volume's attachments satisfy `done`.

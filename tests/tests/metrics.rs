@@ -4,32 +4,21 @@
 //! happened (this node leads, one host up, one instance Pending, the POST that made it timed
 //! under its route template). Only administrators may read the metrics.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use stratus_e2e::{free_port, Spawned, TestCloud};
+use stratus_e2e::prometheus::Prometheus;
+use stratus_e2e::TestCloud;
 
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A Prometheus server this test started, killed (by its pid) when dropped.
-struct Prometheus {
-    _process: Spawned,
-    port: u16,
-}
-
-/// Starts Prometheus scraping the cloud's controller every second.
+/// Starts Prometheus scraping the cloud's controller.
 fn prometheus(cloud: &TestCloud) -> Prometheus {
-    let dir = cloud.dir.join("prometheus");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: stratus\n    scheme: https\n    \
+    Prometheus::start(
+        &cloud.dir.join("prometheus"),
+        "stratus",
+        &format!(
+            "    scheme: https\n    \
              tls_config:\n      ca_file: {ca}\n    \
              basic_auth:\n      username: admin\n      password: {password}\n    \
              static_configs:\n      - targets: ['{target}']\n",
@@ -38,71 +27,13 @@ fn prometheus(cloud: &TestCloud) -> Prometheus {
             target = cloud.base().trim_start_matches("https://"),
         ),
     )
-    .unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("prometheus (Debian's package; scripts/install-deps.sh installs it)");
-    Prometheus {
-        _process: Spawned(child),
-        port,
-    }
-}
-
-impl Prometheus {
-    fn api(&self, http: &Client, path: &str, query: &[(&str, &str)]) -> Option<Value> {
-        let response = http
-            .get(format!("http://127.0.0.1:{}/api/v1/{path}", self.port))
-            .query(query)
-            .send()
-            .ok()?;
-        response.json().ok()
-    }
-
-    /// The value of `query`'s single sample once Prometheus has one that `want` accepts.
-    fn wait_value(&self, http: &Client, query: &str, want: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + WAIT;
-        let mut last = Value::Null;
-        loop {
-            if let Some(answer) = self.api(http, "query", &[("query", query)]) {
-                let value = answer["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse::<f64>().ok());
-                if let Some(value) = value.filter(|v| want(*v)) {
-                    return value;
-                }
-                last = answer;
-            }
-            assert!(Instant::now() < deadline, "{query}: {last}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 #[test]
 fn prometheus_scrapes_what_happened_and_only_admins_read_metrics() {
     let cloud = TestCloud::start("metrics").unwrap();
     cloud.create_user("alice").unwrap();
-    let host = cloud.enrol_host("metrics-host").unwrap();
-    let registered = host
-        .client
-        .post(cloud.url("/hosts"))
-        .json(
-            &json!({"name": "metrics-host", "vcpus": 4, "memory_mib": 4096, "disk_gib": 10,
-                      "domain_type": "qemu", "arch": "x86_64", "hypervisor": "test"}),
-        )
-        .send()
-        .unwrap();
-    assert_eq!(registered.status(), StatusCode::OK);
+    cloud.enrol_and_register("metrics-host", 4, 4096).unwrap();
     cloud.register_appliance("appliance").unwrap();
     let vm = cloud
         .run_instance("alice", json!({"image": "appliance", "type": "t1.micro"}))

@@ -104,17 +104,9 @@ fn the_api_keeps_to_its_openapi_document() {
 
     // A site with something in it: an image, a host that takes instances.
     cloud.register_appliance("appliance").unwrap();
-    let host = cloud.enrol_host("openapi-host").unwrap();
-    let registered = host
-        .client
-        .post(cloud.url("/hosts"))
-        .json(
-            &json!({"name": "openapi-host", "vcpus": 64, "memory_mib": 262144, "disk_gib": 1000,
-                      "domain_type": "qemu", "arch": "x86_64", "hypervisor": "test"}),
-        )
-        .send()
+    let host = cloud
+        .enrol_and_register("openapi-host", 64, 262144)
         .unwrap();
-    assert_eq!(registered.status(), StatusCode::OK);
     let (status, token) = cloud
         .post("admin", "/tokens", &json!({"name": "schemathesis"}))
         .unwrap();

@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 use super::extract::{Body, User};
 use super::{Answer, Shared};
 use crate::accounts::UpdateUser;
-use crate::users::UserView;
 use crate::services::Services;
+use crate::users::UserView;
 
 pub fn routes() -> OpenApiRouter<Arc<Services>> {
     OpenApiRouter::new()

@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use stratus_common::observed::{HostObserved, ObservedAnswer};
+use tokio::sync::watch;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use tokio::sync::watch;
 
 use super::extract::{Agent, Body, User};
 use super::{bad_query, instance_id, Answer, Shared};

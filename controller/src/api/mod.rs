@@ -23,17 +23,17 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
 use stratus_common::agent::{CreateJoinToken, EnrolHost, HostReport, RegisterHost};
+use stratus_common::agent::{HostCertificate, HostDesired, JoinTokenCreated, Registered};
 use stratus_common::api::{
     ApiError, CertificateSubject, CreateApiToken, CreateImage, CreateInstance, CreateNetwork,
     PrecacheImage, RegisterEndorser,
 };
-use stratus_common::marketplace::{parse_timestamp, ImageKind};
-use stratus_common::agent::{HostCertificate, HostDesired, JoinTokenCreated, Registered};
 use stratus_common::api::{
     ApiTokenCreated, ApiTokenView, Endorser, Host, Image, ImageList, Instance, InstanceType,
     MarketplaceEntry, Network, PolicyVerdict,
 };
 use stratus_common::marketplace::SignedMetadata;
+use stratus_common::marketplace::{parse_timestamp, ImageKind};
 use stratus_common::volumes::{AttachVolume, CreateVolume, UpdateVolume, Volume};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -669,11 +669,9 @@ async fn host_desired(
 ) -> Answer<impl IntoResponse> {
     let Query(query) = query.map_err(bad_query)?;
     if query.wait > MAX_DESIRED_WAIT_SECS {
-        return Err(InputError::new(
-            "wait",
-            format!("at most {MAX_DESIRED_WAIT_SECS} seconds"),
-        )
-        .into());
+        return Err(
+            InputError::new("wait", format!("at most {MAX_DESIRED_WAIT_SECS} seconds")).into(),
+        );
     }
     let wait = Duration::from_secs(query.wait);
     Ok(Json(

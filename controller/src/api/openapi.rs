@@ -19,12 +19,24 @@ use stratus_common::api::ApiError;
 
 /// The document's tags, in the order a reader meets them.
 pub const TAGS: &[(&str, &str)] = &[
-    ("instances", "Virtual machines: run, describe, kill, power, console"),
+    (
+        "instances",
+        "Virtual machines: run, describe, kill, power, console",
+    ),
     ("volumes", "Persistent disks and their attachments"),
-    ("images", "Site images and the Marketplace of signed entries"),
+    (
+        "images",
+        "Site images and the Marketplace of signed entries",
+    ),
     ("networks", "Virtual networks"),
-    ("hosts", "Hypervisor hosts: enrolment, inventory, image pre-caching"),
-    ("agents", "What host agents call, with their host certificate"),
+    (
+        "hosts",
+        "Hypervisor hosts: enrolment, inventory, image pre-caching",
+    ),
+    (
+        "agents",
+        "What host agents call, with their host certificate",
+    ),
     ("users", "Accounts, API tokens and certificate subjects"),
     ("cluster", "The controller group"),
     ("events", "The event stream"),
@@ -64,7 +76,10 @@ pub fn base() -> OpenApi {
         .build();
     let components = doc.components.get_or_insert_with(Default::default);
     let schemes = [
-        (BASIC, SecurityScheme::Http(Http::new(HttpAuthScheme::Basic))),
+        (
+            BASIC,
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        ),
         (
             TOKEN,
             SecurityScheme::Http(
@@ -124,7 +139,10 @@ pub fn finish(doc: &mut OpenApi) {
                 operation.security = Some(user_auth.clone());
             }
             let mut errors = vec![
-                (400, "Bad input: the message names the field, parameter or header"),
+                (
+                    400,
+                    "Bad input: the message names the field, parameter or header",
+                ),
                 (403, "Not allowed to this caller"),
                 (
                     503,
@@ -216,7 +234,9 @@ fn unsigned(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             let is_unsigned = map.get("type").is_some_and(|t| {
-                t == "integer" || t.as_array().is_some_and(|a| a.iter().any(|t| t == "integer"))
+                t == "integer"
+                    || t.as_array()
+                        .is_some_and(|a| a.iter().any(|t| t == "integer"))
             }) && map
                 .get("minimum")
                 .and_then(serde_json::Value::as_f64)
@@ -258,4 +278,3 @@ pub async fn document() -> impl IntoResponse {
         document_json(),
     )
 }
-

@@ -410,7 +410,11 @@ async fn passwords_are_counted_in_characters_and_token_lifetimes_are_bounded() {
     let answered = api.admin(Method::POST, "/api/v1/users", json, &body).await;
     assert_eq!(answered.status, StatusCode::CREATED, "{}", answered.body);
     // A lifetime past ten years (here, one that would end in the year 584 million) is refused.
-    for secs in [0_u64, crate::users::tokens::MAX_TOKEN_LIFETIME_SECS + 1, 1 << 63] {
+    for secs in [
+        0_u64,
+        crate::users::tokens::MAX_TOKEN_LIFETIME_SECS + 1,
+        1 << 63,
+    ] {
         let body = json!({"name": "ci", "expires_in_secs": secs}).to_string();
         let answered = api.admin(Method::POST, "/api/v1/tokens", json, &body).await;
         assert_error(
@@ -442,7 +446,10 @@ async fn every_documented_operation_is_routed() {
             .replace("{name}", "node-1")
             .replace("{sha256}", &"0".repeat(64))
             .replace("{identifier}", "x");
-        assert!(!uri.contains('{'), "a path parameter the test does not fill: {path}");
+        assert!(
+            !uri.contains('{'),
+            "a path parameter the test does not fill: {path}"
+        );
         for method in item.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
             let request = Api::request(method.clone(), &uri, None)
@@ -455,7 +462,11 @@ async fn every_documented_operation_is_routed() {
                 .await
                 .unwrap();
             let text = String::from_utf8_lossy(&bytes);
-            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {text}");
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {text}"
+            );
             assert!(
                 !text.contains("no such API resource"),
                 "{method} {path} is documented but not routed"
