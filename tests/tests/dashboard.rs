@@ -197,6 +197,12 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
             .await
             .unwrap();
         assert_eq!(owner.text().await.unwrap(), "alice");
+        // Its name too, which the page learnt from the event that made the row.
+        let name = browser
+            .find(Locator::Css(&format!("{row} td.name")))
+            .await
+            .unwrap();
+        assert_eq!(name.text().await.unwrap(), format!("vm-{id}"));
         let running = browser
             .find(Locator::Css("dd.count[data-state='Running']"))
             .await

@@ -158,7 +158,7 @@ pub fn overview(view: &Overview) -> Markup {
                             @for instance in view.instances.iter().rev() {
                                 tr data-id=(instance.id) data-state=(instance.state.as_str()) {
                                     td { (instance.id) }
-                                    td { (instance.name) }
+                                    td.name { (instance.name) }
                                     td.owner { (instance.owner) }
                                     td.host { (instance.host.as_deref().unwrap_or("–")) }
                                     td.state { (instance.state.as_str()) @if let Some(reason) = &instance.reason { " (" (reason) ")" } }

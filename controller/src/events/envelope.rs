@@ -154,6 +154,7 @@ pub fn publish(seq: u64, now_ms: u64, event: &Event) -> Published {
         ),
         Event::InstanceState {
             id,
+            name,
             owner: by,
             host: on,
             state,
@@ -163,6 +164,7 @@ pub fn publish(seq: u64, now_ms: u64, event: &Event) -> Published {
             at_ms = *when;
             owner = Some(by.clone());
             host = on.clone();
+            detail("name", json!(name));
             detail("state", json!(state.as_str()));
             detail("reason", json!(reason));
             let kind = match state {
@@ -296,6 +298,7 @@ mod tests {
             1,
             &Event::InstanceState {
                 id: 5,
+                name: "web".into(),
                 owner: "alice".into(),
                 host: None,
                 state: InstanceState::Pending,
@@ -304,6 +307,7 @@ mod tests {
             },
         );
         assert_eq!(created.envelope.kind, "instance-created");
+        assert_eq!(created.envelope.details["name"], "web");
         assert_eq!(created.envelope.object.key(), "instance/5");
         assert_eq!(created.envelope.time, "2025-12-06T05:46:40.000Z");
         assert!(created.visible_to(&caller("alice", false)));
@@ -314,6 +318,7 @@ mod tests {
             1,
             &Event::InstanceState {
                 id: 5,
+                name: "web".into(),
                 owner: "alice".into(),
                 host: Some("node-1".into()),
                 state: InstanceState::Failed,

@@ -62,6 +62,8 @@ pub enum Event {
     /// An instance entered `state` (its first event is its creation, Pending or Failed).
     InstanceState {
         id: u64,
+        /// Its name (so a view that learns of it from the event can show it).
+        name: String,
         owner: String,
         host: Option<String>,
         state: InstanceState,
@@ -270,6 +272,7 @@ fn instance_events(
     for change in after.history.iter().skip(seen) {
         effects.events.push(Event::InstanceState {
             id: after.id,
+            name: after.name.clone(),
             owner: after.owner.clone(),
             host: after.host.clone(),
             state: change.state,

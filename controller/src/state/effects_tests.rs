@@ -60,6 +60,7 @@ fn report(host: &str, id: u64, state: ActualState, at_ms: u64) -> Command {
 fn instance_event(id: u64, host: &str, state: InstanceState, at_ms: u64) -> Event {
     Event::InstanceState {
         id,
+        name: format!("vm-{id}"),
         owner: "alice".into(),
         host: Some(host.into()),
         state,
@@ -132,6 +133,7 @@ fn a_failed_placement_is_created_failed_with_its_reason() {
         effects.events,
         vec![Event::InstanceState {
             id: 1,
+            name: "vm-1".into(),
             owner: "alice".into(),
             host: None,
             state: InstanceState::Failed,

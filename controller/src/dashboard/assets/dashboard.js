@@ -44,7 +44,7 @@
       row.dataset.id = id;
       row.append(
         cell("", id),
-        cell("", ""),
+        cell("name", event.details.name || ""),
         cell("owner", event.owner || ""),
         cell("host", event.host || "–"),
         cell("state", ""),
