@@ -171,10 +171,16 @@ struct Inner {
     /// The last state reported per (instance, volume).
     reported_disks: HashMap<(u64, String), DiskReport>,
     /// Unplugs already asked of the guest, per (instance, target), and when.
-    detach_requested: HashMap<(u64, String), std::time::Instant>,
-    /// When the first unplug request of each pending detach was made (the detach latency
-    /// runs from there to the guest releasing the device).
-    detach_started: HashMap<(u64, String), std::time::Instant>,
+    detach_requested: HashMap<(u64, String), Unplug>,
+}
+
+/// The unplug requests of one pending detach.
+#[derive(Debug, Clone, Copy)]
+struct Unplug {
+    /// The first (the detach latency runs from there to the guest releasing the device).
+    first: std::time::Instant,
+    /// The latest (the next is sent once `detach_retry` has passed since).
+    last: std::time::Instant,
 }
 
 /// How long a failed pre-cache waits before it is tried again.
@@ -492,9 +498,6 @@ impl Reconciler {
                 .collect();
             inner
                 .detach_requested
-                .retain(|(id, target), _| targets_wanted.contains(&(*id, target.as_str())));
-            inner
-                .detach_started
                 .retain(|(id, target), _| targets_wanted.contains(&(*id, target.as_str())));
             // Pre-caches: fetch what is newly asked, let go of what is no longer asked.
             let asked: HashSet<&str> = desired
@@ -841,7 +844,7 @@ impl Reconciler {
                     .expect("reconciler lock")
                     .detach_requested
                     .get(&key)
-                    .is_some_and(|at| at.elapsed() < self.detach_retry);
+                    .is_some_and(|unplug| unplug.last.elapsed() < self.detach_retry);
                 if asked {
                     continue;
                 }
@@ -852,8 +855,14 @@ impl Reconciler {
                 {
                     let mut inner = self.inner.lock().expect("reconciler lock");
                     let now = std::time::Instant::now();
-                    inner.detach_started.entry(key.clone()).or_insert(now);
-                    inner.detach_requested.insert(key, now);
+                    inner
+                        .detach_requested
+                        .entry(key)
+                        .and_modify(|unplug| unplug.last = now)
+                        .or_insert(Unplug {
+                            first: now,
+                            last: now,
+                        });
                 }
                 // Most guests release the device within a second: wait a little, so the
                 // user hears of it now rather than at the next pass.
@@ -880,12 +889,12 @@ impl Reconciler {
             .inner
             .lock()
             .expect("reconciler lock")
-            .detach_started
+            .detach_requested
             .remove(&(id, disk.target.clone()));
-        if let Some(started) = started {
+        if let Some(unplug) = started {
             self.timings
                 .disk_detach
-                .observe(started.elapsed().as_secs_f64());
+                .observe(unplug.first.elapsed().as_secs_f64());
         }
     }
 
@@ -931,4 +940,4 @@ mod power;
 pub mod storage;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

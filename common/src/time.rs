@@ -1,6 +1,13 @@
 //! Timestamps are carried as milliseconds since the Unix epoch (decided by the controller before
 //! a command is proposed, so the state machine never reads a clock) and rendered as RFC 3339.
 
+/// Milliseconds since the Unix epoch, now (0 for a clock set before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Renders epoch milliseconds as RFC 3339 in UTC with millisecond precision,
 /// e.g. `2026-11-21T22:00:00.123Z`.
 pub fn rfc3339_ms(epoch_ms: u64) -> String {

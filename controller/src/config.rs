@@ -87,9 +87,10 @@ impl Default for LoginsConfig {
 impl LoginsConfig {
     pub fn limits(&self) -> crate::users::throttle::FailureLimits {
         use crate::users::throttle::{Budget, FailureLimits};
+        // `validate` refused zeros.
         let budget = |burst: u32, secs: u64| Budget {
-            burst: burst.max(1),
-            refill_every: std::time::Duration::from_secs(secs.max(1)),
+            burst,
+            refill_every: std::time::Duration::from_secs(secs),
         };
         FailureLimits {
             per_account: budget(self.failures_per_account, self.account_refill_secs),
@@ -226,6 +227,8 @@ pub enum ConfigError {
     Network { index: usize, message: String },
     #[error("volumes.{0} must be at least 1")]
     Volumes(&'static str),
+    #[error("logins.{0} must be at least 1")]
+    Logins(&'static str),
     #[error(
         "tls.plain_listen {0} is not a loopback address: passwords would cross the network in \
          clear (set tls.allow_plain_http = true to allow it anyway)"
@@ -284,6 +287,22 @@ impl ControllerConfig {
         ] {
             if value == 0 {
                 return Err(ConfigError::Volumes(key));
+            }
+        }
+        for (key, value) in [
+            (
+                "failures_per_account",
+                u64::from(self.logins.failures_per_account),
+            ),
+            ("account_refill_secs", self.logins.account_refill_secs),
+            (
+                "failures_per_source",
+                u64::from(self.logins.failures_per_source),
+            ),
+            ("source_refill_secs", self.logins.source_refill_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Logins(key));
             }
         }
         if let Some(plain) = self.tls.plain_listen {
@@ -366,6 +385,14 @@ mod tests {
         assert_eq!(ControllerConfig::default().validate(), Ok(()));
         let c: ControllerConfig = toml::from_str("cpu_allocation_ratio = 0.5").unwrap();
         assert_eq!(c.validate(), Err(ConfigError::CpuRatio(0.5)));
+        let c: ControllerConfig = toml::from_str("[logins]\nfailures_per_source = 0").unwrap();
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Logins("failures_per_source"))
+        );
+        let c: ControllerConfig =
+            toml::from_str("[logins]\nfailures_per_account = 100000").unwrap();
+        assert_eq!(c.logins.limits().per_account.burst, 100_000);
         let err = toml::from_str::<ControllerConfig>("listen_addr = 'x'").unwrap_err();
         assert!(
             err.to_string().contains("unknown field `listen_addr`"),

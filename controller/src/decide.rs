@@ -1,14 +1,7 @@
 //! Values decided before a command is proposed, so that `State::apply` never reads a clock or
 //! draws a random number: the time, UUIDs, NBD export names, secret tokens.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use stratus_common::time::now_ms;
 
 /// A random (version 4) UUID.
 pub fn uuid() -> String {

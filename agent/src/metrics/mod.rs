@@ -14,7 +14,7 @@
 pub mod server;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -71,9 +71,7 @@ impl Timings {
     /// The guest of a request accepted at `accepted_at_ms` (the controller's clock,
     /// milliseconds since the epoch) runs now. A controller clock ahead of ours counts as 0.
     pub fn observe_running(&self, accepted_at_ms: u64) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = stratus_common::time::now_ms();
         self.accepted_to_running
             .observe(now_ms.saturating_sub(accepted_at_ms) as f64 / 1000.0);
     }
@@ -89,32 +87,23 @@ pub struct InstanceSample {
 }
 
 /// Everything read at scrape time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 struct Scrape {
     instances: Vec<InstanceSample>,
     /// Whether libvirt could list the domains.
     libvirt_up: bool,
-    cache: Option<CacheStats>,
+    cache: CacheStats,
     cache_budget: u64,
 }
 
-/// The registry and what it reads at scrape time.
+/// The registry: the reconciler's histograms, and a collector reading the rest at scrape time.
 pub struct AgentMetrics {
     registry: Registry,
-    scraped: Arc<Mutex<Scrape>>,
-    /// One scrape at a time (the collector encodes what the last gathering stored).
-    rendering: Mutex<()>,
-    hv: Arc<dyn Hypervisor>,
-    cluster_id: String,
-    images: Arc<ImageCache>,
-    desired: watch::Receiver<Option<HostDesired>>,
 }
 
 impl std::fmt::Debug for AgentMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentMetrics")
-            .field("cluster_id", &self.cluster_id)
-            .finish_non_exhaustive()
+        f.debug_struct("AgentMetrics").finish_non_exhaustive()
     }
 }
 
@@ -129,7 +118,6 @@ impl AgentMetrics {
         timings: &Timings,
     ) -> Self {
         let mut registry = Registry::with_prefix("stratus");
-        let scraped = Arc::new(Mutex::new(Scrape::default()));
         registry.register(
             "instance_accepted_to_running_seconds",
             "Time from the API accepting an instance (or its start or reboot) to its guest \
@@ -152,30 +140,42 @@ impl AgentMetrics {
             "Time from asking a guest to release a persistent disk to its releasing it",
             timings.disk_detach.clone(),
         );
-        registry.register_collector(Box::new(ScrapeCollector(scraped.clone())));
-        Self {
-            registry,
-            scraped,
-            rendering: Mutex::new(()),
+        registry.register_collector(Box::new(ScrapeCollector {
             hv,
             cluster_id,
             images,
             desired,
-        }
+        }));
+        Self { registry }
     }
 
     /// Every metric as of now, in the Prometheus text format. Blocks (libvirt): async
     /// callers run it on a blocking thread.
     pub fn render(&self) -> String {
-        let _one_at_a_time = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
-        let scrape = self.gather();
-        *self.scraped.lock().unwrap_or_else(|e| e.into_inner()) = scrape;
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
     }
+}
 
+/// Reads the guests' counters and the image cache's figures when the registry is encoded.
+struct ScrapeCollector {
+    hv: Arc<dyn Hypervisor>,
+    cluster_id: String,
+    images: Arc<ImageCache>,
+    desired: watch::Receiver<Option<HostDesired>>,
+}
+
+impl std::fmt::Debug for ScrapeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeCollector")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScrapeCollector {
     fn gather(&self) -> Scrape {
         let names: HashMap<u64, String> = self
             .desired
@@ -199,7 +199,7 @@ impl AgentMetrics {
         Scrape {
             instances,
             libvirt_up,
-            cache: Some(self.images.stats()),
+            cache: self.images.stats(),
             cache_budget: self.images.budget_bytes(),
         }
     }
@@ -256,10 +256,6 @@ struct InterfaceLabels {
 /// A counter read from a device's statistics: its name, its help and how to read it.
 type Reading<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-/// Encodes what the last gathering stored.
-#[derive(Debug)]
-struct ScrapeCollector(Arc<Mutex<Scrape>>);
-
 /// One metric family with a sample per item that has a value.
 fn family<'a, T, L: EncodeLabelSet, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
@@ -299,7 +295,7 @@ fn gauge(value: u64) -> ConstGauge<i64> {
 
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let scrape = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let scrape = self.gather();
         let e = &mut encoder;
         single(
             e,
@@ -307,50 +303,49 @@ impl Collector for ScrapeCollector {
             "1 if libvirt answered this scrape, else 0 (and no instance series)",
             gauge(u64::from(scrape.libvirt_up)),
         )?;
-        if let Some(cache) = scrape.cache {
-            single(
-                e,
-                "image_cache_bytes",
-                "Bytes of the artifacts the image cache holds",
-                gauge(cache.bytes),
-            )?;
-            single(
-                e,
-                "image_cache_budget_bytes",
-                "Bytes the image cache may hold before evicting unused artifacts",
-                gauge(scrape.cache_budget),
-            )?;
-            single(
-                e,
-                "image_cache_artifacts",
-                "Artifacts (disks, kernels, initrds) the image cache holds",
-                gauge(cache.entries as u64),
-            )?;
-            single(
-                e,
-                "image_cache_hits",
-                "Artifacts an instance start asked for and found in the cache",
-                ConstCounter::new(cache.hits),
-            )?;
-            single(
-                e,
-                "image_cache_misses",
-                "Artifacts an instance start asked for and had to download or wait for",
-                ConstCounter::new(cache.misses),
-            )?;
-            single(
-                e,
-                "image_cache_downloads",
-                "Downloads started (one however many starts wait for it)",
-                ConstCounter::new(cache.downloads),
-            )?;
-            single(
-                e,
-                "image_cache_download_bytes",
-                "Bytes downloaded, checked and published into the cache (decompressed)",
-                ConstCounter::new(cache.download_bytes),
-            )?;
-        }
+        let cache = &scrape.cache;
+        single(
+            e,
+            "image_cache_bytes",
+            "Bytes of the artifacts the image cache holds",
+            gauge(cache.bytes),
+        )?;
+        single(
+            e,
+            "image_cache_budget_bytes",
+            "Bytes the image cache may hold before evicting unused artifacts",
+            gauge(scrape.cache_budget),
+        )?;
+        single(
+            e,
+            "image_cache_artifacts",
+            "Artifacts (disks, kernels, initrds) the image cache holds",
+            gauge(cache.entries as u64),
+        )?;
+        single(
+            e,
+            "image_cache_hits",
+            "Artifacts an instance start asked for and found in the cache",
+            ConstCounter::new(cache.hits),
+        )?;
+        single(
+            e,
+            "image_cache_misses",
+            "Artifacts an instance start asked for and had to download or wait for",
+            ConstCounter::new(cache.misses),
+        )?;
+        single(
+            e,
+            "image_cache_downloads",
+            "Downloads started (one however many starts wait for it)",
+            ConstCounter::new(cache.downloads),
+        )?;
+        single(
+            e,
+            "image_cache_download_bytes",
+            "Bytes downloaded, checked and published into the cache (decompressed)",
+            ConstCounter::new(cache.download_bytes),
+        )?;
         let list = &scrape.instances;
         let labels = |s: &InstanceSample| InstanceLabels {
             instance_id: s.id.to_string(),

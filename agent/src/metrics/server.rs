@@ -140,12 +140,13 @@ enum Refusal {
     WrongToken,
 }
 
+/// The API's error shape.
 fn json_error(status: StatusCode, code: &str, message: String) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"code": code, "message": message})),
-    )
-        .into_response()
+    let error = stratus_common::api::ApiError {
+        code: code.to_owned(),
+        message,
+    };
+    (status, Json(error)).into_response()
 }
 
 impl IntoResponse for Refusal {

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use stratus_common::agent::{domain_name, Desire, DesiredInstance, HostDesired, ImageSpec};
+use stratus_common::agent::{domain_name, Desire, HostDesired, ImageSpec};
 use stratus_common::api::{Artifact, Compression, DiskFormat};
 use tokio::sync::watch;
 
@@ -13,6 +13,7 @@ use crate::volumes::test_pki::TestPki;
 
 const CLUSTER: &str = "c0ffee00-0000-4000-8000-000000000000";
 
+/// Instances `id` named `name`, to run.
 fn desired(names: &[(u64, &str)]) -> HostDesired {
     let image = ImageSpec {
         name: "img".into(),
@@ -27,30 +28,12 @@ fn desired(names: &[(u64, &str)]) -> HostDesired {
         initrd: None,
         cmdline: None,
     };
-    HostDesired {
-        version: 1,
-        cluster_id: CLUSTER.into(),
-        instances: names
-            .iter()
-            .map(|&(id, name)| DesiredInstance {
-                id,
-                desire: Desire::Run,
-                generation: 0,
-                vcpus: 2,
-                memory_mib: 256,
-                image: image.clone(),
-                nics: Vec::new(),
-                ssh_key: None,
-                user_data: None,
-                hostname: name.into(),
-                disks: Vec::new(),
-                accepted_at_ms: None,
-            })
-            .collect(),
-        precache: Vec::new(),
-        volumes: Vec::new(),
-        exports: Vec::new(),
+    let ids: Vec<(u64, Desire)> = names.iter().map(|&(id, _)| (id, Desire::Run)).collect();
+    let mut desired = crate::reconcile::tests::desired(&image, &ids);
+    for (instance, &(_, name)) in desired.instances.iter_mut().zip(names) {
+        instance.hostname = name.into();
     }
+    desired
 }
 
 struct Rig {

@@ -91,7 +91,9 @@ fn rig_with(adjust: impl FnOnce(Reconciler) -> Reconciler) -> Rig {
     }
 }
 
-fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired {
+/// A desired state of `items` on `image` (each instance named `vm-<id>`); also the metrics'
+/// tests'.
+pub(crate) fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired {
     HostDesired {
         version: 1,
         cluster_id: CLUSTER.into(),

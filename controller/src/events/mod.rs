@@ -281,11 +281,7 @@ fn stuck_attachments(state: &State, now: u64, limit_ms: u64) -> Vec<((String, u6
         .collect()
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use stratus_common::time::now_ms;
 
 #[cfg(test)]
 mod tests {
