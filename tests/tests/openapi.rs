@@ -14,11 +14,14 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use stratus_e2e::{repo_root, TestCloud};
 
-/// Checks schemathesis runs: everything but `positive_data_acceptance`, which expects every
-/// request the schema allows to succeed; the API's rules go beyond a JSON schema (a name must
-/// be free, a volume must exist, an RFC 4514 subject must parse), so such requests get a 4xx
-/// with the field named, as they should.
-const EXCLUDED_CHECKS: &str = "positive_data_acceptance";
+/// Checks schemathesis runs: all but two, whose premise this API does not share:
+/// - `positive_data_acceptance` expects every request the schema allows to succeed; the API's
+///   rules go beyond a JSON schema (a name must be free, a volume must exist, an RFC 4514
+///   subject must parse), so such requests get a 4xx naming the field, as they should;
+/// - `use_after_free` expects a deleted object to be 404 at once; `DELETE` of an instance is a
+///   kill, and the instance stays visible (Stopping, then Done, with its history) as
+///   `stratus-describe-instance` shows it.
+const EXCLUDED_CHECKS: &str = "positive_data_acceptance,use_after_free";
 
 fn schemathesis() -> PathBuf {
     let path = repo_root().join("build/schemathesis-venv/bin/schemathesis");

@@ -46,6 +46,9 @@ pub const FORWARDED_CERTIFICATE: HeaderName =
 pub const SERVED_BY: HeaderName = HeaderName::from_static("x-stratus-node");
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an idle connection to the leader is kept for the next forwarded request: well
+/// under the leader's idle timeout (75 s, `pki/tls.rs`).
+const FORWARD_POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// Headers that belong to one connection, not to the request.
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -90,7 +93,9 @@ impl Forwarder {
         .wrap_connector(connector);
         Arc::new(Self {
             replica,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(FORWARD_POOL_IDLE)
+                .build(connector),
             scheme,
         })
     }

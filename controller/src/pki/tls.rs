@@ -25,6 +25,11 @@ use super::{pem_certificates, Issued};
 
 /// A TLS handshake that has not finished in this long is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's header read timeout also runs while a kept-alive connection waits for its next
+/// request, so it is the connections' idle timeout too: this long, as nginx's default
+/// keep-alive, so clients that pause between requests (a CLI, a test tool between phases)
+/// rarely meet a connection closing under them; a slow sender of headers is still cut off.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// At shutdown, connections still open (long-polls) get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -209,7 +214,7 @@ async fn serve_connection<I>(
         });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .header_read_timeout(IDLE_TIMEOUT)
         .serve_connection(io, service);
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
