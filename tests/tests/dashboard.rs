@@ -1,134 +1,24 @@
-//! The administrators' dashboard in a real browser: Debian's chromium, headless, driven over
-//! WebDriver by chromedriver (both started by the test, stopped by pid), trusting the site CA
-//! through an NSS database of its own (so the page is reached over the real TLS endpoint).
-//! A wrong password and a user who is not an administrator are refused; an administrator sees
-//! a VM started through the CLI appear and turn Running, then Done when killed, without the
-//! page being reloaded; with three controller nodes, a dashboard opened on a follower keeps
-//! updating when the leader is killed. The test saves a screenshot
-//! (`target/tmp/dashboard.png`).
+//! The administrators' dashboard in a real browser (`stratus_e2e::browser`: Debian's chromium,
+//! headless, over the real TLS endpoint). A wrong password and a user who is not an
+//! administrator are refused; an administrator sees a VM started through the CLI counted
+//! Running on the overview, listed on the instances page, and on its own page its history and
+//! serial console, then Done when killed, without the page being reloaded; with three
+//! controller nodes, a dashboard opened on a follower keeps updating when the leader is killed.
+//! The test saves screenshots (`target/tmp/dashboard*.png`).
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::json;
+mod browser;
+
+use browser::{
+    browser, driver, error_text, log_in, screenshot, wait_contains, wait_css, wait_text, SOON,
+};
 use stratus_e2e::cluster::{TestCluster, WAIT};
-use stratus_e2e::{free_port, Spawned, TestCloud};
+use stratus_e2e::TestCloud;
 
 const BOOT: Duration = Duration::from_secs(120);
-const SOON: Duration = Duration::from_secs(30);
-
-/// chromedriver with a home of its own (its chromium's NSS database trusts the site CA),
-/// killed by its pid when dropped.
-struct Driver {
-    _process: Spawned,
-    port: u16,
-    home: tempfile::TempDir,
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-}
-
-fn driver(ca: &Path) -> Driver {
-    let home = tempfile::tempdir().unwrap();
-    let nss = home.path().join(".pki/nssdb");
-    std::fs::create_dir_all(&nss).unwrap();
-    let db = format!("sql:{}", nss.display());
-    run("certutil", &["-d", &db, "-N", "--empty-password"]);
-    run(
-        "certutil",
-        &[
-            "-d",
-            &db,
-            "-A",
-            "-t",
-            "C,,",
-            "-n",
-            "stratus-test-ca",
-            "-i",
-            ca.to_str().unwrap(),
-        ],
-    );
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .env("HOME", home.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver (Debian's chromium-driver; scripts/install-deps.sh installs it)");
-    let driver = Driver {
-        _process: Spawned(child),
-        port,
-        home,
-    };
-    let deadline = Instant::now() + SOON;
-    while TcpListener::bind(("127.0.0.1", port)).is_ok() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    driver
-}
-
-async fn browser(driver: &Driver) -> Client {
-    // The WebDriver client's TLS (unused: chromedriver is plain HTTP on loopback) wants a
-    // crypto provider chosen; ring, as everywhere else here.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--window-size=1400,1100",
-                format!("--user-data-dir={}", driver.home.path().join("profile").display()),
-            ],
-        }),
-    );
-    ClientBuilder::rustls()
-        .unwrap()
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a chromium session")
-}
-
-async fn log_in(browser: &Client, base: &str, user: &str, password: &str) {
-    browser.goto(&format!("{base}/login")).await.unwrap();
-    let form = browser
-        .form(Locator::Css("form[action='/login']"))
-        .await
-        .unwrap();
-    form.set_by_name("username", user).await.unwrap();
-    form.set_by_name("password", password).await.unwrap();
-    form.submit().await.unwrap();
-}
-
-/// The first element matching `css`, once there is one (at most `timeout`).
-async fn wait_css(browser: &Client, css: &str, timeout: Duration) -> fantoccini::elements::Element {
-    browser
-        .wait()
-        .at_most(timeout)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css} within {timeout:?}: {e}"))
-}
-
-async fn error_text(browser: &Client) -> String {
-    wait_css(browser, "p.error", SOON)
-        .await
-        .text()
-        .await
-        .unwrap()
-}
 
 /// The instance ID `stratus-run-instance` printed.
 fn vm_id(output: &std::process::Output) -> u64 {
@@ -168,7 +58,7 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
             .unwrap();
         wait_css(&browser, "form[action='/login']", SOON).await;
 
-        // The administrator's dashboard, following the event stream.
+        // The administrator's overview, following the event stream.
         log_in(&browser, &base, "admin", &cloud.password("admin")).await;
         wait_css(&browser, "#connection[data-state='live']", SOON).await;
         let host = browser
@@ -182,57 +72,90 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
             host.attr("data-status").await.unwrap().as_deref(),
             Some("up")
         );
+        wait_text(&browser, "dd.count[data-state='Running']", "0", SOON).await;
         // A mark that a reload would wipe out.
-        browser
-            .execute("window.stillTheSamePage = 42; return 1;", vec![])
-            .await
-            .unwrap();
+        let mark = |value: u32| {
+            let browser = browser.clone();
+            async move {
+                browser
+                    .execute(
+                        &format!("window.stillTheSamePage = {value}; return 1;"),
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        let still_marked = |value: u32| {
+            let browser = browser.clone();
+            async move {
+                let mark = browser
+                    .execute("return window.stillTheSamePage;", vec![])
+                    .await
+                    .unwrap();
+                assert_eq!(mark, json!(value), "the page was reloaded");
+            }
+        };
+        mark(42).await;
 
-        // A VM started through the CLI appears and turns Running.
+        // A VM started through the CLI is counted Running, live.
         let id = vm_id(&cloud.stratus("alice", &["run-instance", "appliance", "-t", "t1.micro"]));
-        let row = format!("tr[data-id='{id}']");
-        wait_css(&browser, &format!("{row}[data-state='Running']"), BOOT).await;
-        let owner = browser
-            .find(Locator::Css(&format!("{row} td.owner")))
-            .await
-            .unwrap();
-        assert_eq!(owner.text().await.unwrap(), "alice");
-        // Its name too, which the page learnt from the event that made the row.
-        let name = browser
-            .find(Locator::Css(&format!("{row} td.name")))
-            .await
-            .unwrap();
-        assert_eq!(name.text().await.unwrap(), format!("vm-{id}"));
-        let running = browser
-            .find(Locator::Css("dd.count[data-state='Running']"))
-            .await
-            .unwrap();
-        assert_eq!(running.text().await.unwrap(), "1");
-        let shot = browser.screenshot().await.unwrap();
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-        std::fs::write(&path, shot).unwrap();
-        eprintln!("screenshot: {}", path.display());
+        wait_text(&browser, "dd.count[data-state='Running']", "1", BOOT).await;
+        wait_contains(
+            &browser,
+            "#activity-list",
+            &format!("instance-running instance/{id}"),
+            SOON,
+        )
+        .await;
+        still_marked(42).await;
+        screenshot(&browser, "dashboard").await;
 
-        // Killed: Done, still without a reload; the activity log tells it.
+        // The instances page lists it, with its owner and name.
+        browser.goto(&format!("{base}/instances")).await.unwrap();
+        let row = format!("tr[data-id='{id}']");
+        wait_css(&browser, &format!("{row}[data-state='Running']"), SOON).await;
+        wait_text(&browser, &format!("{row} td.owner"), "alice", SOON).await;
+        wait_text(
+            &browser,
+            &format!("{row} td.name"),
+            &format!("vm-{id}"),
+            SOON,
+        )
+        .await;
+
+        // Its page: its history so far, and the serial console's latest lines.
+        browser
+            .goto(&format!("{base}/instances/{id}"))
+            .await
+            .unwrap();
+        wait_css(&browser, "#connection[data-state='live']", SOON).await;
+        wait_text(&browser, "#state", "Running", SOON).await;
+        let history = wait_contains(&browser, "#history-rows", "Running", SOON).await;
+        assert!(history.contains("Pending"), "{history}");
+        wait_contains(&browser, "#console", stratus_e2e::BANNER, BOOT).await;
+        screenshot(&browser, "dashboard-instance").await;
+        mark(43).await;
+
+        // Killed: Done, without a reload, and its history tells it.
         let out = cloud.stratus("alice", &["kill-instance", &id.to_string()]);
         assert!(out.status.success(), "{out:?}");
-        wait_css(&browser, &format!("{row}[data-state='Done']"), BOOT).await;
-        let mark = browser
-            .execute("return window.stillTheSamePage;", vec![])
+        wait_text(&browser, "#state", "Done", BOOT).await;
+        wait_css(&browser, "#history-rows tr[data-state='Done']", SOON).await;
+        still_marked(43).await;
+
+        // The list filtered by state shows it among the Done, and no other page admits
+        // alice's browser.
+        browser
+            .goto(&format!("{base}/instances?state=Done&owner=alice"))
             .await
             .unwrap();
-        assert_eq!(mark, json!(42), "the page was reloaded");
-        let activity = browser
-            .find(Locator::Css("#activity-list"))
-            .await
-            .unwrap()
-            .text()
+        wait_css(&browser, &format!("{row}[data-state='Done']"), SOON).await;
+        browser
+            .goto(&format!("{base}/instances/999999"))
             .await
             .unwrap();
-        assert!(
-            activity.contains(&format!("instance-done instance/{id}")),
-            "{activity}"
-        );
+        assert_eq!(error_text(&browser).await, "There is no instance 999999.");
         browser.close().await.unwrap();
     });
 }

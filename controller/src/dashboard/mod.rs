@@ -1,21 +1,23 @@
-//! The administrators' dashboard, served by every controller node at `/`: one page with the
-//! controller group (members, leader, term, lag), the hosts, the instances and the latest
-//! activity, rendered on the server (maud, escaped) and kept current in the browser from the
-//! event stream (`assets/dashboard.js`, no framework, no build step).
+//! The web pages every controller node serves: the administrators' dashboard (overview, hosts,
+//! instances, volumes, images, events) rendered on the server (maud, escaped) and kept current
+//! in the browser from the event stream (`assets/*.js`, no framework, no build step; uPlot for
+//! graphs, its file pinned in `assets/`).
 //!
 //! - **Login.** `GET /login` is a form; `POST /login` checks the password like the API does
 //!   (the same bounded pool and failure limits) and starts a session: an API token named
 //!   `dashboard`, lasting [`SESSION_SECS`], kept replicated (so it survives a leader change)
 //!   and sent back as an `HttpOnly; Secure; SameSite=Strict` cookie. `POST /logout` revokes
-//!   it. A user who is not an administrator is refused the page (403).
+//!   it. The administrators' pages refuse other users (403).
 //! - **Cross-site requests.** The cookie is never sent by another site's page (SameSite
 //!   Strict), and the login form also refuses a request whose `Origin` is another site.
 
-mod page;
+mod instances;
+mod layout;
+mod overview;
 
 use std::sync::Arc;
 
-use axum::extract::{Form, FromRequest, State};
+use axum::extract::{Form, FromRequest, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -29,33 +31,67 @@ use crate::failure::{Failure, Kind};
 use crate::replica::Consistency;
 use crate::services::Services;
 use crate::users::Caller;
+use layout::Section;
 
-/// How long a dashboard session lasts.
+/// How long a session lasts.
 pub const SESSION_SECS: u64 = 12 * 3600;
 /// The name of the API token a session is.
 const SESSION_TOKEN_NAME: &str = "dashboard";
 
 pub fn routes() -> Router<Arc<Services>> {
     Router::new()
-        .route("/", get(dashboard))
+        .route("/", get(overview))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
-        .route("/ui/dashboard.js", get(script))
-        .route("/ui/dashboard.css", get(style))
+        .route("/ui/{file}", get(asset))
+        .merge(instances::routes())
 }
 
-async fn script() -> impl IntoResponse {
+/// The pages' scripts, styles and graph library: (name, content type, bytes).
+const ASSETS: [(&str, &str, &str); 6] = [
+    ("style.css", "text/css", include_str!("assets/style.css")),
+    ("live.js", "text/javascript", include_str!("assets/live.js")),
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("assets/dashboard.js"),
-    )
-}
+        "overview.js",
+        "text/javascript",
+        include_str!("assets/overview.js"),
+    ),
+    (
+        "instances.js",
+        "text/javascript",
+        include_str!("assets/instances.js"),
+    ),
+    (
+        "uplot.js",
+        "text/javascript",
+        include_str!("assets/uPlot.iife.min.js"),
+    ),
+    (
+        "uplot.css",
+        "text/css",
+        include_str!("assets/uPlot.min.css"),
+    ),
+];
 
-async fn style() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("assets/dashboard.css"),
-    )
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, kind, text)) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_str(&format!("{kind}; charset=utf-8")).expect("ASCII"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
+            ],
+            *text,
+        )
+            .into_response(),
+        None => html(StatusCode::NOT_FOUND, String::from("not found")),
+    }
 }
 
 /// An HTML answer with the headers every page gets: no caching, no framing, no sniffing,
@@ -70,7 +106,7 @@ fn html(status: StatusCode, body: String) -> Response {
         ("referrer-policy", "same-origin"),
         (
             "content-security-policy",
-            "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
         ),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
@@ -91,34 +127,69 @@ async fn session(services: &Services, headers: &HeaderMap) -> Option<Caller> {
     services.users.authenticate_token(&token).await.ok()
 }
 
-async fn dashboard(State(services): Shared, headers: HeaderMap) -> Answer<Response> {
-    let Some(caller) = session(&services, &headers).await else {
-        return Ok(Redirect::to("/login").into_response());
+/// The caller of a page anyone logged in may see; without a session, the answer is the way
+/// to the login form.
+pub(crate) async fn viewer(services: &Services, headers: &HeaderMap) -> Result<Caller, Response> {
+    session(services, headers)
+        .await
+        .ok_or_else(|| Redirect::to("/login").into_response())
+}
+
+/// The caller of an administrators' page; anyone else is refused it.
+pub(crate) async fn administrator(
+    services: &Services,
+    headers: &HeaderMap,
+) -> Result<Caller, Response> {
+    let caller = viewer(services, headers).await?;
+    if !caller.admin {
+        return Err(refusal(&caller));
+    }
+    Ok(caller)
+}
+
+/// The answer to a page `caller` may not see.
+fn refusal(caller: &Caller) -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        layout::refused(&caller.name).into_string(),
+    )
+}
+
+/// A page's answer: the page, or where the browser goes instead.
+type Page = Answer<Response>;
+
+async fn overview(State(services): Shared, headers: HeaderMap) -> Page {
+    let caller = match viewer(&services, &headers).await {
+        Ok(caller) => caller,
+        Err(answer) => return Ok(answer),
     };
     if !caller.admin {
-        return Ok(html(
-            StatusCode::FORBIDDEN,
-            page::refused(&caller.name).into_string(),
-        ));
+        // Another user's first page is elsewhere, if the site has one for them.
+        return Ok(match Section::home(&caller) {
+            "/" => refusal(&caller),
+            home => Redirect::to(home).into_response(),
+        });
     }
-    let view = page::Overview {
+    let view = overview::Overview {
         cluster: services.cluster.view().await?,
         hosts: services.hosts.list(&caller).await?,
         instances: services.instances.list(&caller).await?,
         activity: services
             .events
-            .latest(page::ACTIVITY, |e| e.visible_to(&caller))
+            .latest(overview::ACTIVITY, |e| e.visible_to(&caller))
             .iter()
             .map(|e| e.envelope.clone())
             .collect(),
         position: services.events.position(),
-        user: caller.name.clone(),
     };
-    Ok(html(StatusCode::OK, page::overview(&view).into_string()))
+    Ok(html(
+        StatusCode::OK,
+        overview::render(&caller, &view).into_string(),
+    ))
 }
 
 async fn login_form() -> Response {
-    html(StatusCode::OK, page::login(None).into_string())
+    html(StatusCode::OK, layout::login(None).into_string())
 }
 
 #[derive(Deserialize)]
@@ -133,7 +204,7 @@ async fn login(State(services): Shared, request: axum::extract::Request) -> Answ
     if !same_origin(&parts.headers, client.host.as_deref()) {
         return Ok(html(
             StatusCode::FORBIDDEN,
-            page::login(Some("This form can only be sent from this site.")).into_string(),
+            layout::login(Some("This form can only be sent from this site.")).into_string(),
         ));
     }
     // The client's address as the API's own login sees it (for the per-source limits).
@@ -142,7 +213,7 @@ async fn login(State(services): Shared, request: axum::extract::Request) -> Answ
     let Ok(Form(form)) = Form::<LoginForm>::from_request(request, &()).await else {
         return Ok(html(
             StatusCode::BAD_REQUEST,
-            page::login(Some("Give a user name and a password.")).into_string(),
+            layout::login(Some("Give a user name and a password.")).into_string(),
         ));
     };
     let caller = match services
@@ -157,7 +228,7 @@ async fn login(State(services): Shared, request: axum::extract::Request) -> Answ
                 Kind::Unauthenticated => "Wrong user name or password.".to_owned(),
                 _ => e.to_string(),
             };
-            return Ok(html(status, page::login(Some(&message)).into_string()));
+            return Ok(html(status, layout::login(Some(&message)).into_string()));
         }
     };
     let created = services
@@ -174,7 +245,7 @@ async fn login(State(services): Shared, request: axum::extract::Request) -> Answ
         "{SESSION_COOKIE}={}; Path=/; Max-Age={SESSION_SECS}; HttpOnly; Secure; SameSite=Strict",
         created.token
     );
-    let mut response = Redirect::to("/").into_response();
+    let mut response = Redirect::to(Section::home(&caller)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).expect("a token is visible ASCII"),

@@ -96,7 +96,7 @@ pub fn dashboard_bench() -> anyhow::Result<()> {
     }
     report("GET / (dashboard, to the last byte)", &mut pages);
     let mut assets = 0;
-    for path in ["/ui/dashboard.js", "/ui/dashboard.css"] {
+    for path in ["/ui/live.js", "/ui/overview.js", "/ui/style.css"] {
         assets += browser
             .get(format!("{}{path}", cloud.base()))
             .send()?

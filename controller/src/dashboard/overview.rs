@@ -1,14 +1,22 @@
-//! The dashboard's HTML, rendered with maud (every value escaped). The page carries its data
-//! in elements the script (`assets/dashboard.js`) finds by ID and `data-` attributes, so it can
-//! keep them current from the event stream; no inline script (the content security policy
-//! allows scripts from this origin only).
+//! The overview (`/`, administrators): is the cloud healthy, and if not, why. The controller
+//! group (members, leader, term, lag), hosts up and down, instances by state, how long guests
+//! took to boot, and the latest activity. The counts are kept current by
+//! `assets/overview.js` from the event stream: the page carries every unfinished instance's
+//! state (a JSON data block), so a change moves one instance from one count to another.
 
-use maud::{html, Markup, DOCTYPE};
+use std::collections::BTreeMap;
+
+use maud::{html, Markup, PreEscaped};
 use stratus_common::api::{Cluster, Host, Instance, InstanceState};
 use stratus_common::events::EventEnvelope;
 
+use super::layout::{page, Section};
+use crate::users::Caller;
+
 /// How many of the latest events the activity log shows.
 pub const ACTIVITY: usize = 50;
+/// How many of the latest first boots the boot-time figures are taken from.
+const BOOTS: usize = 100;
 
 /// What the overview shows, as this node knew it when the page was made.
 pub struct Overview {
@@ -18,10 +26,9 @@ pub struct Overview {
     pub activity: Vec<EventEnvelope>,
     /// The event stream's position when the page was made: the script follows from there.
     pub position: u64,
-    pub user: String,
 }
 
-const STATES: [InstanceState; 10] = [
+pub const STATES: [InstanceState; 10] = [
     InstanceState::Pending,
     InstanceState::Booting,
     InstanceState::Running,
@@ -34,83 +41,78 @@ const STATES: [InstanceState; 10] = [
     InstanceState::Failed,
 ];
 
-fn layout(title: &str, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · StratusLab" }
-                link rel="stylesheet" href="/ui/dashboard.css";
-            }
-            body { (body) }
-        }
+/// Time from acceptance to the first Running, over the latest first boots: (count, p50, p90)
+/// in seconds.
+pub fn boot_times(instances: &[Instance]) -> Option<(usize, f64, f64)> {
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let mut boots: Vec<(String, f64)> = instances
+        .iter()
+        .filter_map(|i| {
+            let running = i
+                .history
+                .iter()
+                .find(|c| c.state == InstanceState::Running)?;
+            let took = parse(&running.at)? - parse(&i.created)?;
+            Some((running.at.clone(), took.as_seconds_f64().max(0.0)))
+        })
+        .collect();
+    if boots.is_empty() {
+        return None;
     }
+    boots.sort_by(|a, b| b.0.cmp(&a.0));
+    boots.truncate(BOOTS);
+    let mut seconds: Vec<f64> = boots.into_iter().map(|(_, s)| s).collect();
+    seconds.sort_by(f64::total_cmp);
+    let at = |q: f64| seconds[((seconds.len() - 1) as f64 * q).round() as usize];
+    Some((seconds.len(), at(0.5), at(0.9)))
 }
 
-pub fn login(error: Option<&str>) -> Markup {
-    layout(
-        "Log in",
-        html! {
-            main.login {
-                h1 { "StratusLab" }
-                p { "The cloud's dashboard, for administrators." }
-                @if let Some(error) = error {
-                    p.error role="alert" { (error) }
-                }
-                form method="post" action="/login" {
-                    label { "User name " input name="username" autocomplete="username" required; }
-                    label { "Password " input name="password" type="password" autocomplete="current-password" required; }
-                    button type="submit" { "Log in" }
-                }
-            }
-        },
-    )
-}
-
-pub fn refused(user: &str) -> Markup {
-    layout(
-        "Refused",
-        html! {
-            main.login {
-                h1 { "StratusLab" }
-                p.error role="alert" {
-                    "The dashboard is for administrators; " (user) " is not one."
-                }
-                form method="post" action="/logout" { button type="submit" { "Log out" } }
-            }
-        },
-    )
-}
-
-pub fn overview(view: &Overview) -> Markup {
+pub fn render(caller: &Caller, view: &Overview) -> Markup {
     let cluster = &view.cluster;
     let up = view.hosts.iter().filter(|h| h.status == "up").count();
-    layout(
-        "Dashboard",
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for instance in &view.instances {
+        *counts.entry(instance.state.as_str()).or_default() += 1;
+    }
+    // Every instance's state, for the live counts (Done and Failed ones never change again,
+    // but an event about one must not count it twice).
+    let states: BTreeMap<String, &str> = view
+        .instances
+        .iter()
+        .map(|i| (i.id.to_string(), i.state.as_str()))
+        .collect();
+    let states = serde_json::to_string(&states).expect("a map of strings");
+    page(
+        caller,
+        Section::Overview,
+        "Overview",
+        Some(view.position),
+        &["overview.js"],
         html! {
-            header {
-                h1 { "StratusLab" }
-                span.cluster { "cluster " code { (cluster.cluster_id) } }
-                span #connection data-state="connecting" { "connecting…" }
-                form method="post" action="/logout" {
-                    button type="submit" { "Log out " (view.user) }
-                }
-            }
-            main #dashboard data-since=(view.position) {
+            div.grid {
                 section #summary {
                     h2 { "At a glance" }
                     dl {
                         div { dt { "Leader" } dd #leader { (cluster.leader.map_or("none".to_owned(), |l| format!("node {l}"))) } }
                         div { dt { "Term" } dd #term { (cluster.term) } }
-                        div { dt { "Hosts up" } dd #hosts-up { (up) " of " (view.hosts.len()) } }
+                        div { dt { "Hosts up" } dd #hosts-up data-up=(up) data-total=(view.hosts.len()) { (up) " of " (view.hosts.len()) } }
                         @for state in STATES {
                             div {
-                                dt { (state.as_str()) }
+                                dt { a href={ "/instances?state=" (state.as_str()) } { (state.as_str()) } }
                                 dd.count data-state=(state.as_str()) {
-                                    (view.instances.iter().filter(|i| i.state == state).count())
+                                    (counts.get(state.as_str()).copied().unwrap_or(0))
                                 }
+                            }
+                        }
+                        @match boot_times(&view.instances) {
+                            Some((n, p50, p90)) => {
+                                div { dt { "Boot p50" } dd #boot-p50 title={ "over the latest " (n) " first boots" } { (format!("{p50:.1} s")) } }
+                                div { dt { "Boot p90" } dd #boot-p90 { (format!("{p90:.1} s")) } }
+                            }
+                            None => {
+                                div { dt { "Boot p50" } dd #boot-p50 { "–" } }
                             }
                         }
                     }
@@ -133,13 +135,13 @@ pub fn overview(view: &Overview) -> Markup {
                     }
                 }
                 section #hosts {
-                    h2 { "Hosts" }
+                    h2 { a href="/hosts" { "Hosts" } }
                     table {
                         thead { tr { th { "host" } th { "status" } th { "instances" } th { "vCPUs used" } th { "memory used" } th { "last seen" } } }
                         tbody {
                             @for host in &view.hosts {
                                 tr data-host=(host.name) data-status=(host.status) {
-                                    td { (host.name) }
+                                    td { a href={ "/hosts/" (host.name) } { (host.name) } }
                                     td.status { (host.status) }
                                     td.instances { (host.instances) }
                                     td { (host.used_vcpus) " / " (host.vcpus) }
@@ -150,26 +152,8 @@ pub fn overview(view: &Overview) -> Markup {
                         }
                     }
                 }
-                section #instances {
-                    h2 { "Instances" }
-                    table {
-                        thead { tr { th { "id" } th { "name" } th { "owner" } th { "host" } th { "state" } th { "since" } } }
-                        tbody #instance-rows {
-                            @for instance in view.instances.iter().rev() {
-                                tr data-id=(instance.id) data-state=(instance.state.as_str()) {
-                                    td { (instance.id) }
-                                    td.name { (instance.name) }
-                                    td.owner { (instance.owner) }
-                                    td.host { (instance.host.as_deref().unwrap_or("–")) }
-                                    td.state { (instance.state.as_str()) @if let Some(reason) = &instance.reason { " (" (reason) ")" } }
-                                    td.since { (instance.created) }
-                                }
-                            }
-                        }
-                    }
-                }
                 section #activity {
-                    h2 { "Activity" }
+                    h2 { a href="/events" { "Activity" } }
                     ol #activity-list reversed {
                         @for event in view.activity.iter().rev() {
                             (activity_item(event))
@@ -177,15 +161,22 @@ pub fn overview(view: &Overview) -> Markup {
                     }
                 }
             }
-            script src="/ui/dashboard.js" {}
+            script #instance-states type="application/json" { (PreEscaped(json_in_html(&states))) }
         },
     )
 }
 
-/// One line of the activity log (the script makes the same from live events).
-fn activity_item(event: &EventEnvelope) -> Markup {
+/// JSON made safe inside a `script` element: no `</script>` or comment opening can form.
+pub fn json_in_html(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// One line of an activity log (`live.js` makes the same from live events).
+pub fn activity_item(event: &EventEnvelope) -> Markup {
     html! {
-        li data-seq=(event.seq) {
+        li data-seq=(event.seq) data-type=(event.kind) {
             time { (event.time) }
             " "
             span.type { (event.kind) }
@@ -220,7 +211,9 @@ mod tests {
         let text = activity_item(&event).into_string();
         assert!(!text.contains("<script>"), "{text}");
         assert!(text.contains("&lt;script&gt;"), "{text}");
-        let login = login(Some("a \"quoted\" <b>message</b>")).into_string();
-        assert!(!login.contains("<b>"), "{login}");
+        let json = json_in_html(r#"{"a":"</script><!--"}"#);
+        assert!(!json.contains('<'), "{json}");
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["a"], "</script><!--");
     }
 }
