@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod controller_client;
 pub mod durable;
+pub mod host_usage;
 pub mod hypervisor;
 pub mod identity;
 pub mod images;

@@ -248,6 +248,8 @@ async fn run() -> anyhow::Result<()> {
         InstanceDirs::new(&config.state_dir),
         hv.clone(),
         cluster_id.clone(),
+        config.state_dir.clone(),
+        images.clone(),
     ));
     let (desired_tx, mut desired_rx) = watch::channel::<Option<HostDesired>>(None);
     if let (Some(addr), Some(token)) = (config.metrics_listen, metrics_token) {

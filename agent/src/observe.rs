@@ -1,23 +1,26 @@
-//! What the agent observes of its guests and pushes to the controller: new output of each
-//! instance's serial console log (`instances/<id>/console.log`, which only grows while the
-//! instance exists) and the CPU use of running guests, from libvirt's CPU time. Logs are
-//! looked at every [`CONSOLE_TICK`]; a push goes when there is output, and at least every
-//! [`HEARTBEAT`] with where each log stands, so a controller that lost what it had (a restart,
-//! a new leader) asks for it again.
+//! What the agent observes of its guests and host and pushes to the controller: new output of
+//! each instance's serial console log (`instances/<id>/console.log`, which only grows while
+//! the instance exists), the CPU use of running guests, from libvirt's CPU time, and the
+//! host's own use ([`crate::host_usage`]). Logs are looked at every [`CONSOLE_TICK`]; a push
+//! goes when there is output, and at least every [`HEARTBEAT`] with where each log stands, so
+//! a controller that lost what it had (a restart, a new leader) asks for it again; it asks
+//! for the host's history of use the same way.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use stratus_common::agent::domain_name;
-use stratus_common::observed::{
-    ConsoleChunk, GuestUsage, HostObserved, ObservedAnswer, CONSOLE_KEEP_BYTES,
-};
+use stratus_common::observed::{ConsoleChunk, GuestUsage, HostObserved, CONSOLE_KEEP_BYTES};
+use stratus_common::time::now_ms;
 
 use crate::controller_client::ControllerClient;
+use crate::host_usage::HostMeter;
 use crate::hypervisor::Hypervisor;
+use crate::images::cache::ImageCache;
 use crate::reconcile::{error_chain, InstanceDirs};
 
 /// How often the console logs are looked at.
@@ -26,6 +29,8 @@ pub const CONSOLE_TICK: Duration = Duration::from_millis(250);
 pub const CPU_TICK: Duration = Duration::from_secs(5);
 /// The longest time without a push.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often the host's own use is measured.
+pub const HOST_TICK: Duration = Duration::from_secs(stratus_common::usage::SAMPLE_SECS);
 
 /// Where each instance's console log has been sent up to.
 #[derive(Debug, Default)]
@@ -122,13 +127,14 @@ impl CpuMeter {
     }
 }
 
-/// Measures the CPU use of every instance with a directory whose domain runs.
+/// Measures the CPU use of every instance with a directory whose domain runs; returns it
+/// with how many run.
 fn measure(
     hv: &dyn Hypervisor,
     dirs: &InstanceDirs,
     cluster_id: &str,
     meter: &mut CpuMeter,
-) -> Vec<GuestUsage> {
+) -> (Vec<GuestUsage>, u32) {
     let now = Instant::now();
     let mut running = Vec::new();
     let mut usage = Vec::new();
@@ -150,49 +156,92 @@ fn measure(
         }
     }
     meter.keep(&running);
-    usage
+    (usage, running.len() as u32)
 }
 
-/// Pushes console output and CPU use to the controller, forever.
+/// What the agent measures between pushes.
+struct Meters {
+    cpu: CpuMeter,
+    host: HostMeter,
+}
+
+/// Pushes console output, CPU use and the host's use to the controller, forever.
 pub async fn observe_loop(
     client: ControllerClient,
     host: String,
     dirs: InstanceDirs,
     hv: Arc<dyn Hypervisor>,
     cluster_id: String,
+    state_dir: PathBuf,
+    images: Arc<ImageCache>,
 ) {
     let mut tail = ConsoleTail::default();
-    let meter = Arc::new(std::sync::Mutex::new(CpuMeter::default()));
+    let meters = Arc::new(std::sync::Mutex::new(Meters {
+        cpu: CpuMeter::default(),
+        host: HostMeter::new(&state_dir),
+    }));
     let mut tick = tokio::time::interval(CONSOLE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_push, mut last_cpu) = (Instant::now() - HEARTBEAT, Instant::now() - CPU_TICK);
+    let mut last_host = Instant::now() - HOST_TICK;
+    let mut send_history = false;
     loop {
         tick.tick().await;
         let heartbeat = last_push.elapsed() >= HEARTBEAT;
         let consoles = tail.collect(&dirs, heartbeat);
         let mut usage = Vec::new();
+        let mut host_sample = None;
         if last_cpu.elapsed() >= CPU_TICK {
             last_cpu = Instant::now();
-            let (hv, dirs, cluster_id, meter) =
-                (hv.clone(), dirs.clone(), cluster_id.clone(), meter.clone());
-            usage = tokio::task::spawn_blocking(move || {
-                let mut meter = meter.lock().unwrap_or_else(|e| e.into_inner());
-                measure(hv.as_ref(), &dirs, &cluster_id, &mut meter)
+            let with_host = last_host.elapsed() >= HOST_TICK;
+            if with_host {
+                last_host = Instant::now();
+            }
+            let cache = images.stats();
+            let (hv, dirs, cluster_id, meters) =
+                (hv.clone(), dirs.clone(), cluster_id.clone(), meters.clone());
+            (usage, host_sample) = tokio::task::spawn_blocking(move || {
+                let mut meters = meters.lock().unwrap_or_else(|e| e.into_inner());
+                let (usage, running) = measure(hv.as_ref(), &dirs, &cluster_id, &mut meters.cpu);
+                let sample = if with_host {
+                    meters
+                        .host
+                        .sample(now_ms(), running, (cache.hits, cache.misses))
+                        .unwrap_or_else(|e| {
+                            tracing::debug!(error = %e, "cannot measure the host");
+                            None
+                        })
+                } else {
+                    None
+                };
+                (usage, sample)
             })
             .await
             .unwrap_or_default();
         }
-        if consoles.is_empty() && usage.is_empty() && !heartbeat {
+        if consoles.is_empty() && usage.is_empty() && host_sample.is_none() && !heartbeat {
             continue;
         }
+        let history = send_history.then(|| {
+            meters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .host
+                .history
+                .clone()
+        });
         let sent: Vec<(u64, u64)> = consoles.iter().map(|c| (c.instance, c.offset)).collect();
-        match client
-            .observed(&host, &HostObserved { consoles, usage })
-            .await
-        {
-            Ok(ObservedAnswer { resend }) => {
+        let observed = HostObserved {
+            consoles,
+            usage,
+            host: host_sample,
+            history,
+        };
+        match client.observed(&host, &observed).await {
+            Ok(answer) => {
                 last_push = Instant::now();
-                for r in resend {
+                send_history = answer.send_history;
+                for r in answer.resend {
                     tail.resend(r.instance, r.from);
                 }
             }

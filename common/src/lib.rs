@@ -14,6 +14,7 @@ pub mod network;
 pub mod observed;
 pub mod subjects;
 pub mod time;
+pub mod usage;
 pub mod volumes;
 
 /// The API version prefix every route lives under.

@@ -33,7 +33,16 @@ fn vm_id(output: &std::process::Output) -> u64 {
 
 #[test]
 fn an_administrator_watches_a_vm_live_and_others_are_refused() {
-    let cloud = TestCloud::with_agent("dashboard").unwrap();
+    let mut cloud = TestCloud::start("dashboard").unwrap();
+    let pool = cloud.dir.join("agent/volumes");
+    cloud
+        .set_agent_option("volume_pool", &format!("\"{}\"", pool.display()))
+        .unwrap();
+    cloud
+        .set_agent_option("nbd_listen", "\"127.0.0.1\"")
+        .unwrap();
+    cloud.start_agent().unwrap();
+    cloud.register_appliance("appliance").unwrap();
     cloud.create_user("alice").unwrap();
     let driver = driver(&cloud.ca_certificate());
     let base = cloud.base();
@@ -46,9 +55,25 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
         // A wrong password, then a user who is not an administrator: refused.
         log_in(&browser, &base, "admin", "not-the-password").await;
         assert_eq!(error_text(&browser).await, "Wrong user name or password.");
+        // alice lands on the pages every user has, and is refused every administrators' one.
         log_in(&browser, &base, "alice", &cloud.password("alice")).await;
-        let refused = error_text(&browser).await;
-        assert!(refused.contains("alice is not one"), "{refused}");
+        wait_css(&browser, "form[action='/logout']", SOON).await;
+        assert_eq!(browser.current_url().await.unwrap().path(), "/marketplace");
+        browser.goto(&format!("{base}/")).await.unwrap();
+        assert_eq!(browser.current_url().await.unwrap().path(), "/marketplace");
+        for page in [
+            "/hosts",
+            "/hosts/any",
+            "/instances",
+            "/volumes",
+            "/images",
+            "/events",
+            "/instances/1",
+        ] {
+            browser.goto(&format!("{base}{page}")).await.unwrap();
+            let refused = error_text(&browser).await;
+            assert!(refused.contains("alice is not one"), "{page}: {refused}");
+        }
         browser
             .find(Locator::Css("form[action='/logout'] button"))
             .await
@@ -135,6 +160,96 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
         assert!(history.contains("Pending"), "{history}");
         wait_contains(&browser, "#console", stratus_e2e::BANNER, BOOT).await;
         screenshot(&browser, "dashboard-instance").await;
+
+        // The volumes page: a disk made and hot-plugged through the CLI appears, attached,
+        // without a reload.
+        browser.goto(&format!("{base}/volumes")).await.unwrap();
+        wait_css(&browser, "#connection[data-state='live']", SOON).await;
+        mark(44).await;
+        let created = cloud.stratus("alice", &["create-volume", "--size=1", "--tag=web"]);
+        let text = String::from_utf8_lossy(&created.stdout).into_owned();
+        let disk = text
+            .trim()
+            .strip_prefix("DISK ")
+            .unwrap_or_else(|| panic!("{created:?}"))
+            .to_owned();
+        let volume_row = format!("tr[data-volume='{disk}']");
+        wait_css(
+            &browser,
+            &format!("{volume_row}[data-state='available']"),
+            BOOT,
+        )
+        .await;
+        let out = cloud.stratus("alice", &["attach-volume", "-i", &id.to_string(), &disk]);
+        assert!(out.status.success(), "{out:?}");
+        wait_css(
+            &browser,
+            &format!("{volume_row} li[data-instance='{id}'][data-state='attached']"),
+            BOOT,
+        )
+        .await;
+        wait_text(&browser, &format!("{volume_row} td.owner"), "alice", SOON).await;
+        wait_text(&browser, &format!("{volume_row} td.tag"), "web", SOON).await;
+        still_marked(44).await;
+        screenshot(&browser, "dashboard-volumes").await;
+
+        // The host's page draws its use from what its agent measured.
+        browser
+            .goto(&format!("{base}/hosts/{}", cloud.host_name))
+            .await
+            .unwrap();
+        wait_css(
+            &browser,
+            "figure[data-graph='cpu'][data-points]:not([data-points='0']) canvas",
+            BOOT,
+        )
+        .await;
+        wait_css(&browser, "figure[data-graph='memory'] canvas", SOON).await;
+        screenshot(&browser, "dashboard-host").await;
+        browser
+            .goto(&format!("{base}/hosts/{}?range=day", cloud.host_name))
+            .await
+            .unwrap();
+        wait_css(
+            &browser,
+            "figure[data-graph='cpu'][data-points]:not([data-points='0']) canvas",
+            SOON,
+        )
+        .await;
+
+        // The images page: the appliance, cached on the host that ran it.
+        browser.goto(&format!("{base}/images")).await.unwrap();
+        wait_contains(
+            &browser,
+            "tr[data-image='appliance'] td.cached",
+            &cloud.host_name,
+            SOON,
+        )
+        .await;
+
+        // The events page, filtered to volumes: the attachment is there.
+        browser
+            .goto(&format!("{base}/events?type=volume-"))
+            .await
+            .unwrap();
+        let log = wait_contains(
+            &browser,
+            "#event-list",
+            &format!("volume-attached volume/{disk}"),
+            SOON,
+        )
+        .await;
+        assert!(
+            !log.contains("instance-running"),
+            "the filter let through: {log}"
+        );
+
+        browser
+            .goto(&format!("{base}/instances/{id}"))
+            .await
+            .unwrap();
+        wait_text(&browser, "#state", "Running", SOON).await;
+        wait_css(&browser, &format!("#disks tr[data-volume='{disk}']"), SOON).await;
         mark(43).await;
 
         // Killed: Done, without a reload, and its history tells it.

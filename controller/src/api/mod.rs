@@ -13,6 +13,7 @@ pub mod openapi;
 mod power;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<Arc<Services>> {
         .merge(events::routes())
         .merge(accounts::routes())
         .merge(metrics::routes())
+        .merge(usage::routes())
 }
 
 /// The whole HTTP service: the API and the dashboard's pages.

@@ -14,18 +14,23 @@ pub enum Section {
     Volumes,
     Images,
     Events,
+    /// The users' pages (every logged-in user).
+    Marketplace,
+    Storage,
 }
 
 impl Section {
     /// Every section, in the header's order, with its path, title and whether only
     /// administrators see it.
-    const ALL: [(Section, &'static str, &'static str, bool); 6] = [
+    const ALL: [(Section, &'static str, &'static str, bool); 8] = [
         (Section::Overview, "/", "Overview", true),
         (Section::Hosts, "/hosts", "Hosts", true),
         (Section::Instances, "/instances", "Instances", true),
         (Section::Volumes, "/volumes", "Volumes", true),
         (Section::Images, "/images", "Images", true),
         (Section::Events, "/events", "Events", true),
+        (Section::Marketplace, "/marketplace", "Marketplace", false),
+        (Section::Storage, "/storage", "Storage", false),
     ];
 
     /// The first section `caller` may see: where a login leads.

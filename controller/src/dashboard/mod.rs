@@ -10,10 +10,20 @@
 //!   it. The administrators' pages refuse other users (403).
 //! - **Cross-site requests.** The cookie is never sent by another site's page (SameSite
 //!   Strict), and the login form also refuses a request whose `Origin` is another site.
+//!   Every other form that changes something also carries the session's token ([`csrf`]).
+//! - **Users' pages.** The Marketplace ([`marketplace`]) and Storage ([`storage`]) pages are
+//!   for every logged-in user; a user who is not an administrator lands on the first.
 
+mod csrf;
+mod events_log;
+mod hosts;
+mod images;
 mod instances;
 mod layout;
+mod marketplace;
 mod overview;
+mod storage;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -45,12 +55,33 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/logout", post(logout))
         .route("/ui/{file}", get(asset))
         .merge(instances::routes())
+        .merge(hosts::routes())
+        .merge(volumes::routes())
+        .merge(images::routes())
+        .merge(events_log::routes())
+        .merge(marketplace::routes())
+        .merge(storage::routes())
 }
 
 /// The pages' scripts, styles and graph library: (name, content type, bytes).
-const ASSETS: [(&str, &str, &str); 6] = [
+const ASSETS: &[(&str, &str, &str)] = &[
     ("style.css", "text/css", include_str!("assets/style.css")),
     ("live.js", "text/javascript", include_str!("assets/live.js")),
+    (
+        "hosts.js",
+        "text/javascript",
+        include_str!("assets/hosts.js"),
+    ),
+    (
+        "volumes.js",
+        "text/javascript",
+        include_str!("assets/volumes.js"),
+    ),
+    (
+        "events.js",
+        "text/javascript",
+        include_str!("assets/events.js"),
+    ),
     (
         "overview.js",
         "text/javascript",
@@ -65,6 +96,16 @@ const ASSETS: [(&str, &str, &str); 6] = [
         "uplot.js",
         "text/javascript",
         include_str!("assets/uPlot.iife.min.js"),
+    ),
+    (
+        "marketplace.js",
+        "text/javascript",
+        include_str!("assets/marketplace.js"),
+    ),
+    (
+        "storage.js",
+        "text/javascript",
+        include_str!("assets/storage.js"),
     ),
     (
         "uplot.css",

@@ -291,6 +291,17 @@ impl Hosts {
         view
     }
 
+    /// One host (admin).
+    pub async fn show(&self, caller: &Caller, name: &str) -> Result<Host, HostError> {
+        caller.require_admin("see a host")?;
+        self.replica
+            .read(caller.reads(), |s| {
+                s.hosts.get(name).map(|h| self.view(s, h))
+            })
+            .await?
+            .ok_or_else(|| HostError::NotFound(name.to_owned()))
+    }
+
     async fn get(&self, name: &str) -> Result<Host, HostError> {
         self.replica
             .read(Consistency::Linearizable, |s| {

@@ -1,10 +1,12 @@
-//! What hosts observe of their guests, kept outside the replicated state: console output
-//! ([`console`]) and CPU use ([`usage`]). A host pushes them (`POST
+//! What hosts observe of their guests and of themselves, kept outside the replicated state:
+//! console output ([`console`]), guests' CPU use ([`usage`]) and the hosts' own use over time
+//! ([`host_usage`]). A host pushes them (`POST
 //! /api/v1/hosts/{name}/observed`) only for the instances placed on it; users read an
 //! instance's console (`GET /api/v1/instances/{id}/console`, owner or administrator) and see
 //! its CPU use in its view.
 
 pub mod console;
+pub mod host_usage;
 pub mod usage;
 
 use std::time::Instant;
@@ -15,6 +17,7 @@ use stratus_common::observed::{ConsoleResend, HostObserved, ObservedAnswer};
 use crate::failure::{impl_failure, InputError};
 use crate::replica::{Consistency, Replica, ReplicaError};
 use console::Consoles;
+use host_usage::HostUsages;
 use usage::Usage;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,7 @@ pub struct Observed {
     replica: Replica,
     pub consoles: Consoles,
     usage: Usage,
+    pub hosts: HostUsages,
 }
 
 impl Observed {
@@ -44,6 +48,7 @@ impl Observed {
             replica,
             consoles: Consoles::new(),
             usage: Usage::default(),
+            hosts: HostUsages::default(),
         }
     }
 
@@ -87,6 +92,10 @@ impl Observed {
                 host: host.to_owned(),
             });
         }
+        if observed.history.as_ref().is_some_and(|h| !h.is_bounded()) {
+            return Err(InputError::new("history", "holds more than a day of samples").into());
+        }
+        let send_history = self.hosts.record(host, observed.host, observed.history);
         let now = Instant::now();
         for usage in observed.usage {
             self.usage.record(usage.instance, usage.cpu_percent, now);
@@ -99,7 +108,10 @@ impl Observed {
                     .map(|from| ConsoleResend { instance, from })
             })
             .collect();
-        Ok(ObservedAnswer { resend })
+        Ok(ObservedAnswer {
+            resend,
+            send_history,
+        })
     }
 
     /// The instance's CPU use, if its host measured it lately.
