@@ -180,7 +180,7 @@ async fn upload(browser: &Client, base: &str, file: &Path) {
         .goto(&format!("{base}/marketplace/upload"))
         .await
         .unwrap();
-    wait_css(browser, "input[name='file']", SOON)
+    wait_css(browser, "input[name='metadata']", SOON)
         .await
         .send_keys(&file.display().to_string())
         .await
@@ -275,7 +275,7 @@ fn a_user_publishes_an_image_and_manages_a_disk_on_the_web_pages() {
             .await
             .unwrap();
         tamper(&browser, "#upload-form", "forged-token").await;
-        wait_css(&browser, "input[name='file']", SOON)
+        wait_css(&browser, "input[name='metadata']", SOON)
             .await
             .send_keys(&signed.display().to_string())
             .await

@@ -38,7 +38,7 @@ use crate::users::Caller;
 /// Entries per page of the list.
 const PAGE: usize = 25;
 /// The multipart field holding the signed metadata file.
-const FILE_FIELD: &str = "file";
+const FILE_FIELD: &str = "metadata";
 
 pub fn routes() -> Router<Arc<Services>> {
     Router::new()
