@@ -126,6 +126,8 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
         // A VM started through the CLI is counted Running, live.
         let id = vm_id(&cloud.stratus("alice", &["run-instance", "appliance", "-t", "t1.micro"]));
         wait_text(&browser, "dd.count[data-state='Running']", "1", BOOT).await;
+        let host_count = format!("tr[data-host='{}'] td.instances", cloud.host_name);
+        wait_text(&browser, &host_count, "1", SOON).await;
         wait_contains(
             &browser,
             "#activity-list",
@@ -258,6 +260,13 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
         wait_text(&browser, "#state", "Done", BOOT).await;
         wait_css(&browser, "#history-rows tr[data-state='Done']", SOON).await;
         still_marked(43).await;
+
+        // Back on the overview: the host counts none again, and the image caches' hit rate is
+        // shown from what the agent measured (a first start misses).
+        browser.goto(&format!("{base}/")).await.unwrap();
+        wait_text(&browser, &host_count, "0", SOON).await;
+        let hits = wait_contains(&browser, "#cache-hits", "%", SOON).await;
+        assert!(hits.trim_end_matches(" %").parse::<u32>().is_ok(), "{hits}");
 
         // The list filtered by state shows it among the Done, and no other page admits
         // alice's browser.

@@ -222,6 +222,14 @@ async fn overview(State(services): Shared, headers: HeaderMap) -> Page {
             .map(|e| e.envelope.clone())
             .collect(),
         position: services.events.position(),
+        cache: {
+            let latest = services.observed.hosts.latest();
+            (!latest.is_empty()).then(|| {
+                latest.iter().fold((0, 0), |(h, m), (_, s)| {
+                    (h + s.cache_hits, m + s.cache_misses)
+                })
+            })
+        },
     };
     Ok(html(
         StatusCode::OK,

@@ -26,6 +26,9 @@ pub struct Overview {
     pub activity: Vec<EventEnvelope>,
     /// The event stream's position when the page was made: the script follows from there.
     pub position: u64,
+    /// The image caches' hits and misses, summed over the hosts that last pushed their use to
+    /// this node (the leader); `None` when none did.
+    pub cache: Option<(u64, u64)>,
 }
 
 pub const STATES: [InstanceState; 10] = [
@@ -76,12 +79,12 @@ pub fn render(caller: &Caller, view: &Overview) -> Markup {
     for instance in &view.instances {
         *counts.entry(instance.state.as_str()).or_default() += 1;
     }
-    // Every instance's state, for the live counts (Done and Failed ones never change again,
-    // but an event about one must not count it twice).
-    let states: BTreeMap<String, &str> = view
+    // Every instance's state and host, for the live counts (Done and Failed ones never change
+    // again, but an event about one must not count it twice).
+    let states: BTreeMap<String, (&str, Option<&str>)> = view
         .instances
         .iter()
-        .map(|i| (i.id.to_string(), i.state.as_str()))
+        .map(|i| (i.id.to_string(), (i.state.as_str(), i.host.as_deref())))
         .collect();
     let states = serde_json::to_string(&states).expect("a map of strings");
     page(
@@ -113,6 +116,19 @@ pub fn render(caller: &Caller, view: &Overview) -> Markup {
                             }
                             None => {
                                 div { dt { "Boot p50" } dd #boot-p50 { "–" } }
+                            }
+                        }
+                        @match view.cache {
+                            Some((hits, misses)) if hits + misses > 0 => {
+                                div {
+                                    dt { "Image cache hits" }
+                                    dd #cache-hits title={ (hits) " hits, " (misses) " misses, since each agent started" } {
+                                        (format!("{:.0} %", hits as f64 * 100.0 / (hits + misses) as f64))
+                                    }
+                                }
+                            }
+                            _ => {
+                                div { dt { "Image cache hits" } dd #cache-hits { "–" } }
                             }
                         }
                     }

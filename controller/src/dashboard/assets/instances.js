@@ -83,9 +83,13 @@
     const KEEP = 200;
     let text = "";
     const decoder = new TextDecoder();
+    // Leaving the page ends the stream (see live.js).
+    const leaving = new AbortController();
+    window.addEventListener("pagehide", () => leaving.abort());
     async function run() {
       text = "";
-      const response = await fetch(`/api/v1/instances/${encodeURIComponent(id)}/console?follow=true`);
+      const response = await fetch(`/api/v1/instances/${encodeURIComponent(id)}/console?follow=true`,
+                                   { signal: leaving.signal });
       if (!response.ok) throw new Error(`console: ${response.status}`);
       const reader = response.body.getReader();
       for (;;) {
@@ -99,6 +103,7 @@
       }
     }
     function again() {
+      if (leaving.signal.aborted) return;
       const state = document.getElementById("instance").dataset.state;
       if (state === "Done" || state === "Failed") return;
       setTimeout(() => run().then(again, again), 2000);

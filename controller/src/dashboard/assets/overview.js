@@ -13,15 +13,27 @@
     if (dd) dd.textContent = String(Number(dd.textContent) + delta);
   }
 
+  // What a host's instance count counts: instances placed there, not Done or Failed.
+  const placed = (state) => state !== "Done" && state !== "Failed";
+
+  function hostCount(host, delta) {
+    if (!host) return;
+    const cell = document.querySelector(`tr[data-host="${CSS.escape(host)}"] td.instances`);
+    if (cell) cell.textContent = String(Number(cell.textContent) + delta);
+  }
+
   function instanceEvent(event) {
     const state = event.details.state;
     if (!state) return;
     const id = event.object.id;
-    const before = states[id];
-    if (before === state) return;
+    const [before, beforeHost] = states[id] || [null, null];
+    const host = event.host || beforeHost;
+    if (before === state && beforeHost === host) return;
     if (before) count(before, -1);
     count(state, 1);
-    states[id] = state;
+    if (before && placed(before)) hostCount(beforeHost, -1);
+    if (placed(state)) hostCount(host, 1);
+    states[id] = [state, host];
   }
 
   function hostEvent(event) {

@@ -11,9 +11,12 @@
 //! - cluster: a 3-node controller cluster's write latency, placements and failover
 //!   (`cluster.rs`).
 //! - snapshot: the replicated state of 20,000 instances as a Raft snapshot (`snapshot.rs`).
+//! - agent-metrics: an agent's `/metrics` scrape with no guest and with 20
+//!   (`agent_metrics.rs`).
 //! - tls: TLS's cost on a start, requests per second by way of logging in, memory through a
 //!   burst of wrong passwords (`tls.rs`).
 
+mod agent_metrics;
 mod cluster;
 mod dashboard;
 mod events;
@@ -34,7 +37,7 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "start",
     "overlay",
     "download",
@@ -46,6 +49,7 @@ const SECTIONS: [&str; 11] = [
     "tls",
     "events",
     "dashboard",
+    "agent-metrics",
 ];
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -228,6 +232,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("dashboard") {
         dashboard::dashboard_bench()?;
+    }
+    if run("agent-metrics") {
+        agent_metrics::agent_metrics_bench()?;
     }
     Ok(())
 }
