@@ -1,7 +1,7 @@
 //! `--only agent-metrics`: what a Prometheus scrape of an agent's `/metrics` costs as its host
 //! runs more guests. One agent with real guests (20 at most here: TCG guests of 128 MiB), the
 //! scrape over HTTPS with its bearer token, timed to the last byte with no guest, then with
-//! 20 Running: the time per guest is what a host with many more guests would pay for each
+//! 20 booted and idle: the time per guest is what a host with many more guests would pay for each
 //! (every guest's counters are read from libvirt at scrape time).
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -82,6 +82,9 @@ pub fn agent_metrics_bench() -> anyhow::Result<()> {
                 Duration::from_secs(300),
             )
             .with_context(|| format!("instance {id}"))?;
+        // Booted and idle (its banner printed): a scrape among guests still booting would
+        // measure the two cores' emulation load, not the scrape.
+        cloud.wait_banner(id, Duration::from_secs(600))?;
     }
     let (busy, size, series) = scrape(&format!("GET /metrics, {GUESTS} guests"))?;
     let per_guest = (busy.saturating_sub(idle)) / GUESTS as u32;
