@@ -35,6 +35,36 @@ pub const LIBVIRT_URI: &str = "qemu:///system";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A home directory for a browser that trusts `ca` (a PEM file): an NSS database of its own
+/// (`.pki/nssdb`, where chromium looks), made with `certutil`.
+pub fn browser_home(ca: &Path) -> anyhow::Result<tempfile::TempDir> {
+    let home = tempfile::tempdir()?;
+    let nss = home.path().join(".pki/nssdb");
+    fs::create_dir_all(&nss)?;
+    let db = format!("sql:{}", nss.display());
+    let ca = ca.to_str().context("the CA's path is not UTF-8")?;
+    for args in [
+        vec!["-d", &db, "-N", "--empty-password"],
+        vec![
+            "-d",
+            &db,
+            "-A",
+            "-t",
+            "C,,",
+            "-n",
+            "stratus-test-ca",
+            "-i",
+            ca,
+        ],
+    ] {
+        let out = Command::new("certutil").args(&args).output()?;
+        if !out.status.success() {
+            bail!("certutil {args:?}: {out:?}");
+        }
+    }
+    Ok(home)
+}
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -350,6 +380,14 @@ impl TestCloud {
     /// Stops the controller with SIGTERM (a clean shutdown) and waits for it.
     pub fn stop_controller(&mut self) {
         stop(self.controller.take(), libc::SIGTERM);
+    }
+
+    /// Makes the agent a storage host at its next start: a volume pool in its directory
+    /// (`agent/volumes`), exports served on loopback.
+    pub fn store_volumes(&self) -> anyhow::Result<()> {
+        let pool = self.dir.join("agent/volumes");
+        self.set_agent_option("volume_pool", &format!("\"{}\"", pool.display()))?;
+        self.set_agent_option("nbd_listen", "\"127.0.0.1\"")
     }
 
     /// Sets `key = value` (a TOML value) in the agent's configuration, for its next start.

@@ -34,13 +34,7 @@ fn vm_id(output: &std::process::Output) -> u64 {
 #[test]
 fn an_administrator_watches_a_vm_live_and_others_are_refused() {
     let mut cloud = TestCloud::start("dashboard").unwrap();
-    let pool = cloud.dir.join("agent/volumes");
-    cloud
-        .set_agent_option("volume_pool", &format!("\"{}\"", pool.display()))
-        .unwrap();
-    cloud
-        .set_agent_option("nbd_listen", "\"127.0.0.1\"")
-        .unwrap();
+    cloud.store_volumes().unwrap();
     cloud.start_agent().unwrap();
     cloud.register_appliance("appliance").unwrap();
     cloud.create_user("alice").unwrap();

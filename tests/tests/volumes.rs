@@ -29,13 +29,7 @@ fn cloud_offering(name: &str, controller_extra: &str, memory_mib: Option<u64>) -
             .set_agent_option("reserved_memory_mib", &reserved.to_string())
             .unwrap();
     }
-    let pool = cloud.dir.join("agent/volumes");
-    cloud
-        .set_agent_option("volume_pool", &format!("\"{}\"", pool.display()))
-        .unwrap();
-    cloud
-        .set_agent_option("nbd_listen", "\"127.0.0.1\"")
-        .unwrap();
+    cloud.store_volumes().unwrap();
     cloud.start_agent().unwrap();
     cloud.register_appliance("appliance").unwrap();
     cloud.create_user("alice").unwrap();

@@ -31,13 +31,7 @@ fn cloud(pki: &TestPki) -> TestCloud {
         pki.ca_file.display()
     );
     let mut cloud = TestCloud::start_with("web-pages", &trust).unwrap();
-    let pool = cloud.dir.join("agent/volumes");
-    cloud
-        .set_agent_option("volume_pool", &format!("\"{}\"", pool.display()))
-        .unwrap();
-    cloud
-        .set_agent_option("nbd_listen", "\"127.0.0.1\"")
-        .unwrap();
+    cloud.store_volumes().unwrap();
     cloud.start_agent().unwrap();
     cloud.register_appliance("appliance").unwrap();
     cloud.create_user("alice").unwrap();

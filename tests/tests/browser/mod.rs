@@ -30,32 +30,9 @@ pub struct Driver {
     home: tempfile::TempDir,
 }
 
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-}
-
 /// Starts chromedriver for a chromium that trusts `ca` (a PEM file).
 pub fn driver(ca: &Path) -> Driver {
-    let home = tempfile::tempdir().unwrap();
-    let nss = home.path().join(".pki/nssdb");
-    std::fs::create_dir_all(&nss).unwrap();
-    let db = format!("sql:{}", nss.display());
-    run("certutil", &["-d", &db, "-N", "--empty-password"]);
-    run(
-        "certutil",
-        &[
-            "-d",
-            &db,
-            "-A",
-            "-t",
-            "C,,",
-            "-n",
-            "stratus-test-ca",
-            "-i",
-            ca.to_str().unwrap(),
-        ],
-    );
+    let home = stratus_e2e::browser_home(ca).unwrap();
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))

@@ -127,30 +127,7 @@ const PAINTS: usize = 20;
 
 /// First contentful paint of the overview and the instances page in headless chromium.
 fn first_paint(cloud: &TestCloud, password: &str) -> anyhow::Result<()> {
-    let home = tempfile::tempdir()?;
-    let nss = home.path().join(".pki/nssdb");
-    std::fs::create_dir_all(&nss)?;
-    let db = format!("sql:{}", nss.display());
-    let ca = cloud.ca_certificate();
-    for args in [
-        vec!["-d", &db, "-N", "--empty-password"],
-        vec![
-            "-d",
-            &db,
-            "-A",
-            "-t",
-            "C,,",
-            "-n",
-            "stratus-bench-ca",
-            "-i",
-            ca.to_str().context("CA path")?,
-        ],
-    ] {
-        let out = Command::new("certutil").args(&args).output()?;
-        if !out.status.success() {
-            bail!("certutil {args:?}: {out:?}");
-        }
-    }
+    let home = stratus_e2e::browser_home(&cloud.ca_certificate())?;
     let port = stratus_e2e::free_port();
     let _driver = Spawned(
         Command::new("chromedriver")
