@@ -12,6 +12,7 @@
 //! libvirt removes it from the live definition ([`Hypervisor::disk_targets`]), which it does
 //! once QEMU reports the guest released it.
 
+pub mod domain_stats;
 pub mod fake;
 pub mod libvirt;
 pub mod probe;
@@ -288,6 +289,21 @@ pub trait Hypervisor: Send + Sync {
     /// The domain's CPU, memory, disk and network counters, read in-process from libvirt;
     /// `None` when no such domain runs.
     fn guest_stats(&self, name: &str) -> Result<Option<GuestStats>, HypervisorError>;
+
+    /// Every running domain's counters, by domain name: what a metrics scrape reads. The
+    /// libvirt implementation asks once for all (`virConnectGetAllDomainStats`); this one asks
+    /// domain by domain, leaving out one that fails.
+    fn all_guest_stats(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, GuestStats>, HypervisorError> {
+        let mut all = std::collections::BTreeMap::new();
+        for domain in self.list()? {
+            if let Ok(Some(stats)) = self.guest_stats(&domain.name) {
+                all.insert(domain.name, stats);
+            }
+        }
+        Ok(all)
+    }
 
     fn info(&self) -> Result<HypervisorInfo, HypervisorError>;
 

@@ -205,28 +205,26 @@ impl ScrapeCollector {
     }
 }
 
-/// The counters of every running domain of this cluster, by instance ID. A domain that
-/// fails to answer is left out (and logged); only a failure to list them all is an error.
+/// The counters of every running domain of this cluster, by instance ID, read for all
+/// domains at once; a failure to read them or to list the domains is an error.
 pub fn collect_instances(
     hv: &dyn Hypervisor,
     cluster_id: &str,
     names: &HashMap<u64, String>,
 ) -> Result<Vec<InstanceSample>, crate::hypervisor::HypervisorError> {
     let mut samples = Vec::new();
+    let mut all = hv.all_guest_stats()?;
     for domain in hv.list()? {
         let Some(tag) = domain.tag.filter(|t| t.cluster_id == cluster_id) else {
             continue;
         };
-        match hv.guest_stats(&domain.name) {
-            Ok(Some(stats)) => samples.push(InstanceSample {
+        // A domain started since the statistics were read shows at the next scrape.
+        if let Some(stats) = all.remove(&domain.name) {
+            samples.push(InstanceSample {
                 id: tag.instance_id,
                 name: names.get(&tag.instance_id).cloned().unwrap_or_default(),
                 stats,
-            }),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::debug!(domain = %domain.name, error = %error_chain(&e), "metrics: no statistics")
-            }
+            });
         }
     }
     samples.sort_by_key(|s| s.id);
