@@ -215,6 +215,22 @@ impl Drop for Spawned {
     }
 }
 
+/// A child started as the leader of a process group of its own
+/// (`CommandExt::process_group(0)`), with everything it started in turn (chromedriver's
+/// chromium): the whole group is killed when dropped, then the child reaped.
+pub struct SpawnedGroup(pub Child);
+
+impl Drop for SpawnedGroup {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: a plain syscall; the group's ID is the child's own pid, which it leads
+            // until it is reaped just below.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A loopback port nothing listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

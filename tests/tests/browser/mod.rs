@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,16 +17,17 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use stratus_e2e::{free_port, Spawned};
+use stratus_e2e::{free_port, SpawnedGroup};
 
 /// How long a page is given to show what a test waits for, when nothing slow (a boot) is
 /// involved.
 pub const SOON: Duration = Duration::from_secs(30);
 
 /// chromedriver with a home of its own (its chromium's NSS database trusts the site CA),
-/// killed by its pid when dropped.
+/// killed with the chromium it started (its process group) when dropped, also when a test
+/// failed before closing its browser.
 pub struct Driver {
-    _process: Spawned,
+    _process: SpawnedGroup,
     port: u16,
     home: tempfile::TempDir,
 }
@@ -35,6 +37,7 @@ pub fn driver(ca: &Path) -> Driver {
     let home = stratus_e2e::browser_home(ca).unwrap();
     let port = free_port();
     let child = Command::new("chromedriver")
+        .process_group(0)
         .arg(format!("--port={port}"))
         .env("HOME", home.path())
         .stdout(Stdio::null())
@@ -42,7 +45,7 @@ pub fn driver(ca: &Path) -> Driver {
         .spawn()
         .expect("chromedriver (Debian's chromium-driver; scripts/install-deps.sh installs it)");
     let driver = Driver {
-        _process: Spawned(child),
+        _process: SpawnedGroup(child),
         port,
         home,
     };

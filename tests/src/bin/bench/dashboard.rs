@@ -8,12 +8,13 @@
 
 use std::time::{Duration, Instant};
 
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
-use stratus_e2e::{Spawned, TestCloud};
+use stratus_e2e::{SpawnedGroup, TestCloud};
 
 use crate::report;
 
@@ -129,8 +130,9 @@ const PAINTS: usize = 20;
 fn first_paint(cloud: &TestCloud, password: &str) -> anyhow::Result<()> {
     let home = stratus_e2e::browser_home(&cloud.ca_certificate())?;
     let port = stratus_e2e::free_port();
-    let _driver = Spawned(
+    let _driver = SpawnedGroup(
         Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .env("HOME", home.path())
             .stdout(Stdio::null())
