@@ -65,6 +65,67 @@ pub fn browser_home(ca: &Path) -> anyhow::Result<tempfile::TempDir> {
     Ok(home)
 }
 
+/// chromedriver on a loopback port, for a chromium whose home (`home`) trusts a site CA;
+/// killed with the chromium it started (its process group) when dropped.
+pub struct Chromedriver {
+    pub port: u16,
+    pub home: tempfile::TempDir,
+    _process: SpawnedGroup,
+}
+
+impl Chromedriver {
+    /// Starts chromedriver for a chromium that trusts `ca` (a PEM file); returns once it
+    /// listens.
+    pub fn start(ca: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt as _;
+        let home = browser_home(ca)?;
+        let port = free_port();
+        let process = SpawnedGroup(
+            Command::new("chromedriver")
+                .process_group(0)
+                .arg(format!("--port={port}"))
+                .env("HOME", home.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context(
+                    "chromedriver (Debian's chromium-driver; scripts/install-deps.sh installs it)",
+                )?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not listen");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            port,
+            home,
+            _process: process,
+        })
+    }
+
+    /// The `goog:chromeOptions` of a headless session with a profile of its own (`profile`,
+    /// a directory name under the home): Debian's chromium, no network of its own.
+    pub fn chrome_options(&self, profile: &str) -> Value {
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--window-size=1400,1100",
+                format!("--user-data-dir={}", self.home.path().join(profile).display()),
+            ],
+        })
+    }
+}
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -217,7 +217,7 @@ impl FakeHypervisor {
     }
 
     /// Sets the CPU time (nanoseconds) the domain has used.
-    /// What [`Hypervisor::guest_stats`] answers for the domain while it exists (its CPU time
+    /// What [`Hypervisor::all_guest_stats`] answers for the domain while it exists (its CPU time
     /// set by [`Self::set_cpu_time`] and nothing else, if this is not called).
     pub fn set_guest_stats(&self, domain: &str, stats: GuestStats) {
         self.state().guest_stats.insert(domain.to_owned(), stats);
@@ -350,17 +350,25 @@ impl Hypervisor for FakeHypervisor {
             .then(|| state.cpu_time.get(name).copied().unwrap_or(0)))
     }
 
-    fn guest_stats(&self, name: &str) -> Result<Option<GuestStats>, HypervisorError> {
+    fn all_guest_stats(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, GuestStats>, HypervisorError> {
         let state = self.state();
-        if !state.domains.contains_key(name) {
-            return Ok(None);
-        }
-        Ok(Some(state.guest_stats.get(name).cloned().unwrap_or_else(
-            || GuestStats {
-                cpu_ns: state.cpu_time.get(name).copied().unwrap_or(0),
-                ..GuestStats::default()
-            },
-        )))
+        Ok(state
+            .domains
+            .keys()
+            .map(|name| {
+                let stats = state
+                    .guest_stats
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| GuestStats {
+                        cpu_ns: state.cpu_time.get(name).copied().unwrap_or(0),
+                        ..GuestStats::default()
+                    });
+                (name.clone(), stats)
+            })
+            .collect())
     }
 
     fn info(&self) -> Result<HypervisorInfo, HypervisorError> {

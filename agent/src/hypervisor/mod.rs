@@ -286,24 +286,11 @@ pub trait Hypervisor: Send + Sync {
     /// CPU time the domain has used so far, in nanoseconds; `None` when no such domain runs.
     fn cpu_time(&self, name: &str) -> Result<Option<u64>, HypervisorError>;
 
-    /// The domain's CPU, memory, disk and network counters, read in-process from libvirt;
-    /// `None` when no such domain runs.
-    fn guest_stats(&self, name: &str) -> Result<Option<GuestStats>, HypervisorError>;
-
-    /// Every running domain's counters, by domain name: what a metrics scrape reads. The
-    /// libvirt implementation asks once for all (`virConnectGetAllDomainStats`); this one asks
-    /// domain by domain, leaving out one that fails.
+    /// Every running domain's CPU, memory, disk and network counters, by domain name, read
+    /// in-process: what a metrics scrape reads (libvirt: one `virConnectGetAllDomainStats`).
     fn all_guest_stats(
         &self,
-    ) -> Result<std::collections::BTreeMap<String, GuestStats>, HypervisorError> {
-        let mut all = std::collections::BTreeMap::new();
-        for domain in self.list()? {
-            if let Ok(Some(stats)) = self.guest_stats(&domain.name) {
-                all.insert(domain.name, stats);
-            }
-        }
-        Ok(all)
-    }
+    ) -> Result<std::collections::BTreeMap<String, GuestStats>, HypervisorError>;
 
     fn info(&self) -> Result<HypervisorInfo, HypervisorError>;
 

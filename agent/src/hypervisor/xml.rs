@@ -581,49 +581,6 @@ pub(crate) fn parse_disks(xml: &str) -> Result<Vec<LiveDisk>, XmlError> {
     Ok(disks)
 }
 
-/// The devices of a live domain description that libvirt keeps I/O counters for: every
-/// disk's target (CD-ROMs included) and every interface's host-side device, in document
-/// order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct StatDevices {
-    pub disks: Vec<String>,
-    pub interfaces: Vec<String>,
-}
-
-pub(crate) fn parse_stat_devices(xml: &str) -> Result<StatDevices, XmlError> {
-    let mut reader = NsReader::from_str(xml);
-    let mut path: Vec<Vec<u8>> = Vec::new();
-    let mut devices = StatDevices::default();
-    loop {
-        let event = reader.read_event()?;
-        let is_empty = matches!(event, Event::Empty(_));
-        match event {
-            Event::Start(e) | Event::Empty(e) => {
-                let name = e.local_name().as_ref().to_vec();
-                if name == b"target" {
-                    let list = match path_names(&path).as_slice() {
-                        ["domain", "devices", "disk"] => Some(&mut devices.disks),
-                        ["domain", "devices", "interface"] => Some(&mut devices.interfaces),
-                        _ => None,
-                    };
-                    if let (Some(list), Some(dev)) = (list, attribute(&e, b"dev")) {
-                        list.push(dev);
-                    }
-                }
-                if !is_empty {
-                    path.push(name);
-                }
-            }
-            Event::End(_) => {
-                path.pop();
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    Ok(devices)
-}
-
 fn is_in(ns: &ResolveResult, namespace: Option<&str>) -> bool {
     match (ns, namespace) {
         (ResolveResult::Bound(Namespace(uri)), Some(want)) => *uri == want.as_bytes(),
@@ -1300,9 +1257,5 @@ mod tests {
         );
         assert_eq!(disks[4].source, None);
         assert!(parse_disks("<domain><devices><disk").is_err());
-        let devices = parse_stat_devices(xml).unwrap();
-        assert_eq!(devices.disks, ["vda", "hdc", "vdb", "vdc", "vdd", "vde"]);
-        assert_eq!(devices.interfaces, ["tap0"]);
-        assert!(parse_stat_devices("<domain><devices><interface").is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! A real browser for the web pages' tests: Debian's chromium, headless, driven over WebDriver
-//! by chromedriver (started here, stopped by its pid), trusting the site CA through an NSS
+//! by chromedriver (`stratus_e2e::Chromedriver`, stopped with its chromium), trusting the site CA through an NSS
 //! database of its own, so pages are reached over the controller's real TLS endpoint.
 //!
 //! Shared by the browser tests as `#[path = "browser/mod.rs"] mod browser;`: it is not part
@@ -7,54 +7,24 @@
 //! client's TLS features would change theirs).
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
 
-use stratus_e2e::{free_port, SpawnedGroup};
+use stratus_e2e::Chromedriver;
 
 /// How long a page is given to show what a test waits for, when nothing slow (a boot) is
 /// involved.
 pub const SOON: Duration = Duration::from_secs(30);
 
-/// chromedriver with a home of its own (its chromium's NSS database trusts the site CA),
-/// killed with the chromium it started (its process group) when dropped, also when a test
-/// failed before closing its browser.
-pub struct Driver {
-    _process: SpawnedGroup,
-    port: u16,
-    home: tempfile::TempDir,
-}
+/// chromedriver for a chromium that trusts `ca` (a PEM file), stopped with its chromium
+/// when dropped, also when a test failed before closing its browser.
+pub type Driver = Chromedriver;
 
-/// Starts chromedriver for a chromium that trusts `ca` (a PEM file).
 pub fn driver(ca: &Path) -> Driver {
-    let home = stratus_e2e::browser_home(ca).unwrap();
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .process_group(0)
-        .arg(format!("--port={port}"))
-        .env("HOME", home.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver (Debian's chromium-driver; scripts/install-deps.sh installs it)");
-    let driver = Driver {
-        _process: SpawnedGroup(child),
-        port,
-        home,
-    };
-    let deadline = Instant::now() + SOON;
-    while TcpListener::bind(("127.0.0.1", port)).is_ok() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    driver
+    Chromedriver::start(ca).unwrap()
 }
 
 /// A new headless chromium session (its own profile under the driver's home).
@@ -67,20 +37,7 @@ pub async fn browser(driver: &Driver) -> Client {
     let profile = PROFILE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     capabilities.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--window-size=1400,1100",
-                format!("--user-data-dir={}", driver.home.path().join(format!("profile-{profile}")).display()),
-            ],
-        }),
+        driver.chrome_options(&format!("profile-{profile}")),
     );
     ClientBuilder::rustls()
         .unwrap()

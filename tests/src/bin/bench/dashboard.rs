@@ -8,13 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
-
 use anyhow::{bail, Context as _};
 use reqwest::redirect::Policy;
 use serde_json::{json, Value};
-use stratus_e2e::{SpawnedGroup, TestCloud};
+use stratus_e2e::{Chromedriver, TestCloud};
 
 use crate::report;
 
@@ -128,39 +125,16 @@ const PAINTS: usize = 20;
 
 /// First contentful paint of the overview and the instances page in headless chromium.
 fn first_paint(cloud: &TestCloud, password: &str) -> anyhow::Result<()> {
-    let home = stratus_e2e::browser_home(&cloud.ca_certificate())?;
-    let port = stratus_e2e::free_port();
-    let _driver = SpawnedGroup(
-        Command::new("chromedriver")
-            .process_group(0)
-            .arg(format!("--port={port}"))
-            .env("HOME", home.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("chromedriver (Debian's chromium-driver)")?,
-    );
+    let driver = Chromedriver::start(&cloud.ca_certificate())?;
+    let port = driver.port;
     let webdriver = format!("http://127.0.0.1:{port}");
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{webdriver}/status")).send().is_err() {
-        if Instant::now() > deadline {
-            bail!("chromedriver did not listen");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let session: Value = http
         .post(format!("{webdriver}/session"))
-        .json(
-            &json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--no-first-run", "--window-size=1400,1100",
-                     format!("--user-data-dir={}", home.path().join("profile").display())]}}}}),
-        )
+        .json(&json!({"capabilities": {"alwaysMatch": {
+                "goog:chromeOptions": driver.chrome_options("profile")}}}))
         .send()?
         .error_for_status()?
         .json()?;
