@@ -12,7 +12,8 @@ CLI_NAMES := run-instance describe-instance kill-instance stop-instance start-in
 	copy-config build-metadata sign-metadata \
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
 	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
-	delete-image create-user describe-users update-user delete-user create-join-token revoke-host
+	delete-image create-user describe-users update-user delete-user create-join-token revoke-host \
+	describe-hosts update-host remove-host
 
 .PHONY: deps check-tools build release appliance demo stop test unit e2e libcloud bench install packages fmt clippy
 

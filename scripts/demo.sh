@@ -133,7 +133,7 @@ EOF
         reboot-instance console-instance events copy-config \
         create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
         describe-images delete-image create-user describe-users update-user delete-user \
-        create-join-token revoke-host; do
+        create-join-token revoke-host describe-hosts update-host remove-host; do
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"
     done
     # The appliance where the qemu user can read it, whatever the checkout's permissions.

@@ -182,6 +182,7 @@ mod tests {
             hostname: "Web_1.example".into(),
             disks: Vec::new(),
             accepted_at_ms: None,
+            confirm: false,
         }
     }
 

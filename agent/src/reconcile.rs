@@ -152,6 +152,9 @@ struct Inner {
     seen_running: HashSet<u64>,
     /// The last state queued for the controller, per instance.
     reported: HashMap<u64, ActualState>,
+    /// Instances whose state the controller asked to confirm (it lost track while this host
+    /// was counted down), and the desired-state version the last state was sent again for.
+    confirmed: HashMap<u64, u64>,
     unknown: Vec<String>,
     /// The cache's contents as last queued for the controller.
     reported_images: Option<Vec<String>>,
@@ -400,6 +403,18 @@ impl Reconciler {
             }
             for instance in &desired.instances {
                 let id = instance.id;
+                if instance.confirm && inner.confirmed.get(&id) != Some(&desired.version) {
+                    inner.confirmed.insert(id, desired.version);
+                    // What was queued before may have been lost with the contact: say it
+                    // again. (With nothing queued yet, this pass reports what it sees.)
+                    if let Some(&state) = inner.reported.get(&id) {
+                        let _ = self.reports.send(ReportEvent::Instance(ReportedInstance {
+                            id,
+                            state,
+                            reason: None,
+                        }));
+                    }
+                }
                 if inner.in_flight.contains(&id)
                     || inner.finished_at.get(&id).is_some_and(|&at| at > listed_at)
                 {
@@ -476,6 +491,7 @@ impl Reconciler {
             }
             // Forget instances the controller no longer mentions.
             inner.reported.retain(|id, _| wanted.contains(id));
+            inner.confirmed.retain(|id, _| wanted.contains(id));
             inner.seen_running.retain(|id| wanted.contains(id));
             inner.finished_at.retain(|id, _| wanted.contains(id));
             let disks_wanted: HashSet<(u64, &str)> = desired

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 pub use stratus_common::api::PowerAction;
 use stratus_common::api::{
-    ApiError, CreateInstance, Endorser, ImageList, Instance, InstanceType, MarketplaceEntry,
-    PolicyVerdict, RegisterEndorser, User,
+    ApiError, CreateInstance, Endorser, Host, ImageList, Instance, InstanceType, MarketplaceEntry,
+    PolicyVerdict, RegisterEndorser, UpdateHost, User,
 };
 use stratus_common::events::{EventEnvelope, SseParser};
 use stratus_common::marketplace::{is_identifier, ImageKind, SignedMetadata};
@@ -507,7 +507,6 @@ impl Client {
         self.send(self.http.delete(url), None).map(drop)
     }
 
-    /// `DELETE /images/{name}`: remove a site image (administrators).
     /// `POST /hosts/{name}/join-tokens` (administrators): a one-time token the host enrols
     /// with, valid `ttl` seconds (the cloud's default without it).
     pub fn create_join_token(
@@ -533,6 +532,36 @@ impl Client {
         self.send(self.http.delete(url), None).map(drop)
     }
 
+    /// `GET /hosts` (administrators), in the API's order.
+    pub fn list_hosts(&self) -> Result<Vec<Host>, ClientError> {
+        self.call(
+            self.http.get(self.endpoints.primary().api_url("/hosts")),
+            None,
+        )
+    }
+
+    /// `PATCH /hosts/{name}` (administrators): into maintenance or back in service; the host as
+    /// it is now.
+    pub fn update_host(&self, host: &str, update: &UpdateHost) -> Result<Host, ClientError> {
+        let url = self.endpoints.primary().api_url(&host_path(host)?);
+        self.call(self.http.patch(url).json(update), None)
+    }
+
+    /// `DELETE /hosts/{name}` (administrators): forget a host that holds no instance or disk,
+    /// or with `force` one that is down whatever it holds (its instances fail, its disks are
+    /// lost).
+    pub fn remove_host(&self, host: &str, force: bool) -> Result<(), ClientError> {
+        let url = self.endpoints.primary().api_url(&host_path(host)?);
+        let builder = self.http.delete(url);
+        let builder = if force {
+            builder.query(&[("force", "true")])
+        } else {
+            builder
+        };
+        self.send(builder, None).map(drop)
+    }
+
+    /// `DELETE /images/{name}`: remove a site image (administrators).
     pub fn delete_image(&self, name: &str) -> Result<(), ClientError> {
         let url = self
             .endpoints
@@ -788,6 +817,11 @@ fn check_uuid(id: &str) -> Result<(), ClientError> {
 /// `/users/{name}` for a valid account name.
 fn user_path(name: &str) -> Result<String, ClientError> {
     Ok(format!("/users/{}", path_name(name)?))
+}
+
+/// `/hosts/{name}` for a valid host name.
+fn host_path(name: &str) -> Result<String, ClientError> {
+    Ok(format!("/hosts/{}", path_name(name)?))
 }
 
 /// A name as one path segment: the names the cloud accepts (letters, digits, `.`, `_`, `-`).
@@ -1261,6 +1295,46 @@ mod tests {
         )));
         assert!(requests[2].starts_with("GET /api/v1/volumes HTTP/1.1\r\n"));
         assert!(requests[3].starts_with(&format!("GET /api/v1/volumes/{DISK} HTTP/1.1\r\n")));
+    }
+
+    #[test]
+    fn host_calls_and_their_urls() {
+        let host = output::tests::host("node-1");
+        let view = serde_json::to_string(&host).unwrap();
+        let server = CannedServer::start(vec![
+            http_response("200 OK", &format!("[{view}]")),
+            http_response("200 OK", &view),
+            http_response("204 No Content", ""),
+            http_response(
+                "409 Conflict",
+                r#"{"code":"host_in_use","message":"host node-1 still holds 2 instances"}"#,
+            ),
+        ]);
+        let client = Client::new(server.endpoint.clone(), alice(), &Tls::default()).unwrap();
+        assert_eq!(client.list_hosts().unwrap(), vec![host.clone()]);
+        let update = UpdateHost {
+            maintenance: true,
+            reason: Some("disk replacement".into()),
+        };
+        assert_eq!(client.update_host("node-1", &update).unwrap(), host);
+        client.remove_host("node-1", true).unwrap();
+        let err = client.remove_host("node-1", false).unwrap_err();
+        assert_eq!(err.to_string(), "host node-1 still holds 2 instances");
+        assert!(!err.is_fatal());
+        // Not a name: refused before asking (it would not be one URL path segment).
+        assert!(client.remove_host("../users/alice", true).is_err());
+        assert!(client.update_host("a/b", &update).is_err());
+
+        let requests = server.requests();
+        assert!(requests[0].starts_with("GET /api/v1/hosts HTTP/1.1\r\n"));
+        assert!(requests[1].starts_with("PATCH /api/v1/hosts/node-1 HTTP/1.1\r\n"));
+        assert!(
+            requests[1].ends_with(r#"{"maintenance":true,"reason":"disk replacement"}"#),
+            "{}",
+            requests[1]
+        );
+        assert!(requests[2].starts_with("DELETE /api/v1/hosts/node-1?force=true HTTP/1.1\r\n"));
+        assert!(requests[3].starts_with("DELETE /api/v1/hosts/node-1 HTTP/1.1\r\n"));
     }
 
     #[test]

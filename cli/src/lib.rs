@@ -32,8 +32,11 @@ use commands::describe::DescribeArgs;
 use commands::describe_endorsers::DescribeEndorsersArgs;
 use commands::describe_images::DescribeImagesArgs;
 use commands::events::EventsArgs;
+use commands::hosts::describe::DescribeHostsArgs;
 use commands::hosts::join_token::CreateJoinTokenArgs;
+use commands::hosts::remove::RemoveHostArgs;
 use commands::hosts::revoke::RevokeHostArgs;
+use commands::hosts::update::UpdateHostArgs;
 use commands::kill::KillArgs;
 use commands::policy_image::PolicyImageArgs;
 use commands::power::PowerArgs;
@@ -133,6 +136,12 @@ enum Command {
     CreateJoinToken(CreateJoinTokenArgs),
     /// Take every certificate of hosts out of force (administrators)
     RevokeHost(RevokeHostArgs),
+    /// List the hypervisor hosts, their state and load (administrators)
+    DescribeHosts(DescribeHostsArgs),
+    /// Put a host in maintenance or back in service (administrators)
+    UpdateHost(UpdateHostArgs),
+    /// Remove hosts from the cloud for good (administrators)
+    RemoveHost(RemoveHostArgs),
 }
 
 fn dispatch(
@@ -178,6 +187,9 @@ fn dispatch(
         Command::DeleteUser(args) => commands::users::delete::run(ctx, args, out, err),
         Command::CreateJoinToken(args) => commands::hosts::join_token::run(ctx, args, out),
         Command::RevokeHost(args) => commands::hosts::revoke::run(ctx, args, out, err),
+        Command::DescribeHosts(args) => commands::hosts::describe::run(ctx, args, out),
+        Command::UpdateHost(args) => commands::hosts::update::run(ctx, args, out),
+        Command::RemoveHost(args) => commands::hosts::remove::run(ctx, args, out, err),
     }
 }
 
@@ -517,6 +529,102 @@ mod tests {
             "tag",
             "type",
             "--public",
+        ] {
+            assert!(help.contains(text), "{text} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn host_commands_by_their_classic_names() {
+        let cli = parse(&["stratus-describe-hosts", "--json"]).unwrap();
+        let Command::DescribeHosts(describe) = cli.command else {
+            panic!("not describe-hosts")
+        };
+        assert!(describe.json);
+        assert!(parse(&["stratus-describe-hosts", "h1"]).is_err());
+
+        let cli = parse(&[
+            "stratus-update-host",
+            "h1",
+            "--maintenance",
+            "--reason",
+            "disk replacement",
+        ])
+        .unwrap();
+        let Command::UpdateHost(update) = cli.command else {
+            panic!("not update-host")
+        };
+        assert_eq!(update.host, "h1");
+        assert_eq!(
+            update.update(),
+            stratus_common::api::UpdateHost {
+                maintenance: true,
+                reason: Some("disk replacement".into())
+            }
+        );
+        let cli = parse(&["stratus-update-host", "h1", "--no-maintenance"]).unwrap();
+        let Command::UpdateHost(update) = cli.command else {
+            panic!("not update-host")
+        };
+        assert_eq!(
+            update.update(),
+            stratus_common::api::UpdateHost {
+                maintenance: false,
+                reason: None
+            }
+        );
+        // Exactly one of --maintenance and --no-maintenance; a reason only with maintenance.
+        let usage_error = |args: &[&str]| {
+            let kind = parse(args).unwrap_err().kind();
+            assert!(
+                matches!(
+                    kind,
+                    clap::error::ErrorKind::MissingRequiredArgument
+                        | clap::error::ErrorKind::ArgumentConflict
+                ),
+                "{args:?}: {kind:?}"
+            );
+        };
+        usage_error(&["stratus-update-host", "h1"]);
+        usage_error(&["stratus-update-host", "h1", "--reason", "x"]);
+        usage_error(&[
+            "stratus-update-host",
+            "h1",
+            "--no-maintenance",
+            "--reason",
+            "x",
+        ]);
+        usage_error(&[
+            "stratus-update-host",
+            "h1",
+            "--maintenance",
+            "--no-maintenance",
+        ]);
+        assert!(parse(&["stratus-update-host", "--maintenance"]).is_err());
+
+        let cli = parse(&["stratus-remove-host", "h1", "h2", "--force"]).unwrap();
+        let Command::RemoveHost(remove) = cli.command else {
+            panic!("not remove-host")
+        };
+        assert_eq!(remove.hosts, ["h1", "h2"]);
+        assert!(remove.force);
+        let cli = parse(&["stratus-remove-host", "h1"]).unwrap();
+        let Command::RemoveHost(remove) = cli.command else {
+            panic!("not remove-host")
+        };
+        assert!(!remove.force);
+        assert!(parse(&["stratus-remove-host"]).is_err());
+    }
+
+    #[test]
+    fn remove_host_force_says_what_is_lost() {
+        let help = parse(&["stratus-remove-host", "-h"])
+            .unwrap_err()
+            .to_string();
+        for text in [
+            "down and gone for good",
+            "instances fail",
+            "disks it stored are lost",
         ] {
             assert!(help.contains(text), "{text} missing from:\n{help}");
         }

@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 use stratus_common::api::{
-    Compression, DiskFormat, Endorser, Image, ImageList, Instance, InstanceState, InstanceType,
-    MarketplaceEntry, MarketplacePage, PolicyVerdict, User,
+    Compression, DiskFormat, Endorser, Host, Image, ImageList, Instance, InstanceState,
+    InstanceType, MarketplaceEntry, MarketplacePage, PolicyVerdict, User,
 };
 use stratus_common::events::EventEnvelope;
 use stratus_common::marketplace::parse_timestamp;
@@ -338,6 +338,126 @@ pub fn render_join_token(token: &stratus_common::agent::JoinTokenCreated) -> Str
 /// `revoke-host`: a host whose certificates are out of force.
 pub fn render_revoked(host: &str) -> String {
     format!("REVOKED host {}\n", one_line(host))
+}
+
+/// `update-host`: the host as it is now; in maintenance, whether it is drained (it may be shut
+/// down) or how many instances it still runs.
+pub fn render_host_updated(host: &Host) -> String {
+    let name = one_line(&host.name);
+    let Some(maintenance) = &host.maintenance else {
+        return format!("IN SERVICE host {name}\n");
+    };
+    let reason = maintenance
+        .reason
+        .as_deref()
+        .map_or_else(String::new, |reason| format!(" ({})", one_line(reason)));
+    let holding = if host.drained {
+        "drained".to_owned()
+    } else {
+        format!("still holds {}", count(host.instances, "instance"))
+    };
+    format!("MAINTENANCE host {name}{reason}: {holding}\n")
+}
+
+/// `remove-host`: a host the cloud no longer knows.
+pub fn render_removed_host(host: &str) -> String {
+    format!("REMOVED host {}\n", one_line(host))
+}
+
+/// `1 instance`, `2 instances`.
+fn count(n: u32, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Column labels of `describe-hosts`. The last column is not padded.
+const HOST_COLUMNS: [&str; 7] = [
+    "name",
+    "status",
+    "instances",
+    "vcpu",
+    "memory MiB",
+    "pool GiB",
+    "last seen",
+];
+
+/// `up` or `down`, then `,maintenance` while new instances are kept off it, or `,drained` once
+/// it is in maintenance and runs no instance any more (it may be shut down).
+fn host_status(host: &Host) -> String {
+    let status = one_line(&host.status);
+    match (&host.maintenance, host.drained) {
+        (_, true) => format!("{status},drained"),
+        (Some(_), false) => format!("{status},maintenance"),
+        (None, false) => status,
+    }
+}
+
+/// `describe-hosts`: one host a line, in the order given, with its instances and the vCPUs,
+/// memory and volume pool used of its total (`-` for a host that stores no disks), and when its
+/// agent last talked to the controller that answered (`-`: not since that controller started).
+/// Under a host in maintenance, since when and why; under one whose hypervisor runs domains no
+/// instance accounts for, their names.
+pub fn render_hosts(hosts: &[Host]) -> String {
+    let rows: Vec<[String; 7]> = hosts
+        .iter()
+        .map(|h| {
+            [
+                one_line(&h.name),
+                host_status(h),
+                h.instances.to_string(),
+                format!("{}/{}", h.used_vcpus, h.vcpus),
+                format!("{}/{}", h.used_memory_mib, h.memory_mib),
+                h.volume_pool_gib.map_or_else(
+                    || "-".to_owned(),
+                    |total| format!("{}/{total}", h.volume_pool_used_gib),
+                ),
+                h.last_seen
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), guide_time),
+            ]
+        })
+        .collect();
+    let widths: [usize; 7] = std::array::from_fn(|c| {
+        rows.iter()
+            .map(|r| r[c].chars().count())
+            .chain([HOST_COLUMNS[c].len()])
+            .max()
+            .unwrap_or(0)
+            + 1
+    });
+    let line = |cells: [&str; 7]| {
+        let mut text = String::new();
+        for (c, cell) in cells.iter().enumerate() {
+            if c + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}", width = widths[c]));
+            }
+        }
+        text + "\n"
+    };
+
+    let mut out = line(HOST_COLUMNS);
+    for (host, row) in hosts.iter().zip(&rows) {
+        out += &line(std::array::from_fn(|c| row[c].as_str()));
+        if let Some(maintenance) = &host.maintenance {
+            out += &format!("    maintenance since {}", guide_time(&maintenance.since));
+            if let Some(reason) = &maintenance.reason {
+                out += &format!(": {}", one_line(reason));
+            }
+            out.push('\n');
+        }
+        if !host.unknown_domains.is_empty() {
+            out += &format!(
+                "    unknown domains: {}\n",
+                one_line(&host.unknown_domains.join(", "))
+            );
+        }
+    }
+    out
 }
 
 /// `create-user`: the account made, and the generated password if there is one (shown once).
@@ -817,6 +937,117 @@ id  state     vcpu memory    name            cpu% host/ip
             render_users(&[alice, root]),
             "name  admin\nalice no\nroot  yes\n"
         );
+    }
+
+    /// A host as the API would show it: up, idle, no volume pool.
+    pub(crate) fn host(name: &str) -> Host {
+        Host {
+            name: name.into(),
+            vcpus: 8,
+            memory_mib: 16384,
+            disk_gib: 200,
+            domain_type: stratus_common::api::DomainType::Kvm,
+            arch: "x86_64".into(),
+            hypervisor: "qemu:///system".into(),
+            used_vcpus: 0,
+            used_memory_mib: 0,
+            instances: 0,
+            status: "up".into(),
+            status_since: None,
+            maintenance: None,
+            drained: false,
+            last_seen: Some("2026-05-01T10:00:00Z".into()),
+            unknown_domains: Vec::new(),
+            images: Vec::new(),
+            precache: Vec::new(),
+            volume_pool_gib: None,
+            volume_pool_used_gib: 0,
+            changes: Vec::new(),
+        }
+    }
+
+    fn in_maintenance(mut host: Host, reason: Option<&str>) -> Host {
+        host.maintenance = Some(stratus_common::api::HostMaintenance {
+            reason: reason.map(Into::into),
+            since: "2026-05-01T09:00:00Z".into(),
+        });
+        host
+    }
+
+    #[test]
+    fn host_table_shows_status_load_and_maintenance() {
+        let busy = Host {
+            used_vcpus: 3,
+            used_memory_mib: 384,
+            instances: 2,
+            volume_pool_gib: Some(100),
+            volume_pool_used_gib: 15,
+            ..host("node-1")
+        };
+        let down = Host {
+            status: "down".into(),
+            status_since: Some("2026-04-30T08:00:00Z".into()),
+            last_seen: None,
+            unknown_domains: vec!["stray\nvm".into(), "old-7".into()],
+            ..host("node-2")
+        };
+        let draining = Host {
+            instances: 1,
+            used_vcpus: 1,
+            used_memory_mib: 128,
+            ..in_maintenance(host("node-3"), None)
+        };
+        let drained = Host {
+            drained: true,
+            ..in_maintenance(host("node-4-long-name"), Some("disk\nreplacement"))
+        };
+        assert_eq!(
+            render_hosts(&[busy, down, draining, drained]),
+            "\
+name             status         instances vcpu memory MiB pool GiB last seen
+node-1           up             2         3/8  384/16384  15/100   2026/05/01 10:00:00
+node-2           down           0         0/8  0/16384    -        -
+    unknown domains: stray vm, old-7
+node-3           up,maintenance 1         1/8  128/16384  -        2026/05/01 10:00:00
+    maintenance since 2026/05/01 09:00:00
+node-4-long-name up,drained     0         0/8  0/16384    -        2026/05/01 10:00:00
+    maintenance since 2026/05/01 09:00:00: disk replacement
+"
+        );
+        assert_eq!(
+            render_hosts(&[]),
+            "name status instances vcpu memory MiB pool GiB last seen\n"
+        );
+    }
+
+    #[test]
+    fn host_update_and_removal_lines() {
+        let drained = Host {
+            drained: true,
+            ..in_maintenance(host("h1"), Some("disk replacement"))
+        };
+        assert_eq!(
+            render_host_updated(&drained),
+            "MAINTENANCE host h1 (disk replacement): drained\n"
+        );
+        let busy = Host {
+            instances: 2,
+            ..in_maintenance(host("h1"), None)
+        };
+        assert_eq!(
+            render_host_updated(&busy),
+            "MAINTENANCE host h1: still holds 2 instances\n"
+        );
+        let one = Host {
+            instances: 1,
+            ..in_maintenance(host("h1"), Some("a\x1b[31mb"))
+        };
+        assert_eq!(
+            render_host_updated(&one),
+            "MAINTENANCE host h1 (a [31mb): still holds 1 instance\n"
+        );
+        assert_eq!(render_host_updated(&host("h1")), "IN SERVICE host h1\n");
+        assert_eq!(render_removed_host("h1"), "REMOVED host h1\n");
     }
 
     #[test]

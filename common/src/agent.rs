@@ -213,6 +213,10 @@ pub struct DesiredInstance {
     /// from it the time to the guest running (its metrics). Absent from older controllers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_at_ms: Option<u64>,
+    /// The controller lost track of this instance (its host was counted down): report its
+    /// state again even if it did not change since the last report.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm: bool,
 }
 
 /// What a host needs to know of an image to boot from it.

@@ -44,9 +44,27 @@ pub enum InstanceState {
     /// A reboot was asked; the host restarts the guest (an ACPI power-off request, the power
     /// cut after a timeout, then a boot from the same disk).
     Rebooting,
+    /// Its host is down: the controller cannot tell what the guest does (it may still run, so
+    /// it is never started elsewhere). Its host's next report says again.
+    Unknown,
 }
 
 impl InstanceState {
+    /// Every state, in the order of an instance's life (for counts by state).
+    pub const ALL: [InstanceState; 11] = [
+        Self::Pending,
+        Self::Booting,
+        Self::Running,
+        Self::Unknown,
+        Self::Stopping,
+        Self::PoweringOff,
+        Self::Stopped,
+        Self::Starting,
+        Self::Rebooting,
+        Self::Done,
+        Self::Failed,
+    ];
+
     /// Done and Failed are final: nothing runs and nothing will.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Done | Self::Failed)
@@ -64,6 +82,7 @@ impl InstanceState {
             Self::PoweringOff => "PoweringOff",
             Self::Starting => "Starting",
             Self::Rebooting => "Rebooting",
+            Self::Unknown => "Unknown",
         }
     }
 }
@@ -370,8 +389,18 @@ pub struct Host {
     pub used_memory_mib: u64,
     /// Instances placed here that are not Done or Failed.
     pub instances: u32,
-    /// `up` while its agent keeps in touch, `down` after it has been silent too long.
+    /// `up` while its agent keeps in touch, `down` after it has been silent too long (as the
+    /// leader judged it; replicated, so every node says the same).
     pub status: String,
+    /// RFC 3339 time it went up or down (absent: up since it registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_since: Option<String>,
+    /// Set while an administrator keeps new instances off it; those it runs stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<HostMaintenance>,
+    /// In maintenance and holding no instance any more: it may be shut down.
+    #[serde(default)]
+    pub drained: bool,
     /// RFC 3339 time the agent last talked to this controller (not replicated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
@@ -392,6 +421,30 @@ pub struct Host {
     /// Who changed it and how (the audit trail), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
+}
+
+/// A host's maintenance, as an administrator set it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostMaintenance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// RFC 3339 time it began.
+    pub since: String,
+}
+
+/// `PATCH /api/v1/hosts/{name}` (admin): put a host in maintenance or back in service.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"maintenance": true, "reason": "disk replacement"})))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateHost {
+    /// True: no new instances or disks are placed on it (those it holds stay). False: back in
+    /// service.
+    pub maintenance: bool,
+    /// Why, for other administrators (with `maintenance: true` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `POST /api/v1/hosts/{name}/images` (admin): fetch an image onto a host ahead of time.

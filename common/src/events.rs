@@ -8,6 +8,55 @@ use serde::{Deserialize, Serialize};
 /// given a snapshot): the client reads the current state again.
 pub const EVENTS_LOST: &str = "events-lost";
 
+/// Every event type the stream sends (the SSE `event` field): a client listening to typed
+/// events listens to these. The controller's tests check that every event it makes has its
+/// type here.
+pub const TYPES: &[&str] = &[
+    "cluster-bootstrapped",
+    "user-created",
+    "host-registered",
+    "host-enrolled",
+    "host-certificate-renewed",
+    "host-revoked",
+    "host-up",
+    "host-down",
+    "host-maintenance",
+    "host-in-service",
+    "host-removed",
+    "image-pinned",
+    "image-unpinned",
+    "image-registered",
+    "image-entry-appended",
+    "endorser-registered",
+    "network-defined",
+    "instance-created",
+    "instance-booting",
+    "instance-running",
+    "instance-unknown",
+    "instance-stopping",
+    "instance-powering-off",
+    "instance-stopped",
+    "instance-starting",
+    "instance-rebooting",
+    "instance-done",
+    "instance-failed",
+    "volume-created",
+    "volume-available",
+    "volume-failed",
+    "volume-deleting",
+    "volume-deleted",
+    "volume-attaching",
+    "volume-attached",
+    "volume-detaching",
+    "volume-stuck",
+    "volume-detached",
+    "member-added",
+    "member-promoted",
+    "member-removed",
+    "leader-changed",
+    EVENTS_LOST,
+];
+
 /// How many events of one Raft entry a sequence number can tell apart: the sequence number of
 /// the `k`-th event of entry `index` is `index * EVENTS_PER_ENTRY + k`.
 pub const EVENTS_PER_ENTRY: u64 = 10_000;

@@ -7,11 +7,12 @@
 //! would apply differently) and what does not match its checksum (a damaged disk), with a
 //! message saying so, instead of skipping it and diverging from its peers.
 //!
-//! The payload is what the state-machine version says: version 3 (this build: trust, that is
-//! join tokens, host certificates, API tokens, certificate subjects; the power commands and
-//! Stopped states of the instance life-cycle; account changes) and version 2 write the
-//! stored types of [`crate::persist`] with bincode 2, a version-2 snapshot read through its
-//! frozen form; version 1 wrote the in-memory types as JSON, and values from before framing
+//! The payload is what the state-machine version says: version 4 (this build: hosts' life,
+//! that is up, down, maintenance and removal, and instances in an Unknown state), version 3
+//! (trust, that is join tokens, host certificates, API tokens, certificate subjects; the power
+//! commands and Stopped states of the instance life-cycle; account changes) and version 2
+//! write the stored types of [`crate::persist`] with bincode 2, a snapshot of version 2 or 3
+//! read through its frozen form; version 1 wrote the in-memory types as JSON, and values from before framing
 //! are bare JSON. Every older form is still read, so a store written by an older controller
 //! opens after an upgrade. A rolling upgrade therefore
 //! upgrades the followers first and the leader last: an old follower refuses (and halts on)
@@ -25,7 +26,7 @@ use crate::persist::{self, FormatError, Persist};
 /// The version of the state machine's commands and state this build writes and understands.
 /// Bump it when a command's meaning or the stored format changes, so that older nodes refuse
 /// the new entries.
-pub const STATE_MACHINE_VERSION: u16 = 3;
+pub const STATE_MACHINE_VERSION: u16 = 4;
 
 /// The last version whose payload was JSON.
 const LAST_JSON_VERSION: u16 = 1;

@@ -204,6 +204,9 @@ impl Failure for Rejection {
             Rejection::Volume(e) => e.kind(),
             Rejection::Trust(e) => e.kind(),
             Rejection::UnknownType(_) => Kind::BadRequest,
+            Rejection::HostHolds { .. }
+            | Rejection::HostUp(_)
+            | Rejection::HostUnschedulable { .. } => Kind::Conflict,
             Rejection::UnknownInstance(_)
             | Rejection::UnknownHost(_)
             | Rejection::UnknownUser(_)
@@ -228,6 +231,7 @@ impl Failure for Rejection {
             Rejection::Ipam(e) => e.code(),
             Rejection::Volume(e) => e.code(),
             Rejection::WrongState { .. } => "wrong_state",
+            Rejection::HostHolds { .. } => "host_in_use",
             Rejection::Trust(e) => e.code(),
             _ => self.kind().code(),
         }

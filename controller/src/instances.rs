@@ -155,7 +155,6 @@ impl Instances {
             .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
         let image_spec = self.images.resolve(caller.reads(), &request.image).await?;
         for _ in 0..PLACEMENT_TRIES {
-            let up = self.hosts.up(caller.reads()).await?;
             let holding = self.hosts.holding(&image_spec.disk.sha256);
             let first_disk = volumes.first().map(|(id, _)| id.as_str());
             let placing = std::time::Instant::now();
@@ -166,27 +165,23 @@ impl Instances {
                         InputError::new("type", format!("unknown instance type {type_name:?}"))
                     })?;
                     // Next to its first disk if that host can take it (no network hop for the
-                    // data), else wherever the scheduler says.
-                    let local = first_disk
-                        .and_then(|id| s.volumes.get(id))
-                        .map(|v| v.host.clone())
-                        .filter(|h| {
-                            up.contains(h)
-                                && s.hosts
-                                    .get(h)
-                                    .is_some_and(|r| s.fits(r, size.vcpus, size.memory_mib))
-                        });
-                    Ok::<_, InputError>(match local {
-                        Some(host) => Ok(host),
-                        None => scheduler::place(s, &up, &holding, size.vcpus, size.memory_mib),
-                    })
+                    // data).
+                    let request = scheduler::Request {
+                        vcpus: size.vcpus,
+                        memory_mib: size.memory_mib,
+                        holding: &holding,
+                        preferred: first_disk
+                            .and_then(|id| s.volumes.get(id))
+                            .map(|v| v.host.as_str()),
+                    };
+                    Ok::<_, InputError>(scheduler::place(s, &request))
                 })
                 .await??;
             self.placement_seconds
                 .observe(placing.elapsed().as_secs_f64());
             let (host, failure) = match placement {
                 Ok(host) => (Some(host), None),
-                Err(reason) => (None, Some(reason)),
+                Err(none) => (None, Some(none.to_string())),
             };
             let command = Command::CreateInstance {
                 owner: caller.name.clone(),
@@ -212,7 +207,8 @@ impl Instances {
                         .map_err(|_| InstanceError::Vanished(id));
                 }
                 Ok(other) => return Err(InstanceError::Unexpected(other)),
-                Err(Rejection::NoRoom { .. }) => continue,
+                // The state changed between the choice and its apply: choose again.
+                Err(Rejection::NoRoom { .. } | Rejection::HostUnschedulable { .. }) => continue,
                 Err(r) => return Err(r.into()),
             }
         }

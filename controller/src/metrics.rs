@@ -74,19 +74,6 @@ pub struct Metrics {
     volumes: Family<StateLabel, Gauge>,
 }
 
-const INSTANCE_STATES: [InstanceState; 10] = [
-    InstanceState::Pending,
-    InstanceState::Booting,
-    InstanceState::Running,
-    InstanceState::Stopping,
-    InstanceState::Done,
-    InstanceState::Failed,
-    InstanceState::Stopped,
-    InstanceState::PoweringOff,
-    InstanceState::Starting,
-    InstanceState::Rebooting,
-];
-
 const VOLUME_STATES: [(VolumeState, &str); 4] = [
     (VolumeState::Creating, "creating"),
     (VolumeState::Available, "available"),
@@ -218,7 +205,7 @@ impl Metrics {
         set(&self.last_index, status.last_index);
         set(&self.snapshot_bytes, status.snapshot_bytes);
         set(&self.voters, status.voters.len() as u64);
-        let (instances, volumes, hosts) = services
+        let (instances, volumes, hosts, up) = services
             .replica
             .read(Consistency::Stale, |s| {
                 let mut instances: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -226,10 +213,11 @@ impl Metrics {
                     *instances.entry(instance.state.as_str()).or_default() += 1;
                 }
                 let volumes: Vec<VolumeState> = s.volumes.values().map(|v| v.state).collect();
-                (instances, volumes, s.hosts.len() as u64)
+                let up = s.hosts.keys().filter(|h| s.host_life(h).up).count() as u64;
+                (instances, volumes, s.hosts.len() as u64, up)
             })
             .await?;
-        for state in INSTANCE_STATES {
+        for state in InstanceState::ALL {
             let count = instances.get(state.as_str()).copied().unwrap_or(0);
             set(
                 &self.instances.get_or_create(&StateLabel {
@@ -246,7 +234,6 @@ impl Metrics {
                 volumes.iter().filter(|v| **v == state).count() as u64,
             );
         }
-        let up = services.hosts.up(Consistency::Stale).await?.len() as u64;
         for (name, count) in [("up", up), ("down", hosts.saturating_sub(up))] {
             set(
                 &self.hosts.get_or_create(&StatusLabel {

@@ -71,11 +71,7 @@ impl Services {
             settings.host_timeout,
         ));
         let events = EventHub::start(&replica, settings.volumes.detach_timeout);
-        let volumes = Arc::new(Volumes::new(
-            replica.clone(),
-            hosts.clone(),
-            settings.volumes,
-        ));
+        let volumes = Arc::new(Volumes::new(replica.clone(), settings.volumes));
         let observed = Arc::new(Observed::new(replica.clone()));
         let instances = Instances::new(
             replica.clone(),

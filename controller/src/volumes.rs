@@ -3,7 +3,6 @@
 //! command; the rules that must survive races (one writer, quotas, ownership) are applied in
 //! `state::volumes`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use stratus_common::volumes::{
@@ -12,7 +11,6 @@ use stratus_common::volumes::{
 
 use crate::decide::{export_name, now_ms, uuid};
 use crate::failure::{impl_failure, InputError};
-use crate::hosts::Hosts;
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::state::{volume_view, Command, Outcome, Quota, Rejection, State, VolumeRecord};
 use crate::users::Caller;
@@ -74,17 +72,12 @@ fn check_uuid(field: &'static str, id: &str) -> Result<(), InputError> {
 
 pub struct Volumes {
     replica: Replica,
-    hosts: Arc<Hosts>,
     settings: VolumeSettings,
 }
 
 impl Volumes {
-    pub fn new(replica: Replica, hosts: Arc<Hosts>, settings: VolumeSettings) -> Self {
-        Self {
-            replica,
-            hosts,
-            settings,
-        }
+    pub fn new(replica: Replica, settings: VolumeSettings) -> Self {
+        Self { replica, settings }
     }
 
     fn stuck_after_ms(&self) -> u64 {
@@ -132,14 +125,13 @@ impl Volumes {
         }
         let tag = request.tag.unwrap_or_default();
         validate_tag(&tag).map_err(|e| InputError::named("tag", e.to_string()))?;
-        // The storage host with the most room among those up.
-        let up = self.hosts.up(caller.reads()).await?;
+        // The storage host with the most room among those up and in service.
         let host = self
             .replica
             .read(caller.reads(), |s| {
                 s.hosts
                     .values()
-                    .filter(|h| h.volume_pool_gib.is_some() && up.contains(&h.name))
+                    .filter(|h| h.volume_pool_gib.is_some() && s.host_life(&h.name).schedulable())
                     .map(|h| (s.pool_free_gib(&h.name), std::cmp::Reverse(h.name.clone())))
                     .max()
             })

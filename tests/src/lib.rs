@@ -718,6 +718,20 @@ impl TestCloud {
         )
     }
 
+    pub fn patch(
+        &self,
+        user: &str,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(
+            self.http()?
+                .patch(self.url(path))
+                .basic_auth(user, Some(self.password(user)))
+                .json(body),
+        )
+    }
+
     /// POSTs a raw body with a JSON content type.
     pub fn post_raw(
         &self,

@@ -112,6 +112,7 @@ pub(crate) fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired
                 hostname: format!("vm-{id}"),
                 disks: Vec::new(),
                 accepted_at_ms: None,
+                confirm: false,
             })
             .collect(),
         precache: Vec::new(),
@@ -184,6 +185,26 @@ fn starts_a_wanted_instance_with_an_overlay_and_reports_it_running() {
     assert!(pass(&rig, &want).is_empty());
     assert_eq!(rig.hv.created().len(), 1);
     assert!(drain(&mut rig).is_empty());
+}
+
+#[test]
+fn says_again_what_it_reported_when_the_controller_asks_to_confirm() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[(7, Desire::Run)]);
+    pass(&rig, &want);
+    assert_eq!(drain(&mut rig).len(), 2, "Booting, Running");
+    // The controller counted the host down meanwhile: it asks for the state once per
+    // desired-state version.
+    want.version = 2;
+    want.instances[0].confirm = true;
+    assert!(pass(&rig, &want).is_empty(), "nothing to do to the guest");
+    assert_eq!(drain(&mut rig), vec![(7, ActualState::Running, None)]);
+    assert!(pass(&rig, &want).is_empty());
+    assert!(drain(&mut rig).is_empty(), "once per version");
+    want.version = 3;
+    pass(&rig, &want);
+    assert_eq!(drain(&mut rig), vec![(7, ActualState::Running, None)]);
+    assert_eq!(rig.hv.created().len(), 1, "never started again");
 }
 
 #[test]

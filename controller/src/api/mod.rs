@@ -8,6 +8,7 @@ mod console;
 mod events;
 pub(crate) mod extract;
 pub mod forward;
+mod hosts;
 mod metrics;
 pub mod openapi;
 mod power;
@@ -95,6 +96,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<Arc<Services>> {
         .merge(accounts::routes())
         .merge(metrics::routes())
         .merge(usage::routes())
+        .merge(hosts::routes())
 }
 
 /// The whole HTTP service: the API and the dashboard's pages.

@@ -89,7 +89,7 @@ fn render_list(
                 h2 { "Hosts" }
                 table #hosts {
                     thead { tr {
-                        th { "host" } th { "status" } th { "instances" } th { "vCPUs placed" }
+                        th { "host" } th { "status" } th { "service" } th { "instances" } th { "vCPUs placed" }
                         th { "memory placed" } th { "CPU" } th { "load" } th { "memory used" }
                         th { "disk used" } th { "volume pool" } th { "last seen" } th { "unknown domains" }
                     } }
@@ -99,6 +99,7 @@ fn render_list(
                             tr data-host=(host.name) data-status=(host.status) {
                                 td { a href={ "/hosts/" (host.name) } { (host.name) } }
                                 td.status { (host.status) }
+                                td.service { (service(host)) }
                                 td.instances { (host.instances) }
                                 td { (host.used_vcpus) " / " (host.vcpus) }
                                 td { (host.used_memory_mib) " / " (host.memory_mib) " MiB" }
@@ -116,6 +117,21 @@ fn render_list(
             }
         },
     )
+}
+
+/// Whether the host takes new instances: in service, or in maintenance (with its reason), or
+/// drained (in maintenance and holding no instance any more).
+fn service(host: &Host) -> String {
+    match &host.maintenance {
+        None => "in service".to_owned(),
+        Some(m) => {
+            let state = if host.drained { "drained" } else { "maintenance" };
+            match &m.reason {
+                Some(reason) => format!("{state}: {reason}"),
+                None => state.to_owned(),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,7 +210,8 @@ fn render_detail(
                 section {
                     h2 { "Host " (host.name) }
                     dl.facts {
-                        dt { "status" } dd #status { (host.status) }
+                        dt { "status" } dd #status { (host.status) (host.status_since.as_deref().map(|t| format!(" since {t}")).unwrap_or_default()) }
+                        dt { "service" } dd #service { (service(&host)) }
                         dt { "hypervisor" } dd { (host.hypervisor) " (" (label(&host.domain_type)) ", " (host.arch) ")" }
                         dt { "capacity" } dd { (host.vcpus) " vCPUs, " (host.memory_mib) " MiB, " (host.disk_gib) " GiB" }
                         dt { "placed" } dd { (host.used_vcpus) " vCPUs, " (host.used_memory_mib) " MiB, " (host.instances) " instances" }

@@ -97,7 +97,8 @@ pub fn page(
                     button type="submit" { "Log out " (caller.name) }
                 }
             }
-            main #page data-since=[since] data-page=(title) { (body) }
+            main #page data-since=[since] data-page=(title)
+                data-event-types=(stratus_common::events::TYPES.join(" ")) { (body) }
         },
     )
 }

@@ -31,18 +31,7 @@ pub struct Overview {
     pub cache: Option<(u64, u64)>,
 }
 
-pub const STATES: [InstanceState; 10] = [
-    InstanceState::Pending,
-    InstanceState::Booting,
-    InstanceState::Running,
-    InstanceState::Stopping,
-    InstanceState::PoweringOff,
-    InstanceState::Stopped,
-    InstanceState::Starting,
-    InstanceState::Rebooting,
-    InstanceState::Done,
-    InstanceState::Failed,
-];
+pub const STATES: [InstanceState; 11] = InstanceState::ALL;
 
 /// Time from acceptance to the first Running, over the latest first boots: (count, p50, p90)
 /// in seconds.

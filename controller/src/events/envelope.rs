@@ -108,6 +108,34 @@ pub fn publish(seq: u64, now_ms: u64, event: &Event) -> Published {
                 Audience::Admins,
             )
         }
+        Event::HostContact { host: name, up } => {
+            host = Some(name.clone());
+            let kind = if *up { "host-up" } else { "host-down" };
+            (kind.into(), ("host", name.clone()), Audience::Admins)
+        }
+        Event::HostMaintenance {
+            host: name,
+            maintenance,
+            reason,
+        } => {
+            host = Some(name.clone());
+            detail("reason", json!(reason));
+            let kind = if *maintenance {
+                "host-maintenance"
+            } else {
+                "host-in-service"
+            };
+            (kind.into(), ("host", name.clone()), Audience::Admins)
+        }
+        Event::HostRemoved { host: name, force } => {
+            host = Some(name.clone());
+            detail("force", json!(force));
+            (
+                "host-removed".into(),
+                ("host", name.clone()),
+                Audience::Admins,
+            )
+        }
         Event::ImagePinned {
             host: name,
             sha256,
@@ -289,6 +317,132 @@ mod tests {
             seen: 0,
             via: Via::default(),
         }
+    }
+
+    /// Every kind of event, in each of its states: what a client must be able to listen to.
+    fn every_event() -> Vec<Event> {
+        use stratus_common::volumes::{AttachmentState, VolumeState};
+        let host = || "h1".to_owned();
+        let mut events = vec![
+            Event::Bootstrapped {
+                cluster_id: "c".into(),
+            },
+            Event::UserCreated { name: "u".into() },
+            Event::HostRegistered { host: host() },
+            Event::HostRevoked { host: host() },
+            Event::EndorserRegistered {
+                sha256: "ab".into(),
+            },
+            Event::NetworkDefined { name: "n".into() },
+            Event::ImageRegistered {
+                name: "i".into(),
+                owner: "u".into(),
+            },
+            Event::ImageEntryAppended {
+                seq: 1,
+                identifier: "x".into(),
+                endorser: "e@x".into(),
+            },
+            Event::LeaderChanged {
+                leader: Some(1),
+                term: 2,
+            },
+        ];
+        for flag in [false, true] {
+            events.push(Event::HostCertified {
+                host: host(),
+                renewal: flag,
+            });
+            events.push(Event::HostContact {
+                host: host(),
+                up: flag,
+            });
+            events.push(Event::HostMaintenance {
+                host: host(),
+                maintenance: flag,
+                reason: None,
+            });
+            events.push(Event::HostRemoved {
+                host: host(),
+                force: flag,
+            });
+            events.push(Event::ImagePinned {
+                host: host(),
+                sha256: "ab".into(),
+                pinned: flag,
+            });
+        }
+        for state in InstanceState::ALL {
+            events.push(Event::InstanceState {
+                id: 1,
+                name: "vm-1".into(),
+                owner: "u".into(),
+                host: Some(host()),
+                state,
+                reason: None,
+                at_ms: 1,
+            });
+        }
+        for state in [
+            Some(VolumeState::Creating),
+            Some(VolumeState::Available),
+            Some(VolumeState::Failed),
+            Some(VolumeState::Deleting),
+            None,
+        ] {
+            events.push(Event::VolumeState {
+                id: "v".into(),
+                owner: "u".into(),
+                host: host(),
+                state,
+                reason: None,
+            });
+        }
+        for state in [
+            Some(AttachmentState::Attaching),
+            Some(AttachmentState::Attached),
+            Some(AttachmentState::Detaching),
+            Some(AttachmentState::Stuck),
+            None,
+        ] {
+            events.push(Event::VolumeAttachment {
+                volume: "v".into(),
+                owner: "u".into(),
+                instance: 1,
+                instance_owner: None,
+                target: "vdb".into(),
+                state,
+            });
+        }
+        for change in [
+            MemberChange::AddLearner {
+                id: 2,
+                address: "a".into(),
+                api_address: "b".into(),
+                incarnation: "i".into(),
+            },
+            MemberChange::Promote { id: 2 },
+            MemberChange::Remove { id: 2 },
+        ] {
+            events.push(Event::MemberChanged { change });
+        }
+        events
+    }
+
+    /// The list clients (the dashboard) listen to names every type the stream sends, and
+    /// nothing else.
+    #[test]
+    fn every_event_type_is_in_the_list_clients_listen_to() {
+        use std::collections::BTreeSet;
+        use stratus_common::events::TYPES;
+        let mut sent: BTreeSet<String> = every_event()
+            .iter()
+            .map(|e| publish(1, 1, e).envelope.kind)
+            .collect();
+        sent.insert(lost(1, 1).kind);
+        let listed: BTreeSet<String> = TYPES.iter().map(|t| (*t).to_owned()).collect();
+        assert_eq!(sent, listed);
+        assert_eq!(listed.len(), TYPES.len(), "listed once each");
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! Which hosts are up: what this node last heard from each host's agent (soft state, not
-//! replicated). A host is up when its agent was in touch within the timeout. Whenever this node
-//! becomes the leader every host gets a fresh grace period of one timeout, so a leader change
-//! never makes a healthy host look down (its agent may have been talking to another node).
+//! What this node last heard from each host's agent (soft state, not replicated), from which
+//! the leader judges hosts up or down and proposes the change (see [`super::Hosts::start`]): the
+//! replicated judgment is what placement and every view use. An agent is in touch while its
+//! long-poll is open and for one timeout after its last call. Whenever this node becomes the
+//! leader every host gets a fresh grace period of one timeout before it may be judged down, so a
+//! leader change never makes a healthy host look down (its agent may have been talking to
+//! another node).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -16,6 +19,32 @@ pub struct Contact {
     pub unknown_domains: Vec<String>,
     /// SHA-256 of what the host's image cache holds.
     pub images: HashSet<String>,
+    /// Its agent's long-polls open on this node now.
+    pub polls: usize,
+}
+
+/// What the leader should propose about a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgment {
+    Up,
+    Down,
+}
+
+/// An open long-poll: the host counts as in touch until it is dropped.
+pub struct Poll<'a> {
+    liveness: &'a Liveness,
+    host: String,
+}
+
+impl Drop for Poll<'_> {
+    fn drop(&mut self) {
+        let mut contacts = self.liveness.contacts.lock().expect("contacts lock");
+        if let Some(contact) = contacts.get_mut(&self.host) {
+            contact.polls = contact.polls.saturating_sub(1);
+            contact.last_seen = Some(Instant::now());
+            contact.last_seen_ms = Some(crate::decide::now_ms());
+        }
+    }
 }
 
 pub struct Liveness {
@@ -59,30 +88,49 @@ impl Liveness {
         }
     }
 
-    /// Whether `host` counts as up now.
-    pub fn is_up(&self, host: &str) -> bool {
-        self.is_up_at(host, Instant::now())
+    /// Records that `host`'s agent opened a long-poll; it is in touch until the poll ends.
+    pub fn poll(&self, host: &str) -> Poll<'_> {
+        self.touch(host, None, None);
+        let mut contacts = self.contacts.lock().expect("contacts lock");
+        contacts.entry(host.to_owned()).or_default().polls += 1;
+        Poll {
+            liveness: self,
+            host: host.to_owned(),
+        }
     }
 
-    fn is_up_at(&self, host: &str, now: Instant) -> bool {
-        let within = |since: Instant| now.saturating_duration_since(since) < self.timeout;
-        within(*self.grace_since.lock().expect("grace lock"))
-            || self
-                .contacts
-                .lock()
-                .expect("contacts lock")
-                .get(host)
-                .and_then(|c| c.last_seen)
-                .is_some_and(within)
+    /// Whether `host`'s agent is in touch now: a long-poll open, or a call within the timeout.
+    pub fn in_touch(&self, host: &str) -> bool {
+        self.in_touch_at(host, Instant::now())
     }
 
-    /// Of `hosts`, those up now.
-    pub fn up<'a>(&self, hosts: impl IntoIterator<Item = &'a String>) -> HashSet<String> {
-        hosts
-            .into_iter()
-            .filter(|h| self.is_up(h))
-            .cloned()
-            .collect()
+    fn in_touch_at(&self, host: &str, now: Instant) -> bool {
+        self.contacts
+            .lock()
+            .expect("contacts lock")
+            .get(host)
+            .is_some_and(|c| {
+                c.polls > 0
+                    || c.last_seen
+                        .is_some_and(|seen| now.saturating_duration_since(seen) < self.timeout)
+            })
+    }
+
+    /// What should change of `host`, judged `up` now in the replicated state: down once its
+    /// agent is out of touch past the grace period, up again as soon as it is in touch.
+    pub fn judge(&self, host: &str, up: bool) -> Option<Judgment> {
+        self.judge_at(host, up, Instant::now())
+    }
+
+    fn judge_at(&self, host: &str, up: bool, now: Instant) -> Option<Judgment> {
+        let in_touch = self.in_touch_at(host, now);
+        let grace = now.saturating_duration_since(*self.grace_since.lock().expect("grace lock"))
+            < self.timeout;
+        match (up, in_touch) {
+            (true, false) if !grace => Some(Judgment::Down),
+            (false, true) => Some(Judgment::Up),
+            _ => None,
+        }
     }
 
     /// Hosts whose image cache holds the artifact with this SHA-256.
@@ -112,37 +160,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_are_up_in_the_grace_period_and_when_in_touch() {
+    fn a_silent_host_is_judged_down_after_the_grace_period_and_up_when_back() {
         let timeout = Duration::from_secs(60);
         let live = Liveness::new(timeout);
         let later = || Instant::now() + timeout + Duration::from_secs(1);
-        assert!(live.is_up("never-seen"), "in the grace period");
-        live.touch("a", None, Some(vec!["ab".into()]));
-        assert!(live.is_up("a"));
-        assert!(
-            !live.is_up_at("never-seen", later()),
+        assert_eq!(live.judge("never-seen", true), None, "in the grace period");
+        assert_eq!(
+            live.judge_at("never-seen", true, later()),
+            Some(Judgment::Down),
             "grace over, never heard from"
         );
-        assert!(
-            !live.is_up_at("a", later()),
+        live.touch("a", None, Some(vec!["ab".into()]));
+        assert!(live.in_touch("a"));
+        assert_eq!(live.judge("a", true), None);
+        assert_eq!(live.judge("a", false), Some(Judgment::Up), "back in touch");
+        assert_eq!(
+            live.judge_at("a", true, later()),
+            Some(Judgment::Down),
             "silent for longer than the timeout"
         );
-        live.touch("a", None, None);
+        // An open long-poll keeps it in touch however long it lasts.
+        {
+            let _poll = live.poll("a");
+            assert_eq!(live.judge_at("a", true, later()), None);
+        }
+        assert_eq!(live.contact("a").polls, 0);
         assert_eq!(
             live.contact("a").images.len(),
             1,
             "images kept when not reported"
         );
         assert_eq!(live.holding("ab"), HashSet::from(["a".to_owned()]));
-        // Long after the start, a never-seen host is down, until this node becomes leader.
+        // A new leader gives every host a grace period before it may be judged down.
         *live.grace_since.lock().unwrap() = Instant::now()
             .checked_sub(timeout * 2)
             .expect("the clock goes back two timeouts");
-        assert!(!live.is_up("never-seen"));
+        assert_eq!(live.judge("never-seen", true), Some(Judgment::Down));
         live.restart_grace();
-        assert!(
-            live.is_up("never-seen"),
-            "a new leader gives every host a grace period"
-        );
+        assert_eq!(live.judge("never-seen", true), None);
+        assert_eq!(live.judge("never-seen", false), None, "down stays down");
     }
 }

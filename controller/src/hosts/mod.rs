@@ -9,21 +9,21 @@ pub mod liveness;
 pub mod wakeups;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
-use stratus_common::api::Host;
+use stratus_common::api::{Host, UpdateHost};
 use stratus_common::names::validate_name;
 
 use crate::decide::now_ms;
 use crate::failure::{impl_failure, AdminOnly, InputError};
 use crate::images::{ImageError, Images};
 use crate::replica::{Consistency, Replica, ReplicaError};
-use crate::state::{host_view, Command, Event, HostRecord, Rejection, State};
+use crate::state::{host_view, Command, Event, HostRecord, Maintenance, Rejection, State};
 use crate::users::Caller;
 use enrolment::HostIdentity;
-use liveness::Liveness;
+use liveness::{Judgment, Liveness};
 use wakeups::Wakeups;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +84,8 @@ pub struct Hosts {
 }
 
 impl Hosts {
-    /// Starts following the replica (per-host wake-ups, leadership for liveness grace) on the
-    /// current tokio runtime.
+    /// Starts following the replica (per-host wake-ups, leadership for liveness grace) and, while
+    /// this node leads, judging hosts up or down, on the current tokio runtime.
     pub fn start(
         replica: Replica,
         images: Arc<Images>,
@@ -108,6 +108,11 @@ impl Hosts {
                 }
             }
         });
+        tokio::spawn(judge_hosts(
+            replica.clone(),
+            Arc::downgrade(&liveness),
+            (host_timeout / 5).clamp(Duration::from_millis(500), Duration::from_secs(10)),
+        ));
         Self {
             wakeups: Wakeups::start(replica.clone()),
             replica,
@@ -115,15 +120,6 @@ impl Hosts {
             signer,
             liveness,
         }
-    }
-
-    /// Of the registered hosts, those up now.
-    pub async fn up(&self, consistency: Consistency) -> Result<HashSet<String>, ReplicaError> {
-        let names: Vec<String> = self
-            .replica
-            .read(consistency, |s| s.hosts.keys().cloned().collect())
-            .await?;
-        Ok(self.liveness.up(&names))
     }
 
     /// Hosts whose image cache holds the artifact with this SHA-256.
@@ -189,10 +185,11 @@ impl Hosts {
     ) -> Result<HostDesired, HostError> {
         identity.require(host)?;
         self.require_registered(host).await?;
-        self.liveness.touch(host, None, None);
+        let poll = self.liveness.poll(host);
+        self.back_in_touch(host).await?;
         let mut version = self.wakeups.watch(host);
         let _ = tokio::time::timeout(wait, version.wait_for(|&v| v > since)).await;
-        self.liveness.touch(host, None, None);
+        drop(poll);
         let version = *version.borrow();
         Ok(self
             .replica
@@ -211,6 +208,7 @@ impl Hosts {
         self.require_registered(host).await?;
         self.liveness
             .touch(host, Some(report.unknown_domains), report.images);
+        self.back_in_touch(host).await?;
         for item in report.instances {
             let command = Command::ReportInstance {
                 host: host.to_owned(),
@@ -261,6 +259,22 @@ impl Hosts {
         Ok(())
     }
 
+    /// A host judged down that calls is up again, before what it says is applied: so its
+    /// reports about its instances follow the event that it is back.
+    async fn back_in_touch(&self, host: &str) -> Result<(), HostError> {
+        let up = self
+            .replica
+            .read(Consistency::Stale, |s| s.host_life(host).up)
+            .await?;
+        if !up {
+            match self.replica.propose(contact_judged(host, true)).await? {
+                Ok(_) => tracing::info!(host, "host up: its agent is in touch again"),
+                Err(rejection) => tracing::debug!(host, %rejection, "host judgment refused"),
+            }
+        }
+        Ok(())
+    }
+
     /// Every host with its load, liveness and cache (administrators only).
     pub async fn list(&self, caller: &Caller) -> Result<Vec<Host>, HostError> {
         caller.require_admin("list hosts")?;
@@ -274,13 +288,7 @@ impl Hosts {
 
     fn view(&self, state: &State, record: &HostRecord) -> Host {
         let contact = self.liveness.contact(&record.name);
-        let mut view = host_view(
-            state,
-            record,
-            contact.last_seen_ms,
-            self.liveness.is_up(&record.name),
-            contact.unknown_domains,
-        );
+        let mut view = host_view(state, record, contact.last_seen_ms, contact.unknown_domains);
         view.images = contact.images.into_iter().collect();
         view.images.sort();
         view.precache = state
@@ -309,6 +317,63 @@ impl Hosts {
             })
             .await?
             .ok_or_else(|| HostError::NotFound(name.to_owned()))
+    }
+
+    /// Puts `name` in maintenance (no new instances or disks; those it holds stay) or back in
+    /// service (admin).
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        name: &str,
+        update: UpdateHost,
+    ) -> Result<Host, HostError> {
+        caller.require_admin("change a host")?;
+        let maintenance = match (update.maintenance, update.reason) {
+            (true, reason) => {
+                if let Some(reason) = &reason {
+                    validate_reason(reason)?;
+                }
+                Some(Maintenance {
+                    reason,
+                    since_ms: now_ms(),
+                })
+            }
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(
+                    InputError::new("reason", "a reason goes with maintenance: true only").into(),
+                )
+            }
+        };
+        let command = Command::HostMaintenance {
+            host: name.to_owned(),
+            maintenance,
+        };
+        match self.replica.propose(caller.by(command)).await? {
+            Ok(_) => {}
+            Err(Rejection::UnknownHost(_)) => return Err(HostError::NotFound(name.to_owned())),
+            Err(rejection) => return Err(rejection.into()),
+        }
+        self.get(name).await
+    }
+
+    /// Removes `name` (admin): refused while it holds instances or disks unless `force`, which
+    /// is for a host that is down and gone for good (its instances fail, its disks are lost).
+    pub async fn remove(&self, caller: &Caller, name: &str, force: bool) -> Result<(), HostError> {
+        caller.require_admin("remove a host")?;
+        let command = Command::RemoveHost {
+            host: name.to_owned(),
+            force,
+            at_ms: now_ms(),
+        };
+        match self.replica.propose(caller.by(command)).await? {
+            Ok(_) => {
+                tracing::warn!(host = name, force, by = %caller.name, "host removed");
+                Ok(())
+            }
+            Err(Rejection::UnknownHost(_)) => Err(HostError::NotFound(name.to_owned())),
+            Err(rejection) => Err(rejection.into()),
+        }
     }
 
     /// Asks `host` to fetch `image` ahead of time and keep it cached (admin).
@@ -346,6 +411,84 @@ impl Hosts {
         };
         self.replica.propose(caller.by(command)).await??;
         self.get(host).await
+    }
+}
+
+/// The controller's judgment that `host` is up or down, as proposed.
+fn contact_judged(host: &str, up: bool) -> Command {
+    let at_ms = now_ms();
+    Command::By {
+        actor: "controller".to_owned(),
+        at_ms,
+        command: Box::new(Command::HostContact {
+            host: host.to_owned(),
+            up,
+            at_ms,
+        }),
+    }
+}
+
+/// The longest reason for a maintenance.
+const MAX_REASON: usize = 500;
+
+fn validate_reason(reason: &str) -> Result<(), InputError> {
+    if reason.len() > MAX_REASON {
+        return Err(InputError::new(
+            "reason",
+            format!("at most {MAX_REASON} bytes, not {}", reason.len()),
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(InputError::new(
+            "reason",
+            "control characters are not allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// While this node leads, every `period`: proposes each host whose agent's contact no longer
+/// matches the replicated judgment up or down (see [`Liveness::judge`]). Ends with the hosts'
+/// service.
+async fn judge_hosts(replica: Replica, liveness: Weak<Liveness>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(liveness) = liveness.upgrade() else {
+            return;
+        };
+        if !replica.is_leader() {
+            continue;
+        }
+        let Ok(judged) = replica
+            .read(Consistency::Stale, |s| {
+                s.hosts
+                    .keys()
+                    .map(|h| (h.clone(), s.host_life(h).up))
+                    .collect::<Vec<_>>()
+            })
+            .await
+        else {
+            continue;
+        };
+        for (host, up) in judged {
+            let Some(judgment) = liveness.judge(&host, up) else {
+                continue;
+            };
+            let up = judgment == Judgment::Up;
+            match replica.propose(contact_judged(&host, up)).await {
+                Ok(Ok(_)) if up => tracing::info!(%host, "host up: its agent is in touch again"),
+                Ok(Ok(_)) => tracing::warn!(%host, "host down: its agent is out of touch"),
+                // Removed meanwhile.
+                Ok(Err(rejection)) => tracing::debug!(%host, %rejection, "host judgment refused"),
+                // No longer the leader, or no quorum: the next leader judges again.
+                Err(error) => {
+                    tracing::debug!(%host, %error, "host judgment not committed");
+                    break;
+                }
+            }
+        }
     }
 }
 

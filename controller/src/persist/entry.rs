@@ -3,8 +3,9 @@
 
 use super::records::{
     ActualState, ApiToken, CertificateGrant, EndorserRecord, HostRecord, ImageRecord, ImageSpec,
-    InstanceType, JoinToken, MemberRecord, NetworkRecord, PowerAction, Quota, ReportedDisk,
-    ReportedExport, UpdateVolume, UserRecord, VerifiedEntry, VolumeRecord, VolumeReport,
+    InstanceType, JoinToken, Maintenance, MemberRecord, NetworkRecord, PowerAction, Quota,
+    ReportedDisk, ReportedExport, UpdateVolume, UserRecord, VerifiedEntry, VolumeRecord,
+    VolumeReport,
 };
 use super::{FormatError, Persist};
 use crate::state::{Command, MemberChange};
@@ -195,6 +196,21 @@ pub enum Entry {
         at_ms: u64,
         command: Box<Entry>,
     },
+    // State-machine version 4: hosts' life.
+    HostContact {
+        host: String,
+        up: bool,
+        at_ms: u64,
+    },
+    HostMaintenance {
+        host: String,
+        maintenance: Option<Maintenance>,
+    },
+    RemoveHost {
+        host: String,
+        force: bool,
+        at_ms: u64,
+    },
 }
 
 persist_variants!(Entry for Command {
@@ -229,6 +245,9 @@ persist_variants!(Entry for Command {
     UpdateUser { name, password_hash, admin },
     DeleteImage { name },
     By { actor, at_ms, command },
+    HostContact { host, up, at_ms },
+    HostMaintenance { host, maintenance },
+    RemoveHost { host, force, at_ms },
 });
 
 /// A membership change as a configuration-change entry's context stores it.

@@ -15,6 +15,8 @@ stored_enum!(Compression for api::Compression { None, Gzip, Xz, Zstd });
 stored_enum!(DomainType for api::DomainType { Kvm, Qemu });
 stored_enum!(InstanceState for api::InstanceState {
     Pending, Booting, Running, Stopping, Done, Failed, Stopped, PoweringOff, Starting, Rebooting,
+    // After state-machine version 3.
+    Unknown,
 });
 stored_enum!(ActualState for agent::ActualState { Booting, Running, Failed, Gone, Stopped });
 stored_enum!(PowerAction for api::PowerAction { Stop, Start, Reboot });
@@ -79,6 +81,15 @@ stored_struct!(HostRecord for state::HostRecord {
     hypervisor: String,
     registered_ms: u64,
     volume_pool_gib: Option<u64>,
+});
+
+// State-machine version 4.
+stored_struct!(Maintenance for state::Maintenance { reason: Option<String>, since_ms: u64 });
+
+stored_struct!(HostLife for state::HostLife {
+    up: bool,
+    since_ms: u64,
+    maintenance: Option<Maintenance>,
 });
 
 stored_struct!(ImageRecord for state::ImageRecord {

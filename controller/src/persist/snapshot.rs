@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::records::{
-    AuditLog, EndorserRecord, HostRecord, ImageRecord, ImageSpec, InstanceRecord, InstanceType,
-    Ipam, Keys, MemberRecord, StoredEntry, Trust, UserRecord, VolumeRecord,
+    AuditLog, EndorserRecord, HostLife, HostRecord, ImageRecord, ImageSpec, InstanceRecord,
+    InstanceType, Ipam, Keys, MemberRecord, StoredEntry, Trust, UserRecord, VolumeRecord,
 };
 use super::stored_struct;
 use crate::state::State;
@@ -31,9 +31,62 @@ stored_struct!(
         // State-machine version 3.
         trust: Trust,
         audit: AuditLog,
+        // State-machine version 4.
+        host_life: BTreeMap<String, HostLife>,
     }
-    older { 2 => SnapshotV2 }
+    older { 2 => SnapshotV2, 3 => SnapshotV3 }
 );
+
+/// The snapshot of state-machine version 3 (before [`Snapshot::host_life`]), as it was
+/// written: frozen, read only to open a store an older controller wrote.
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+pub struct SnapshotV3 {
+    pub cluster_id: String,
+    pub users: BTreeMap<String, UserRecord>,
+    pub hosts: BTreeMap<String, HostRecord>,
+    pub types: BTreeMap<String, InstanceType>,
+    pub images: BTreeMap<String, ImageRecord>,
+    pub marketplace: Vec<StoredEntry>,
+    pub endorsers: BTreeMap<String, EndorserRecord>,
+    pub precache: BTreeMap<String, BTreeMap<String, ImageSpec>>,
+    pub instances: BTreeMap<u64, InstanceRecord>,
+    pub next_instance_id: u64,
+    pub cpu_allocation_ratio_percent: u32,
+    pub ipam: Ipam,
+    pub volumes: BTreeMap<String, VolumeRecord>,
+    pub members: BTreeMap<u64, MemberRecord>,
+    pub instance_keys: Keys<u64>,
+    pub volume_keys: Keys<String>,
+    pub trust: Trust,
+    pub audit: AuditLog,
+}
+
+impl From<SnapshotV3> for Snapshot {
+    /// Every host of a version-3 state is up and in service (version 3 knew no other).
+    fn from(v3: SnapshotV3) -> Self {
+        Snapshot {
+            cluster_id: v3.cluster_id,
+            users: v3.users,
+            hosts: v3.hosts,
+            types: v3.types,
+            images: v3.images,
+            marketplace: v3.marketplace,
+            endorsers: v3.endorsers,
+            precache: v3.precache,
+            instances: v3.instances,
+            next_instance_id: v3.next_instance_id,
+            cpu_allocation_ratio_percent: v3.cpu_allocation_ratio_percent,
+            ipam: v3.ipam,
+            volumes: v3.volumes,
+            members: v3.members,
+            instance_keys: v3.instance_keys,
+            volume_keys: v3.volume_keys,
+            trust: v3.trust,
+            audit: v3.audit,
+            host_life: BTreeMap::new(),
+        }
+    }
+}
 
 /// The snapshot of state-machine version 2 (before [`Snapshot::trust`]), as it was written:
 /// frozen, read only to open a store an older controller wrote.
@@ -59,7 +112,7 @@ pub struct SnapshotV2 {
 
 impl From<SnapshotV2> for Snapshot {
     fn from(v2: SnapshotV2) -> Self {
-        Snapshot {
+        Snapshot::from(SnapshotV3 {
             cluster_id: v2.cluster_id,
             users: v2.users,
             hosts: v2.hosts,
@@ -85,6 +138,6 @@ impl From<SnapshotV2> for Snapshot {
             audit: AuditLog {
                 objects: BTreeMap::new(),
             },
-        }
+        })
     }
 }

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use stratus_common::api::InstanceType;
 use stratus_common::marketplace::SignedMetadata;
 
-use super::snapshot::SnapshotV2;
+use super::snapshot::{SnapshotV2, SnapshotV3};
 use super::Persist;
 use crate::codec;
 use crate::marketplace::{TrustPath, VerifiedEntry};
@@ -375,6 +375,31 @@ fn as_v2(state: &State) -> SnapshotV2 {
     }
 }
 
+/// `state` in the frozen stored form of version 3 (which has no hosts' life).
+fn as_v3(state: &State) -> SnapshotV3 {
+    let stored = state.store();
+    SnapshotV3 {
+        cluster_id: stored.cluster_id,
+        users: stored.users,
+        hosts: stored.hosts,
+        types: stored.types,
+        images: stored.images,
+        marketplace: stored.marketplace,
+        endorsers: stored.endorsers,
+        precache: stored.precache,
+        instances: stored.instances,
+        next_instance_id: stored.next_instance_id,
+        cpu_allocation_ratio_percent: stored.cpu_allocation_ratio_percent,
+        ipam: stored.ipam,
+        volumes: stored.volumes,
+        members: stored.members,
+        instance_keys: stored.instance_keys,
+        volume_keys: stored.volume_keys,
+        trust: stored.trust,
+        audit: stored.audit,
+    }
+}
+
 /// The state the commands make, with a second instance still holding its address and disk.
 fn state() -> State {
     let mut s = State::default();
@@ -446,6 +471,93 @@ fn a_snapshot_of_version_2_is_read_as_a_state_without_trust() {
     assert_eq!(back.trust, Default::default());
     // Read as version 3 it is short of its trust, and refused.
     assert!(State::load_payload(3, &payload).is_err());
+}
+
+#[test]
+fn a_snapshot_of_version_3_is_read_as_a_state_whose_hosts_are_up_and_in_service() {
+    let s = state_v3();
+    assert!(s.host_life.is_empty());
+    let payload = bincode::encode_to_vec(as_v3(&s), super::config()).unwrap();
+    let back = State::load_payload(3, &payload).unwrap();
+    assert_eq!(back, s);
+    assert!(back.host_life("h1").schedulable());
+    // Read as version 4 it is short of the hosts' life, and refused.
+    assert!(State::load_payload(4, &payload).is_err());
+}
+
+/// Version 4's commands: a host judged down then up, put in maintenance, and one removed.
+fn host_life_commands() -> Vec<Command> {
+    use crate::state::Maintenance;
+    vec![
+        Command::HostContact {
+            host: "h1".into(),
+            up: false,
+            at_ms: 200,
+        },
+        Command::HostContact {
+            host: "h1".into(),
+            up: true,
+            at_ms: 201,
+        },
+        Command::By {
+            actor: "admin (password)".into(),
+            at_ms: 202,
+            command: Box::new(Command::HostMaintenance {
+                host: "h1".into(),
+                maintenance: Some(Maintenance {
+                    reason: Some("new disks".into()),
+                    since_ms: 202,
+                }),
+            }),
+        },
+        Command::HostContact {
+            host: "h2".into(),
+            up: false,
+            at_ms: 203,
+        },
+        Command::RemoveHost {
+            host: "h2".into(),
+            force: true,
+            at_ms: 204,
+        },
+    ]
+}
+
+fn state_v4() -> State {
+    let mut s = state_v3();
+    for command in host_life_commands() {
+        s.apply(command).unwrap();
+    }
+    assert!(!s.hosts.contains_key("h2"));
+    s
+}
+
+#[test]
+fn the_stored_format_of_version_4_has_not_changed() {
+    let mut log = Sha256::new();
+    for command in host_life_commands() {
+        let bytes = super::to_bytes(&command);
+        let back: Command = super::from_bytes(&bytes).unwrap();
+        assert_eq!(back, command);
+        log.update(bytes);
+    }
+    let s = state_v4();
+    let back: State = codec::decode(&codec::encode(&s)).unwrap();
+    assert_eq!(back, s);
+    assert!(s.host_life("h1").up);
+    assert!(s.host_life("h1").maintenance.is_some());
+    let snapshot = Sha256::digest(super::to_bytes(&s));
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        hex(&log.finalize()),
+        "983962c935c0b9a238fff53ada65a2b2e9bb2859305f8a406fac74b74def234e",
+        "the log entries' stored format changed"
+    );
+    assert_eq!(
+        hex(&snapshot),
+        "cd205cb62e740ab9d99f29357dd02fc14a5c7f07ffe0b4336de8938066f37fc6",
+        "the snapshot's stored format changed"
+    );
 }
 
 #[test]
@@ -590,7 +702,8 @@ fn the_stored_format_of_version_3_has_not_changed() {
     {
         log.update(super::to_bytes(&command));
     }
-    let snapshot = Sha256::digest(super::to_bytes(&state_v3()));
+    let snapshot =
+        Sha256::digest(bincode::encode_to_vec(as_v3(&state_v3()), super::config()).unwrap());
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
         hex(&log.finalize()),

@@ -181,6 +181,23 @@ fn concerned(command: &Command, creates: &Creates) -> Vec<(String, String)> {
         Command::DeleteImage { name } => one(key("image", name), "delete"),
         Command::DefineNetwork(network) => one(key("network", &network.name), "define"),
         Command::RegisterHost(host) => one(key("host", &host.name), "register"),
+        Command::HostContact { host, up, .. } => {
+            one(key("host", host), if *up { "up" } else { "down" })
+        }
+        Command::HostMaintenance { host, maintenance } => one(
+            key("host", host),
+            &match maintenance {
+                Some(m) => match &m.reason {
+                    Some(reason) => format!("maintenance: {reason}"),
+                    None => "maintenance".to_owned(),
+                },
+                None => "back in service".to_owned(),
+            },
+        ),
+        Command::RemoveHost { host, force, .. } => one(
+            key("host", host),
+            if *force { "remove by force" } else { "remove" },
+        ),
         Command::Precache { host, spec } => one(
             key("host", host),
             &format!("pin image {}", spec.disk.sha256),

@@ -53,6 +53,22 @@ pub enum Event {
     HostRevoked {
         host: String,
     },
+    /// The leader judged a host's agent in touch again (`up`) or silent past the timeout.
+    HostContact {
+        host: String,
+        up: bool,
+    },
+    /// An administrator put a host in maintenance (`reason` given or not) or back in service.
+    HostMaintenance {
+        host: String,
+        maintenance: bool,
+        reason: Option<String>,
+    },
+    /// An administrator removed a host (`force`: though it held instances or disks).
+    HostRemoved {
+        host: String,
+        force: bool,
+    },
     /// An image was pinned in (or unpinned from) a host's cache.
     ImagePinned {
         host: String,
@@ -181,6 +197,28 @@ impl Before {
             Command::RevokeHost { host } => {
                 hosts.insert(host.clone());
             }
+            // A host going down turns what it runs Unknown; a removed host loses everything
+            // it held (and its long-poll ends, to be refused).
+            Command::HostContact { host, .. } | Command::RemoveHost { host, .. } => {
+                hosts.insert(host.clone());
+                for instance in state
+                    .instances
+                    .values()
+                    .filter(|i| i.host.as_deref() == Some(host.as_str()) && i.holds_lease())
+                {
+                    instances.push(instance.id);
+                    volumes.extend(state.volumes_of_instance(instance.id));
+                }
+                if matches!(command, Command::RemoveHost { .. }) {
+                    volumes.extend(
+                        state
+                            .volumes
+                            .values()
+                            .filter(|v| &v.host == host)
+                            .map(|v| v.id.clone()),
+                    );
+                }
+            }
             Command::Bootstrap { .. }
             | Command::CreateUser(_)
             | Command::DeleteUser { .. }
@@ -190,6 +228,7 @@ impl Before {
             | Command::AppendEntry { .. }
             | Command::RegisterEndorser(_)
             | Command::DefineNetwork(_)
+            | Command::HostMaintenance { .. }
             | Command::CreateJoinToken { .. }
             | Command::IssueHostCertificate { .. }
             | Command::CreateApiToken { .. }
@@ -233,18 +272,8 @@ impl Before {
         {
             return Effects::default();
         }
-        for (id, before) in &self.instances {
-            instance_events(before.as_ref(), state.instances.get(id), &mut effects);
-        }
-        for (id, before) in &self.volumes {
-            volume_events(
-                state,
-                id,
-                before.as_ref(),
-                state.volumes.get(id),
-                &mut effects,
-            );
-        }
+        // The command's own event first: it is the cause of what follows (a host down, then
+        // its instances Unknown).
         match (self.announce, result) {
             (Some(Announce::Event(event)), Ok(Outcome::Applied)) => effects.events.push(event),
             (Some(Announce::Entry), Ok(Outcome::EntryAppended(seq))) => {
@@ -257,6 +286,18 @@ impl Before {
                 }
             }
             _ => {}
+        }
+        for (id, before) in &self.instances {
+            instance_events(before.as_ref(), state.instances.get(id), &mut effects);
+        }
+        for (id, before) in &self.volumes {
+            volume_events(
+                state,
+                id,
+                before.as_ref(),
+                state.volumes.get(id),
+                &mut effects,
+            );
         }
         effects
     }
@@ -385,6 +426,19 @@ fn announcement(command: &Command) -> Option<Announce> {
             renewal: matches!(grant, super::CertificateGrant::Renewal(_)),
         },
         Command::RevokeHost { host } => Event::HostRevoked { host: host.clone() },
+        Command::HostContact { host, up, .. } => Event::HostContact {
+            host: host.clone(),
+            up: *up,
+        },
+        Command::HostMaintenance { host, maintenance } => Event::HostMaintenance {
+            host: host.clone(),
+            maintenance: maintenance.is_some(),
+            reason: maintenance.as_ref().and_then(|m| m.reason.clone()),
+        },
+        Command::RemoveHost { host, force, .. } => Event::HostRemoved {
+            host: host.clone(),
+            force: *force,
+        },
         _ => return None,
     };
     Some(Announce::Event(event))

@@ -7,7 +7,9 @@ use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
 use stratus_common::api::{InstanceState, PowerAction};
 use stratus_common::network::NicSpec;
 
-use super::{HostRecord, IpamError, NicRecord, Outcome, Rejection, State};
+use crate::scheduler::{self, Filter};
+
+use super::{IpamError, NicRecord, Outcome, Rejection, State};
 
 /// One recorded state change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -86,10 +88,23 @@ impl InstanceRecord {
             .map_or(self.created_ms, |t| t.at_ms)
     }
 
+    /// The state its host is meant to keep it in: its own, or while it is Unknown the state it
+    /// was in when its host went down (a stop or reboot asked before is still asked).
+    pub fn intended(&self) -> InstanceState {
+        self.history
+            .iter()
+            .rev()
+            .map(|t| t.state)
+            .find(|&s| s != InstanceState::Unknown)
+            .unwrap_or(self.state)
+    }
+
     pub(super) fn transition(&mut self, state: InstanceState, at_ms: u64, reason: Option<String>) {
         self.state = state;
         match state {
-            InstanceState::Failed | InstanceState::Stopped => self.reason = reason.clone(),
+            InstanceState::Failed | InstanceState::Stopped | InstanceState::Unknown => {
+                self.reason = reason.clone()
+            }
             // Done keeps the reason of the Failed or Stopped it came from.
             InstanceState::Done => {}
             _ => self.reason = None,
@@ -159,12 +174,28 @@ impl State {
                 .hosts
                 .get(host)
                 .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
-            if !self.fits(record, size.vcpus, size.memory_mib) {
-                return Err(Rejection::NoRoom {
-                    host: host.clone(),
-                    vcpus: size.vcpus,
-                    memory_mib: size.memory_mib,
-                });
+            // The scheduler's filters again, against the state the command applies to.
+            match scheduler::check(self, record, size.vcpus, size.memory_mib) {
+                None => {}
+                Some(Filter::Down) => {
+                    return Err(Rejection::HostUnschedulable {
+                        host: host.clone(),
+                        why: "down",
+                    })
+                }
+                Some(Filter::Maintenance) => {
+                    return Err(Rejection::HostUnschedulable {
+                        host: host.clone(),
+                        why: "in maintenance",
+                    })
+                }
+                Some(Filter::Cpu | Filter::Memory) => {
+                    return Err(Rejection::NoRoom {
+                        host: host.clone(),
+                        vcpus: size.vcpus,
+                        memory_mib: size.memory_mib,
+                    })
+                }
             }
         }
         if let Some(network) = &network {
@@ -283,14 +314,6 @@ impl State {
         self.instances.usage(host)
     }
 
-    /// Whether `host` can take one more instance of this size.
-    pub fn fits(&self, host: &HostRecord, vcpus: u32, memory_mib: u64) -> bool {
-        let used = self.usage(&host.name);
-        let vcpu_cap =
-            u64::from(host.vcpus) * u64::from(self.cpu_allocation_ratio_percent.max(100)) / 100;
-        u64::from(used.vcpus + vcpus) <= vcpu_cap && used.memory_mib + memory_mib <= host.memory_mib
-    }
-
     /// What a host needs to plug each interface of `instance`.
     pub fn nic_specs(&self, instance: &InstanceRecord) -> Vec<NicSpec> {
         instance
@@ -307,7 +330,7 @@ impl State {
             .values()
             .filter(|i| i.host.as_deref() == Some(host))
             .filter_map(|i| {
-                let desire = match i.state {
+                let desire = match i.intended() {
                     InstanceState::Pending
                     | InstanceState::Booting
                     | InstanceState::Running
@@ -316,7 +339,9 @@ impl State {
                     InstanceState::PoweringOff | InstanceState::Stopped => Desire::Stop,
                     InstanceState::Stopping => Desire::Destroy,
                     InstanceState::Failed if !i.host_cleaned => Desire::Destroy,
-                    InstanceState::Failed | InstanceState::Done => return None,
+                    InstanceState::Failed | InstanceState::Done | InstanceState::Unknown => {
+                        return None
+                    }
                 };
                 Some(DesiredInstance {
                     id: i.id,
@@ -331,6 +356,7 @@ impl State {
                     hostname: i.name.clone(),
                     disks: self.disks_for_instance(i),
                     accepted_at_ms: Some(i.accepted_at_ms()),
+                    confirm: i.state == InstanceState::Unknown,
                 })
             })
             .collect()
@@ -354,6 +380,18 @@ fn instance_reported(
         });
     }
     let next = match (instance.state, actual) {
+        // Its host is back and says what the guest did meanwhile.
+        (S::Unknown, ActualState::Booting) => Some((S::Booting, None)),
+        (S::Unknown, ActualState::Running) => Some((S::Running, None)),
+        (S::Unknown, ActualState::Stopped) => Some((S::Stopped, reason)),
+        (S::Unknown, ActualState::Failed) => Some((
+            S::Failed,
+            Some(reason.unwrap_or_else(|| "failed on host".to_owned())),
+        )),
+        (S::Unknown, ActualState::Gone) => Some((
+            S::Failed,
+            Some("the host lost the domain while it was down".to_owned()),
+        )),
         (S::Pending, ActualState::Booting) => Some((S::Booting, None)),
         (S::Pending | S::Booting | S::Starting | S::Rebooting, ActualState::Running) => {
             Some((S::Running, None))

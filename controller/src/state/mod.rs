@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod effects;
+mod host_life;
 mod instance_table;
 mod instances;
 pub mod ipam;
@@ -24,6 +25,7 @@ use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 
 pub use audit::{AuditLog, Change};
 pub use effects::{Effects, Event};
+pub use host_life::{Holdings, HostLife, Maintenance};
 pub use instance_table::InstanceTable;
 use instances::{GuestSetup, Placement};
 pub use instances::{InstanceRecord, Transition, Usage};
@@ -149,6 +151,10 @@ pub struct State {
     /// Who changed what, per object.
     #[serde(default)]
     pub audit: AuditLog,
+    /// Hosts' life beyond their registration: up or down, maintenance (a host missing here
+    /// is up and in service).
+    #[serde(default)]
+    pub host_life: BTreeMap<String, HostLife>,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
@@ -336,6 +342,24 @@ pub enum Command {
         subject: String,
         user: Option<String>,
     },
+    /// The leader judged `host`'s agent in touch (`up`) or silent past the timeout.
+    HostContact {
+        host: String,
+        up: bool,
+        at_ms: u64,
+    },
+    /// An administrator put `host` in maintenance (no new instances) or back in service.
+    HostMaintenance {
+        host: String,
+        maintenance: Option<Maintenance>,
+    },
+    /// An administrator removed `host` (`force`: even though it holds instances or disks,
+    /// for a host that is down and gone for good).
+    RemoveHost {
+        host: String,
+        force: bool,
+        at_ms: u64,
+    },
     /// `command`, asked for by `actor` (a user, by password, token or certificate, or a host)
     /// at `at_ms`: applied as it is, and recorded in the audit log of the objects it changed.
     By {
@@ -396,6 +420,19 @@ pub enum Rejection {
     UnknownType(String),
     #[error("unknown host {0}")]
     UnknownHost(String),
+    #[error(
+        "host {host} still holds {instances} instance(s) and {volumes} volume(s): move or \
+         delete them first, or force the removal of a host that is down and gone for good"
+    )]
+    HostHolds {
+        host: String,
+        instances: usize,
+        volumes: usize,
+    },
+    #[error("host {0} is up: only a host that is down can be removed by force")]
+    HostUp(String),
+    #[error("host {host} takes no new instances: it is {why}")]
+    HostUnschedulable { host: String, why: &'static str },
     #[error("instance {0} not found")]
     UnknownInstance(u64),
     #[error("host {host} no longer has room for {vcpus} vCPU and {memory_mib} MiB")]
@@ -704,6 +741,11 @@ impl State {
                 self.trust.map_subject(subject, user, &self.users)?;
                 Ok(Outcome::Applied)
             }
+            Command::HostContact { host, up, at_ms } => self.host_contact(&host, up, at_ms),
+            Command::HostMaintenance { host, maintenance } => {
+                self.host_maintenance(&host, maintenance)
+            }
+            Command::RemoveHost { host, force, at_ms } => self.remove_host(&host, force, at_ms),
             Command::By {
                 actor,
                 at_ms,
@@ -764,6 +806,8 @@ pub fn standard_types() -> Vec<InstanceType> {
 mod determinism_tests;
 #[cfg(test)]
 mod effects_tests;
+#[cfg(test)]
+mod host_life_tests;
 #[cfg(test)]
 mod power_tests;
 #[cfg(test)]

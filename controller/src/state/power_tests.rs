@@ -184,10 +184,14 @@ fn a_stopped_instance_keeps_its_host_reservation_until_killed() {
     report(&mut s, id, ActualState::Stopped, None).unwrap();
     assert_eq!(s.usage("h1").vcpus, 2);
     let host = s.hosts["h1"].clone();
-    assert!(!s.fits(&host, 1, 128), "a Stopped instance keeps its room");
+    assert_eq!(
+        crate::scheduler::check(&s, &host, 1, 128),
+        Some(crate::scheduler::Filter::Cpu),
+        "a Stopped instance keeps its room"
+    );
     s.apply(Command::KillInstance { id, at_ms: 40 }).unwrap();
     assert_eq!(desired(&s, id).0, Desire::Destroy);
     report(&mut s, id, ActualState::Gone, None).unwrap();
     assert_eq!(s.instances[&id].state, InstanceState::Done);
-    assert!(s.fits(&host, 1, 128));
+    assert_eq!(crate::scheduler::check(&s, &host, 1, 128), None);
 }

@@ -163,10 +163,10 @@ pub fn host_view(
     state: &State,
     record: &HostRecord,
     last_seen_ms: Option<u64>,
-    up: bool,
     unknown_domains: Vec<String>,
 ) -> Host {
     let usage = state.usage(&record.name);
+    let life = state.host_life(&record.name);
     Host {
         name: record.name.clone(),
         vcpus: record.vcpus,
@@ -178,7 +178,15 @@ pub fn host_view(
         used_vcpus: usage.vcpus,
         used_memory_mib: usage.memory_mib,
         instances: usage.instances,
-        status: if up { "up" } else { "down" }.to_owned(),
+        status: if life.up { "up" } else { "down" }.to_owned(),
+        status_since: (life.since_ms > 0).then(|| rfc3339_ms(life.since_ms)),
+        drained: life.maintenance.is_some() && state.holdings(&record.name).instances == 0,
+        maintenance: life
+            .maintenance
+            .map(|m| stratus_common::api::HostMaintenance {
+                reason: m.reason,
+                since: rfc3339_ms(m.since_ms),
+            }),
         last_seen: last_seen_ms.map(rfc3339_ms),
         unknown_domains,
         images: Vec::new(),

@@ -39,6 +39,7 @@ NODE_STATES = {
     "PoweringOff": NodeState.STOPPING,
     "Starting": NodeState.STARTING,
     "Rebooting": NodeState.REBOOTING,
+    "Unknown": NodeState.UNKNOWN,
 }
 
 #: Our volume states (and an attached volume's) as Libcloud's.

@@ -7,7 +7,23 @@
 (function () {
   const live = window.stratusLive;
 
+  // Maintenance is shown as the page rendered it; a change says so until the page is read again
+  // (drained depends on the instances, which the page does not count).
+  function serviceEvent(event) {
+    const name = event.object.id;
+    const text = event.type === "host-in-service" ? "in service"
+      : "maintenance" + (event.details.reason ? `: ${event.details.reason}` : "");
+    const row = document.querySelector(`#hosts tr[data-host="${CSS.escape(name)}"]`);
+    if (row) row.querySelector("td.service").textContent = text;
+    const host = document.getElementById("host");
+    if (host && host.dataset.host === name) document.getElementById("service").textContent = text;
+  }
+
   live.subscribe((event) => {
+    if (event.type === "host-maintenance" || event.type === "host-in-service") {
+      serviceEvent(event);
+      return;
+    }
     if (event.type !== "host-up" && event.type !== "host-down") return;
     const status = event.type === "host-up" ? "up" : "down";
     const name = event.object.id;

@@ -32,19 +32,9 @@ window.stratusLive = (function () {
     for (const handler of handlers) handler(event);
   }
 
-  // Typed events arrive under their type's name: listen to every one the site knows.
-  const TYPES = [
-    "instance-created", "instance-booting", "instance-running", "instance-stopping",
-    "instance-done", "instance-failed", "instance-stopped", "instance-powering-off",
-    "instance-starting", "instance-rebooting", "volume-created", "volume-available",
-    "volume-failed", "volume-deleting", "volume-deleted", "volume-attaching",
-    "volume-attached", "volume-detaching", "volume-detached", "volume-stuck",
-    "volume-updated", "host-registered", "host-enrolled", "host-certificate-renewed",
-    "host-revoked", "host-up", "host-down", "image-registered", "image-entry-appended",
-    "image-pinned", "image-unpinned", "endorser-registered", "network-defined",
-    "user-created", "member-added", "member-promoted", "member-removed", "leader-changed",
-    "cluster-bootstrapped", "events-lost",
-  ];
+  // Typed events arrive under their type's name: listen to every one the site sends (the page
+  // lists them, from the controller's own list).
+  const TYPES = main ? (main.dataset.eventTypes || "").split(" ").filter(Boolean) : [];
 
   function open() {
     if (!main || main.dataset.since === undefined) return;

@@ -416,6 +416,7 @@ fn network_bench(rounds: usize) -> anyhow::Result<()> {
             hostname: format!("bench-{i}"),
             disks: Vec::new(),
             accepted_at_ms: None,
+            confirm: false,
         };
         let nic = &instance.nics[0];
         let tap = format!("sbn{i}n0");

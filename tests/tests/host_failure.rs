@@ -1,0 +1,228 @@
+//! Hosts fail and are taken out of service, with real agents and real guests: an agent killed
+//! without warning makes its host go down after the timeout (an event says so), its guest is
+//! Unknown (still running, never started elsewhere) and new instances go to the other host;
+//! when the agent is back the host is up and the same guest is Running again, not rebooted.
+//! Maintenance keeps new instances off a host, and a host holding instances is not removed.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use stratus_common::api::InstanceState;
+use stratus_e2e::events::EventStream;
+use stratus_e2e::TestCloud;
+
+const BOOT: Duration = Duration::from_secs(120);
+/// The controller's host timeout in this test, and how long a judgment may take beyond it (a
+/// long-poll the killed agent left open ends within its wait of 20 s).
+const HOST_TIMEOUT_SECS: u64 = 5;
+const JUDGED: Duration = Duration::from_secs(HOST_TIMEOUT_SECS + 20 + 10);
+
+fn host(cloud: &TestCloud, name: &str) -> Value {
+    let (status, host) = cloud.get("admin", &format!("/hosts/{name}")).unwrap();
+    assert_eq!(status, StatusCode::OK, "{host}");
+    host
+}
+
+fn maintenance(cloud: &TestCloud, name: &str, on: bool) -> Value {
+    let body = if on {
+        json!({"maintenance": true, "reason": "test keeps it free"})
+    } else {
+        json!({"maintenance": false})
+    };
+    let (status, host) = cloud
+        .patch("admin", &format!("/hosts/{name}"), &body)
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{host}");
+    host
+}
+
+#[test]
+fn a_host_whose_agent_dies_goes_down_takes_nothing_new_and_its_guest_comes_back_untouched() {
+    let mut cloud = TestCloud::start_with(
+        "host-down",
+        &format!("host_timeout_secs = {HOST_TIMEOUT_SECS}"),
+    )
+    .unwrap();
+    cloud.start_agent().unwrap();
+    cloud.register_appliance("appliance").unwrap();
+    cloud.create_user("alice").unwrap();
+    cloud.start_second_agent("").unwrap();
+    let (a, b) = (cloud.host_name.clone(), cloud.host2_name());
+
+    // With b in maintenance (through the CLI), the first guest can only go to a.
+    let out = cloud.stratus(
+        "admin",
+        &["update-host", &b, "--maintenance", "--reason", "test keeps it free"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("MAINTENANCE host {b} (test keeps it free): drained\n")
+    );
+    let b_view = host(&cloud, &b);
+    assert_eq!(b_view["maintenance"]["reason"], "test keeps it free");
+    assert_eq!(b_view["drained"], true, "{b_view}");
+    let vm = cloud
+        .run_instance("alice", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    assert_eq!(vm.host.as_deref(), Some(a.as_str()));
+    cloud
+        .wait_state("alice", vm.id, InstanceState::Running, BOOT)
+        .unwrap();
+    cloud.wait_banner(vm.id, BOOT).unwrap();
+    // A host holding an instance is not removed, and its maintenance is refused input-checked.
+    let (status, error) = cloud.delete("admin", &format!("/hosts/{a}")).unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_eq!(error["code"], "host_in_use");
+    let (status, error) = cloud
+        .patch(
+            "admin",
+            &format!("/hosts/{a}"),
+            &json!({"maintenance": false, "reason": "x"}),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().starts_with("reason:"),
+        "{error}"
+    );
+    let (status, error) = cloud
+        .patch(
+            "alice",
+            &format!("/hosts/{a}"),
+            &json!({"maintenance": true}),
+        )
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    maintenance(&cloud, &b, false);
+
+    let (_, cluster) = cloud.get("admin", "/cluster").unwrap();
+    let domain = stratus_common::agent::domain_name(cluster["cluster_id"].as_str().unwrap(), vm.id);
+    let uuid = stratus_e2e::domain_uuid(&domain).expect("the guest's domain");
+    let mut events = EventStream::open(&cloud, "admin", "?types=host-,instance-", None).unwrap();
+
+    cloud.kill_agent();
+    let seen = events
+        .until(JUDGED, |e| {
+            e.kind == "instance-unknown" && e.object.id == vm.id.to_string()
+        })
+        .unwrap();
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|e| (e.kind.as_str(), e.object.id.as_str()))
+        .collect();
+    let vm_id = vm.id.to_string();
+    assert_eq!(
+        kinds,
+        [
+            ("host-down", a.as_str()),
+            ("instance-unknown", vm_id.as_str())
+        ],
+        "the silent host only, then what it ran"
+    );
+    let down = host(&cloud, &a);
+    assert_eq!(down["status"], "down", "{down}");
+    assert!(down["status_since"].is_string(), "{down}");
+    let out = cloud.stratus("admin", &["describe-hosts"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{table}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(row(&a), "down", "{table}");
+    assert_eq!(row(&b), "up", "{table}");
+    let unknown = cloud.instance("alice", vm.id).unwrap();
+    assert_eq!(unknown.state, InstanceState::Unknown);
+    assert_eq!(
+        unknown.reason.as_deref(),
+        Some(format!("host {a} is down: its agent is out of touch").as_str())
+    );
+    // The guest itself runs on: nothing killed it, nothing started it elsewhere.
+    assert_eq!(
+        stratus_e2e::domain_uuid(&domain).as_deref(),
+        Some(uuid.as_str())
+    );
+    // New work goes to the host that is up.
+    let second = cloud
+        .run_instance("alice", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    assert_eq!(second.host.as_deref(), Some(b.as_str()), "{second:?}");
+    cloud
+        .wait_state("alice", second.id, InstanceState::Running, BOOT)
+        .unwrap();
+    // With b in maintenance too, nothing can take an instance, and the reason says why.
+    maintenance(&cloud, &b, true);
+    let refused = cloud
+        .run_instance("alice", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    assert_eq!(refused.state, InstanceState::Failed);
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("no host can take 1 vCPU and 128 MiB: of 2 host(s), 1 is down, 1 is in maintenance")
+    );
+    maintenance(&cloud, &b, false);
+
+    // The agent comes back: the host is up, and the same guest is Running again.
+    cloud.start_agent().unwrap();
+    let seen = events
+        .until(JUDGED, |e| {
+            e.kind == "instance-running" && e.object.id == vm.id.to_string()
+        })
+        .unwrap();
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|e| (e.kind.as_str(), e.object.id.as_str()))
+        .filter(|&(kind, id)| (id == a && kind != "host-enrolled") || id == vm_id)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("host-up", a.as_str()),
+            ("instance-running", vm_id.as_str())
+        ],
+        "{seen:?}"
+    );
+    assert_eq!(host(&cloud, &a)["status"], "up");
+    assert_eq!(
+        stratus_e2e::domain_uuid(&domain).as_deref(),
+        Some(uuid.as_str()),
+        "the same guest, not a new boot"
+    );
+    let history: Vec<InstanceState> = cloud
+        .instance("alice", vm.id)
+        .unwrap()
+        .history
+        .iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            InstanceState::Pending,
+            InstanceState::Booting,
+            InstanceState::Running,
+            InstanceState::Unknown,
+            InstanceState::Running
+        ]
+    );
+    for id in [vm.id, second.id] {
+        let (status, body) = cloud.delete("alice", &format!("/instances/{id}")).unwrap();
+        assert!(status.is_success(), "{body}");
+        cloud
+            .wait_state("alice", id, InstanceState::Done, BOOT)
+            .unwrap();
+    }
+    // Empty now, a is removed; its certificate goes with it, so its agent is refused.
+    let (status, body) = cloud.delete("admin", &format!("/hosts/{a}")).unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _) = cloud.get("admin", &format!("/hosts/{a}")).unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
