@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use stratus_common::agent::{
-    EnrolHost, HostCertificate, HostDesired, HostReport, RegisterHost, Registered,
+    EnrolHost, HostCertificate, HostDesired, HostReport, RegisterHost, Registered, ReportAnswer,
 };
 use stratus_common::api::ApiError;
 use stratus_common::observed::{HostObserved, ObservedAnswer};
@@ -29,6 +29,12 @@ pub enum ClientError {
         what: &'static str,
         status: StatusCode,
         message: String,
+    },
+    #[error("the controller's answer to the {what} does not parse")]
+    Answer {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -52,7 +58,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } => true,
             ClientError::Refused { status, .. } => status.is_server_error(),
-            ClientError::Setup(_) => false,
+            ClientError::Setup(_) | ClientError::Answer { .. } => false,
         }
     }
 }
@@ -231,15 +237,29 @@ impl ControllerClient {
         response.json().await.map_err(|e| self.unreachable(e))
     }
 
-    pub async fn report(&self, host: &str, report: &HostReport) -> Result<(), ClientError> {
+    /// Delivers a report; answers which instance reports the controller refused (none from
+    /// a controller that answers without a body).
+    pub async fn report(
+        &self,
+        host: &str,
+        report: &HostReport,
+    ) -> Result<ReportAnswer, ClientError> {
         let path = format!("/hosts/{host}/report");
-        self.send("report", |http, base| {
-            http.post(Self::url(base, &path))
-                .timeout(Duration::from_secs(30))
-                .json(report)
+        let response = self
+            .send("report", |http, base| {
+                http.post(Self::url(base, &path))
+                    .timeout(Duration::from_secs(30))
+                    .json(report)
+            })
+            .await?;
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if body.is_empty() {
+            return Ok(ReportAnswer::default());
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Answer {
+            what: "report",
+            source: e,
         })
-        .await?;
-        Ok(())
     }
 
     /// Pushes what the host observed of its guests (console output, CPU use); the answer

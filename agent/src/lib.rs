@@ -14,5 +14,6 @@ pub mod inventory;
 pub mod metrics;
 pub mod network;
 pub mod observe;
+pub mod outbox;
 pub mod reconcile;
 pub mod volumes;

@@ -19,14 +19,11 @@ use stratus_agent::inventory;
 use stratus_agent::metrics::server::{self as metrics_server, BearerToken, HostCertificate};
 use stratus_agent::metrics::AgentMetrics;
 use stratus_agent::reconcile::storage::Storage;
-use stratus_agent::reconcile::{InstanceDirs, Reconciler, ReportEvent};
+use stratus_agent::reconcile::{InstanceDirs, Reconciler};
 use stratus_agent::volumes::credentials::{ClientCredentials, QemuCredentials, ServerCredentials};
 use stratus_agent::volumes::nbd::NbdExports;
 use stratus_agent::volumes::pool::VolumePool;
-use stratus_common::agent::{
-    HostDesired, HostReport, RegisterHost, ReportedDisk, ReportedExport, ReportedInstance,
-    ReportedVolume,
-};
+use stratus_common::agent::{HostDesired, RegisterHost};
 use tokio::sync::{mpsc, watch};
 
 fn load_config(path: &PathBuf) -> anyhow::Result<AgentConfig> {
@@ -224,7 +221,8 @@ async fn run() -> anyhow::Result<()> {
         cluster_id.clone(),
         reports_tx.clone(),
     )
-    .with_stop_timeout(Duration::from_secs(config.stop_timeout_secs));
+    .with_stop_timeout(Duration::from_secs(config.stop_timeout_secs))
+    .with_start_confirmation(START_CONFIRMATION);
     let storage = match (&pool, config.nbd_listen) {
         (Some(pool), Some(listen)) => {
             reconciler = reconciler.with_volume_pool(pool.clone());
@@ -241,7 +239,11 @@ async fn run() -> anyhow::Result<()> {
         _ => None,
     };
     let reconciler = Arc::new(reconciler);
-    tokio::spawn(report_loop(client.clone(), host.clone(), reports_rx));
+    tokio::spawn(stratus_agent::outbox::report_loop(
+        client.clone(),
+        host.clone(),
+        reports_rx,
+    ));
     tokio::spawn(stratus_agent::observe::observe_loop(
         client.clone(),
         host.clone(),
@@ -417,96 +419,9 @@ async fn poll_loop(
     }
 }
 
-/// Reports waiting to be delivered: the latest state per instance, volume, export and
-/// persistent disk, and the unknown domains.
-#[derive(Default)]
-struct Outbox {
-    pending: std::collections::BTreeMap<u64, ReportedInstance>,
-    unknown: Vec<String>,
-    unknown_changed: bool,
-    images: Option<Vec<String>>,
-    volumes: std::collections::BTreeMap<String, ReportedVolume>,
-    exports: std::collections::BTreeMap<String, ReportedExport>,
-    disks: std::collections::BTreeMap<(u64, String), ReportedDisk>,
-}
-
-impl Outbox {
-    fn merge(&mut self, event: ReportEvent) {
-        match event {
-            ReportEvent::Instance(item) => {
-                self.pending.insert(item.id, item);
-            }
-            ReportEvent::UnknownDomains(list) => {
-                self.unknown = list;
-                self.unknown_changed = true;
-            }
-            ReportEvent::Images(list) => self.images = Some(list),
-            ReportEvent::Volume(item) => {
-                self.volumes.insert(item.id.clone(), item);
-            }
-            ReportEvent::Export(item) => {
-                self.exports.insert(item.name.clone(), item);
-            }
-            ReportEvent::Disk(item) => {
-                self.disks
-                    .insert((item.instance, item.volume.clone()), item);
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-            && !self.unknown_changed
-            && self.images.is_none()
-            && self.volumes.is_empty()
-            && self.exports.is_empty()
-            && self.disks.is_empty()
-    }
-}
-
-/// Sends reports to the controller, merging what queues up and retrying until delivered.
-async fn report_loop(
-    client: ControllerClient,
-    host: String,
-    mut events: mpsc::UnboundedReceiver<ReportEvent>,
-) {
-    let mut outbox = Outbox::default();
-    loop {
-        if outbox.is_empty() {
-            match events.recv().await {
-                Some(event) => outbox.merge(event),
-                None => return,
-            }
-        }
-        while let Ok(event) = events.try_recv() {
-            outbox.merge(event);
-        }
-        let report = HostReport {
-            instances: outbox.pending.values().cloned().collect(),
-            unknown_domains: outbox.unknown.clone(),
-            images: outbox.images.clone(),
-            volumes: outbox.volumes.values().cloned().collect(),
-            exports: outbox.exports.values().cloned().collect(),
-            disks: outbox.disks.values().cloned().collect(),
-        };
-        match client.report(&host, &report).await {
-            Ok(()) => {
-                // Events are merged only between sends, so everything queued was delivered.
-                // The unknown-domain list is kept: every report carries it whole.
-                outbox.pending.clear();
-                outbox.unknown_changed = false;
-                outbox.images = None;
-                outbox.volumes.clear();
-                outbox.exports.clear();
-                outbox.disks.clear();
-            }
-            Err(e) => {
-                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "report failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
+/// How long a fresh start waits for the controller to record it Booting before creating the
+/// guest (a later pass tries again after that).
+const START_CONFIRMATION: Duration = Duration::from_secs(30);
 
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

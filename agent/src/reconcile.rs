@@ -24,6 +24,7 @@ use crate::images::cache::ImageCache;
 use crate::images::{prepare, qcow2};
 use crate::metrics::Timings;
 use crate::network::{tap_name, Network, NicPlan};
+use crate::outbox::{ConfirmStart, Confirmation};
 use crate::volumes::pool::VolumePool;
 
 /// Where the files made for each instance live: `<state_dir>/instances/<id>/`.
@@ -91,10 +92,37 @@ impl InstanceDirs {
     }
 }
 
+/// Why a start did not start the guest.
+#[derive(Debug)]
+enum StartError {
+    /// The controller did not record the start (it refused, or did not answer in time):
+    /// nothing was made and nothing is reported.
+    NotConfirmed(String),
+    /// The start failed, for the reason reported.
+    Failed(String),
+}
+
+impl StartError {
+    /// What it says, whichever it is.
+    fn into_reason(self) -> String {
+        match self {
+            StartError::NotConfirmed(reason) | StartError::Failed(reason) => reason,
+        }
+    }
+}
+
+impl From<String> for StartError {
+    fn from(reason: String) -> Self {
+        StartError::Failed(reason)
+    }
+}
+
 /// Messages for the reporter task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportEvent {
     Instance(ReportedInstance),
+    /// A fresh start's Booting, which the start waits to see recorded (see `outbox.rs`).
+    ConfirmStart(crate::outbox::ConfirmStart),
     UnknownDomains(Vec<String>),
     /// What the image cache holds (SHA-256 of each artifact), when it changed.
     Images(Vec<String>),
@@ -135,6 +163,9 @@ pub struct Reconciler {
     detach_retry: std::time::Duration,
     /// See [`STOP_TIMEOUT`].
     stop_timeout: std::time::Duration,
+    /// How long a fresh start waits for the controller to record it Booting before creating
+    /// the guest (`None`: it does not wait; only for tests without a controller).
+    start_confirmation: Option<std::time::Duration>,
     /// This host's boot (the kernel's boot ID): a domain booted during it that is gone
     /// stopped by itself; one booted during an earlier boot went with the host.
     host_boot: String,
@@ -237,10 +268,21 @@ impl Reconciler {
             detach_wait: DETACH_WAIT,
             detach_retry: DETACH_RETRY,
             stop_timeout: STOP_TIMEOUT,
+            start_confirmation: None,
             host_boot: power::host_boot(),
             timings: Timings::default(),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// A fresh start (no instance directory yet) first waits, up to `wait`, for the controller
+    /// to record the instance Booting on this host, and starts nothing if it refuses (the
+    /// instance was placed elsewhere meanwhile) or does not answer in time (a later pass tries
+    /// again). So an instance still Pending in the controller's state never runs anywhere, and
+    /// the controller may place it again when this host goes down.
+    pub fn with_start_confirmation(mut self, wait: std::time::Duration) -> Self {
+        self.start_confirmation = Some(wait);
+        self
     }
 
     /// How long an unplug waits for the guest before later passes take over.
@@ -591,7 +633,10 @@ impl Reconciler {
                             self.report_disk(instance.id, disk, DiskReport::Attached, None);
                         }
                     }
-                    Err(reason) => {
+                    Err(StartError::NotConfirmed(reason)) => {
+                        tracing::warn!(%reason, "not started");
+                    }
+                    Err(StartError::Failed(reason)) => {
                         tracing::warn!(%reason, "start failed");
                         self.report(instance.id, ActualState::Failed, Some(reason));
                     }
@@ -672,9 +717,12 @@ impl Reconciler {
     }
 
     /// Prepares the disk and starts the domain; on failure removes what it made.
-    fn start(&self, instance: &DesiredInstance) -> Result<(), String> {
+    fn start(&self, instance: &DesiredInstance) -> Result<(), StartError> {
         let id = instance.id;
-        self.report(id, ActualState::Booting, None);
+        match self.start_confirmation {
+            Some(wait) if !self.dirs.dir(id).exists() => self.confirm_start(id, wait)?,
+            _ => self.report(id, ActualState::Booting, None),
+        }
         let image = prepare(&self.images, &instance.image)?;
         let dir = self.dirs.dir(id);
         // A directory kept from an earlier run (a stopped instance, a host reboot) holds the
@@ -765,7 +813,9 @@ impl Reconciler {
         for disk in instance.disks.iter().filter(|d| d.attach) {
             match self.domain_disk(disk).map_err(&undo)? {
                 Some(d) => disks.push(d),
-                None => return Err(undo(format!("disk {} is not reachable yet", disk.volume))),
+                None => {
+                    return Err(undo(format!("disk {} is not reachable yet", disk.volume)).into())
+                }
             }
         }
         let spec = DomainSpec {
@@ -804,6 +854,33 @@ impl Reconciler {
             tracing::warn!(error = %e, "cannot record the domain's boot");
         }
         Ok(())
+    }
+
+    /// Reports instance `id` Booting and waits, up to `wait`, for the controller to record it.
+    fn confirm_start(&self, id: u64, wait: std::time::Duration) -> Result<(), StartError> {
+        let (answer, word) = std::sync::mpsc::sync_channel(1);
+        self.inner
+            .lock()
+            .expect("reconciler lock")
+            .reported
+            .insert(id, ActualState::Booting);
+        let _ = self
+            .reports
+            .send(ReportEvent::ConfirmStart(ConfirmStart { id, answer }));
+        let refusal = match word.recv_timeout(wait) {
+            Ok(Confirmation::Recorded) => return Ok(()),
+            Ok(Confirmation::Refused(reason)) => {
+                format!("the controller refused the start: {reason}")
+            }
+            Err(_) => format!("the controller did not record the start within {wait:?}"),
+        };
+        // Said again by the next attempt, if there is one.
+        self.inner
+            .lock()
+            .expect("reconciler lock")
+            .reported
+            .remove(&id);
+        Err(StartError::NotConfirmed(refusal))
     }
 
     /// Plugs in and unplugs a running instance's persistent disks, reporting each change. A

@@ -299,6 +299,24 @@ pub struct HostReport {
     pub disks: Vec<ReportedDisk>,
 }
 
+/// The controller's answer to a host's report: the instance reports it refused (the instance
+/// is not placed on this host any more, or not at all). A host that asked to confirm a start
+/// does not start a refused one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportAnswer {
+    #[serde(default)]
+    pub refused: Vec<RefusedReport>,
+}
+
+/// One instance report the controller refused, and why.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefusedReport {
+    pub id: u64,
+    pub reason: String,
+}
+
 /// What a storage host did with a volume.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -30,6 +30,7 @@ pub const TYPES: &[&str] = &[
     "endorser-registered",
     "network-defined",
     "instance-created",
+    "instance-rescheduled",
     "instance-booting",
     "instance-running",
     "instance-unknown",

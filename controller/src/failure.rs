@@ -206,7 +206,8 @@ impl Failure for Rejection {
             Rejection::UnknownType(_) => Kind::BadRequest,
             Rejection::HostHolds { .. }
             | Rejection::HostUp(_)
-            | Rejection::HostUnschedulable { .. } => Kind::Conflict,
+            | Rejection::HostUnschedulable { .. }
+            | Rejection::NotReplaceable { .. } => Kind::Conflict,
             Rejection::UnknownInstance(_)
             | Rejection::UnknownHost(_)
             | Rejection::UnknownUser(_)

@@ -53,7 +53,13 @@ fn a_host_whose_agent_dies_goes_down_takes_nothing_new_and_its_guest_comes_back_
     // With b in maintenance (through the CLI), the first guest can only go to a.
     let out = cloud.stratus(
         "admin",
-        &["update-host", &b, "--maintenance", "--reason", "test keeps it free"],
+        &[
+            "update-host",
+            &b,
+            "--maintenance",
+            "--reason",
+            "test keeps it free",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
@@ -225,4 +231,81 @@ fn a_host_whose_agent_dies_goes_down_takes_nothing_new_and_its_guest_comes_back_
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, _) = cloud.get("admin", &format!("/hosts/{a}")).unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_pending_instance_of_a_host_that_died_is_placed_again_and_runs_elsewhere() {
+    let mut cloud = TestCloud::start_with(
+        "host-replace",
+        &format!("host_timeout_secs = {HOST_TIMEOUT_SECS}"),
+    )
+    .unwrap();
+    cloud.start_agent().unwrap();
+    cloud.register_appliance("appliance").unwrap();
+    cloud.create_user("alice").unwrap();
+    cloud.start_second_agent("").unwrap();
+    let (a, b) = (cloud.host_name.clone(), cloud.host2_name());
+    maintenance(&cloud, &b, true);
+    let mut events = EventStream::open(&cloud, "admin", "?types=host-,instance-", None).unwrap();
+
+    // a dies; until it is judged down it still counts, so the instance is placed there and
+    // stays Pending: nothing on a can start it.
+    cloud.kill_agent();
+    let vm = cloud
+        .run_instance("alice", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    assert_eq!(vm.host.as_deref(), Some(a.as_str()));
+    assert_eq!(vm.state, InstanceState::Pending);
+    maintenance(&cloud, &b, false);
+
+    let vm_id = vm.id.to_string();
+    let seen = events
+        .until(JUDGED + BOOT, |e| {
+            e.kind == "instance-running" && e.object.id == vm_id
+        })
+        .unwrap();
+    let story: Vec<(&str, Option<&str>)> = seen
+        .iter()
+        .filter(|e| e.object.id == vm_id || (e.object.id == a && e.kind == "host-down"))
+        .map(|e| (e.kind.as_str(), e.host.as_deref()))
+        .collect();
+    assert_eq!(
+        story,
+        [
+            ("instance-created", Some(a.as_str())),
+            ("host-down", Some(a.as_str())),
+            ("instance-rescheduled", Some(b.as_str())),
+            ("instance-booting", Some(b.as_str())),
+            ("instance-running", Some(b.as_str())),
+        ],
+        "{seen:?}"
+    );
+    let rescheduled = seen
+        .iter()
+        .find(|e| e.kind == "instance-rescheduled")
+        .unwrap();
+    assert_eq!(
+        rescheduled.details["reason"],
+        format!("its host {a} went down before it started: placed again on {b}")
+    );
+    let running = cloud.instance("alice", vm.id).unwrap();
+    assert_eq!(running.host.as_deref(), Some(b.as_str()));
+    cloud.wait_banner(vm.id, BOOT).unwrap();
+    assert!(
+        cloud.dir.join("agent2/instances").join(&vm_id).exists(),
+        "its files are on b"
+    );
+    assert!(
+        !cloud.dir.join("agent/instances").join(&vm_id).exists(),
+        "nothing of it on a"
+    );
+    let (_, view) = cloud.get("admin", &format!("/instances/{vm_id}")).unwrap();
+    let changes: Vec<&str> = view["changes"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["action"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        changes.contains(&format!("placed again: {a} down, on {b}").as_str()),
+        "the audit trail says who moved it: {view}"
+    );
 }

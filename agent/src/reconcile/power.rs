@@ -133,7 +133,9 @@ impl Reconciler {
             tracing::info!(%reason, "hard reset");
         }
         self.release_taps(id)?;
-        self.start(instance)?;
+        // Its directory exists, so the start asks no confirmation: it fails or boots.
+        self.start(instance)
+            .map_err(super::StartError::into_reason)?;
         self.inner
             .lock()
             .expect("reconciler lock")

@@ -187,6 +187,87 @@ fn starts_a_wanted_instance_with_an_overlay_and_reports_it_running() {
     assert!(drain(&mut rig).is_empty());
 }
 
+/// Runs one pass whose start (on its own thread, as the agent does) is answered with `word`.
+fn pass_confirmed(rig: &mut Rig, want: &HostDesired, word: crate::outbox::Confirmation) {
+    let listed_at = rig.reconciler.epoch();
+    let domains = rig.hv.list().unwrap();
+    let actions = rig.reconciler.plan(want, &domains, listed_at);
+    assert!(
+        matches!(actions.as_slice(), [Action::Start(_)]),
+        "{actions:?}"
+    );
+    std::thread::scope(|scope| {
+        let reconciler = &rig.reconciler;
+        let start = scope.spawn(move || {
+            for action in actions {
+                reconciler.execute(action);
+            }
+        });
+        // The start waits for the answer: it comes once the report was "delivered".
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(ReportEvent::ConfirmStart(confirm)) = rig.events.try_recv() {
+                confirm.answer.send(word).unwrap();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no confirmation asked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        start.join().unwrap();
+    });
+}
+
+#[test]
+fn a_fresh_start_creates_the_guest_only_once_the_controller_recorded_it() {
+    use crate::outbox::Confirmation;
+    let mut rig = rig_with(|r| r.with_start_confirmation(std::time::Duration::from_secs(10)));
+    let want = desired(&rig.image, &[(7, Desire::Run)]);
+    // Refused: the controller placed it elsewhere meanwhile. Nothing is made or reported.
+    pass_confirmed(
+        &mut rig,
+        &want,
+        Confirmation::Refused("not placed here".into()),
+    );
+    assert!(rig.hv.created().is_empty());
+    assert!(!rig.dirs.dir(7).exists());
+    assert!(
+        drain(&mut rig).is_empty(),
+        "no Failed: it was never this host's to run"
+    );
+    // Recorded: it starts.
+    pass_confirmed(&mut rig, &want, Confirmation::Recorded);
+    assert_eq!(rig.hv.created().len(), 1);
+    assert_eq!(drain(&mut rig), vec![(7, ActualState::Running, None)]);
+}
+
+#[test]
+fn a_start_the_controller_does_not_answer_in_time_makes_nothing_and_is_tried_again() {
+    let mut rig = rig_with(|r| r.with_start_confirmation(std::time::Duration::from_millis(50)));
+    let want = desired(&rig.image, &[(7, Desire::Run)]);
+    let actions = pass(&rig, &want);
+    assert!(matches!(actions.as_slice(), [Action::Start(_)]));
+    assert!(rig.hv.created().is_empty());
+    assert!(!rig.dirs.dir(7).exists());
+    let events: Vec<ReportEvent> = std::iter::from_fn(|| rig.events.try_recv().ok())
+        .filter(|e| !matches!(e, ReportEvent::Images(_)))
+        .collect();
+    let [ReportEvent::ConfirmStart(confirm)] = events.as_slice() else {
+        panic!("no instance report but the confirmation: {events:?}");
+    };
+    assert!(
+        confirm
+            .answer
+            .send(crate::outbox::Confirmation::Recorded)
+            .is_err(),
+        "the start no longer waits"
+    );
+    // The next pass asks again.
+    assert!(matches!(pass(&rig, &want).as_slice(), [Action::Start(_)]));
+}
+
 #[test]
 fn says_again_what_it_reported_when_the_controller_asks_to_confirm() {
     let mut rig = rig();

@@ -24,7 +24,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
-use stratus_common::agent::{CreateJoinToken, EnrolHost, HostReport, RegisterHost};
+use stratus_common::agent::{CreateJoinToken, EnrolHost, HostReport, RegisterHost, ReportAnswer};
 use stratus_common::agent::{HostCertificate, HostDesired, JoinTokenCreated, Registered};
 use stratus_common::api::{
     ApiError, CertificateSubject, CreateApiToken, CreateImage, CreateInstance, CreateNetwork,
@@ -689,15 +689,14 @@ async fn host_desired(
 #[utoipa::path(post, path = "/api/v1/hosts/{name}/report", tag = "agents", request_body = HostReport,
     params(("name" = String, Path, description = "The host's name (its certificate's)")),
     security(("host_certificate" = [])),
-    responses((status = NO_CONTENT, description = "Recorded")))]
+    responses((status = OK, description = "Recorded, but for the instance reports it names as refused", body = ReportAnswer)))]
 async fn host_report(
     State(services): Shared,
     Agent(host): Agent,
     Path(name): Path<String>,
     Body(report): Body<HostReport>,
-) -> Answer<impl IntoResponse> {
-    services.hosts.report(&host, &name, report).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Answer<Json<ReportAnswer>> {
+    Ok(Json(services.hosts.report(&host, &name, report).await?))
 }
 
 /// `POST /api/v1/users`.

@@ -125,7 +125,11 @@ fn service(host: &Host) -> String {
     match &host.maintenance {
         None => "in service".to_owned(),
         Some(m) => {
-            let state = if host.drained { "drained" } else { "maintenance" };
+            let state = if host.drained {
+                "drained"
+            } else {
+                "maintenance"
+            };
             match &m.reason {
                 Some(reason) => format!("{state}: {reason}"),
                 None => state.to_owned(),
@@ -211,7 +215,7 @@ fn render_detail(
                     h2 { "Host " (host.name) }
                     dl.facts {
                         dt { "status" } dd #status { (host.status) (host.status_since.as_deref().map(|t| format!(" since {t}")).unwrap_or_default()) }
-                        dt { "service" } dd #service { (service(&host)) }
+                        dt { "service" } dd #service { (service(host)) }
                         dt { "hypervisor" } dd { (host.hypervisor) " (" (label(&host.domain_type)) ", " (host.arch) ")" }
                         dt { "capacity" } dd { (host.vcpus) " vCPUs, " (host.memory_mib) " MiB, " (host.disk_gib) " GiB" }
                         dt { "placed" } dd { (host.used_vcpus) " vCPUs, " (host.used_memory_mib) " MiB, " (host.instances) " instances" }

@@ -196,8 +196,10 @@ pub fn publish(seq: u64, now_ms: u64, event: &Event) -> Published {
             detail("state", json!(state.as_str()));
             detail("reason", json!(reason));
             let kind = match state {
-                // An instance is Pending only when it was just made.
-                InstanceState::Pending => "instance-created".to_owned(),
+                // An instance is Pending when it was just made (no reason), or placed again
+                // because its host went down before it started (the reason says so).
+                InstanceState::Pending if reason.is_none() => "instance-created".to_owned(),
+                InstanceState::Pending => "instance-rescheduled".to_owned(),
                 other => format!("instance-{}", kebab(other.as_str())),
             };
             (
@@ -383,6 +385,15 @@ mod tests {
                 at_ms: 1,
             });
         }
+        events.push(Event::InstanceState {
+            id: 1,
+            name: "vm-1".into(),
+            owner: "u".into(),
+            host: Some(host()),
+            state: InstanceState::Pending,
+            reason: Some("its host h0 went down before it started: placed again on h1".into()),
+            at_ms: 1,
+        });
         for state in [
             Some(VolumeState::Creating),
             Some(VolumeState::Available),

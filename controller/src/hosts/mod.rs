@@ -12,7 +12,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use stratus_common::agent::{HostDesired, HostReport, RegisterHost, Registered};
+use stratus_common::agent::{
+    HostDesired, HostReport, RefusedReport, RegisterHost, Registered, ReportAnswer,
+};
 use stratus_common::api::{Host, UpdateHost};
 use stratus_common::names::validate_name;
 
@@ -20,6 +22,7 @@ use crate::decide::now_ms;
 use crate::failure::{impl_failure, AdminOnly, InputError};
 use crate::images::{ImageError, Images};
 use crate::replica::{Consistency, Replica, ReplicaError};
+use crate::scheduler;
 use crate::state::{host_view, Command, Event, HostRecord, Maintenance, Rejection, State};
 use crate::users::Caller;
 use enrolment::HostIdentity;
@@ -197,13 +200,15 @@ impl Hosts {
             .await?)
     }
 
-    /// Records what a host reports; only changes are proposed.
+    /// Records what a host reports (only changes are proposed); answers the instance reports
+    /// refused because the instance is not (or no longer) placed on this host.
     pub async fn report(
         &self,
         identity: &HostIdentity,
         host: &str,
         report: HostReport,
-    ) -> Result<(), HostError> {
+    ) -> Result<ReportAnswer, HostError> {
+        let mut answer = ReportAnswer::default();
         identity.require(host)?;
         self.require_registered(host).await?;
         self.liveness
@@ -221,6 +226,10 @@ impl Hosts {
                 Ok(_) => {}
                 Err(r @ (Rejection::UnknownInstance(_) | Rejection::WrongHost { .. })) => {
                     tracing::warn!(host, error = %r, "report about an instance the host does not hold");
+                    answer.refused.push(RefusedReport {
+                        id: item.id,
+                        reason: r.to_string(),
+                    });
                 }
                 Err(r) => return Err(r.into()),
             }
@@ -256,7 +265,7 @@ impl Hosts {
                 Err(r) => return Err(r.into()),
             }
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// A host judged down that calls is up again, before what it says is applied: so its
@@ -448,8 +457,8 @@ fn validate_reason(reason: &str) -> Result<(), InputError> {
 }
 
 /// While this node leads, every `period`: proposes each host whose agent's contact no longer
-/// matches the replicated judgment up or down (see [`Liveness::judge`]). Ends with the hosts'
-/// service.
+/// matches the replicated judgment up or down (see [`Liveness::judge`]), then places again the
+/// Pending instances of hosts that are down. Ends with the hosts' service.
 async fn judge_hosts(replica: Replica, liveness: Weak<Liveness>, period: Duration) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -487,6 +496,83 @@ async fn judge_hosts(replica: Replica, liveness: Weak<Liveness>, period: Duratio
                     tracing::debug!(%host, %error, "host judgment not committed");
                     break;
                 }
+            }
+        }
+        replace_pending(&replica, &liveness).await;
+    }
+}
+
+/// Places again (or fails, when no host can take it) every Pending instance whose host is
+/// down: it never started there, as a host starts a guest only once the controller recorded
+/// Booting, so it may run elsewhere.
+async fn replace_pending(replica: &Replica, liveness: &Liveness) {
+    let Ok(stranded) = replica
+        .read(Consistency::Stale, |s| {
+            s.instances
+                .values()
+                .filter(|i| i.state == stratus_common::api::InstanceState::Pending)
+                .filter_map(|i| {
+                    let host = i.host.as_deref()?;
+                    (!s.host_life(host).up)
+                        .then(|| (i.id, host.to_owned(), i.image_spec.disk.sha256.clone()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+    else {
+        return;
+    };
+    for (id, from, sha256) in stranded {
+        let holding = liveness.holding(&sha256);
+        let Ok(Some(placement)) = replica
+            .read(Consistency::Stale, |s| {
+                s.instances.get(&id).map(|i| {
+                    scheduler::place(
+                        s,
+                        &scheduler::Request {
+                            vcpus: i.vcpus,
+                            memory_mib: i.memory_mib,
+                            holding: &holding,
+                            preferred: None,
+                        },
+                    )
+                })
+            })
+            .await
+        else {
+            continue;
+        };
+        let (to, failure) = match placement {
+            Ok(host) => (Some(host), None),
+            Err(none) => (None, Some(none.to_string())),
+        };
+        let at_ms = now_ms();
+        let command = Command::By {
+            actor: "controller".to_owned(),
+            at_ms,
+            command: Box::new(Command::ReplaceInstance {
+                id,
+                from: from.clone(),
+                to: to.clone(),
+                failure,
+                at_ms,
+            }),
+        };
+        match replica.propose(command).await {
+            Ok(Ok(_)) => tracing::warn!(
+                instance = id,
+                %from,
+                to = to.as_deref().unwrap_or("nowhere: failed"),
+                "Pending instance of a host that is down placed again"
+            ),
+            // The state moved on (it started after all, another placement took the room):
+            // looked at again on the next round.
+            Ok(Err(rejection)) => {
+                tracing::debug!(instance = id, %rejection, "placing again refused")
+            }
+            Err(error) => {
+                tracing::debug!(instance = id, %error, "placing again not committed");
+                return;
             }
         }
     }

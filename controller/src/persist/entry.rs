@@ -211,6 +211,13 @@ pub enum Entry {
         force: bool,
         at_ms: u64,
     },
+    ReplaceInstance {
+        id: u64,
+        from: String,
+        to: Option<String>,
+        failure: Option<String>,
+        at_ms: u64,
+    },
 }
 
 persist_variants!(Entry for Command {
@@ -248,6 +255,7 @@ persist_variants!(Entry for Command {
     HostContact { host, up, at_ms },
     HostMaintenance { host, maintenance },
     RemoveHost { host, force, at_ms },
+    ReplaceInstance { id, from, to, failure, at_ms },
 });
 
 /// A membership change as a configuration-change entry's context stores it.

@@ -535,7 +535,14 @@ fn state_v4() -> State {
 #[test]
 fn the_stored_format_of_version_4_has_not_changed() {
     let mut log = Sha256::new();
-    for command in host_life_commands() {
+    let replace = Command::ReplaceInstance {
+        id: 2,
+        from: "h1".into(),
+        to: Some("h2".into()),
+        failure: None,
+        at_ms: 205,
+    };
+    for command in host_life_commands().into_iter().chain([replace]) {
         let bytes = super::to_bytes(&command);
         let back: Command = super::from_bytes(&bytes).unwrap();
         assert_eq!(back, command);
@@ -550,7 +557,7 @@ fn the_stored_format_of_version_4_has_not_changed() {
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
         hex(&log.finalize()),
-        "983962c935c0b9a238fff53ada65a2b2e9bb2859305f8a406fac74b74def234e",
+        "8700785d2be2eca5b96dc7008338a9aae9a38cb4ffc93b2818c123bbf100e16f",
         "the log entries' stored format changed"
     );
     assert_eq!(

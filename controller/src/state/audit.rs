@@ -181,6 +181,13 @@ fn concerned(command: &Command, creates: &Creates) -> Vec<(String, String)> {
         Command::DeleteImage { name } => one(key("image", name), "delete"),
         Command::DefineNetwork(network) => one(key("network", &network.name), "define"),
         Command::RegisterHost(host) => one(key("host", &host.name), "register"),
+        Command::ReplaceInstance { id, from, to, .. } => one(
+            instance(*id),
+            &match to {
+                Some(to) => format!("placed again: {from} down, on {to}"),
+                None => format!("failed: {from} down, no other host"),
+            },
+        ),
         Command::HostContact { host, up, .. } => {
             one(key("host", host), if *up { "up" } else { "down" })
         }

@@ -153,7 +153,8 @@ impl Before {
             }
             Command::KillInstance { id, .. }
             | Command::PowerInstance { id, .. }
-            | Command::ReportInstance { id, .. } => {
+            | Command::ReportInstance { id, .. }
+            | Command::ReplaceInstance { id, .. } => {
                 instances.push(*id);
                 volumes.extend(state.volumes_of_instance(*id));
             }

@@ -126,6 +126,97 @@ impl State {
         Ok(Outcome::Applied)
     }
 
+    /// Moves instance `id`, Pending on `from` which is down, to `to` (the scheduler's choice),
+    /// or fails it with `failure` when no host could take it. A Pending instance never started
+    /// (its host starts a guest only once the controller recorded Booting there), so this
+    /// cannot make it run twice. One with persistent disks attached at launch fails instead:
+    /// their exports were made for the host it was placed on.
+    pub(super) fn replace_instance(
+        &mut self,
+        id: u64,
+        from: &str,
+        to: Option<String>,
+        failure: Option<String>,
+        at_ms: u64,
+    ) -> Result<Outcome, Rejection> {
+        let instance = self
+            .instances
+            .get(&id)
+            .ok_or(Rejection::UnknownInstance(id))?;
+        if instance.host.as_deref() != Some(from) {
+            return Err(Rejection::WrongHost {
+                id,
+                host: from.to_owned(),
+            });
+        }
+        if instance.state != InstanceState::Pending {
+            return Err(Rejection::NotReplaceable {
+                id,
+                why: format!("it is {}, not Pending", instance.state),
+            });
+        }
+        if self.host_life(from).up {
+            return Err(Rejection::NotReplaceable {
+                id,
+                why: format!("its host {from} is up"),
+            });
+        }
+        let (vcpus, memory_mib) = (instance.vcpus, instance.memory_mib);
+        let has_disks = !self.volumes_of_instance(id).is_empty();
+        let target = match (&to, has_disks) {
+            (Some(host), false) => {
+                let record = self
+                    .hosts
+                    .get(host)
+                    .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
+                match crate::scheduler::check(self, record, vcpus, memory_mib) {
+                    None => Some(host.clone()),
+                    Some(crate::scheduler::Filter::Down) => {
+                        return Err(Rejection::HostUnschedulable {
+                            host: host.clone(),
+                            why: "down",
+                        })
+                    }
+                    Some(crate::scheduler::Filter::Maintenance) => {
+                        return Err(Rejection::HostUnschedulable {
+                            host: host.clone(),
+                            why: "in maintenance",
+                        })
+                    }
+                    Some(_) => {
+                        return Err(Rejection::NoRoom {
+                            host: host.clone(),
+                            vcpus,
+                            memory_mib,
+                        })
+                    }
+                }
+            }
+            _ => None,
+        };
+        let down = format!("its host {from} went down before it started");
+        self.instances.update(id, |i| match target {
+            Some(host) => {
+                let reason = format!("{down}: placed again on {host}");
+                i.host = Some(host);
+                i.transition(InstanceState::Pending, at_ms, Some(reason));
+            }
+            None => {
+                let why = if has_disks {
+                    "persistent disks were to be attached at its start: run it again".to_owned()
+                } else {
+                    failure.unwrap_or_else(|| "no other host can take it".to_owned())
+                };
+                // Nothing of it ever ran, so nothing is left to clean up.
+                i.host_cleaned = true;
+                i.transition(InstanceState::Failed, at_ms, Some(format!("{down}; {why}")));
+            }
+        });
+        self.release_finished_leases(id);
+        self.release_finished_volumes(id);
+        Ok(Outcome::Applied)
+    }
+
     /// An administrator put `host` in maintenance (`Some`, with the reason) or back in
     /// service (`None`).
     pub(super) fn host_maintenance(

@@ -261,3 +261,115 @@ fn an_empty_host_is_removed_and_a_finished_instance_keeps_its_history() {
     assert_eq!(s.instances[&id].state, InstanceState::Done);
     assert_eq!(s.instances[&id].host.as_deref(), Some("h1"));
 }
+
+/// h1 (from `bootstrapped`) and h2, alike.
+fn two_hosts() -> State {
+    let mut s = bootstrapped();
+    let mut h2 = s.hosts["h1"].clone();
+    h2.name = "h2".into();
+    s.apply(Command::RegisterHost(h2)).unwrap();
+    s
+}
+
+fn replace(s: &mut State, id: u64, to: Option<&str>) -> (Result<Outcome, Rejection>, Effects) {
+    s.apply_with_effects(Command::ReplaceInstance {
+        id,
+        from: "h1".into(),
+        to: to.map(Into::into),
+        failure: to.is_none().then(|| "no host can take it".to_owned()),
+        at_ms: 80,
+    })
+}
+
+#[test]
+fn a_pending_instance_of_a_host_that_went_down_is_placed_again_and_only_then() {
+    let mut s = two_hosts();
+    let id = placed(&mut s);
+    assert!(
+        matches!(
+            replace(&mut s, id, Some("h2")).0,
+            Err(Rejection::NotReplaceable { .. })
+        ),
+        "h1 is up"
+    );
+    contact(&mut s, false, 70).0.unwrap();
+    let (outcome, effects) = replace(&mut s, id, Some("h2"));
+    assert_eq!(outcome, Ok(Outcome::Applied));
+    let instance = &s.instances[&id];
+    assert_eq!(instance.host.as_deref(), Some("h2"));
+    assert_eq!(instance.state, InstanceState::Pending);
+    let reason = "its host h1 went down before it started: placed again on h2";
+    assert_eq!(instance.reason.as_deref(), Some(reason));
+    assert_eq!(
+        effects.events,
+        [Event::InstanceState {
+            id,
+            name: format!("vm-{id}"),
+            owner: "alice".into(),
+            host: Some("h2".into()),
+            state: InstanceState::Pending,
+            reason: Some(reason.into()),
+            at_ms: 80,
+        }]
+    );
+    assert!(effects.hosts.contains("h1") && effects.hosts.contains("h2"));
+    assert_eq!((s.usage("h1").instances, s.usage("h2").instances), (0, 1));
+    assert!(s.desired_for_host("h1").is_empty());
+    assert_eq!(s.desired_for_host("h2")[0].id, id);
+    // h1's late report about it is refused: it is not h1's any more.
+    assert!(matches!(
+        report(&mut s, id, ActualState::Booting),
+        Err(Rejection::WrongHost { .. })
+    ));
+    // Once started on h2, it is not moved again.
+    s.apply(Command::ReportInstance {
+        host: "h2".into(),
+        id,
+        state: ActualState::Booting,
+        reason: None,
+        at_ms: 81,
+    })
+    .unwrap();
+    assert_eq!(s.instances[&id].state, InstanceState::Booting);
+}
+
+#[test]
+fn a_pending_instance_no_host_can_take_fails_with_the_reason_and_frees_what_it_held() {
+    let mut s = two_hosts();
+    let id = placed(&mut s);
+    let booting = placed(&mut s);
+    report(&mut s, booting, ActualState::Booting).unwrap();
+    contact(&mut s, false, 70).0.unwrap();
+    assert_eq!(s.instances[&booting].state, InstanceState::Unknown);
+    assert!(
+        matches!(
+            replace(&mut s, booting, Some("h2")).0,
+            Err(Rejection::NotReplaceable { .. })
+        ),
+        "it may have started: never moved"
+    );
+    s.apply(Command::HostMaintenance {
+        host: "h2".into(),
+        maintenance: Some(Maintenance {
+            reason: None,
+            since_ms: 71,
+        }),
+    })
+    .unwrap();
+    assert_eq!(
+        replace(&mut s, id, Some("h2")).0,
+        Err(Rejection::HostUnschedulable {
+            host: "h2".into(),
+            why: "in maintenance"
+        })
+    );
+    replace(&mut s, id, None).0.unwrap();
+    let instance = &s.instances[&id];
+    assert_eq!(instance.state, InstanceState::Failed);
+    assert_eq!(
+        instance.reason.as_deref(),
+        Some("its host h1 went down before it started; no host can take it")
+    );
+    assert!(instance.host_cleaned, "nothing of it ever ran");
+    assert_eq!(s.usage("h1").instances, 1, "only the Unknown one");
+}

@@ -105,6 +105,8 @@ impl InstanceRecord {
             InstanceState::Failed | InstanceState::Stopped | InstanceState::Unknown => {
                 self.reason = reason.clone()
             }
+            // Placed again: why stays visible while it waits.
+            InstanceState::Pending => self.reason = reason.clone(),
             // Done keeps the reason of the Failed or Stopped it came from.
             InstanceState::Done => {}
             _ => self.reason = None,

@@ -348,6 +348,15 @@ pub enum Command {
         up: bool,
         at_ms: u64,
     },
+    /// Instance `id`, Pending on `from` which went down, placed on `to` by the scheduler, or
+    /// Failed with `failure` when none could take it.
+    ReplaceInstance {
+        id: u64,
+        from: String,
+        to: Option<String>,
+        failure: Option<String>,
+        at_ms: u64,
+    },
     /// An administrator put `host` in maintenance (no new instances) or back in service.
     HostMaintenance {
         host: String,
@@ -429,6 +438,8 @@ pub enum Rejection {
         instances: usize,
         volumes: usize,
     },
+    #[error("instance {id} cannot be placed again: {why}")]
+    NotReplaceable { id: u64, why: String },
     #[error("host {0} is up: only a host that is down can be removed by force")]
     HostUp(String),
     #[error("host {host} takes no new instances: it is {why}")]
@@ -742,6 +753,13 @@ impl State {
                 Ok(Outcome::Applied)
             }
             Command::HostContact { host, up, at_ms } => self.host_contact(&host, up, at_ms),
+            Command::ReplaceInstance {
+                id,
+                from,
+                to,
+                failure,
+                at_ms,
+            } => self.replace_instance(id, &from, to, failure, at_ms),
             Command::HostMaintenance { host, maintenance } => {
                 self.host_maintenance(&host, maintenance)
             }
