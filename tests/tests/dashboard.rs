@@ -116,6 +116,16 @@ fn an_administrator_watches_a_vm_live_and_others_are_refused() {
             }
         };
         mark(42).await;
+        // The page and its event stream came over HTTP/2: one connection carries every stream
+        // the site's pages open (HTTP/1.1 would allow a browser six).
+        let protocol = browser
+            .execute(
+                "return performance.getEntriesByType('navigation')[0].nextHopProtocol;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(protocol, json!("h2"));
 
         // A VM started through the CLI is counted Running, live.
         let id = vm_id(&cloud.stratus("alice", &["run-instance", "appliance", "-t", "t1.micro"]));

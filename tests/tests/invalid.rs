@@ -140,7 +140,8 @@ fn invalid_requests_get_4xx_and_create_nothing() {
     assert_eq!(s, 201, "{alice_vm}");
     assert_eq!(alice_vm["state"], "Failed");
     assert_eq!(
-        alice_vm["reason"], "no host with 8 vCPU and 4096 MiB free",
+        alice_vm["reason"],
+        "no host can take 8 vCPU and 4096 MiB: of 1 host(s), 1 has too little free memory",
         "{alice_vm}"
     );
     let id = alice_vm["id"].as_u64().unwrap();

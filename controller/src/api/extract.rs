@@ -131,7 +131,7 @@ pub fn origin(parts: &Parts) -> Origin {
         return Origin {
             address,
             certificate,
-            host: header(header::HOST).map(str::to_owned),
+            host: request_host(parts),
         };
     }
     Origin {
@@ -143,6 +143,17 @@ pub fn origin(parts: &Parts) -> Origin {
             .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
             .map(Arc::new),
     }
+}
+
+/// The host the client addressed: HTTP/1.1's `Host` header, or HTTP/2's `:authority` (which
+/// arrives as the URI's authority).
+pub fn request_host(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
 }
 
 /// The address the request came from, when the server recorded it.

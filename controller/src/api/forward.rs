@@ -206,6 +206,7 @@ impl Forwarder {
             );
         };
         let (mut parts, body) = request.into_parts();
+        let host = super::extract::request_host(&parts);
         let path = parts
             .uri
             .path_and_query()
@@ -222,6 +223,8 @@ impl Forwarder {
             }
         };
         parts.uri = uri;
+        // The link to the leader is HTTP/1.1, whatever the client spoke.
+        parts.version = axum::http::Version::HTTP_11;
         for name in HOP_BY_HOP {
             parts.headers.remove(name);
         }
@@ -229,7 +232,8 @@ impl Forwarder {
         // client sent under these names is replaced.
         parts.headers.remove(FORWARDED_FOR);
         parts.headers.remove(FORWARDED_CERTIFICATE);
-        match parts.headers.remove(header::HOST) {
+        parts.headers.remove(header::HOST);
+        match host.and_then(|h| HeaderValue::from_str(&h).ok()) {
             Some(host) => parts.headers.insert(FORWARDED_HOST, host),
             None => parts.headers.remove(FORWARDED_HOST),
         };

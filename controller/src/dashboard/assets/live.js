@@ -44,8 +44,9 @@ window.stratusLive = (function () {
     source.onerror = () => setConnection("reconnecting", "reconnecting…");
     source.onmessage = handle;
     for (const type of TYPES) source.addEventListener(type, handle);
-    // Leaving the page ends the stream at once (a browser may keep it open a while, and it
-    // holds one of the few connections a browser opens to a site over HTTP/1.1).
+    // Leaving the page ends the stream at once (a browser may keep it open a while; over
+    // HTTP/1.1, which a proxy in front may still speak, it holds one of the six connections a
+    // browser opens to a site).
     window.addEventListener("pagehide", () => source.close());
   }
   document.addEventListener("DOMContentLoaded", open);
