@@ -37,18 +37,21 @@ fn maintenance(cloud: &TestCloud, name: &str, on: bool) -> Value {
     host
 }
 
-#[test]
-fn a_host_whose_agent_dies_goes_down_takes_nothing_new_and_its_guest_comes_back_untouched() {
-    let mut cloud = TestCloud::start_with(
-        "host-down",
-        &format!("host_timeout_secs = {HOST_TIMEOUT_SECS}"),
-    )
-    .unwrap();
+/// A cloud with the short host timeout, two hosts (their names), the appliance and alice.
+fn two_hosts(name: &str) -> (TestCloud, String, String) {
+    let config = format!("host_timeout_secs = {HOST_TIMEOUT_SECS}");
+    let mut cloud = TestCloud::start_with(name, &config).unwrap();
     cloud.start_agent().unwrap();
     cloud.register_appliance("appliance").unwrap();
     cloud.create_user("alice").unwrap();
     cloud.start_second_agent("").unwrap();
     let (a, b) = (cloud.host_name.clone(), cloud.host2_name());
+    (cloud, a, b)
+}
+
+#[test]
+fn a_host_whose_agent_dies_goes_down_takes_nothing_new_and_its_guest_comes_back_untouched() {
+    let (mut cloud, a, b) = two_hosts("host-down");
 
     // With b in maintenance (through the CLI), the first guest can only go to a.
     let out = cloud.stratus(
@@ -235,16 +238,7 @@ fn a_host_whose_agent_dies_goes_down_takes_nothing_new_and_its_guest_comes_back_
 
 #[test]
 fn a_pending_instance_of_a_host_that_died_is_placed_again_and_runs_elsewhere() {
-    let mut cloud = TestCloud::start_with(
-        "host-replace",
-        &format!("host_timeout_secs = {HOST_TIMEOUT_SECS}"),
-    )
-    .unwrap();
-    cloud.start_agent().unwrap();
-    cloud.register_appliance("appliance").unwrap();
-    cloud.create_user("alice").unwrap();
-    cloud.start_second_agent("").unwrap();
-    let (a, b) = (cloud.host_name.clone(), cloud.host2_name());
+    let (mut cloud, a, b) = two_hosts("host-replace");
     maintenance(&cloud, &b, true);
     let mut events = EventStream::open(&cloud, "admin", "?types=host-,instance-", None).unwrap();
 

@@ -133,7 +133,9 @@ fn a_host_acts_only_for_itself_and_only_with_a_certificate_in_force() {
     // For itself, it may.
     let (status, own) = desired(&cloud, &a.client, "host-a");
     assert_eq!(status, 200, "{own}");
-    assert_eq!(report(&cloud, &a.client, "host-a", "stratus-mine-1").0, 204);
+    let (status, reported) = report(&cloud, &a.client, "host-a", "stratus-mine-1");
+    assert_eq!(status, 200, "{reported}");
+    assert_eq!(reported, json!({"refused": []}), "nothing refused");
 
     // No certificate (a user's password is not a host's identity): refused.
     let anonymous = cloud.client().unwrap();
