@@ -1,5 +1,7 @@
 //! Restarts lose nothing: an agent that crashes and comes back adopts its running domains
-//! (the same domains, not restarted); a controller that restarts comes back with all its state.
+//! (the same domains, not restarted), and reports a guest that powered off while it was down
+//! as Stopped instead of booting it again; a controller that restarts comes back with all its
+//! state.
 
 use std::time::Duration;
 
@@ -48,6 +50,42 @@ fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
         .wait_state("admin", vm.id, InstanceState::Done, BOOT)
         .unwrap();
     assert!(cloud.domains().is_empty());
+}
+
+#[test]
+fn a_guest_that_powered_off_while_its_agent_was_down_is_reported_stopped_not_booted_again() {
+    let mut cloud = TestCloud::with_agent("agent-down-poweroff").unwrap();
+    let vm = cloud
+        .run_instance("admin", json!({"image": "appliance", "type": "t1.micro"}))
+        .unwrap();
+    cloud
+        .wait_state("admin", vm.id, InstanceState::Running, BOOT)
+        .unwrap();
+    cloud.wait_banner(vm.id, BOOT).unwrap();
+
+    cloud.kill_agent();
+    // The guest's power goes off while nothing of ours watches (its emulator ends).
+    stratus_e2e::destroy_domain(&vm.domain);
+    assert!(domain_uuid(&vm.domain).is_none());
+    cloud.start_agent().unwrap();
+
+    let stopped = cloud
+        .wait_state("admin", vm.id, InstanceState::Stopped, BOOT)
+        .unwrap();
+    assert_eq!(
+        stopped.reason.as_deref(),
+        Some("the guest powered off (or its emulator stopped)")
+    );
+    assert!(cloud.domains().is_empty(), "not booted again: {:?}", cloud.domains());
+    assert_eq!(cloud.console(vm.id).matches(stratus_e2e::BANNER).count(), 1);
+    // Its owner starts it again, from its own disk.
+    let (status, body) = cloud
+        .post("admin", &format!("/instances/{}/start", vm.id), &json!({}))
+        .unwrap();
+    assert!(status.is_success(), "{body}");
+    cloud
+        .wait_state("admin", vm.id, InstanceState::Running, BOOT)
+        .unwrap();
 }
 
 #[test]
