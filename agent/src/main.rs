@@ -109,7 +109,7 @@ async fn run() -> anyhow::Result<()> {
         None => None,
     };
     let volume_pool_gib = match &pool {
-        Some(pool) => Some(pool.space().context("volume pool size")?.0 >> 30),
+        Some(pool) => Some(pool.capacity().context("volume pool size")? >> 30),
         None => None,
     };
     let registration = RegisterHost {
@@ -276,6 +276,14 @@ async fn run() -> anyhow::Result<()> {
             metrics_server::router(metrics, token),
         ));
     }
+    let registration = Arc::new(std::sync::Mutex::new(registration));
+    if let Some(pool) = &pool {
+        tokio::spawn(watch_pool(
+            client.clone(),
+            registration.clone(),
+            pool.clone(),
+        ));
+    }
     let poller = tokio::spawn(poll_loop(
         client.clone(),
         host.clone(),
@@ -394,7 +402,7 @@ async fn register(client: &ControllerClient, registration: &RegisterHost) -> Str
 async fn poll_loop(
     client: ControllerClient,
     host: String,
-    registration: RegisterHost,
+    registration: Arc<std::sync::Mutex<RegisterHost>>,
     wait: Duration,
     desired: watch::Sender<Option<HostDesired>>,
 ) {
@@ -410,10 +418,63 @@ async fn poll_loop(
             Err(e) => {
                 tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "waiting for desired state failed; retrying");
                 if matches!(&e, ClientError::Refused { status, .. } if status.as_u16() == 404) {
-                    register(&client, &registration).await;
+                    let current = registration.lock().expect("registration lock").clone();
+                    register(&client, &current).await;
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// How often a storage host measures its pool's room again.
+const POOL_WATCH: Duration = Duration::from_secs(60);
+
+/// Registers the host again when its volume pool's capacity moved by a GiB or more (something
+/// else filled or freed its file system), so the controller places disks by the room there
+/// really is. A smaller move waits, so a size near a GiB boundary does not flap.
+async fn watch_pool(
+    client: ControllerClient,
+    registration: Arc<std::sync::Mutex<RegisterHost>>,
+    pool: Arc<VolumePool>,
+) {
+    let mut registered = None;
+    let mut tick = tokio::time::interval(POOL_WATCH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let measured = {
+            let pool = pool.clone();
+            tokio::task::spawn_blocking(move || pool.capacity()).await
+        };
+        let capacity = match measured {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot measure the volume pool");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let first = *registered.get_or_insert(capacity);
+        if capacity.abs_diff(first) < 1 << 30 {
+            continue;
+        }
+        let updated = {
+            let mut current = registration.lock().expect("registration lock");
+            current.volume_pool_gib = Some(capacity >> 30);
+            current.clone()
+        };
+        match client.register(&updated).await {
+            Ok(_) => {
+                tracing::info!(
+                    volume_pool_gib = capacity >> 30,
+                    "volume pool capacity changed; registered again"
+                );
+                registered = Some(capacity);
+            }
+            Err(e) => {
+                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "registering the new pool capacity failed; retrying")
             }
         }
     }

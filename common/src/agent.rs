@@ -22,7 +22,9 @@ pub struct RegisterHost {
     pub arch: String,
     /// Hypervisor name and version, e.g. `QEMU 7.2.0 (libvirt 9.0.0)`.
     pub hypervisor: String,
-    /// Size of the host's volume pool in GiB, when it stores persistent disks.
+    /// GiB the host's volume pool may hold in all, when it stores persistent disks: the free
+    /// room of its file system plus what its volumes occupy (see `VolumePool::capacity`); the
+    /// host registers again when it moves by a GiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_pool_gib: Option<u64>,
 }

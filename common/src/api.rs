@@ -412,7 +412,8 @@ pub struct Host {
     /// SHA-256 of the disks an administrator asked the host to keep cached.
     #[serde(default)]
     pub precache: Vec<String>,
-    /// Size of its volume pool (GiB), when it stores persistent disks.
+    /// GiB its volume pool may hold in all (the free room of its file system plus what its
+    /// volumes occupy, as the host last measured it), when it stores persistent disks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_pool_gib: Option<u64>,
     /// GiB of volumes it stores.

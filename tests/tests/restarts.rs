@@ -76,7 +76,11 @@ fn a_guest_that_powered_off_while_its_agent_was_down_is_reported_stopped_not_boo
         stopped.reason.as_deref(),
         Some("the guest powered off (or its emulator stopped)")
     );
-    assert!(cloud.domains().is_empty(), "not booted again: {:?}", cloud.domains());
+    assert!(
+        cloud.domains().is_empty(),
+        "not booted again: {:?}",
+        cloud.domains()
+    );
     assert_eq!(cloud.console(vm.id).matches(stratus_e2e::BANNER).count(), 1);
     // Its owner starts it again, from its own disk.
     let (status, body) = cloud

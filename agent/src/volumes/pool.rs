@@ -205,6 +205,33 @@ impl VolumePool {
         ))
     }
 
+    /// The bytes the pool's volumes may take in all: what the file system has free for them
+    /// plus what its volumes already occupy. The controller takes the volumes' full sizes from
+    /// it, so what it places here fits even once every (sparse) volume is written full, and
+    /// whatever else shares the file system is counted out.
+    pub fn capacity(&self) -> Result<u64, PoolError> {
+        let (_, free) = self.space()?;
+        Ok(free.saturating_add(self.occupied()?))
+    }
+
+    /// The bytes the pool's volumes occupy on disk (their allocated blocks).
+    pub fn occupied(&self) -> Result<u64, PoolError> {
+        let mut occupied: u64 = 0;
+        for id in self.list()? {
+            let path = self.path(&id)?;
+            match std::fs::metadata(&path) {
+                Ok(meta) => {
+                    occupied =
+                        occupied.saturating_add(std::os::unix::fs::MetadataExt::blocks(&meta) * 512)
+                }
+                // Deleted meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("stat", &path)(e)),
+            }
+        }
+        Ok(occupied)
+    }
+
     /// Makes a link or unlink in the pool durable.
     fn sync_dir(&self) -> Result<(), PoolError> {
         File::open(&self.dir)
@@ -233,6 +260,33 @@ mod tests {
 
     const A: &str = "9c5a2c03-8243-4a1b-a248-0f0d22d948c2";
     const B: &str = "0f0d22d9-48c2-4a1b-a248-9c5a2c038243";
+
+    #[test]
+    fn the_capacity_counts_what_the_volumes_occupy_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = VolumePool::open(&tmp.path().join("pool")).unwrap();
+        assert_eq!(pool.occupied().unwrap(), 0);
+        // Another file on the same file system is not the pool's.
+        std::fs::write(tmp.path().join("other.bin"), vec![7u8; 4 << 20]).unwrap();
+        assert_eq!(pool.occupied().unwrap(), 0);
+        // A sparse volume occupies (next to) nothing until written into.
+        pool.create(A, 64 << 20).unwrap();
+        assert!(pool.occupied().unwrap() < 1 << 20);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(pool.path(A).unwrap())
+            .unwrap();
+        io::Write::write_all(&mut file, &vec![1u8; 8 << 20]).unwrap();
+        file.sync_all().unwrap();
+        let occupied = pool.occupied().unwrap();
+        assert!(
+            (8 << 20..9 << 20).contains(&occupied),
+            "8 MiB written: {occupied}"
+        );
+        let capacity = pool.capacity().unwrap();
+        let (total, _) = pool.space().unwrap();
+        assert!(occupied <= capacity && capacity <= total);
+    }
 
     #[test]
     fn volumes_are_sparse_files_created_once() {
