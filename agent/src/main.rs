@@ -222,7 +222,8 @@ async fn run() -> anyhow::Result<()> {
         reports_tx.clone(),
     )
     .with_stop_timeout(Duration::from_secs(config.stop_timeout_secs))
-    .with_start_confirmation(START_CONFIRMATION);
+    .with_start_confirmation(START_CONFIRMATION)
+    .with_host(&host);
     let storage = match (&pool, config.nbd_listen) {
         (Some(pool), Some(listen)) => {
             reconciler = reconciler.with_volume_pool(pool.clone());

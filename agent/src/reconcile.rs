@@ -166,6 +166,9 @@ pub struct Reconciler {
     /// How long a fresh start waits for the controller to record it Booting before creating
     /// the guest (`None`: it does not wait; only for tests without a controller).
     start_confirmation: Option<std::time::Duration>,
+    /// This host's name, recorded in the domains it makes: domains of the cluster that name
+    /// another host are another agent's (two agents sharing one libvirt).
+    host: Option<String>,
     /// This host's boot (the kernel's boot ID): a domain booted during it that is gone
     /// stopped by itself; one booted during an earlier boot went with the host.
     host_boot: String,
@@ -269,6 +272,7 @@ impl Reconciler {
             detach_retry: DETACH_RETRY,
             stop_timeout: STOP_TIMEOUT,
             start_confirmation: None,
+            host: None,
             host_boot: power::host_boot(),
             timings: Timings::default(),
             inner: Mutex::new(Inner::default()),
@@ -282,6 +286,12 @@ impl Reconciler {
     /// the controller may place it again when this host goes down.
     pub fn with_start_confirmation(mut self, wait: std::time::Duration) -> Self {
         self.start_confirmation = Some(wait);
+        self
+    }
+
+    /// Names this host in the domains it makes, and leaves domains that name another alone.
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_owned());
         self
     }
 
@@ -419,7 +429,10 @@ impl Reconciler {
             .filter_map(|d| {
                 d.tag
                     .as_ref()
-                    .filter(|t| t.cluster_id == self.cluster_id)
+                    .filter(|t| match &self.host {
+                        Some(host) => t.is_of(&self.cluster_id, host),
+                        None => t.cluster_id == self.cluster_id,
+                    })
                     .map(|t| (t.instance_id, d))
             })
             .collect();
@@ -822,6 +835,7 @@ impl Reconciler {
             name: domain_name(&self.cluster_id, id),
             cluster_id: self.cluster_id.clone(),
             instance_id: id,
+            host: self.host.clone(),
             domain_type: self.domain_type,
             vcpus: instance.vcpus,
             memory_mib: instance.memory_mib,

@@ -200,6 +200,12 @@ fn a_host_whose_agent_dies_goes_down_takes_nothing_new_and_its_guest_comes_back_
         "{seen:?}"
     );
     assert_eq!(host(&cloud, &a)["status"], "up");
+    // The two agents share this machine's libvirt: each leaves the other's guest alone, and
+    // neither reports it as a domain no instance accounts for (a's report with vm's Running
+    // carried its list).
+    for name in [&a, &b] {
+        assert_eq!(host(&cloud, name)["unknown_domains"], json!([]), "{name}");
+    }
     assert_eq!(
         stratus_e2e::domain_uuid(&domain).as_deref(),
         Some(uuid.as_str()),

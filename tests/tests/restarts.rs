@@ -170,6 +170,7 @@ fn a_domain_of_this_cluster_that_no_instance_accounts_for_is_reported_not_killed
         name: name.clone(),
         cluster_id,
         instance_id: 999,
+        host: None,
         domain_type: DomainType::Qemu,
         vcpus: 1,
         memory_mib: 128,

@@ -302,6 +302,7 @@ impl Hypervisor for FakeHypervisor {
             tag: Some(InstanceTag {
                 cluster_id: spec.cluster_id.clone(),
                 instance_id: spec.instance_id,
+                host: spec.host.clone(),
             }),
             state: RunState::Running,
         };
@@ -460,6 +461,7 @@ mod tests {
             name: name.into(),
             cluster_id: "c1".into(),
             instance_id: 1,
+            host: None,
             domain_type: DomainType::Qemu,
             vcpus: 1,
             memory_mib: 64,

@@ -476,6 +476,7 @@ mod tests {
             name: name.to_owned(),
             cluster_id: format!("cluster-{}", std::process::id()),
             instance_id: 42,
+            host: Some("host-a".into()),
             domain_type,
             vcpus: 1,
             memory_mib: 64,
@@ -525,7 +526,8 @@ mod tests {
             ours.tag,
             Some(InstanceTag {
                 cluster_id: s.cluster_id.clone(),
-                instance_id: 42
+                instance_id: 42,
+                host: Some("host-a".into()),
             })
         );
         // The driver's own sample domain has no tag.
@@ -697,6 +699,7 @@ mod tests {
         let expected = Some(InstanceTag {
             cluster_id: s.cluster_id.clone(),
             instance_id: 42,
+            host: Some("host-a".into()),
         });
         assert_eq!(ours.tag, expected);
         // The daemon's reformatted description still carries the tag.

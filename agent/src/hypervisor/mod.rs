@@ -35,6 +35,9 @@ pub struct DomainSpec {
     /// The cluster that owns the instance, recorded in the domain's metadata.
     pub cluster_id: String,
     pub instance_id: u64,
+    /// The host whose agent runs it, recorded beside the cluster (`None`: no host named, as
+    /// domains made before hosts were recorded).
+    pub host: Option<String>,
     pub domain_type: DomainType,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -119,6 +122,17 @@ pub struct DomainNic {
 pub struct InstanceTag {
     pub cluster_id: String,
     pub instance_id: u64,
+    /// The host whose agent made it; absent on domains made before hosts were recorded.
+    pub host: Option<String>,
+}
+
+impl InstanceTag {
+    /// Whether the agent of `host` in `cluster_id` owns the domain: its cluster's, and made on
+    /// this host (a domain naming no host is taken as this host's, as it was before). Two
+    /// agents sharing one libvirt leave each other's domains alone.
+    pub fn is_of(&self, cluster_id: &str, host: &str) -> bool {
+        self.cluster_id == cluster_id && self.host.as_deref().is_none_or(|h| h == host)
+    }
 }
 
 /// A domain's run state, reduced to what reconciliation distinguishes.

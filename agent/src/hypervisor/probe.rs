@@ -176,6 +176,7 @@ pub fn run_probe(
         name: PROBE_DOMAIN.to_owned(),
         cluster_id: "probe".to_owned(),
         instance_id: 0,
+        host: None,
         domain_type: DomainType::Kvm,
         vcpus: 1,
         memory_mib: PROBE_MEMORY_MIB,

@@ -109,6 +109,9 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
     }
     check_chars("domain name", &spec.name)?;
     check_chars("cluster ID", &spec.cluster_id)?;
+    if let Some(host) = &spec.host {
+        check_chars("host name", host)?;
+    }
     if spec.vcpus == 0 || spec.memory_mib == 0 {
         return Err(XmlError::NoResources);
     }
@@ -163,7 +166,11 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
                     .with_attribute((ns_attr.as_str(), INSTANCE_NAMESPACE))
                     .write_inner_content(|w| {
                         text_element(w, &format!("{PREFIX}:cluster"), &spec.cluster_id)?;
-                        text_element(w, &format!("{PREFIX}:id"), &spec.instance_id.to_string())
+                        text_element(w, &format!("{PREFIX}:id"), &spec.instance_id.to_string())?;
+                        if let Some(host) = &spec.host {
+                            text_element(w, &format!("{PREFIX}:host"), host)?;
+                        }
+                        Ok(())
                     })?;
                 Ok(())
             })?;
@@ -607,6 +614,7 @@ fn parse_tag(xml: &str, namespace: Option<&str>) -> Option<InstanceTag> {
     enum Field {
         Cluster,
         Id,
+        Host,
     }
     let mut reader = NsReader::from_str(xml);
     // Depth below the instance element; None until it is found.
@@ -614,6 +622,7 @@ fn parse_tag(xml: &str, namespace: Option<&str>) -> Option<InstanceTag> {
     let mut field = None;
     let mut cluster: Option<String> = None;
     let mut id: Option<String> = None;
+    let mut host: Option<String> = None;
     loop {
         let (ns, event) = reader.read_resolved_event().ok()?;
         match event {
@@ -627,6 +636,7 @@ fn parse_tag(xml: &str, namespace: Option<&str>) -> Option<InstanceTag> {
                     field = match (d, is_in(&ns, namespace), e.local_name().as_ref()) {
                         (0, true, b"cluster") => Some(Field::Cluster),
                         (0, true, b"id") => Some(Field::Id),
+                        (0, true, b"host") => Some(Field::Host),
                         _ => None,
                     };
                     depth = Some(d + 1);
@@ -638,6 +648,7 @@ fn parse_tag(xml: &str, namespace: Option<&str>) -> Option<InstanceTag> {
                     let slot = match f {
                         Field::Cluster => &mut cluster,
                         Field::Id => &mut id,
+                        Field::Host => &mut host,
                     };
                     slot.get_or_insert_with(String::new).push_str(&text);
                 }
@@ -662,6 +673,7 @@ fn parse_tag(xml: &str, namespace: Option<&str>) -> Option<InstanceTag> {
     Some(InstanceTag {
         cluster_id,
         instance_id,
+        host: host.map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()),
     })
 }
 
@@ -766,6 +778,7 @@ mod tests {
             name: "stratus-0123abcd-7".into(),
             cluster_id: "0123abcd-cluster".into(),
             instance_id: 7,
+            host: None,
             domain_type: DomainType::Qemu,
             vcpus: 2,
             memory_mib: 256,
@@ -873,9 +886,27 @@ mod tests {
             parse_instance_tag(&xml),
             Some(InstanceTag {
                 cluster_id: "0123abcd-cluster".into(),
-                instance_id: 7
+                instance_id: 7,
+                host: None,
             })
         );
+    }
+
+    #[test]
+    fn the_host_is_recorded_beside_the_cluster_and_read_back() {
+        let mut s = spec();
+        assert_eq!(
+            parse_instance_tag(&domain_xml(&s).unwrap()).unwrap().host,
+            None
+        );
+        s.host = Some("node-7".into());
+        let tag = parse_instance_tag(&domain_xml(&s).unwrap()).unwrap();
+        assert_eq!(tag.host.as_deref(), Some("node-7"));
+        assert!(tag.is_of(&s.cluster_id, "node-7"));
+        assert!(!tag.is_of(&s.cluster_id, "node-8"));
+        assert!(!tag.is_of("another", "node-7"));
+        s.host = Some("bad\u{7}".into());
+        assert!(domain_xml(&s).is_err(), "control characters are refused");
     }
 
     #[test]

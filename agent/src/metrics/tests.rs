@@ -84,6 +84,7 @@ fn a_scrape_shows_each_guest_of_this_cluster_with_its_counters_and_the_cache() {
         Some(InstanceTag {
             cluster_id: CLUSTER.into(),
             instance_id: 5,
+            host: None,
         }),
         RunState::Running,
     );
@@ -118,6 +119,7 @@ fn a_scrape_shows_each_guest_of_this_cluster_with_its_counters_and_the_cache() {
         Some(InstanceTag {
             cluster_id: "another".into(),
             instance_id: 6,
+            host: None,
         }),
         RunState::Running,
     );

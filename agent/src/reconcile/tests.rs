@@ -125,6 +125,7 @@ fn tag(id: u64) -> Option<InstanceTag> {
     Some(InstanceTag {
         cluster_id: CLUSTER.into(),
         instance_id: id,
+        host: None,
     })
 }
 
@@ -314,6 +315,7 @@ fn unknown_domains_are_reported_and_left_running() {
         Some(InstanceTag {
             cluster_id: "another".into(),
             instance_id: 1,
+            host: None,
         }),
         RunState::Running,
     );
@@ -326,6 +328,44 @@ fn unknown_domains_are_reported_and_left_running() {
         })
         .collect();
     assert_eq!(unknown, vec![vec!["stratus-c0ffee00-99".to_owned()]]);
+}
+
+#[test]
+fn domains_another_host_made_on_a_shared_libvirt_are_neither_ours_nor_unknown() {
+    let mut rig = rig_with(|r| r.with_host("h1"));
+    let named = |id: u64, host: Option<&str>| {
+        Some(InstanceTag {
+            cluster_id: CLUSTER.into(),
+            instance_id: id,
+            host: host.map(Into::into),
+        })
+    };
+    // The other agent's guest, ours, and one made before hosts were recorded (ours).
+    rig.hv.insert_domain(
+        "stratus-c0ffee00-5",
+        named(5, Some("h2")),
+        RunState::Running,
+    );
+    rig.hv.insert_domain(
+        "stratus-c0ffee00-6",
+        named(6, Some("h1")),
+        RunState::Running,
+    );
+    rig.hv
+        .insert_domain("stratus-c0ffee00-7", named(7, None), RunState::Running);
+    assert!(pass(&rig, &desired(&rig.image, &[(6, Desire::Run)])).is_empty());
+    let unknown: Vec<_> = std::iter::from_fn(|| rig.events.try_recv().ok())
+        .filter_map(|e| match e {
+            ReportEvent::UnknownDomains(list) => Some(list),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unknown, vec![vec!["stratus-c0ffee00-7".to_owned()]]);
+    // A guest it starts names this host.
+    let want = desired(&rig.image, &[(6, Desire::Run), (8, Desire::Run)]);
+    pass(&rig, &want);
+    let created = rig.hv.created();
+    assert_eq!(created.last().unwrap().host.as_deref(), Some("h1"));
 }
 
 #[test]
