@@ -20,6 +20,7 @@ mod agent_metrics;
 mod cluster;
 mod dashboard;
 mod events;
+mod placement;
 mod snapshot;
 mod tls;
 
@@ -37,7 +38,8 @@ struct Args {
     only: Option<String>,
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
+    "placement",
     "start",
     "overlay",
     "download",
@@ -73,7 +75,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|snapshot|tls|events|dashboard]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|placement|snapshot|tls|events|dashboard]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
@@ -217,6 +219,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("volumes") {
         volume_bench(args.rounds)?;
+    }
+    if run("placement") {
+        placement::placement_bench(args.rounds)?;
     }
     if run("snapshot") {
         snapshot::snapshot_bench()?;

@@ -13,9 +13,11 @@ use stratus_controller::state::{
 };
 
 const HOSTS: usize = 100;
-const INSTANCES: usize = 20_000;
+pub const INSTANCES: usize = 20_000;
 
-fn large_state() -> anyhow::Result<State> {
+/// A site of `hosts` hosts with [`INSTANCES`] instances spread over them (also the placement
+/// bench's).
+pub fn large_state(hosts: usize) -> anyhow::Result<State> {
     let mut state = State::default();
     let apply = |state: &mut State, command: Command| -> anyhow::Result<()> {
         state
@@ -38,7 +40,7 @@ fn large_state() -> anyhow::Result<State> {
             first_member: None,
         },
     )?;
-    for h in 0..HOSTS {
+    for h in 0..hosts {
         apply(
             &mut state,
             Command::RegisterHost(HostRecord {
@@ -82,7 +84,7 @@ fn large_state() -> anyhow::Result<State> {
                 image: "appliance".into(),
                 image_spec: spec.clone(),
                 instance_type: "m1.small".into(),
-                host: Some(format!("host-{}", i % HOSTS)),
+                host: Some(format!("host-{}", i % hosts)),
                 failure: None,
                 at_ms: 10 + i as u64,
                 network: None,
@@ -99,7 +101,7 @@ fn large_state() -> anyhow::Result<State> {
 pub fn snapshot_bench() -> anyhow::Result<()> {
     println!("replicated state snapshot: {INSTANCES} instances on {HOSTS} hosts");
     let built = Instant::now();
-    let state = large_state()?;
+    let state = large_state(HOSTS)?;
     println!(
         "  {:<34} {:>8.1} ms",
         "built by applying the commands",
