@@ -145,6 +145,20 @@ pub fn render_metadata_signed(identifier: &str, email: &str, path: &str) -> Stri
     ))
 }
 
+/// One line of a table: every cell padded to its column's width, the last as it is.
+fn table_line(cells: &[&str], widths: &[usize]) -> String {
+    let mut text = String::new();
+    for (c, cell) in cells.iter().enumerate() {
+        if c + 1 == cells.len() {
+            text.push_str(cell);
+        } else {
+            text.push_str(&format!("{cell:<width$}", width = widths[c]));
+        }
+    }
+    text.push('\n');
+    text
+}
+
 /// Text from the server on one line: control characters (newlines, escapes) become spaces, so
 /// nothing in an entry can break the layout or drive the terminal.
 fn one_line(text: &str) -> String {
@@ -428,17 +442,7 @@ pub fn render_hosts(hosts: &[Host]) -> String {
             .unwrap_or(0)
             + 1
     });
-    let line = |cells: [&str; 7]| {
-        let mut text = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            if c + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}", width = widths[c]));
-            }
-        }
-        text + "\n"
-    };
+    let line = |cells: [&str; 7]| table_line(&cells, &widths);
 
     let mut out = line(HOST_COLUMNS);
     for (host, row) in hosts.iter().zip(&rows) {
@@ -621,18 +625,7 @@ pub fn render_instance_table(instances: &[Instance]) -> String {
             (*min).max(longest + 1)
         })
         .collect();
-    let line = |cells: [&str; 7]| {
-        let mut text = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            if c + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}", width = widths[c]));
-            }
-        }
-        text.push('\n');
-        text
-    };
+    let line = |cells: [&str; 7]| table_line(&cells, &widths);
 
     let mut out = line(INSTANCE_COLUMNS.map(|(label, _)| label));
     for (instance, row) in instances.iter().zip(&rows) {
