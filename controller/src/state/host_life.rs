@@ -169,28 +169,8 @@ impl State {
                     .hosts
                     .get(host)
                     .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
-                match crate::scheduler::check(self, record, vcpus, memory_mib) {
-                    None => Some(host.clone()),
-                    Some(crate::scheduler::Filter::Down) => {
-                        return Err(Rejection::HostUnschedulable {
-                            host: host.clone(),
-                            why: "down",
-                        })
-                    }
-                    Some(crate::scheduler::Filter::Maintenance) => {
-                        return Err(Rejection::HostUnschedulable {
-                            host: host.clone(),
-                            why: "in maintenance",
-                        })
-                    }
-                    Some(_) => {
-                        return Err(Rejection::NoRoom {
-                            host: host.clone(),
-                            vcpus,
-                            memory_mib,
-                        })
-                    }
-                }
+                self.recheck_host(record, vcpus, memory_mib)?;
+                Some(host.clone())
             }
             _ => None,
         };

@@ -9,7 +9,7 @@ use stratus_common::network::NicSpec;
 
 use crate::scheduler::{self, Filter};
 
-use super::{IpamError, NicRecord, Outcome, Rejection, State};
+use super::{HostRecord, IpamError, NicRecord, Outcome, Rejection, State};
 
 /// One recorded state change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -177,28 +177,7 @@ impl State {
                 .get(host)
                 .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
             // The scheduler's filters again, against the state the command applies to.
-            match scheduler::check(self, record, size.vcpus, size.memory_mib) {
-                None => {}
-                Some(Filter::Down) => {
-                    return Err(Rejection::HostUnschedulable {
-                        host: host.clone(),
-                        why: "down",
-                    })
-                }
-                Some(Filter::Maintenance) => {
-                    return Err(Rejection::HostUnschedulable {
-                        host: host.clone(),
-                        why: "in maintenance",
-                    })
-                }
-                Some(Filter::Cpu | Filter::Memory) => {
-                    return Err(Rejection::NoRoom {
-                        host: host.clone(),
-                        vcpus: size.vcpus,
-                        memory_mib: size.memory_mib,
-                    })
-                }
-            }
+            self.recheck_host(record, size.vcpus, size.memory_mib)?;
         }
         if let Some(network) = &network {
             if self.ipam.network(network).is_none() {
@@ -309,6 +288,30 @@ impl State {
                 instance_reported(instance, host, actual, reason, at_ms)
             })
             .ok_or(Rejection::UnknownInstance(id))?
+    }
+
+    /// The scheduler's filters again for `host`, against the state a command applies to: the
+    /// refusal of a host that went down, into maintenance or out of room since it was chosen.
+    pub(super) fn recheck_host(
+        &self,
+        host: &HostRecord,
+        vcpus: u32,
+        memory_mib: u64,
+    ) -> Result<(), Rejection> {
+        let unschedulable = |why| Rejection::HostUnschedulable {
+            host: host.name.clone(),
+            why,
+        };
+        match scheduler::check(self, host, vcpus, memory_mib) {
+            None => Ok(()),
+            Some(Filter::Down) => Err(unschedulable("down")),
+            Some(Filter::Maintenance) => Err(unschedulable("in maintenance")),
+            Some(Filter::Cpu | Filter::Memory) => Err(Rejection::NoRoom {
+                host: host.name.clone(),
+                vcpus,
+                memory_mib,
+            }),
+        }
     }
 
     /// Capacity taken on `host` by the instances placed there.
