@@ -710,12 +710,7 @@ impl TestCloud {
         path: &str,
         body: &Value,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        self.send(
-            self.http()?
-                .post(self.url(path))
-                .basic_auth(user, Some(self.password(user)))
-                .json(body),
-        )
+        self.send_json(reqwest::Method::POST, user, path, body)
     }
 
     pub fn patch(
@@ -724,9 +719,19 @@ impl TestCloud {
         path: &str,
         body: &Value,
     ) -> anyhow::Result<(StatusCode, Value)> {
+        self.send_json(reqwest::Method::PATCH, user, path, body)
+    }
+
+    fn send_json(
+        &self,
+        method: reqwest::Method,
+        user: &str,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         self.send(
             self.http()?
-                .patch(self.url(path))
+                .request(method, self.url(path))
                 .basic_auth(user, Some(self.password(user)))
                 .json(body),
         )

@@ -11,9 +11,8 @@ use stratus_e2e::{domain_uuid, TestCloud};
 
 const BOOT: Duration = Duration::from_secs(120);
 
-#[test]
-fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
-    let mut cloud = TestCloud::with_agent("agent-restart").unwrap();
+/// An instance of the appliance, Running and booted (its banner on the console).
+fn running_vm(cloud: &TestCloud) -> stratus_common::api::Instance {
     let vm = cloud
         .run_instance("admin", json!({"image": "appliance", "type": "t1.micro"}))
         .unwrap();
@@ -21,6 +20,13 @@ fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
         .wait_state("admin", vm.id, InstanceState::Running, BOOT)
         .unwrap();
     cloud.wait_banner(vm.id, BOOT).unwrap();
+    vm
+}
+
+#[test]
+fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
+    let mut cloud = TestCloud::with_agent("agent-restart").unwrap();
+    let vm = running_vm(&cloud);
     let uuid = domain_uuid(&vm.domain).expect("domain runs");
 
     cloud.kill_agent();
@@ -55,13 +61,7 @@ fn a_restarted_agent_adopts_the_running_domain_without_restarting_it() {
 #[test]
 fn a_guest_that_powered_off_while_its_agent_was_down_is_reported_stopped_not_booted_again() {
     let mut cloud = TestCloud::with_agent("agent-down-poweroff").unwrap();
-    let vm = cloud
-        .run_instance("admin", json!({"image": "appliance", "type": "t1.micro"}))
-        .unwrap();
-    cloud
-        .wait_state("admin", vm.id, InstanceState::Running, BOOT)
-        .unwrap();
-    cloud.wait_banner(vm.id, BOOT).unwrap();
+    let vm = running_vm(&cloud);
 
     cloud.kill_agent();
     // The guest's power goes off while nothing of ours watches (its emulator ends).
