@@ -129,7 +129,6 @@ qemu-kvm:qemu-system-x86
 qemu-img:qemu-utils
 /usr/bin/qemu-storage-daemon:qemu-system-x86
 nftables:nftables
-genisoimage:genisoimage
 shadow-utils:adduser"
 
 compare_rpm_with_deb() {

@@ -41,7 +41,8 @@ losetup                 mount                        appliance checks
 ip                      iproute2                     network tests, benchmarks, demo
 bridge                  iproute2                     network tests
 nft                     nftables                     the agent (anti-spoofing rules), tests
-genisoimage             genisoimage                  the agent (cloud-init NoCloud ISO)
+genisoimage             genisoimage                  appliance checks (cloud-init NoCloud ISO of their guests)
+isoinfo                 genisoimage                  agent tests (read the cidata ISO the agent writes)
 ssh                     openssh-client               network tests (log into a guest)
 ssh-keygen              openssh-client               network tests, appliance checks
 ping                    iputils-ping                 network tests, appliance checks

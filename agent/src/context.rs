@@ -1,12 +1,19 @@
 //! Contextualization by cloud-init NoCloud: a `cidata` ISO per instance holding `meta-data`
 //! (instance ID, host name), `user-data` (the user's SSH key and data) and `network-config`
 //! (static addresses from the controller's leases), in the form `appliance/README.md` specifies.
-//! The ISO is made by `genisoimage`, the standard tool, from files written here.
+//! The ISO 9660 image is built in memory by `hadris-iso`, with Rock Ridge and Joliet names so
+//! that Linux and cloud-init see the files' lowercase, dashed names (the plain ISO 9660 names
+//! are 8.3 uppercase), and no program runs on the instance's start path.
 
 use std::fmt::Write as _;
+use std::io::{Cursor, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use hadris_iso::joliet::JolietLevel;
+use hadris_iso::read::PathSeparator;
+use hadris_iso::rrip::RripOptions;
+use hadris_iso::write::options::{BaseIsoLevel, CreationFeatures, IsoFormatOptions};
+use hadris_iso::write::{InputEntry, InputMetadata, InputTree, IsoCreationError, IsoImageWriter};
 use stratus_common::agent::DesiredInstance;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +24,12 @@ pub enum ContextError {
         #[source]
         source: std::io::Error,
     },
-    #[error("genisoimage: {0}")]
-    Iso(String),
+    #[error("building the cidata ISO image")]
+    Iso(#[source] IsoCreationError),
 }
+
+/// The volume label cloud-init's NoCloud source (and the appliance's `/init`) looks for.
+const VOLUME_LABEL: &str = "cidata";
 
 /// A host name a guest accepts: lowercase letters, digits and `-`, at most 63 characters;
 /// `vm-<id>` when nothing is left of the instance's name.
@@ -108,39 +118,88 @@ pub fn network_config(instance: &DesiredInstance) -> String {
 }
 
 /// Writes `<dir>/cidata.iso` for `instance` (replacing an earlier one) and returns its path.
+/// The image is written to a temporary file in `dir`, flushed to disk and renamed over the old
+/// one, so a guest (or a crash) never sees a half-written seed.
 pub fn write_cidata(dir: &Path, instance: &DesiredInstance) -> Result<PathBuf, ContextError> {
-    let staging = dir.join("cidata");
-    let write = |name: &str, text: String| {
-        let path = staging.join(name);
-        std::fs::write(&path, text).map_err(|source| ContextError::Write { path, source })
-    };
-    std::fs::create_dir_all(&staging).map_err(|source| ContextError::Write {
-        path: staging.clone(),
-        source,
-    })?;
-    write("meta-data", meta_data(instance))?;
-    write("user-data", user_data(instance))?;
-    if !instance.nics.is_empty() {
-        write("network-config", network_config(instance))?;
-    }
+    let image = cidata_image(instance)?;
     let iso = dir.join("cidata.iso");
-    let output = Command::new("genisoimage")
-        .args(["-quiet", "-V", "cidata", "-J", "-r", "-o"])
-        .arg(&iso)
-        .arg(&staging)
-        .output()
-        .map_err(|e| ContextError::Iso(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(&staging);
-    if !output.status.success() {
-        return Err(ContextError::Iso(
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        ));
-    }
+    let partial = dir.join(".cidata.iso.partial");
+    let write = |path: &Path| {
+        let mut file = std::fs::File::create(path)?;
+        file.write_all(&image)?;
+        file.sync_all()
+    };
+    write(&partial)
+        .and_then(|()| std::fs::rename(&partial, &iso))
+        .map_err(|source| {
+            let _ = std::fs::remove_file(&partial);
+            ContextError::Write {
+                path: iso.clone(),
+                source,
+            }
+        })?;
     Ok(iso)
+}
+
+/// The seed's ISO 9660 image: `meta-data`, `user-data` and, when the instance has NICs,
+/// `network-config` at the root, read-only (0444) and owned by root as `genisoimage -r` makes
+/// them, under both Rock Ridge (what Linux's isofs reads first) and Joliet names.
+fn cidata_image(instance: &DesiredInstance) -> Result<Vec<u8>, ContextError> {
+    let read_only = InputMetadata {
+        mode: Some(0o444),
+        ..InputMetadata::default()
+    };
+    let mut files = vec![
+        InputEntry::file("meta-data", meta_data(instance)),
+        InputEntry::file("user-data", user_data(instance)),
+    ];
+    if !instance.nics.is_empty() {
+        files.push(InputEntry::file("network-config", network_config(instance)));
+    }
+    let files = files
+        .into_iter()
+        .map(|file| file.with_metadata(read_only))
+        .collect();
+    let options = IsoFormatOptions {
+        volume_name: VOLUME_LABEL.to_owned(),
+        system_id: None,
+        volume_set_id: None,
+        publisher_id: None,
+        preparer_id: None,
+        application_id: None,
+        sector_size: 2048,
+        path_separator: PathSeparator::ForwardSlash,
+        // The label stays lowercase, as `genisoimage -V cidata` writes it.
+        strict_charset: false,
+        features: CreationFeatures {
+            filenames: BaseIsoLevel::Level1 {
+                supports_lowercase: false,
+                supports_rrip: true,
+            },
+            joliet: Some(JolietLevel::Level3),
+            // Names, the entries' 0444 mode and times; uid and gid 0; no links or devices.
+            rock_ridge: Some(RripOptions {
+                enabled: true,
+                relocate_deep_dirs: false,
+                preserve_permissions: true,
+                preserve_ownership: false,
+                preserve_timestamps: true,
+                preserve_symlinks: false,
+                preserve_devices: false,
+            }),
+            ..CreationFeatures::default()
+        },
+    };
+    let tree = InputTree::new(PathSeparator::ForwardSlash, files);
+    let image = IsoImageWriter::create(Cursor::new(Vec::new()), tree, options)
+        .map_err(ContextError::Iso)?;
+    Ok(image.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use stratus_common::agent::{Desire, ImageSpec};
     use stratus_common::api::{Artifact, DiskFormat};
     use stratus_common::network::NicSpec;
@@ -238,6 +297,109 @@ mod tests {
         // The ISO 9660 primary volume descriptor: "CD001" at 32769, the label at 32808.
         assert_eq!(&bytes[32769..32774], b"CD001");
         assert_eq!(&bytes[32808..32814], b"cidata");
-        assert!(!dir.path().join("cidata").exists(), "staging files removed");
+        assert_eq!(bytes[32814], b' ', "the label is padded with blanks");
+        // The volume space size (both-endian, little first) covers the whole file, and no more.
+        let sectors = u32::from_le_bytes(bytes[32848..32852].try_into().unwrap());
+        assert_eq!(sectors as usize * 2048, bytes.len());
+        assert_eq!(
+            files_in(dir.path()),
+            ["cidata.iso"],
+            "no temporary file left"
+        );
+    }
+
+    /// The seed as `isoinfo` (cdrkit's reader, Debian's genisoimage package) sees it: the label,
+    /// both name extensions, and under each the files with the documents' exact text.
+    #[test]
+    fn isoinfo_reads_the_label_names_and_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let i = instance();
+        let iso = write_cidata(dir.path(), &i).unwrap();
+        let description = isoinfo(&iso, &["-d"]);
+        assert!(
+            description.lines().any(|line| line == "Volume id: cidata"),
+            "{description}"
+        );
+        assert!(
+            description.contains("Rock Ridge signatures version 1 found"),
+            "{description}"
+        );
+        assert!(
+            description.contains("Joliet with UCS level 3 found"),
+            "{description}"
+        );
+        let documents = [
+            ("/meta-data", meta_data(&i)),
+            ("/network-config", network_config(&i)),
+            ("/user-data", user_data(&i)),
+        ];
+        for extension in ["-R", "-J"] {
+            assert_eq!(
+                listing(&iso, extension),
+                ["/meta-data", "/network-config", "/user-data"],
+                "isoinfo {extension}"
+            );
+            for (name, text) in &documents {
+                assert_eq!(
+                    &isoinfo(&iso, &[extension, "-x", name]),
+                    text,
+                    "isoinfo {extension} -x {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn without_nics_there_is_no_network_config() {
+        let dir = tempfile::tempdir().unwrap();
+        write_cidata(dir.path(), &instance()).unwrap();
+        let mut i = instance();
+        i.nics.clear();
+        // Written over the seed of the same instance with a NIC: the new image replaces it.
+        let iso = write_cidata(dir.path(), &i).unwrap();
+        for extension in ["-R", "-J"] {
+            assert_eq!(
+                listing(&iso, extension),
+                ["/meta-data", "/user-data"],
+                "isoinfo {extension}"
+            );
+        }
+        assert_eq!(files_in(dir.path()), ["cidata.iso"]);
+    }
+
+    /// The names in a directory, sorted.
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `isoinfo ARGS -i ISO`'s output; the tool missing or failing fails the test.
+    fn isoinfo(iso: &Path, args: &[&str]) -> String {
+        let out = Command::new("isoinfo")
+            .args(args)
+            .arg("-i")
+            .arg(iso)
+            .output()
+            .expect("isoinfo (Debian package genisoimage) runs");
+        assert!(
+            out.status.success(),
+            "isoinfo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Every path in the image under one name extension (`-R` Rock Ridge, `-J` Joliet), sorted.
+    fn listing(iso: &Path, extension: &str) -> Vec<String> {
+        let mut paths: Vec<String> = isoinfo(iso, &[extension, "-f"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        paths.sort();
+        paths
     }
 }
