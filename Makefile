@@ -8,12 +8,12 @@ CARGO ?= cargo
 APPLIANCE := build/appliance
 BINDIR ?= /usr/local/bin
 CLI_NAMES := run-instance describe-instance kill-instance stop-instance start-instance reboot-instance \
-	console-instance events \
+	console-instance events create-group describe-groups delete-group \
 	copy-config build-metadata sign-metadata \
 	upload-metadata describe-images policy-image deprecate-metadata describe-endorsers register-endorser \
 	create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
 	delete-image create-user describe-users update-user delete-user create-join-token revoke-host \
-	describe-hosts update-host remove-host
+	describe-hosts update-host remove-host fence-host
 
 .PHONY: deps check-tools build release appliance demo stop test unit e2e libcloud bench install packages fmt clippy
 

@@ -130,10 +130,10 @@ nbd_listen = "127.0.0.1"
 nbd_client_tls_dir = ""
 EOF
     for name in run-instance describe-instance kill-instance stop-instance start-instance \
-        reboot-instance console-instance events copy-config \
+        reboot-instance console-instance events create-group describe-groups delete-group copy-config \
         create-volume describe-volumes update-volume delete-volume attach-volume detach-volume \
         describe-images delete-image create-user describe-users update-user delete-user \
-        create-join-token revoke-host describe-hosts update-host remove-host; do
+        create-join-token revoke-host describe-hosts update-host remove-host fence-host; do
         ln -sf "$BIN/stratus" "$DEMO/bin/stratus-$name"
     done
     # The appliance where the qemu user can read it, whatever the checkout's permissions.

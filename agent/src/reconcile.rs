@@ -227,7 +227,13 @@ const PRECACHE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Start(Box<DesiredInstance>),
-    Destroy(u64),
+    /// Remove the instance's files and, when `domain` (the listing showed one of this host's
+    /// with its name), its domain. A domain of that name that another host sharing this
+    /// libvirt runs (the instance moved there) is left alone.
+    Destroy {
+        id: u64,
+        domain: bool,
+    },
     /// Power the guest off (ACPI, then the power cut after the timeout) and keep its files.
     Stop(u64),
     /// Power the guest off as for a stop, then boot it again for its new generation.
@@ -520,10 +526,11 @@ impl Reconciler {
                         }
                     },
                     Desire::Destroy => {
-                        let present = ours.contains_key(&id) || self.dirs.dir(id).exists();
+                        let domain = ours.contains_key(&id);
+                        let present = domain || self.dirs.dir(id).exists();
                         if present || inner.reported.get(&id) != Some(&ActualState::Gone) {
                             inner.in_flight.insert(id);
-                            actions.push(Action::Destroy(id));
+                            actions.push(Action::Destroy { id, domain });
                         }
                     }
                     Desire::Stop => {
@@ -686,9 +693,9 @@ impl Reconciler {
                 }
                 instance.id
             }
-            Action::Destroy(id) => {
+            Action::Destroy { id, domain } => {
                 let _guard = tracing::info_span!("instance", id).entered();
-                match self.destroy(id) {
+                match self.destroy(id, domain) {
                     Ok(()) => {
                         tracing::info!("instance destroyed and cleaned up");
                         self.report(id, ActualState::Gone, None);
@@ -1005,12 +1012,15 @@ impl Reconciler {
         }
     }
 
-    /// Destroys the domain (if any), removes the instance's files and lets go of its images.
-    fn destroy(&self, id: u64) -> Result<(), String> {
-        let name = domain_name(&self.cluster_id, id);
-        self.hv
-            .destroy(&name)
-            .map_err(|e| format!("libvirt: {}", error_chain(&e)))?;
+    /// Destroys the domain (when it is this host's), removes the instance's files and lets go
+    /// of its images.
+    fn destroy(&self, id: u64, domain: bool) -> Result<(), String> {
+        if domain {
+            let name = domain_name(&self.cluster_id, id);
+            self.hv
+                .destroy(&name)
+                .map_err(|e| format!("libvirt: {}", error_chain(&e)))?;
+        }
         for tap in self.dirs.read_taps(id) {
             self.network
                 .detach(&tap)

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 pub use stratus_common::api::PowerAction;
 use stratus_common::api::{
-    ApiError, CreateInstance, Endorser, Host, ImageList, Instance, InstanceType, MarketplaceEntry,
-    PolicyVerdict, RegisterEndorser, UpdateHost, User,
+    ApiError, CreateGroup, CreateInstance, Endorser, Group, Host, ImageList, Instance,
+    InstanceType, MarketplaceEntry, PolicyVerdict, RegisterEndorser, UpdateHost, User,
 };
 use stratus_common::events::{EventEnvelope, SseParser};
 use stratus_common::marketplace::{is_identifier, ImageKind, SignedMetadata};
@@ -463,6 +463,35 @@ impl Client {
         self.call(self.http.patch(url).json(update), None)
     }
 
+    /// `POST /groups`: a server group of the caller's. No idempotency key: a repeated request
+    /// cannot make a second group, only meet the first one's name (409).
+    pub fn create_group(&self, request: &CreateGroup) -> Result<Group, ClientError> {
+        let url = self.endpoints.primary().api_url("/groups");
+        self.call(self.http.post(url).json(request), None)
+    }
+
+    /// `GET /groups`: the caller's server groups (an administrator's: every user's), in the
+    /// API's order.
+    pub fn list_groups(&self) -> Result<Vec<Group>, ClientError> {
+        self.call(
+            self.http.get(self.endpoints.primary().api_url("/groups")),
+            None,
+        )
+    }
+
+    /// `GET /groups/{name}`: the caller's group `name`.
+    pub fn get_group(&self, name: &str) -> Result<Group, ClientError> {
+        let url = self.endpoints.primary().api_url(&group_path(name)?);
+        self.call(self.http.get(url), None)
+    }
+
+    /// `DELETE /groups/{name}`: refused (409 `group_in_use`) while an instance in it is not
+    /// Done.
+    pub fn delete_group(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.endpoints.primary().api_url(&group_path(name)?);
+        self.send(self.http.delete(url), None).map(drop)
+    }
+
     /// `GET /users` (administrators).
     pub fn list_users(&self) -> Result<Vec<User>, ClientError> {
         self.call(
@@ -540,11 +569,21 @@ impl Client {
         )
     }
 
-    /// `PATCH /hosts/{name}` (administrators): into maintenance or back in service; the host as
-    /// it is now.
+    /// `PATCH /hosts/{name}` (administrators): into maintenance or back in service, new roles,
+    /// new labels; the host as it is now.
     pub fn update_host(&self, host: &str, update: &UpdateHost) -> Result<Host, ClientError> {
         let url = self.endpoints.primary().api_url(&host_path(host)?);
         self.call(self.http.patch(url).json(update), None)
+    }
+
+    /// `POST /hosts/{name}/fence` (administrators): declare a host that is down dead, so that
+    /// its instances that may be evacuated start elsewhere.
+    pub fn fence_host(&self, host: &str) -> Result<Host, ClientError> {
+        let url = self
+            .endpoints
+            .primary()
+            .api_url(&format!("{}/fence", host_path(host)?));
+        self.call(self.http.post(url).json(&serde_json::json!({})), None)
     }
 
     /// `DELETE /hosts/{name}` (administrators): forget a host that holds no instance or disk,
@@ -819,6 +858,11 @@ fn user_path(name: &str) -> Result<String, ClientError> {
     Ok(format!("/users/{}", path_name(name)?))
 }
 
+/// `/groups/{name}` for a valid group name.
+fn group_path(name: &str) -> Result<String, ClientError> {
+    Ok(format!("/groups/{}", path_name(name)?))
+}
+
 /// `/hosts/{name}` for a valid host name.
 fn host_path(name: &str) -> Result<String, ClientError> {
     Ok(format!("/hosts/{}", path_name(name)?))
@@ -977,6 +1021,9 @@ mod tests {
             ssh_key: None,
             user_data: None,
             persistent_disks: Vec::new(),
+            group: None,
+            labels: Vec::new(),
+            evacuate: false,
         }
     }
 
@@ -1127,6 +1174,9 @@ mod tests {
             ssh_key: None,
             user_data: None,
             persistent_disks: Vec::new(),
+            group: None,
+            labels: Vec::new(),
+            evacuate: false,
         };
         let instance = client.create_instance(&request).unwrap();
         assert_eq!(
@@ -1138,6 +1188,24 @@ mod tests {
         assert!(requests[0].starts_with("POST /api/v1/instances HTTP/1.1\r\n"));
         assert!(
             requests[0].ends_with(r#"{"image":"ttylinux","type":"m1.small"}"#),
+            "{}",
+            requests[0]
+        );
+    }
+
+    #[test]
+    fn placement_rules_go_in_the_instance_request() {
+        let server = CannedServer::start(vec![http_response("201 Created", INSTANCE_5507)]);
+        let client = Client::new(server.endpoint.clone(), alice(), &Tls::default()).unwrap();
+        let request = CreateInstance {
+            group: Some("web".into()),
+            labels: vec!["ssd".into(), "gpu".into()],
+            ..ttylinux()
+        };
+        client.create_instance(&request).unwrap();
+        let requests = server.requests();
+        assert!(
+            requests[0].ends_with(r#"{"image":"ttylinux","group":"web","labels":["ssd","gpu"]}"#),
             "{}",
             requests[0]
         );
@@ -1304,6 +1372,7 @@ mod tests {
         let server = CannedServer::start(vec![
             http_response("200 OK", &format!("[{view}]")),
             http_response("200 OK", &view),
+            http_response("200 OK", &view),
             http_response("204 No Content", ""),
             http_response(
                 "409 Conflict",
@@ -1313,10 +1382,17 @@ mod tests {
         let client = Client::new(server.endpoint.clone(), alice(), &Tls::default()).unwrap();
         assert_eq!(client.list_hosts().unwrap(), vec![host.clone()]);
         let update = UpdateHost {
-            maintenance: true,
+            maintenance: Some(true),
             reason: Some("disk replacement".into()),
+            ..UpdateHost::default()
         };
         assert_eq!(client.update_host("node-1", &update).unwrap(), host);
+        let profile = UpdateHost {
+            roles: Some(vec![stratus_common::api::HostRole::Storage]),
+            labels: Some(Vec::new()),
+            ..UpdateHost::default()
+        };
+        assert_eq!(client.update_host("node-1", &profile).unwrap(), host);
         client.remove_host("node-1", true).unwrap();
         let err = client.remove_host("node-1", false).unwrap_err();
         assert_eq!(err.to_string(), "host node-1 still holds 2 instances");
@@ -1333,8 +1409,72 @@ mod tests {
             "{}",
             requests[1]
         );
-        assert!(requests[2].starts_with("DELETE /api/v1/hosts/node-1?force=true HTTP/1.1\r\n"));
-        assert!(requests[3].starts_with("DELETE /api/v1/hosts/node-1 HTTP/1.1\r\n"));
+        // Left-out fields stay out: the cloud leaves them as they are; no labels clears them.
+        assert!(
+            requests[2].ends_with(r#"{"roles":["storage"],"labels":[]}"#),
+            "{}",
+            requests[2]
+        );
+        assert!(requests[3].starts_with("DELETE /api/v1/hosts/node-1?force=true HTTP/1.1\r\n"));
+        assert!(requests[4].starts_with("DELETE /api/v1/hosts/node-1 HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn group_calls_and_their_urls() {
+        let group = output::tests::group("web");
+        let view = serde_json::to_string(&group).unwrap();
+        let server = CannedServer::start(vec![
+            http_response("201 Created", &view),
+            http_response("200 OK", &format!("[{view}]")),
+            http_response("200 OK", &view),
+            http_response("204 No Content", ""),
+            http_response(
+                "409 Conflict",
+                r#"{"code":"group_in_use","message":"server group web still holds instance 7"}"#,
+            ),
+            http_response(
+                "404 Not Found",
+                r#"{"code":"not_found","message":"server group db not found"}"#,
+            ),
+        ]);
+        let client = Client::new(server.endpoint.clone(), alice(), &Tls::default()).unwrap();
+        let request = CreateGroup {
+            name: "web".into(),
+            policy: stratus_common::api::GroupPolicy::AntiAffinity,
+        };
+        assert_eq!(client.create_group(&request).unwrap(), group);
+        assert_eq!(client.list_groups().unwrap(), vec![group.clone()]);
+        assert_eq!(client.get_group("web").unwrap(), group);
+        client.delete_group("web").unwrap();
+        let err = client.delete_group("web").unwrap_err();
+        assert_eq!(err.to_string(), "server group web still holds instance 7");
+        assert!(
+            matches!(err, ClientError::Api { status: 409, ref code, .. } if code == "group_in_use")
+        );
+        assert!(!err.is_fatal());
+        // A 404 about a group is the API's message, not "instance ... not found".
+        let err = client.get_group("db").unwrap_err();
+        assert_eq!(err.to_string(), "server group db not found");
+        assert!(!err.is_fatal());
+        // Not a name: refused before asking (it would not be one URL path segment).
+        for bad in ["../instances", "a/b", ""] {
+            assert!(client.get_group(bad).is_err(), "{bad:?}");
+            assert!(client.delete_group(bad).is_err(), "{bad:?}");
+        }
+
+        let requests = server.requests();
+        assert!(requests[0].starts_with("POST /api/v1/groups HTTP/1.1\r\n"));
+        assert!(
+            requests[0].ends_with(r#"{"name":"web","policy":"anti-affinity"}"#),
+            "{}",
+            requests[0]
+        );
+        assert!(!requests[0].to_lowercase().contains("idempotency-key"));
+        assert!(requests[1].starts_with("GET /api/v1/groups HTTP/1.1\r\n"));
+        assert!(requests[2].starts_with("GET /api/v1/groups/web HTTP/1.1\r\n"));
+        assert!(requests[3].starts_with("DELETE /api/v1/groups/web HTTP/1.1\r\n"));
+        assert!(requests[4].starts_with("DELETE /api/v1/groups/web HTTP/1.1\r\n"));
+        assert!(requests[5].starts_with("GET /api/v1/groups/db HTTP/1.1\r\n"));
     }
 
     #[test]

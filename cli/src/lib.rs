@@ -32,7 +32,11 @@ use commands::describe::DescribeArgs;
 use commands::describe_endorsers::DescribeEndorsersArgs;
 use commands::describe_images::DescribeImagesArgs;
 use commands::events::EventsArgs;
+use commands::groups::create::CreateGroupArgs;
+use commands::groups::delete::DeleteGroupArgs;
+use commands::groups::describe::DescribeGroupsArgs;
 use commands::hosts::describe::DescribeHostsArgs;
+use commands::hosts::fence::FenceHostArgs;
 use commands::hosts::join_token::CreateJoinTokenArgs;
 use commands::hosts::remove::RemoveHostArgs;
 use commands::hosts::revoke::RevokeHostArgs;
@@ -102,6 +106,12 @@ enum Command {
     AttachVolume(AttachVolumeArgs),
     /// Unplug persistent disks from a running instance (waits until the guest releases them)
     DetachVolume(DetachVolumeArgs),
+    /// Create a server group: its instances run on one host (affinity) or apart (anti-affinity)
+    CreateGroup(CreateGroupArgs),
+    /// List your server groups, their members and the hosts they run on
+    DescribeGroups(DescribeGroupsArgs),
+    /// Delete server groups (only your own, once every instance in them is done)
+    DeleteGroup(DeleteGroupArgs),
     /// Copy the reference configuration file to ~/.stratuslab/stratuslab-user.cfg
     CopyConfig(CopyConfigArgs),
     /// Describe an image file as unsigned Marketplace metadata (checksums, size, format)
@@ -136,12 +146,16 @@ enum Command {
     CreateJoinToken(CreateJoinTokenArgs),
     /// Take every certificate of hosts out of force (administrators)
     RevokeHost(RevokeHostArgs),
-    /// List the hypervisor hosts, their state and load (administrators)
+    /// List the hypervisor hosts, their state, roles, load and labels (administrators)
     DescribeHosts(DescribeHostsArgs),
-    /// Put a host in maintenance or back in service (administrators)
+    /// Put a host in maintenance or back in service, or set its roles and labels
+    /// (administrators)
     UpdateHost(UpdateHostArgs),
     /// Remove hosts from the cloud for good (administrators)
     RemoveHost(RemoveHostArgs),
+    /// Declare hosts that are down dead, so that their instances run with --evacuate start
+    /// elsewhere (administrators)
+    FenceHost(FenceHostArgs),
 }
 
 fn dispatch(
@@ -171,6 +185,9 @@ fn dispatch(
         Command::DeleteVolume(args) => commands::volumes::delete::run(ctx, args, out, err),
         Command::AttachVolume(args) => commands::volumes::attach::run(ctx, args, out, err),
         Command::DetachVolume(args) => commands::volumes::detach::run(ctx, args, out, err),
+        Command::CreateGroup(args) => commands::groups::create::run(ctx, args, out),
+        Command::DescribeGroups(args) => commands::groups::describe::run(ctx, args, out, err),
+        Command::DeleteGroup(args) => commands::groups::delete::run(ctx, args, out, err),
         Command::CopyConfig(args) => commands::copy_config::run(ctx, args, out),
         Command::BuildMetadata(args) => commands::build_metadata::run(ctx, args, out),
         Command::SignMetadata(args) => commands::sign_metadata::run(ctx, args, out, err),
@@ -190,6 +207,7 @@ fn dispatch(
         Command::DescribeHosts(args) => commands::hosts::describe::run(ctx, args, out),
         Command::UpdateHost(args) => commands::hosts::update::run(ctx, args, out),
         Command::RemoveHost(args) => commands::hosts::remove::run(ctx, args, out, err),
+        Command::FenceHost(args) => commands::hosts::fence::run(ctx, args, out, err),
     }
 }
 
@@ -235,6 +253,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+    use stratus_common::api::UpdateHost;
 
     use super::*;
 
@@ -557,9 +576,10 @@ mod tests {
         assert_eq!(update.host, "h1");
         assert_eq!(
             update.update(),
-            stratus_common::api::UpdateHost {
-                maintenance: true,
-                reason: Some("disk replacement".into())
+            UpdateHost {
+                maintenance: Some(true),
+                reason: Some("disk replacement".into()),
+                ..UpdateHost::default()
             }
         );
         let cli = parse(&["stratus-update-host", "h1", "--no-maintenance"]).unwrap();
@@ -568,12 +588,13 @@ mod tests {
         };
         assert_eq!(
             update.update(),
-            stratus_common::api::UpdateHost {
-                maintenance: false,
-                reason: None
+            UpdateHost {
+                maintenance: Some(false),
+                ..UpdateHost::default()
             }
         );
-        // Exactly one of --maintenance and --no-maintenance; a reason only with maintenance.
+        // At most one of --maintenance and --no-maintenance, and at least one change; a reason
+        // only with maintenance.
         let usage_error = |args: &[&str]| {
             let kind = parse(args).unwrap_err().kind();
             assert!(
@@ -601,6 +622,23 @@ mod tests {
             "--no-maintenance",
         ]);
         assert!(parse(&["stratus-update-host", "--maintenance"]).is_err());
+        usage_error(&[
+            "stratus-update-host",
+            "h1",
+            "--reason",
+            "x",
+            "--roles",
+            "compute",
+        ]);
+        usage_error(&[
+            "stratus-update-host",
+            "h1",
+            "--no-maintenance",
+            "--reason",
+            "x",
+            "--labels",
+            "ssd",
+        ]);
 
         let cli = parse(&["stratus-remove-host", "h1", "h2", "--force"]).unwrap();
         let Command::RemoveHost(remove) = cli.command else {
@@ -614,6 +652,176 @@ mod tests {
         };
         assert!(!remove.force);
         assert!(parse(&["stratus-remove-host"]).is_err());
+        let cli = parse(&["stratus-fence-host", "h1"]).unwrap();
+        let Command::FenceHost(fence) = cli.command else {
+            panic!("not fence-host")
+        };
+        assert_eq!(fence.hosts, ["h1"]);
+        assert!(parse(&["stratus-fence-host"]).is_err());
+    }
+
+    fn update_host(args: &[&str]) -> Result<UpdateHost, clap::Error> {
+        let mut all = vec!["stratus-update-host", "h1"];
+        all.extend_from_slice(args);
+        let Command::UpdateHost(update) = parse(&all)?.command else {
+            panic!("not update-host")
+        };
+        Ok(update.update())
+    }
+
+    #[test]
+    fn update_host_sets_roles_and_labels_and_leaves_the_rest() {
+        use stratus_common::api::HostRole::{Compute, Storage};
+        assert_eq!(
+            update_host(&["--roles", "compute,storage"]).unwrap(),
+            UpdateHost {
+                roles: Some(vec![Compute, Storage]),
+                ..UpdateHost::default()
+            }
+        );
+        assert_eq!(
+            update_host(&["--roles=storage", "--labels", "ssd,gpu"]).unwrap(),
+            UpdateHost {
+                roles: Some(vec![Storage]),
+                labels: Some(vec!["ssd".into(), "gpu".into()]),
+                ..UpdateHost::default()
+            }
+        );
+        // '' clears the labels: an empty list is sent, not nothing.
+        assert_eq!(
+            update_host(&["--labels", ""]).unwrap(),
+            UpdateHost {
+                labels: Some(Vec::new()),
+                ..UpdateHost::default()
+            }
+        );
+        assert_eq!(
+            update_host(&["--maintenance", "--reason", "r", "--labels=ssd"]).unwrap(),
+            UpdateHost {
+                maintenance: Some(true),
+                reason: Some("r".into()),
+                labels: Some(vec!["ssd".into()]),
+                ..UpdateHost::default()
+            }
+        );
+        assert_eq!(
+            update_host(&["--no-maintenance", "--roles", "compute"]).unwrap(),
+            UpdateHost {
+                maintenance: Some(false),
+                roles: Some(vec![Compute]),
+                ..UpdateHost::default()
+            }
+        );
+        // At least one role, only known ones; labels the cloud would refuse are refused here.
+        for bad in [
+            &["--roles", ""][..],
+            &["--roles", "gpu"],
+            &["--roles", "compute,"],
+            &["--roles"],
+            &["--labels", "a b"],
+            &["--labels", "ssd,,gpu"],
+            &["--labels"],
+        ] {
+            let kind = update_host(bad).unwrap_err().kind();
+            assert!(
+                matches!(
+                    kind,
+                    clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation
+                ),
+                "{bad:?}: {kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn update_host_help_names_the_roles() {
+        let help = parse(&["stratus-update-host", "-h"])
+            .unwrap_err()
+            .to_string();
+        for text in ["--roles", "compute", "storage", "--labels", "--maintenance"] {
+            assert!(help.contains(text), "{text} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn group_commands_by_their_classic_names() {
+        let cli = parse(&["stratus-create-group", "web", "--policy", "anti-affinity"]).unwrap();
+        let Command::CreateGroup(create) = cli.command else {
+            panic!("not create-group")
+        };
+        assert_eq!(
+            create.request(),
+            stratus_common::api::CreateGroup {
+                name: "web".into(),
+                policy: stratus_common::api::GroupPolicy::AntiAffinity,
+            }
+        );
+        assert!(!create.json);
+        let cli = parse(&["stratus-create-group", "--policy=affinity", "db", "--json"]).unwrap();
+        let Command::CreateGroup(create) = cli.command else {
+            panic!("not create-group")
+        };
+        assert_eq!(
+            create.request().policy,
+            stratus_common::api::GroupPolicy::Affinity
+        );
+        assert!(create.json);
+        // A policy is needed, one of the two; a name the cloud would refuse is refused here.
+        assert!(parse(&["stratus-create-group", "web"]).is_err());
+        assert!(parse(&["stratus-create-group", "web", "--policy", "spread"]).is_err());
+        assert!(parse(&["stratus-create-group", "--policy", "affinity"]).is_err());
+        assert!(parse(&["stratus-create-group", "../x", "--policy", "affinity"]).is_err());
+
+        let cli = parse(&["stratus-describe-groups", "web", "db", "--json"]).unwrap();
+        let Command::DescribeGroups(describe) = cli.command else {
+            panic!("not describe-groups")
+        };
+        assert_eq!(describe.names, ["web", "db"]);
+        assert!(describe.json);
+        let cli = parse(&["stratus-describe-groups"]).unwrap();
+        let Command::DescribeGroups(describe) = cli.command else {
+            panic!("not describe-groups")
+        };
+        assert!(describe.names.is_empty() && !describe.json);
+        assert!(parse(&["stratus-describe-groups", "a/b"]).is_err());
+
+        let cli = parse(&["stratus-delete-group", "web", "db"]).unwrap();
+        let Command::DeleteGroup(delete) = cli.command else {
+            panic!("not delete-group")
+        };
+        assert_eq!(delete.names, ["web", "db"]);
+        assert!(parse(&["stratus-delete-group"]).is_err());
+        assert!(parse(&["stratus-delete-group", ""]).is_err());
+    }
+
+    #[test]
+    fn run_instance_takes_a_group_and_labels() {
+        let cli = parse(&[
+            "stratus-run-instance",
+            "ttylinux",
+            "--group",
+            "web",
+            "--label",
+            "ssd",
+            "--label=gpu,rack-2",
+        ])
+        .unwrap();
+        let Command::RunInstance(run) = cli.command else {
+            panic!("not run-instance")
+        };
+        assert_eq!(run.group.as_deref(), Some("web"));
+        assert_eq!(run.labels, ["ssd", "gpu", "rack-2"]);
+
+        let cli = parse(&["stratus-run-instance", "ttylinux"]).unwrap();
+        let Command::RunInstance(run) = cli.command else {
+            panic!("not run-instance")
+        };
+        assert_eq!((run.group, run.labels), (None, Vec::<String>::new()));
+
+        assert!(parse(&["stratus-run-instance", "img", "--group", "a b"]).is_err());
+        assert!(parse(&["stratus-run-instance", "img", "--label", ""]).is_err());
+        assert!(parse(&["stratus-run-instance", "img", "--label", "ssd,,gpu"]).is_err());
+        assert!(parse(&["stratus-run-instance", "img", "--label", "x=y"]).is_err());
     }
 
     #[test]

@@ -76,6 +76,10 @@ mod tests {
             "delete-volume",
             "attach-volume",
             "detach-volume",
+            "create-group",
+            "describe-groups",
+            "delete-group",
+            "fence-host",
         ] {
             assert_eq!(
                 expand(&[&format!("/usr/bin/stratus-{name}"), "x"]),

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 use stratus_common::api::{
-    Compression, DiskFormat, Endorser, Host, Image, ImageList, Instance, InstanceState,
+    Compression, DiskFormat, Endorser, Group, Host, Image, ImageList, Instance, InstanceState,
     InstanceType, MarketplaceEntry, MarketplacePage, PolicyVerdict, User,
 };
 use stratus_common::events::EventEnvelope;
@@ -373,7 +373,46 @@ pub fn render_host_updated(host: &Host) -> String {
     format!("MAINTENANCE host {name}{reason}: {holding}\n")
 }
 
+/// `update-host --roles/--labels`: what the host is for and the labels it carries now.
+pub fn render_host_profile(host: &Host) -> String {
+    let labels = if host.labels.is_empty() {
+        "(none)".to_owned()
+    } else {
+        host_labels(host)
+    };
+    format!(
+        "UPDATED host {}: roles {}; labels {labels}\n",
+        one_line(&host.name),
+        host_roles(host)
+    )
+}
+
+/// `compute`, `storage` or `compute,storage`; `-` for none.
+fn host_roles(host: &Host) -> String {
+    if host.roles.is_empty() {
+        return "-".to_owned();
+    }
+    host.roles
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The labels comma-separated (one word, as a table cell); `-` for none.
+fn host_labels(host: &Host) -> String {
+    if host.labels.is_empty() {
+        return "-".to_owned();
+    }
+    one_line(&host.labels.join(","))
+}
+
 /// `remove-host`: a host the cloud no longer knows.
+/// `fence-host`: the host fenced.
+pub fn render_fenced_host(host: &Host) -> String {
+    format!("FENCED host {}\n", one_line(&host.name))
+}
+
 pub fn render_removed_host(host: &str) -> String {
     format!("REMOVED host {}\n", one_line(host))
 }
@@ -388,13 +427,15 @@ fn count(n: u32, noun: &str) -> String {
 }
 
 /// Column labels of `describe-hosts`. The last column is not padded.
-const HOST_COLUMNS: [&str; 7] = [
+const HOST_COLUMNS: [&str; 9] = [
     "name",
     "status",
+    "roles",
     "instances",
     "vcpu",
     "memory MiB",
     "pool GiB",
+    "labels",
     "last seen",
 ];
 
@@ -409,18 +450,19 @@ fn host_status(host: &Host) -> String {
     }
 }
 
-/// `describe-hosts`: one host a line, in the order given, with its instances and the vCPUs,
-/// memory and volume pool used of its total (`-` for a host that stores no disks), and when its
-/// agent last talked to the controller that answered (`-`: not since that controller started).
-/// Under a host in maintenance, since when and why; under one whose hypervisor runs domains no
-/// instance accounts for, their names.
+/// `describe-hosts`: one host a line, in the order given, with its roles, its instances and the
+/// vCPUs, memory and volume pool used of its total (`-` for a host that stores no disks), its
+/// labels, and when its agent last talked to the controller that answered (`-`: not since that
+/// controller started). Under a host in maintenance, since when and why; under one whose
+/// hypervisor runs domains no instance accounts for, their names.
 pub fn render_hosts(hosts: &[Host]) -> String {
-    let rows: Vec<[String; 7]> = hosts
+    let rows: Vec<[String; 9]> = hosts
         .iter()
         .map(|h| {
             [
                 one_line(&h.name),
                 host_status(h),
+                host_roles(h),
                 h.instances.to_string(),
                 format!("{}/{}", h.used_vcpus, h.vcpus),
                 format!("{}/{}", h.used_memory_mib, h.memory_mib),
@@ -428,13 +470,14 @@ pub fn render_hosts(hosts: &[Host]) -> String {
                     || "-".to_owned(),
                     |total| format!("{}/{total}", h.volume_pool_used_gib),
                 ),
+                host_labels(h),
                 h.last_seen
                     .as_deref()
                     .map_or_else(|| "-".to_owned(), guide_time),
             ]
         })
         .collect();
-    let widths: [usize; 7] = std::array::from_fn(|c| {
+    let widths: [usize; 9] = std::array::from_fn(|c| {
         rows.iter()
             .map(|r| r[c].chars().count())
             .chain([HOST_COLUMNS[c].len()])
@@ -442,7 +485,7 @@ pub fn render_hosts(hosts: &[Host]) -> String {
             .unwrap_or(0)
             + 1
     });
-    let line = |cells: [&str; 7]| table_line(&cells, &widths);
+    let line = |cells: [&str; 9]| table_line(&cells, &widths);
 
     let mut out = line(HOST_COLUMNS);
     for (host, row) in hosts.iter().zip(&rows) {
@@ -460,6 +503,59 @@ pub fn render_hosts(hosts: &[Host]) -> String {
                 one_line(&host.unknown_domains.join(", "))
             );
         }
+    }
+    out
+}
+
+/// `create-group`: the group made, and its policy.
+pub fn render_group_created(group: &Group) -> String {
+    format!("GROUP {} ({})\n", one_line(&group.name), group.policy)
+}
+
+/// Column labels of `describe-groups`. The last column is not padded.
+const GROUP_COLUMNS: [&str; 5] = ["name", "policy", "owner", "members", "id@host"];
+
+/// `describe-groups`: one group a line, in the order given, with its policy, owner, how many
+/// instances it holds (those not Done or Failed) and each as `ID@HOST` (`ID@-` while not placed
+/// yet; `-` for none).
+pub fn render_groups(groups: &[Group]) -> String {
+    let rows: Vec<[String; 5]> = groups
+        .iter()
+        .map(|g| {
+            let members = if g.members.is_empty() {
+                "-".to_owned()
+            } else {
+                g.members
+                    .iter()
+                    .map(|m| {
+                        let host = m.host.as_deref().map_or_else(|| "-".to_owned(), one_line);
+                        format!("{}@{host}", m.id)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            [
+                one_line(&g.name),
+                g.policy.to_string(),
+                one_line(&g.owner),
+                g.members.len().to_string(),
+                members,
+            ]
+        })
+        .collect();
+    let widths: [usize; 5] = std::array::from_fn(|c| {
+        rows.iter()
+            .map(|r| r[c].chars().count())
+            .chain([GROUP_COLUMNS[c].len()])
+            .max()
+            .unwrap_or(0)
+            + 1
+    });
+    let line = |cells: [&str; 5]| table_line(&cells, &widths);
+
+    let mut out = line(GROUP_COLUMNS);
+    for row in &rows {
+        out += &line(std::array::from_fn(|c| row[c].as_str()));
     }
     out
 }
@@ -679,6 +775,8 @@ pub fn render_types_table(types: &[InstanceType]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use stratus_common::api::{GroupMember, GroupPolicy, HostRole};
+
     use super::*;
 
     #[test]
@@ -725,6 +823,9 @@ pub(crate) mod tests {
             ip: None,
             disks: Vec::new(),
             cpu_percent: None,
+            group: None,
+            labels: Vec::new(),
+            evacuate: false,
             changes: Vec::new(),
         }
     }
@@ -949,12 +1050,16 @@ id  state     vcpu memory    name            cpu% host/ip
             status_since: None,
             maintenance: None,
             drained: false,
+            fenced: None,
+            moved_away: Vec::new(),
             last_seen: Some("2026-05-01T10:00:00Z".into()),
             unknown_domains: Vec::new(),
             images: Vec::new(),
             precache: Vec::new(),
             volume_pool_gib: None,
             volume_pool_used_gib: 0,
+            roles: stratus_common::api::HostRole::both(),
+            labels: Vec::new(),
             changes: Vec::new(),
         }
     }
@@ -982,35 +1087,126 @@ id  state     vcpu memory    name            cpu% host/ip
             status_since: Some("2026-04-30T08:00:00Z".into()),
             last_seen: None,
             unknown_domains: vec!["stray\nvm".into(), "old-7".into()],
+            roles: vec![HostRole::Storage],
             ..host("node-2")
         };
         let draining = Host {
             instances: 1,
             used_vcpus: 1,
             used_memory_mib: 128,
+            roles: vec![HostRole::Compute],
+            labels: vec!["ssd".into(), "gpu".into()],
             ..in_maintenance(host("node-3"), None)
         };
         let drained = Host {
             drained: true,
+            labels: vec!["ssd".into()],
             ..in_maintenance(host("node-4-long-name"), Some("disk\nreplacement"))
         };
         assert_eq!(
             render_hosts(&[busy, down, draining, drained]),
             "\
-name             status         instances vcpu memory MiB pool GiB last seen
-node-1           up             2         3/8  384/16384  15/100   2026/05/01 10:00:00
-node-2           down           0         0/8  0/16384    -        -
+name             status         roles           instances vcpu memory MiB pool GiB labels  last seen
+node-1           up             compute,storage 2         3/8  384/16384  15/100   -       2026/05/01 10:00:00
+node-2           down           storage         0         0/8  0/16384    -        -       -
     unknown domains: stray vm, old-7
-node-3           up,maintenance 1         1/8  128/16384  -        2026/05/01 10:00:00
+node-3           up,maintenance compute         1         1/8  128/16384  -        ssd,gpu 2026/05/01 10:00:00
     maintenance since 2026/05/01 09:00:00
-node-4-long-name up,drained     0         0/8  0/16384    -        2026/05/01 10:00:00
+node-4-long-name up,drained     compute,storage 0         0/8  0/16384    -        ssd     2026/05/01 10:00:00
     maintenance since 2026/05/01 09:00:00: disk replacement
 "
         );
         assert_eq!(
             render_hosts(&[]),
-            "name status instances vcpu memory MiB pool GiB last seen\n"
+            "name status roles instances vcpu memory MiB pool GiB labels last seen\n"
         );
+    }
+
+    #[test]
+    fn host_labels_stay_one_cell() {
+        let odd = Host {
+            labels: vec!["a\nb".into(), "c".into()],
+            roles: Vec::new(),
+            ..host("h1")
+        };
+        assert_eq!(
+            render_hosts(&[odd]),
+            "\
+name status roles instances vcpu memory MiB pool GiB labels last seen
+h1   up     -     0         0/8  0/16384    -        a b,c  2026/05/01 10:00:00
+"
+        );
+    }
+
+    #[test]
+    fn host_profile_line() {
+        let tagged = Host {
+            roles: vec![HostRole::Compute],
+            labels: vec!["ssd".into(), "gpu".into()],
+            ..host("h1")
+        };
+        assert_eq!(
+            render_host_profile(&tagged),
+            "UPDATED host h1: roles compute; labels ssd,gpu\n"
+        );
+        assert_eq!(
+            render_host_profile(&host("h2")),
+            "UPDATED host h2: roles compute,storage; labels (none)\n"
+        );
+    }
+
+    /// A group as the API would show it: anti-affinity, alice's, two members (one not placed
+    /// yet).
+    pub(crate) fn group(name: &str) -> Group {
+        Group {
+            name: name.into(),
+            owner: "alice".into(),
+            policy: GroupPolicy::AntiAffinity,
+            created: "2026-05-01T10:00:00Z".into(),
+            members: vec![
+                GroupMember {
+                    id: 5507,
+                    state: InstanceState::Running,
+                    host: Some("node-1".into()),
+                },
+                GroupMember {
+                    id: 5508,
+                    state: InstanceState::Pending,
+                    host: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn group_table_shows_policy_owner_and_members_on_their_hosts() {
+        let db = Group {
+            policy: GroupPolicy::Affinity,
+            owner: "bob".into(),
+            members: Vec::new(),
+            ..group("db")
+        };
+        assert_eq!(
+            render_groups(&[group("web"), db]),
+            "\
+name policy        owner members id@host
+web  anti-affinity alice 2       5507@node-1 5508@-
+db   affinity      bob   0       -
+"
+        );
+        assert_eq!(render_groups(&[]), "name policy owner members id@host\n");
+    }
+
+    #[test]
+    fn group_confirmations() {
+        assert_eq!(
+            render_group_created(&group("web")),
+            "GROUP web (anti-affinity)\n"
+        );
+        assert_eq!(render_deleted("group web"), "DELETED group web\n");
+        let json = render_json(&group("web"));
+        assert_eq!(serde_json::from_str::<Group>(&json).unwrap(), group("web"));
+        assert!(json.contains("\"policy\": \"anti-affinity\""), "{json}");
     }
 
     #[test]

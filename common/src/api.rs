@@ -1,6 +1,8 @@
 //! Request and view types of the HTTP API under `/api/v1`. Inputs deny unknown fields so a typo
 //! is a 400 naming the field rather than a silently ignored option.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// The JSON body of every error response.
@@ -163,6 +165,17 @@ pub struct CreateInstance {
     /// UUIDs of persistent disks to attach at start (`vdb`, `vdc`, ... in this order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub persistent_disks: Vec<String>,
+    /// A server group of the caller's (`POST /api/v1/groups`): the instance is placed by its
+    /// policy, with the group's other instances (affinity) or away from them (anti-affinity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Labels its host must carry (e.g. `ssd`), as administrators set them on hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Start it elsewhere, from its image, when its host is down and an administrator fenced
+    /// it (what its disk held since it started is lost; without it, it waits for its host).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evacuate: bool,
 }
 
 /// One state change of an instance.
@@ -220,6 +233,15 @@ pub struct Instance {
     /// answering has no recent measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<u32>,
+    /// The server group it was run in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Labels its host must carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Whether it is started elsewhere (from its image) when its host is down and fenced.
+    #[serde(default)]
+    pub evacuate: bool,
     /// Who changed it and how (the audit trail), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
@@ -401,6 +423,14 @@ pub struct Host {
     /// In maintenance and holding no instance any more: it may be shut down.
     #[serde(default)]
     pub drained: bool,
+    /// RFC 3339 time an administrator fenced it (declared it dead while it was down): its
+    /// instances that may be evacuated start elsewhere. Cleared when it is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<String>,
+    /// Instances evacuated from it whose copy here it has not yet destroyed (it is told to
+    /// when it is back).
+    #[serde(default)]
+    pub moved_away: Vec<u64>,
     /// RFC 3339 time the agent last talked to this controller (not replicated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
@@ -419,6 +449,13 @@ pub struct Host {
     /// GiB of volumes it stores.
     #[serde(default)]
     pub volume_pool_used_gib: u64,
+    /// What it is for: `compute` (it runs instances), `storage` (it stores persistent disks
+    /// when its agent has a volume pool), or both.
+    #[serde(default = "HostRole::both")]
+    pub roles: Vec<HostRole>,
+    /// Labels an instance may require of its host (e.g. `ssd`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// Who changed it and how (the audit trail), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
@@ -434,18 +471,112 @@ pub struct HostMaintenance {
     pub since: String,
 }
 
-/// `PATCH /api/v1/hosts/{name}` (admin): put a host in maintenance or back in service.
+/// `PATCH /api/v1/hosts/{name}` (admin): maintenance, roles and labels; each field left out
+/// stays as it is.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({"maintenance": true, "reason": "disk replacement"})))]
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateHost {
     /// True: no new instances or disks are placed on it (those it holds stay). False: back in
     /// service.
-    pub maintenance: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<bool>,
     /// Why, for other administrators (with `maintenance: true` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What it is for (at least one role): a storage-only host gets no instances, a
+    /// compute-only host no new persistent disks. What it holds stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<HostRole>>,
+    /// Its labels, replacing the earlier ones (letters, digits, `.`, `_`, `-`; at most 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+}
+
+/// What a host is for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum HostRole {
+    /// It runs instances.
+    Compute,
+    /// It stores persistent disks.
+    Storage,
+}
+
+impl HostRole {
+    /// Both roles: a host nothing was said of.
+    pub fn both() -> Vec<HostRole> {
+        vec![HostRole::Compute, HostRole::Storage]
+    }
+}
+
+impl fmt::Display for HostRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostRole::Compute => "compute",
+            HostRole::Storage => "storage",
+        })
+    }
+}
+
+/// How a server group places its members.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupPolicy {
+    /// All on one host.
+    Affinity,
+    /// Each on a host of its own.
+    AntiAffinity,
+}
+
+impl fmt::Display for GroupPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GroupPolicy::Affinity => "affinity",
+            GroupPolicy::AntiAffinity => "anti-affinity",
+        })
+    }
+}
+
+/// `POST /api/v1/groups`: a server group of the caller's.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "web", "policy": "anti-affinity"})))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Letters, digits, `.`, `_`, `-`; unique among the caller's groups.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    )]
+    pub name: String,
+    pub policy: GroupPolicy,
+}
+
+/// A server group: instances run with `group` are placed by its policy.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub owner: String,
+    pub policy: GroupPolicy,
+    /// RFC 3339.
+    pub created: String,
+    /// Its instances that are not Done or Failed, and their hosts.
+    pub members: Vec<GroupMember>,
+}
+
+/// An instance of a server group.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupMember {
+    pub id: u64,
+    pub state: InstanceState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// `POST /api/v1/hosts/{name}/images` (admin): fetch an image onto a host ahead of time.

@@ -22,6 +22,7 @@ pub const TYPES: &[&str] = &[
     "host-down",
     "host-maintenance",
     "host-in-service",
+    "host-fenced",
     "host-removed",
     "image-pinned",
     "image-unpinned",

@@ -26,7 +26,7 @@ use crate::persist::{self, FormatError, Persist};
 /// The version of the state machine's commands and state this build writes and understands.
 /// Bump it when a command's meaning or the stored format changes, so that older nodes refuse
 /// the new entries.
-pub const STATE_MACHINE_VERSION: u16 = 4;
+pub const STATE_MACHINE_VERSION: u16 = 5;
 
 /// The last version whose payload was JSON.
 const LAST_JSON_VERSION: u16 = 1;

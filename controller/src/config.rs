@@ -42,6 +42,13 @@ pub struct ControllerConfig {
     /// A host whose agent has not been in touch for this long is `down` and gets no new
     /// instances.
     pub host_timeout_secs: u64,
+    /// How placement orders the hosts that can all take an instance: `spread` (the most free
+    /// memory first) or `pack` (the least, filling hosts one by one).
+    pub placement: crate::scheduler::Strategy,
+    /// Every instance may be evacuated (started elsewhere from its image once its host is down
+    /// and an administrator fenced it), as if each was run with `evacuate`. Give every
+    /// controller of a cluster the same value.
+    pub evacuate: bool,
     /// Take a state-machine snapshot after this many Raft entries.
     pub snapshot_every: u64,
     /// Log format: `text` or `json`.
@@ -187,6 +194,8 @@ impl Default for ControllerConfig {
             admin_password_file: None,
             cpu_allocation_ratio: 4.0,
             host_timeout_secs: 60,
+            placement: crate::scheduler::Strategy::Spread,
+            evacuate: false,
             snapshot_every: 1000,
             log_format: "text".to_owned(),
             marketplace: MarketplaceConfig::default(),
@@ -398,6 +407,11 @@ mod tests {
             err.to_string().contains("unknown field `listen_addr`"),
             "{err}"
         );
+        let c: ControllerConfig = toml::from_str("placement = 'pack'\nevacuate = true").unwrap();
+        assert_eq!(c.placement, crate::scheduler::Strategy::Pack);
+        assert!(c.evacuate);
+        let err = toml::from_str::<ControllerConfig>("placement = 'random'").unwrap_err();
+        assert!(err.to_string().contains("spread"), "{err}");
         let c: ControllerConfig = toml::from_str("listen = '127.0.0.1:9000'\nnode_id = 1").unwrap();
         assert_eq!(c.listen.port(), 9000);
         let c: ControllerConfig = toml::from_str("[tls]\nplain_listen = '192.0.2.1:8080'").unwrap();

@@ -203,7 +203,11 @@ impl Failure for Rejection {
             Rejection::Ipam(e) => e.kind(),
             Rejection::Volume(e) => e.kind(),
             Rejection::Trust(e) => e.kind(),
-            Rejection::UnknownType(_) => Kind::BadRequest,
+            Rejection::UnknownType(_) | Rejection::NoRole(_) => Kind::BadRequest,
+            Rejection::GroupExists(_) | Rejection::GroupInUse { .. } => Kind::Conflict,
+            Rejection::FenceUp(_) | Rejection::NotEvacuable { .. } => Kind::Conflict,
+            Rejection::UnknownGroup(_) => Kind::NotFound,
+            Rejection::RulesWithoutCreation => Kind::BadRequest,
             Rejection::HostHolds { .. }
             | Rejection::HostUp(_)
             | Rejection::HostUnschedulable { .. }
@@ -233,6 +237,8 @@ impl Failure for Rejection {
             Rejection::Volume(e) => e.code(),
             Rejection::WrongState { .. } => "wrong_state",
             Rejection::HostHolds { .. } => "host_in_use",
+            Rejection::GroupInUse { .. } => "group_in_use",
+            Rejection::FenceUp(_) => "host_up",
             Rejection::Trust(e) => e.code(),
             _ => self.kind().code(),
         }

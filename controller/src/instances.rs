@@ -12,13 +12,15 @@ use stratus_common::names::validate_name;
 use crate::decide::now_ms;
 use crate::failure::{impl_failure, InputError};
 use crate::guest::{validate_ssh_key, validate_user_data};
-use crate::hosts::Hosts;
+use crate::hosts::{validate_labels, Hosts};
 use crate::images::{ImageError, Images};
 use crate::networks::{NetworkError, Networks};
 use crate::observed::Observed;
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::scheduler;
-use crate::state::{instance_view, Command, Outcome, PowerAction, Rejection};
+use crate::state::{
+    instance_view, Command, GroupPlacement, Outcome, PlacementRules, PowerAction, Rejection,
+};
 use crate::users::Caller;
 use crate::volumes::Volumes;
 
@@ -153,7 +155,26 @@ impl Instances {
             .instance_type
             .clone()
             .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
+        let rules = PlacementRules {
+            group: request.group.clone(),
+            labels: validate_labels("labels", &request.labels)?,
+            evacuate: request.evacuate,
+        };
+        if let Some(group) = &rules.group {
+            let known = self
+                .replica
+                .read(caller.reads(), |s| s.group(&caller.name, group).is_some())
+                .await?;
+            if !known {
+                return Err(InputError::new(
+                    "group",
+                    format!("you have no server group {group:?} (POST /api/v1/groups makes one)"),
+                )
+                .into());
+            }
+        }
         let image_spec = self.images.resolve(caller.reads(), &request.image).await?;
+        let strategy = self.hosts.strategy();
         for _ in 0..PLACEMENT_TRIES {
             let holding = self.hosts.holding(&image_spec.disk.sha256);
             let first_disk = volumes.first().map(|(id, _)| id.as_str());
@@ -166,13 +187,26 @@ impl Instances {
                     })?;
                     // Next to its first disk if that host can take it (no network hop for the
                     // data).
+                    let group = rules
+                        .group
+                        .as_deref()
+                        .and_then(|name| s.group(&caller.name, name))
+                        .map(|group| GroupPlacement {
+                            group,
+                            instance: None,
+                        });
                     let request = scheduler::Request {
-                        vcpus: size.vcpus,
-                        memory_mib: size.memory_mib,
+                        demand: scheduler::Demand {
+                            vcpus: size.vcpus,
+                            memory_mib: size.memory_mib,
+                            labels: &rules.labels,
+                            group,
+                        },
                         holding: &holding,
                         preferred: first_disk
                             .and_then(|id| s.volumes.get(id))
                             .map(|v| v.host.as_str()),
+                        strategy,
                     };
                     Ok::<_, InputError>(scheduler::place(s, &request))
                 })
@@ -183,7 +217,7 @@ impl Instances {
                 Ok(host) => (Some(host), None),
                 Err(none) => (None, Some(none.to_string())),
             };
-            let command = Command::CreateInstance {
+            let create = Command::CreateInstance {
                 owner: caller.name.clone(),
                 name: request.name.clone(),
                 image: request.image.clone(),
@@ -197,6 +231,13 @@ impl Instances {
                 user_data: request.user_data.clone(),
                 volumes: volumes.clone(),
                 idempotency_key: idempotency_key.clone(),
+            };
+            let command = match rules.is_empty() {
+                true => create,
+                false => Command::CreateInstanceWith {
+                    rules: rules.clone(),
+                    create: Box::new(create),
+                },
             };
             match self.replica.propose(caller.by(command)).await? {
                 Ok(Outcome::InstanceCreated(id)) => {

@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod decide;
 pub mod events;
 pub mod failure;
+pub mod groups;
 pub mod guest;
 pub mod hosts;
 pub mod images;

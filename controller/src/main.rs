@@ -156,6 +156,10 @@ async fn run() -> anyhow::Result<()> {
         Settings {
             ca: Some(ca.clone()),
             host_timeout: Duration::from_secs(config.host_timeout_secs),
+            placement: stratus_controller::scheduler::SitePlacement {
+                strategy: config.placement,
+                evacuate: config.evacuate,
+            },
             marketplace,
             volumes: config.volumes.settings(),
             me,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::accounts::Accounts;
 use crate::cluster::ClusterService;
 use crate::events::EventHub;
+use crate::groups::Groups;
 use crate::hosts::Hosts;
 use crate::images::{Images, MarketplaceSettings};
 use crate::instances::Instances;
@@ -28,6 +29,8 @@ pub struct Settings {
     pub ca: Option<Arc<crate::pki::SiteCa>>,
     /// A host whose agent is silent this long gets no new work.
     pub host_timeout: Duration,
+    /// How placement orders the hosts that fit.
+    pub placement: crate::scheduler::SitePlacement,
     pub marketplace: MarketplaceSettings,
     pub volumes: VolumeSettings,
     /// Who this node is to the other controllers.
@@ -50,6 +53,8 @@ pub struct Services {
     pub hosts: Arc<Hosts>,
     pub volumes: Arc<Volumes>,
     pub instances: Instances,
+    /// Server groups (affinity, anti-affinity).
+    pub groups: Groups,
     pub cluster: ClusterService,
     /// Console output and CPU use the hosts push (not replicated).
     pub observed: Arc<Observed>,
@@ -69,6 +74,7 @@ impl Services {
             images.clone(),
             settings.ca,
             settings.host_timeout,
+            settings.placement,
         ));
         let events = EventHub::start(&replica, settings.volumes.detach_timeout);
         let volumes = Arc::new(Volumes::new(replica.clone(), settings.volumes));
@@ -82,6 +88,7 @@ impl Services {
         )
         .with_observed(observed.clone());
         let users = Users::new(replica.clone(), settings.login_failures);
+        let groups = Groups::new(replica.clone());
         let metrics = Metrics::start(&replica, instances.placement_seconds());
         Self {
             metrics,
@@ -96,6 +103,7 @@ impl Services {
             hosts,
             volumes,
             instances,
+            groups,
             observed,
         }
     }
@@ -154,6 +162,9 @@ pub(crate) mod tests {
             ssh_key: None,
             user_data: None,
             persistent_disks: Vec::new(),
+            group: None,
+            labels: Vec::new(),
+            evacuate: false,
         }
     }
 
@@ -182,6 +193,7 @@ pub(crate) mod tests {
                     .0,
                 )),
                 host_timeout: Duration::from_secs(60),
+                placement: crate::scheduler::SitePlacement::default(),
                 marketplace: MarketplaceSettings::default(),
                 volumes: VolumeSettings::default(),
                 me: crate::peer::Me {
@@ -326,6 +338,165 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert!(plain.nics.is_empty() && plain.ip.is_none());
+    }
+
+    #[tokio::test]
+    async fn server_groups_and_host_labels_place_instances_and_bad_rules_are_refused() {
+        use stratus_common::api::{CreateGroup, GroupPolicy, HostRole, InstanceState, UpdateHost};
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = cloud(dir.path(), &[]).await;
+        let group = cloud
+            .groups
+            .create(
+                &alice(),
+                CreateGroup {
+                    name: "web".into(),
+                    policy: GroupPolicy::AntiAffinity,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((group.owner.as_str(), group.members.len()), ("alice", 0));
+        let in_web = || CreateInstance {
+            group: Some("web".into()),
+            ..run("ttylinux", None)
+        };
+        let first = cloud
+            .instances
+            .create(&alice(), in_web(), None)
+            .await
+            .unwrap();
+        assert_eq!(first.host.as_deref(), Some("node-1"));
+        // One host only: the second of the group has nowhere to go, and says why.
+        let second = cloud
+            .instances
+            .create(&alice(), in_web(), None)
+            .await
+            .unwrap();
+        assert_eq!(second.state, InstanceState::Failed);
+        assert_eq!(
+            second.reason.as_deref(),
+            Some(
+                "no host can take 1 vCPU and 256 MiB: of 1 host(s), 1 already runs an \
+                 instance of anti-affinity group web (anti-affinity filter)"
+            )
+        );
+        let shown = cloud.groups.get(&alice(), "web").await.unwrap();
+        assert_eq!(shown.members.len(), 1, "the Failed one holds no place");
+        assert_eq!(shown.members[0].host.as_deref(), Some("node-1"));
+        // Another user has no group of that name.
+        let (kind, message) = failed(cloud.instances.create(&admin(), in_web(), None).await);
+        assert_eq!(kind, Kind::BadRequest);
+        assert!(
+            message.starts_with("group: you have no server group \"web\""),
+            "{message}"
+        );
+        let (kind, message) = failed(
+            cloud
+                .instances
+                .create(
+                    &alice(),
+                    CreateInstance {
+                        labels: vec!["ssd!".into()],
+                        ..run("ttylinux", None)
+                    },
+                    None,
+                )
+                .await,
+        );
+        assert_eq!(kind, Kind::BadRequest);
+        assert!(message.starts_with("labels "), "{message}");
+        let err = cloud.groups.delete(&alice(), "web").await.unwrap_err();
+        assert_eq!((err.kind(), err.code()), (Kind::Conflict, "group_in_use"));
+        // Labels an administrator sets; an instance requiring one goes only where it is.
+        let host = cloud
+            .hosts
+            .update(
+                &admin(),
+                "node-1",
+                UpdateHost {
+                    labels: Some(vec!["ssd".into()]),
+                    ..UpdateHost::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(host.labels, ["ssd"]);
+        assert_eq!(host.roles, [HostRole::Compute, HostRole::Storage]);
+        let ssd = cloud
+            .instances
+            .create(
+                &alice(),
+                CreateInstance {
+                    labels: vec!["ssd".into()],
+                    ..run("ttylinux", None)
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(ssd.host.as_deref(), Some("node-1"));
+        let gpu = cloud
+            .instances
+            .create(
+                &alice(),
+                CreateInstance {
+                    labels: vec!["gpu".into()],
+                    ..run("ttylinux", None)
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(
+            gpu.reason
+                .as_deref()
+                .unwrap()
+                .ends_with("1 lacks a required label (labels filter: gpu)"),
+            "{:?}",
+            gpu.reason
+        );
+        for (update, field) in [
+            (UpdateHost::default(), "maintenance: nothing to change"),
+            (
+                UpdateHost {
+                    roles: Some(Vec::new()),
+                    ..UpdateHost::default()
+                },
+                "roles: at least one role",
+            ),
+        ] {
+            let (kind, message) = failed(cloud.hosts.update(&admin(), "node-1", update).await);
+            assert_eq!(kind, Kind::BadRequest);
+            assert!(message.starts_with(field), "{message}");
+        }
+        let storage_only = cloud
+            .hosts
+            .update(
+                &admin(),
+                "node-1",
+                UpdateHost {
+                    roles: Some(vec![HostRole::Storage]),
+                    ..UpdateHost::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(storage_only.roles, [HostRole::Storage]);
+        let refused = cloud
+            .instances
+            .create(&alice(), run("ttylinux", None), None)
+            .await
+            .unwrap();
+        assert!(
+            refused
+                .reason
+                .as_deref()
+                .unwrap()
+                .ends_with("1 is not a compute host"),
+            "{:?}",
+            refused.reason
+        );
     }
 
     #[tokio::test]

@@ -125,13 +125,17 @@ impl Volumes {
         }
         let tag = request.tag.unwrap_or_default();
         validate_tag(&tag).map_err(|e| InputError::named("tag", e.to_string()))?;
-        // The storage host with the most room among those up and in service.
+        // The storage host with the most room among those up, in service and for storage.
         let host = self
             .replica
             .read(caller.reads(), |s| {
                 s.hosts
                     .values()
-                    .filter(|h| h.volume_pool_gib.is_some() && s.host_life(&h.name).schedulable())
+                    .filter(|h| {
+                        h.volume_pool_gib.is_some()
+                            && s.host_life(&h.name).schedulable()
+                            && s.host_profile(&h.name).storage
+                    })
                     .map(|h| (s.pool_free_gib(&h.name), std::cmp::Reverse(h.name.clone())))
                     .max()
             })

@@ -309,3 +309,123 @@ fn a_pending_instance_of_a_host_that_died_is_placed_again_and_runs_elsewhere() {
         "the audit trail says who moved it: {view}"
     );
 }
+
+#[test]
+fn an_instance_of_a_fenced_host_is_evacuated_once_and_the_host_destroys_its_copy_when_back() {
+    let (mut cloud, a, b) = two_hosts("host-fence");
+    maintenance(&cloud, &b, true);
+    let vm = cloud
+        .run_instance(
+            "alice",
+            json!({"image": "appliance", "type": "t1.micro", "evacuate": true}),
+        )
+        .unwrap();
+    assert_eq!(vm.host.as_deref(), Some(a.as_str()));
+    assert!(vm.evacuate);
+    cloud
+        .wait_state("alice", vm.id, InstanceState::Running, BOOT)
+        .unwrap();
+    maintenance(&cloud, &b, false);
+    let vm_id = vm.id.to_string();
+    let mut events = EventStream::open(&cloud, "admin", "?types=host-,instance-", None).unwrap();
+
+    // A host that is up cannot be fenced.
+    let (status, error) = cloud
+        .post("admin", &format!("/hosts/{a}/fence"), &json!({}))
+        .unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_eq!(error["code"], "host_up");
+
+    // a dies: its agent is killed, and the test powers its guest off, as a site's fencing
+    // (IPMI, a PDU) would. Until an administrator fences a, nothing is started elsewhere.
+    cloud.kill_agent();
+    events
+        .until(JUDGED, |e| {
+            e.kind == "instance-unknown" && e.object.id == vm_id
+        })
+        .unwrap();
+    let (_, cluster) = cloud.get("admin", "/cluster").unwrap();
+    let domain = stratus_common::agent::domain_name(cluster["cluster_id"].as_str().unwrap(), vm.id);
+    let old_uuid = stratus_e2e::domain_uuid(&domain).expect("a's guest");
+    stratus_e2e::destroy_domain(&domain);
+    assert_eq!(
+        cloud.instance("alice", vm.id).unwrap().host.as_deref(),
+        Some(a.as_str()),
+        "not moved without a fence"
+    );
+    let out = cloud.stratus("admin", &["fence-host", &a]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("FENCED host {a}\n")
+    );
+    assert!(host(&cloud, &a)["fenced"].is_string());
+
+    let seen = events
+        .until(BOOT, |e| {
+            e.kind == "instance-running" && e.object.id == vm_id
+        })
+        .unwrap();
+    let story: Vec<(&str, Option<&str>)> = seen
+        .iter()
+        .filter(|e| e.object.id == vm_id || (e.object.id == a && e.kind == "host-fenced"))
+        .map(|e| (e.kind.as_str(), e.host.as_deref()))
+        .collect();
+    assert_eq!(
+        story,
+        [
+            ("host-fenced", Some(a.as_str())),
+            ("instance-rescheduled", Some(b.as_str())),
+            ("instance-booting", Some(b.as_str())),
+            ("instance-running", Some(b.as_str())),
+        ],
+        "started elsewhere exactly once: {seen:?}"
+    );
+    let moved = cloud.instance("alice", vm.id).unwrap();
+    assert_eq!(moved.host.as_deref(), Some(b.as_str()));
+    assert_eq!(
+        moved.reason, None,
+        "Running: the evacuation's reason is in the history"
+    );
+    assert!(moved.history.iter().any(|t| t.reason.as_deref()
+        == Some(
+            format!("evacuated from {a} (fenced): started again on {b} from its image").as_str()
+        )));
+    let new_uuid = stratus_e2e::domain_uuid(&domain).expect("b's guest");
+    assert_ne!(new_uuid, old_uuid, "a new guest, from the image");
+    cloud.wait_banner(vm.id, BOOT).unwrap();
+
+    // a comes back: it is up and no longer fenced, it destroys what it held of the instance,
+    // and the instance runs on b, untouched.
+    let a_files = cloud.dir.join("agent/instances").join(&vm_id);
+    assert!(a_files.exists(), "a's copy of the instance is still there");
+    cloud.start_agent().unwrap();
+    events
+        .until(JUDGED, |e| e.kind == "host-up" && e.object.id == a)
+        .unwrap();
+    let back = host(&cloud, &a);
+    assert!(back["fenced"].is_null(), "{back}");
+    // Until a confirms its copy is gone, its view lists it.
+    let deadline = std::time::Instant::now() + BOOT;
+    while host(&cloud, &a)["moved_away"] != json!([]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a never destroyed its copy"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(!a_files.exists(), "a's copy of the instance is gone");
+    let after = cloud.instance("alice", vm.id).unwrap();
+    assert_eq!(
+        (after.state, after.host.as_deref()),
+        (InstanceState::Running, Some(b.as_str()))
+    );
+    assert_eq!(stratus_e2e::domain_uuid(&domain), Some(new_uuid));
+    let (status, body) = cloud
+        .delete("alice", &format!("/instances/{vm_id}"))
+        .unwrap();
+    assert!(status.is_success(), "{body}");
+    cloud
+        .wait_state("alice", vm.id, InstanceState::Done, BOOT)
+        .unwrap();
+}

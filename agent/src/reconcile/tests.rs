@@ -387,6 +387,39 @@ fn destroy_removes_the_domain_and_its_files_then_reports_gone_once() {
     assert!(drain(&mut rig).is_empty());
 }
 
+/// An instance evacuated from h1 to h2, which share one libvirt: h1, back, is told to
+/// destroy its copy. The domain of that name is h2's now: h1 removes its own files only.
+#[test]
+fn destroying_a_copy_leaves_the_same_named_domain_of_another_host_running() {
+    let mut rig = rig_with(|r| r.with_host("h1"));
+    pass(&rig, &desired(&rig.image, &[(5, Desire::Run)]));
+    assert!(rig.dirs.dir(5).exists());
+    drain(&mut rig);
+    // Its guest gone (the host was powered off), h2 started the instance again.
+    rig.hv
+        .remove_domain(&stratus_common::agent::domain_name(CLUSTER, 5));
+    rig.hv.insert_domain(
+        &stratus_common::agent::domain_name(CLUSTER, 5),
+        Some(InstanceTag {
+            cluster_id: CLUSTER.into(),
+            instance_id: 5,
+            host: Some("h2".into()),
+        }),
+        RunState::Running,
+    );
+    let actions = pass(&rig, &desired(&rig.image, &[(5, Desire::Destroy)]));
+    assert_eq!(
+        actions,
+        [Action::Destroy {
+            id: 5,
+            domain: false
+        }]
+    );
+    assert!(rig.hv.destroyed().is_empty(), "h2's guest runs on");
+    assert!(!rig.dirs.dir(5).exists(), "h1's files are gone");
+    assert_eq!(drain(&mut rig), vec![(5, ActualState::Gone, None)]);
+}
+
 #[test]
 fn a_checksum_mismatch_fails_the_start_and_leaves_nothing() {
     let mut rig = rig();

@@ -11,6 +11,7 @@ pub mod describe;
 pub mod describe_endorsers;
 pub mod describe_images;
 pub mod events;
+pub mod groups;
 pub mod hosts;
 pub mod kill;
 pub mod policy_image;

@@ -57,6 +57,27 @@ pub struct RunArgs {
     )]
     pub persistent_disks: Vec<String>,
 
+    /// Server group of yours to start the instance(s) in (stratus-create-group): its policy
+    /// places them on one host (affinity) or each on a host of its own (anti-affinity)
+    #[arg(long, value_name = "NAME", value_parser = super::groups::parse_group_name)]
+    pub group: Option<String>,
+
+    /// Label the host must carry (e.g. ssd), as administrators set them with
+    /// stratus-update-host --labels; repeat it, or separate labels with commas, for several
+    #[arg(
+        long = "label",
+        value_name = "LABEL",
+        value_delimiter = ',',
+        value_parser = super::hosts::parse_label
+    )]
+    pub labels: Vec<String>,
+
+    /// Start it again on another host, from its image, if its host fails and an
+    /// administrator fences it (what its disk held is lost then; without this flag it waits
+    /// for its host to come back)
+    #[arg(long)]
+    pub evacuate: bool,
+
     /// List the instance types instead of starting anything
     #[arg(short = 'l', long = "list-types", conflicts_with = "quiet")]
     pub list_types: bool,
@@ -130,6 +151,9 @@ pub fn run(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> anyhow::Result
         ssh_key: public_key(&ctx.resolve()?)?,
         user_data: args.user_data.as_deref().map(user_data).transpose()?,
         persistent_disks: args.persistent_disks.clone(),
+        group: args.group.clone(),
+        labels: args.labels.clone(),
+        evacuate: args.evacuate,
     };
 
     if args.json {

@@ -1,4 +1,5 @@
-//! One host, for administrators: `GET`, `PATCH` (maintenance) and `DELETE` (removal) of
+//! One host, for administrators: `GET`, `PATCH` (maintenance, roles, labels), `DELETE`
+//! (removal) and `POST .../fence` (declared dead) of
 //! `/api/v1/hosts/{name}`.
 
 use std::sync::Arc;
@@ -16,7 +17,9 @@ use super::{bad_query, Answer, Shared};
 use crate::services::Services;
 
 pub fn routes() -> OpenApiRouter<Arc<Services>> {
-    OpenApiRouter::new().routes(routes!(get_host, update_host, remove_host))
+    OpenApiRouter::new()
+        .routes(routes!(get_host, update_host, remove_host))
+        .routes(routes!(fence_host))
 }
 
 #[utoipa::path(get, path = "/api/v1/hosts/{name}", tag = "hosts",
@@ -42,6 +45,21 @@ async fn update_host(
     Body(request): Body<UpdateHost>,
 ) -> Answer<Json<Host>> {
     Ok(Json(services.hosts.update(&caller, &name, request).await?))
+}
+
+/// Declares a host that is down dead (powered off, or cut off for good): its instances run
+/// with `evacuate` (all, where the site evacuates all) start again on other hosts, from their
+/// image. When it comes back it destroys its copies of them.
+#[utoipa::path(post, path = "/api/v1/hosts/{name}/fence", tag = "hosts",
+    params(("name" = String, Path, description = "The host's name")),
+    responses((status = OK, description = "The host as it is now", body = Host),
+        (status = CONFLICT, description = "The host is up (code host_up)", body = stratus_common::api::ApiError)))]
+async fn fence_host(
+    State(services): Shared,
+    User(caller): User,
+    Path(name): Path<String>,
+) -> Answer<Json<Host>> {
+    Ok(Json(services.hosts.fence(&caller, &name).await?))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]

@@ -8,6 +8,7 @@ mod console;
 mod events;
 pub(crate) mod extract;
 pub mod forward;
+mod groups;
 mod hosts;
 mod metrics;
 pub mod openapi;
@@ -97,6 +98,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<Arc<Services>> {
         .merge(metrics::routes())
         .merge(usage::routes())
         .merge(hosts::routes())
+        .merge(groups::routes())
 }
 
 /// The whole HTTP service: the API and the dashboard's pages.

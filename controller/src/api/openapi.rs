@@ -25,6 +25,10 @@ pub const TAGS: &[(&str, &str)] = &[
     ),
     ("volumes", "Persistent disks and their attachments"),
     (
+        "groups",
+        "Server groups: instances placed together (affinity) or apart (anti-affinity)",
+    ),
+    (
         "images",
         "Site images and the Marketplace of signed entries",
     ),

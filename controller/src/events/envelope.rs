@@ -100,6 +100,14 @@ pub fn publish(seq: u64, now_ms: u64, event: &Event) -> Published {
             };
             (kind.into(), ("host", name.clone()), Audience::Admins)
         }
+        Event::HostFenced { host: name } => {
+            host = Some(name.clone());
+            (
+                "host-fenced".into(),
+                ("host", name.clone()),
+                Audience::Admins,
+            )
+        }
         Event::HostRevoked { host: name } => {
             host = Some(name.clone());
             (
@@ -359,6 +367,7 @@ mod tests {
                 host: host(),
                 up: flag,
             });
+            events.push(Event::HostFenced { host: host() });
             events.push(Event::HostMaintenance {
                 host: host(),
                 maintenance: flag,

@@ -6,23 +6,24 @@
 
 pub mod enrolment;
 pub mod liveness;
+mod replacement;
 pub mod wakeups;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use stratus_common::agent::{
     HostDesired, HostReport, RefusedReport, RegisterHost, Registered, ReportAnswer,
 };
-use stratus_common::api::{Host, UpdateHost};
+use stratus_common::api::{Host, HostRole, UpdateHost};
 use stratus_common::names::validate_name;
 
 use crate::decide::now_ms;
 use crate::failure::{impl_failure, AdminOnly, InputError};
 use crate::images::{ImageError, Images};
 use crate::replica::{Consistency, Replica, ReplicaError};
-use crate::scheduler;
+use crate::scheduler::{SitePlacement, Strategy};
 use crate::state::{host_view, Command, Event, HostRecord, Maintenance, Rejection, State};
 use crate::users::Caller;
 use enrolment::HostIdentity;
@@ -84,6 +85,8 @@ pub struct Hosts {
     signer: enrolment::Signer,
     liveness: Arc<Liveness>,
     wakeups: Arc<Wakeups>,
+    /// The site's placement settings.
+    site: SitePlacement,
 }
 
 impl Hosts {
@@ -94,6 +97,7 @@ impl Hosts {
         images: Arc<Images>,
         signer: enrolment::Signer,
         host_timeout: Duration,
+        site: SitePlacement,
     ) -> Self {
         let liveness = Arc::new(Liveness::new(host_timeout));
         let mut applied = replica.subscribe();
@@ -115,6 +119,7 @@ impl Hosts {
             replica.clone(),
             Arc::downgrade(&liveness),
             (host_timeout / 5).clamp(Duration::from_millis(500), Duration::from_secs(10)),
+            site,
         ));
         Self {
             wakeups: Wakeups::start(replica.clone()),
@@ -122,7 +127,13 @@ impl Hosts {
             images,
             signer,
             liveness,
+            site,
         }
+    }
+
+    /// How placement orders the hosts that fit (the site's setting).
+    pub fn strategy(&self) -> Strategy {
+        self.site.strategy
     }
 
     /// Hosts whose image cache holds the artifact with this SHA-256.
@@ -337,29 +348,84 @@ impl Hosts {
         update: UpdateHost,
     ) -> Result<Host, HostError> {
         caller.require_admin("change a host")?;
-        let maintenance = match (update.maintenance, update.reason) {
-            (true, reason) => {
+        let UpdateHost {
+            maintenance,
+            reason,
+            roles,
+            labels,
+        } = update;
+        if maintenance.is_none() && roles.is_none() && labels.is_none() {
+            return Err(InputError::new(
+                "maintenance",
+                "nothing to change: give maintenance, roles or labels",
+            )
+            .into());
+        }
+        let maintenance = match (maintenance, reason) {
+            (Some(true), reason) => {
                 if let Some(reason) = &reason {
                     validate_reason(reason)?;
                 }
-                Some(Maintenance {
+                Some(Some(Maintenance {
                     reason,
                     since_ms: now_ms(),
-                })
+                }))
             }
-            (false, None) => None,
-            (false, Some(_)) => {
+            (Some(false), None) => Some(None),
+            (None, None) => None,
+            (_, Some(_)) => {
                 return Err(
                     InputError::new("reason", "a reason goes with maintenance: true only").into(),
                 )
             }
         };
-        let command = Command::HostMaintenance {
+        if let Some(roles) = &roles {
+            if roles.is_empty() {
+                return Err(InputError::new(
+                    "roles",
+                    "at least one role: compute, storage or both",
+                )
+                .into());
+            }
+        }
+        let labels = labels
+            .map(|labels| validate_labels("labels", &labels))
+            .transpose()?;
+        let mut commands = Vec::new();
+        if roles.is_some() || labels.is_some() {
+            commands.push(Command::HostProfile {
+                host: name.to_owned(),
+                compute: roles.as_ref().map(|r| r.contains(&HostRole::Compute)),
+                storage: roles.as_ref().map(|r| r.contains(&HostRole::Storage)),
+                labels,
+            });
+        }
+        if let Some(maintenance) = maintenance {
+            commands.push(Command::HostMaintenance {
+                host: name.to_owned(),
+                maintenance,
+            });
+        }
+        for command in commands {
+            match self.replica.propose(caller.by(command)).await? {
+                Ok(_) => {}
+                Err(Rejection::UnknownHost(_)) => return Err(HostError::NotFound(name.to_owned())),
+                Err(rejection) => return Err(rejection.into()),
+            }
+        }
+        self.get(name).await
+    }
+
+    /// Fences `name` (admin): declares the host, which must be down, dead (powered off or cut
+    /// off for good), so that its instances that may be evacuated start elsewhere.
+    pub async fn fence(&self, caller: &Caller, name: &str) -> Result<Host, HostError> {
+        caller.require_admin("fence a host")?;
+        let command = Command::FenceHost {
             host: name.to_owned(),
-            maintenance,
+            at_ms: now_ms(),
         };
         match self.replica.propose(caller.by(command)).await? {
-            Ok(_) => {}
+            Ok(_) => tracing::warn!(host = name, by = %caller.name, "host fenced"),
             Err(Rejection::UnknownHost(_)) => return Err(HostError::NotFound(name.to_owned())),
             Err(rejection) => return Err(rejection.into()),
         }
@@ -440,6 +506,31 @@ fn contact_judged(host: &str, up: bool) -> Command {
 /// The longest reason for a maintenance.
 const MAX_REASON: usize = 500;
 
+/// At most this many labels on a host or in a request.
+const MAX_LABELS: usize = 16;
+
+/// Labels as a host carries them or an instance requires them: names (letters, digits, `.`,
+/// `_`, `-`), at most [`MAX_LABELS`].
+pub(crate) fn validate_labels(
+    field: &'static str,
+    labels: &[String],
+) -> Result<BTreeSet<String>, InputError> {
+    if labels.len() > MAX_LABELS {
+        return Err(InputError::new(
+            field,
+            format!("at most {MAX_LABELS} labels, not {}", labels.len()),
+        ));
+    }
+    labels
+        .iter()
+        .map(|label| {
+            validate_name(field, label)
+                .map(|()| label.clone())
+                .map_err(|e| InputError::named(field, e.to_string()))
+        })
+        .collect()
+}
+
 fn validate_reason(reason: &str) -> Result<(), InputError> {
     if reason.len() > MAX_REASON {
         return Err(InputError::new(
@@ -459,7 +550,12 @@ fn validate_reason(reason: &str) -> Result<(), InputError> {
 /// While this node leads, every `period`: proposes each host whose agent's contact no longer
 /// matches the replicated judgment up or down (see [`Liveness::judge`]), then places again the
 /// Pending instances of hosts that are down. Ends with the hosts' service.
-async fn judge_hosts(replica: Replica, liveness: Weak<Liveness>, period: Duration) {
+async fn judge_hosts(
+    replica: Replica,
+    liveness: Weak<Liveness>,
+    period: Duration,
+    site: SitePlacement,
+) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -498,83 +594,8 @@ async fn judge_hosts(replica: Replica, liveness: Weak<Liveness>, period: Duratio
                 }
             }
         }
-        replace_pending(&replica, &liveness).await;
-    }
-}
-
-/// Places again (or fails, when no host can take it) every Pending instance whose host is
-/// down: it never started there, as a host starts a guest only once the controller recorded
-/// Booting, so it may run elsewhere.
-async fn replace_pending(replica: &Replica, liveness: &Liveness) {
-    let Ok(stranded) = replica
-        .read(Consistency::Stale, |s| {
-            s.instances
-                .values()
-                .filter(|i| i.state == stratus_common::api::InstanceState::Pending)
-                .filter_map(|i| {
-                    let host = i.host.as_deref()?;
-                    (!s.host_life(host).up)
-                        .then(|| (i.id, host.to_owned(), i.image_spec.disk.sha256.clone()))
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-    else {
-        return;
-    };
-    for (id, from, sha256) in stranded {
-        let holding = liveness.holding(&sha256);
-        let Ok(Some(placement)) = replica
-            .read(Consistency::Stale, |s| {
-                s.instances.get(&id).map(|i| {
-                    scheduler::place(
-                        s,
-                        &scheduler::Request {
-                            vcpus: i.vcpus,
-                            memory_mib: i.memory_mib,
-                            holding: &holding,
-                            preferred: None,
-                        },
-                    )
-                })
-            })
-            .await
-        else {
-            continue;
-        };
-        let (to, failure) = match placement {
-            Ok(host) => (Some(host), None),
-            Err(none) => (None, Some(none.to_string())),
-        };
-        let at_ms = now_ms();
-        let command = Command::By {
-            actor: "controller".to_owned(),
-            at_ms,
-            command: Box::new(Command::ReplaceInstance {
-                id,
-                from: from.clone(),
-                to: to.clone(),
-                failure,
-                at_ms,
-            }),
-        };
-        match replica.propose(command).await {
-            Ok(Ok(_)) => tracing::warn!(
-                instance = id,
-                %from,
-                to = to.as_deref().unwrap_or("nowhere: failed"),
-                "Pending instance of a host that is down placed again"
-            ),
-            // The state moved on (it started after all, another placement took the room):
-            // looked at again on the next round.
-            Ok(Err(rejection)) => {
-                tracing::debug!(instance = id, %rejection, "placing again refused")
-            }
-            Err(error) => {
-                tracing::debug!(instance = id, %error, "placing again not committed");
-                return;
-            }
-        }
+        replacement::replace_pending(&replica, &liveness, site.strategy).await;
+        replacement::evacuate_fenced(&replica, &liveness, site).await;
     }
 }
 

@@ -1,11 +1,13 @@
 //! The stored form of a Raft log entry: one [`Command`] of the state machine, and the
 //! membership change a configuration-change entry carries.
 
+use std::collections::BTreeSet;
+
 use super::records::{
-    ActualState, ApiToken, CertificateGrant, EndorserRecord, HostRecord, ImageRecord, ImageSpec,
-    InstanceType, JoinToken, Maintenance, MemberRecord, NetworkRecord, PowerAction, Quota,
-    ReportedDisk, ReportedExport, UpdateVolume, UserRecord, VerifiedEntry, VolumeRecord,
-    VolumeReport,
+    ActualState, ApiToken, CertificateGrant, EndorserRecord, GroupPolicy, HostRecord, ImageRecord,
+    ImageSpec, InstanceType, JoinToken, Maintenance, MemberRecord, NetworkRecord, PlacementRules,
+    PowerAction, Quota, ReportedDisk, ReportedExport, UpdateVolume, UserRecord, VerifiedEntry,
+    VolumeRecord, VolumeReport,
 };
 use super::{FormatError, Persist};
 use crate::state::{Command, MemberChange};
@@ -218,6 +220,37 @@ pub enum Entry {
         failure: Option<String>,
         at_ms: u64,
     },
+    // State-machine version 5: placement rules.
+    HostProfile {
+        host: String,
+        compute: Option<bool>,
+        storage: Option<bool>,
+        labels: Option<BTreeSet<String>>,
+    },
+    CreateGroup {
+        owner: String,
+        name: String,
+        policy: GroupPolicy,
+        at_ms: u64,
+    },
+    DeleteGroup {
+        owner: String,
+        name: String,
+    },
+    CreateInstanceWith {
+        rules: PlacementRules,
+        create: Box<Entry>,
+    },
+    FenceHost {
+        host: String,
+        at_ms: u64,
+    },
+    EvacuateInstance {
+        id: u64,
+        from: String,
+        to: String,
+        at_ms: u64,
+    },
 }
 
 persist_variants!(Entry for Command {
@@ -256,6 +289,12 @@ persist_variants!(Entry for Command {
     HostMaintenance { host, maintenance },
     RemoveHost { host, force, at_ms },
     ReplaceInstance { id, from, to, failure, at_ms },
+    HostProfile { host, compute, storage, labels },
+    CreateGroup { owner, name, policy, at_ms },
+    DeleteGroup { owner, name },
+    CreateInstanceWith { rules, create },
+    FenceHost { host, at_ms },
+    EvacuateInstance { id, from, to, at_ms },
 });
 
 /// A membership change as a configuration-change entry's context stores it.

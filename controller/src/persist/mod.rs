@@ -15,7 +15,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 pub use entry::Entry;
@@ -143,6 +143,20 @@ where
             .into_iter()
             .map(|(k, v)| Ok((K::load(k)?, V::load(v)?)))
             .collect()
+    }
+}
+
+impl<T> Persist for BTreeSet<T>
+where
+    T: Persist + Ord,
+    T::Stored: Ord,
+{
+    type Stored = BTreeSet<T::Stored>;
+    fn store(&self) -> Self::Stored {
+        self.iter().map(T::store).collect()
+    }
+    fn load(stored: Self::Stored) -> Result<Self, FormatError> {
+        stored.into_iter().map(T::load).collect()
     }
 }
 

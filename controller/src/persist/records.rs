@@ -1,7 +1,7 @@
 //! Stored twins of the records the state keeps (users, hosts, images, instances, networks,
 //! volumes, members, Marketplace entries) and of the shared types inside them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use stratus_common::{agent, api, marketplace as signed, volumes as vol};
@@ -90,6 +90,29 @@ stored_struct!(HostLife for state::HostLife {
     up: bool,
     since_ms: u64,
     maintenance: Option<Maintenance>,
+});
+
+// State-machine version 5: placement rules.
+stored_struct!(HostProfile for state::HostProfile {
+    compute: bool,
+    storage: bool,
+    labels: BTreeSet<String>,
+});
+
+stored_enum!(GroupPolicy for api::GroupPolicy { Affinity, AntiAffinity });
+
+stored_struct!(GroupRecord for state::GroupRecord {
+    name: String,
+    owner: String,
+    policy: GroupPolicy,
+    created_ms: u64,
+    members: BTreeSet<u64>,
+});
+
+stored_struct!(PlacementRules for state::PlacementRules {
+    group: Option<String>,
+    labels: BTreeSet<String>,
+    evacuate: bool,
 });
 
 stored_struct!(ImageRecord for state::ImageRecord {

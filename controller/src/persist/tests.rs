@@ -13,7 +13,7 @@ use base64::Engine as _;
 use stratus_common::api::InstanceType;
 use stratus_common::marketplace::SignedMetadata;
 
-use super::snapshot::{SnapshotV2, SnapshotV3};
+use super::snapshot::{SnapshotV2, SnapshotV3, SnapshotV4};
 use super::Persist;
 use crate::codec;
 use crate::marketplace::{TrustPath, VerifiedEntry};
@@ -553,7 +553,7 @@ fn the_stored_format_of_version_4_has_not_changed() {
     assert_eq!(back, s);
     assert!(s.host_life("h1").up);
     assert!(s.host_life("h1").maintenance.is_some());
-    let snapshot = Sha256::digest(super::to_bytes(&s));
+    let snapshot = Sha256::digest(bincode::encode_to_vec(as_v4(&s), super::config()).unwrap());
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
         hex(&log.finalize()),
@@ -563,6 +563,163 @@ fn the_stored_format_of_version_4_has_not_changed() {
     assert_eq!(
         hex(&snapshot),
         "cd205cb62e740ab9d99f29357dd02fc14a5c7f07ffe0b4336de8938066f37fc6",
+        "the snapshot's stored format changed"
+    );
+}
+
+/// `state` in the frozen stored form of version 4 (which has no placement rules).
+fn as_v4(state: &State) -> SnapshotV4 {
+    let stored = state.store();
+    SnapshotV4 {
+        cluster_id: stored.cluster_id,
+        users: stored.users,
+        hosts: stored.hosts,
+        types: stored.types,
+        images: stored.images,
+        marketplace: stored.marketplace,
+        endorsers: stored.endorsers,
+        precache: stored.precache,
+        instances: stored.instances,
+        next_instance_id: stored.next_instance_id,
+        cpu_allocation_ratio_percent: stored.cpu_allocation_ratio_percent,
+        ipam: stored.ipam,
+        volumes: stored.volumes,
+        members: stored.members,
+        instance_keys: stored.instance_keys,
+        volume_keys: stored.volume_keys,
+        trust: stored.trust,
+        audit: stored.audit,
+        host_life: stored.host_life,
+    }
+}
+
+#[test]
+fn a_snapshot_of_version_4_is_read_as_a_state_without_placement_rules() {
+    let s = state_v4();
+    let payload = bincode::encode_to_vec(as_v4(&s), super::config()).unwrap();
+    let back = State::load_payload(4, &payload).unwrap();
+    assert_eq!(back, s);
+    assert!(back.host_profile("h1").compute && back.host_profile("h1").storage);
+    assert!(back.groups.is_empty());
+    // Read as version 5 it is short of the placement rules, and refused.
+    assert!(State::load_payload(5, &payload).is_err());
+}
+
+/// Version 5's commands: a host's roles and labels, a server group and an instance made in it
+/// with a required label, and a group deleted.
+fn placement_commands() -> Vec<Command> {
+    use crate::state::{GroupPolicy, PlacementRules};
+    let mut create = commands()
+        .into_iter()
+        .find(|c| matches!(c, Command::CreateInstance { .. }))
+        .unwrap();
+    if let Command::CreateInstance {
+        idempotency_key,
+        volumes,
+        host,
+        ..
+    } = &mut create
+    {
+        *idempotency_key = None;
+        volumes.clear();
+        *host = Some("h1".into());
+    }
+    vec![
+        Command::By {
+            actor: "admin (password)".into(),
+            at_ms: 300,
+            command: Box::new(Command::HostProfile {
+                host: "h1".into(),
+                compute: Some(true),
+                storage: Some(false),
+                labels: Some(["ssd".to_owned()].into()),
+            }),
+        },
+        Command::CreateGroup {
+            owner: "alice".into(),
+            name: "web".into(),
+            policy: GroupPolicy::AntiAffinity,
+            at_ms: 301,
+        },
+        Command::CreateGroup {
+            owner: "alice".into(),
+            name: "db".into(),
+            policy: GroupPolicy::Affinity,
+            at_ms: 302,
+        },
+        Command::DeleteGroup {
+            owner: "alice".into(),
+            name: "db".into(),
+        },
+        Command::CreateInstanceWith {
+            rules: PlacementRules {
+                group: Some("web".into()),
+                labels: ["ssd".to_owned()].into(),
+                evacuate: true,
+            },
+            create: Box::new(create),
+        },
+    ]
+}
+
+fn state_v5() -> State {
+    let mut s = state_v4();
+    // h1 leaves maintenance, so the instance can go there.
+    s.apply(Command::HostMaintenance {
+        host: "h1".into(),
+        maintenance: None,
+    })
+    .unwrap();
+    for command in placement_commands() {
+        s.apply(command).unwrap();
+    }
+    s
+}
+
+#[test]
+fn the_stored_format_of_version_5_has_not_changed() {
+    let s = state_v5();
+    assert!(!s.host_profile("h1").storage);
+    assert_eq!(s.groups["alice"].len(), 1);
+    let member = *s.groups["alice"]["web"].members.first().unwrap();
+    assert_eq!(s.placement_rules(member).group.as_deref(), Some("web"));
+    let mut log = Sha256::new();
+    let evacuation = [
+        Command::FenceHost {
+            host: "h1".into(),
+            at_ms: 310,
+        },
+        Command::EvacuateInstance {
+            id: member,
+            from: "h1".into(),
+            to: "h3".into(),
+            at_ms: 311,
+        },
+    ];
+    for command in placement_commands().into_iter().chain(evacuation) {
+        let bytes = super::to_bytes(&command);
+        let back: Command = super::from_bytes(&bytes).unwrap();
+        assert_eq!(back, command);
+        log.update(bytes);
+    }
+    let back: State = codec::decode(&codec::encode(&s)).unwrap();
+    assert_eq!(back, s);
+    // Fenced hosts and copies moved away are kept too.
+    let mut s = s;
+    s.fenced.insert("h1".into(), 310);
+    s.moved_away.insert("h1".into(), [member].into());
+    let back: State = codec::decode(&codec::encode(&s)).unwrap();
+    assert_eq!(back, s);
+    let snapshot = Sha256::digest(super::to_bytes(&s));
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        hex(&log.finalize()),
+        "052121401f4c8568593acb72e0a4add720a03f1d3fffcf65ab2fcdee56f03b64",
+        "the log entries' stored format changed"
+    );
+    assert_eq!(
+        hex(&snapshot),
+        "4d4d3c10b6d5966b6f4442e874b50a68dedc6ab2fdbd7f0cb1cba1417318ae2b",
         "the snapshot's stored format changed"
     );
 }

@@ -236,6 +236,41 @@ fn concerned(command: &Command, creates: &Creates) -> Vec<(String, String)> {
             None => one(key("subject", subject), "unmapped"),
         },
         Command::By { command, .. } => concerned(command, creates),
+        Command::CreateInstanceWith { create, .. } => concerned(create, creates),
+        Command::FenceHost { host, .. } => one(key("host", host), "fence"),
+        Command::EvacuateInstance { id, from, to, .. } => one(
+            instance(*id),
+            &format!("evacuated: {from} fenced, started again on {to}"),
+        ),
+        Command::HostProfile {
+            host,
+            compute,
+            storage,
+            labels,
+        } => {
+            let mut what = Vec::new();
+            if let (Some(compute), Some(storage)) = (compute, storage) {
+                let roles: Vec<&str> = [(*compute, "compute"), (*storage, "storage")]
+                    .into_iter()
+                    .filter_map(|(has, role)| has.then_some(role))
+                    .collect();
+                what.push(format!("roles: {}", roles.join(", ")));
+            }
+            if let Some(labels) = labels {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                what.push(format!("labels: {}", labels.join(", ")));
+            }
+            one(key("host", host), &what.join("; "))
+        }
+        Command::CreateGroup {
+            owner,
+            name,
+            policy,
+            ..
+        } => one(key("user", owner), &format!("create {policy} group {name}")),
+        Command::DeleteGroup { owner, name } => {
+            one(key("user", owner), &format!("delete group {name}"))
+        }
         Command::Bootstrap { .. }
         | Command::AppendEntry { .. }
         | Command::RegisterEndorser(_)

@@ -64,6 +64,10 @@ pub enum Event {
         maintenance: bool,
         reason: Option<String>,
     },
+    /// An administrator fenced a host that is down (declared it dead).
+    HostFenced {
+        host: String,
+    },
     /// An administrator removed a host (`force`: though it held instances or disks).
     HostRemoved {
         host: String,
@@ -158,6 +162,11 @@ impl Before {
                 instances.push(*id);
                 volumes.extend(state.volumes_of_instance(*id));
             }
+            // The host it leaves is told to destroy its copy.
+            Command::EvacuateInstance { id, from, .. } => {
+                instances.push(*id);
+                hosts.insert(from.clone());
+            }
             Command::CreateVolume { record, .. } => volumes.push(record.id.clone()),
             Command::ReportVolume { id, .. }
             | Command::UpdateVolume { id, .. }
@@ -230,13 +239,17 @@ impl Before {
             | Command::RegisterEndorser(_)
             | Command::DefineNetwork(_)
             | Command::HostMaintenance { .. }
+            | Command::HostProfile { .. }
+            | Command::FenceHost { .. }
+            | Command::CreateGroup { .. }
+            | Command::DeleteGroup { .. }
             | Command::CreateJoinToken { .. }
             | Command::IssueHostCertificate { .. }
             | Command::CreateApiToken { .. }
             | Command::RevokeApiToken { .. }
             | Command::MapCertificateSubject { .. } => {}
-            // Never reached: capture is given the command out of its wrapper.
-            Command::By { .. } => {}
+            // Never reached: capture is given the command out of its wrappers.
+            Command::By { .. } | Command::CreateInstanceWith { .. } => {}
         }
         instances.sort_unstable();
         instances.dedup();
@@ -440,6 +453,7 @@ fn announcement(command: &Command) -> Option<Announce> {
             host: host.clone(),
             force: *force,
         },
+        Command::FenceHost { host, .. } => Event::HostFenced { host: host.clone() },
         _ => return None,
     };
     Some(Announce::Event(event))

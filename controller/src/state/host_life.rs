@@ -109,6 +109,11 @@ impl State {
         life.up = up;
         life.since_ms = at_ms;
         self.host_life.insert(host.to_owned(), life);
+        // A fenced host that is back is in service again: what was moved away from it is
+        // destroyed there (see `evacuation.rs`).
+        if up {
+            self.fenced.remove(host);
+        }
         if !up {
             let ids: Vec<u64> = self
                 .instances
@@ -169,7 +174,15 @@ impl State {
                     .hosts
                     .get(host)
                     .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
-                self.recheck_host(record, vcpus, memory_mib)?;
+                let rules = self.placement_rules(id);
+                let owner = &self.instances.get(&id).expect("checked above").owner;
+                let demand = crate::scheduler::Demand {
+                    vcpus,
+                    memory_mib,
+                    labels: &rules.labels,
+                    group: self.group_placement(owner, &rules, Some(id))?,
+                };
+                self.recheck_host(record, &demand)?;
                 Some(host.clone())
             }
             _ => None,
@@ -266,6 +279,8 @@ impl State {
             self.release_finished_leases(id);
             self.release_finished_volumes(id);
         }
+        self.fenced.remove(host);
+        self.moved_away.remove(host);
         for volume in self.volumes.values_mut().filter(|v| v.host == host) {
             volume.state = VolumeState::Failed;
             volume.reason = Some(format!(

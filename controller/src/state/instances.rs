@@ -9,7 +9,7 @@ use stratus_common::network::NicSpec;
 
 use crate::scheduler::{self, Filter};
 
-use super::{HostRecord, IpamError, NicRecord, Outcome, Rejection, State};
+use super::{HostRecord, IpamError, NicRecord, Outcome, PlacementRules, Rejection, State};
 
 /// One recorded state change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -123,6 +123,8 @@ impl InstanceRecord {
 pub(super) struct Placement {
     pub(super) host: Option<String>,
     pub(super) failure: Option<String>,
+    /// Its group and the labels it requires.
+    pub(super) rules: PlacementRules,
 }
 
 /// What a new instance's guest gets beyond its image: a network, a key, user data, disks.
@@ -159,7 +161,11 @@ impl State {
         guest: GuestSetup,
         at_ms: u64,
     ) -> Result<Outcome, Rejection> {
-        let Placement { host, failure } = placement;
+        let Placement {
+            host,
+            failure,
+            rules,
+        } = placement;
         let GuestSetup {
             network,
             ssh_key,
@@ -171,13 +177,20 @@ impl State {
             .get(&instance_type)
             .ok_or_else(|| Rejection::UnknownType(instance_type.clone()))?
             .clone();
+        let group = self.group_placement(&owner, &rules, None)?;
         if let Some(host) = &host {
             let record = self
                 .hosts
                 .get(host)
                 .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
             // The scheduler's filters again, against the state the command applies to.
-            self.recheck_host(record, size.vcpus, size.memory_mib)?;
+            let demand = scheduler::Demand {
+                vcpus: size.vcpus,
+                memory_mib: size.memory_mib,
+                labels: &rules.labels,
+                group,
+            };
+            self.recheck_host(record, &demand)?;
         }
         if let Some(network) = &network {
             if self.ipam.network(network).is_none() {
@@ -227,7 +240,9 @@ impl State {
                 record.transition(InstanceState::Failed, at_ms, Some(reason));
             }
         }
+        let owner = record.owner.clone();
         self.instances.insert(record);
+        self.remember_rules(&owner, id, rules);
         Ok(Outcome::InstanceCreated(id))
     }
 
@@ -283,6 +298,9 @@ impl State {
         reason: Option<String>,
         at_ms: u64,
     ) -> Result<Outcome, Rejection> {
+        if let Some(outcome) = self.moved_away_report(host, id, actual == ActualState::Gone) {
+            return Ok(outcome);
+        }
         self.instances
             .update(id, |instance| {
                 instance_reported(instance, host, actual, reason, at_ms)
@@ -291,25 +309,33 @@ impl State {
     }
 
     /// The scheduler's filters again for `host`, against the state a command applies to: the
-    /// refusal of a host that went down, into maintenance or out of room since it was chosen.
+    /// refusal of a host that went down, into maintenance, out of room or out of the rules
+    /// since it was chosen.
     pub(super) fn recheck_host(
         &self,
         host: &HostRecord,
-        vcpus: u32,
-        memory_mib: u64,
+        demand: &scheduler::Demand,
     ) -> Result<(), Rejection> {
         let unschedulable = |why| Rejection::HostUnschedulable {
             host: host.name.clone(),
             why,
         };
-        match scheduler::check(self, host, vcpus, memory_mib) {
+        match scheduler::check(self, host, demand) {
             None => Ok(()),
             Some(Filter::Down) => Err(unschedulable("down")),
             Some(Filter::Maintenance) => Err(unschedulable("in maintenance")),
+            Some(Filter::Role) => Err(unschedulable("not a compute host")),
+            Some(Filter::Labels) => Err(unschedulable("without a label the instance requires")),
+            Some(Filter::AntiAffinity) => Err(unschedulable(
+                "running an instance of the instance's anti-affinity group",
+            )),
+            Some(Filter::Affinity) => Err(unschedulable(
+                "not where the instance's affinity group runs",
+            )),
             Some(Filter::Cpu | Filter::Memory) => Err(Rejection::NoRoom {
                 host: host.name.clone(),
-                vcpus,
-                memory_mib,
+                vcpus: demand.vcpus,
+                memory_mib: demand.memory_mib,
             }),
         }
     }
@@ -331,10 +357,17 @@ impl State {
     /// What the controller wants `host` to run: every instance placed there that still needs
     /// the host to act (run it, or make sure nothing of it is left).
     pub fn desired_for_host(&self, host: &str) -> Vec<DesiredInstance> {
+        let moved_away = self.moved_away.get(host);
         self.instances
             .values()
-            .filter(|i| i.host.as_deref() == Some(host))
+            .filter(|i| {
+                i.host.as_deref() == Some(host) || moved_away.is_some_and(|m| m.contains(&i.id))
+            })
             .filter_map(|i| {
+                // Evacuated from here: its copy here goes, whatever it does elsewhere.
+                if i.host.as_deref() != Some(host) {
+                    return Some(self.desired_instance(i, Desire::Destroy));
+                }
                 let desire = match i.intended() {
                     InstanceState::Pending
                     | InstanceState::Booting
@@ -348,23 +381,28 @@ impl State {
                         return None
                     }
                 };
-                Some(DesiredInstance {
-                    id: i.id,
-                    desire,
-                    generation: i.generation(),
-                    vcpus: i.vcpus,
-                    memory_mib: i.memory_mib,
-                    image: i.image_spec.clone(),
-                    nics: self.nic_specs(i),
-                    ssh_key: i.ssh_key.clone(),
-                    user_data: i.user_data.clone(),
-                    hostname: i.name.clone(),
-                    disks: self.disks_for_instance(i),
-                    accepted_at_ms: Some(i.accepted_at_ms()),
-                    confirm: i.state == InstanceState::Unknown,
-                })
+                Some(self.desired_instance(i, desire))
             })
             .collect()
+    }
+
+    /// What a host needs to know of `instance` to bring it to `desire`.
+    fn desired_instance(&self, i: &InstanceRecord, desire: Desire) -> DesiredInstance {
+        DesiredInstance {
+            id: i.id,
+            desire,
+            generation: i.generation(),
+            vcpus: i.vcpus,
+            memory_mib: i.memory_mib,
+            image: i.image_spec.clone(),
+            nics: self.nic_specs(i),
+            ssh_key: i.ssh_key.clone(),
+            user_data: i.user_data.clone(),
+            hostname: i.name.clone(),
+            disks: self.disks_for_instance(i),
+            accepted_at_ms: Some(i.accepted_at_ms()),
+            confirm: i.state == InstanceState::Unknown,
+        }
     }
 }
 

@@ -6,18 +6,20 @@
 
 pub mod audit;
 pub mod effects;
+mod evacuation;
 mod host_life;
 mod instance_table;
 mod instances;
 pub mod ipam;
 pub mod keys;
 pub mod members;
+mod placement;
 pub mod trust;
 mod users;
 mod views;
 pub mod volumes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{ActualState, ImageSpec};
@@ -32,10 +34,13 @@ pub use instances::{InstanceRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
 pub use keys::{Keyed, Keys};
 pub use members::{MemberChange, MemberRecord};
+pub use placement::{GroupPlacement, GroupRecord, HostProfile, PlacementRules};
+pub use stratus_common::api::GroupPolicy;
 pub use stratus_common::api::PowerAction;
 pub use trust::{ApiToken, CertificateGrant, JoinToken, Trust, TrustError};
 pub use views::{
-    endorser_view, entry_view, host_view, image_view, instance_view, network_view, volume_view,
+    endorser_view, entry_view, group_view, host_view, image_view, instance_view, network_view,
+    volume_view,
 };
 pub use volumes::{AttachmentRecord, ExportRecord, Quota, VolumeError, VolumeRecord};
 
@@ -155,6 +160,21 @@ pub struct State {
     /// is up and in service).
     #[serde(default)]
     pub host_life: BTreeMap<String, HostLife>,
+    /// Hosts' roles and labels (a host missing here is for both roles, unlabelled).
+    #[serde(default)]
+    pub host_profiles: BTreeMap<String, HostProfile>,
+    /// Server groups, by owner and name.
+    #[serde(default)]
+    pub groups: BTreeMap<String, BTreeMap<String, GroupRecord>>,
+    /// The placement rules of the instances made with any (a group, required labels).
+    #[serde(default)]
+    pub instance_rules: BTreeMap<u64, PlacementRules>,
+    /// Hosts an administrator fenced (declared dead while down), and since when.
+    #[serde(default)]
+    pub fenced: BTreeMap<String, u64>,
+    /// Per host, the instances evacuated from it whose copy there it has not confirmed gone.
+    #[serde(default)]
+    pub moved_away: BTreeMap<String, BTreeSet<u64>>,
 }
 
 /// A change to the state, decided (with its time and any hashes) before it is proposed.
@@ -371,6 +391,42 @@ pub enum Command {
     },
     /// `command`, asked for by `actor` (a user, by password, token or certificate, or a host)
     /// at `at_ms`: applied as it is, and recorded in the audit log of the objects it changed.
+    /// An administrator's change of a host's roles or labels (what is left out stays).
+    HostProfile {
+        host: String,
+        compute: Option<bool>,
+        storage: Option<bool>,
+        labels: Option<BTreeSet<String>>,
+    },
+    CreateGroup {
+        owner: String,
+        name: String,
+        policy: GroupPolicy,
+        at_ms: u64,
+    },
+    DeleteGroup {
+        owner: String,
+        name: String,
+    },
+    /// An administrator declares host `host`, which is down, dead: its instances that opted
+    /// into evacuation may be started elsewhere.
+    FenceHost {
+        host: String,
+        at_ms: u64,
+    },
+    /// Instance `id`, Unknown on fenced host `from`, starts again on `to`.
+    EvacuateInstance {
+        id: u64,
+        from: String,
+        to: String,
+        at_ms: u64,
+    },
+    /// A [`Command::CreateInstance`] with placement rules: its host is checked against them as
+    /// well, and they are kept for placing it again.
+    CreateInstanceWith {
+        rules: PlacementRules,
+        create: Box<Command>,
+    },
     By {
         actor: String,
         at_ms: u64,
@@ -379,10 +435,12 @@ pub enum Command {
 }
 
 impl Command {
-    /// The command itself, out of any [`Command::By`] around it.
+    /// The command itself, out of any [`Command::By`] around it (and the creation out of
+    /// its placement rules).
     pub fn inner(&self) -> &Command {
         match self {
             Command::By { command, .. } => command.inner(),
+            Command::CreateInstanceWith { create, .. } => create.inner(),
             other => other,
         }
     }
@@ -446,6 +504,22 @@ pub enum Rejection {
     HostUnschedulable { host: String, why: &'static str },
     #[error("instance {0} not found")]
     UnknownInstance(u64),
+    #[error("host {0} needs at least one role (compute or storage)")]
+    NoRole(String),
+    #[error("server group {0} already exists")]
+    GroupExists(String),
+    #[error("server group {0} not found")]
+    UnknownGroup(String),
+    #[error(
+        "server group {name} still has {instances} instance(s) that are not Done: kill them first"
+    )]
+    GroupInUse { name: String, instances: usize },
+    #[error("host {0} is up: only a host whose agent is out of touch can be fenced")]
+    FenceUp(String),
+    #[error("instance {id} cannot be evacuated: {why}")]
+    NotEvacuable { id: u64, why: String },
+    #[error("placement rules apply only to an instance's creation")]
+    RulesWithoutCreation,
     #[error("host {host} no longer has room for {vcpus} vCPU and {memory_mib} MiB")]
     NoRoom {
         host: String,
@@ -592,49 +666,8 @@ impl State {
                     None => Err(Rejection::NotPinned { host, sha256 }),
                 }
             }
-            Command::CreateInstance {
-                owner,
-                name,
-                image,
-                image_spec,
-                instance_type,
-                host,
-                failure,
-                at_ms,
-                network,
-                ssh_key,
-                user_data,
-                volumes,
-                idempotency_key,
-            } => {
-                if let Some(id) = idempotency_key
-                    .as_deref()
-                    .and_then(|key| self.instance_for_key(&owner, key))
-                {
-                    return Ok(Outcome::InstanceCreated(id));
-                }
-                let key_owner = owner.clone();
-                let placement = Placement { host, failure };
-                let guest = GuestSetup {
-                    network,
-                    ssh_key,
-                    user_data,
-                    volumes,
-                };
-                let outcome = self.create_instance(
-                    owner,
-                    name,
-                    image,
-                    image_spec,
-                    instance_type,
-                    placement,
-                    guest,
-                    at_ms,
-                );
-                if let (Ok(Outcome::InstanceCreated(id)), Some(key)) = (&outcome, idempotency_key) {
-                    self.instance_keys.remember(key_owner, key, *id, at_ms);
-                }
-                outcome
+            create @ Command::CreateInstance { .. } => {
+                self.apply_create_instance(create, PlacementRules::default())
             }
             Command::DefineNetwork(record) => match self.ipam.define(record)? {
                 true => Ok(Outcome::Applied),
@@ -764,6 +797,29 @@ impl State {
                 self.host_maintenance(&host, maintenance)
             }
             Command::RemoveHost { host, force, at_ms } => self.remove_host(&host, force, at_ms),
+            Command::HostProfile {
+                host,
+                compute,
+                storage,
+                labels,
+            } => self.set_host_profile(&host, compute, storage, labels),
+            Command::CreateGroup {
+                owner,
+                name,
+                policy,
+                at_ms,
+            } => self.create_group(owner, name, policy, at_ms),
+            Command::DeleteGroup { owner, name } => self.delete_group(&owner, &name),
+            Command::FenceHost { host, at_ms } => self.fence_host(&host, at_ms),
+            Command::EvacuateInstance {
+                id,
+                from,
+                to,
+                at_ms,
+            } => self.evacuate_instance(id, &from, &to, at_ms),
+            Command::CreateInstanceWith { rules, create } => {
+                self.apply_create_instance(*create, rules)
+            }
             Command::By {
                 actor,
                 at_ms,
@@ -776,6 +832,64 @@ impl State {
                 Ok(outcome)
             }
         }
+    }
+
+    /// Applies a [`Command::CreateInstance`] with placement `rules`.
+    fn apply_create_instance(
+        &mut self,
+        create: Command,
+        rules: PlacementRules,
+    ) -> Result<Outcome, Rejection> {
+        let Command::CreateInstance {
+            owner,
+            name,
+            image,
+            image_spec,
+            instance_type,
+            host,
+            failure,
+            at_ms,
+            network,
+            ssh_key,
+            user_data,
+            volumes,
+            idempotency_key,
+        } = create
+        else {
+            return Err(Rejection::RulesWithoutCreation);
+        };
+        if let Some(id) = idempotency_key
+            .as_deref()
+            .and_then(|key| self.instance_for_key(&owner, key))
+        {
+            return Ok(Outcome::InstanceCreated(id));
+        }
+        let key_owner = owner.clone();
+        let placement = Placement {
+            host,
+            failure,
+            rules,
+        };
+        let guest = GuestSetup {
+            network,
+            ssh_key,
+            user_data,
+            volumes,
+        };
+        let outcome = self.create_instance(
+            owner,
+            name,
+            image,
+            image_spec,
+            instance_type,
+            placement,
+            guest,
+            at_ms,
+        );
+        if let (Ok(Outcome::InstanceCreated(id)), Some(key)) = (&outcome, idempotency_key) {
+            self.instance_keys.remember(key_owner, key, *id, at_ms);
+        }
+        outcome
     }
 
     /// Gives back the addresses of instance `id` once it no longer holds them. Called after
@@ -825,7 +939,11 @@ mod determinism_tests;
 #[cfg(test)]
 mod effects_tests;
 #[cfg(test)]
+mod evacuation_tests;
+#[cfg(test)]
 mod host_life_tests;
+#[cfg(test)]
+mod placement_tests;
 #[cfg(test)]
 mod power_tests;
 #[cfg(test)]

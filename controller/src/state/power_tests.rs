@@ -184,8 +184,15 @@ fn a_stopped_instance_keeps_its_host_reservation_until_killed() {
     report(&mut s, id, ActualState::Stopped, None).unwrap();
     assert_eq!(s.usage("h1").vcpus, 2);
     let host = s.hosts["h1"].clone();
+    let no_labels = std::collections::BTreeSet::new();
+    let small = crate::scheduler::Demand {
+        vcpus: 1,
+        memory_mib: 128,
+        labels: &no_labels,
+        group: None,
+    };
     assert_eq!(
-        crate::scheduler::check(&s, &host, 1, 128),
+        crate::scheduler::check(&s, &host, &small),
         Some(crate::scheduler::Filter::Cpu),
         "a Stopped instance keeps its room"
     );
@@ -193,5 +200,5 @@ fn a_stopped_instance_keeps_its_host_reservation_until_killed() {
     assert_eq!(desired(&s, id).0, Desire::Destroy);
     report(&mut s, id, ActualState::Gone, None).unwrap();
     assert_eq!(s.instances[&id].state, InstanceState::Done);
-    assert_eq!(crate::scheduler::check(&s, &host, 1, 128), None);
+    assert_eq!(crate::scheduler::check(&s, &host, &small), None);
 }

@@ -2,14 +2,16 @@
 
 use stratus_common::agent::domain_name;
 use stratus_common::api::{
-    Endorser, Host, Image, Instance, MarketplaceEntry, Network, Nic, StateChange,
+    Endorser, Group, GroupMember, Host, HostRole, Image, Instance, MarketplaceEntry, Network, Nic,
+    StateChange,
 };
 use stratus_common::time::rfc3339_ms;
 
 use stratus_common::volumes::{AttachmentState, InstanceDisk, Volume, VolumeAttachment};
 
 use super::{
-    EndorserRecord, HostRecord, ImageRecord, InstanceRecord, NetworkRecord, State, VolumeRecord,
+    EndorserRecord, GroupRecord, HostRecord, ImageRecord, InstanceRecord, NetworkRecord, State,
+    VolumeRecord,
 };
 use crate::marketplace::{StoredEntry, TrustPath};
 
@@ -29,6 +31,7 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
     } else {
         Vec::new()
     };
+    let rules = state.placement_rules(record.id);
     Instance {
         id: record.id,
         name: record.name.clone(),
@@ -65,6 +68,9 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
                 state: a.state,
             })
             .collect(),
+        group: rules.group,
+        labels: rules.labels.into_iter().collect(),
+        evacuate: rules.evacuate,
         cpu_percent: None,
         changes: changes(state, &super::audit::key("instance", record.id)),
     }
@@ -192,7 +198,24 @@ pub fn host_view(
         images: Vec::new(),
         precache: Vec::new(),
         volume_pool_gib: record.volume_pool_gib,
+        fenced: state.fenced_since(&record.name).map(rfc3339_ms),
+        moved_away: state.moved_away(&record.name).into_iter().collect(),
         volume_pool_used_gib: state.pool_used_gib(&record.name),
+        roles: {
+            let profile = state.host_profile(&record.name);
+            [
+                (profile.compute, HostRole::Compute),
+                (profile.storage, HostRole::Storage),
+            ]
+            .into_iter()
+            .filter_map(|(has, role)| has.then_some(role))
+            .collect()
+        },
+        labels: state
+            .host_profile(&record.name)
+            .labels
+            .into_iter()
+            .collect(),
         changes: changes(state, &super::audit::key("host", &record.name)),
     }
 }
@@ -224,5 +247,26 @@ pub fn endorser_view(record: &EndorserRecord) -> Endorser {
         not_after: rfc3339_ms(record.not_after_ms),
         added: rfc3339_ms(record.added_ms),
         added_by: record.added_by.clone(),
+    }
+}
+
+/// A server group as the API shows it: its members that still hold their place.
+pub fn group_view(state: &State, group: &GroupRecord) -> Group {
+    Group {
+        name: group.name.clone(),
+        owner: group.owner.clone(),
+        policy: group.policy,
+        created: rfc3339_ms(group.created_ms),
+        members: group
+            .members
+            .iter()
+            .filter_map(|id| state.instances.get(id))
+            .filter(|i| i.holds_capacity())
+            .map(|i| GroupMember {
+                id: i.id,
+                state: i.state,
+                host: i.host.clone(),
+            })
+            .collect(),
     }
 }

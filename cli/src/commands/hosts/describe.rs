@@ -1,5 +1,5 @@
-//! `stratus-describe-hosts`: the hypervisor hosts of the cloud, their state and load
-//! (administrators).
+//! `stratus-describe-hosts`: the hypervisor hosts of the cloud, their state, roles, load and
+//! labels (administrators).
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1,0 +1,184 @@
+//! Evacuation: only an instance of a host that is down and fenced starts elsewhere; the host,
+//! if it comes back, is told to destroy its copy, and its reports about it change nothing.
+
+use stratus_common::agent::{ActualState, Desire};
+use stratus_common::api::InstanceState;
+
+use super::tests::{bootstrapped, creation};
+use super::*;
+
+/// h1 and h2, and an instance Running on h1 then Unknown as h1 went down.
+fn unknown_on_h1() -> (State, u64) {
+    let mut s = bootstrapped();
+    let mut h2 = s.hosts["h1"].clone();
+    h2.name = "h2".into();
+    s.apply(Command::RegisterHost(h2)).unwrap();
+    let Ok(Outcome::InstanceCreated(id)) = s.apply(Command::CreateInstanceWith {
+        rules: PlacementRules {
+            evacuate: true,
+            ..PlacementRules::default()
+        },
+        create: Box::new(creation(&s, "t1.micro", Some("h1"))),
+    }) else {
+        panic!("not created");
+    };
+    report(&mut s, "h1", id, ActualState::Running).unwrap();
+    s.apply(Command::HostContact {
+        host: "h1".into(),
+        up: false,
+        at_ms: 30,
+    })
+    .unwrap();
+    assert_eq!(s.instances[&id].state, InstanceState::Unknown);
+    (s, id)
+}
+
+fn report(s: &mut State, host: &str, id: u64, state: ActualState) -> Result<Outcome, Rejection> {
+    s.apply(Command::ReportInstance {
+        host: host.into(),
+        id,
+        state,
+        reason: None,
+        at_ms: 40,
+    })
+}
+
+fn evacuate(s: &mut State, id: u64, to: &str) -> Result<Outcome, Rejection> {
+    s.apply(Command::EvacuateInstance {
+        id,
+        from: "h1".into(),
+        to: to.into(),
+        at_ms: 50,
+    })
+}
+
+fn desires(s: &State, host: &str) -> Vec<(u64, Desire)> {
+    s.desired_for_host(host)
+        .into_iter()
+        .map(|d| (d.id, d.desire))
+        .collect()
+}
+
+#[test]
+fn nothing_moves_without_a_fence_and_a_host_that_is_up_cannot_be_fenced() {
+    let (mut s, id) = unknown_on_h1();
+    assert_eq!(
+        evacuate(&mut s, id, "h2"),
+        Err(Rejection::NotEvacuable {
+            id,
+            why: "its host h1 is not down and fenced".into()
+        })
+    );
+    assert_eq!(
+        s.apply(Command::FenceHost {
+            host: "h2".into(),
+            at_ms: 45
+        }),
+        Err(Rejection::FenceUp("h2".into()))
+    );
+    assert_eq!(s.instances[&id].host.as_deref(), Some("h1"));
+}
+
+#[test]
+fn a_fenced_hosts_instance_starts_elsewhere_once_and_the_host_destroys_its_copy_when_back() {
+    let (mut s, id) = unknown_on_h1();
+    let (_, effects) = s.apply_with_effects(Command::FenceHost {
+        host: "h1".into(),
+        at_ms: 45,
+    });
+    assert_eq!(effects.events, [Event::HostFenced { host: "h1".into() }]);
+    assert_eq!(s.fenced_since("h1"), Some(45));
+    // Not onto the fenced host itself.
+    assert!(matches!(
+        evacuate(&mut s, id, "h1"),
+        Err(Rejection::HostUnschedulable { .. })
+    ));
+    let (outcome, effects) = s.apply_with_effects(Command::EvacuateInstance {
+        id,
+        from: "h1".into(),
+        to: "h2".into(),
+        at_ms: 50,
+    });
+    assert_eq!(outcome, Ok(Outcome::Applied));
+    let instance = &s.instances[&id];
+    assert_eq!(instance.host.as_deref(), Some("h2"));
+    assert_eq!(instance.state, InstanceState::Pending);
+    assert_eq!(
+        instance.reason.as_deref(),
+        Some("evacuated from h1 (fenced): started again on h2 from its image")
+    );
+    assert!(effects.hosts.contains("h1"), "h1's desired state changed");
+    // Once only: it is no longer Unknown on h1.
+    assert!(matches!(
+        evacuate(&mut s, id, "h2"),
+        Err(Rejection::WrongHost { .. })
+    ));
+    assert_eq!(desires(&s, "h2"), [(id, Desire::Run)]);
+    assert_eq!(desires(&s, "h1"), [(id, Desire::Destroy)]);
+
+    // h1 comes back: no longer fenced; what it says of its copy changes nothing.
+    s.apply(Command::HostContact {
+        host: "h1".into(),
+        up: true,
+        at_ms: 60,
+    })
+    .unwrap();
+    assert_eq!(s.fenced_since("h1"), None);
+    assert_eq!(
+        report(&mut s, "h1", id, ActualState::Running),
+        Ok(Outcome::Unchanged)
+    );
+    report(&mut s, "h2", id, ActualState::Running).unwrap();
+    assert_eq!(s.instances[&id].state, InstanceState::Running);
+    assert_eq!(s.instances[&id].host.as_deref(), Some("h2"));
+    // Its copy destroyed, h1 has nothing more to do with it.
+    assert_eq!(
+        report(&mut s, "h1", id, ActualState::Gone),
+        Ok(Outcome::Applied)
+    );
+    assert!(desires(&s, "h1").is_empty());
+    assert!(s.moved_away.is_empty());
+    assert_eq!(s.instances[&id].state, InstanceState::Running);
+}
+
+#[test]
+fn an_instance_with_persistent_disks_or_a_host_still_holding_a_copy_is_not_evacuated() {
+    let (mut s, id) = unknown_on_h1();
+    s.apply(Command::FenceHost {
+        host: "h1".into(),
+        at_ms: 45,
+    })
+    .unwrap();
+    evacuate(&mut s, id, "h2").unwrap();
+    // h2 fails in turn before h1 destroyed its copy: the instance may not go back to h1.
+    report(&mut s, "h2", id, ActualState::Running).unwrap();
+    s.apply(Command::HostContact {
+        host: "h1".into(),
+        up: true,
+        at_ms: 60,
+    })
+    .unwrap();
+    s.apply(Command::HostContact {
+        host: "h2".into(),
+        up: false,
+        at_ms: 61,
+    })
+    .unwrap();
+    s.apply(Command::FenceHost {
+        host: "h2".into(),
+        at_ms: 62,
+    })
+    .unwrap();
+    assert_eq!(
+        s.apply(Command::EvacuateInstance {
+            id,
+            from: "h2".into(),
+            to: "h1".into(),
+            at_ms: 63,
+        }),
+        Err(Rejection::NotEvacuable {
+            id,
+            why: "h1 has not yet destroyed its earlier copy".into()
+        })
+    );
+}
