@@ -242,6 +242,7 @@ mod tests {
             disks: Vec::new(),
             accepted_at_ms: None,
             confirm: false,
+            restart: Default::default(),
         }
     }
 

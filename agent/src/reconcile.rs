@@ -236,6 +236,8 @@ pub enum Action {
     },
     /// Power the guest off (ACPI, then the power cut after the timeout) and keep its files.
     Stop(u64),
+    /// Start again, with its data, a guest that stopped by itself (restart policy `always`).
+    Restart(Box<DesiredInstance>),
     /// Power the guest off as for a stop, then boot it again for its new generation.
     Reboot(Box<DesiredInstance>),
     /// Fetch an image an administrator asked for ahead of time, and keep it.
@@ -508,11 +510,15 @@ impl Reconciler {
                             ));
                         }
                         None if self.stopped_by_itself(&inner, instance) => {
-                            reports.push((
-                                id,
-                                ActualState::Stopped,
-                                Some("the guest powered off (or its emulator stopped)".into()),
-                            ));
+                            match self.after_stop(instance) {
+                                AfterStop::Restart => {
+                                    inner.in_flight.insert(id);
+                                    actions.push(Action::Restart(Box::new(instance.clone())));
+                                }
+                                AfterStop::Report(reason) => {
+                                    reports.push((id, ActualState::Stopped, Some(reason)));
+                                }
+                            }
                         }
                         None if inner.reported.get(&id) == Some(&ActualState::Failed) => {}
                         // A disk on another host whose export is not listening yet.
@@ -659,6 +665,32 @@ impl Reconciler {
                     Err(StartError::Failed(reason)) => {
                         tracing::warn!(%reason, "start failed");
                         self.report(instance.id, ActualState::Failed, Some(reason));
+                    }
+                }
+                instance.id
+            }
+            Action::Restart(instance) => {
+                let _guard = tracing::info_span!("instance", id = instance.id).entered();
+                match self.start(&instance) {
+                    Ok(()) => {
+                        let count = self.dirs.record_restart(instance.id).unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "cannot record the restart");
+                            self.dirs.restarts(instance.id).len() + 1
+                        });
+                        let reason = format!(
+                            "started again by its host after the guest stopped by itself \
+                             (restart policy always; restart {count})"
+                        );
+                        tracing::warn!(restarts = count, "guest stopped by itself: started again");
+                        self.report(instance.id, ActualState::Running, Some(reason));
+                    }
+                    Err(e) => {
+                        let reason = format!(
+                            "the guest stopped by itself and its restart failed: {}",
+                            e.into_reason()
+                        );
+                        tracing::warn!(%reason);
+                        self.report(instance.id, ActualState::Stopped, Some(reason));
                     }
                 }
                 instance.id
@@ -1054,7 +1086,10 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 mod power;
+mod restart;
 pub mod storage;
+
+use restart::AfterStop;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -1024,6 +1024,7 @@ mod tests {
             group: None,
             labels: Vec::new(),
             evacuate: false,
+            restart: Default::default(),
         }
     }
 
@@ -1177,6 +1178,7 @@ mod tests {
             group: None,
             labels: Vec::new(),
             evacuate: false,
+            restart: Default::default(),
         };
         let instance = client.create_instance(&request).unwrap();
         assert_eq!(

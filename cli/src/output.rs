@@ -826,6 +826,7 @@ pub(crate) mod tests {
             group: None,
             labels: Vec::new(),
             evacuate: false,
+            restart: Default::default(),
             changes: Vec::new(),
         }
     }

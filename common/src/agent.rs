@@ -219,6 +219,10 @@ pub struct DesiredInstance {
     /// state again even if it did not change since the last report.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
+    /// What to do when the guest stops by itself (the agent applies it on its own, also
+    /// while the controller is out of reach).
+    #[serde(default)]
+    pub restart: crate::api::RestartPolicy,
 }
 
 /// What a host needs to know of an image to boot from it.

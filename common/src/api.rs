@@ -176,6 +176,30 @@ pub struct CreateInstance {
     /// it (what its disk held since it started is lost; without it, it waits for its host).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub evacuate: bool,
+    /// What its host does when the guest stops by itself (its emulator crashed or was killed,
+    /// or it powered itself off): `never` (the default: it is reported Stopped with the
+    /// reason) or `always` (its host starts it again, with its data, also while the
+    /// controller is out of reach, and reports it).
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_never")]
+    pub restart: RestartPolicy,
+}
+
+/// What a host does when a guest stops by itself.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartPolicy {
+    /// Report it Stopped, with the reason.
+    #[default]
+    Never,
+    /// Start it again (with its data) and report that it was.
+    Always,
+}
+
+impl RestartPolicy {
+    pub fn is_never(&self) -> bool {
+        *self == RestartPolicy::Never
+    }
 }
 
 /// One state change of an instance.
@@ -242,6 +266,9 @@ pub struct Instance {
     /// Whether it is started elsewhere (from its image) when its host is down and fenced.
     #[serde(default)]
     pub evacuate: bool,
+    /// What its host does when the guest stops by itself.
+    #[serde(default)]
+    pub restart: RestartPolicy,
     /// Who changed it and how (the audit trail), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,

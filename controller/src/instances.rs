@@ -19,7 +19,7 @@ use crate::observed::Observed;
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::scheduler;
 use crate::state::{
-    instance_view, Command, GroupPlacement, Outcome, PlacementRules, PowerAction, Rejection,
+    instance_view, Command, GroupPlacement, Outcome, InstanceRules, PowerAction, Rejection,
 };
 use crate::users::Caller;
 use crate::volumes::Volumes;
@@ -155,10 +155,11 @@ impl Instances {
             .instance_type
             .clone()
             .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
-        let rules = PlacementRules {
+        let rules = InstanceRules {
             group: request.group.clone(),
             labels: validate_labels("labels", &request.labels)?,
             evacuate: request.evacuate,
+            restart: request.restart,
         };
         if let Some(group) = &rules.group {
             let known = self

@@ -165,6 +165,7 @@ pub(crate) mod tests {
             group: None,
             labels: Vec::new(),
             evacuate: false,
+            restart: Default::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Restarts lose nothing: an agent that crashes and comes back adopts its running domains
 //! (the same domains, not restarted), and reports a guest that powered off while it was down
 //! as Stopped instead of booting it again; a controller that restarts comes back with all its
-//! state.
+//! state; with the controller away, the agent starts again a guest whose emulator died when
+//! its restart policy says so, and reports it (and the other, left stopped) once it is back.
 
 use std::time::Duration;
 
@@ -90,6 +91,98 @@ fn a_guest_that_powered_off_while_its_agent_was_down_is_reported_stopped_not_boo
     cloud
         .wait_state("admin", vm.id, InstanceState::Running, BOOT)
         .unwrap();
+}
+
+/// Kills a guest's emulator as a crash would (SIGKILL to the QEMU process libvirt started for
+/// it, found by libvirt's pid file).
+fn kill_emulator(domain: &str) {
+    let pid_file = format!("/run/libvirt/qemu/{domain}.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{pid_file}: {e}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {pid}");
+}
+
+#[test]
+fn with_the_controller_away_a_crashed_guest_is_restarted_by_policy_and_reported_after() {
+    let mut cloud = TestCloud::with_agent("agent-autonomy").unwrap();
+    let restarted = cloud
+        .run_instance(
+            "admin",
+            json!({"image": "appliance", "type": "t1.micro", "restart": "always"}),
+        )
+        .unwrap();
+    assert_eq!(
+        restarted.restart,
+        stratus_common::api::RestartPolicy::Always
+    );
+    let left = running_vm(&cloud);
+    cloud
+        .wait_state("admin", restarted.id, InstanceState::Running, BOOT)
+        .unwrap();
+    cloud.wait_banner(restarted.id, BOOT).unwrap();
+    let old_uuid = domain_uuid(&restarted.domain).unwrap();
+
+    cloud.stop_controller();
+    kill_emulator(&restarted.domain);
+    kill_emulator(&left.domain);
+    // The agent alone starts the one whose policy says so again, from its own disk: a second
+    // boot on the same console.
+    let deadline = std::time::Instant::now() + BOOT;
+    while cloud
+        .console(restarted.id)
+        .matches(stratus_e2e::BANNER)
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not restarted: {}",
+            cloud.console(restarted.id)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let new_uuid = domain_uuid(&restarted.domain).expect("running again");
+    assert_ne!(new_uuid, old_uuid);
+    assert!(domain_uuid(&left.domain).is_none(), "the other stays off");
+
+    // Back, the controller hears what happened.
+    cloud.start_controller().unwrap();
+    let stopped = cloud
+        .wait_state("admin", left.id, InstanceState::Stopped, BOOT)
+        .unwrap();
+    assert_eq!(
+        stopped.reason.as_deref(),
+        Some("the guest powered off (or its emulator stopped)")
+    );
+    let reason = "started again by its host after the guest stopped by itself (restart policy \
+                  always; restart 1)";
+    let deadline = std::time::Instant::now() + BOOT;
+    loop {
+        let vm = cloud.instance("admin", restarted.id).unwrap();
+        assert_eq!(vm.state, InstanceState::Running);
+        if vm.history.last().and_then(|t| t.reason.as_deref()) == Some(reason) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", vm.history);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(domain_uuid(&restarted.domain), Some(new_uuid));
+    for vm in [&restarted, &left] {
+        cloud
+            .delete("admin", &format!("/instances/{}", vm.id))
+            .unwrap();
+        cloud
+            .wait_state("admin", vm.id, InstanceState::Done, BOOT)
+            .unwrap();
+    }
+    assert!(cloud.domains().is_empty());
 }
 
 #[test]

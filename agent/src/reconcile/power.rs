@@ -2,7 +2,8 @@
 //! cut after a timeout (for a stop and for a reboot), the record of which run a domain belongs
 //! to (`instances/<id>/booted`: the generation it was booted for and the host boot it was
 //! booted in), and from it whether a domain that is gone stopped by itself (the guest powered
-//! off: reported Stopped, never restarted) or went with a host reboot (started again).
+//! off or its emulator died: reported Stopped, or started again if its restart policy says
+//! `always`, see `restart.rs`) or went with a host reboot (started again).
 
 use std::time::{Duration, Instant};
 

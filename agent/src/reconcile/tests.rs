@@ -113,6 +113,7 @@ pub(crate) fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired
                 disks: Vec::new(),
                 accepted_at_ms: None,
                 confirm: false,
+                restart: Default::default(),
             })
             .collect(),
         precache: Vec::new(),
@@ -529,6 +530,59 @@ fn at_generation(mut want: HostDesired, desire: Desire, generation: u64) -> Host
     want.instances[0].desire = desire;
     want.instances[0].generation = generation;
     want
+}
+
+/// Restart policy `always`: the guest that stopped by itself is started again with its disk,
+/// and the report says why; one that keeps stopping is left Stopped after three restarts.
+#[test]
+fn a_guest_that_stops_by_itself_is_started_again_with_its_data_under_restart_always() {
+    let mut rig = rig();
+    let mut want = desired(&rig.image, &[(2, Desire::Run)]);
+    want.instances[0].restart = stratus_common::api::RestartPolicy::Always;
+    pass(&rig, &want);
+    std::fs::write(rig.dirs.disk(2), b"the guest's data").unwrap();
+    drain(&mut rig);
+    let name = stratus_common::agent::domain_name(CLUSTER, 2);
+    for restart in 1..=3 {
+        assert!(rig.hv.remove_domain(&name), "its emulator dies");
+        let actions = pass(&rig, &want);
+        assert!(
+            matches!(actions.as_slice(), [Action::Restart(i)] if i.id == 2),
+            "{actions:?}"
+        );
+        assert_eq!(rig.hv.created().len(), 1 + restart);
+        assert_eq!(
+            std::fs::read(rig.dirs.disk(2)).unwrap(),
+            b"the guest's data",
+            "the same disk"
+        );
+        let (_, state, reason) = drain(&mut rig).pop().unwrap();
+        assert_eq!(state, ActualState::Running);
+        assert_eq!(
+            reason.as_deref(),
+            Some(
+                format!(
+                    "started again by its host after the guest stopped by itself (restart \
+                     policy always; restart {restart})"
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(rig.dirs.restarts(2).len(), restart, "recorded on disk");
+    }
+    // A fourth time within the window: left stopped, and said why.
+    assert!(rig.hv.remove_domain(&name));
+    assert!(pass(&rig, &want).is_empty());
+    assert_eq!(rig.hv.created().len(), 4);
+    let (_, state, reason) = drain(&mut rig).pop().unwrap();
+    assert_eq!(state, ActualState::Stopped);
+    assert_eq!(
+        reason.as_deref(),
+        Some(
+            "the guest powered off (or its emulator stopped) again after 3 restarts within 10 \
+             minutes: left stopped"
+        )
+    );
 }
 
 #[test]

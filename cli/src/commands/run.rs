@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use clap::Args;
-use stratus_common::api::CreateInstance;
+use stratus_common::api::{CreateInstance, RestartPolicy};
 use stratus_common::names::validate_name;
 
 use super::Context;
@@ -77,6 +77,12 @@ pub struct RunArgs {
     /// for its host to come back)
     #[arg(long)]
     pub evacuate: bool,
+
+    /// What its host does when the guest stops by itself (its emulator crashed, or it powered
+    /// itself off): never (report it stopped) or always (start it again with its data, also
+    /// while the controller is out of reach)
+    #[arg(long, value_name = "POLICY", default_value = "never", value_parser = parse_restart)]
+    pub restart: RestartPolicy,
 
     /// List the instance types instead of starting anything
     #[arg(short = 'l', long = "list-types", conflicts_with = "quiet")]
@@ -154,6 +160,7 @@ pub fn run(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> anyhow::Result
         group: args.group.clone(),
         labels: args.labels.clone(),
         evacuate: args.evacuate,
+        restart: args.restart,
     };
 
     if args.json {
@@ -261,5 +268,16 @@ mod tests {
         // A directory is not a file: the value is the text.
         let dir_name = dir.path().to_str().unwrap();
         assert_eq!(user_data(dir_name).unwrap(), dir_name);
+    }
+}
+
+/// `--restart never|always`.
+fn parse_restart(value: &str) -> Result<RestartPolicy, String> {
+    match value {
+        "never" => Ok(RestartPolicy::Never),
+        "always" => Ok(RestartPolicy::Always),
+        other => Err(format!(
+            "{other:?} is not a restart policy: never or always"
+        )),
     }
 }

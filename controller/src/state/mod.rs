@@ -34,7 +34,7 @@ pub use instances::{InstanceRecord, Transition, Usage};
 pub use ipam::{Ipam, IpamError, NetworkRecord, NicRecord};
 pub use keys::{Keyed, Keys};
 pub use members::{MemberChange, MemberRecord};
-pub use placement::{GroupPlacement, GroupRecord, HostProfile, PlacementRules};
+pub use placement::{GroupPlacement, GroupRecord, HostProfile, InstanceRules};
 pub use stratus_common::api::GroupPolicy;
 pub use stratus_common::api::PowerAction;
 pub use trust::{ApiToken, CertificateGrant, JoinToken, Trust, TrustError};
@@ -168,7 +168,7 @@ pub struct State {
     pub groups: BTreeMap<String, BTreeMap<String, GroupRecord>>,
     /// The placement rules of the instances made with any (a group, required labels).
     #[serde(default)]
-    pub instance_rules: BTreeMap<u64, PlacementRules>,
+    pub instance_rules: BTreeMap<u64, InstanceRules>,
     /// Hosts an administrator fenced (declared dead while down), and since when.
     #[serde(default)]
     pub fenced: BTreeMap<String, u64>,
@@ -424,7 +424,7 @@ pub enum Command {
     /// A [`Command::CreateInstance`] with placement rules: its host is checked against them as
     /// well, and they are kept for placing it again.
     CreateInstanceWith {
-        rules: PlacementRules,
+        rules: InstanceRules,
         create: Box<Command>,
     },
     By {
@@ -667,7 +667,7 @@ impl State {
                 }
             }
             create @ Command::CreateInstance { .. } => {
-                self.apply_create_instance(create, PlacementRules::default())
+                self.apply_create_instance(create, InstanceRules::default())
             }
             Command::DefineNetwork(record) => match self.ipam.define(record)? {
                 true => Ok(Outcome::Applied),
@@ -838,7 +838,7 @@ impl State {
     fn apply_create_instance(
         &mut self,
         create: Command,
-        rules: PlacementRules,
+        rules: InstanceRules,
     ) -> Result<Outcome, Rejection> {
         let Command::CreateInstance {
             owner,

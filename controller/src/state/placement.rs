@@ -1,7 +1,8 @@
 //! What placement honours beyond capacity, in the replicated state: each host's roles and
 //! labels (set by an administrator), server groups with an affinity or anti-affinity policy
-//! (made by their owner), and the rules each instance was placed by (its group and the labels
-//! it requires), kept so that placing it again honours them too.
+//! (made by their owner), and each instance's rules (its group and the labels it requires,
+//! kept so that placing it again honours them too; whether it may be evacuated; what its host
+//! does when it stops by itself).
 //!
 //! The scheduler (`scheduler.rs`) reads these; apply's re-check of a chosen host reads them
 //! again, so two creations racing into one anti-affinity group cannot both land on one host.
@@ -9,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use stratus_common::api::GroupPolicy;
+use stratus_common::api::{GroupPolicy, RestartPolicy};
 
 use super::{Outcome, Rejection, State};
 
@@ -47,18 +48,20 @@ pub struct GroupRecord {
 
 /// The rules an instance is placed by, beyond its size.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PlacementRules {
+pub struct InstanceRules {
     /// The name of a server group of the instance's owner.
     pub group: Option<String>,
     /// Labels its host must carry.
     pub labels: BTreeSet<String>,
     /// It may be started elsewhere, from its image, when its host is down and fenced.
     pub evacuate: bool,
+    /// What its host does when the guest stops by itself.
+    pub restart: RestartPolicy,
 }
 
-impl PlacementRules {
+impl InstanceRules {
     pub fn is_empty(&self) -> bool {
-        self.group.is_none() && self.labels.is_empty() && !self.evacuate
+        self.group.is_none() && self.labels.is_empty() && !self.evacuate && self.restart.is_never()
     }
 }
 
@@ -97,7 +100,7 @@ impl State {
     }
 
     /// The rules instance `id` was placed by (none for most instances).
-    pub fn placement_rules(&self, id: u64) -> PlacementRules {
+    pub fn placement_rules(&self, id: u64) -> InstanceRules {
         self.instance_rules.get(&id).cloned().unwrap_or_default()
     }
 
@@ -197,7 +200,7 @@ impl State {
     pub(super) fn group_placement(
         &self,
         owner: &str,
-        rules: &PlacementRules,
+        rules: &InstanceRules,
         instance: Option<u64>,
     ) -> Result<Option<GroupPlacement<'_>>, Rejection> {
         rules
@@ -212,7 +215,7 @@ impl State {
     }
 
     /// Records that instance `id` of `owner` was made with `rules`.
-    pub(super) fn remember_rules(&mut self, owner: &str, id: u64, rules: PlacementRules) {
+    pub(super) fn remember_rules(&mut self, owner: &str, id: u64, rules: InstanceRules) {
         if let Some(group) = rules
             .group
             .as_deref()

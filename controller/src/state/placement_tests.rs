@@ -36,16 +36,17 @@ fn group(s: &mut State, name: &str, policy: GroupPolicy) {
     .unwrap();
 }
 
-fn rules(group: Option<&str>, labels: &[&str]) -> PlacementRules {
-    PlacementRules {
+fn rules(group: Option<&str>, labels: &[&str]) -> InstanceRules {
+    InstanceRules {
         group: group.map(Into::into),
         labels: labels.iter().map(|l| (*l).to_owned()).collect(),
         evacuate: false,
+        restart: Default::default(),
     }
 }
 
 /// Where the scheduler puts a t1.micro of alice's with `rules`.
-fn place(s: &State, rules: &PlacementRules) -> Result<String, scheduler::NoValidHost> {
+fn place(s: &State, rules: &InstanceRules) -> Result<String, scheduler::NoValidHost> {
     let holding = HashSet::new();
     let request = Request {
         demand: Demand {
@@ -63,7 +64,7 @@ fn place(s: &State, rules: &PlacementRules) -> Result<String, scheduler::NoValid
 
 /// Alice's t1.micro with `rules`, placed where the scheduler says (Failed with its reason when
 /// nowhere).
-fn run(s: &mut State, rules: &PlacementRules) -> Result<u64, Rejection> {
+fn run(s: &mut State, rules: &InstanceRules) -> Result<u64, Rejection> {
     let host = place(s, rules);
     let mut create = creation(s, "t1.micro", host.as_deref().ok());
     if let (Command::CreateInstance { failure, .. }, Err(none)) = (&mut create, &host) {
@@ -100,7 +101,7 @@ fn anti_affinity_puts_each_instance_on_a_host_of_its_own_and_names_the_filter_wh
         )
     );
     // An instance outside the group still goes anywhere.
-    assert!(place(&s, &PlacementRules::default()).is_ok());
+    assert!(place(&s, &InstanceRules::default()).is_ok());
     // Once a member is Done, its host takes the group again.
     s.apply(Command::KillInstance {
         id: first,
@@ -176,7 +177,7 @@ fn a_storage_only_host_gets_no_instance_and_labels_are_required_of_the_host() {
     })
     .unwrap();
     for _ in 0..4 {
-        assert_eq!(place(&s, &PlacementRules::default()).unwrap(), "h2");
+        assert_eq!(place(&s, &InstanceRules::default()).unwrap(), "h2");
     }
     let ssd = rules(None, &["ssd"]);
     let err = place(&s, &ssd).unwrap_err();

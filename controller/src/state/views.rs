@@ -71,6 +71,7 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
         group: rules.group,
         labels: rules.labels.into_iter().collect(),
         evacuate: rules.evacuate,
+        restart: rules.restart,
         cpu_percent: None,
         changes: changes(state, &super::audit::key("instance", record.id)),
     }

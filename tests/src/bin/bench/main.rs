@@ -422,6 +422,7 @@ fn network_bench(rounds: usize) -> anyhow::Result<()> {
             disks: Vec::new(),
             accepted_at_ms: None,
             confirm: false,
+            restart: Default::default(),
         };
         let nic = &instance.nics[0];
         let tap = format!("sbn{i}n0");
