@@ -19,7 +19,7 @@ use crate::observed::Observed;
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::scheduler;
 use crate::state::{
-    instance_view, Command, GroupPlacement, Outcome, InstanceRules, PowerAction, Rejection,
+    instance_view, Command, GroupPlacement, InstanceRules, Outcome, PowerAction, Rejection,
 };
 use crate::users::Caller;
 use crate::volumes::Volumes;
@@ -258,17 +258,39 @@ impl Instances {
     }
 
     pub async fn list(&self, caller: &Caller) -> Result<Vec<Instance>, InstanceError> {
-        let instances: Vec<Instance> = self
+        Ok(self.list_page(caller, 0, usize::MAX).await?.0)
+    }
+
+    /// The caller's instances (every one, for an administrator) with an ID above `after`, in
+    /// ID order, at most `limit`; and the ID to continue after when more follow.
+    pub async fn list_page(
+        &self,
+        caller: &Caller,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Instance>, Option<u64>), InstanceError> {
+        let (instances, more) = self
             .replica
             .read(caller.reads(), |s| {
-                s.instances
-                    .values()
-                    .filter(|i| caller.admin || i.owner == caller.name)
+                let mut visible = s
+                    .instances
+                    .range(after.saturating_add(1)..)
+                    .map(|(_, i)| i)
+                    .filter(|i| caller.admin || i.owner == caller.name);
+                let page: Vec<Instance> = visible
+                    .by_ref()
+                    .take(limit)
                     .map(|i| instance_view(s, i))
-                    .collect()
+                    .collect();
+                let more = visible.next().is_some();
+                (page, more)
             })
             .await?;
-        Ok(instances.into_iter().map(|i| self.with_usage(i)).collect())
+        let next = more.then(|| instances.last().map(|i| i.id)).flatten();
+        Ok((
+            instances.into_iter().map(|i| self.with_usage(i)).collect(),
+            next,
+        ))
     }
 
     /// One instance; another user's instance is "not found", as if it did not exist.

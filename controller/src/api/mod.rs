@@ -234,10 +234,50 @@ fn bad_query(rejection: axum::extract::rejection::QueryRejection) -> InputError 
     InputError::new("query", rejection.body_text())
 }
 
-#[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
-    responses((status = OK, description = "The caller's instances (every instance, to an administrator)", body = Vec<Instance>)))]
-async fn list_instances(State(services): Shared, User(caller): User) -> Answer<impl IntoResponse> {
-    Ok(Json(services.instances.list(&caller).await?))
+/// At most this many items in one page of a list.
+const MAX_PAGE: usize = 1000;
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(default, deny_unknown_fields)]
+struct PageQuery {
+    /// At most this many items (1 to 1000); all of them when absent. When more follow, the
+    /// answer's `Link` header (`rel="next"`) gives the next page's address.
+    limit: Option<usize>,
+    /// Only items whose ID is above this one (the last ID of the previous page).
+    after: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances", params(PageQuery),
+    responses((status = OK, description = "The caller's instances (every instance, to an administrator), in ID order", body = Vec<Instance>,
+        headers(("Link" = String, description = "`</api/v1/instances?limit=N&after=ID>; rel=\"next\"` when a limited page has more after it")))))]
+async fn list_instances(
+    State(services): Shared,
+    User(caller): User,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<Response> {
+    let Query(query) = query.map_err(bad_query)?;
+    let limit = match query.limit {
+        None => usize::MAX,
+        Some(limit @ 1..=MAX_PAGE) => limit,
+        Some(other) => {
+            return Err(
+                InputError::new("limit", format!("must be 1 to {MAX_PAGE}, not {other}")).into(),
+            )
+        }
+    };
+    let (page, next) = services
+        .instances
+        .list_page(&caller, query.after.unwrap_or(0), limit)
+        .await?;
+    let mut response = Json(page).into_response();
+    if let Some(last) = next {
+        let link = format!("</api/v1/instances?limit={limit}&after={last}>; rel=\"next\"");
+        if let Ok(value) = header::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 #[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstance,

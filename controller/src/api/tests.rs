@@ -550,3 +550,61 @@ fn the_api_is_routed_only_through_its_document() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_instance_list_pages_in_id_order_with_a_link_to_the_next_page() {
+    let api = Api::new().await;
+    let admin = basic("admin", "password1");
+    for _ in 0..3 {
+        let made = api
+            .admin(
+                Method::POST,
+                "/api/v1/instances",
+                "application/json",
+                r#"{"image": "ttylinux"}"#,
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    }
+    let ids = |answered: &Answered| -> Vec<u64> {
+        answered
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_u64().unwrap())
+            .collect()
+    };
+    let all = api.get("/api/v1/instances", &admin, None).await;
+    let every = ids(&all);
+    assert_eq!(every.len(), 3);
+    assert!(
+        all.headers.get(header::LINK).is_none(),
+        "no limit, no pages"
+    );
+    let first = api.get("/api/v1/instances?limit=2", &admin, None).await;
+    assert_eq!(ids(&first), every[..2]);
+    let link = first.headers[header::LINK].to_str().unwrap().to_owned();
+    assert_eq!(
+        link,
+        format!(
+            "</api/v1/instances?limit=2&after={}>; rel=\"next\"",
+            every[1]
+        )
+    );
+    let next = link.trim_start_matches('<').split('>').next().unwrap();
+    let second = api.get(next, &admin, None).await;
+    assert_eq!(ids(&second), every[2..]);
+    assert!(second.headers.get(header::LINK).is_none(), "the last page");
+    for (query, mentions) in [
+        ("limit=0", "limit: must be 1 to 1000, not 0"),
+        ("limit=1001", "limit: must be 1 to 1000, not 1001"),
+        ("limit=x", "query"),
+        ("page=2", "query"),
+    ] {
+        let answered = api
+            .get(&format!("/api/v1/instances?{query}"), &admin, None)
+            .await;
+        assert_error(&answered, StatusCode::BAD_REQUEST, "bad_request", mentions);
+    }
+}
