@@ -18,9 +18,7 @@ use crate::networks::{NetworkError, Networks};
 use crate::observed::Observed;
 use crate::replica::{Consistency, Replica, ReplicaError};
 use crate::scheduler;
-use crate::state::{
-    instance_view, Command, GroupPlacement, InstanceRules, Outcome, PowerAction, Rejection,
-};
+use crate::state::{instance_view, Command, InstanceRules, Outcome, PowerAction, Rejection};
 use crate::users::Caller;
 use crate::volumes::Volumes;
 
@@ -188,14 +186,8 @@ impl Instances {
                     })?;
                     // Next to its first disk if that host can take it (no network hop for the
                     // data).
-                    let group = rules
-                        .group
-                        .as_deref()
-                        .and_then(|name| s.group(&caller.name, name))
-                        .map(|group| GroupPlacement {
-                            group,
-                            instance: None,
-                        });
+                    // A group deleted since it was checked: apply refuses the creation.
+                    let group = s.group_placement(&caller.name, &rules, None).ok().flatten();
                     let request = scheduler::Request {
                         demand: scheduler::Demand {
                             vcpus: size.vcpus,

@@ -273,14 +273,11 @@ pub fn place_again(
     strategy: Strategy,
 ) -> Result<String, NoValidHost> {
     let rules = state.placement_rules(instance.id);
-    let group = rules
-        .group
-        .as_deref()
-        .and_then(|name| state.group(&instance.owner, name))
-        .map(|group| GroupPlacement {
-            group,
-            instance: Some(instance.id),
-        });
+    // A group deleted meanwhile binds nothing any more.
+    let group = state
+        .group_placement(&instance.owner, &rules, Some(instance.id))
+        .ok()
+        .flatten();
     let request = Request {
         demand: Demand {
             vcpus: instance.vcpus,

@@ -195,9 +195,9 @@ impl State {
         Ok(Outcome::Applied)
     }
 
-    /// The group placement of a new instance of `owner` with `rules`: refused when the group
-    /// does not exist.
-    pub(super) fn group_placement(
+    /// The group placement of instance `instance` (`None`: a new one) of `owner` with `rules`:
+    /// refused when the group does not exist.
+    pub fn group_placement(
         &self,
         owner: &str,
         rules: &InstanceRules,
