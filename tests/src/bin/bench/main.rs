@@ -15,12 +15,16 @@
 //!   (`agent_metrics.rs`).
 //! - tls: TLS's cost on a start, requests per second by way of logging in, memory through a
 //!   burst of wrong passwords (`tls.rs`).
+//! - scale: one controller, 1,000 simulated hosts speaking the agent protocol over HTTPS and
+//!   20,000 instances: API latency, convergence, memory, the Raft store, a restart
+//!   (`scale.rs`; `--hosts` and `--instances` to try it smaller).
 
 mod agent_metrics;
 mod cluster;
 mod dashboard;
 mod events;
 mod placement;
+mod scale;
 mod snapshot;
 mod tls;
 
@@ -36,9 +40,12 @@ use stratus_e2e::{TestCloud, LIBVIRT_URI};
 struct Args {
     rounds: usize,
     only: Option<String>,
+    /// Simulated hosts and instances of the scale section.
+    hosts: usize,
+    instances: usize,
 }
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "placement",
     "start",
     "overlay",
@@ -52,17 +59,24 @@ const SECTIONS: [&str; 13] = [
     "events",
     "dashboard",
     "agent-metrics",
+    "scale",
 ];
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         rounds: 10,
         only: None,
+        hosts: scale::HOSTS,
+        instances: scale::INSTANCES,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "-n" | "--rounds" => args.rounds = it.next().context("-n needs a number")?.parse()?,
+            "--hosts" => args.hosts = it.next().context("--hosts needs a number")?.parse()?,
+            "--instances" => {
+                args.instances = it.next().context("--instances needs a number")?.parse()?
+            }
             "--appliance" => std::env::set_var(
                 "STRATUS_APPLIANCE",
                 it.next().context("--appliance needs a directory")?,
@@ -75,7 +89,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.only = Some(name);
             }
             "-h" | "--help" => {
-                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--only start|overlay|download|storm|network|volumes|cluster|placement|snapshot|tls|events|dashboard]");
+                println!("usage: stratus-bench [-n ROUNDS] [--appliance DIR] [--hosts N] [--instances M] [--only {}]", SECTIONS.join("|"));
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
@@ -83,6 +97,9 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     if args.rounds < 1 {
         bail!("-n must be at least 1");
+    }
+    if args.hosts < 1 || args.instances < 1 {
+        bail!("--hosts and --instances must be at least 1");
     }
     Ok(args)
 }
@@ -240,6 +257,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("agent-metrics") {
         agent_metrics::agent_metrics_bench()?;
+    }
+    if run("scale") {
+        scale::scale_bench(args.hosts, args.instances, args.rounds)?;
     }
     Ok(())
 }
