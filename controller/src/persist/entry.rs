@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::records::{
     ActualState, ApiToken, CertificateGrant, EndorserRecord, GroupPolicy, HostRecord, ImageRecord,
-    ImageSpec, InstanceType, JoinToken, Maintenance, MemberRecord, NetworkRecord, InstanceRules,
+    ImageSpec, InstanceRules, InstanceType, JoinToken, Maintenance, MemberRecord, NetworkRecord,
     PowerAction, Quota, ReportedDisk, ReportedExport, UpdateVolume, UserRecord, VerifiedEntry,
     VolumeRecord, VolumeReport,
 };

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::records::{
     AuditLog, EndorserRecord, GroupRecord, HostLife, HostProfile, HostRecord, ImageRecord,
-    ImageSpec, InstanceRecord, InstanceType, Ipam, Keys, MemberRecord, InstanceRules, StoredEntry,
+    ImageSpec, InstanceRecord, InstanceRules, InstanceType, Ipam, Keys, MemberRecord, StoredEntry,
     Trust, UserRecord, VolumeRecord,
 };
 use super::stored_struct;

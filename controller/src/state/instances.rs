@@ -9,7 +9,7 @@ use stratus_common::network::NicSpec;
 
 use crate::scheduler::{self, Filter};
 
-use super::{HostRecord, IpamError, NicRecord, Outcome, InstanceRules, Rejection, State};
+use super::{HostRecord, InstanceRules, IpamError, NicRecord, Outcome, Rejection, State};
 
 /// One recorded state change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
