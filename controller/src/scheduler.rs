@@ -153,14 +153,12 @@ fn check_with(
     if life.maintenance.is_some() {
         return Some(Filter::Maintenance);
     }
-    if !demand.labels.is_empty() || state.host_profiles.contains_key(&host.name) {
-        let profile = state.host_profile(&host.name);
-        if !profile.compute {
-            return Some(Filter::Role);
-        }
-        if !demand.labels.is_subset(&profile.labels) {
-            return Some(Filter::Labels);
-        }
+    let profile = state.host_profile(&host.name);
+    if !profile.compute {
+        return Some(Filter::Role);
+    }
+    if !demand.labels.is_subset(&profile.labels) {
+        return Some(Filter::Labels);
     }
     if let Some(group) = &demand.group {
         match group.group.policy {
@@ -275,7 +273,7 @@ pub fn place_again(
     let rules = state.placement_rules(instance.id);
     // A group deleted meanwhile binds nothing any more.
     let group = state
-        .group_placement(&instance.owner, &rules, Some(instance.id))
+        .group_placement(&instance.owner, rules, Some(instance.id))
         .ok()
         .flatten();
     let request = Request {

@@ -67,23 +67,14 @@ impl State {
         if !self.volumes_of_instance(id).is_empty() {
             return refuse("persistent disks are attached to it".to_owned());
         }
-        if self.moved_away(to).contains(&id) {
+        if self
+            .moved_away
+            .get(to)
+            .is_some_and(|copies| copies.contains(&id))
+        {
             return refuse(format!("{to} has not yet destroyed its earlier copy"));
         }
-        let (vcpus, memory_mib, owner) =
-            (instance.vcpus, instance.memory_mib, instance.owner.clone());
-        let record = self
-            .hosts
-            .get(to)
-            .ok_or_else(|| Rejection::UnknownHost(to.to_owned()))?;
-        let rules = self.placement_rules(id);
-        let demand = crate::scheduler::Demand {
-            vcpus,
-            memory_mib,
-            labels: &rules.labels,
-            group: self.group_placement(&owner, &rules, Some(id))?,
-        };
-        self.recheck_host(record, &demand)?;
+        self.recheck_placed(id, to)?;
         let reason =
             format!("evacuated from {from} (fenced): started again on {to} from its image");
         self.instances.update(id, |i| {

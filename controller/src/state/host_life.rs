@@ -166,23 +166,10 @@ impl State {
                 why: format!("its host {from} is up"),
             });
         }
-        let (vcpus, memory_mib) = (instance.vcpus, instance.memory_mib);
         let has_disks = !self.volumes_of_instance(id).is_empty();
         let target = match (&to, has_disks) {
             (Some(host), false) => {
-                let record = self
-                    .hosts
-                    .get(host)
-                    .ok_or_else(|| Rejection::UnknownHost(host.clone()))?;
-                let rules = self.placement_rules(id);
-                let owner = &self.instances.get(&id).expect("checked above").owner;
-                let demand = crate::scheduler::Demand {
-                    vcpus,
-                    memory_mib,
-                    labels: &rules.labels,
-                    group: self.group_placement(owner, &rules, Some(id))?,
-                };
-                self.recheck_host(record, &demand)?;
+                self.recheck_placed(id, host)?;
                 Some(host.clone())
             }
             _ => None,

@@ -340,6 +340,27 @@ impl State {
         }
     }
 
+    /// [`Self::recheck_host`] of host `to` for existing instance `id` (placing it again):
+    /// its size and rules; its own place does not count against its group.
+    pub(super) fn recheck_placed(&self, id: u64, to: &str) -> Result<(), Rejection> {
+        let instance = self
+            .instances
+            .get(&id)
+            .ok_or(Rejection::UnknownInstance(id))?;
+        let record = self
+            .hosts
+            .get(to)
+            .ok_or_else(|| Rejection::UnknownHost(to.to_owned()))?;
+        let rules = self.placement_rules(id);
+        let demand = scheduler::Demand {
+            vcpus: instance.vcpus,
+            memory_mib: instance.memory_mib,
+            labels: &rules.labels,
+            group: self.group_placement(&instance.owner, rules, Some(id))?,
+        };
+        self.recheck_host(record, &demand)
+    }
+
     /// Capacity taken on `host` by the instances placed there.
     pub fn usage(&self, host: &str) -> Usage {
         self.instances.usage(host)

@@ -25,13 +25,24 @@ pub struct HostProfile {
     pub labels: BTreeSet<String>,
 }
 
+/// The profile of a host nothing was said of.
+static ANY_HOST: HostProfile = HostProfile {
+    compute: true,
+    storage: true,
+    labels: BTreeSet::new(),
+};
+
+/// The rules of an instance made without any.
+static NO_RULES: InstanceRules = InstanceRules {
+    group: None,
+    labels: BTreeSet::new(),
+    evacuate: false,
+    restart: RestartPolicy::Never,
+};
+
 impl Default for HostProfile {
     fn default() -> Self {
-        Self {
-            compute: true,
-            storage: true,
-            labels: BTreeSet::new(),
-        }
+        ANY_HOST.clone()
     }
 }
 
@@ -90,8 +101,9 @@ impl GroupPlacement<'_> {
 
 impl State {
     /// The profile of host `name` (one nothing was said of is for both roles, unlabelled).
-    pub fn host_profile(&self, name: &str) -> HostProfile {
-        self.host_profiles.get(name).cloned().unwrap_or_default()
+    /// (Borrowed: placement asks it of every candidate host.)
+    pub fn host_profile(&self, name: &str) -> &HostProfile {
+        self.host_profiles.get(name).unwrap_or(&ANY_HOST)
     }
 
     /// `owner`'s server group `name`.
@@ -100,8 +112,9 @@ impl State {
     }
 
     /// The rules instance `id` was placed by (none for most instances).
-    pub fn placement_rules(&self, id: u64) -> InstanceRules {
-        self.instance_rules.get(&id).cloned().unwrap_or_default()
+    /// (Borrowed: every long-poll answer asks it of each of the host's instances.)
+    pub fn placement_rules(&self, id: u64) -> &InstanceRules {
+        self.instance_rules.get(&id).unwrap_or(&NO_RULES)
     }
 
     pub(super) fn set_host_profile(
@@ -114,7 +127,7 @@ impl State {
         if !self.hosts.contains_key(host) {
             return Err(Rejection::UnknownHost(host.to_owned()));
         }
-        let mut profile = self.host_profile(host);
+        let mut profile = self.host_profile(host).clone();
         let before = profile.clone();
         if let Some(compute) = compute {
             profile.compute = compute;

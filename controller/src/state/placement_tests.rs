@@ -196,7 +196,7 @@ fn a_storage_only_host_gets_no_instance_and_labels_are_required_of_the_host() {
     .unwrap();
     let id = run(&mut s, &ssd).unwrap();
     assert_eq!(s.instances[&id].host.as_deref(), Some("h2"));
-    assert_eq!(s.placement_rules(id), ssd);
+    assert_eq!(*s.placement_rules(id), ssd);
     // A host needs a role; the refused change changes nothing.
     assert_eq!(
         s.apply(Command::HostProfile {

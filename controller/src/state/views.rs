@@ -68,8 +68,8 @@ pub fn instance_view(state: &State, record: &InstanceRecord) -> Instance {
                 state: a.state,
             })
             .collect(),
-        group: rules.group,
-        labels: rules.labels.into_iter().collect(),
+        group: rules.group.clone(),
+        labels: rules.labels.iter().cloned().collect(),
         evacuate: rules.evacuate,
         restart: rules.restart,
         cpu_percent: None,
@@ -174,6 +174,7 @@ pub fn host_view(
 ) -> Host {
     let usage = state.usage(&record.name);
     let life = state.host_life(&record.name);
+    let profile = state.host_profile(&record.name);
     Host {
         name: record.name.clone(),
         vcpus: record.vcpus,
@@ -202,21 +203,14 @@ pub fn host_view(
         fenced: state.fenced_since(&record.name).map(rfc3339_ms),
         moved_away: state.moved_away(&record.name).into_iter().collect(),
         volume_pool_used_gib: state.pool_used_gib(&record.name),
-        roles: {
-            let profile = state.host_profile(&record.name);
-            [
-                (profile.compute, HostRole::Compute),
-                (profile.storage, HostRole::Storage),
-            ]
-            .into_iter()
-            .filter_map(|(has, role)| has.then_some(role))
-            .collect()
-        },
-        labels: state
-            .host_profile(&record.name)
-            .labels
-            .into_iter()
-            .collect(),
+        roles: [
+            (profile.compute, HostRole::Compute),
+            (profile.storage, HostRole::Storage),
+        ]
+        .into_iter()
+        .filter_map(|(has, role)| has.then_some(role))
+        .collect(),
+        labels: profile.labels.iter().cloned().collect(),
         changes: changes(state, &super::audit::key("host", &record.name)),
     }
 }
