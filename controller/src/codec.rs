@@ -7,11 +7,12 @@
 //! would apply differently) and what does not match its checksum (a damaged disk), with a
 //! message saying so, instead of skipping it and diverging from its peers.
 //!
-//! The payload is what the state-machine version says: version 4 (this build: hosts' life,
+//! The payload is what the state-machine version says: version 6 (this build: a host's whole
+//! report as one entry), version 5 (placement rules and evacuation), version 4 (hosts' life,
 //! that is up, down, maintenance and removal, and instances in an Unknown state), version 3
 //! (trust, that is join tokens, host certificates, API tokens, certificate subjects; the power
 //! commands and Stopped states of the instance life-cycle; account changes) and version 2
-//! write the stored types of [`crate::persist`] with bincode 2, a snapshot of version 2 or 3
+//! write the stored types of [`crate::persist`] with bincode 2, a snapshot of version 2, 3 or 4
 //! read through its frozen form; version 1 wrote the in-memory types as JSON, and values from before framing
 //! are bare JSON. Every older form is still read, so a store written by an older controller
 //! opens after an upgrade. A rolling upgrade therefore
@@ -26,7 +27,7 @@ use crate::persist::{self, FormatError, Persist};
 /// The version of the state machine's commands and state this build writes and understands.
 /// Bump it when a command's meaning or the stored format changes, so that older nodes refuse
 /// the new entries.
-pub const STATE_MACHINE_VERSION: u16 = 5;
+pub const STATE_MACHINE_VERSION: u16 = 6;
 
 /// The last version whose payload was JSON.
 const LAST_JSON_VERSION: u16 = 1;

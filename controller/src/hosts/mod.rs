@@ -211,8 +211,9 @@ impl Hosts {
             .await?)
     }
 
-    /// Records what a host reports (only changes are proposed); answers the instance reports
-    /// refused because the instance is not (or no longer) placed on this host.
+    /// Records what a host reports, all of it in one proposal; answers the instance reports
+    /// refused because the instance is not (or no longer) placed on this host. Any other
+    /// refusal fails the call (after the report's other items applied).
     pub async fn report(
         &self,
         identity: &HostIdentity,
@@ -225,58 +226,62 @@ impl Hosts {
         self.liveness
             .touch(host, Some(report.unknown_domains), report.images);
         self.back_in_touch(host).await?;
-        for item in report.instances {
-            let command = Command::ReportInstance {
-                host: host.to_owned(),
-                id: item.id,
-                state: item.state,
-                reason: item.reason,
-                at_ms: now_ms(),
-            };
-            match self.replica.propose(identity.by(command)).await? {
+        let HostReport {
+            instances,
+            volumes,
+            exports,
+            disks,
+            ..
+        } = report;
+        if instances.is_empty() && volumes.is_empty() && exports.is_empty() && disks.is_empty() {
+            return Ok(answer);
+        }
+        // The whole report is one entry, applied item by item (`state/host_report.rs`): a
+        // refused item does not keep the others from applying.
+        let ids: Vec<u64> = instances.iter().map(|item| item.id).collect();
+        let command = Command::HostReport {
+            host: host.to_owned(),
+            instances,
+            volumes,
+            exports,
+            disks,
+            at_ms: now_ms(),
+        };
+        let outcomes = match self.replica.propose(identity.by(command)).await?? {
+            crate::state::Outcome::HostReported(outcomes) => outcomes,
+            _ => crate::state::ReportOutcomes::default(),
+        };
+        let mut failure = None;
+        for (id, outcome) in ids.into_iter().zip(outcomes.instances) {
+            match outcome {
                 Ok(_) => {}
                 Err(r @ (Rejection::UnknownInstance(_) | Rejection::WrongHost { .. })) => {
                     tracing::warn!(host, error = %r, "report about an instance the host does not hold");
                     answer.refused.push(RefusedReport {
-                        id: item.id,
+                        id,
                         reason: r.to_string(),
                     });
                 }
-                Err(r) => return Err(r.into()),
+                Err(r) => {
+                    failure.get_or_insert(r);
+                }
             }
         }
-        let mut commands = Vec::new();
-        for item in report.volumes {
-            commands.push(Command::ReportVolume {
-                host: host.to_owned(),
-                id: item.id,
-                state: item.state,
-                reason: item.reason,
-            });
-        }
-        for export in report.exports {
-            commands.push(Command::ReportExport {
-                host: host.to_owned(),
-                export,
-            });
-        }
-        for disk in report.disks {
-            commands.push(Command::ReportDisk {
-                host: host.to_owned(),
-                disk,
-                at_ms: now_ms(),
-            });
-        }
-        for command in commands {
-            match self.replica.propose(identity.by(command)).await? {
+        for outcome in outcomes.storage {
+            match outcome {
                 Ok(_) => {}
                 Err(r @ Rejection::Volume(_)) => {
                     tracing::warn!(host, error = %r, "volume report not applied");
                 }
-                Err(r) => return Err(r.into()),
+                Err(r) => {
+                    failure.get_or_insert(r);
+                }
             }
         }
-        Ok(answer)
+        match failure {
+            Some(r) => Err(r.into()),
+            None => Ok(answer),
+        }
     }
 
     /// A host judged down that calls is up again, before what it says is applied: so its

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use super::records::{
     ActualState, ApiToken, CertificateGrant, EndorserRecord, GroupPolicy, HostRecord, ImageRecord,
     ImageSpec, InstanceRules, InstanceType, JoinToken, Maintenance, MemberRecord, NetworkRecord,
-    PowerAction, Quota, ReportedDisk, ReportedExport, UpdateVolume, UserRecord, VerifiedEntry,
-    VolumeRecord, VolumeReport,
+    PowerAction, Quota, ReportedDisk, ReportedExport, ReportedInstance, ReportedVolume,
+    UpdateVolume, UserRecord, VerifiedEntry, VolumeRecord, VolumeReport,
 };
 use super::{FormatError, Persist};
 use crate::state::{Command, MemberChange};
@@ -251,6 +251,15 @@ pub enum Entry {
         to: String,
         at_ms: u64,
     },
+    // State-machine version 6: a host's whole report in one entry.
+    HostReport {
+        host: String,
+        instances: Vec<ReportedInstance>,
+        volumes: Vec<ReportedVolume>,
+        exports: Vec<ReportedExport>,
+        disks: Vec<ReportedDisk>,
+        at_ms: u64,
+    },
 }
 
 persist_variants!(Entry for Command {
@@ -295,6 +304,7 @@ persist_variants!(Entry for Command {
     CreateInstanceWith { rules, create },
     FenceHost { host, at_ms },
     EvacuateInstance { id, from, to, at_ms },
+    HostReport { host, instances, volumes, exports, disks, at_ms },
 });
 
 /// A membership change as a configuration-change entry's context stores it.

@@ -58,6 +58,19 @@ stored_struct!(ReportedDisk for agent::ReportedDisk {
     reason: Option<String>,
 });
 
+// State-machine version 6: a host's whole report in one entry.
+stored_struct!(ReportedInstance for agent::ReportedInstance {
+    id: u64,
+    state: ActualState,
+    reason: Option<String>,
+});
+
+stored_struct!(ReportedVolume for agent::ReportedVolume {
+    id: String,
+    state: VolumeReport,
+    reason: Option<String>,
+});
+
 stored_struct!(UpdateVolume for vol::UpdateVolume {
     public: Option<bool>,
     tag: Option<String>,

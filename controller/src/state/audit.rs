@@ -275,6 +275,8 @@ fn concerned(command: &Command, creates: &Creates) -> Vec<(String, String)> {
         | Command::AppendEntry { .. }
         | Command::RegisterEndorser(_)
         | Command::ReportExport { .. } => Vec::new(),
+        // Recorded item by item, each as its single report.
+        Command::HostReport { .. } => Vec::new(),
     }
 }
 

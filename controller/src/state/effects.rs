@@ -248,8 +248,11 @@ impl Before {
             | Command::CreateApiToken { .. }
             | Command::RevokeApiToken { .. }
             | Command::MapCertificateSubject { .. } => {}
-            // Never reached: capture is given the command out of its wrappers.
-            Command::By { .. } | Command::CreateInstanceWith { .. } => {}
+            // Never reached: capture is given the command out of its wrappers, and a host's
+            // whole report is captured item by item.
+            Command::By { .. }
+            | Command::CreateInstanceWith { .. }
+            | Command::HostReport { .. } => {}
         }
         instances.sort_unstable();
         instances.dedup();

@@ -5,7 +5,7 @@
 use stratus_common::agent::{ActualState, Desire};
 use stratus_common::api::InstanceState;
 
-use super::tests::{bootstrapped, creation};
+use super::tests::{bootstrapped, create, creation};
 use super::*;
 
 /// h1 and h2, and an instance Running on h1 then Unknown as h1 went down.
@@ -228,4 +228,141 @@ fn a_host_restarting_a_guest_by_its_policy_is_recorded_in_the_history_and_the_ru
             ..
         }]
     ));
+}
+
+/// Every host's desired instances, from the table's per-host sets, equal a scan of every
+/// instance; and the sets kept equal the ones computed again from the records.
+fn assert_desired_as_by_scan(s: &State, step: &str) {
+    for host in ["h1", "h2", "h3", "nowhere"] {
+        assert_eq!(
+            s.desired_for_host(host),
+            s.desired_for_host_by_scan(host),
+            "{host} after {step}"
+        );
+    }
+    assert_eq!(
+        s.instances.on_host_kept(),
+        &s.instances.on_host_recounted(),
+        "after {step}"
+    );
+}
+
+#[test]
+fn a_hosts_desired_instances_equal_a_scan_through_moves_evacuations_and_ends() {
+    let mut s = bootstrapped();
+    let big = |name: &str| HostRecord {
+        name: name.into(),
+        vcpus: 64,
+        memory_mib: 65536,
+        ..s.hosts["h1"].clone()
+    };
+    let (h1, h2, h3) = (big("h1"), big("h2"), big("h3"));
+    for host in [h1, h2, h3] {
+        s.apply(Command::RegisterHost(host)).unwrap();
+    }
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let host = ["h1", "h2", "h3"][n % 3];
+        let Ok(Outcome::InstanceCreated(id)) = s.apply(Command::CreateInstanceWith {
+            rules: InstanceRules {
+                evacuate: n % 2 == 0,
+                ..InstanceRules::default()
+            },
+            create: Box::new(creation(&s, "t1.micro", Some(host))),
+        }) else {
+            panic!("not created");
+        };
+        ids.push(id);
+    }
+    create(&mut s, "t1.micro", None).unwrap();
+    assert_desired_as_by_scan(&s, "creations");
+
+    // All run but the last on h1, which stays Pending; then some end, fail, stop.
+    for &id in &ids[..9] {
+        let host = s.instances[&id].host.clone().unwrap();
+        report(&mut s, &host, id, ActualState::Running).unwrap();
+    }
+    s.apply(Command::KillInstance {
+        id: ids[1],
+        at_ms: 41,
+    })
+    .unwrap();
+    report(&mut s, "h2", ids[1], ActualState::Gone).unwrap();
+    report(&mut s, "h3", ids[2], ActualState::Failed).unwrap();
+    assert_desired_as_by_scan(&s, "a failure not cleaned up");
+    report(&mut s, "h3", ids[2], ActualState::Gone).unwrap();
+    s.apply(Command::KillInstance {
+        id: ids[4],
+        at_ms: 42,
+    })
+    .unwrap();
+    s.apply(Command::PowerInstance {
+        id: ids[5],
+        action: PowerAction::Stop,
+        at_ms: 43,
+    })
+    .unwrap();
+    assert_desired_as_by_scan(&s, "ends");
+
+    // h1 goes down: its Pending instance is placed again, the others are evacuated.
+    s.apply(Command::HostContact {
+        host: "h1".into(),
+        up: false,
+        at_ms: 44,
+    })
+    .unwrap();
+    assert_desired_as_by_scan(&s, "h1 down");
+    s.apply(Command::ReplaceInstance {
+        id: ids[9],
+        from: "h1".into(),
+        to: Some("h2".into()),
+        failure: None,
+        at_ms: 45,
+    })
+    .unwrap();
+    s.apply(Command::FenceHost {
+        host: "h1".into(),
+        at_ms: 46,
+    })
+    .unwrap();
+    let evacuated: Vec<u64> = [ids[0], ids[6]].into();
+    for (&id, to) in evacuated.iter().zip(["h2", "h3"]) {
+        evacuate(&mut s, id, to).unwrap();
+    }
+    assert_desired_as_by_scan(&s, "evacuations");
+    // The copies moved away go; the instance that did not opt in waits for h1.
+    assert_eq!(
+        desires(&s, "h1"),
+        [
+            (ids[0], Desire::Destroy),
+            (ids[3], Desire::Run),
+            (ids[6], Desire::Destroy)
+        ]
+    );
+
+    // h1 is back and destroys one copy; an instance is killed and gone on its new host.
+    s.apply(Command::HostContact {
+        host: "h1".into(),
+        up: true,
+        at_ms: 60,
+    })
+    .unwrap();
+    report(&mut s, "h1", ids[0], ActualState::Gone).unwrap();
+    report(&mut s, "h1", ids[3], ActualState::Running).unwrap();
+    s.apply(Command::KillInstance {
+        id: ids[6],
+        at_ms: 61,
+    })
+    .unwrap();
+    report(&mut s, "h3", ids[6], ActualState::Gone).unwrap();
+    assert_desired_as_by_scan(&s, "h1 back");
+    assert_eq!(desires(&s, "h1")[0], (ids[3], Desire::Run));
+
+    // A restored snapshot rebuilds the sets.
+    let restored: State = crate::codec::decode(&crate::codec::encode(&s)).unwrap();
+    assert_eq!(restored, s);
+    assert_desired_as_by_scan(&restored, "a restore");
+    for host in ["h1", "h2", "h3"] {
+        assert_eq!(restored.desired_for_host(host), s.desired_for_host(host));
+    }
 }

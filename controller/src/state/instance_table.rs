@@ -1,17 +1,19 @@
 //! The instances of the replicated state, by ID, with what each host's instances take kept
 //! beside them. Placement asks "what is used on this host" for every candidate host of every
 //! creation; scanning every instance for it made one placement cost O(hosts x instances). The
-//! table answers it from a per-host sum updated on each change instead.
+//! table answers it from a per-host sum updated on each change instead. Likewise every
+//! long-poll answer asks "which instances are on this host": the table keeps each host's
+//! instances that are not finished there, so the answer visits those alone.
 //!
 //! Reads see the records through `Deref` to the map; every change goes through [`insert`] or
-//! [`update`], which keep the sums right. The sums are derived: they are neither stored nor
-//! compared, and are rebuilt whenever a table is made from records (a snapshot, a decoded
-//! state).
+//! [`update`], which keep the sums and the per-host sets right. Both are derived: they are
+//! neither stored nor compared, and are rebuilt whenever a table is made from records (a
+//! snapshot, a decoded state).
 //!
 //! [`insert`]: InstanceTable::insert
 //! [`update`]: InstanceTable::update
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Deref;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -23,7 +25,13 @@ pub struct InstanceTable {
     records: BTreeMap<u64, InstanceRecord>,
     /// Host name -> the capacity its instances hold ([`InstanceRecord::holds_capacity`]).
     usage: HashMap<String, Usage>,
+    /// Host name -> the IDs of the instances placed there that are not finished with it (see
+    /// [`listed_on`]).
+    on_host: HashMap<String, BTreeSet<u64>>,
 }
+
+/// The empty set of a host without listed instances.
+static NONE: BTreeSet<u64> = BTreeSet::new();
 
 impl InstanceTable {
     /// Capacity taken on `host` by the instances placed there.
@@ -31,11 +39,27 @@ impl InstanceTable {
         self.usage.get(host).copied().unwrap_or_default()
     }
 
+    /// The IDs of the instances placed on `host` that still hold their lease there (neither
+    /// Done, nor Failed with the host's cleanup confirmed), lowest first: every instance whose
+    /// copy there the host may still have to run, stop or destroy.
+    pub fn on_host(&self, host: &str) -> &BTreeSet<u64> {
+        self.on_host.get(host).unwrap_or(&NONE)
+    }
+
     /// Adds (or replaces) the record of its ID.
     pub fn insert(&mut self, record: InstanceRecord) {
         tally(&mut self.usage, &record, true);
-        if let Some(old) = self.records.insert(record.id, record) {
+        if let Some(host) = listed_on(&record) {
+            list(&mut self.on_host, host, record.id, true);
+        }
+        let id = record.id;
+        if let Some(old) = self.records.insert(id, record) {
             tally(&mut self.usage, &old, false);
+            let new = self.records.get(&id).and_then(listed_on);
+            match listed_on(&old) {
+                Some(host) if Some(host) != new => list(&mut self.on_host, host, id, false),
+                _ => {}
+            }
         }
     }
 
@@ -47,8 +71,18 @@ impl InstanceTable {
     ) -> Option<R> {
         let record = self.records.get_mut(&id)?;
         tally(&mut self.usage, record, false);
+        let listed = listed_on(record).map(str::to_owned);
         let result = change(record);
         tally(&mut self.usage, record, true);
+        let now = listed_on(record);
+        if listed.as_deref() != now {
+            if let Some(host) = &listed {
+                list(&mut self.on_host, host, id, false);
+            }
+            if let Some(host) = now {
+                list(&mut self.on_host, host, id, true);
+            }
+        }
         Some(result)
     }
 
@@ -61,6 +95,38 @@ impl InstanceTable {
     #[cfg(test)]
     pub fn usage_kept(&self) -> &HashMap<String, Usage> {
         &self.usage
+    }
+
+    /// The per-host sets computed again from every record: what the kept ones must equal.
+    #[cfg(test)]
+    pub fn on_host_recounted(&self) -> HashMap<String, BTreeSet<u64>> {
+        self.records.values().cloned().collect::<Self>().on_host
+    }
+
+    #[cfg(test)]
+    pub fn on_host_kept(&self) -> &HashMap<String, BTreeSet<u64>> {
+        &self.on_host
+    }
+}
+
+/// The host whose set lists `record`: its host while it holds its lease there.
+fn listed_on(record: &InstanceRecord) -> Option<&str> {
+    record.host.as_deref().filter(|_| record.holds_lease())
+}
+
+/// Lists instance `id` on `host` or (`plus` false) takes it off; an emptied set is dropped.
+fn list(on_host: &mut HashMap<String, BTreeSet<u64>>, host: &str, id: u64, plus: bool) {
+    if plus {
+        if let Some(ids) = on_host.get_mut(host) {
+            ids.insert(id);
+        } else {
+            on_host.insert(host.to_owned(), BTreeSet::from([id]));
+        }
+    } else if let Some(ids) = on_host.get_mut(host) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            on_host.remove(host);
+        }
     }
 }
 
@@ -204,6 +270,40 @@ mod tests {
         );
         assert_eq!(t.usage_kept(), &t.usage_recounted());
         assert_eq!(t.update(99, |_| ()), None);
+    }
+
+    #[test]
+    fn per_host_sets_follow_placement_moves_and_ends() {
+        let mut t = InstanceTable::default();
+        t.insert(record(1, Some("a"), 1, 256));
+        t.insert(record(2, Some("a"), 1, 256));
+        t.insert(record(3, Some("b"), 1, 256));
+        t.insert(record(4, None, 1, 256));
+        assert_eq!(t.on_host("a"), &BTreeSet::from([1, 2]));
+        assert!(t.on_host("c").is_empty());
+        // Moved to another host.
+        t.update(2, |r| r.host = Some("b".into()));
+        assert_eq!(t.on_host("a"), &BTreeSet::from([1]));
+        assert_eq!(t.on_host("b"), &BTreeSet::from([2, 3]));
+        // Failed: listed until its host confirmed the cleanup; Done: off.
+        t.update(1, |r| r.state = InstanceState::Failed);
+        assert_eq!(t.on_host("a"), &BTreeSet::from([1]));
+        t.update(1, |r| r.host_cleaned = true);
+        assert!(t.on_host("a").is_empty());
+        assert!(
+            !t.on_host_kept().contains_key("a"),
+            "an empty set is dropped"
+        );
+        t.update(3, |r| r.state = InstanceState::Done);
+        assert_eq!(t.on_host("b"), &BTreeSet::from([2]));
+        // Replaced by a record on another host.
+        t.insert(record(2, Some("c"), 1, 256));
+        assert!(t.on_host("b").is_empty());
+        assert_eq!(t.on_host("c"), &BTreeSet::from([2]));
+        assert_eq!(t.on_host_kept(), &t.on_host_recounted());
+        let back: InstanceTable =
+            serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back.on_host_kept(), t.on_host_kept());
     }
 
     #[test]

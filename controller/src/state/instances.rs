@@ -2,6 +2,8 @@
 //! (created Pending on a host with room or Failed with the reason, stopped, started, rebooted,
 //! killed, reported by their host), the capacity they take, and what each host is asked to run.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use stratus_common::agent::{ActualState, Desire, DesiredInstance, ImageSpec};
 use stratus_common::api::{InstanceState, PowerAction};
@@ -376,35 +378,52 @@ impl State {
     }
 
     /// What the controller wants `host` to run: every instance placed there that still needs
-    /// the host to act (run it, or make sure nothing of it is left).
+    /// the host to act (run it, or make sure nothing of it is left), in ID order.
     pub fn desired_for_host(&self, host: &str) -> Vec<DesiredInstance> {
+        // Only the host's own unfinished instances and its copies moved away can need it: the
+        // table keeps the former per host, so no answer scans every instance.
+        let none = BTreeSet::new();
+        let moved_away = self.moved_away.get(host).unwrap_or(&none);
+        self.instances
+            .on_host(host)
+            .union(moved_away)
+            .filter_map(|id| self.instances.get(id))
+            .filter_map(|i| self.desired_on_host(i, host))
+            .collect()
+    }
+
+    /// [`Self::desired_for_host`] by a scan of every instance, as it was before the table kept
+    /// each host's instances: what the answer must equal.
+    #[cfg(test)]
+    pub(super) fn desired_for_host_by_scan(&self, host: &str) -> Vec<DesiredInstance> {
         let moved_away = self.moved_away.get(host);
         self.instances
             .values()
             .filter(|i| {
                 i.host.as_deref() == Some(host) || moved_away.is_some_and(|m| m.contains(&i.id))
             })
-            .filter_map(|i| {
-                // Evacuated from here: its copy here goes, whatever it does elsewhere.
-                if i.host.as_deref() != Some(host) {
-                    return Some(self.desired_instance(i, Desire::Destroy));
-                }
-                let desire = match i.intended() {
-                    InstanceState::Pending
-                    | InstanceState::Booting
-                    | InstanceState::Running
-                    | InstanceState::Starting
-                    | InstanceState::Rebooting => Desire::Run,
-                    InstanceState::PoweringOff | InstanceState::Stopped => Desire::Stop,
-                    InstanceState::Stopping => Desire::Destroy,
-                    InstanceState::Failed if !i.host_cleaned => Desire::Destroy,
-                    InstanceState::Failed | InstanceState::Done | InstanceState::Unknown => {
-                        return None
-                    }
-                };
-                Some(self.desired_instance(i, desire))
-            })
+            .filter_map(|i| self.desired_on_host(i, host))
             .collect()
+    }
+
+    /// What `host` must do with instance `i`, placed there or moved away from it, if anything.
+    fn desired_on_host(&self, i: &InstanceRecord, host: &str) -> Option<DesiredInstance> {
+        // Evacuated from here: its copy here goes, whatever it does elsewhere.
+        if i.host.as_deref() != Some(host) {
+            return Some(self.desired_instance(i, Desire::Destroy));
+        }
+        let desire = match i.intended() {
+            InstanceState::Pending
+            | InstanceState::Booting
+            | InstanceState::Running
+            | InstanceState::Starting
+            | InstanceState::Rebooting => Desire::Run,
+            InstanceState::PoweringOff | InstanceState::Stopped => Desire::Stop,
+            InstanceState::Stopping => Desire::Destroy,
+            InstanceState::Failed if !i.host_cleaned => Desire::Destroy,
+            InstanceState::Failed | InstanceState::Done | InstanceState::Unknown => return None,
+        };
+        Some(self.desired_instance(i, desire))
     }
 
     /// What a host needs to know of `instance` to bring it to `desire`.

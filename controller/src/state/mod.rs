@@ -8,6 +8,7 @@ pub mod audit;
 pub mod effects;
 mod evacuation;
 mod host_life;
+mod host_report;
 mod instance_table;
 mod instances;
 pub mod ipam;
@@ -28,6 +29,7 @@ use stratus_common::api::{Artifact, DiskFormat, DomainType, InstanceType};
 pub use audit::{AuditLog, Change};
 pub use effects::{Effects, Event};
 pub use host_life::{Holdings, HostLife, Maintenance};
+pub use host_report::ReportOutcomes;
 pub use instance_table::InstanceTable;
 use instances::{GuestSetup, Placement};
 pub use instances::{InstanceRecord, Transition, Usage};
@@ -427,6 +429,19 @@ pub enum Command {
         rules: InstanceRules,
         create: Box<Command>,
     },
+    /// Everything a host reported in one call, as one entry: applied as the single reports
+    /// ([`Command::ReportInstance`], [`Command::ReportVolume`], [`Command::ReportExport`],
+    /// [`Command::ReportDisk`]) one after the other in this order, each wrapped in the
+    /// [`Command::By`] around this one, so events and audit records are theirs. A refused item
+    /// does not stop the others; [`Outcome::HostReported`] says what each came to.
+    HostReport {
+        host: String,
+        instances: Vec<stratus_common::agent::ReportedInstance>,
+        volumes: Vec<stratus_common::agent::ReportedVolume>,
+        exports: Vec<stratus_common::agent::ReportedExport>,
+        disks: Vec<stratus_common::agent::ReportedDisk>,
+        at_ms: u64,
+    },
     By {
         actor: String,
         at_ms: u64,
@@ -456,6 +471,8 @@ pub enum Outcome {
     /// The volume made (or made before, by a creation with the same idempotency key).
     VolumeCreated(String),
     EntryAppended(u64),
+    /// What each item of a [`Command::HostReport`] came to.
+    HostReported(ReportOutcomes),
 }
 
 /// Why a command was refused. Refusals are deterministic: every replica refuses alike.
@@ -562,6 +579,14 @@ impl State {
         &mut self,
         command: Command,
     ) -> (Result<Outcome, Rejection>, Effects) {
+        match host_report::HostReport::split(command) {
+            Ok(report) => self.apply_host_report(report),
+            Err(command) => self.apply_single(command),
+        }
+    }
+
+    /// [`Self::apply_with_effects`] of any command but a host's whole report.
+    fn apply_single(&mut self, command: Command) -> (Result<Outcome, Rejection>, Effects) {
         let before = effects::Before::capture(self, command.inner());
         let at_ms = match &command {
             Command::By { at_ms, .. } => Some(*at_ms),
@@ -820,6 +845,27 @@ impl State {
             Command::CreateInstanceWith { rules, create } => {
                 self.apply_create_instance(*create, rules)
             }
+            // Reached only inside two `By`s (apply_with_effects takes a report out of one):
+            // applied alike, its items unwrapped.
+            Command::HostReport {
+                host,
+                instances,
+                volumes,
+                exports,
+                disks,
+                at_ms,
+            } => {
+                let report = host_report::HostReport {
+                    by: None,
+                    host,
+                    instances,
+                    volumes,
+                    exports,
+                    disks,
+                    at_ms,
+                };
+                self.apply_host_report(report).0
+            }
             Command::By {
                 actor,
                 at_ms,
@@ -942,6 +988,8 @@ mod effects_tests;
 mod evacuation_tests;
 #[cfg(test)]
 mod host_life_tests;
+#[cfg(test)]
+mod host_report_tests;
 #[cfg(test)]
 mod placement_tests;
 #[cfg(test)]
