@@ -137,8 +137,32 @@ pub struct Users {
     /// Passwords already verified against a user's current hash, as SHA-256 digests, so only the
     /// first request of a session pays for argon2.
     verified: Mutex<HashMap<String, (String, [u8; 32])>>,
+    /// Password checks under way, by user and presented digest: requests arriving together
+    /// with the same credentials take turns, so only the first runs argon2 (and spends the
+    /// failure budget) and the others find it verified.
+    checking: Checks,
     passwords: Arc<PasswordPool>,
     throttle: Throttle,
+}
+
+/// Password checks under way: a turn to take per user and presented digest.
+type Checks = Mutex<HashMap<(String, [u8; 32]), Arc<tokio::sync::Mutex<()>>>>;
+
+/// A turn at checking one user's presented password; the last one out removes the entry.
+struct CheckTurn<'a> {
+    checking: &'a Checks,
+    key: (String, [u8; 32]),
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for CheckTurn<'_> {
+    fn drop(&mut self) {
+        let mut checking = self.checking.lock().expect("checking lock");
+        // The map's reference and this one: nobody else waits.
+        if Arc::strong_count(&self.gate) == 2 {
+            checking.remove(&self.key);
+        }
+    }
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -155,6 +179,7 @@ impl Users {
         Self {
             replica,
             verified: Mutex::new(HashMap::new()),
+            checking: Mutex::new(HashMap::new()),
             passwords: PasswordPool::for_this_host(),
             throttle: Throttle::new(limits),
         }
@@ -237,18 +262,37 @@ impl Users {
             .read_seen(consistency, |s| s.users.get(user).cloned())
             .await?;
         let presented = digest(password);
-        if let Some(record) = &record {
+        let verified = || -> Option<Caller> {
+            let record = record.as_ref()?;
             let cache = self.verified.lock().expect("cache lock");
-            if let Some((hash, known)) = cache.get(user) {
-                if *hash == record.password_hash && *known == presented {
-                    return Ok(Caller {
-                        name: record.name.clone(),
-                        admin: record.admin,
-                        seen,
-                        via: Via::Password,
-                    });
-                }
-            }
+            let (hash, known) = cache.get(user)?;
+            (*hash == record.password_hash && *known == presented).then(|| Caller {
+                name: record.name.clone(),
+                admin: record.admin,
+                seen,
+                via: Via::Password,
+            })
+        };
+        if let Some(caller) = verified() {
+            return Ok(caller);
+        }
+        // Wait for a check of the same credentials under way: it may have verified them.
+        let key = (user.to_owned(), presented);
+        let gate = self
+            .checking
+            .lock()
+            .expect("checking lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let turn = CheckTurn {
+            checking: &self.checking,
+            key,
+            gate,
+        };
+        let _held = turn.gate.lock().await;
+        if let Some(caller) = verified() {
+            return Ok(caller);
         }
         // An argon2 run is needed: it counts against the failure limits until it succeeds, and
         // an unknown user costs the same run as a wrong password.
@@ -313,5 +357,48 @@ impl Users {
                     .collect()
             })
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use futures_util::future::join_all;
+
+    use super::UserError;
+
+    const SOURCE: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+    #[tokio::test]
+    async fn requests_arriving_together_with_the_right_password_share_one_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = crate::services::tests::cloud(dir.path(), &[]).await;
+        // More than the account's failure budget (10), all before any is verified.
+        let answers =
+            join_all((0..32).map(|_| cloud.users.authenticate("admin", "password1", SOURCE))).await;
+        for answer in &answers {
+            let caller = answer
+                .as_ref()
+                .expect("the right password is never throttled");
+            assert_eq!(caller.name, "admin");
+        }
+        assert!(
+            cloud.users.checking.lock().unwrap().is_empty(),
+            "nothing left waiting"
+        );
+        // Wrong passwords arriving together still spend the budget, one check each.
+        let answers =
+            join_all((0..12).map(|_| cloud.users.authenticate("admin", "wrong-password", SOURCE)))
+                .await;
+        let throttled = answers
+            .iter()
+            .filter(|a| matches!(a, Err(UserError::Throttled(_))))
+            .count();
+        let refused = answers
+            .iter()
+            .filter(|a| matches!(a, Err(UserError::Unauthenticated)))
+            .count();
+        assert_eq!((refused, throttled), (10, 2), "{answers:?}");
     }
 }
