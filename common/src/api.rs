@@ -450,8 +450,9 @@ pub struct Host {
     /// In maintenance and holding no instance any more: it may be shut down.
     #[serde(default)]
     pub drained: bool,
-    /// RFC 3339 time an administrator fenced it (declared it dead while it was down): its
-    /// instances that may be evacuated start elsewhere. Cleared when it is back.
+    /// RFC 3339 time it was fenced (declared dead while it was down, by an administrator or
+    /// by its lease): its instances that may be evacuated start elsewhere. Cleared when it is
+    /// back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fenced: Option<String>,
     /// Instances evacuated from it whose copy here it has not yet destroyed (it is told to

@@ -89,7 +89,8 @@ fn render_list(
                 h2 { "Hosts" }
                 table #hosts {
                     thead { tr {
-                        th { "host" } th { "status" } th { "service" } th { "instances" } th { "vCPUs placed" }
+                        th { "host" } th { "status" } th { "service" } th { "roles" } th { "labels" }
+                        th { "instances" } th { "vCPUs placed" }
                         th { "memory placed" } th { "CPU" } th { "load" } th { "memory used" }
                         th { "disk used" } th { "volume pool" } th { "last seen" } th { "unknown domains" }
                     } }
@@ -100,6 +101,8 @@ fn render_list(
                                 td { a href={ "/hosts/" (host.name) } { (host.name) } }
                                 td.status { (host.status) }
                                 td.service { (service(host)) }
+                                td.roles { (roles(host)) }
+                                td.labels { (host.labels.join(", ")) }
                                 td.instances { (host.instances) }
                                 td { (host.used_vcpus) " / " (host.vcpus) }
                                 td { (host.used_memory_mib) " / " (host.memory_mib) " MiB" }
@@ -119,9 +122,30 @@ fn render_list(
     )
 }
 
+/// What the host is for: `compute, storage`.
+fn roles(host: &Host) -> String {
+    let roles: Vec<String> = host.roles.iter().map(ToString::to_string).collect();
+    roles.join(", ")
+}
+
 /// Whether the host takes new instances: in service, or in maintenance (with its reason), or
-/// drained (in maintenance and holding no instance any more).
+/// drained (in maintenance and holding no instance any more); and whether it is fenced (its
+/// instances that may be evacuated moved away) or still holds copies moved elsewhere.
 fn service(host: &Host) -> String {
+    let mut text = maintenance(host);
+    if let Some(since) = &host.fenced {
+        text.push_str(&format!("; fenced since {since}"));
+    }
+    if !host.moved_away.is_empty() {
+        text.push_str(&format!(
+            "; {} instance(s) moved away, copies to destroy",
+            host.moved_away.len()
+        ));
+    }
+    text
+}
+
+fn maintenance(host: &Host) -> String {
     match &host.maintenance {
         None => "in service".to_owned(),
         Some(m) => {
@@ -276,5 +300,64 @@ mod tests {
         assert_eq!(bytes(3 << 30), "3.0 GiB");
         assert_eq!(share(1 << 30, 4 << 30), "1.0 GiB of 4.0 GiB (25 %)");
         assert_eq!(share(1, 0), "–");
+    }
+
+    #[test]
+    fn a_hosts_service_says_maintenance_fencing_and_copies_to_destroy() {
+        let mut host = Host {
+            name: "node-1".into(),
+            vcpus: 4,
+            memory_mib: 4096,
+            disk_gib: 100,
+            domain_type: stratus_common::api::DomainType::Kvm,
+            arch: "x86_64".into(),
+            hypervisor: "QEMU".into(),
+            used_vcpus: 0,
+            used_memory_mib: 0,
+            instances: 0,
+            status: "down".into(),
+            status_since: None,
+            drained: false,
+            maintenance: None,
+            last_seen: None,
+            unknown_domains: Vec::new(),
+            images: Vec::new(),
+            precache: Vec::new(),
+            volume_pool_gib: None,
+            fenced: None,
+            moved_away: Vec::new(),
+            volume_pool_used_gib: 0,
+            roles: stratus_common::api::HostRole::both(),
+            labels: vec!["ssd".into(), "gpu".into()],
+            changes: Vec::new(),
+        };
+        assert_eq!(service(&host), "in service");
+        assert_eq!(roles(&host), "compute, storage");
+        host.fenced = Some("2026-12-08T01:00:00Z".into());
+        host.moved_away = vec![7, 9];
+        assert_eq!(
+            service(&host),
+            "in service; fenced since 2026-12-08T01:00:00Z; 2 instance(s) moved away, copies to destroy"
+        );
+        let page = render_list(
+            &Caller {
+                name: "admin".into(),
+                admin: true,
+                seen: 0,
+                via: Default::default(),
+            },
+            &[host],
+            &HashMap::new(),
+            0,
+        )
+        .into_string();
+        assert!(
+            page.contains("<td class=\"labels\">ssd, gpu</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td class=\"roles\">compute, storage</td>"),
+            "{page}"
+        );
     }
 }
