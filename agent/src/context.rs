@@ -243,6 +243,7 @@ mod tests {
             accepted_at_ms: None,
             confirm: false,
             restart: Default::default(),
+            evacuate: false,
         }
     }
 

@@ -163,18 +163,18 @@ pub async fn renew_forever(
         let renewed = match request(&client, &host, None).await {
             Ok(renewed) => renewed,
             Err(e) => {
-                tracing::warn!(host, error = %crate::reconcile::error_chain(&e), "certificate renewal failed; retrying in a minute");
+                tracing::warn!(host, error = %crate::failure::error_chain(&e), "certificate renewal failed; retrying in a minute");
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 continue;
             }
         };
         let saved = store
             .save(&renewed)
-            .map_err(|e| crate::reconcile::error_chain(&e))
+            .map_err(|e| crate::failure::error_chain(&e))
             .and_then(|()| {
                 client
                     .set_identity(&renewed)
-                    .map_err(|e| crate::reconcile::error_chain(&e))
+                    .map_err(|e| crate::failure::error_chain(&e))
             });
         match saved {
             Ok(()) => {
@@ -208,7 +208,7 @@ async fn request(
         match client.enrol(host, &enrol).await {
             Ok(answer) => break answer,
             Err(e) if e.is_transient() => {
-                tracing::warn!(host, error = %crate::reconcile::error_chain(&e), "certificate request not answered; retrying");
+                tracing::warn!(host, error = %crate::failure::error_chain(&e), "certificate request not answered; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

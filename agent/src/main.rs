@@ -15,11 +15,14 @@ use stratus_agent::hypervisor::{Hypervisor, LibvirtHypervisor};
 use stratus_agent::identity::{self, IdentityStore};
 use stratus_agent::images::cache::ImageCache;
 use stratus_agent::images::download::{Downloader, SourcePolicy};
+use stratus_agent::instance_dir::InstanceDirs;
 use stratus_agent::inventory;
+use stratus_agent::lease::{self, Lease};
 use stratus_agent::metrics::server::{self as metrics_server, BearerToken, HostCertificate};
 use stratus_agent::metrics::AgentMetrics;
 use stratus_agent::reconcile::storage::Storage;
-use stratus_agent::reconcile::{InstanceDirs, Reconciler};
+use stratus_agent::reconcile::Reconciler;
+use stratus_agent::self_fence;
 use stratus_agent::volumes::credentials::{ClientCredentials, QemuCredentials, ServerCredentials};
 use stratus_agent::volumes::nbd::NbdExports;
 use stratus_agent::volumes::pool::VolumePool;
@@ -138,6 +141,18 @@ async fn run() -> anyhow::Result<()> {
     } else {
         None
     };
+    // Self-fencing runs before the controller is reached: an agent that restarts while cut
+    // off still destroys in time the guests its lease covers.
+    let lease = Arc::new(Lease::open(
+        config.state_dir.join("lease"),
+        &stratus_agent::reconcile::host_boot(),
+    ));
+    tokio::spawn(self_fence::watch(
+        lease.clone(),
+        hv.clone(),
+        InstanceDirs::new(&config.state_dir),
+        host.clone(),
+    ));
     let client = ControllerClient::new(&config.controllers(), ca_pem.as_deref(), None)
         .context("controller client")?;
     let store = IdentityStore::new(config.state_dir.join("tls"));
@@ -178,13 +193,13 @@ async fn run() -> anyhow::Result<()> {
                             tracing::info!("the metrics listener presents the renewed certificate")
                         }
                         Err(e) => {
-                            tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot present the renewed certificate for metrics")
+                            tracing::warn!(error = %stratus_agent::failure::error_chain(&e), "cannot present the renewed certificate for metrics")
                         }
                     }
                 }
                 if let Some(credentials) = &credentials {
                     if let Err(e) = credentials.install(renewed) {
-                        tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot install the renewed certificate for NBD");
+                        tracing::warn!(error = %stratus_agent::failure::error_chain(&e), "cannot install the renewed certificate for NBD");
                     }
                 }
             }
@@ -223,7 +238,8 @@ async fn run() -> anyhow::Result<()> {
     )
     .with_stop_timeout(Duration::from_secs(config.stop_timeout_secs))
     .with_start_confirmation(START_CONFIRMATION)
-    .with_host(&host);
+    .with_host(&host)
+    .with_lease(lease.clone());
     let storage = match (&pool, config.nbd_listen) {
         (Some(pool), Some(listen)) => {
             reconciler = reconciler.with_volume_pool(pool.clone());
@@ -291,6 +307,7 @@ async fn run() -> anyhow::Result<()> {
         registration,
         Duration::from_secs(config.poll_wait_secs),
         desired_tx,
+        lease,
     ));
 
     let mut resync = tokio::time::interval(Duration::from_secs(config.resync_secs));
@@ -318,7 +335,7 @@ async fn run() -> anyhow::Result<()> {
             match tokio::task::spawn_blocking(move || hv.list()).await? {
                 Ok(domains) => domains,
                 Err(e) => {
-                    tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot list domains");
+                    tracing::warn!(error = %stratus_agent::failure::error_chain(&e), "cannot list domains");
                     continue;
                 }
             }
@@ -391,7 +408,7 @@ async fn register(client: &ControllerClient, registration: &RegisterHost) -> Str
         match client.register(registration).await {
             Ok(registered) => return registered.cluster_id,
             Err(e) => {
-                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "registration failed; retrying");
+                tracing::warn!(error = %stratus_agent::failure::error_chain(&e), "registration failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -399,25 +416,45 @@ async fn register(client: &ControllerClient, registration: &RegisterHost) -> Str
     }
 }
 
-/// Long-polls the controller for desired state, forever.
+/// Long-polls the controller for desired state, forever; each answer renews the lease. A
+/// long-poll lasts at most a third of the lease, so a host in touch renews it in time.
 async fn poll_loop(
     client: ControllerClient,
     host: String,
     registration: Arc<std::sync::Mutex<RegisterHost>>,
     wait: Duration,
     desired: watch::Sender<Option<HostDesired>>,
+    lease: Arc<Lease>,
 ) {
     let mut version = 0;
     let mut delay = Duration::from_millis(200);
     loop {
+        let wait = lease.lease().map_or(wait, |lease| wait.min(lease / 3));
+        let sent_at = lease::boottime();
         match client.desired(&host, version, wait).await {
             Ok(next) => {
+                // Recorded (what may be evacuated on disk) before anything of it can start.
+                let renewed = {
+                    let (lease, next) = (lease.clone(), next.clone());
+                    tokio::task::spawn_blocking(move || lease.renewed(sent_at, &next)).await
+                };
+                match renewed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        // Nothing of this answer runs before the lease is on disk.
+                        tracing::error!(error = %stratus_agent::failure::error_chain(&e), "cannot record the lease; asking again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                    Err(e) => tracing::error!(error = %e, "recording the lease panicked"),
+                }
                 version = next.version;
                 delay = Duration::from_millis(200);
                 desired.send_replace(Some(next));
             }
             Err(e) => {
-                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "waiting for desired state failed; retrying");
+                tracing::warn!(error = %stratus_agent::failure::error_chain(&e), "waiting for desired state failed; retrying");
                 if matches!(&e, ClientError::Refused { status, .. } if status.as_u16() == 404) {
                     let current = registration.lock().expect("registration lock").clone();
                     register(&client, &current).await;
@@ -452,7 +489,7 @@ async fn watch_pool(
         let capacity = match measured {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(e)) => {
-                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "cannot measure the volume pool");
+                tracing::warn!(error = %stratus_agent::failure::error_chain(&e), "cannot measure the volume pool");
                 continue;
             }
             Err(_) => continue,
@@ -475,7 +512,7 @@ async fn watch_pool(
                 registered = Some(capacity);
             }
             Err(e) => {
-                tracing::warn!(error = %stratus_agent::reconcile::error_chain(&e), "registering the new pool capacity failed; retrying")
+                tracing::warn!(error = %stratus_agent::failure::error_chain(&e), "registering the new pool capacity failed; retrying")
             }
         }
     }

@@ -18,10 +18,11 @@ use stratus_common::observed::{ConsoleChunk, GuestUsage, HostObserved, CONSOLE_K
 use stratus_common::time::now_ms;
 
 use crate::controller_client::ControllerClient;
+use crate::failure::error_chain;
 use crate::host_usage::HostMeter;
 use crate::hypervisor::Hypervisor;
 use crate::images::cache::ImageCache;
-use crate::reconcile::{error_chain, InstanceDirs};
+use crate::instance_dir::InstanceDirs;
 
 /// How often the console logs are looked at.
 pub const CONSOLE_TICK: Duration = Duration::from_millis(250);

@@ -6,7 +6,6 @@
 //! request timed out, to stop or reboot it as asked).
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use stratus_common::agent::{
@@ -16,106 +15,15 @@ use stratus_common::agent::{
 use stratus_common::api::DomainType;
 use tokio::sync::mpsc;
 
-use crate::context;
-use crate::hypervisor::{
-    DiskSource, DomainDisk, DomainInfo, DomainNic, DomainSpec, Hypervisor, RunState,
-};
+pub use crate::failure::error_chain;
+pub use crate::instance_dir::InstanceDirs;
+
+use crate::hypervisor::{DomainInfo, Hypervisor, RunState};
 use crate::images::cache::ImageCache;
-use crate::images::{prepare, qcow2};
+use crate::images::prepare;
 use crate::metrics::Timings;
-use crate::network::{tap_name, Network, NicPlan};
-use crate::outbox::{ConfirmStart, Confirmation};
+use crate::network::Network;
 use crate::volumes::pool::VolumePool;
-
-/// Where the files made for each instance live: `<state_dir>/instances/<id>/`.
-#[derive(Debug, Clone)]
-pub struct InstanceDirs {
-    root: PathBuf,
-}
-
-impl InstanceDirs {
-    pub fn new(state_dir: &std::path::Path) -> Self {
-        Self {
-            root: state_dir.join("instances"),
-        }
-    }
-
-    pub fn dir(&self, id: u64) -> PathBuf {
-        self.root.join(id.to_string())
-    }
-
-    pub fn disk(&self, id: u64) -> PathBuf {
-        self.dir(id).join("disk.qcow2")
-    }
-
-    pub fn console_log(&self, id: u64) -> PathBuf {
-        self.dir(id).join("console.log")
-    }
-
-    /// The taps made for an instance's NICs, one per line.
-    pub fn taps(&self, id: u64) -> PathBuf {
-        self.dir(id).join("taps")
-    }
-
-    fn read_taps(&self, id: u64) -> Vec<String> {
-        std::fs::read_to_string(self.taps(id))
-            .map(|text| text.lines().map(str::to_owned).collect())
-            .unwrap_or_default()
-    }
-
-    /// The cached artifacts an instance uses, one SHA-256 per line.
-    pub fn artifacts(&self, id: u64) -> PathBuf {
-        self.dir(id).join("artifacts")
-    }
-
-    /// Records the artifacts an instance uses (written whole, then renamed into place).
-    fn write_artifacts(&self, id: u64, digests: &[String]) -> std::io::Result<()> {
-        let tmp = self.dir(id).join("artifacts.tmp");
-        std::fs::write(&tmp, digests.join("\n"))?;
-        std::fs::rename(&tmp, self.artifacts(id))
-    }
-
-    fn read_artifacts(&self, id: u64) -> Vec<String> {
-        std::fs::read_to_string(self.artifacts(id))
-            .map(|text| text.lines().map(str::to_owned).collect())
-            .unwrap_or_default()
-    }
-
-    /// IDs of the instances that have a directory here.
-    pub fn instance_ids(&self) -> Vec<u64> {
-        std::fs::read_dir(&self.root)
-            .map(|dir| {
-                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// Why a start did not start the guest.
-#[derive(Debug)]
-enum StartError {
-    /// The controller did not record the start (it refused, or did not answer in time):
-    /// nothing was made and nothing is reported.
-    NotConfirmed(String),
-    /// The start failed, for the reason reported.
-    Failed(String),
-}
-
-impl StartError {
-    /// What it says, whichever it is.
-    fn into_reason(self) -> String {
-        match self {
-            StartError::NotConfirmed(reason) | StartError::Failed(reason) => reason,
-        }
-    }
-}
-
-impl From<String> for StartError {
-    fn from(reason: String) -> Self {
-        StartError::Failed(reason)
-    }
-}
 
 /// Messages for the reporter task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +82,8 @@ pub struct Reconciler {
     host_boot: String,
     /// The latencies this host's metrics show, observed here.
     timings: Timings,
+    /// The host's lease with the controller, where the site fences hosts by lease.
+    lease: Option<Arc<crate::lease::Lease>>,
     inner: Mutex<Inner>,
 }
 
@@ -283,6 +193,7 @@ impl Reconciler {
             host: None,
             host_boot: power::host_boot(),
             timings: Timings::default(),
+            lease: None,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -327,6 +238,13 @@ impl Reconciler {
         self
     }
 
+    /// Holds back guests that may be evacuated while the host's lease has run out (see
+    /// [`crate::lease`] and [`Self::fence`]).
+    pub fn with_lease(mut self, lease: Arc<crate::lease::Lease>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
     /// The latencies observed by this reconciler (for the host's metrics).
     pub fn timings(&self) -> &Timings {
         &self.timings
@@ -354,39 +272,6 @@ impl Reconciler {
             state,
             reason,
         }));
-    }
-
-    /// The domain's view of a desired disk; `None` while its export is not ready.
-    fn domain_disk(&self, disk: &DesiredDisk) -> Result<Option<DomainDisk>, String> {
-        let source = match &disk.source {
-            DiskLocation::Pending => return Ok(None),
-            DiskLocation::Local => {
-                let pool = self.volume_pool.as_ref().ok_or_else(|| {
-                    format!(
-                        "disk {} is local but this host has no volume pool",
-                        disk.volume
-                    )
-                })?;
-                DiskSource::File(pool.path(&disk.volume).map_err(|e| error_chain(&e))?)
-            }
-            DiskLocation::Nbd {
-                host,
-                port,
-                export,
-                tls_server,
-            } => DiskSource::Nbd {
-                host: host.clone(),
-                port: *port,
-                export: export.clone(),
-                tls_server: tls_server.clone(),
-            },
-        };
-        Ok(Some(DomainDisk {
-            target: disk.target.clone(),
-            serial: stratus_common::volumes::serial(&disk.volume),
-            read_only: disk.read_only,
-            source,
-        }))
     }
 
     /// Whether a running instance's disks need a look: one to plug, or one to unplug.
@@ -455,6 +340,7 @@ impl Reconciler {
         let mut reports = Vec::new();
         // Disks unplugged from a stopped instance: no guest holds them.
         let mut released = Vec::new();
+        let lease_expired = self.lease_expired();
         {
             let mut inner = self.inner.lock().expect("reconciler lock");
             if unknown != inner.unknown {
@@ -481,6 +367,25 @@ impl Reconciler {
                 if inner.in_flight.contains(&id)
                     || inner.finished_at.get(&id).is_some_and(|&at| at > listed_at)
                 {
+                    continue;
+                }
+                if instance.desire != Desire::Destroy
+                    && instance.generation < self.dirs.booted_generation(id)
+                {
+                    // A controller behind what this host already ran (a stale answer): never
+                    // go back to an older generation.
+                    tracing::warn!(
+                        instance = id,
+                        generation = instance.generation,
+                        booted = self.dirs.booted_generation(id),
+                        "desired state older than the generation this host booted: ignored"
+                    );
+                    continue;
+                }
+                let running = ours.get(&id).map(|d| d.state) == Some(RunState::Running);
+                if instance.desire == Desire::Run && instance.evacuate && lease_expired && !running
+                {
+                    // The controller may start it elsewhere: not here until it answers again.
                     continue;
                 }
                 match instance.desire {
@@ -648,6 +553,7 @@ impl Reconciler {
                 let _guard = tracing::info_span!("instance", id = instance.id).entered();
                 match self.start(&instance) {
                     Ok(()) => {
+                        self.dirs.unfence(instance.id);
                         self.inner
                             .lock()
                             .expect("reconciler lock")
@@ -659,12 +565,35 @@ impl Reconciler {
                             self.report_disk(instance.id, disk, DiskReport::Attached, None);
                         }
                     }
-                    Err(StartError::NotConfirmed(reason)) => {
-                        tracing::warn!(%reason, "not started");
+                    Err(StartError::NotConfirmed(refusal)) => {
+                        tracing::warn!(reason = %refusal, "not started");
                     }
-                    Err(StartError::Failed(reason)) => {
+                    Err(StartError::Failed(failure)) => {
+                        let reason = error_chain(&failure);
                         tracing::warn!(%reason, "start failed");
                         self.report(instance.id, ActualState::Failed, Some(reason));
+                    }
+                }
+                instance.id
+            }
+            Action::Restart(instance) if self.dirs.fenced(instance.id).is_some() => {
+                let _guard = tracing::info_span!("instance", id = instance.id).entered();
+                let fenced = self.dirs.fenced(instance.id).unwrap_or_default();
+                match self.start(&instance) {
+                    Ok(()) => {
+                        self.dirs.unfence(instance.id);
+                        let reason = format!(
+                            "started again by its host, back in touch with the controller, \
+                             which kept the instance there: {fenced}"
+                        );
+                        tracing::warn!("guest destroyed for the lease: started again");
+                        self.report(instance.id, ActualState::Running, Some(reason));
+                    }
+                    Err(e) => {
+                        let reason =
+                            format!("{fenced}; starting it again failed: {}", e.into_reason());
+                        tracing::warn!(%reason);
+                        self.report(instance.id, ActualState::Stopped, Some(reason));
                     }
                 }
                 instance.id
@@ -768,174 +697,6 @@ impl Reconciler {
         }
     }
 
-    /// Prepares the disk and starts the domain; on failure removes what it made.
-    fn start(&self, instance: &DesiredInstance) -> Result<(), StartError> {
-        let id = instance.id;
-        match self.start_confirmation {
-            Some(wait) if !self.dirs.dir(id).exists() => self.confirm_start(id, wait)?,
-            _ => self.report(id, ActualState::Booting, None),
-        }
-        let image = prepare(&self.images, &instance.image)?;
-        let dir = self.dirs.dir(id);
-        // A directory kept from an earlier run (a stopped instance, a host reboot) holds the
-        // guest's disk: a failed start must leave it as it was.
-        let fresh = !dir.exists();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        // A directory left by an earlier start was counted when the agent started.
-        for digest in self.dirs.read_artifacts(id) {
-            self.images.release(&digest);
-        }
-        for digest in &image.digests {
-            self.images.acquire(digest);
-        }
-        let undo = |why: String| {
-            if fresh {
-                let _ = std::fs::remove_dir_all(&dir);
-                for digest in &image.digests {
-                    self.images.release(digest);
-                }
-            }
-            why
-        };
-        self.dirs
-            .write_artifacts(id, &image.digests)
-            .map_err(|e| undo(format!("cannot record the instance's images: {e}")))?;
-        // With this instance's images held, the cache can shrink back to its budget.
-        self.images.evict();
-        let disk = self.dirs.disk(id);
-        // A disk left by an earlier start (say, before a host reboot) keeps the guest's data.
-        if !disk.exists() {
-            qcow2::create_overlay(&disk, &image.disk, image.format, image.virtual_size).map_err(
-                |e| {
-                    undo(format!(
-                        "cannot create the instance disk: {}",
-                        error_chain(&e)
-                    ))
-                },
-            )?;
-        }
-        // NICs: bridge, anti-spoofing rules, then the tap, each undone if a later step fails.
-        let network_started = std::time::Instant::now();
-        let mut guards = Vec::new();
-        let mut nics = Vec::new();
-        for (index, nic) in instance.nics.iter().enumerate() {
-            let tap = tap_name(&self.cluster_id, id, index as u32)
-                .map_err(|e| undo(format!("tap name: {e}")))?;
-            let mac = nic
-                .mac
-                .parse()
-                .map_err(|_| undo(format!("invalid MAC {}", nic.mac)))?;
-            let ip = nic
-                .ip
-                .parse()
-                .map_err(|_| undo(format!("invalid address {}", nic.ip)))?;
-            let plan = NicPlan {
-                tap: tap.clone(),
-                mac,
-                ip,
-                bridge: nic.bridge.clone(),
-                netns: self.netns.clone(),
-            };
-            guards.push(
-                self.network
-                    .attach(&plan)
-                    .map_err(|e| undo(format!("network: {}", error_chain(&e))))?,
-            );
-            nics.push(DomainNic {
-                tap,
-                mac: nic.mac.clone(),
-            });
-        }
-        if !nics.is_empty() {
-            self.timings
-                .network_setup
-                .observe(network_started.elapsed().as_secs_f64());
-        }
-        let taps: Vec<&str> = nics.iter().map(|n| n.tap.as_str()).collect();
-        std::fs::write(self.dirs.taps(id), taps.join("\n"))
-            .map_err(|e| undo(format!("cannot record the instance's taps: {e}")))?;
-        let cidata = context::write_cidata(&dir, instance).map_err(|e| {
-            undo(format!(
-                "cannot make the cloud-init ISO: {}",
-                error_chain(&e)
-            ))
-        })?;
-        let mut disks = Vec::new();
-        for disk in instance.disks.iter().filter(|d| d.attach) {
-            match self.domain_disk(disk).map_err(&undo)? {
-                Some(d) => disks.push(d),
-                None => {
-                    return Err(undo(format!("disk {} is not reachable yet", disk.volume)).into())
-                }
-            }
-        }
-        let spec = DomainSpec {
-            name: domain_name(&self.cluster_id, id),
-            cluster_id: self.cluster_id.clone(),
-            instance_id: id,
-            host: self.host.clone(),
-            domain_type: self.domain_type,
-            vcpus: instance.vcpus,
-            memory_mib: instance.memory_mib,
-            disk,
-            kernel: image.kernel.clone(),
-            initrd: image.initrd.clone(),
-            cmdline: image.cmdline.clone(),
-            console_log: self.dirs.console_log(id),
-            nics,
-            cidata: Some(cidata),
-            disks,
-        };
-        // A generation booted before (the host rebooted since) was measured then.
-        let first_boot = self.dirs.booted_for(id) != Some(instance.generation);
-        self.hv
-            .create(&spec)
-            .map_err(|e| undo(format!("libvirt: {}", error_chain(&e))))?;
-        if let Some(accepted_at_ms) = instance.accepted_at_ms.filter(|_| first_boot) {
-            self.timings.observe_running(accepted_at_ms);
-        }
-        for guard in guards {
-            guard.keep();
-        }
-        if let Err(e) = self
-            .dirs
-            .record_boot(id, instance.generation, &self.host_boot)
-        {
-            // Without the record a later disappearance looks like a host reboot (the
-            // instance is started again rather than reported stopped): worth a warning only.
-            tracing::warn!(error = %e, "cannot record the domain's boot");
-        }
-        Ok(())
-    }
-
-    /// Reports instance `id` Booting and waits, up to `wait`, for the controller to record it.
-    fn confirm_start(&self, id: u64, wait: std::time::Duration) -> Result<(), StartError> {
-        let (answer, word) = std::sync::mpsc::sync_channel(1);
-        self.inner
-            .lock()
-            .expect("reconciler lock")
-            .reported
-            .insert(id, ActualState::Booting);
-        let _ = self
-            .reports
-            .send(ReportEvent::ConfirmStart(ConfirmStart { id, answer }));
-        let refusal = match word.recv_timeout(wait) {
-            Ok(Confirmation::Recorded) => return Ok(()),
-            Ok(Confirmation::Refused(reason)) => {
-                format!("the controller refused the start: {reason}")
-            }
-            Err(_) => format!("the controller did not record the start within {wait:?}"),
-        };
-        // Said again by the next attempt, if there is one.
-        self.inner
-            .lock()
-            .expect("reconciler lock")
-            .reported
-            .remove(&id);
-        Err(StartError::NotConfirmed(refusal))
-    }
-
     /// Plugs in and unplugs a running instance's persistent disks, reporting each change. A
     /// detach is reported done only once libvirt's live definition no longer has the device,
     /// which happens when the guest released it.
@@ -970,7 +731,7 @@ impl Reconciler {
                         plugged
                     }
                     Ok(None) => continue,
-                    Err(reason) => Err(reason),
+                    Err(e) => Err(error_chain(&e)),
                 };
                 match plugged {
                     Ok(()) => self.report_disk(id, disk, DiskReport::Attached, None),
@@ -1073,20 +834,12 @@ impl Reconciler {
     }
 }
 
-/// An error with its sources, as one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
+mod fence;
 mod power;
 mod restart;
+mod start;
+pub use power::host_boot;
+use start::StartError;
 pub mod storage;
 
 use restart::AfterStop;

@@ -106,6 +106,12 @@ pub struct HostDesired {
     /// on another host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<DesiredExport>,
+    /// The host's lease, in seconds, when the site fences hosts by lease: an agent that has
+    /// not heard from the controller for this long since it sent its last answered request
+    /// destroys its guests that may be evacuated (self-fencing), as the controller may start
+    /// them elsewhere a margin later. Absent: the site fences only by an administrator's word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
 }
 
 /// A volume the host's pool should hold, or no longer hold.
@@ -223,6 +229,10 @@ pub struct DesiredInstance {
     /// while the controller is out of reach).
     #[serde(default)]
     pub restart: crate::api::RestartPolicy,
+    /// The instance may be started elsewhere once its host is fenced: its host destroys it
+    /// when its lease expires (see [`HostDesired::lease_secs`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evacuate: bool,
 }
 
 /// What a host needs to know of an image to boot from it.

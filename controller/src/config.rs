@@ -45,10 +45,17 @@ pub struct ControllerConfig {
     /// How placement orders the hosts that can all take an instance: `spread` (the most free
     /// memory first) or `pack` (the least, filling hosts one by one).
     pub placement: crate::scheduler::Strategy,
-    /// Every instance may be evacuated (started elsewhere from its image once its host is down
-    /// and an administrator fenced it), as if each was run with `evacuate`. Give every
-    /// controller of a cluster the same value.
+    /// Every instance created while this is set may be evacuated (started elsewhere from its
+    /// image once its host is down and fenced), as if each was run with `evacuate`; the choice
+    /// is recorded with the instance, so changing this later leaves existing instances as they
+    /// are. Give every controller of a cluster the same value.
     pub evacuate: bool,
+    /// A host's lease: an agent out of touch with the controller for this long destroys its
+    /// guests that may be evacuated (it fences itself), and the leader fences a host silent
+    /// for this long plus a margin (half of it, between 10 and 60 seconds), so that those
+    /// instances start elsewhere with no second copy running. 0: hosts are fenced only by an
+    /// administrator (`POST /hosts/{name}/fence`). At least `host_timeout_secs`.
+    pub host_lease_secs: u64,
     /// Take a state-machine snapshot after this many Raft entries.
     pub snapshot_every: u64,
     /// Log format: `text` or `json`.
@@ -196,6 +203,7 @@ impl Default for ControllerConfig {
             host_timeout_secs: 60,
             placement: crate::scheduler::Strategy::Spread,
             evacuate: false,
+            host_lease_secs: 120,
             snapshot_every: 1000,
             log_format: "text".to_owned(),
             marketplace: MarketplaceConfig::default(),
@@ -226,6 +234,8 @@ pub enum ConfigError {
     CpuRatio(f64),
     #[error("host_timeout_secs must be at least 5")]
     HostTimeout,
+    #[error("host_lease_secs must be 0 (no self-fencing) or at least host_timeout_secs ({timeout}), not {lease}")]
+    HostLease { lease: u64, timeout: u64 },
     #[error("log_format must be text or json, not {0:?}")]
     LogFormat(String),
     #[error("admin_user: {0}")]
@@ -284,6 +294,12 @@ impl ControllerConfig {
         }
         if self.host_timeout_secs < 5 {
             return Err(ConfigError::HostTimeout);
+        }
+        if self.host_lease_secs != 0 && self.host_lease_secs < self.host_timeout_secs {
+            return Err(ConfigError::HostLease {
+                lease: self.host_lease_secs,
+                timeout: self.host_timeout_secs,
+            });
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::LogFormat(self.log_format.clone()));
@@ -410,6 +426,18 @@ mod tests {
         let c: ControllerConfig = toml::from_str("placement = 'pack'\nevacuate = true").unwrap();
         assert_eq!(c.placement, crate::scheduler::Strategy::Pack);
         assert!(c.evacuate);
+        let c: ControllerConfig = toml::from_str("host_lease_secs = 30").unwrap();
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::HostLease {
+                lease: 30,
+                timeout: 60
+            }
+        );
+        assert!(err.to_string().starts_with("host_lease_secs must be 0"), "{err}");
+        let c: ControllerConfig = toml::from_str("host_lease_secs = 0").unwrap();
+        assert_eq!(c.validate(), Ok(()));
         let err = toml::from_str::<ControllerConfig>("placement = 'random'").unwrap_err();
         assert!(err.to_string().contains("spread"), "{err}");
         let c: ControllerConfig = toml::from_str("listen = '127.0.0.1:9000'\nnode_id = 1").unwrap();

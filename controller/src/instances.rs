@@ -156,7 +156,7 @@ impl Instances {
         let rules = InstanceRules {
             group: request.group.clone(),
             labels: validate_labels("labels", &request.labels)?,
-            evacuate: request.evacuate,
+            evacuate: request.evacuate || self.hosts.site_evacuates(),
             restart: request.restart,
         };
         if let Some(group) = &rules.group {

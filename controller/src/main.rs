@@ -156,6 +156,8 @@ async fn run() -> anyhow::Result<()> {
         Settings {
             ca: Some(ca.clone()),
             host_timeout: Duration::from_secs(config.host_timeout_secs),
+            host_lease: Some(Duration::from_secs(config.host_lease_secs))
+                .filter(|lease| !lease.is_zero()),
             placement: stratus_controller::scheduler::SitePlacement {
                 strategy: config.placement,
                 evacuate: config.evacuate,

@@ -46,7 +46,7 @@ pub enum Strategy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SitePlacement {
     pub strategy: Strategy,
-    /// Every instance may be evacuated, not only those run with `evacuate`.
+    /// Every instance created now may be evacuated, not only those run with `evacuate`.
     pub evacuate: bool,
 }
 

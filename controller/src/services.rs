@@ -29,6 +29,8 @@ pub struct Settings {
     pub ca: Option<Arc<crate::pki::SiteCa>>,
     /// A host whose agent is silent this long gets no new work.
     pub host_timeout: Duration,
+    /// A host's lease (`host_lease_secs`): `None` when hosts are fenced only by an administrator.
+    pub host_lease: Option<Duration>,
     /// How placement orders the hosts that fit.
     pub placement: crate::scheduler::SitePlacement,
     pub marketplace: MarketplaceSettings,
@@ -74,6 +76,7 @@ impl Services {
             images.clone(),
             settings.ca,
             settings.host_timeout,
+            settings.host_lease,
             settings.placement,
         ));
         let events = EventHub::start(&replica, settings.volumes.detach_timeout);
@@ -194,6 +197,7 @@ pub(crate) mod tests {
                     .0,
                 )),
                 host_timeout: Duration::from_secs(60),
+                host_lease: None,
                 placement: crate::scheduler::SitePlacement::default(),
                 marketplace: MarketplaceSettings::default(),
                 volumes: VolumeSettings::default(),

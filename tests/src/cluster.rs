@@ -105,6 +105,9 @@ pub struct TestCluster {
     ca_pem: Vec<u8>,
     /// A host agent (in the test's own namespace) naming every node, once started.
     agent: Option<Child>,
+    /// More hosts' agents, each in a namespace of its own, by suffix (see
+    /// [`Self::start_agent_in_namespace`]).
+    ns_agents: BTreeMap<String, NsAgent>,
     pub host_name: String,
     /// Filesystems mounted for the test, unmounted on drop.
     mounts: Vec<PathBuf>,
@@ -134,6 +137,7 @@ impl TestCluster {
         set_mode(&dir, 0o755)?;
         let mut cluster = Self {
             agent: None,
+            ns_agents: BTreeMap::new(),
             host_name: format!("host-{tag}"),
             mounts: Vec::new(),
             dir,
@@ -608,21 +612,9 @@ impl TestCluster {
         }
     }
 
-    /// The agent's host as some running node answers for it: (status, last_seen).
+    /// The agent's host as some running node answers for it.
     pub fn host(&self) -> Option<Value> {
-        for (&id, node) in &self.nodes {
-            if node.child.is_none() {
-                continue;
-            }
-            if let Ok((StatusCode::OK, hosts)) = self.get(id, "/hosts") {
-                return hosts
-                    .as_array()?
-                    .iter()
-                    .find(|h| h["name"] == self.host_name.as_str())
-                    .cloned();
-            }
-        }
-        None
+        self.host_named(&self.host_name)
     }
 
     pub fn host_status(&self) -> Option<String> {
@@ -646,21 +638,8 @@ impl TestCluster {
 
     /// Waits for the appliance's banner on instance `id`'s console.
     pub fn wait_banner(&self, id: u64, timeout: Duration) -> anyhow::Result<()> {
-        let console = self.dir.join(format!("agent/instances/{id}/console.log"));
-        let deadline = Instant::now() + timeout;
-        while !fs::read_to_string(&console)
-            .unwrap_or_default()
-            .contains(BANNER)
-        {
-            if Instant::now() > deadline {
-                bail!(
-                    "no banner from instance {id} in {timeout:?}; agent log:\n{}",
-                    self.agent_log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
+        self.wait_banner_in("agent", id, timeout)
+            .with_context(|| format!("agent log:\n{}", self.agent_log()))
     }
 
     /// The running libvirt domains of this cluster's instances.
@@ -673,11 +652,198 @@ impl TestCluster {
     }
 }
 
+/// A host agent in a namespace of its own, linked to the switch: cutting its link cuts the
+/// host off from every controller (and only it).
+struct NsAgent {
+    ns: String,
+    /// Its veth's end in the switch namespace.
+    switch_end: String,
+    child: Option<Child>,
+}
+
+impl TestCluster {
+    /// Starts the agent of another host, `<host_name>-<suffix>`, in a namespace of its own
+    /// whose link to the switch the test may take down ([`Self::cut_agent`]); its state is in
+    /// `agent-<suffix>/`. Waits until the cluster sees the host up; answers its name.
+    pub fn start_agent_in_namespace(&mut self, suffix: &str) -> anyhow::Result<String> {
+        assert!(
+            !self.ns_agents.contains_key(suffix),
+            "agent {suffix} already made"
+        );
+        let index = 100 + self.ns_agents.len();
+        let ns = format!("{}-{suffix}", self.tag);
+        let (inside, outside) = (
+            format!("{}e{suffix}", self.tag),
+            format!("{}s{suffix}", self.tag),
+        );
+        let host = format!("{}-{suffix}", self.host_name);
+        ip(&["netns", "add", &ns])?;
+        self.ns_agents.insert(
+            suffix.to_owned(),
+            NsAgent {
+                ns: ns.clone(),
+                switch_end: outside.clone(),
+                child: None,
+            },
+        );
+        in_ns(&ns, &["link", "set", "lo", "up"])?;
+        ip(&[
+            "link", "add", &inside, "type", "veth", "peer", "name", &outside,
+        ])?;
+        ip(&["link", "set", &inside, "netns", &ns])?;
+        ip(&["link", "set", &outside, "netns", &self.switch])?;
+        in_ns(
+            &self.switch,
+            &["link", "set", &outside, "master", "br0", "up"],
+        )?;
+        in_ns(&ns, &["link", "set", &inside, "name", "eth0"])?;
+        in_ns(
+            &ns,
+            &[
+                "addr",
+                "add",
+                &format!("{}.{index}/24", self.subnet),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        in_ns(&ns, &["link", "set", "eth0", "up"])?;
+        let first = *self.nodes.keys().next().expect("a node");
+        let (status, body, _) = self.post(
+            first,
+            &format!("/hosts/{host}/join-tokens"),
+            &serde_json::json!({}),
+        )?;
+        if status != StatusCode::CREATED {
+            bail!("join token: {status} {body}");
+        }
+        let token_file = self.dir.join(format!("join-token-{suffix}"));
+        fs::write(&token_file, body["token"].as_str().context("a token")?)?;
+        let controllers: Vec<String> = self
+            .nodes
+            .values()
+            .map(|n| format!("https://{}", n.api()))
+            .collect();
+        let d = self.dir.display();
+        let config = self.dir.join(format!("agent-{suffix}.toml"));
+        fs::write(
+            &config,
+            format!(
+                "controller = \"{}\"\nca_certificate = \"{d}/ca.pem\"\n\
+                 join_token_file = \"{}\"\nhost_name = \"{host}\"\n\
+                 state_dir = \"{d}/agent-{suffix}\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\n\
+                 poll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\n\
+                 file_location_roots = [\"{TEST_ROOT}\"]\n\
+                 nbd_client_tls_dir = \"\"\n",
+                controllers.join(","),
+                token_file.display(),
+            ),
+        )?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("agent-{suffix}.log")))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(bin("stratus-agent"))
+            .args(["--config", &config.display().to_string()])
+            .env("STRATUS_LOG", "info,stratus_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.ns_agents.get_mut(suffix).expect("made above").child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.host_status_of(&host).as_deref() != Some("up") {
+            if Instant::now() > deadline {
+                bail!(
+                    "agent {suffix} did not register in {WAIT:?}; log:\n{}",
+                    self.ns_agent_log(suffix)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(host)
+    }
+
+    /// Takes the link of agent `suffix`'s namespace down: its host is cut off from every
+    /// controller.
+    pub fn cut_agent(&self, suffix: &str) -> anyhow::Result<()> {
+        in_ns(
+            &self.switch,
+            &["link", "set", &self.ns_agents[suffix].switch_end, "down"],
+        )
+    }
+
+    /// Brings the link of agent `suffix`'s namespace up again.
+    pub fn reconnect_agent(&self, suffix: &str) -> anyhow::Result<()> {
+        in_ns(
+            &self.switch,
+            &["link", "set", &self.ns_agents[suffix].switch_end, "up"],
+        )
+    }
+
+    pub fn ns_agent_log(&self, suffix: &str) -> String {
+        fs::read_to_string(self.dir.join(format!("agent-{suffix}.log"))).unwrap_or_default()
+    }
+
+    /// Host `name` as some running node answers for it.
+    pub fn host_named(&self, name: &str) -> Option<Value> {
+        for (&id, node) in &self.nodes {
+            if node.child.is_none() {
+                continue;
+            }
+            if let Ok((StatusCode::OK, host)) = self.get(id, &format!("/hosts/{name}")) {
+                return Some(host);
+            }
+        }
+        None
+    }
+
+    pub fn host_status_of(&self, name: &str) -> Option<String> {
+        Some(self.host_named(name)?["status"].as_str()?.to_owned())
+    }
+
+    /// Waits for the appliance's banner on instance `id`'s console, as the agent whose state
+    /// directory is `agent_dir` (under the cluster's directory) keeps it.
+    pub fn wait_banner_in(
+        &self,
+        agent_dir: &str,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let console = self
+            .dir
+            .join(format!("{agent_dir}/instances/{id}/console.log"));
+        let deadline = Instant::now() + timeout;
+        while !fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains(BANNER)
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "no banner from instance {id} in {timeout:?} ({})",
+                    console.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if let Some(mut agent) = self.agent.take() {
             unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
             let _ = agent.wait();
+        }
+        for agent in self.ns_agents.values_mut() {
+            if let Some(mut child) = agent.child.take() {
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let _ = child.wait();
+            }
+            let _ = ip(&["netns", "delete", &agent.ns]);
         }
         // The domains this cluster's agent started (their names carry the cluster ID).
         let cluster_id = self

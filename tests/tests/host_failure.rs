@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use stratus_common::api::InstanceState;
+use stratus_e2e::cluster::TestCluster;
 use stratus_e2e::events::EventStream;
 use stratus_e2e::TestCloud;
 
@@ -428,4 +429,157 @@ fn an_instance_of_a_fenced_host_is_evacuated_once_and_the_host_destroys_its_copy
     cloud
         .wait_state("alice", vm.id, InstanceState::Done, BOOT)
         .unwrap();
+}
+
+/// The host's lease in the cut-off test, and the controller's host timeout there.
+const LEASE_SECS: u64 = 10;
+
+/// An instance as node 1 shows it to the administrator.
+fn instance_in(cluster: &TestCluster, id: u64) -> Value {
+    let (status, vm) = cluster.get(1, &format!("/instances/{id}")).unwrap();
+    assert_eq!(status, StatusCode::OK, "{vm}");
+    vm
+}
+
+/// Waits until instance `id` is in `state` on `host`.
+fn wait_instance(cluster: &TestCluster, id: u64, state: &str, host: &str, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let vm = instance_in(cluster, id);
+        if vm["state"] == state && vm["host"] == host {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "instance {id} not {state} on {host} in {timeout:?}: {vm}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A host cut off from the controllers (its agent in a namespace whose link the test takes
+/// down): its instances become Unknown and the one that may not be evacuated is never started
+/// elsewhere; the one that may be is destroyed by the host itself once its lease ran out, and
+/// only then, the leader having fenced the host by lease, started on the other host, once.
+/// When the link is back the host is up and no longer fenced, its other guest is Running again
+/// untouched, and its copy of the evacuated instance is gone.
+#[test]
+fn a_host_cut_off_fences_itself_for_what_may_be_evacuated_and_runs_the_rest_again_when_back() {
+    let mut cluster = TestCluster::new("cut-off", 1).expect("namespaces");
+    cluster
+        .configure(
+            1,
+            false,
+            &format!("host_timeout_secs = {HOST_TIMEOUT_SECS}\nhost_lease_secs = {LEASE_SECS}\ncpu_allocation_ratio = 16.0"),
+        )
+        .unwrap();
+    cluster.form(1).unwrap();
+    cluster.register_appliance(1, "appliance").unwrap();
+    // Host a alone first, so both instances go there.
+    let a = cluster.start_agent_in_namespace("a").unwrap();
+    let run = |evacuate: bool| {
+        let (status, vm, _) = cluster
+            .post(
+                1,
+                "/instances",
+                &json!({"image": "appliance", "type": "t1.micro", "evacuate": evacuate}),
+            )
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{vm}");
+        assert_eq!(vm["host"], a.as_str(), "{vm}");
+        vm["id"].as_u64().unwrap()
+    };
+    let (stays, moves) = (run(false), run(true));
+    for id in [stays, moves] {
+        wait_instance(&cluster, id, "Running", &a, BOOT);
+        cluster.wait_banner_in("agent-a", id, BOOT).unwrap();
+    }
+    cluster.start_agent().unwrap();
+    let b = cluster.host_name.clone();
+    let (_, about) = cluster.get(1, "/cluster").unwrap();
+    let cluster_id = about["cluster_id"].as_str().unwrap().to_owned();
+    let domain = |id| stratus_common::agent::domain_name(&cluster_id, id);
+    let stays_uuid = stratus_e2e::domain_uuid(&domain(stays)).expect("a's guest");
+    let moves_uuid = stratus_e2e::domain_uuid(&domain(moves)).expect("a's guest");
+
+    // Cut off: both become Unknown, on a.
+    cluster.cut_agent("a").unwrap();
+    for id in [stays, moves] {
+        wait_instance(&cluster, id, "Unknown", &a, JUDGED);
+    }
+    assert_eq!(cluster.host_status_of(&a).as_deref(), Some("down"));
+
+    // Past the lease: a destroyed its guest that may be evacuated, the leader fenced a and
+    // started that instance on b.
+    wait_instance(&cluster, moves, "Running", &b, BOOT);
+    let log = cluster.ns_agent_log("a");
+    assert!(
+        log.contains("the host's lease ran out: fenced itself"),
+        "a fenced itself:\n{log}"
+    );
+    let a_view = cluster.host_named(&a).unwrap();
+    assert!(a_view["fenced"].is_string(), "fenced by lease: {a_view}");
+    let moved = instance_in(&cluster, moves);
+    let history: Vec<&str> = moved["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["reason"].as_str())
+        .collect();
+    assert!(
+        history.contains(
+            &format!("evacuated from {a} (fenced): started again on {b} from its image").as_str()
+        ),
+        "{moved}"
+    );
+    let moved_uuid = stratus_e2e::domain_uuid(&domain(moves)).expect("b's guest");
+    assert_ne!(moved_uuid, moves_uuid, "a new guest, on b");
+    cluster.wait_banner(moves, BOOT).unwrap();
+    // The other one is not started elsewhere: still Unknown on a, its guest untouched.
+    let vm = instance_in(&cluster, stays);
+    assert_eq!(
+        (vm["state"].as_str(), vm["host"].as_str()),
+        (Some("Unknown"), Some(a.as_str())),
+        "{vm}"
+    );
+    assert_eq!(
+        stratus_e2e::domain_uuid(&domain(stays)).as_deref(),
+        Some(stays_uuid.as_str())
+    );
+
+    // The link is back: a is up and no longer fenced, its guest Running again, untouched, and
+    // its copy of the evacuated instance gone; the evacuated one runs on b only.
+    let a_files = cluster
+        .dir
+        .join("agent-a/instances")
+        .join(moves.to_string());
+    cluster.reconnect_agent("a").unwrap();
+    wait_instance(&cluster, stays, "Running", &a, JUDGED);
+    let deadline = std::time::Instant::now() + JUDGED;
+    loop {
+        let view = cluster.host_named(&a).unwrap();
+        if view["status"] == "up" && view["fenced"].is_null() && view["moved_away"] == json!([]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a never came back whole: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        !a_files.exists(),
+        "a's copy of the evacuated instance is gone"
+    );
+    assert_eq!(
+        stratus_e2e::domain_uuid(&domain(stays)).as_deref(),
+        Some(stays_uuid.as_str()),
+        "not rebooted"
+    );
+    assert_eq!(
+        stratus_e2e::domain_uuid(&domain(moves)).as_deref(),
+        Some(moved_uuid.as_str()),
+        "b's guest untouched"
+    );
+    wait_instance(&cluster, moves, "Running", &b, JUDGED);
 }

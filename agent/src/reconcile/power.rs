@@ -9,54 +9,17 @@ use std::time::{Duration, Instant};
 
 use stratus_common::agent::{domain_name, ActualState, DesiredInstance};
 
-use super::{error_chain, Inner, InstanceDirs, Reconciler};
+use super::{error_chain, Inner, Reconciler};
 
 /// How often a power-off request is checked on.
 const POWER_OFF_POLL: Duration = Duration::from_millis(100);
 
 /// The kernel's ID of this host boot; a fixed word when it cannot be read (then every domain
 /// looks booted in this boot, which errs towards reporting a vanished guest Stopped).
-pub(super) fn host_boot() -> String {
+pub fn host_boot() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|id| id.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-impl InstanceDirs {
-    /// `<generation> <host boot ID>` of the domain last booted for the instance.
-    fn boot_record(&self, id: u64) -> std::path::PathBuf {
-        self.dir(id).join("booted")
-    }
-
-    /// Records that the instance's domain was booted for `generation` during host boot `boot`.
-    pub(super) fn record_boot(&self, id: u64, generation: u64, boot: &str) -> std::io::Result<()> {
-        let tmp = self.dir(id).join("booted.tmp");
-        std::fs::write(&tmp, format!("{generation} {boot}\n"))?;
-        std::fs::rename(&tmp, self.boot_record(id))
-    }
-
-    /// The generation and host boot of the domain last booted, if one was recorded.
-    fn read_boot(&self, id: u64) -> Option<(u64, String)> {
-        let text = std::fs::read_to_string(self.boot_record(id)).ok()?;
-        let (generation, boot) = text.trim().split_once(' ')?;
-        Some((generation.parse().ok()?, boot.to_owned()))
-    }
-
-    /// The generation the domain last booted was booted for, if one was recorded.
-    pub(super) fn booted_for(&self, id: u64) -> Option<u64> {
-        self.read_boot(id).map(|(generation, _)| generation)
-    }
-
-    /// The generation the running domain was booted for (0 when none was recorded, as for
-    /// domains started before generations existed).
-    pub(super) fn booted_generation(&self, id: u64) -> u64 {
-        self.read_boot(id).map_or(0, |(generation, _)| generation)
-    }
-
-    /// Whether anything of a run is left besides the directory: a boot record or taps.
-    pub(super) fn holds_run(&self, id: u64) -> bool {
-        self.boot_record(id).exists() || !self.read_taps(id).is_empty()
-    }
 }
 
 impl Reconciler {
@@ -116,11 +79,9 @@ impl Reconciler {
     pub(super) fn stop(&self, id: u64) -> Result<Option<String>, String> {
         let reason = self.power_off(id)?;
         self.release_taps(id)?;
-        match std::fs::remove_file(self.dirs.boot_record(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot forget the domain's boot: {e}")),
-        }
+        self.dirs
+            .forget_boot(id)
+            .map_err(|e| format!("cannot forget the domain's boot: {e}"))?;
         Ok(reason)
     }
 

@@ -5,47 +5,17 @@
 //! then left Stopped with the reason. The restarts are recorded in `instances/<id>/restarts`
 //! (one line of Unix seconds each), so an agent that restarts itself still counts them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use stratus_common::agent::DesiredInstance;
 use stratus_common::api::RestartPolicy;
 
-use super::{InstanceDirs, Reconciler};
+use super::Reconciler;
+use crate::instance_dir::now_secs;
 
 /// At most this many restarts of one guest within [`RESTART_WINDOW`].
 pub(super) const MAX_RESTARTS: usize = 3;
 pub(super) const RESTART_WINDOW: Duration = Duration::from_secs(600);
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-impl InstanceDirs {
-    fn restarts_file(&self, id: u64) -> std::path::PathBuf {
-        self.dir(id).join("restarts")
-    }
-
-    /// When the guest was restarted by its host, oldest first (Unix seconds).
-    pub(super) fn restarts(&self, id: u64) -> Vec<u64> {
-        std::fs::read_to_string(self.restarts_file(id))
-            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Records a restart now; answers how many there were in all.
-    pub(super) fn record_restart(&self, id: u64) -> std::io::Result<usize> {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.restarts_file(id))?;
-        writeln!(file, "{}", now_secs())?;
-        file.sync_all()?;
-        Ok(self.restarts(id).len())
-    }
-}
 
 /// Whether a guest that stopped by itself is started again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +29,11 @@ impl Reconciler {
     /// What to do about `instance`, whose guest stopped by itself.
     pub(super) fn after_stop(&self, instance: &DesiredInstance) -> AfterStop {
         let stopped = "the guest powered off (or its emulator stopped)";
+        if self.dirs.fenced(instance.id).is_some() {
+            // Destroyed by this host for its lease, not stopped by itself; the controller,
+            // answering again, still wants it here.
+            return AfterStop::Restart;
+        }
         if instance.restart != RestartPolicy::Always {
             return AfterStop::Report(stopped.to_owned());
         }

@@ -6,7 +6,7 @@ use stratus_common::api::{Artifact, Compression, DiskFormat, DomainType};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::hypervisor::{FakeHypervisor, InstanceTag, RunState};
+use crate::hypervisor::{DiskSource, FakeHypervisor, InstanceTag, RunState};
 use crate::images::cache::ImageCache;
 use crate::images::download::{Downloader, SourcePolicy};
 use crate::network::filter::{FakeFilter, FilterCall};
@@ -114,11 +114,13 @@ pub(crate) fn desired(image: &ImageSpec, items: &[(u64, Desire)]) -> HostDesired
                 accepted_at_ms: None,
                 confirm: false,
                 restart: Default::default(),
+                evacuate: false,
             })
             .collect(),
         precache: Vec::new(),
         volumes: Vec::new(),
         exports: Vec::new(),
+        lease_secs: None,
     }
 }
 
@@ -1066,4 +1068,102 @@ fn latencies_are_observed_once_per_generation_network_set_up_and_disk_change() {
     );
     assert_eq!(timings.disk_detach.count(), 1);
     assert_eq!(timings.disk_attach.count(), 1);
+}
+
+/// Self-fencing: once the host's lease ran out, the guests that may be evacuated are destroyed
+/// (their disks kept) and held back, the others run on; in touch again, a fenced guest the
+/// controller kept here is started again on its disk, and the report says why.
+#[test]
+fn a_host_whose_lease_ran_out_destroys_and_holds_back_what_may_be_evacuated() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Arc::new(crate::lease::Lease::open(dir.path().join("lease"), "boot"));
+    let mut rig = rig_with(|r| r.with_lease(lease.clone()));
+    let mut want = desired(&rig.image, &[(1, Desire::Run), (2, Desire::Run)]);
+    want.instances[1].evacuate = true;
+    want.lease_secs = Some(60);
+    let sent = crate::lease::boottime() - std::time::Duration::from_secs(30);
+    lease.renewed(sent, &want).unwrap();
+    pass(&rig, &want);
+    std::fs::write(rig.dirs.disk(2), b"the guest's data").unwrap();
+    drain(&mut rig);
+    assert_eq!(rig.hv.created().len(), 2);
+
+    // The site's lease is now 20 s, and the last answer came to a request sent 30 s ago.
+    want.lease_secs = Some(20);
+    lease.renewed(sent, &want).unwrap();
+    assert!(lease.expired());
+    let fenced = crate::self_fence::fence(
+        &*rig.hv,
+        &rig.dirs,
+        CLUSTER,
+        "this-host",
+        &lease.evacuable(),
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(fenced.destroyed, vec![2]);
+    assert_eq!(fenced.failed, 0);
+    let names: Vec<String> = rig.hv.domains().into_iter().map(|d| d.name).collect();
+    assert_eq!(
+        names,
+        vec![stratus_common::agent::domain_name(CLUSTER, 1)],
+        "the instance that may not be evacuated runs on"
+    );
+    assert_eq!(
+        std::fs::read(rig.dirs.disk(2)).unwrap(),
+        b"the guest's data"
+    );
+    // Held back while the lease is out: neither started again nor reported.
+    assert!(pass(&rig, &want).is_empty());
+    assert_eq!(rig.hv.created().len(), 2);
+    assert!(drain(&mut rig).is_empty());
+
+    // The controller answers again and still wants it here: started again on its disk.
+    want.lease_secs = Some(60);
+    lease.renewed(crate::lease::boottime(), &want).unwrap();
+    let actions = pass(&rig, &want);
+    assert!(
+        matches!(actions.as_slice(), [Action::Restart(i)] if i.id == 2),
+        "{actions:?}"
+    );
+    assert_eq!(rig.hv.created().len(), 3);
+    assert_eq!(rig.hv.created()[2].disk, rig.dirs.disk(2));
+    assert_eq!(
+        std::fs::read(rig.dirs.disk(2)).unwrap(),
+        b"the guest's data"
+    );
+    let (id, state, reason) = drain(&mut rig).pop().unwrap();
+    assert_eq!((id, state), (2, ActualState::Running));
+    assert_eq!(
+        reason.as_deref(),
+        Some(
+            "started again by its host, back in touch with the controller, which kept the \
+             instance there: its host destroyed the guest after 30 s out of touch with the \
+             controller (self-fencing, as the instance may be evacuated)"
+        )
+    );
+    assert!(rig.dirs.fenced(2).is_none(), "the mark is gone");
+    assert!(
+        rig.dirs.restarts(2).is_empty(),
+        "not a restart of the policy"
+    );
+}
+
+/// A desired state older than the generation this host already booted (a stale answer) is
+/// never acted on: no start, no stop, no report.
+#[test]
+fn an_older_generation_than_the_one_booted_is_refused() {
+    let mut rig = rig();
+    let want = at_generation(desired(&rig.image, &[(4, Desire::Run)]), Desire::Run, 3);
+    pass(&rig, &want);
+    drain(&mut rig);
+    assert_eq!(rig.dirs.booted_generation(4), 3);
+    let name = stratus_common::agent::domain_name(CLUSTER, 4);
+    assert!(rig.hv.remove_domain(&name), "the guest is gone");
+    for desire in [Desire::Run, Desire::Stop] {
+        let stale = at_generation(want.clone(), desire, 2);
+        assert!(pass(&rig, &stale).is_empty(), "{desire:?}");
+        assert!(drain(&mut rig).is_empty());
+    }
+    assert_eq!(rig.hv.created().len(), 1);
 }

@@ -48,8 +48,8 @@ async fn update_host(
 }
 
 /// Declares a host that is down dead (powered off, or cut off for good): its instances run
-/// with `evacuate` (all, where the site evacuates all) start again on other hosts, from their
-/// image. When it comes back it destroys its copies of them.
+/// with `evacuate` (or while the site evacuated all) start again on other hosts, from their
+/// image. Where the site has a host lease, the leader also fences a host silent past its lease. When it comes back it destroys its copies of them.
 #[utoipa::path(post, path = "/api/v1/hosts/{name}/fence", tag = "hosts",
     params(("name" = String, Path, description = "The host's name")),
     responses((status = OK, description = "The host as it is now", body = Host),

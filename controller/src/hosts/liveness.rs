@@ -21,6 +21,10 @@ pub struct Contact {
     pub images: HashSet<String>,
     /// Its agent's long-polls open on this node now.
     pub polls: usize,
+    /// Its agent holds the site's lease (it asked this node for desired state with the version
+    /// of an answer it had, and every answer carries the lease): it fences itself when out of
+    /// touch, so the host may be fenced by lease.
+    pub leased: bool,
 }
 
 /// What the leader should propose about a host.
@@ -116,6 +120,31 @@ impl Liveness {
             })
     }
 
+    /// Records that `host`'s agent holds the site's lease.
+    pub fn leased(&self, host: &str) {
+        let mut contacts = self.contacts.lock().expect("contacts lock");
+        contacts.entry(host.to_owned()).or_default().leased = true;
+    }
+
+    /// How long `host`'s agent has been silent as this node can vouch for: since its last call
+    /// or the start of the grace period, whichever is later; `None` while a long-poll is open.
+    pub fn silent_for(&self, host: &str) -> Option<Duration> {
+        self.silent_for_at(host, Instant::now())
+    }
+
+    pub(super) fn silent_for_at(&self, host: &str, now: Instant) -> Option<Duration> {
+        let grace_since = *self.grace_since.lock().expect("grace lock");
+        let contacts = self.contacts.lock().expect("contacts lock");
+        let contact = contacts.get(host);
+        if contact.is_some_and(|c| c.polls > 0) {
+            return None;
+        }
+        let since = contact
+            .and_then(|c| c.last_seen)
+            .map_or(grace_since, |seen| seen.max(grace_since));
+        Some(now.saturating_duration_since(since))
+    }
+
     /// What should change of `host`, judged `up` now in the replicated state: down once its
     /// agent is out of touch past the grace period, up again as soon as it is in touch.
     pub fn judge(&self, host: &str, up: bool) -> Option<Judgment> {
@@ -199,5 +228,29 @@ mod tests {
         live.restart_grace();
         assert_eq!(live.judge("never-seen", true), None);
         assert_eq!(live.judge("never-seen", false), None, "down stays down");
+    }
+
+    #[test]
+    fn silence_is_counted_from_the_last_call_or_the_grace_period_whichever_is_later() {
+        let timeout = Duration::from_secs(60);
+        let live = Liveness::new(timeout);
+        let start = *live.grace_since.lock().unwrap();
+        let later = start + Duration::from_secs(300);
+        assert_eq!(
+            live.silent_for_at("never-seen", later),
+            Some(Duration::from_secs(300)),
+            "counted from the grace period's start"
+        );
+        live.touch("a", None, None);
+        let seen = live.contact("a").last_seen.unwrap();
+        assert_eq!(live.silent_for_at("a", later), Some(later - seen));
+        {
+            let _poll = live.poll("a");
+            assert_eq!(live.silent_for_at("a", later), None, "a long-poll is open");
+        }
+        // A new leader vouches only for what it heard itself.
+        live.restart_grace();
+        let grace = *live.grace_since.lock().unwrap();
+        assert!(live.silent_for_at("never-seen", grace + timeout).unwrap() == timeout);
     }
 }

@@ -5,6 +5,7 @@
 //! in their caches.
 
 pub mod enrolment;
+pub mod fencing;
 pub mod liveness;
 mod replacement;
 pub mod wakeups;
@@ -87,6 +88,8 @@ pub struct Hosts {
     wakeups: Arc<Wakeups>,
     /// The site's placement settings.
     site: SitePlacement,
+    /// A host's lease, when hosts are fenced by lease.
+    lease: Option<Duration>,
 }
 
 impl Hosts {
@@ -97,6 +100,7 @@ impl Hosts {
         images: Arc<Images>,
         signer: enrolment::Signer,
         host_timeout: Duration,
+        lease: Option<Duration>,
         site: SitePlacement,
     ) -> Self {
         let liveness = Arc::new(Liveness::new(host_timeout));
@@ -120,6 +124,7 @@ impl Hosts {
             Arc::downgrade(&liveness),
             (host_timeout / 5).clamp(Duration::from_millis(500), Duration::from_secs(10)),
             site,
+            lease,
         ));
         Self {
             wakeups: Wakeups::start(replica.clone()),
@@ -128,12 +133,18 @@ impl Hosts {
             signer,
             liveness,
             site,
+            lease,
         }
     }
 
     /// How placement orders the hosts that fit (the site's setting).
     pub fn strategy(&self) -> Strategy {
         self.site.strategy
+    }
+
+    /// Whether every instance created now may be evacuated (the site's setting).
+    pub fn site_evacuates(&self) -> bool {
+        self.site.evacuate
     }
 
     /// Hosts whose image cache holds the artifact with this SHA-256.
@@ -200,6 +211,9 @@ impl Hosts {
         identity.require(host)?;
         self.require_registered(host).await?;
         let poll = self.liveness.poll(host);
+        if since > 0 && self.lease.is_some() {
+            self.liveness.leased(host);
+        }
         self.back_in_touch(host).await?;
         let mut version = self.wakeups.watch(host);
         let _ = tokio::time::timeout(wait, version.wait_for(|&v| v > since)).await;
@@ -207,7 +221,11 @@ impl Hosts {
         let version = *version.borrow();
         Ok(self
             .replica
-            .read(Consistency::Linearizable, |s| desired_of(s, host, version))
+            .read(Consistency::Linearizable, |s| {
+                let mut desired = desired_of(s, host, version);
+                desired.lease_secs = self.lease.map(|l| l.as_secs());
+                desired
+            })
             .await?)
     }
 
@@ -560,6 +578,7 @@ async fn judge_hosts(
     liveness: Weak<Liveness>,
     period: Duration,
     site: SitePlacement,
+    lease: Option<Duration>,
 ) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -600,7 +619,10 @@ async fn judge_hosts(
             }
         }
         replacement::replace_pending(&replica, &liveness, site.strategy).await;
-        replacement::evacuate_fenced(&replica, &liveness, site).await;
+        if let Some(lease) = lease {
+            fencing::fence_expired(&replica, &liveness, lease).await;
+        }
+        replacement::evacuate_fenced(&replica, &liveness, site.strategy).await;
     }
 }
 
@@ -618,5 +640,6 @@ fn desired_of(state: &State, host: &str, version: u64) -> HostDesired {
             .unwrap_or_default(),
         volumes,
         exports,
+        lease_secs: None,
     }
 }

@@ -9,7 +9,7 @@ use stratus_common::api::InstanceState;
 use super::liveness::Liveness;
 use crate::decide::now_ms;
 use crate::replica::{Consistency, Replica};
-use crate::scheduler::{self, NoValidHost, SitePlacement, Strategy};
+use crate::scheduler::{self, NoValidHost, Strategy};
 use crate::state::{Command, InstanceRecord, State};
 
 /// Places again (or fails, when no host can take it) every Pending instance whose host is
@@ -42,13 +42,14 @@ pub(super) async fn replace_pending(replica: &Replica, liveness: &Liveness, stra
 }
 
 /// Starts elsewhere every Unknown instance of a host that is down and fenced, when it may be
-/// evacuated (run with `evacuate`, or the site evacuates all) and carries no persistent disk.
+/// evacuated (run with `evacuate`, or while the site evacuated all) and carries no persistent
+/// disk.
 /// One no host can take now stays Unknown (its host was declared dead, not its data) and is
 /// tried again next round.
-pub(super) async fn evacuate_fenced(replica: &Replica, liveness: &Liveness, site: SitePlacement) {
+pub(super) async fn evacuate_fenced(replica: &Replica, liveness: &Liveness, strategy: Strategy) {
     let stranded = move |s: &State, i: &InstanceRecord, host: &str| {
         i.state == InstanceState::Unknown
-            && (site.evacuate || s.placement_rules(i.id).evacuate)
+            && s.placement_rules(i.id).evacuate
             && !s.host_life(host).up
             && s.fenced_since(host).is_some()
             && s.volumes_of_instance(i.id).is_empty()
@@ -56,7 +57,7 @@ pub(super) async fn evacuate_fenced(replica: &Replica, liveness: &Liveness, site
     place_each(
         replica,
         liveness,
-        site.strategy,
+        strategy,
         stranded,
         |id, from, placement, at_ms| {
             placement.ok().map(|to| Command::EvacuateInstance {

@@ -428,6 +428,7 @@ impl State {
 
     /// What a host needs to know of `instance` to bring it to `desire`.
     fn desired_instance(&self, i: &InstanceRecord, desire: Desire) -> DesiredInstance {
+        let rules = self.placement_rules(i.id);
         DesiredInstance {
             id: i.id,
             desire,
@@ -442,7 +443,8 @@ impl State {
             disks: self.disks_for_instance(i),
             accepted_at_ms: Some(i.accepted_at_ms()),
             confirm: i.state == InstanceState::Unknown,
-            restart: self.placement_rules(i.id).restart,
+            restart: rules.restart,
+            evacuate: rules.evacuate,
         }
     }
 }

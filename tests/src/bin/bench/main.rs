@@ -443,6 +443,7 @@ fn network_bench(rounds: usize) -> anyhow::Result<()> {
             accepted_at_ms: None,
             confirm: false,
             restart: Default::default(),
+            evacuate: false,
         };
         let nic = &instance.nics[0];
         let tap = format!("sbn{i}n0");
