@@ -1046,6 +1046,7 @@ id  state     vcpu memory    name            cpu% host/ip
             hypervisor: "qemu:///system".into(),
             used_vcpus: 0,
             used_memory_mib: 0,
+            used_disk_gib: 0,
             instances: 0,
             status: "up".into(),
             status_since: None,
@@ -1078,6 +1079,7 @@ id  state     vcpu memory    name            cpu% host/ip
         let busy = Host {
             used_vcpus: 3,
             used_memory_mib: 384,
+            used_disk_gib: 0,
             instances: 2,
             volume_pool_gib: Some(100),
             volume_pool_used_gib: 15,
@@ -1095,6 +1097,7 @@ id  state     vcpu memory    name            cpu% host/ip
             instances: 1,
             used_vcpus: 1,
             used_memory_mib: 128,
+            used_disk_gib: 0,
             roles: vec![HostRole::Compute],
             labels: vec!["ssd".into(), "gpu".into()],
             ..in_maintenance(host("node-3"), None)

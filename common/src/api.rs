@@ -436,6 +436,10 @@ pub struct Host {
     /// vCPUs and memory taken by the instances placed here that are not Done or Failed.
     pub used_vcpus: u32,
     pub used_memory_mib: u64,
+    /// Local disk those instances may fill, by their types (placement keeps it within
+    /// `disk_gib`).
+    #[serde(default)]
+    pub used_disk_gib: u64,
     /// Instances placed here that are not Done or Failed.
     pub instances: u32,
     /// `up` while its agent keeps in touch, `down` after it has been silent too long (as the

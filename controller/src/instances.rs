@@ -192,6 +192,7 @@ impl Instances {
                         demand: scheduler::Demand {
                             vcpus: size.vcpus,
                             memory_mib: size.memory_mib,
+                            disk_gib: size.disk_gib,
                             labels: &rules.labels,
                             group,
                         },

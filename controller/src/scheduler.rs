@@ -24,6 +24,8 @@ use crate::state::{GroupPlacement, HostRecord, InstanceRecord, State};
 pub struct Demand<'a> {
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// Local disk its type allows it to fill.
+    pub disk_gib: u64,
     /// Labels the host must carry.
     pub labels: &'a BTreeSet<String>,
     /// Its server group, if any.
@@ -80,6 +82,8 @@ pub enum Filter {
     Cpu,
     /// Not enough memory free.
     Memory,
+    /// Not enough local disk free (by the types of the instances placed there).
+    Disk,
 }
 
 impl Filter {
@@ -121,6 +125,14 @@ impl Filter {
             ),
             Filter::Cpu => verb("has too few free vCPUs", "have too few free vCPUs"),
             Filter::Memory => verb("has too little free memory", "have too little free memory"),
+            Filter::Disk => format!(
+                "{} (disk filter: {} GiB asked)",
+                verb(
+                    "has too little free local disk",
+                    "have too little free local disk"
+                ),
+                cause.disk_gib
+            ),
         };
         format!("{count} {text}")
     }
@@ -182,6 +194,9 @@ fn check_with(
     if used.memory_mib + demand.memory_mib > host.memory_mib {
         return Some(Filter::Memory);
     }
+    if used.disk_gib + demand.disk_gib > host.disk_gib {
+        return Some(Filter::Disk);
+    }
     None
 }
 
@@ -190,6 +205,8 @@ fn check_with(
 pub struct NoValidHost {
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// The local disk asked, for the disk filter's message.
+    pub disk_gib: u64,
     pub hosts: usize,
     /// How many hosts each filter removed.
     pub removed: Vec<(Filter, usize)>,
@@ -253,6 +270,7 @@ pub fn place(state: &State, request: &Request) -> Result<String, NoValidHost> {
             Err(NoValidHost {
                 vcpus: demand.vcpus,
                 memory_mib: demand.memory_mib,
+                disk_gib: demand.disk_gib,
                 hosts: state.hosts.len(),
                 removed,
                 labels: demand.labels.iter().cloned().collect(),
@@ -280,6 +298,7 @@ pub fn place_again(
         demand: Demand {
             vcpus: instance.vcpus,
             memory_mib: instance.memory_mib,
+            disk_gib: crate::state::type_disk_gib(&instance.instance_type),
             labels: &rules.labels,
             group,
         },
@@ -337,6 +356,7 @@ mod tests {
         Demand {
             vcpus,
             memory_mib,
+            disk_gib: 1,
             labels: &NO_LABELS,
             group: None,
         }

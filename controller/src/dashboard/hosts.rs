@@ -242,7 +242,7 @@ fn render_detail(
                         dt { "service" } dd #service { (service(host)) }
                         dt { "hypervisor" } dd { (host.hypervisor) " (" (label(&host.domain_type)) ", " (host.arch) ")" }
                         dt { "capacity" } dd { (host.vcpus) " vCPUs, " (host.memory_mib) " MiB, " (host.disk_gib) " GiB" }
-                        dt { "placed" } dd { (host.used_vcpus) " vCPUs, " (host.used_memory_mib) " MiB, " (host.instances) " instances" }
+                        dt { "placed" } dd { (host.used_vcpus) " vCPUs, " (host.used_memory_mib) " MiB, " (host.used_disk_gib) " GiB, " (host.instances) " instances" }
                         dt { "volume pool" } dd { (host.volume_pool_gib.map_or("none".into(), |g| format!("{} of {g} GiB used", host.volume_pool_used_gib))) }
                         dt { "cached images" } dd { (host.images.len()) }
                         dt { "last seen" } dd { (host.last_seen.as_deref().unwrap_or("–")) }
@@ -314,6 +314,7 @@ mod tests {
             hypervisor: "QEMU".into(),
             used_vcpus: 0,
             used_memory_mib: 0,
+            used_disk_gib: 0,
             instances: 0,
             status: "down".into(),
             status_since: None,

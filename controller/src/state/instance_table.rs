@@ -142,10 +142,12 @@ fn tally(usage: &mut HashMap<String, Usage>, record: &InstanceRecord, plus: bool
         let used = usage.get_mut(host).expect("just inserted");
         used.vcpus += record.vcpus;
         used.memory_mib += record.memory_mib;
+        used.disk_gib += super::type_disk_gib(&record.instance_type);
         used.instances += 1;
     } else if let Some(used) = usage.get_mut(host) {
         used.vcpus -= record.vcpus;
         used.memory_mib -= record.memory_mib;
+        used.disk_gib -= super::type_disk_gib(&record.instance_type);
         used.instances -= 1;
         if used.instances == 0 {
             usage.remove(host);
@@ -222,7 +224,7 @@ mod tests {
                 initrd: None,
                 cmdline: None,
             },
-            instance_type: "t".into(),
+            instance_type: "m1.small".into(),
             vcpus,
             memory_mib,
             host: host.map(str::to_owned),
@@ -247,6 +249,7 @@ mod tests {
         let a = Usage {
             vcpus: 3,
             memory_mib: 768,
+            disk_gib: 4,
             instances: 2,
         };
         assert_eq!(t.usage("a"), a);
@@ -259,6 +262,7 @@ mod tests {
             Usage {
                 vcpus: 1,
                 memory_mib: 256,
+                disk_gib: 2,
                 instances: 1
             }
         );

@@ -142,6 +142,8 @@ pub(super) struct GuestSetup {
 pub struct Usage {
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// Local disk, by the instances' types (what each disk may grow to).
+    pub disk_gib: u64,
     pub instances: u32,
 }
 
@@ -189,6 +191,7 @@ impl State {
             let demand = scheduler::Demand {
                 vcpus: size.vcpus,
                 memory_mib: size.memory_mib,
+                disk_gib: size.disk_gib,
                 labels: &rules.labels,
                 group,
             };
@@ -334,7 +337,7 @@ impl State {
             Some(Filter::Affinity) => Err(unschedulable(
                 "not where the instance's affinity group runs",
             )),
-            Some(Filter::Cpu | Filter::Memory) => Err(Rejection::NoRoom {
+            Some(Filter::Cpu | Filter::Memory | Filter::Disk) => Err(Rejection::NoRoom {
                 host: host.name.clone(),
                 vcpus: demand.vcpus,
                 memory_mib: demand.memory_mib,
@@ -357,6 +360,7 @@ impl State {
         let demand = scheduler::Demand {
             vcpus: instance.vcpus,
             memory_mib: instance.memory_mib,
+            disk_gib: super::type_disk_gib(&instance.instance_type),
             labels: &rules.labels,
             group: self.group_placement(&instance.owner, rules, Some(id))?,
         };

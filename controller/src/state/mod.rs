@@ -960,25 +960,39 @@ fn past(action: PowerAction) -> &'static str {
     }
 }
 
-/// The standard instance types, after the StratusLab client's list.
+/// The standard instance types, after the StratusLab client's list: the types of every
+/// cluster (its bootstrap records them, and they never change).
 pub fn standard_types() -> Vec<InstanceType> {
-    [
-        ("t1.micro", 1, 128, 1),
-        ("m1.small", 1, 256, 2),
-        ("c1.medium", 2, 512, 4),
-        ("m1.large", 2, 1024, 8),
-        ("m1.xlarge", 4, 2048, 16),
-        ("c1.xlarge", 8, 4096, 32),
-    ]
-    .into_iter()
-    .map(|(name, vcpus, memory_mib, disk_gib)| InstanceType {
-        name: name.to_owned(),
-        vcpus,
-        memory_mib,
-        disk_gib,
-    })
-    .collect()
+    STANDARD_TYPES
+        .into_iter()
+        .map(|(name, vcpus, memory_mib, disk_gib)| InstanceType {
+            name: name.to_owned(),
+            vcpus,
+            memory_mib,
+            disk_gib,
+        })
+        .collect()
 }
+
+/// The local disk an instance of type `name` may fill, in GiB (0 for a type unknown here).
+/// From the standard types, which are every cluster's, so the per-host sums of the instance
+/// table need no state beside the records.
+pub fn type_disk_gib(name: &str) -> u64 {
+    STANDARD_TYPES
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map_or(0, |&(.., disk_gib)| disk_gib)
+}
+
+/// Name, vCPUs, memory (MiB), local disk (GiB).
+const STANDARD_TYPES: [(&str, u32, u64, u64); 6] = [
+    ("t1.micro", 1, 128, 1),
+    ("m1.small", 1, 256, 2),
+    ("c1.medium", 2, 512, 4),
+    ("m1.large", 2, 1024, 8),
+    ("m1.xlarge", 4, 2048, 16),
+    ("c1.xlarge", 8, 4096, 32),
+];
 
 #[cfg(test)]
 mod determinism_tests;

@@ -52,6 +52,7 @@ fn place(s: &State, rules: &InstanceRules) -> Result<String, scheduler::NoValidH
         demand: Demand {
             vcpus: 1,
             memory_mib: 128,
+            disk_gib: 1,
             labels: &rules.labels,
             group: s.group_placement("alice", rules, None).unwrap(),
         },
@@ -334,4 +335,66 @@ fn a_pending_instance_placed_again_keeps_to_its_group() {
     })
     .unwrap();
     assert_eq!(s.instances[&on_h1].host.as_deref(), Some("h2"));
+}
+
+/// Local disk: each instance counts what its type may fill; a host takes no more than its
+/// disk holds, the filter is named, and apply's re-check refuses a host the disk ran out on.
+#[test]
+fn a_host_takes_no_more_local_disk_than_it_has_and_the_disk_filter_is_named() {
+    let mut s = bootstrapped();
+    let mut big = s.hosts["h1"].clone();
+    big.vcpus = 64;
+    big.memory_mib = 65536;
+    big.disk_gib = 20;
+    s.apply(Command::RegisterHost(big)).unwrap();
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let create = creation(&s, "m1.large", Some("h1"));
+        let Ok(Outcome::InstanceCreated(id)) = s.apply(create) else {
+            panic!("not created");
+        };
+        made.push(id);
+    }
+    assert_eq!(s.usage("h1").disk_gib, 16, "two m1.large of 8 GiB");
+    // 4 GiB are left: a c1.medium (4) fits, an m1.large (8) does not.
+    let holding = HashSet::new();
+    let no_labels = BTreeSet::new();
+    let ask = |disk_gib| Request {
+        demand: Demand {
+            vcpus: 1,
+            memory_mib: 128,
+            disk_gib,
+            labels: &no_labels,
+            group: None,
+        },
+        holding: &holding,
+        preferred: None,
+        strategy: Strategy::Spread,
+    };
+    assert_eq!(scheduler::place(&s, &ask(4)), Ok("h1".into()));
+    let none = scheduler::place(&s, &ask(8)).unwrap_err();
+    assert_eq!(none.removed, [(Filter::Disk, 1)]);
+    assert_eq!(
+        none.to_string(),
+        "no host can take 1 vCPU and 128 MiB: of 1 host(s), 1 has too little free local disk \
+         (disk filter: 8 GiB asked)"
+    );
+    let refused = s.apply(creation(&s, "m1.large", Some("h1"))).unwrap_err();
+    assert!(matches!(refused, Rejection::NoRoom { .. }), "{refused:?}");
+    // An instance that ends frees its disk.
+    s.apply(Command::KillInstance {
+        id: made[0],
+        at_ms: 20,
+    })
+    .unwrap();
+    s.apply(Command::ReportInstance {
+        host: "h1".into(),
+        id: made[0],
+        state: stratus_common::agent::ActualState::Gone,
+        reason: None,
+        at_ms: 21,
+    })
+    .unwrap();
+    assert_eq!(s.usage("h1").disk_gib, 8);
+    assert_eq!(scheduler::place(&s, &ask(8)), Ok("h1".into()));
 }

@@ -188,6 +188,7 @@ fn a_stopped_instance_keeps_its_host_reservation_until_killed() {
     let small = crate::scheduler::Demand {
         vcpus: 1,
         memory_mib: 128,
+        disk_gib: 1,
         labels: &no_labels,
         group: None,
     };

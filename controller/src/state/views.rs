@@ -185,6 +185,7 @@ pub fn host_view(
         hypervisor: record.hypervisor.clone(),
         used_vcpus: usage.vcpus,
         used_memory_mib: usage.memory_mib,
+        used_disk_gib: usage.disk_gib,
         instances: usage.instances,
         status: if life.up { "up" } else { "down" }.to_owned(),
         status_since: (life.since_ms > 0).then(|| rfc3339_ms(life.since_ms)),

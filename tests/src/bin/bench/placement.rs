@@ -24,6 +24,7 @@ pub fn placement_bench(rounds: usize) -> anyhow::Result<()> {
     let plain = Demand {
         vcpus: 1,
         memory_mib: 256,
+        disk_gib: 2,
         labels: &no_labels,
         group: None,
     };
@@ -35,6 +36,7 @@ pub fn placement_bench(rounds: usize) -> anyhow::Result<()> {
     let ruled = Demand {
         vcpus: 1,
         memory_mib: 256,
+        disk_gib: 2,
         labels: &ssd,
         group: Some(GroupPlacement {
             group: &group,
