@@ -237,6 +237,19 @@ impl ControllerClient {
         response.json().await.map_err(|e| self.unreachable(e))
     }
 
+    /// Gives up the host's lease (the agent stops on purpose), having had desired state up to
+    /// version `since`.
+    pub async fn release_lease(&self, host: &str, since: u64) -> Result<(), ClientError> {
+        let path = format!("/hosts/{host}/lease");
+        self.send("lease release", |http, base| {
+            http.delete(Self::url(base, &path))
+                .query(&[("since", since)])
+                .timeout(Duration::from_secs(5))
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Delivers a report; answers which instance reports the controller refused (none from
     /// a controller that answers without a body).
     pub async fn report(

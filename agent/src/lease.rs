@@ -44,6 +44,9 @@ struct Record {
     evacuable: BTreeSet<u64>,
     /// Their guests were destroyed for the lease; no contact since.
     fenced: bool,
+    /// The agent gave the lease up as it stopped: it runs out no more until the next answer.
+    #[serde(default)]
+    released: bool,
 }
 
 /// The lease, its last renewal, and whether this host fenced itself.
@@ -104,7 +107,8 @@ impl Lease {
         let contact_ms = Some(state.record.contact_ms.map_or(sent_ms, |c| c.max(sent_ms)));
         let urgent = state.record.evacuable != evacuable
             || state.record.lease_secs != desired.lease_secs
-            || state.record.fenced;
+            || state.record.fenced
+            || state.record.released;
         if state.record.fenced {
             tracing::info!("in touch with the controller again: the host is no longer fenced");
         }
@@ -114,6 +118,7 @@ impl Lease {
         state.record.lease_secs = desired.lease_secs;
         state.record.evacuable = evacuable;
         state.record.fenced = false;
+        state.record.released = false;
         if urgent {
             self.write(&mut state)?;
         }
@@ -126,6 +131,9 @@ impl Lease {
     pub fn deadline(&self) -> Option<Duration> {
         let state = self.state.lock().expect("lease lock");
         let record = &state.record;
+        if record.released {
+            return None;
+        }
         Some(Duration::from_millis(record.contact_ms?) + Duration::from_secs(record.lease_secs?))
     }
 
@@ -173,6 +181,25 @@ impl Lease {
     pub fn lease(&self) -> Option<Duration> {
         let secs = self.state.lock().expect("lease lock").record.lease_secs;
         secs.map(Duration::from_secs)
+    }
+
+    /// Whether there is a lease to give up or honour: one is held, and it neither ran out into
+    /// a self-fencing nor was given up.
+    pub fn held(&self) -> bool {
+        let state = self.state.lock().expect("lease lock");
+        let record = &state.record;
+        record.lease_secs.is_some() && !record.fenced && !record.released
+    }
+
+    /// Records that the controller took the lease back (the agent stops on purpose): it runs
+    /// out no more, also after a restart, until the controller answers again.
+    pub fn release(&self) -> Result<(), WriteError> {
+        let mut state = self.state.lock().expect("lease lock");
+        state.record.released = true;
+        self.write(&mut state)?;
+        drop(state);
+        self.changed.notify_one();
+        Ok(())
     }
 
     /// Records that the guests that may be evacuated were destroyed for the lease.
@@ -285,6 +312,22 @@ mod tests {
         assert_eq!(
             Lease::open(path.clone(), "boot-1").deadline(),
             Some(Duration::from_secs(230))
+        );
+        lease.release().unwrap();
+        let released = Lease::open(path.clone(), "boot-1");
+        assert_eq!(released.deadline(), None, "given up: it runs out no more");
+        assert!(!released.held());
+        lease
+            .renewed(
+                Duration::from_secs(300),
+                &desired(Some(30), &[(7, true, Desire::Run)]),
+            )
+            .unwrap();
+        assert!(lease.held());
+        assert_eq!(
+            Lease::open(path.clone(), "boot-1").deadline(),
+            Some(Duration::from_secs(330)),
+            "held again with the next answer, on disk at once"
         );
         lease.mark_fenced().unwrap();
         assert!(Lease::open(path.clone(), "boot-1").fenced());

@@ -307,7 +307,7 @@ async fn run() -> anyhow::Result<()> {
         registration,
         Duration::from_secs(config.poll_wait_secs),
         desired_tx,
-        lease,
+        lease.clone(),
     ));
 
     let mut resync = tokio::time::interval(Duration::from_secs(config.resync_secs));
@@ -351,6 +351,16 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     poller.abort();
+    let since = desired_rx.borrow().as_ref().map_or(0, |d| d.version);
+    self_fence::give_up(
+        &lease,
+        &client,
+        hv.clone(),
+        InstanceDirs::new(&config.state_dir),
+        &host,
+        since,
+    )
+    .await;
     tracing::info!("agent stopped; domains left running");
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use stratus_common::agent::domain_name;
 
+use crate::controller_client::ControllerClient;
 use crate::failure::error_chain;
 use crate::hypervisor::{Hypervisor, HypervisorError};
 use crate::instance_dir::InstanceDirs;
@@ -69,6 +70,73 @@ pub fn fence(
         }
     }
     Ok(fenced)
+}
+
+/// How long a stopping agent tries to give its lease back before it fences the host instead.
+const GIVE_UP_WAIT: Duration = Duration::from_secs(10);
+
+/// As the agent stops on purpose (its guests run on without it): gives the lease back, so the
+/// leader does not fence the host by lease, having had desired state up to version `since`.
+/// When no controller takes it back in time, fences the host now: once this agent is gone
+/// nobody would when the lease runs out, and the leader would start those instances elsewhere.
+pub async fn give_up(
+    lease: &Lease,
+    client: &ControllerClient,
+    hv: Arc<dyn Hypervisor>,
+    dirs: InstanceDirs,
+    host: &str,
+    since: u64,
+) {
+    if !lease.held() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + GIVE_UP_WAIT;
+    loop {
+        match client.release_lease(host, since).await {
+            Ok(()) => {
+                match lease.release() {
+                    Ok(()) => tracing::info!("lease given back to the controller"),
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "lease given back, but not recorded")
+                    }
+                }
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %error_chain(&e), "cannot give the lease back yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "cannot give the lease back: fencing the host before stopping");
+                break;
+            }
+        }
+    }
+    let now = boottime();
+    let silent = now.saturating_sub(lease.contact().unwrap_or(now));
+    let (evacuable, cluster_id, host) = (lease.evacuable(), lease.cluster_id(), host.to_owned());
+    let pass = tokio::task::spawn_blocking(move || {
+        fence(hv.as_ref(), &dirs, &cluster_id, &host, &evacuable, silent)
+    })
+    .await;
+    match pass {
+        Ok(Ok(fenced)) if fenced.failed == 0 => {
+            tracing::warn!(destroyed = ?fenced.destroyed, "stopping out of touch: fenced itself");
+            if let Err(e) = lease.mark_fenced() {
+                tracing::warn!(error = %error_chain(&e), "cannot record the self-fencing");
+            }
+        }
+        Ok(Ok(fenced)) => {
+            tracing::error!(
+                failed = fenced.failed,
+                "stopping out of touch: some guests could not be destroyed"
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %error_chain(&e), "stopping out of touch: cannot list the domains")
+        }
+        Err(e) => tracing::error!(error = %e, "self-fencing pass panicked"),
+    }
 }
 
 /// Watches the lease for ever: writes the last contact every quarter lease, and fences the

@@ -53,8 +53,10 @@ pub struct ControllerConfig {
     /// A host's lease: an agent out of touch with the controller for this long destroys its
     /// guests that may be evacuated (it fences itself), and the leader fences a host silent
     /// for this long plus a margin (half of it, between 10 and 60 seconds), so that those
-    /// instances start elsewhere with no second copy running. 0: hosts are fenced only by an
-    /// administrator (`POST /hosts/{name}/fence`). At least `host_timeout_secs`.
+    /// instances start elsewhere with no second copy running. An agent that stops on purpose
+    /// gives its lease back first (or, unable to, fences itself); one that crashes must be
+    /// started again (systemd does) within the lease. 0 (the default): hosts are fenced only
+    /// by an administrator (`POST /hosts/{name}/fence`). At least `host_timeout_secs`.
     pub host_lease_secs: u64,
     /// Take a state-machine snapshot after this many Raft entries.
     pub snapshot_every: u64,
@@ -203,7 +205,7 @@ impl Default for ControllerConfig {
             host_timeout_secs: 60,
             placement: crate::scheduler::Strategy::Spread,
             evacuate: false,
-            host_lease_secs: 120,
+            host_lease_secs: 0,
             snapshot_every: 1000,
             log_format: "text".to_owned(),
             marketplace: MarketplaceConfig::default(),

@@ -766,6 +766,14 @@ impl TestCluster {
         Ok(host)
     }
 
+    /// Stops agent `suffix` as systemd would (SIGTERM) and waits for it to exit.
+    pub fn stop_ns_agent(&mut self, suffix: &str) {
+        if let Some(mut child) = self.ns_agents.get_mut(suffix).and_then(|a| a.child.take()) {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
     /// Takes the link of agent `suffix`'s namespace down: its host is cut off from every
     /// controller.
     pub fn cut_agent(&self, suffix: &str) -> anyhow::Result<()> {

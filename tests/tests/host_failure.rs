@@ -582,4 +582,15 @@ fn a_host_cut_off_fences_itself_for_what_may_be_evacuated_and_runs_the_rest_agai
         "b's guest untouched"
     );
     wait_instance(&cluster, moves, "Running", &b, JUDGED);
+
+    // An agent stopped on purpose gives its lease back: its guests run on, and its host is
+    // not fenced by lease (only down, its instance Unknown).
+    cluster.stop_ns_agent("a");
+    let log = cluster.ns_agent_log("a");
+    assert!(log.contains("lease given back to the controller"), "{log}");
+    assert!(
+        cluster.log(1).contains("gave up its lease"),
+        "{}",
+        cluster.log(1)
+    );
 }

@@ -83,6 +83,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<Arc<Services>> {
         .routes(routes!(precache_image))
         .routes(routes!(unpin_image))
         .routes(routes!(host_report))
+        .routes(routes!(host_lease_release))
         .routes(routes!(create_join_token))
         .routes(routes!(enrol_host, revoke_host))
         .routes(routes!(list_users, create_user))
@@ -739,6 +740,36 @@ async fn host_report(
     Body(report): Body<HostReport>,
 ) -> Answer<Json<ReportAnswer>> {
     Ok(Json(services.hosts.report(&host, &name, report).await?))
+}
+
+/// The agent gives up its lease as it stops on purpose: the leader will not fence the host by
+/// lease (its guests run on without the agent; an administrator's fence is still possible).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ReleaseQuery {
+    /// The version of the last desired state the agent had: a long-poll asking from this
+    /// version or an older one (sent before the release) does not give the lease back.
+    #[serde(default)]
+    since: u64,
+}
+
+#[utoipa::path(delete, path = "/api/v1/hosts/{name}/lease", tag = "agents",
+    params(("name" = String, Path, description = "The host's name (its certificate's)"), ReleaseQuery),
+    security(("host_certificate" = [])),
+    responses((status = NO_CONTENT, description = "The host holds no lease any more")))]
+async fn host_lease_release(
+    State(services): Shared,
+    Agent(host): Agent,
+    Path(name): Path<String>,
+    query: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<StatusCode> {
+    let Query(query) = query.map_err(bad_query)?;
+    services
+        .hosts
+        .release_lease(&host, &name, query.since)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/v1/users`.

@@ -105,8 +105,8 @@ mod tests {
         for host in ["leased", "unleased", "polling"] {
             live.touch(host, None, None);
         }
-        live.leased("leased");
-        live.leased("polling");
+        live.leased("leased", 3);
+        live.leased("polling", 3);
         let _poll = live.poll("polling");
         let down = || {
             vec![

@@ -25,6 +25,9 @@ pub struct Contact {
     /// of an answer it had, and every answer carries the lease): it fences itself when out of
     /// touch, so the host may be fenced by lease.
     pub leased: bool,
+    /// The agent gave the lease up, having had desired state up to this version: only a
+    /// long-poll from a later version (sent after) gives it back.
+    pub released_at: Option<u64>,
 }
 
 /// What the leader should propose about a host.
@@ -120,10 +123,28 @@ impl Liveness {
             })
     }
 
-    /// Records that `host`'s agent holds the site's lease.
-    pub fn leased(&self, host: &str) {
+    /// Records that `host`'s agent holds the site's lease: it long-polls from version `since`
+    /// (of an answer it had), unless that is no later than where it gave the lease up.
+    pub fn leased(&self, host: &str, since: u64) {
         let mut contacts = self.contacts.lock().expect("contacts lock");
-        contacts.entry(host.to_owned()).or_default().leased = true;
+        let contact = contacts.entry(host.to_owned()).or_default();
+        if contact
+            .released_at
+            .is_some_and(|released| since <= released)
+        {
+            return;
+        }
+        contact.leased = true;
+        contact.released_at = None;
+    }
+
+    /// Records that `host`'s agent gave up the lease (it stopped on purpose), having had
+    /// desired state up to version `since`.
+    pub fn unleased(&self, host: &str, since: u64) {
+        let mut contacts = self.contacts.lock().expect("contacts lock");
+        let contact = contacts.entry(host.to_owned()).or_default();
+        contact.leased = false;
+        contact.released_at = Some(since);
     }
 
     /// How long `host`'s agent has been silent as this node can vouch for: since its last call
@@ -228,6 +249,21 @@ mod tests {
         live.restart_grace();
         assert_eq!(live.judge("never-seen", true), None);
         assert_eq!(live.judge("never-seen", false), None, "down stays down");
+    }
+
+    #[test]
+    fn a_lease_given_up_comes_back_only_with_a_poll_from_a_later_version() {
+        let live = Liveness::new(Duration::from_secs(60));
+        live.leased("a", 1);
+        assert!(live.contact("a").leased);
+        live.unleased("a", 7);
+        assert!(!live.contact("a").leased);
+        live.leased("a", 7);
+        assert!(!live.contact("a").leased, "a poll sent before the release");
+        live.leased("a", 8);
+        assert!(live.contact("a").leased, "the agent is back");
+        live.unleased("never-seen", 1);
+        assert!(!live.contact("never-seen").leased);
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl Hosts {
         self.require_registered(host).await?;
         let poll = self.liveness.poll(host);
         if since > 0 && self.lease.is_some() {
-            self.liveness.leased(host);
+            self.liveness.leased(host, since);
         }
         self.back_in_touch(host).await?;
         let mut version = self.wakeups.watch(host);
@@ -227,6 +227,21 @@ impl Hosts {
                 desired
             })
             .await?)
+    }
+
+    /// The host's agent gives up its lease (it stops on purpose): this node, which leads, will
+    /// not fence the host by lease until the agent shows it holds the lease again.
+    pub async fn release_lease(
+        &self,
+        identity: &HostIdentity,
+        host: &str,
+        since: u64,
+    ) -> Result<(), HostError> {
+        identity.require(host)?;
+        self.require_registered(host).await?;
+        self.liveness.unleased(host, since);
+        tracing::info!(host, "the host's agent gave up its lease (stopping)");
+        Ok(())
     }
 
     /// Records what a host reports, all of it in one proposal; answers the instance reports
