@@ -200,24 +200,35 @@ impl TestCluster {
                 dir: node_dir,
             },
         );
-        in_ns(&ns, &["link", "set", "lo", "up"])?;
         let (inside, outside) = (format!("{}e{id}", self.tag), format!("{}s{id}", self.tag));
+        self.link_to_switch(&ns, &inside, &outside, &address)
+    }
+
+    /// Links namespace `ns` to the switch: a veth whose end `outside` is on the bridge and
+    /// whose end `inside` is the namespace's `eth0` with `address`/24 (and `lo` up).
+    fn link_to_switch(
+        &self,
+        ns: &str,
+        inside: &str,
+        outside: &str,
+        address: &str,
+    ) -> anyhow::Result<()> {
+        in_ns(ns, &["link", "set", "lo", "up"])?;
         ip(&[
-            "link", "add", &inside, "type", "veth", "peer", "name", &outside,
+            "link", "add", inside, "type", "veth", "peer", "name", outside,
         ])?;
-        ip(&["link", "set", &inside, "netns", &ns])?;
-        ip(&["link", "set", &outside, "netns", &self.switch])?;
+        ip(&["link", "set", inside, "netns", ns])?;
+        ip(&["link", "set", outside, "netns", &self.switch])?;
         in_ns(
             &self.switch,
-            &["link", "set", &outside, "master", "br0", "up"],
+            &["link", "set", outside, "master", "br0", "up"],
         )?;
-        in_ns(&ns, &["link", "set", &inside, "name", "eth0"])?;
+        in_ns(ns, &["link", "set", inside, "name", "eth0"])?;
         in_ns(
-            &ns,
+            ns,
             &["addr", "add", &format!("{address}/24"), "dev", "eth0"],
         )?;
-        in_ns(&ns, &["link", "set", "eth0", "up"])?;
-        Ok(())
+        in_ns(ns, &["link", "set", "eth0", "up"])
     }
 
     /// Writes node `id`'s configuration: a member that joins, unless it is the first; `extra`
@@ -686,28 +697,7 @@ impl TestCluster {
                 child: None,
             },
         );
-        in_ns(&ns, &["link", "set", "lo", "up"])?;
-        ip(&[
-            "link", "add", &inside, "type", "veth", "peer", "name", &outside,
-        ])?;
-        ip(&["link", "set", &inside, "netns", &ns])?;
-        ip(&["link", "set", &outside, "netns", &self.switch])?;
-        in_ns(
-            &self.switch,
-            &["link", "set", &outside, "master", "br0", "up"],
-        )?;
-        in_ns(&ns, &["link", "set", &inside, "name", "eth0"])?;
-        in_ns(
-            &ns,
-            &[
-                "addr",
-                "add",
-                &format!("{}.{index}/24", self.subnet),
-                "dev",
-                "eth0",
-            ],
-        )?;
-        in_ns(&ns, &["link", "set", "eth0", "up"])?;
+        self.link_to_switch(&ns, &inside, &outside, &format!("{}.{index}", self.subnet))?;
         let first = *self.nodes.keys().next().expect("a node");
         let (status, body, _) = self.post(
             first,
