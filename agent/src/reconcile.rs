@@ -19,7 +19,7 @@ pub use crate::failure::error_chain;
 pub use crate::instance_dir::InstanceDirs;
 
 use crate::hypervisor::{DomainInfo, Hypervisor, RunState};
-use crate::images::cache::ImageCache;
+use crate::images::cache::{Held, ImageCache};
 use crate::images::prepare;
 use crate::metrics::Timings;
 use crate::network::Network;
@@ -102,8 +102,11 @@ struct Inner {
     unknown: Vec<String>,
     /// The cache's contents as last queued for the controller.
     reported_images: Option<Vec<String>>,
-    /// Pre-cached images held in the cache, by disk SHA-256, with every digest held.
-    pinned: HashMap<String, Vec<String>>,
+    /// Pre-cached images held in the cache, by disk SHA-256.
+    pinned: HashMap<String, Held>,
+    /// What each instance's files stand on in the image cache (its `artifacts`), held until
+    /// its directory goes.
+    holds: HashMap<u64, Held>,
     /// Pre-caches under way, by disk SHA-256.
     precaching: HashSet<String>,
     /// Pre-caches that failed, by disk SHA-256, and when: retried after [`PRECACHE_RETRY`].
@@ -171,11 +174,11 @@ impl Reconciler {
         cluster_id: String,
         reports: mpsc::UnboundedSender<ReportEvent>,
     ) -> Self {
-        for id in dirs.instance_ids() {
-            for digest in dirs.read_artifacts(id) {
-                images.acquire(&digest);
-            }
-        }
+        let holds = dirs
+            .instance_ids()
+            .into_iter()
+            .map(|id| (id, images.hold(&dirs.read_artifacts(id))))
+            .collect();
         Self {
             hv,
             images,
@@ -194,7 +197,10 @@ impl Reconciler {
             host_boot: power::host_boot(),
             timings: Timings::default(),
             lease: None,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                holds,
+                ..Inner::default()
+            }),
         }
     }
 
@@ -501,9 +507,7 @@ impl Reconciler {
                 .cloned()
                 .collect();
             for sha in unpinned {
-                for digest in inner.pinned.remove(&sha).unwrap_or_default() {
-                    self.images.release(&digest);
-                }
+                inner.pinned.remove(&sha);
                 tracing::info!(sha256 = %sha, "pre-cached image no longer pinned");
             }
             for spec in &desired.precache {
@@ -681,10 +685,9 @@ impl Reconciler {
         inner.precaching.remove(&sha);
         match result {
             Ok(image) => {
-                for digest in &image.digests {
-                    self.images.acquire(digest);
-                }
-                inner.pinned.insert(sha.clone(), image.digests);
+                inner
+                    .pinned
+                    .insert(sha.clone(), self.images.hold(&image.digests));
                 inner.precache_failed.remove(&sha);
                 tracing::info!(sha256 = %sha, image = %spec.name, "image pre-cached");
             }
@@ -819,16 +822,19 @@ impl Reconciler {
                 .detach(&tap)
                 .map_err(|e| format!("network: {}", error_chain(&e)))?;
         }
-        let digests = self.dirs.read_artifacts(id);
         let dir = self.dirs.dir(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot remove {}: {e}", dir.display())),
         }
-        for digest in &digests {
-            self.images.release(digest);
-        }
+        let held = self
+            .inner
+            .lock()
+            .expect("reconciler lock")
+            .holds
+            .remove(&id);
+        drop(held);
         self.images.evict();
         Ok(())
     }

@@ -89,6 +89,35 @@ pub struct CacheStats {
     pub download_bytes: u64,
 }
 
+/// Artifacts kept from eviction while this lives (see [`ImageCache::hold`]); an instance owns
+/// the one of its images, the reconciler the one of each pre-cached image.
+#[must_use = "dropping it lets the artifacts be evicted"]
+pub struct Held {
+    cache: Arc<ImageCache>,
+    digests: Vec<String>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Held").field(&self.digests).finish()
+    }
+}
+
+impl Held {
+    /// SHA-256 of the artifacts held.
+    pub fn digests(&self) -> &[String] {
+        &self.digests
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for digest in &self.digests {
+            self.cache.release(digest);
+        }
+    }
+}
+
 pub struct ImageCache {
     root: PathBuf,
     budget_bytes: u64,
@@ -256,15 +285,27 @@ impl ImageCache {
         Ok(got.bytes)
     }
 
-    /// Marks the artifact as used by an instance: it will not be evicted until released.
-    pub fn acquire(&self, sha256: &str) {
+    /// Holds `digests` in the cache (none is evicted) for as long as the answer lives: what an
+    /// instance's disk stands on, or a pre-cached image.
+    pub fn hold(self: &Arc<Self>, digests: &[String]) -> Held {
+        for digest in digests {
+            self.acquire(digest);
+        }
+        Held {
+            cache: self.clone(),
+            digests: digests.to_vec(),
+        }
+    }
+
+    /// Marks the artifact as used: it will not be evicted until released.
+    fn acquire(&self, sha256: &str) {
         let mut inner = self.inner.lock().expect("cache lock");
         if let Some(entry) = inner.entries.get_mut(sha256) {
             entry.refs += 1;
         }
     }
 
-    pub fn release(&self, sha256: &str) {
+    fn release(&self, sha256: &str) {
         let mut inner = self.inner.lock().expect("cache lock");
         if let Some(entry) = inner.entries.get_mut(sha256) {
             entry.refs = entry.refs.saturating_sub(1);

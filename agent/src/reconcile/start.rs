@@ -14,7 +14,7 @@ use super::Reconciler;
 use crate::context::{self, ContextError};
 use crate::failure::error_chain;
 use crate::hypervisor::{DiskSource, DomainDisk, DomainNic, DomainSpec, HypervisorError};
-use crate::images::cache::ImageCache;
+use crate::images::cache::Held;
 use crate::images::prepare;
 use crate::images::qcow2::{self, Qcow2Error};
 use crate::network::{tap_name, NameError, NetworkError, NicPlan};
@@ -89,31 +89,37 @@ pub(super) enum DiskError {
     Pool(String, #[source] PoolError),
 }
 
-/// A fresh instance directory and the image holds taken for it: removed and released when the
-/// start fails, unless [`FreshDir::keep`] was called.
-struct FreshDir<'a> {
+/// The instance directory a start uses and the hold on the images it records in it: on
+/// success, or when the directory was kept from an earlier run (it holds the guest's disk), the
+/// instance owns the hold (its earlier one let go); when a fresh directory's start fails, the
+/// directory is removed and the hold dropped.
+struct StartDir<'a> {
+    reconciler: &'a Reconciler,
+    id: u64,
     dir: PathBuf,
     fresh: bool,
-    images: &'a ImageCache,
-    digests: &'a [String],
+    held: Option<Held>,
     kept: bool,
 }
 
-impl FreshDir<'_> {
+impl StartDir<'_> {
     fn keep(mut self) {
         self.kept = true;
     }
 }
 
-impl Drop for FreshDir<'_> {
+impl Drop for StartDir<'_> {
     fn drop(&mut self) {
+        let held = self.held.take();
         if self.kept || !self.fresh {
+            if let Some(held) = held {
+                let mut inner = self.reconciler.inner.lock().expect("reconciler lock");
+                inner.holds.insert(self.id, held);
+            }
             return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        for digest in self.digests {
-            self.images.release(digest);
-        }
+        drop(held);
     }
 }
 
@@ -129,18 +135,12 @@ impl Reconciler {
         let dir = self.dirs.dir(id);
         let fresh = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(|e| StartFailure::Directory(dir.clone(), e))?;
-        // A directory left by an earlier start was counted when the agent started.
-        for digest in self.dirs.read_artifacts(id) {
-            self.images.release(&digest);
-        }
-        for digest in &image.digests {
-            self.images.acquire(digest);
-        }
-        let made = FreshDir {
+        let made = StartDir {
+            reconciler: self,
+            id,
             dir: dir.clone(),
             fresh,
-            images: &self.images,
-            digests: &image.digests,
+            held: Some(self.images.hold(&image.digests)),
             kept: false,
         };
         self.dirs

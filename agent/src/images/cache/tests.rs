@@ -174,13 +174,14 @@ fn leftovers_of_an_interrupted_download_are_dropped_at_start() {
 #[test]
 fn eviction_takes_the_least_recently_used_and_never_one_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let c = cache(dir.path(), 2500);
+    let c = Arc::new(cache(dir.path(), 2500));
     let a = source(dir.path(), "a", &[1u8; 1000]);
     let b = source(dir.path(), "b", &[2u8; 1000]);
     let d = source(dir.path(), "d", &[3u8; 1000]);
     c.ensure(&a, None).unwrap();
     c.ensure(&b, None).unwrap();
-    c.acquire(&a.sha256);
+    let held = c.hold(std::slice::from_ref(&a.sha256));
+    assert_eq!(held.digests(), std::slice::from_ref(&a.sha256));
     c.ensure(&d, None).unwrap();
     // 3000 bytes over a 2500 budget: a is the oldest but in use, so b goes.
     assert_eq!(c.evict(), vec![b.sha256.clone()]);
@@ -192,6 +193,12 @@ fn eviction_takes_the_least_recently_used_and_never_one_in_use() {
     let evicted = tiny.evict();
     assert!(!evicted.contains(&a.sha256));
     assert!(tiny.path(&a.sha256).exists());
-    c.release(&a.sha256);
-    assert_eq!(c.refs(&a.sha256), 0);
+    assert_eq!(c.refs(&a.sha256), 1);
+    let again = c.hold(std::slice::from_ref(&a.sha256));
+    assert_eq!(c.refs(&a.sha256), 2, "each holder counts");
+    drop(held);
+    drop(again);
+    assert_eq!(c.refs(&a.sha256), 0, "let go with the last holder");
+    c.ensure(&b, None).unwrap();
+    assert_eq!(c.evict(), vec![a.sha256.clone()], "then evictable");
 }
