@@ -16,7 +16,8 @@ use stratus_common::agent::{
 use tokio::sync::mpsc;
 
 use crate::controller_client::ControllerClient;
-use crate::reconcile::{error_chain, ReportEvent};
+use crate::failure::error_chain;
+use crate::reconcile::ReportEvent;
 
 /// The controller's word on a start's Booting report.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use stratus_common::agent::{
 use stratus_common::api::DomainType;
 use tokio::sync::mpsc;
 
-pub use crate::failure::error_chain;
-pub use crate::instance_dir::InstanceDirs;
+use crate::failure::error_chain;
+use crate::instance_dir::InstanceDirs;
 
 use crate::hypervisor::{DomainInfo, Hypervisor, RunState};
 use crate::images::cache::{Held, ImageCache};
@@ -691,11 +691,11 @@ impl Reconciler {
                 inner.precache_failed.remove(&sha);
                 tracing::info!(sha256 = %sha, image = %spec.name, "image pre-cached");
             }
-            Err(reason) => {
+            Err(e) => {
                 inner
                     .precache_failed
                     .insert(sha.clone(), std::time::Instant::now());
-                tracing::warn!(sha256 = %sha, image = %spec.name, %reason, "pre-cache failed; will retry");
+                tracing::warn!(sha256 = %sha, image = %spec.name, reason = %error_chain(&e), "pre-cache failed; will retry");
             }
         }
     }

@@ -246,7 +246,7 @@ impl ImageCache {
             result
                 .as_ref()
                 .map(|_| ())
-                .map_err(|e| crate::reconcile::error_chain(e)),
+                .map_err(|e| crate::failure::error_chain(e)),
         );
         flight.done.notify_all();
         result.map(|_| self.path(sha))
@@ -398,7 +398,7 @@ fn standalone_disk(path: &Path, declared: DiskFormat) -> Result<(), String> {
     let info = qcow2::inspect(path).map_err(|e| {
         format!(
             "cannot inspect the image: {}",
-            crate::reconcile::error_chain(&e)
+            crate::failure::error_chain(&e)
         )
     })?;
     let found = match info.format {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use stratus_common::agent::ImageSpec;
 use stratus_common::api::DiskFormat;
 
-use cache::ImageCache;
+use cache::{CacheError, ImageCache};
 use qcow2::DetectedFormat;
 
 /// An image's files, cached and checked, ready for an overlay and a domain.
@@ -27,37 +27,50 @@ pub struct PreparedImage {
     pub digests: Vec<String>,
 }
 
+/// Why an image cannot be used; its text (with its causes) is the reason a user sees on the
+/// Failed instance.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Fetch(#[from] CacheError),
+    #[error("cannot inspect the image")]
+    Inspect(#[source] qcow2::Qcow2Error),
+    #[error("image format {0} is not allowed")]
+    NotAllowed(&'static str),
+    #[error("{}", cache::format_mismatch(*.declared, *.found))]
+    Mismatch {
+        declared: DiskFormat,
+        found: DiskFormat,
+    },
+}
+
 /// Fetches (or finds) the image's artifacts and checks that the disk really is the format it
-/// is declared to be. Errors are the reason a user sees on the Failed instance.
-pub fn prepare(cache: &ImageCache, spec: &ImageSpec) -> Result<PreparedImage, String> {
-    let chain = |e: &dyn std::error::Error| crate::reconcile::error_chain(e);
-    let disk = cache
-        .ensure(&spec.disk, Some(spec.format))
-        .map_err(|e| chain(&e))?;
-    let info =
-        qcow2::inspect(&disk).map_err(|e| format!("cannot inspect the image: {}", chain(&e)))?;
+/// is declared to be.
+pub fn prepare(cache: &ImageCache, spec: &ImageSpec) -> Result<PreparedImage, PrepareError> {
+    let disk = cache.ensure(&spec.disk, Some(spec.format))?;
+    let info = qcow2::inspect(&disk).map_err(PrepareError::Inspect)?;
     let found = match info.format {
         DetectedFormat::Qcow2 => DiskFormat::Qcow2,
         DetectedFormat::Raw => DiskFormat::Raw,
-        other => return Err(format!("image format {} is not allowed", other.as_str())),
+        other => return Err(PrepareError::NotAllowed(other.as_str())),
     };
     // Checked before the download was published; a disk already cached under the same
     // checksum may have been declared otherwise by another image.
     if found != spec.format {
-        return Err(cache::format_mismatch(spec.format, found));
+        return Err(PrepareError::Mismatch {
+            declared: spec.format,
+            found,
+        });
     }
     let mut digests = vec![spec.disk.sha256.clone()];
-    let mut fetch =
-        |artifact: &Option<stratus_common::api::Artifact>| -> Result<Option<PathBuf>, String> {
-            match artifact {
-                Some(a) => {
-                    let path = cache.ensure(a, None).map_err(|e| chain(&e))?;
-                    digests.push(a.sha256.clone());
-                    Ok(Some(path))
-                }
-                None => Ok(None),
-            }
-        };
+    let mut fetch = |artifact: &Option<stratus_common::api::Artifact>| match artifact {
+        Some(a) => {
+            let path = cache.ensure(a, None)?;
+            digests.push(a.sha256.clone());
+            Ok::<_, PrepareError>(Some(path))
+        }
+        None => Ok(None),
+    };
     let kernel = fetch(&spec.kernel)?;
     let initrd = fetch(&spec.initrd)?;
     Ok(PreparedImage {

@@ -26,9 +26,9 @@ use prometheus_client::registry::Registry;
 use stratus_common::agent::HostDesired;
 use tokio::sync::watch;
 
+use crate::failure::error_chain;
 use crate::hypervisor::{BlockStats, GuestStats, Hypervisor, InterfaceStats};
 use crate::images::cache::{CacheStats, ImageCache};
-use crate::reconcile::error_chain;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 

@@ -15,8 +15,8 @@ use crate::context::{self, ContextError};
 use crate::failure::error_chain;
 use crate::hypervisor::{DiskSource, DomainDisk, DomainNic, DomainSpec, HypervisorError};
 use crate::images::cache::Held;
-use crate::images::prepare;
 use crate::images::qcow2::{self, Qcow2Error};
+use crate::images::{prepare, PrepareError};
 use crate::network::{tap_name, NameError, NetworkError, NicPlan};
 use crate::outbox::{ConfirmStart, Confirmation};
 use crate::volumes::pool::PoolError;
@@ -51,9 +51,9 @@ pub(super) enum NotConfirmed {
 /// A step of a start that failed.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StartFailure {
-    /// The image could not be fetched or is not what it claims (the cache's reason).
-    #[error("{0}")]
-    Image(String),
+    /// The image could not be fetched or is not what it claims.
+    #[error(transparent)]
+    Image(#[from] PrepareError),
     #[error("cannot create {}", .0.display())]
     Directory(PathBuf, #[source] std::io::Error),
     #[error("cannot record the instance's images")]

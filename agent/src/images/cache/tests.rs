@@ -93,10 +93,7 @@ fn a_corrupted_image_is_refused_and_leaves_nothing() {
     let mut a = source(dir.path(), "disk.raw", b"corrupted bytes!");
     a.sha256 = hex(b"original bytes!!");
     let err = c.ensure(&a, Some(DiskFormat::Raw)).unwrap_err();
-    assert_eq!(
-        crate::reconcile::error_chain(&err),
-        "image checksum mismatch"
-    );
+    assert_eq!(crate::failure::error_chain(&err), "image checksum mismatch");
     assert!(c.held().is_empty());
     assert!(!c.path(&a.sha256).exists());
     assert!(tmp_is_empty(dir.path()));
@@ -129,7 +126,7 @@ fn a_qcow2_with_a_backing_file_never_enters() {
     ]);
     let bytes = std::fs::read(&evil).unwrap();
     let a = source(dir.path(), "evil.qcow2", &bytes);
-    let err = crate::reconcile::error_chain(&c_ensure(dir.path(), &a));
+    let err = crate::failure::error_chain(&c_ensure(dir.path(), &a));
     assert!(err.contains("backing file"), "{err}");
     assert!(tmp_is_empty(dir.path()));
 }
@@ -146,7 +143,7 @@ fn a_disk_that_is_not_its_declared_format_never_enters() {
         .success());
     let a = source(dir.path(), "disk.qcow2", &std::fs::read(&qcow2).unwrap());
     let c = cache(dir.path(), u64::MAX);
-    let err = crate::reconcile::error_chain(&c.ensure(&a, Some(DiskFormat::Raw)).unwrap_err());
+    let err = crate::failure::error_chain(&c.ensure(&a, Some(DiskFormat::Raw)).unwrap_err());
     assert_eq!(err, "image format mismatch: declared raw, found qcow2");
     assert!(!c.path(&a.sha256).exists());
     assert_eq!(c.stats().entries, 0);
