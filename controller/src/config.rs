@@ -437,7 +437,10 @@ mod tests {
                 timeout: 60
             }
         );
-        assert!(err.to_string().starts_with("host_lease_secs must be 0"), "{err}");
+        assert!(
+            err.to_string().starts_with("host_lease_secs must be 0"),
+            "{err}"
+        );
         let c: ControllerConfig = toml::from_str("host_lease_secs = 0").unwrap();
         assert_eq!(c.validate(), Ok(()));
         let err = toml::from_str::<ControllerConfig>("placement = 'random'").unwrap_err();
