@@ -65,6 +65,8 @@ pub fn fence(
             }
             Err(e) => {
                 tracing::error!(instance = id, error = %error_chain(&e), "self-fencing cannot destroy the guest; trying again");
+                // It runs on: no mark saying it was destroyed.
+                dirs.unfence(id);
                 fenced.failed += 1;
             }
         }
