@@ -375,15 +375,15 @@ impl Reconciler {
                 {
                     continue;
                 }
-                if instance.desire != Desire::Destroy
-                    && instance.generation < self.dirs.booted_generation(id)
-                {
+                // One read of the boot record per instance and pass.
+                let booted = self.dirs.booted_generation(id);
+                if instance.desire != Desire::Destroy && instance.generation < booted {
                     // A controller behind what this host already ran (a stale answer): never
                     // go back to an older generation.
                     tracing::warn!(
                         instance = id,
                         generation = instance.generation,
-                        booted = self.dirs.booted_generation(id),
+                        booted,
                         "desired state older than the generation this host booted: ignored"
                     );
                     continue;
@@ -396,9 +396,7 @@ impl Reconciler {
                 }
                 match instance.desire {
                     Desire::Run => match ours.get(&id).map(|d| d.state) {
-                        Some(RunState::Running)
-                            if self.dirs.booted_generation(id) < instance.generation =>
-                        {
+                        Some(RunState::Running) if booted < instance.generation => {
                             inner.in_flight.insert(id);
                             actions.push(Action::Reboot(Box::new(instance.clone())));
                         }

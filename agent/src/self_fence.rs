@@ -114,6 +114,25 @@ pub async fn give_up(
             }
         }
     }
+    fence_now(
+        lease,
+        hv,
+        dirs,
+        host,
+        "stopping out of touch: fenced itself",
+    )
+    .await;
+}
+
+/// One fencing pass on a blocking thread, from the lease's last contact; the first pass that
+/// destroys every guest it covers logs `why` and records the host fenced.
+async fn fence_now(
+    lease: &Lease,
+    hv: Arc<dyn Hypervisor>,
+    dirs: InstanceDirs,
+    host: &str,
+    why: &'static str,
+) {
     let now = boottime();
     let silent = now.saturating_sub(lease.contact().unwrap_or(now));
     let (evacuable, cluster_id, host) = (lease.evacuable(), lease.cluster_id(), host.to_owned());
@@ -122,20 +141,19 @@ pub async fn give_up(
     })
     .await;
     match pass {
-        Ok(Ok(fenced)) if fenced.failed == 0 => {
-            tracing::warn!(destroyed = ?fenced.destroyed, "stopping out of touch: fenced itself");
+        Ok(Ok(fenced)) if fenced.failed == 0 && !lease.fenced() => {
+            tracing::warn!(silent_secs = silent.as_secs(), destroyed = ?fenced.destroyed, "{why}");
             if let Err(e) = lease.mark_fenced() {
                 tracing::warn!(error = %error_chain(&e), "cannot record the self-fencing");
             }
         }
-        Ok(Ok(fenced)) => {
-            tracing::error!(
-                failed = fenced.failed,
-                "stopping out of touch: some guests could not be destroyed"
-            )
+        Ok(Ok(fenced)) if fenced.failed == 0 && !fenced.destroyed.is_empty() => {
+            tracing::warn!(destroyed = ?fenced.destroyed, "self-fencing: more guests destroyed");
         }
+        // Each failure was logged by the pass; the caller tries again (or is stopping).
+        Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::error!(error = %error_chain(&e), "stopping out of touch: cannot list the domains")
+            tracing::error!(error = %error_chain(&e), "self-fencing cannot list the domains")
         }
         Err(e) => tracing::error!(error = %e, "self-fencing pass panicked"),
     }
@@ -161,36 +179,15 @@ pub async fn watch(lease: Arc<Lease>, hv: Arc<dyn Hypervisor>, dirs: InstanceDir
             }
             continue;
         }
-        let silent = now.saturating_sub(lease.contact().unwrap_or(now));
-        let (evacuable, cluster_id) = (lease.evacuable(), lease.cluster_id());
-        let pass = {
-            let (hv, dirs, host) = (hv.clone(), dirs.clone(), host.clone());
-            tokio::task::spawn_blocking(move || {
-                fence(hv.as_ref(), &dirs, &cluster_id, &host, &evacuable, silent)
-            })
-            .await
-        };
-        match pass {
-            Ok(Ok(fenced)) if fenced.failed == 0 => {
-                if !lease.fenced() {
-                    tracing::warn!(
-                        silent_secs = silent.as_secs(),
-                        destroyed = ?fenced.destroyed,
-                        "the host's lease ran out: fenced itself (guests that may be evacuated destroyed)"
-                    );
-                    if let Err(e) = lease.mark_fenced() {
-                        tracing::warn!(error = %error_chain(&e), "cannot record the self-fencing");
-                    }
-                } else if !fenced.destroyed.is_empty() {
-                    tracing::warn!(destroyed = ?fenced.destroyed, "self-fencing: more guests destroyed");
-                }
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %error_chain(&e), "self-fencing cannot list the domains; trying again")
-            }
-            Err(e) => tracing::error!(error = %e, "self-fencing pass panicked"),
-        }
+        fence_now(
+            &lease,
+            hv.clone(),
+            dirs.clone(),
+            &host,
+            "the host's lease ran out: fenced itself (guests that may be evacuated destroyed)",
+        )
+        .await;
+        // Again in a second while the lease stays out (a start under way, a refused destroy).
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = lease.changed.notified() => {}

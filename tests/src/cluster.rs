@@ -558,69 +558,85 @@ impl TestCluster {
 impl TestCluster {
     /// Starts a host agent that knows every node, and waits until the cluster sees its host up.
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
-        // As an administrator would: a join token for the host, through any node.
+        let host = self.host_name.clone();
+        let child = self.spawn_agent(&host, "agent", None)?;
+        self.agent = Some(child);
+        self.wait_host_up(&host, "agent")
+    }
+
+    /// Writes the configuration of the agent of `host` (a join token made through a node, as
+    /// an administrator would; its state in `<name>/`, its log `<name>.log`), and starts it,
+    /// in namespace `ns` if given (its pid is the agent's: `ip netns exec` execs it).
+    fn spawn_agent(&self, host: &str, name: &str, ns: Option<&str>) -> anyhow::Result<Child> {
         let first = *self.nodes.keys().next().expect("a node");
         let (status, body, _) = self.post(
             first,
-            &format!("/hosts/{}/join-tokens", self.host_name),
+            &format!("/hosts/{host}/join-tokens"),
             &serde_json::json!({}),
         )?;
         if status != StatusCode::CREATED {
             bail!("join token: {status} {body}");
         }
-        fs::write(
-            self.dir.join("join-token"),
-            body["token"].as_str().context("a token")?,
-        )?;
+        let token_file = self.dir.join(format!("{name}.join-token"));
+        fs::write(&token_file, body["token"].as_str().context("a token")?)?;
         let controllers: Vec<String> = self
             .nodes
             .values()
             .map(|n| format!("https://{}", n.api()))
             .collect();
         let d = self.dir.display();
+        let config = self.dir.join(format!("{name}.toml"));
         // Like every test agent, it leaves libvirt's NBD client directory alone.
         fs::write(
-            self.dir.join("agent.toml"),
+            &config,
             format!(
                 "controller = \"{}\"\nca_certificate = \"{d}/ca.pem\"\n\
-                 join_token_file = \"{d}/join-token\"\nhost_name = \"{}\"\n\
-                 state_dir = \"{d}/agent\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\n\
+                 join_token_file = \"{}\"\nhost_name = \"{host}\"\n\
+                 state_dir = \"{d}/{name}\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\n\
                  poll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\n\
                  file_location_roots = [\"{TEST_ROOT}\"]\n\
                  nbd_client_tls_dir = \"\"\n",
                 controllers.join(","),
-                self.host_name,
+                token_file.display(),
             ),
         )?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("agent.log"))?;
-        self.agent = Some(
-            Command::new(bin("stratus-agent"))
-                .args([
-                    "--config",
-                    &self.dir.join("agent.toml").display().to_string(),
-                ])
-                .env("STRATUS_LOG", "info,stratus_agent=debug")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?,
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.host_status().as_deref() == Some("up") {
-                return Ok(());
+            .open(self.dir.join(format!("{name}.log")))?;
+        let mut command = match ns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", ns])
+                    .arg(bin("stratus-agent"));
+                command
             }
+            None => Command::new(bin("stratus-agent")),
+        };
+        Ok(command
+            .args(["--config", &config.display().to_string()])
+            .env("STRATUS_LOG", "info,stratus_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?)
+    }
+
+    /// Waits until the cluster sees `host` up; the error carries the log `<name>.log`.
+    fn wait_host_up(&self, host: &str, name: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while self.host_status_of(host).as_deref() != Some("up") {
             if Instant::now() > deadline {
+                let log = fs::read_to_string(self.dir.join(format!("{name}.log")));
                 bail!(
-                    "the agent did not register in 30 s; log:\n{}",
-                    self.agent_log()
+                    "the agent of {host} did not register in {WAIT:?}; log:\n{}",
+                    log.unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// The agent's host as some running node answers for it.
@@ -698,61 +714,9 @@ impl TestCluster {
             },
         );
         self.link_to_switch(&ns, &inside, &outside, &format!("{}.{index}", self.subnet))?;
-        let first = *self.nodes.keys().next().expect("a node");
-        let (status, body, _) = self.post(
-            first,
-            &format!("/hosts/{host}/join-tokens"),
-            &serde_json::json!({}),
-        )?;
-        if status != StatusCode::CREATED {
-            bail!("join token: {status} {body}");
-        }
-        let token_file = self.dir.join(format!("join-token-{suffix}"));
-        fs::write(&token_file, body["token"].as_str().context("a token")?)?;
-        let controllers: Vec<String> = self
-            .nodes
-            .values()
-            .map(|n| format!("https://{}", n.api()))
-            .collect();
-        let d = self.dir.display();
-        let config = self.dir.join(format!("agent-{suffix}.toml"));
-        fs::write(
-            &config,
-            format!(
-                "controller = \"{}\"\nca_certificate = \"{d}/ca.pem\"\n\
-                 join_token_file = \"{}\"\nhost_name = \"{host}\"\n\
-                 state_dir = \"{d}/agent-{suffix}\"\ndomain_type = \"qemu\"\nreserved_memory_mib = 0\n\
-                 poll_wait_secs = 20\nresync_secs = 2\nallow_loopback_sources = true\n\
-                 file_location_roots = [\"{TEST_ROOT}\"]\n\
-                 nbd_client_tls_dir = \"\"\n",
-                controllers.join(","),
-                token_file.display(),
-            ),
-        )?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("agent-{suffix}.log")))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(bin("stratus-agent"))
-            .args(["--config", &config.display().to_string()])
-            .env("STRATUS_LOG", "info,stratus_agent=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let child = self.spawn_agent(&host, &format!("agent-{suffix}"), Some(&ns))?;
         self.ns_agents.get_mut(suffix).expect("made above").child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while self.host_status_of(&host).as_deref() != Some("up") {
-            if Instant::now() > deadline {
-                bail!(
-                    "agent {suffix} did not register in {WAIT:?}; log:\n{}",
-                    self.ns_agent_log(suffix)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_host_up(&host, &format!("agent-{suffix}"))?;
         Ok(host)
     }
 

@@ -847,25 +847,10 @@ impl State {
             }
             // Reached only inside two `By`s (apply_with_effects takes a report out of one):
             // applied alike, its items unwrapped.
-            Command::HostReport {
-                host,
-                instances,
-                volumes,
-                exports,
-                disks,
-                at_ms,
-            } => {
-                let report = host_report::HostReport {
-                    by: None,
-                    host,
-                    instances,
-                    volumes,
-                    exports,
-                    disks,
-                    at_ms,
-                };
-                self.apply_host_report(report).0
-            }
+            report @ Command::HostReport { .. } => match host_report::HostReport::split(report) {
+                Ok(report) => self.apply_host_report(report).0,
+                Err(_) => unreachable!("a report splits"),
+            },
             Command::By {
                 actor,
                 at_ms,
